@@ -1,0 +1,56 @@
+"""Shared set-up of the benchmarks: the digits data and the models the issues name."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from sklearn.datasets import load_digits
+from torch import nn
+
+
+def digits(image: bool = False, dtype=torch.float32):
+    d = load_digits()
+    X = torch.tensor(d.data, dtype=dtype) / 16.0
+    if image:
+        X = X.reshape(-1, 1, 8, 8)
+    return X, torch.tensor(d.target)
+
+
+def digits_mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 128), nn.ReLU(), nn.Linear(128, 10))
+
+
+def digits_cnn(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 16, 64), nn.ReLU(), nn.Linear(64, 10))
+
+
+def pretrain(model: nn.Module, X, Y, steps: int = 300, lr: float = 0.1, seed: int = 0) -> nn.Module:
+    """A few hundred SGD steps so the Hessian is that of a trained network, not of its init."""
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    for _ in range(steps):
+        idx = torch.randint(0, X.shape[0], (128,), generator=g)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(X[idx]), Y[idx]).backward()
+        opt.step()
+    return model
+
+
+def best_of(fn, repeats: int = 3) -> float:
+    """Minimum wall time of ``repeats`` calls (the least disturbed by other processes)."""
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def markdown(rows: list[list], header: list[str]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)

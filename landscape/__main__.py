@@ -1,0 +1,3 @@
+from landscape.cli.app import main
+
+main()

@@ -1,0 +1,91 @@
+"""``landscape interpolate``: L((1 − α) θ_A + α θ_B) between two checkpoints of one architecture
+(Keskar et al. 2017; the lecture's Figure 6)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import output
+from .common import Stopwatch, header
+from .options import (BatchOpt, DataOpt, DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, LossOpt, ModelOpt, OutOpt,
+                      PlotOpt, SamplesOpt, SeedOpt, TrainModeOpt)
+from .slice import BatchPointsOpt, RecomputeBnOpt, TestOpt, build_problems, emit
+
+
+@output.handle_errors
+def interpolate(
+    checkpoint_a: Annotated[Path, typer.Argument(help="Checkpoint A (α = 0); its data and loss are used.", show_default=False)],
+    checkpoint_b: Annotated[Path, typer.Argument(help="Checkpoint B (α = 1), same architecture.", show_default=False)],
+    range_: Annotated[tuple[float, float], typer.Option("--range", help="LO HI of α.")] = (-0.5, 1.5),
+    points: Annotated[int, typer.Option("--points", help="Values of α.")] = 81,
+    batch_points: BatchPointsOpt = 32,
+    recompute_bn: RecomputeBnOpt = False,
+    test: TestOpt = True,
+    model: ModelOpt = None,
+    data: DataOpt = None,
+    loss: LossOpt = None,
+    samples: SamplesOpt = None,
+    batch_size: BatchOpt = 512,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "float32",
+    seed: SeedOpt = 0,
+    train_mode: TrainModeOpt = False,
+    json_: JsonOpt = False,
+    out: OutOpt = None,
+    plot: PlotOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Loss and accuracy on the line (1 − α) θ_A + α θ_B through two checkpoints."""
+    import numpy as np
+    import torch
+
+    from ..errors import ConfigError
+    from ..io.checkpoint import Checkpoint
+    from ..slices import axis, check_same_architecture, theta_from_state
+    from ..slices import interpolate as interpolate_line
+    from ..slices.grid import slice_tree, values_at
+
+    clock = Stopwatch()
+    if recompute_bn and train_mode:
+        raise ConfigError("--recompute-bn re-estimates running statistics for eval mode", "drop --train-mode")
+    ckpt_b = Checkpoint.load(checkpoint_b, model=model, data=data, loss=loss)
+    ckpt_a, problems = build_problems(checkpoint_a, test=test, model=model, data=data, loss=loss, samples=samples,
+                                      batch_size=batch_size, params=None, device=device, dtype=dtype,
+                                      train_mode=train_mode, seed=seed)
+    if ckpt_a.model.get("name") != ckpt_b.model.get("name"):
+        raise ConfigError(f"the architectures differ: A is a {ckpt_a.model.get('name')!r} model, B a "
+                          f"{ckpt_b.model.get('name')!r} model", "interpolate between checkpoints of the same model")
+    check_same_architecture(ckpt_a.state_dict, ckpt_b.state_dict, str(checkpoint_a), str(checkpoint_b))
+    if ckpt_a.loss != ckpt_b.loss:
+        output.info(f"note: A was trained with {ckpt_a.loss}, B with {ckpt_b.loss}; using A's ({ckpt_a.loss})")
+    train = problems["train"]
+    train.loss_value()
+    alphas = axis(range_[0], range_[1], points)
+    with output.progress(not json_) as start:
+        result = interpolate_line(problems, ckpt_b.state_dict, alphas, batch_points=batch_points,
+                                  recompute_bn_stats=recompute_bn, progress=start("interpolation points", points))
+    theta_a = train.theta
+    theta_b = theta_from_state(ckpt_b.state_dict, train.layout, like=theta_a, where=str(checkpoint_b))
+    bufs_b = {n: ckpt_b.state_dict[n].to(b) for n, b in train.model.named_buffers() if b.is_floating_point()}
+    ends = {"a": str(checkpoint_a), "b": str(checkpoint_b), "A": values_at(problems, theta_a),
+            "B": values_at(problems, theta_b, bufs_b or None)}
+    settings = {"range": list(range_), "points": points, "samples": samples, "batch_size": batch_size,
+                "batch_points": batch_points, "recompute_bn": recompute_bn, "seed": seed,
+                "train_mode": train_mode, "splits": list(problems)}
+    head = header(ckpt_a, train)
+    head["identity_b"] = ckpt_b.identity()
+    distance = float(torch.linalg.vector_norm((theta_b - theta_a).double()))
+    tree, attrs = slice_tree(result, kind="interpolation", header=head, settings=settings, endpoints=ends)
+    attrs["distance"] = distance
+    report = {**head, "kind": "interpolation", "settings": attrs["settings"], "distance": distance,
+              **result.to_dict(), "endpoints": ends, "seconds": clock()}
+    rows = [(k.replace("_", " "), f"{ends['A'].get(k, float('nan')):.6g}", f"{ends['B'].get(k, float('nan')):.6g}",
+             f"{np.nanmin(v):.6g}", f"{np.nanmax(v):.6g}") for k, v in result.values.items()]
+    caption = (f"{points} points, ‖θ_B − θ_A‖ = {distance:.4g}, {result.points_per_second:.1f} points/s, "
+               f"{train.n} samples, {report['seconds']:.2f} s")
+    emit(report, tree, attrs, json_=json_, out=out, plot=plot, kind="curve",
+         title=f"Interpolation {checkpoint_a} (α = 0) → {checkpoint_b} (α = 1)",
+         columns=["quantity", "A", "B", "min on line", "max on line"], rows=rows, caption=caption)

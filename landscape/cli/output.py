@@ -1,0 +1,103 @@
+"""Output sinks: rich tables and messages on stderr/stdout, one JSON object with --json, and
+the error handler that turns a LandscapeError into one line and exit code 2."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import sys
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..errors import LandscapeError
+from ..results import to_plain
+
+stdout = Console()
+stderr = Console(stderr=True)
+
+
+def _finite(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
+
+
+def emit_json(obj: dict) -> None:
+    """Exactly one JSON object on stdout (NaN/inf become null)."""
+    sys.stdout.write(json.dumps(_finite(to_plain(obj)), indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[str]], caption: str | None = None) -> None:
+    t = Table(title=title, caption=caption, title_justify="left")
+    for i, c in enumerate(columns):
+        t.add_column(c, justify="left" if i == 0 else "right", overflow="fold")
+    for r in rows:
+        t.add_row(*[str(x) for x in r])
+    stdout.print(t)
+
+
+def info(msg: str) -> None:
+    stderr.print(msg, highlight=False)
+
+
+@contextmanager
+def progress(enabled: bool = True) -> Iterator[Callable]:
+    """A progress bar on stderr. Yields ``start(label, total)``; the returned ``advance(k)``
+    moves it by k products (indeterminate when total is None)."""
+    if not enabled or not stderr.is_terminal and not os.environ.get("LANDSCAPE_PROGRESS"):
+        yield lambda label, total: (lambda k: None)
+        return
+    cols = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn()]
+    with Progress(*cols, console=stderr, transient=True) as bar:
+        def start(label: str, total: int | None):
+            task = bar.add_task(label, total=total)
+            return lambda k: bar.advance(task, k)
+
+        yield start
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Decorator of every command: LandscapeError → ``error: … `` on one stderr line and exit 2
+    (``--debug`` or LANDSCAPE_DEBUG=1 re-raises with the traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        debug = kwargs.get("debug", False) or os.environ.get("LANDSCAPE_DEBUG") == "1"
+        try:
+            return fn(*args, **kwargs)
+        except LandscapeError as e:
+            if debug:
+                raise
+            msg = e.message if not e.hint else f"{e.message}; {e.hint}"
+            stderr.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except MemoryError:
+            if debug:
+                raise
+            stderr.print("[bold red]error:[/] out of memory; use a smaller --batch-size or --samples",
+                         soft_wrap=True)
+            raise typer.Exit(2)
+        except Exception as e:  # an internal error: say so in one line, keep the traceback for --debug
+            if debug:
+                raise
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            stderr.print(f"[bold red]internal error:[/] {type(e).__name__}: {first}; rerun with --debug "
+                         "for the traceback and report it", highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
+
+    return wrapper

@@ -1,0 +1,164 @@
+"""``landscape slice``: loss and accuracy on a 1-D or 2-D slice through a checkpoint
+(Li et al. 2018): random filter-normalised, Hessian-eigenvector, trajectory-PCA or checkpoint
+directions; HDF5 and figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import output
+from .common import Stopwatch, header, load_problem
+from .options import (BatchOpt, CheckpointArg, DataOpt, DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, LossOpt,
+                      ModelOpt, OutOpt, ParamsOpt, PlotOpt, SamplesOpt, SeedOpt, TrainModeOpt)
+
+RangeOpt = Annotated[Optional[tuple[float, float]], typer.Option("--range", help="LO HI of each axis (default -1 1; pca: the trajectory's extent; checkpoints: -0.5 1.5).", show_default=False)]
+PointsOpt = Annotated[Optional[int], typer.Option("--points", help="Grid points per axis (default 51 in 1-D, 31 in 2-D).", show_default=False)]
+BatchPointsOpt = Annotated[int, typer.Option("--batch-points", help="Parameter points per vmapped forward pass (memory grows with it).")]
+RecomputeBnOpt = Annotated[bool, typer.Option("--recompute-bn", help="Re-estimate BatchNorm running statistics at every grid point from the training data (one extra pass per point: slower).")]
+TestOpt = Annotated[bool, typer.Option("--test/--no-test", help="Also evaluate the test split where the checkpoint's data have one.")]
+
+
+def build_problems(checkpoint: Path, *, test: bool, **kw):
+    """The checkpoint and ``{"train": Problem[, "test": Problem]}`` (test where the data have one)."""
+    ckpt, train = load_problem(checkpoint, split="train", **kw)
+    problems = {"train": train}
+    if test and ckpt.dataset().test is not None:
+        problems["test"] = ckpt.problem(split="test", samples=kw.get("samples"), seed=kw.get("seed", 0),
+                                        batch_size=kw.get("batch_size", 256), params=kw.get("params"),
+                                        device=kw.get("device"), dtype=kw.get("dtype"),
+                                        train_mode=kw.get("train_mode", False))
+    return ckpt, problems
+
+
+def summary_rows(values: dict, origin: dict | None) -> list[tuple]:
+    import numpy as np
+
+    rows = []
+    for key, arr in values.items():
+        a = np.asarray(arr, dtype=float)
+        fin = a[np.isfinite(a)]
+        at0 = (origin or {}).get(key)
+        rows.append((key.replace("_", " "), "-" if at0 is None else f"{at0:.6g}",
+                     f"{fin.min():.6g}" if fin.size else "nan", f"{fin.max():.6g}" if fin.size else "nan"))
+    return rows
+
+
+def emit(report: dict, tree: dict, attrs: dict, *, json_: bool, out: Path | None, plot: Path | None,
+         kind: str, title: str, columns: list[str], rows: list[tuple], caption: str) -> None:
+    """Write the HDF5 file and the figure, then print the table or the JSON object."""
+    if out is not None:
+        from ..io.hdf5 import write_tree
+
+        write_tree(out, tree, attrs=attrs)
+    if plot is not None:
+        from ..io.slice_figures import save, slice_figure
+
+        save(slice_figure({**attrs, **tree}, kind), plot)
+    if json_:
+        output.emit_json(report)
+        return
+    output.table(title, columns, rows, caption=caption)
+    for path in (out, plot):
+        if path is not None:
+            output.info(f"wrote {path}")
+
+
+@output.handle_errors
+def slice_(
+    checkpoint: CheckpointArg,
+    dims: Annotated[int, typer.Option("--dims", help="1 (a line) or 2 (a plane).")] = 1,
+    directions: Annotated[str, typer.Option("--directions", help="random (Gaussian, normalised), eigen (top Hessian eigenvectors), pca (of --trajectory RUN), checkpoints (toward --toward files).")] = "random",
+    norm: Annotated[Optional[str], typer.Option("--norm", help="Random directions: filter (Li et al.: per output unit / channel), layer (per tensor) or none. Default filter.", show_default=False)] = None,
+    filter_norm: Annotated[bool, typer.Option("--filter-norm", help="Same as --norm filter (the default for random directions).")] = False,
+    include_bias_bn: Annotated[bool, typer.Option("--include-bias-bn", help="Random directions also move biases and normalisation parameters (default: zero there).")] = False,
+    range_: RangeOpt = None,
+    points: PointsOpt = None,
+    trajectory: Annotated[Optional[Path], typer.Option("--trajectory", help="Run directory (landscape train --out) whose checkpoints give the PCA plane.")] = None,
+    toward: Annotated[Optional[list[Path]], typer.Option("--toward", help="Checkpoint(s) spanning --directions checkpoints (one per dimension; each at coordinate 1).")] = None,
+    tol: Annotated[float, typer.Option(help="Eigen directions: Lanczos relative residual tolerance.")] = 1e-6,
+    kind: Annotated[str, typer.Option("--kind", help="2-D figure: contour, heatmap or surface.")] = "contour",
+    batch_points: BatchPointsOpt = 32,
+    recompute_bn: RecomputeBnOpt = False,
+    test: TestOpt = True,
+    save_directions: Annotated[bool, typer.Option("--save-directions/--no-save-directions", help="Store the [p, k] direction vectors in --out.")] = True,
+    model: ModelOpt = None,
+    data: DataOpt = None,
+    loss: LossOpt = None,
+    samples: SamplesOpt = None,
+    batch_size: BatchOpt = 512,
+    params: ParamsOpt = None,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "float32",
+    seed: SeedOpt = 0,
+    train_mode: TrainModeOpt = False,
+    json_: JsonOpt = False,
+    out: OutOpt = None,
+    plot: PlotOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Loss and accuracy on a 1-D or 2-D slice through a checkpoint (Li et al. 2018)."""
+    import torch
+
+    from ..errors import ConfigError
+    from ..slices import axis, evaluate_grid, make_directions
+    from ..slices.grid import slice_tree, values_at
+
+    clock = Stopwatch()
+    if filter_norm:
+        if norm not in (None, "filter"):
+            raise ConfigError(f"--filter-norm contradicts --norm {norm}", "pass one of them")
+        norm = "filter"
+    if kind not in ("contour", "heatmap", "surface"):
+        raise ConfigError(f"unknown --kind {kind!r}", "choose contour, heatmap or surface")
+    if dims not in (1, 2):
+        raise ConfigError(f"--dims must be 1 or 2, got {dims}", "pass --dims 1 or --dims 2")
+    if recompute_bn and train_mode:
+        raise ConfigError("--recompute-bn re-estimates running statistics for eval mode", "drop --train-mode")
+    ckpt, problems = build_problems(checkpoint, test=test, model=model, data=data, loss=loss, samples=samples,
+                                    batch_size=batch_size, params=params, device=device, dtype=dtype,
+                                    train_mode=train_mode, seed=seed)
+    train = problems["train"]
+    train.loss_value()  # a NaN checkpoint fails here with one clear line
+    if recompute_bn and not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in train.model.modules()):
+        output.info("--recompute-bn: the model has no BatchNorm layer; nothing to re-estimate")
+    dirs = make_directions(directions, train, dims, seed=seed, norm=norm, include_bias_bn=include_bias_bn,
+                           trajectory=trajectory, toward=toward, tol=tol)
+    n = points if points is not None else (51 if dims == 1 else 31)
+    if range_ is not None:
+        ranges = [range_] * dims
+    elif directions == "pca" and dirs.trajectory is not None:
+        c = dirs.trajectory.double()
+        lo, hi = c.min(dim=0).values.clamp(max=0.0), c.max(dim=0).values.clamp(min=0.0)
+        pad = 0.15 * (hi - lo).clamp_min(1e-12)
+        ranges = [(float(lo[i] - pad[i]), float(hi[i] + pad[i])) for i in range(dims)]
+    elif directions == "checkpoints":
+        ranges = [(-0.5, 1.5)] * dims
+    else:
+        ranges = [(-1.0, 1.0)] * dims
+    axes = [axis(lo, hi, n) for lo, hi in ranges]
+    if recompute_bn:
+        output.info("--recompute-bn: re-estimating BatchNorm statistics at each point (one pass over the "
+                    "training data per point; slower)")
+    with output.progress(not json_) as start:
+        result = evaluate_grid(problems, dirs.theta, dirs.vectors, axes, batch_points=batch_points,
+                               recompute_bn_stats=recompute_bn, progress=start("grid points", n**dims))
+    origin = values_at(problems, dirs.theta)
+    settings = {"dims": dims, "directions": directions, "norm": dirs.norm, "include_bias_bn": include_bias_bn,
+                "range": [list(r) for r in ranges], "points": n, "seed": seed, "samples": samples,
+                "batch_size": batch_size, "batch_points": batch_points, "recompute_bn": recompute_bn,
+                "params_regex": params, "train_mode": train_mode, "splits": list(problems)}
+    head = header(ckpt, train)
+    tree, attrs = slice_tree(result, kind="slice", directions=dirs, header=head, settings=settings,
+                             origin=origin, save_vectors=save_directions)
+    report = {**head, "kind": "slice", "settings": attrs["settings"],
+              "directions": {k: v for k, v in dirs.describe().items()},
+              **result.to_dict(), "origin": origin, "seconds": clock()}
+    caption = (f"{n}^{dims} = {result.points} points, {result.points_per_second:.1f} points/s, "
+               f"{train.n} samples, p = {train.p}, {report['seconds']:.2f} s")
+    emit(report, tree, attrs, json_=json_, out=out, plot=plot, kind=kind,
+         title=f"{dims}-D slice of {checkpoint} ({directions} directions)",
+         columns=["quantity", "origin", "min on grid", "max on grid"], rows=summary_rows(result.values, origin),
+         caption=caption)

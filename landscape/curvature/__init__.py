@@ -1,0 +1,9 @@
+"""Curvature matrices as linear operators on flat parameter vectors."""
+
+from .base import ProblemOperator, as_problem
+from .hessian import Hessian
+from .layout import ParamLayout
+from .operator import DenseOperator, LinearOperator, ScaledSum, as_operator
+
+__all__ = ["Hessian", "ProblemOperator", "as_problem", "ParamLayout", "LinearOperator",
+           "DenseOperator", "ScaledSum", "as_operator"]

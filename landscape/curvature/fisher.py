@@ -1,0 +1,152 @@
+"""Fisher matrices as linear operators: the true Fisher by Monte Carlo and the empirical Fisher.
+
+- :class:`Fisher`: ``F = (1/n) Σ_i E_{ŷ∼p(·|x_i,θ)}[∇l(f_i, ŷ) ∇l(f_i, ŷ)ᵀ]`` with ``mc_samples``
+  labels per sample drawn ONCE from the model's predictive distribution (categorical for
+  cross-entropy, ``ŷ ∼ N(f_i, I)`` for mse) with a seeded generator, so the operator is a fixed
+  symmetric PSD matrix; ``E[F_mc] = F = G`` (ALGORITHMS.md §1 "true Fisher"; covariance-noise
+  paper App. F).
+- :class:`EmpiricalFisher`: ``F_emp = (1/n) Σ_i g_i g_iᵀ`` at the dataset labels, from per-sample
+  gradients (vmap) in chunks of samples: memory ``chunk · p``, never ``n · p``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, LandscapeError
+from ..problem import Problem
+from . import functional as fx
+from .base import ProblemOperator
+
+#: memory budget of one chunk of per-sample vectors, in bytes (the ``chunk`` default).
+CHUNK_BYTES = 256 << 20
+
+
+def require_per_sample(problem: Problem, what: str) -> None:
+    """Per-sample quantities need a per-sample loss: a BatchNorm using batch statistics (train
+    mode) couples the samples of a batch and dropout draws random masks, so ``l_i`` is undefined."""
+    if not problem.train_mode:
+        return
+    bad = [type(m).__name__ for m in problem.model.modules()
+           if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd))]
+    if bad:
+        raise LandscapeError(
+            f"{what} needs per-sample losses, which are undefined in train mode with {bad[0]} "
+            "(BatchNorm batch statistics couple the samples; dropout is random)",
+            "drop --train-mode (eval mode uses the running statistics)")
+
+
+def auto_chunk(problem: Problem, vectors_per_sample: int, chunk: int | None, budget: int = CHUNK_BYTES) -> int:
+    """Samples per vmapped call: ``chunk`` if given, else as many as keep
+    ``samples · vectors_per_sample · p`` elements within ``budget`` bytes."""
+    if chunk is not None:
+        if chunk < 1:
+            raise ConfigError(f"chunk must be positive, got {chunk}", "pass e.g. --chunk 64")
+        return int(chunk)
+    item = torch.finfo(problem.dtype).bits // 8
+    return max(1, int(budget // (max(1, vectors_per_sample) * problem.p * item)))
+
+
+def _chunks(x: torch.Tensor, y: torch.Tensor, size: int):
+    for i in range(0, x.shape[0], size):
+        yield x[i : i + size], y[i : i + size]
+
+
+def sample_predictive(problem: Problem, outputs: torch.Tensor, m: int, generator: torch.Generator) -> torch.Tensor:
+    """``m`` labels per sample from the model's predictive distribution, in the loss's target
+    format and sample-major order (``[B·m]`` classes, or ``[B·m, *out]`` regression targets).
+
+    cross-entropy: categorical ``p(y|x) = softmax(f)``; mse ``½‖f−y‖²``: ``y ∼ N(f, I)`` (the
+    Gaussian likelihood whose negative log is the loss up to a constant)."""
+    name = problem.loss.name
+    if name == "cross-entropy":
+        probs = torch.softmax(outputs.detach().double(), dim=-1).cpu()
+        labels = torch.multinomial(probs, m, replacement=True, generator=generator)  # [B, m]
+        return labels.reshape(-1).to(outputs.device)
+    if name == "mse":
+        noise = torch.randn((outputs.shape[0], m, *outputs.shape[1:]), generator=generator, dtype=torch.float64)
+        y = outputs.detach().unsqueeze(1) + noise.to(device=outputs.device, dtype=outputs.dtype)
+        return y.reshape(-1, *outputs.shape[1:])
+    raise LandscapeError(f"the true Fisher needs a likelihood, and loss {name!r} defines none",
+                         "use --loss cross-entropy or mse (the GGN is defined for any loss)")
+
+
+class Fisher(ProblemOperator):
+    """Monte-Carlo true Fisher ``F_mc = (1/n) Σ_i (1/m) Σ_s g_is g_isᵀ`` with
+    ``g_is = ∇_θ l(f_i, ŷ_is)`` and ``ŷ_is`` drawn from the model (see :func:`sample_predictive`).
+
+    Since ``g_is = J_iᵀ r_is`` with ``r_is = ∂l/∂f`` at the drawn label, the product is
+    ``J_iᵀ (R_i R_iᵀ) J_i v`` with ``R_i = [r_i1 … r_im]/√m`` (:func:`fx.jacobian_sandwich_vp`):
+    one Jacobian-vector and one vector-Jacobian product per batch, whatever ``m``. The labels are
+    drawn once at construction from ``seed`` (under torch.distributed, ``seed`` and the rank), so
+    repeated products are those of one fixed PSD matrix; ``E F_mc = GGN`` and
+    ``‖F_mc − GGN‖_F = O(1/√(m))`` (tested).
+    """
+
+    def __init__(self, model_or_problem, loss=None, data=None, *, mc_samples: int = 1, seed: int = 0,
+                 block_size: int | None = None, **kwargs) -> None:
+        super().__init__(model_or_problem, loss, data, block_size=block_size, **kwargs)
+        if mc_samples < 1:
+            raise ConfigError(f"mc_samples must be at least 1, got {mc_samples}", "pass --mc-samples 1 or more")
+        self.mc_samples = int(mc_samples)
+        self.seed = int(seed)
+        pb = self.problem
+        rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+        g = torch.Generator().manual_seed(self.seed + 1_000_003 * rank)
+        m = self.mc_samples
+        self._factors: list[torch.Tensor] = []
+        with torch.no_grad():
+            for x, _ in pb.batches:
+                out = pb.forward(pb.params, x)
+                labels = sample_predictive(pb, out, m, g)
+                rep = out.repeat_interleave(m, dim=0)
+                r = fx.loss_output_grad(pb.loss, rep, labels).reshape(out.shape[0], m, -1)  # [B, m, k]
+                self._factors.append(r.transpose(1, 2).contiguous() / math.sqrt(m))  # [B, k, m]
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        pb = self.problem
+        rows = V.T.contiguous()
+        Vd = pb.layout.unflatten_rows(rows)
+        out = torch.zeros_like(rows)
+        for (x, _), R in zip(pb.batches, self._factors):
+            out += pb.layout.flatten_rows(fx.jacobian_sandwich_vp(pb.forward, pb.params, x, R, Vd))
+        out /= pb.n
+        return pb.reduce(out).T
+
+
+class EmpiricalFisher(ProblemOperator):
+    """``F_emp v = (1/n) Σ_i g_i (g_iᵀ v)`` with ``g_i = ∇l_i`` at the dataset labels
+    (ALGORITHMS.md §1 "empirical Fisher"; in this toolkit "empirical Fisher" never means the
+    lecture's G). Per-sample gradients come from vmap in chunks of ``chunk`` samples (default:
+    as many as fit in 256 MiB); each product recomputes them, so memory is ``chunk · p``.
+    """
+
+    block_size = 64
+
+    def __init__(self, model_or_problem, loss=None, data=None, *, chunk: int | None = None,
+                 block_size: int | None = None, **kwargs) -> None:
+        super().__init__(model_or_problem, loss, data, block_size=block_size, **kwargs)
+        require_per_sample(self.problem, type(self).__name__)
+        self.chunk = auto_chunk(self.problem, 1, chunk)
+
+    def per_sample_gradients(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``[B, p]`` rows ``g_i`` of one chunk."""
+        pb = self.problem
+        return pb.layout.flatten_rows(fx.per_sample_grads(pb.forward, pb.loss, pb.params, x, y))
+
+    def _second_moment(self, V: torch.Tensor) -> torch.Tensor:
+        """``(1/n) Σ_i g_i (g_iᵀ V)`` summed over batches, chunks and ranks."""
+        pb = self.problem
+        out = torch.zeros_like(V)
+        for x, y in pb.batches:
+            for xc, yc in _chunks(x, y, self.chunk):
+                U = self.per_sample_gradients(xc, yc)
+                out += U.T @ (U @ V)
+        out /= pb.n
+        return pb.reduce(out)
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return self._second_moment(V)

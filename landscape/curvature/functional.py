@@ -1,0 +1,186 @@
+"""The only autodiff code in landscape (torch.func).
+
+Every function takes the model in functional form, ``forward(params, x) -> outputs``, a
+:class:`~landscape.losses.Loss` (batch SUM of per-sample losses) and a parameter dict, and works on
+one batch ``(x, y)``. Blocks of k vectors are dicts ``name -> [k, *shape]`` and are pushed through
+``torch.func.vmap`` in one call, which is what makes block products cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch.func import grad, grad_and_value, jvp, vjp, vmap
+
+from ..losses import Loss
+
+Params = dict[str, torch.Tensor]
+Forward = Callable[[Params, torch.Tensor], torch.Tensor]
+
+
+def batch_loss(forward: Forward, loss: Loss, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``Σ_{i∈batch} l_i(θ)``."""
+    return loss.sum(forward(params, x), y)
+
+
+def loss_and_grad(
+    forward: Forward, loss: Loss, params: Params, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, Params]:
+    """``(Σ_i l_i, Σ_i ∇l_i)`` over the batch, by one reverse pass."""
+    g, value = grad_and_value(lambda p: batch_loss(forward, loss, p, x, y))(params)
+    return value, g
+
+
+def hvp(forward: Forward, loss: Loss, params: Params, x: torch.Tensor, y: torch.Tensor, V: Params) -> Params:
+    """``Σ_{i∈batch} ∇²l_i · v`` for each of the k vectors in ``V`` (``name -> [k, *shape]``).
+
+    Forward-over-reverse (Pearlmutter 1994): ``jvp(grad f, θ, v)``, vmapped over the block."""
+    g = grad(lambda p: batch_loss(forward, loss, p, x, y))
+
+    def one(v: Params) -> Params:
+        return jvp(g, (params,), (v,))[1]
+
+    return vmap(one)(V)
+
+
+def ggn_vp(forward: Forward, loss: Loss, params: Params, x: torch.Tensor, y: torch.Tensor, V: Params) -> Params:
+    """``Σ_i J_iᵀ (∂²l_i/∂f²) J_i v`` (generalised Gauss-Newton, Schraudolph 2002) for a block V.
+
+    ``J v`` by a forward-mode product, the loss Hessian in output space by forward-over-reverse
+    on the loss alone (cheap: k outputs), ``Jᵀ u`` by one reverse product."""
+    out, pull = vjp(lambda p: forward(p, x), params)
+    gl = grad(lambda o: loss.sum(o, y))
+
+    def one(v: Params) -> Params:
+        jv = jvp(lambda p: forward(p, x), (params,), (v,))[1]
+        hjv = jvp(gl, (out.detach(),), (jv,))[1]
+        return pull(hjv)[0]
+
+    return vmap(one)(V)
+
+
+def per_sample_grads(forward: Forward, loss: Loss, params: Params, x: torch.Tensor, y: torch.Tensor) -> Params:
+    """``∇l_i`` for every sample of the batch: ``name -> [B, *shape]`` (vmap over samples)."""
+
+    def one(p: Params, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+        return batch_loss(forward, loss, p, xi.unsqueeze(0), yi.unsqueeze(0))
+
+    return vmap(grad(one), in_dims=(None, 0, 0))(params, x, y)
+
+
+def output_jacobian_vp(forward: Forward, params: Params, x: torch.Tensor, V: Params) -> torch.Tensor:
+    """``J v`` for each v of the block: ``[k, B, outputs...]``."""
+    return vmap(lambda v: jvp(lambda p: forward(p, x), (params,), (v,))[1])(V)
+
+
+class GradientGraph:
+    """The gradient ``g = Σ_{i∈batch} ∇l_i`` of one batch kept with its graph, so that Hessian
+    products reuse it: ``H v = ∂(gᵀv)/∂θ`` by one reverse pass through the stored graph
+    (double backward), vmapped over a block of vectors. ``nbytes`` is the memory the graph holds
+    (the tensors autograd saved), measured while it was built."""
+
+    def __init__(self, forward: Forward, loss: Loss, params: Params, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.leaves = {n: t.detach().requires_grad_(True) for n, t in params.items()}
+        self.nbytes = 0
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            self.nbytes += t.numel() * t.element_size()
+            return t
+
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            value = batch_loss(forward, loss, self.leaves, x, y)
+            self.grad = torch.autograd.grad(value, list(self.leaves.values()), create_graph=True)
+        self.value = value.detach()
+
+    def hvp(self, V: Params) -> Params:
+        """``Σ_{i∈batch} ∇²l_i · v`` for each of the k vectors of ``V`` (``name -> [k, *shape]``)."""
+        leaves = list(self.leaves.values())
+        vs = [V[n] for n in self.leaves]
+        k = vs[0].shape[0]
+        if k == 1:
+            out = torch.autograd.grad(self.grad, leaves, [v[0] for v in vs], retain_graph=True, allow_unused=True)
+            out = [o.unsqueeze(0) if o is not None else torch.zeros_like(v) for o, v in zip(out, vs)]
+        else:
+            out = torch.autograd.grad(self.grad, leaves, vs, retain_graph=True, is_grads_batched=True,
+                                      allow_unused=True)
+            out = [o if o is not None else torch.zeros_like(v) for o, v in zip(out, vs)]
+        return dict(zip(self.leaves, out))
+
+
+# ---------------------------------------------------------------- per-sample and output-space products
+# (Fisher family, SGD noise, non-uniformity, alignment: ALGORITHMS.md §1)
+
+
+def loss_output_grad(loss: Loss, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``∂l_i/∂f_i`` for every sample (shape of ``outputs``): the gradient of the batch SUM with
+    respect to the outputs, whose row i is sample i's own derivative."""
+    return grad(lambda o: loss.sum(o, y))(outputs.detach())
+
+
+def output_loss_hessians(loss: Loss, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``∂²l_i/∂f_i²`` for every sample: ``[B, k, k]`` with ``k`` the flattened output size
+    (softmax cross-entropy: ``diag(π) − ππᵀ``; mse ½‖f−y‖²: ``I``)."""
+    shape = outputs.shape[1:]
+
+    def one(o: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+        return torch.func.hessian(lambda f: loss.sum(f.reshape(1, *shape), yi.unsqueeze(0)))(o.reshape(-1))
+
+    return vmap(one)(outputs.detach(), y)
+
+
+def per_sample_vjp(forward: Forward, params: Params, x: torch.Tensor, C: torch.Tensor) -> Params:
+    """``J_iᵀ c_{ir}`` for every sample i and each of its r cotangents ``C[i, r]`` (flattened
+    outputs of size k): ``C: [B, r, k] -> name -> [B, r, *shape]``. With ``C[i] = I`` these are the
+    rows of the output Jacobian ``J_i``; with ``C[i] = ∂l_i/∂f_i`` the per-sample gradient."""
+
+    def one(xi: torch.Tensor, ci: torch.Tensor) -> Params:
+        out, pull = vjp(lambda p: forward(p, xi.unsqueeze(0)), params)
+        return vmap(lambda c: pull(c.reshape(out.shape))[0])(ci)
+
+    return vmap(one)(x, C)
+
+
+def per_sample_hvp(forward: Forward, loss: Loss, params: Params, x: torch.Tensor, y: torch.Tensor,
+                   V: Params) -> Params:
+    """``H_i v`` for every sample i of the batch and each v of the block: ``name -> [B, k, *shape]``
+    (forward-over-reverse on the one-sample loss, vmapped over samples and vectors)."""
+
+    def one(xi: torch.Tensor, yi: torch.Tensor) -> Params:
+        g = grad(lambda p: batch_loss(forward, loss, p, xi.unsqueeze(0), yi.unsqueeze(0)))
+        return vmap(lambda v: jvp(g, (params,), (v,))[1])(V)
+
+    return vmap(one)(x, y)
+
+
+def per_sample_hvp_sq(forward: Forward, loss: Loss, params: Params, x: torch.Tensor, y: torch.Tensor,
+                      V: Params) -> Params:
+    """``Σ_{i∈batch} H_i (H_i v)`` for each v of the block (``name -> [k, *shape]``): two
+    per-sample Hessian-vector products per sample (the first term of the non-uniformity
+    ``Σ_H = (1/n) Σ_i H_i² − H²``, Wu, Ma & E 2018). Memory grows as ``B · k · p``."""
+
+    def one(xi: torch.Tensor, yi: torch.Tensor) -> Params:
+        g = grad(lambda p: batch_loss(forward, loss, p, xi.unsqueeze(0), yi.unsqueeze(0)))
+
+        def hv(v: Params) -> Params:
+            return jvp(g, (params,), (v,))[1]
+
+        return vmap(lambda v: hv(hv(v)))(V)
+
+    return {n: t.sum(0) for n, t in vmap(one)(x, y).items()}
+
+
+def jacobian_sandwich_vp(forward: Forward, params: Params, x: torch.Tensor, R: torch.Tensor, V: Params) -> Params:
+    """``Σ_i J_iᵀ R_i R_iᵀ J_i v`` for per-sample output-space factors ``R: [B, k, m]`` (k the
+    flattened output size) and each v of the block. With ``R_i`` the output gradients at labels
+    drawn from the model, this is the Monte-Carlo Fisher (Martens 2020; covariance-noise paper,
+    App. F): ``g_is = J_iᵀ r_is`` so ``(1/m) Σ_s g_is g_isᵀ = J_iᵀ (R_i R_iᵀ) J_i`` with
+    ``R_i = [r_i1 … r_im]/√m``."""
+    out, pull = vjp(lambda p: forward(p, x), params)
+
+    def one(v: Params) -> Params:
+        jv = jvp(lambda p: forward(p, x), (params,), (v,))[1].reshape(R.shape[0], -1)
+        u = torch.einsum("bkm,bk->bm", R, jv)
+        return pull(torch.einsum("bkm,bm->bk", R, u).reshape(out.shape))[0]
+
+    return vmap(one)(V)

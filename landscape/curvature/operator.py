@@ -1,0 +1,118 @@
+"""The linear-operator interface every curvature matrix implements.
+
+An operator is a symmetric ``[p, p]`` matrix known only through products with blocks of
+vectors ``V: [p, k] -> A V: [p, k]``. It carries ``shape``, ``dtype``, ``device`` and a
+``matvecs`` counter (a block of k vectors counts k), so that every estimate can report its cost.
+Estimators accept an operator or a dense tensor (wrapped in :class:`DenseOperator`), which makes
+them testable on a random 10x10 matrix.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+
+@runtime_checkable
+class Operator(Protocol):
+    shape: tuple[int, int]
+    dtype: torch.dtype
+    device: torch.device
+    matvecs: int
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor: ...
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor: ...
+
+
+class LinearOperator:
+    """Base class: subclasses implement ``_matmat(V)`` for a block ``V: [p, k]``.
+
+    ``block_size`` caps how many vectors go through ``_matmat`` at once (memory grows with it);
+    larger blocks are split. ``matvecs`` counts every vector multiplied.
+    """
+
+    block_size: int = 64
+
+    def __init__(self, p: int, dtype: torch.dtype, device: torch.device | str) -> None:
+        self.shape = (p, p)
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.matvecs = 0
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        """``A V`` for ``V: [p, k]``; counts k products."""
+        if V.dim() != 2 or V.shape[0] != self.shape[0]:
+            raise ValueError(f"expected a [{self.shape[0]}, k] block, got {tuple(V.shape)}")
+        V = V.to(device=self.device, dtype=self.dtype)
+        self.matvecs += V.shape[1]
+        out = [self._matmat(V[:, i : i + self.block_size]) for i in range(0, V.shape[1], self.block_size)]
+        return out[0] if len(out) == 1 else torch.cat(out, dim=1)
+
+    def matvec(self, v: torch.Tensor) -> torch.Tensor:
+        """``A v`` for ``v: [p]``."""
+        return self.matmat(v.reshape(-1, 1))[:, 0]
+
+    def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.matvec(x) if x.dim() == 1 else self.matmat(x)
+
+    def dense(self) -> torch.Tensor:
+        """The full ``[p, p]`` matrix (p products; for tests and tiny models)."""
+        return self.matmat(torch.eye(self.shape[0], dtype=self.dtype, device=self.device))
+
+    def to_scipy(self):
+        """A ``scipy.sparse.linalg.LinearOperator`` view (float64 numpy in and out)."""
+        from scipy.sparse.linalg import LinearOperator as ScipyOp
+
+        def mm(x: np.ndarray) -> np.ndarray:
+            x2 = x.reshape(self.shape[0], -1)
+            y = self.matmat(torch.as_tensor(x2, dtype=self.dtype, device=self.device))
+            y = y.detach().cpu().double().numpy()
+            return y.reshape(x.shape) if x.ndim == 1 else y
+
+        return ScipyOp(self.shape, matvec=mm, matmat=mm, rmatvec=mm, dtype=np.float64)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(p={self.shape[0]}, dtype={self.dtype}, device={self.device})"
+
+
+class DenseOperator(LinearOperator):
+    """A dense symmetric matrix as an operator."""
+
+    block_size = 1 << 30
+
+    def __init__(self, A: torch.Tensor) -> None:
+        if A.dim() != 2 or A.shape[0] != A.shape[1]:
+            raise ValueError(f"expected a square matrix, got shape {tuple(A.shape)}")
+        super().__init__(A.shape[0], A.dtype, A.device)
+        self.A = A
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return self.A @ V
+
+
+class ScaledSum(LinearOperator):
+    """``Σ_i c_i A_i`` of operators of one shape (e.g. ``H − G``)."""
+
+    def __init__(self, terms: list[tuple[float, LinearOperator]]) -> None:
+        first = terms[0][1]
+        super().__init__(first.shape[0], first.dtype, first.device)
+        self.terms = terms
+        self.block_size = min(op.block_size for _, op in terms)
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return sum(c * op.matmat(V) for c, op in self.terms)
+
+
+def as_operator(A: "LinearOperator | torch.Tensor") -> LinearOperator:
+    """An operator as is; a dense tensor wrapped in :class:`DenseOperator`."""
+    if isinstance(A, torch.Tensor):
+        return DenseOperator(A)
+    if not hasattr(A, "matmat"):
+        raise TypeError(f"expected a linear operator or a square tensor, got {type(A).__name__}")
+    return A

@@ -1,0 +1,31 @@
+"""User-facing errors: one line naming the problem, one hint naming the fix.
+
+The CLI prints ``LandscapeError`` as ``error: <message> (<hint>)`` and exits with code 2;
+``--debug`` re-raises it with its traceback.
+"""
+
+from __future__ import annotations
+
+
+class LandscapeError(Exception):
+    """A failure the user can fix: ``message`` says what is wrong, ``hint`` how to fix it."""
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class CheckpointError(LandscapeError):
+    """A checkpoint file that is missing, unreadable, corrupt or does not fit its model."""
+
+
+class ConfigError(LandscapeError):
+    """An unknown name (metric, model, dataset, optimizer) or a bad option value."""
+
+
+class NumericalError(LandscapeError):
+    """A NaN or infinite loss, or a quantity undefined for this model and loss."""

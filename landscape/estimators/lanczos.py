@@ -1,0 +1,384 @@
+"""Lanczos with full re-orthogonalisation, thick-restart eigensolver, and power iteration.
+
+* :func:`lanczos`: ``m`` steps of Lanczos (Golub & Van Loan, Alg. 10.1.1) from one start vector,
+  with full re-orthogonalisation by classical Gram-Schmidt applied twice ("twice is enough",
+  Giraud et al. 2005) against the whole basis; returns the tridiagonal ``T_m`` and optionally
+  the basis. The building block of stochastic Lanczos quadrature (:mod:`.density`).
+* :func:`top_eigenvalues`: extreme eigenpairs by Lanczos with thick restart (Wu & Simon 2000;
+  the symmetric case of Stewart's Krylov-Schur, 2001), or by PyHessian's power iteration.
+
+All vectors stay on the operator's device in its dtype (no numpy round trips); only the small
+projected matrix ``T`` (at most ``max_basis`` squared) lives on the host in float64.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Literal, NamedTuple
+
+import torch
+
+from landscape.curvature.operator import as_operator
+from landscape.errors import ConfigError
+from landscape.estimators.sampling import make_generator, rademacher
+from landscape.results import Eigen
+
+Which = Literal["top", "bottom", "both"]
+EigenMethod = Literal["lanczos", "power"]
+
+# A Lanczos residual below BREAKDOWN * eps * ‖A‖ means the Krylov space is invariant.
+_BREAKDOWN = 50.0
+# Default memory for the Lanczos basis of top_eigenvalues (bytes) and cap on its size.
+_BASIS_BYTES = 2 << 30
+_BASIS_CAP = 200
+
+
+class LanczosResult(NamedTuple):
+    """``alpha: [m]`` diagonal and ``beta: [m]`` couplings of ``T_m``: ``beta[:-1]`` is the
+    off-diagonal and ``beta[-1]`` the norm of the final residual (``A V = V T + beta[-1] r eₘᵀ``);
+    ``basis: [p, m]`` orthonormal Lanczos vectors (or None). ``m`` is below the requested
+    steps when the Krylov space became invariant (then ``beta[-1] = 0``)."""
+
+    alpha: torch.Tensor
+    beta: torch.Tensor
+    basis: torch.Tensor | None
+
+    def tridiagonal(self) -> torch.Tensor:
+        """The symmetric tridiagonal ``T_m: [m, m]``."""
+        return (torch.diag(self.alpha) + torch.diag(self.beta[:-1], 1)
+                + torch.diag(self.beta[:-1], -1))
+
+
+def _cgs2(Q: torch.Tensor, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Orthogonalise the rows of ``W: [b, p]`` against the orthonormal rows of ``Q: [b, j, p]``
+    by classical Gram-Schmidt applied twice. Returns ``W⊥`` and the coefficients ``h: [b, j]``
+    with ``W = Qᵀ h + W⊥``."""
+    h = torch.bmm(Q, W.unsqueeze(-1))
+    W = W - torch.bmm(Q.transpose(1, 2), h).squeeze(-1)
+    h2 = torch.bmm(Q, W.unsqueeze(-1))
+    W = W - torch.bmm(Q.transpose(1, 2), h2).squeeze(-1)
+    return W, (h + h2).squeeze(-1)
+
+
+def _eps(dtype: torch.dtype) -> float:
+    return torch.finfo(dtype).eps
+
+
+def _start_vectors(op, v0: torch.Tensor | None, b: int, g: torch.Generator) -> torch.Tensor:
+    """``[b, p]`` unit start vectors: ``v0`` (``[p]``, or ``[p, j]`` whose normalised columns
+    are summed, e.g. previous eigenvectors as a warm start) or Rademacher from ``g``."""
+    p = op.shape[0]
+    if v0 is None:
+        V = rademacher(p, b, g, op.dtype, op.device).T
+    else:
+        v0 = v0.to(device=op.device, dtype=op.dtype)
+        if v0.dim() == 2:
+            v0 = (v0 / torch.linalg.vector_norm(v0, dim=0)).sum(dim=1)
+        if v0.shape != (p,):
+            raise ConfigError(f"start vector has shape {tuple(v0.shape)}, expected ({p},)",
+                              "pass a flat parameter-sized vector")
+        V = v0.expand(b, p)
+    nrm = torch.linalg.vector_norm(V, dim=1, keepdim=True)
+    if not bool((nrm > 0).all()):
+        raise ConfigError("start vector is zero", "pass a nonzero v0 or none")
+    return V / nrm
+
+
+def _lanczos_runs(op, V0: torch.Tensor, steps: int, keep_basis: bool):
+    """``b`` independent Lanczos runs in lockstep (one ``matmat`` of ``b`` columns per step).
+
+    ``V0: [b, p]`` unit start vectors. Returns ``alpha, beta: [b, m]`` (float64, host),
+    ``lengths: list[int]`` (a run stops early when its Krylov space becomes invariant; its
+    later entries are 0), the basis ``[b, m, p]`` or None, and the number of products.
+    """
+    b, p = V0.shape
+    m = min(int(steps), p)
+    Q = torch.empty(b, m, p, dtype=op.dtype, device=op.device)
+    Q[:, 0] = V0
+    alpha = torch.zeros(b, m, dtype=torch.float64)
+    beta = torch.zeros(b, m, dtype=torch.float64)
+    lengths = [m] * b
+    active = list(range(b))
+    anorm = torch.zeros(b, dtype=torch.float64)
+    thresh = _BREAKDOWN * _eps(op.dtype)
+    products = 0
+    for j in range(m):
+        if not active:
+            break
+        if len(active) == b:
+            W = op.matmat(Q[:, j].T.contiguous()).T
+        else:
+            W = torch.zeros(b, p, dtype=op.dtype, device=op.device)
+            W[active] = op.matmat(Q[active, j].T.contiguous()).T.to(op.dtype)
+        products += len(active)
+        W, h = _cgs2(Q[:, : j + 1], W.to(op.dtype))
+        nb = torch.linalg.vector_norm(W, dim=1)
+        stats = torch.stack([h[:, j], nb]).double().cpu()  # the one host sync per step
+        alpha[:, j], beta[:, j] = stats[0], stats[1]
+        anorm = torch.maximum(anorm, torch.maximum(stats[0].abs(), stats[1]))
+        for r in list(active):
+            if j + 1 == p or beta[r, j] <= thresh * anorm[r]:  # invariant subspace
+                beta[r, j] = 0.0
+                lengths[r] = j + 1
+                active.remove(r)
+        if j + 1 < m:
+            scale = nb.clamp_min(torch.finfo(op.dtype).tiny)
+            Q[:, j + 1] = W / scale[:, None]
+            if len(active) < b:
+                done = [r for r in range(b) if r not in active]
+                Q[done, j + 1] = 0
+    return alpha, beta, lengths, (Q if keep_basis else None), products
+
+
+def lanczos(op, steps: int, v0: torch.Tensor | None = None, seed: int = 0,
+            return_basis: bool = False) -> LanczosResult:
+    """``steps`` Lanczos steps from ``v0`` (default: Rademacher from ``seed``), normalised.
+
+    Recurrence (Golub & Van Loan, Alg. 10.1.1): ``β_j q_{j+1} = A q_j − α_j q_j − β_{j−1} q_{j−1}``
+    with ``α_j = q_jᵀ A q_j``; here the subtraction is a full projection against every previous
+    ``q_i`` by classical Gram-Schmidt applied twice, so the basis stays orthonormal to rounding
+    and ``T_m = Q_mᵀ A Q_m`` has no spurious copies of converged eigenvalues. Stops early (fewer
+    than ``steps``) when ``β_j ≤ 50 eps ‖T‖`` (an invariant subspace; always by step ``p``).
+    Costs one product per step.
+    """
+    op = as_operator(op)
+    if steps < 1:
+        raise ConfigError(f"lanczos needs at least 1 step, got {steps}", "use --steps 1 or more")
+    V0 = _start_vectors(op, v0, 1, make_generator(seed))
+    alpha, beta, lengths, Q, _ = _lanczos_runs(op, V0, steps, return_basis)
+    m = lengths[0]
+    basis = Q[0, :m].T if Q is not None else None
+    return LanczosResult(alpha[0, :m], beta[0, :m], basis)
+
+
+# ----------------------------------------------------------------------------- eigensolver
+
+
+def _wanted(theta_len: int, k: int, which: str) -> torch.Tensor:
+    """Indices into ascending Ritz values: top = k largest (descending), bottom = k smallest
+    (ascending), both = top then bottom."""
+    top = torch.arange(theta_len - 1, theta_len - 1 - k, -1)
+    bottom = torch.arange(0, k)
+    return {"top": top, "bottom": bottom, "both": torch.cat([top, bottom])}[which]
+
+
+def _kept(m: int, k: int, nw: int, which: str, mmax: int) -> torch.Tensor:
+    """Ritz indices kept at a thick restart: the wanted ones and about half the rest of the
+    basis from the same end(s) (Wu & Simon 2000 keep a similar share)."""
+    keep = nw + (mmax - nw) // 2
+    if which == "top":
+        return torch.arange(m - keep, m)
+    if which == "bottom":
+        return torch.arange(0, keep)
+    top = k + (keep - nw) // 2
+    return torch.cat([torch.arange(0, keep - top), torch.arange(m - top, m)])
+
+
+def _default_basis(p: int, itemsize: int, nw: int) -> int:
+    fit = _BASIS_BYTES // max(1, p * itemsize)
+    return max(min(p, 2 * nw + 10, 20), min(p, _BASIS_CAP, fit))
+
+
+def _lanczos_eigs(op, k: int, which: str, tol: float, max_steps: int | None,
+                  v0: torch.Tensor | None, seed: int, return_vectors: bool,
+                  max_basis: int | None) -> Eigen:
+    p = op.shape[0]
+    nw = 2 * k if which == "both" else k
+    itemsize = torch.empty(0, dtype=op.dtype).element_size()
+    mmax = min(p, int(max_basis)) if max_basis is not None else _default_basis(p, itemsize, nw)
+    if mmax < p and mmax < nw + 2:
+        raise ConfigError(f"max_basis={mmax} is too small for {nw} wanted eigenvalues",
+                          f"use max_basis >= {nw + 2} (2x the wanted count or more converges faster)")
+    max_steps = int(max_steps) if max_steps is not None else max(1000, 10 * mmax)
+    eps = _eps(op.dtype)
+    g = make_generator(seed)
+
+    Q = torch.empty(mmax + 1, p, dtype=op.dtype, device=op.device)
+    Q[0] = _start_vectors(op, v0, 1, g)[0]
+    T = torch.zeros(mmax, mmax, dtype=torch.float64)  # Qᵀ A Q, filled column by column
+    anorm = 0.0
+    products = 0
+    j = 0  # index of the vector to multiply next
+    next_check = min(p, nw)
+    last = None  # (products, log q) at the previous check
+    converged = False
+    while True:
+        w = op.matmat(Q[j].unsqueeze(1))[:, 0].to(op.dtype)
+        products += 1
+        w, h = _cgs2(Q[None, : j + 1], w[None])
+        w, h = w[0], h[0]
+        nb = torch.linalg.vector_norm(w)
+        hv = torch.cat([h, nb[None]]).double().cpu()  # the one host sync per step
+        T[: j + 1, j] = hv[:-1]
+        T[j, : j + 1] = hv[:-1]
+        beta = float(hv[-1])
+        anorm = max(anorm, abs(float(hv[j])), beta)
+        m = j + 1
+        if m == p:
+            beta = 0.0  # the Krylov space is the whole space: T's eigenpairs are exact
+        breakdown = beta <= _BREAKDOWN * eps * anorm
+        if breakdown:
+            beta = 0.0  # invariant subspace: its Ritz pairs are exact to rounding
+        full = m == mmax
+        out_of_steps = products >= max_steps
+        if m >= min(p, nw) and (products >= next_check or full or breakdown or out_of_steps):
+            theta, S = torch.linalg.eigh(T[:m, :m])
+            idx = _wanted(m, k, which)
+            bounds = beta * S[m - 1, idx].abs()  # ‖A y_i − θ_i y_i‖ (Paige 1971)
+            floor = eps ** (2 / 3) * max(anorm, float(theta.abs().max()))  # as ARPACK's dsconv
+            q = float((bounds / (tol * theta[idx].abs().clamp_min(floor))).max())
+            if q <= 1.0 or m == p:
+                converged = True
+                break
+            if out_of_steps:
+                break
+            next_check = products + _check_interval(last, products, q, m, p)
+            last = (products, math.log(q))
+        if out_of_steps:
+            break
+        if breakdown:  # continue in a fresh random direction orthogonal to the basis
+            r = rademacher(p, 1, g, op.dtype, op.device).T
+            for _ in range(2):
+                r, _h = _cgs2(Q[None, :m], r)
+                r = r / torch.linalg.vector_norm(r)
+            w, nb = r[0], 1.0
+        Q[m] = w / nb
+        if full:  # thick restart: keep wanted Ritz vectors (+ a buffer), then the residual
+            kept = _kept(m, k, nw, which, mmax)
+            l = kept.numel()
+            Y = S[:, kept].to(device=op.device, dtype=op.dtype)
+            Q[:l] = Y.T @ Q[:m]
+            Q[l] = Q[m]
+            T.zero_()
+            T[:l, :l] = torch.diag(theta[kept])
+            j = l
+        else:
+            j = m
+    if not converged:
+        warnings.warn(f"Lanczos stopped after {products} products without reaching tol={tol}; "
+                      "the reported residuals bound the errors", RuntimeWarning, stacklevel=3)
+    idx = _wanted(m, k, which)
+    X = Q[:m].T @ S[:, idx].to(device=op.device, dtype=op.dtype)
+    AX = op.matmat(X).to(op.dtype)
+    products += X.shape[1]
+    values = theta[idx]
+    res = torch.linalg.vector_norm(AX - X * values.to(device=op.device, dtype=op.dtype), dim=0)
+    return Eigen(values, res.double().cpu(), products, which, "lanczos",
+                 X if return_vectors else None)
+
+
+def _check_interval(last, products: int, q: float, m: int, p: int) -> int:
+    """Products until the next convergence check (deterministic, so a seed fixes the result).
+
+    A check costs one ``eigh`` of ``T_m`` (≈ 10 m³ flops); a step costs at least its
+    re-orthogonalisation (≈ 4 m p flops) plus the product, so checking every ``I`` steps
+    wastes about ``I/2`` steps at the end against ``needed/I`` checks: ``I ≈ sqrt(2 · needed ·
+    2.5 m²/p)``. ``needed`` is extrapolated from the geometric fall of the wanted residual
+    bounds between the last two checks; Lanczos converges superlinearly, so the interval is
+    also capped at half of it. For large ``p`` this means checking every step."""
+    if last is None:
+        return 1
+    done, logq_prev = last
+    drop = (logq_prev - math.log(q)) / max(1, products - done)
+    needed = math.log(q) / drop if drop > 0 else float(m)
+    ideal = math.sqrt(2.0 * needed * 2.5 * m * m / p)
+    return int(max(1, min(math.ceil(ideal), math.ceil(0.5 * needed))))
+
+
+def _power_eigs(op, k: int, tol: float, max_steps: int | None, v0: torch.Tensor | None,
+                seed: int, return_vectors: bool) -> Eigen:
+    p = op.shape[0]
+    max_steps = int(max_steps) if max_steps is not None else 1000
+    g = make_generator(seed)
+    found: list[torch.Tensor] = []
+    products = 0
+    converged = True
+
+    def deflate(v: torch.Tensor) -> torch.Tensor:
+        if found:
+            F = torch.stack(found)[None]
+            v = _cgs2(F, v[None])[0][0]
+        return v / torch.linalg.vector_norm(v)
+
+    for i in range(k):
+        v = _start_vectors(op, v0 if i == 0 else None, 1, g)[0]
+        lam = None
+        ok = False
+        for _ in range(max_steps):
+            v = deflate(v)
+            Av = op.matmat(v.unsqueeze(1))[:, 0].to(op.dtype)
+            products += 1
+            new = float(v @ Av)
+            v = Av / torch.linalg.vector_norm(Av).clamp_min(torch.finfo(op.dtype).tiny)
+            if lam is not None and abs(new - lam) <= tol * abs(new):
+                ok = True
+                break
+            lam = new
+        converged &= ok
+        found.append(deflate(v))
+    if not converged:
+        warnings.warn(f"power iteration hit max_steps={max_steps} before a relative change of "
+                      f"{tol}", RuntimeWarning, stacklevel=3)
+    X = torch.stack(found, dim=1)
+    AX = op.matmat(X).to(op.dtype)
+    products += k
+    values = (X * AX).sum(dim=0)  # Rayleigh quotients of the final unit vectors
+    res = torch.linalg.vector_norm(AX - X * values, dim=0)
+    return Eigen(values.double().cpu(), res.double().cpu(), products, "magnitude", "power",
+                 X if return_vectors else None)
+
+
+def top_eigenvalues(op, k: int = 1, which: Which = "top", tol: float = 1e-6,
+                    max_steps: int | None = None, seed: int = 0, return_vectors: bool = False,
+                    method: EigenMethod = "lanczos", v0: torch.Tensor | None = None,
+                    max_basis: int | None = None) -> Eigen:
+    """Extreme eigenvalues of a symmetric operator, with the true residual of each pair.
+
+    ``method="lanczos"`` (default): Lanczos with full re-orthogonalisation (CGS2) from ``v0``
+    (default: Rademacher from ``seed``; a ``[p, j]`` block such as the previous eigenvectors is
+    summed into one warm start). The Krylov space grows until every wanted Ritz pair
+    ``(θ_i, y_i)`` satisfies ``β_m |s_{m,i}| ≤ tol · max(|θ_i|, eps^{2/3}‖A‖)`` (the Lanczos
+    residual estimate, Paige 1971; the floor as in ARPACK's dsconv); the check is an ``m × m``
+    ``eigh``, scheduled by extrapolating how fast the bounds fall. Since ``|θ − λ| ≤ ‖r‖²/gap``
+    the eigenvalue's relative error is usually far below ``tol``. If the basis reaches
+    ``max_basis`` vectors (default ``min(p, 200)``, fewer if it would exceed 2 GiB) it is thick
+    restarted (Wu & Simon 2000; Krylov-Schur, Stewart 2001): the wanted Ritz vectors and about
+    half the rest from the same end are kept. An invariant subspace continues from a fresh
+    random direction, so repeated eigenvalues are found with their multiplicity.
+
+    ``which``: ``"top"`` the ``k`` largest, descending; ``"bottom"`` the ``k`` smallest,
+    ascending (most negative first); ``"both"`` the top ``k`` (descending) then the bottom ``k``
+    (ascending).
+
+    ``method="power"``: PyHessian's power iteration (Yao et al. 2020). It converges to the
+    eigenvalue of LARGEST MAGNITUDE, which is the most negative one when ``|λ_min| > λ_max``;
+    stops when the Rayleigh quotient changes by less than ``tol`` relative (which can stop
+    early when the top eigenvalues are close); for ``k > 1`` each new vector is projected off
+    the ones found (PyHessian's deflation). Reported with ``which="magnitude"``, values in the
+    order found; only ``which="top"`` is accepted.
+
+    Residuals ``‖A x_i − θ_i x_i‖`` of the returned unit vectors come from one extra block
+    product (included in ``matvecs``); ``|θ_i − λ| ≤ ‖r_i‖`` for some eigenvalue ``λ``.
+    ``values`` and ``residuals`` are float64 CPU tensors; ``vectors`` (if asked) are ``[p, k]``
+    on the operator's device.
+    """
+    op = as_operator(op)
+    p = op.shape[0]
+    if which not in ("top", "bottom", "both"):
+        raise ConfigError(f"unknown which={which!r}", "choose 'top', 'bottom' or 'both'")
+    if not 1 <= k <= p:
+        raise ConfigError(f"k={k} eigenvalues asked of a {p}x{p} operator", f"use 1 <= k <= {p}")
+    if not tol > 0:
+        raise ConfigError(f"tol must be positive, got {tol}", "use e.g. --tol 1e-6")
+    if method == "lanczos":
+        return _lanczos_eigs(op, k, which, tol, max_steps, v0, seed, return_vectors, max_basis)
+    if method == "power":
+        if which != "top":
+            raise ConfigError("power iteration finds the largest-magnitude eigenvalues only",
+                              "use method='lanczos' for which='bottom' or 'both'")
+        return _power_eigs(op, k, tol, max_steps, v0, seed, return_vectors)
+    raise ConfigError(f"unknown eigenvalue method {method!r}", "choose 'lanczos' or 'power'")
+
+
+__all__ = ["lanczos", "LanczosResult", "top_eigenvalues"]

@@ -1,0 +1,1 @@
+"""Files in and out: checkpoints (``checkpoint.py``), user factories (``factory.py``), reports."""

@@ -1,0 +1,121 @@
+"""HDF5 output, written atomically: to a temporary name in the target folder, then renamed, so an
+interrupted run never leaves a half-written file.
+
+``write_tree(path, tree, attrs)`` stores a nested dict: dicts become groups, numeric lists and
+arrays become datasets, scalars and strings become attributes of their group; ``attrs`` (settings,
+the checkpoint's identity) go on the root, nested values JSON-encoded. ``read_tree`` inverts it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import h5py
+import numpy as np
+
+from ..errors import LandscapeError
+from ..results import to_plain
+
+
+@contextmanager
+def atomic_path(path: "str | Path", suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent or ".")
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _attr(value: Any) -> Any:
+    value = to_plain(value)
+    if value is None:
+        return "null"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return value
+
+
+def _is_numeric_array(v: Any) -> bool:
+    if isinstance(v, np.ndarray):
+        return True
+    if isinstance(v, list) and v:
+        try:
+            arr = np.asarray(v)
+        except ValueError:
+            return False
+        return arr.dtype.kind in "fiub"
+    return False
+
+
+def write_group(group: h5py.Group, tree: dict) -> None:
+    for key, value in tree.items():
+        key = str(key).replace("/", "|")
+        value = to_plain(value) if not isinstance(value, np.ndarray) else value
+        if isinstance(value, dict):
+            write_group(group.create_group(key), value)
+        elif _is_numeric_array(value):
+            group.create_dataset(key, data=np.asarray(value))
+        else:
+            group.attrs[key] = _attr(value)
+
+
+def write_tree(path: "str | Path", tree: dict, attrs: dict | None = None) -> Path:
+    """Write ``tree`` to the HDF5 file ``path`` atomically; ``attrs`` on the root group."""
+    try:
+        with atomic_path(path) as tmp:
+            with h5py.File(tmp, "w") as f:
+                for k, v in (attrs or {}).items():
+                    f.attrs[k] = _attr(v)
+                write_group(f, tree)
+    except OSError as e:
+        raise LandscapeError(f"cannot write {path}: {e.strerror or e}", "check the folder exists and is writable") from e
+    return Path(path)
+
+
+def _read_attr(v: Any) -> Any:
+    if isinstance(v, bytes):
+        v = v.decode()
+    if isinstance(v, str):
+        if v == "null":
+            return None
+        if v[:1] in "[{":
+            try:
+                return json.loads(v)
+            except ValueError:
+                return v
+        return v
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def read_group(group: h5py.Group) -> dict:
+    out: dict[str, Any] = {k: _read_attr(v) for k, v in group.attrs.items()}
+    for k, item in group.items():
+        out[k] = read_group(item) if isinstance(item, h5py.Group) else item[()]
+    return out
+
+
+def read_tree(path: "str | Path") -> dict:
+    """The whole file as a nested dict (root attributes included)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LandscapeError(f"no such file: {path}", "check the path")
+    try:
+        with h5py.File(path, "r") as f:
+            return read_group(f)
+    except OSError as e:
+        raise LandscapeError(f"{path} is not a readable HDF5 file", "pass a file written by landscape") from e

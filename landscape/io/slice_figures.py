@@ -1,0 +1,296 @@
+"""Figures of loss-surface slices and interpolations, and ``render``: re-draw any result file the
+toolkit writes (slice, interpolation, sharpness density, training run, escape) from what it holds.
+
+Writers only consume results: every function takes the plain dict a slice file holds
+(``read_tree(path)``: root attributes merged with the ``grid``, ``values``, ``directions``,
+``trajectory`` groups), or the same dict built in memory before it is written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ..errors import ConfigError, LandscapeError
+from .figures import plt, save
+
+SLICE_FORMAT = "landscape-slice"
+Kind2D = Literal["contour", "heatmap", "surface"]
+KINDS = ("auto", "curve", "contour", "heatmap", "surface", "density", "run", "escape")
+_SPLIT_STYLE = {"train": "-", "test": "--"}
+
+
+def _arr(x: Any) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def _splits(data: dict, quantity: str) -> list[str]:
+    values = data.get("values") or {}
+    return [s for s in ("train", "test") if f"{s}_{quantity}" in values]
+
+
+def _title(data: dict) -> str:
+    d = data.get("directions") or {}
+    ident = data.get("identity") or {}
+    name = Path(str(ident.get("path") or data.get("checkpoint") or "")).name
+    if data.get("kind") == "interpolation":
+        ends = data.get("endpoints") or {}
+        a, b = Path(str(ends.get("a", "A"))).name, Path(str(ends.get("b", "B"))).name
+        return f"interpolation (1-α) θ_A + α θ_B, A = {a}, B = {b}"
+    kind = d.get("kind", "?")
+    what = {"random": f"random directions, {d.get('norm', '?')} normalisation",
+            "eigen": "top Hessian eigenvectors", "pca": "PCA of the training trajectory",
+            "checkpoints": "toward checkpoints"}.get(kind, str(kind))
+    extra = ""
+    ev = d.get("eigenvalues")
+    if kind == "eigen" and ev is not None:
+        extra = ", λ = " + ", ".join(f"{v:.4g}" for v in _arr(ev).ravel())
+    if kind == "pca" and d.get("explained_variance") is not None:
+        extra = ", explained " + ", ".join(f"{100 * v:.1f}%" for v in _arr(d["explained_variance"]).ravel())
+    return f"{name}: {what}{extra}".strip(": ")
+
+
+def _axis_label(data: dict, i: int) -> str:
+    if data.get("kind") == "interpolation":
+        return "α  (0 = A, 1 = B)"
+    return ("α", "β")[i] + f"  (direction {i + 1})"
+
+
+# ----------------------------------------------------------------------------- 1-D
+def curve_figure(data: dict):
+    """Loss (left) and accuracy (right, if recorded) along a 1-D slice or an interpolation;
+    train solid, test dashed; the origin (or the end points A and B) marked."""
+    x = _arr(data["grid"]["alpha"])
+    has_acc = bool(_splits(data, "accuracy"))
+    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(10 if has_acc else 5.5, 3.8), squeeze=False)
+    axes = list(axes.flat)
+    for ax, q in zip(axes, ["loss", "accuracy"]):
+        for s in _splits(data, q):
+            ax.plot(x, _arr(data["values"][f"{s}_{q}"]), _SPLIT_STYLE[s], label=f"{s} {q}")
+        marks = [0.0, 1.0] if data.get("kind") == "interpolation" else [0.0]
+        for m, lab in zip(marks, ["A", "B"] if len(marks) == 2 else [""]):
+            if x.min() <= m <= x.max():
+                ax.axvline(m, color="gray", lw=0.8, ls=":")
+                if lab:
+                    ax.annotate(lab, (m, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom")
+        ax.set_xlabel(_axis_label(data, 0))
+        ax.set_ylabel(q)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if _finite_positive_span(data, "loss") > 100:
+        axes[0].set_yscale("log")
+    fig.suptitle(_title(data), fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def _finite_positive_span(data: dict, quantity: str) -> float:
+    vals = [_arr(data["values"][f"{s}_{quantity}"]) for s in _splits(data, quantity)]
+    v = np.concatenate([a.ravel() for a in vals]) if vals else np.array([])
+    v = v[np.isfinite(v) & (v > 0)]
+    return float(v.max() / v.min()) if v.size else 1.0
+
+
+# ----------------------------------------------------------------------------- 2-D
+def _levels(z: np.ndarray, n: int = 14) -> tuple[np.ndarray, bool]:
+    """Contour levels from the minimum to the 95th percentile: geometric when the values span
+    more than a factor 20 (and are positive), else linear."""
+    v = z[np.isfinite(z)]
+    if v.size == 0:
+        return np.array([0.0, 1.0]), False
+    lo, hi = float(v.min()), float(np.percentile(v, 95))
+    if hi <= lo:
+        hi = float(v.max()) if float(v.max()) > lo else lo + 1.0
+    if lo > 0 and hi / lo > 20:
+        return np.geomspace(lo, hi, n), True
+    return np.linspace(lo, hi, n), False
+
+
+def _overlay(ax, data: dict, z: bool = False) -> None:
+    """The trajectory (PCA) or the other checkpoints drawn on the plane, and the origin."""
+    traj = data.get("trajectory") or {}
+    coords = traj.get("coords")
+    ax.plot([0], [0], marker="*", color="k", ms=9, ls="none", label="origin")
+    if coords is None:
+        return
+    c = _arr(coords).reshape(-1, 2) if _arr(coords).size % 2 == 0 else None
+    if c is None:
+        return
+    d = data.get("directions") or {}
+    if d.get("kind") == "pca":
+        ax.plot(c[:, 0], c[:, 1], "o-", color="crimson", ms=3, lw=1.2, label="trajectory")
+    else:
+        ax.plot(c[1:, 0], c[1:, 1], "s", color="crimson", ms=6, ls="none", label="checkpoints")
+        for (px, py), lab in zip(c[1:], list(traj.get("labels") or [])[1:]):
+            ax.annotate(str(lab), (px, py), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.legend(fontsize=7, loc="upper right")
+
+
+def plane_figure(data: dict, kind: Kind2D = "contour", quantity: str = "loss"):
+    """A 2-D slice: ``contour`` (labelled levels), ``heatmap`` or ``surface`` (3-D), one panel per
+    split. Values above the 95th (surface: 98th) percentile are clipped so that the far corners
+    do not flatten the picture."""
+    if kind not in ("contour", "heatmap", "surface"):
+        raise ConfigError(f"unknown 2-D figure kind {kind!r}", "choose contour, heatmap or surface")
+    a, b = _arr(data["grid"]["alpha"]), _arr(data["grid"]["beta"])
+    splits = _splits(data, quantity)
+    if not splits:
+        raise ConfigError(f"the file holds no {quantity} values", "use --value loss")
+    n = len(splits)
+    fig = plt.figure(figsize=(6 * n, 5) if kind == "surface" else (5.6 * n, 4.6))
+    A, B = np.meshgrid(a, b, indexing="xy")
+    for i, s in enumerate(splits):
+        Z = _arr(data["values"][f"{s}_{quantity}"]).T  # [beta, alpha]
+        if kind == "surface":
+            ax = fig.add_subplot(1, n, i + 1, projection="3d")
+            v = Z[np.isfinite(Z)]
+            cap = float(np.percentile(v, 98)) if v.size else 1.0
+            Zc = np.where(np.isfinite(Z), np.minimum(Z, cap), cap)
+            ax.plot_surface(A, B, Zc, cmap="viridis", linewidth=0, antialiased=True, alpha=0.95)
+            ax.set_zlabel(quantity)
+            ax.set_title(f"{s} {quantity}", fontsize=9)
+        else:
+            ax = fig.add_subplot(1, n, i + 1)
+            levels, geometric = _levels(Z)
+            if kind == "contour":
+                cs = ax.contour(A, B, Z, levels=levels, cmap="viridis", linewidths=1)
+                ax.clabel(cs, inline=True, fontsize=6, fmt="%.3g")
+            else:
+                from matplotlib.colors import LogNorm, Normalize
+
+                norm = LogNorm(levels[0], levels[-1]) if geometric else Normalize(levels[0], levels[-1])
+                mesh = ax.pcolormesh(A, B, np.clip(Z, levels[0], levels[-1]), shading="auto",
+                                     cmap="viridis", norm=norm)
+                fig.colorbar(mesh, ax=ax, label=quantity)
+            _overlay(ax, data)
+            ax.set_aspect("auto")
+            ax.set_title(f"{s} {quantity}", fontsize=9)
+        ax.set_xlabel(_axis_label(data, 0))
+        ax.set_ylabel(_axis_label(data, 1))
+    fig.suptitle(_title(data), fontsize=9)
+    if kind != "surface":
+        fig.tight_layout()
+    return fig
+
+
+def slice_figure(data: dict, kind: str = "auto", quantity: str = "loss"):
+    """The figure of a slice or interpolation dict: a curve in 1-D, ``kind`` (default contour) in 2-D."""
+    dims = len([k for k in ("alpha", "beta") if k in (data.get("grid") or {})])
+    if dims == 1:
+        if kind not in ("auto", "curve"):
+            raise ConfigError(f"--kind {kind} needs a 2-D slice; this one is 1-D", "use --kind curve")
+        return curve_figure(data)
+    if kind == "curve":
+        raise ConfigError("--kind curve is for 1-D slices and interpolations", "use contour, heatmap or surface")
+    return plane_figure(data, "contour" if kind == "auto" else kind, quantity)
+
+
+# ----------------------------------------------------------------------------- escape (generic)
+def _trajectory_sets(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
+    """Every 2-D float dataset whose name mentions ``loss`` (``[trajectories, steps]``), by path."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_trajectory_sets(v, f"{prefix}{k}/"))
+        elif isinstance(v, np.ndarray) and v.ndim == 2 and v.dtype.kind == "f" and "loss" in k:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def escape_figure(tree: dict):
+    """Every trajectory thin, the mean bold, log-scale loss; one panel per group (per ``--to``)."""
+    sets = _trajectory_sets(tree)
+    if not sets:
+        raise LandscapeError("the file holds no [trajectories, steps] loss arrays", "pass an escape result file")
+    n = len(sets)
+    fig, axes = plt.subplots(1, n, figsize=(4.8 * n, 3.8), squeeze=False, sharey=True)
+    for ax, (name, L) in zip(axes.flat, sets.items()):
+        steps = np.arange(L.shape[1])
+        for row in L[: min(L.shape[0], 200)]:
+            ax.plot(steps, row, lw=0.4, alpha=0.3, color="steelblue")
+        ax.plot(steps, np.nanmean(L, axis=0), lw=2, color="k", label="mean")
+        ax.set_yscale("log")
+        ax.set_title(name.rsplit("/", 1)[0] if "/" in name else name, fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes.flat[0].set_ylabel("loss")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# ----------------------------------------------------------------------------- render
+def _densities(tree: dict) -> dict[str, dict]:
+    """Spectral densities in a sharpness file: ``metrics/density``, or per layer."""
+    out = {}
+    dens = (tree.get("metrics") or {}).get("density")
+    if isinstance(dens, dict) and "nodes" in dens:
+        out[""] = dens
+    for layer, rec in (tree.get("layers") or {}).items():
+        d = (rec.get("metrics") or {}).get("density") if isinstance(rec, dict) else None
+        if isinstance(d, dict) and "nodes" in d:
+            out[layer] = d
+    return out
+
+
+def detect(tree: dict) -> str:
+    """What a result file holds: ``slice``, ``interpolation``, ``density``, ``run`` or ``escape``."""
+    fmt = str(tree.get("format") or "")
+    if fmt == SLICE_FORMAT or ("grid" in tree and "values" in tree):
+        return "interpolation" if tree.get("kind") == "interpolation" else "slice"
+    if fmt == "landscape-run" or isinstance(tree.get("series"), dict) and "step" in tree["series"]:
+        return "run"
+    if _densities(tree):
+        return "density"
+    if "escape" in fmt or _trajectory_sets(tree):
+        return "escape"
+    raise LandscapeError("cannot tell what this file holds (no slice grid, density, run series or "
+                         "escape trajectories)", "pass a file written by landscape slice, interpolate, "
+                         "sharpness --out (with --metric density), train or escape")
+
+
+def render(path: "str | Path", kind: str = "auto", out: "str | Path | None" = None, quantity: str = "loss") -> list[Path]:
+    """Re-draw the figure of any result file without recomputing; returns the files written.
+
+    ``kind``: ``auto`` (from the content), ``curve`` (1-D slice, interpolation), ``contour`` /
+    ``heatmap`` / ``surface`` (2-D slice), ``density``, ``run``, ``escape``. ``out`` defaults to
+    the file's name with ``.png`` (``-KIND.png`` when a kind is named). A sharpness file with
+    per-layer densities gives one file per layer (``OUT-LAYER.png``).
+    """
+    from .hdf5 import read_tree
+
+    if kind not in KINDS:
+        raise ConfigError(f"unknown --kind {kind!r}", f"choose one of {', '.join(KINDS)}")
+    if quantity not in ("loss", "accuracy"):
+        raise ConfigError(f"unknown --value {quantity!r}", "choose loss or accuracy")
+    path = Path(path)
+    tree = read_tree(path)
+    what = detect(tree)
+    out = Path(out) if out is not None else path.with_name(path.stem + ("" if kind == "auto" else f"-{kind}") + ".png")
+    allowed = {"slice": ("auto", "curve", "contour", "heatmap", "surface"), "interpolation": ("auto", "curve"),
+               "density": ("auto", "density"), "run": ("auto", "run"), "escape": ("auto", "escape")}[what]
+    if kind not in allowed:
+        raise ConfigError(f"{path} holds a {what}, which cannot be drawn as --kind {kind}",
+                          f"use --kind {' or '.join(allowed)}")
+    if what in ("slice", "interpolation"):
+        return [save(slice_figure(tree, kind, quantity), out)]
+    if what == "run":
+        from ..train.run import read_run
+        from .run_figures import run_figure
+
+        return [save(run_figure(read_run(path)), out)]
+    if what == "escape":
+        return [save(escape_figure(tree), out)]
+    from .figures import density_figure
+
+    written = []
+    for layer, dens in _densities(tree).items():
+        target = out if not layer else out.with_name(f"{out.stem}-{layer}{out.suffix}")
+        written.append(save(density_figure(dens, title=f"Hessian spectral density{' of ' + layer if layer else ''}"),
+                            target))
+    return written
+
+
+__all__ = ["curve_figure", "plane_figure", "slice_figure", "escape_figure", "render", "detect", "save", "KINDS"]

@@ -1,0 +1,124 @@
+"""The metrics of ``landscape sharpness``: one registry, one ``compute(op, settings)`` each.
+
+The CLI's ``--metric`` choices, the JSON keys, the HDF5 groups and the table rows all follow from
+:data:`METRICS`; adding a metric adds one entry here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+from ..errors import ConfigError
+
+
+@dataclass
+class Settings:
+    """Estimator settings shared by the metrics (CLI flags of the same names)."""
+
+    probes: int = 100
+    method: Literal["hutchinson", "hutchpp"] = "hutchinson"
+    top_k: int = 1
+    which: Literal["top", "bottom", "both"] = "top"
+    tol: float = 1e-6
+    eig_method: Literal["lanczos", "power"] = "lanczos"
+    max_steps: int | None = None
+    runs: int = 10
+    steps: int = 80
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        d.update(self.extra)
+        return d
+
+
+@dataclass(frozen=True)
+class Metric:
+    """``key``: the JSON/HDF5 name; ``compute(op, settings)`` returns a result with ``to_dict()``;
+    ``rows(result)`` gives the table rows ``(quantity, value, ± stderr, products)``;
+    ``cost(settings)``: expected operator products (for the progress bar), or None if unknown."""
+
+    key: str
+    compute: Callable[[Any, Settings], Any]
+    rows: Callable[[Any], list[tuple[str, str, str, str]]]
+    cost: Callable[[Settings], int | None]
+    help: str
+
+
+def fmt(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def _trace(op, s: Settings):
+    from ..estimators import trace
+
+    return trace(op, probes=s.probes, method=s.method, seed=s.seed)
+
+
+def _eig(op, s: Settings):
+    from ..estimators import top_eigenvalues
+
+    return top_eigenvalues(op, k=s.top_k, which=s.which, tol=s.tol, max_steps=s.max_steps,
+                           seed=s.seed, method=s.eig_method)
+
+
+def _frob(op, s: Settings):
+    from ..estimators import frobenius
+
+    return frobenius(op, probes=s.probes, seed=s.seed)
+
+
+def _density(op, s: Settings):
+    from ..estimators import spectral_density
+
+    return spectral_density(op, runs=s.runs, steps=s.steps, seed=s.seed)
+
+
+def _estimate_rows(label: str):
+    def rows(r) -> list[tuple[str, str, str, str]]:
+        return [(label, fmt(r.value), fmt(r.stderr), str(r.matvecs))]
+
+    return rows
+
+
+def _eig_rows(r) -> list[tuple[str, str, str, str]]:
+    vals = r.values.tolist()
+    res = r.residuals.tolist()
+    name = "λ" if r.method == "lanczos" else "λ (power: largest |λ|)"
+    out = []
+    for i, (v, e) in enumerate(zip(vals, res)):
+        out.append((f"{name}[{r.which} {i + 1}]", fmt(v), f"resid {e:.2g}", str(r.matvecs) if i == 0 else ""))
+    return out
+
+
+def _density_rows(r) -> list[tuple[str, str, str, str]]:
+    nodes = r.nodes
+    return [("density support", f"[{fmt(float(nodes.min()))}, {fmt(float(nodes.max()))}]",
+             f"{r.runs} runs x {r.steps} steps", str(r.matvecs))]
+
+
+METRICS: dict[str, Metric] = {
+    "trace": Metric("trace", _trace, _estimate_rows("tr(H)"), lambda s: s.probes,
+                    "Hessian trace (Hutchinson or Hutch++) ± standard error"),
+    "eig": Metric("eigenvalues", _eig, _eig_rows, lambda s: None,
+                  "extreme eigenvalues (Lanczos, or power iteration) with residuals"),
+    "frobenius": Metric("frobenius", _frob, _estimate_rows("‖H‖_F"), lambda s: s.probes,
+                        "Frobenius norm sqrt(E‖Hv‖²) ± standard error"),
+    "density": Metric("density", _density, _density_rows, lambda s: s.runs * s.steps,
+                      "spectral density by stochastic Lanczos quadrature"),
+}
+
+DEFAULT_METRICS = ("trace", "eig", "frobenius")
+
+
+def parse_metrics(spec: "str | list[str] | None", registry: dict[str, Metric] = METRICS) -> list[str]:
+    """``"trace,eig"`` or repeated names → validated list; ``None`` → the defaults."""
+    if not spec:
+        return list(DEFAULT_METRICS)
+    names = [m.strip() for part in ([spec] if isinstance(spec, str) else spec) for m in part.split(",") if m.strip()]
+    for m in names:
+        if m not in registry:
+            raise ConfigError(f"unknown metric {m!r}", f"choose from {', '.join(registry)}")
+    return names

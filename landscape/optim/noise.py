@@ -1,0 +1,200 @@
+"""Large-batch SGD with covariance noise (sgd-covariance-noise.md Alg. 1, App. E.1, App. F):
+``lb-diag-noise`` and ``lb-full-noise``.
+
+``θ ← θ − α ∇L_{M_L}(θ) + α sqrt((M_L − M_S)/(M_L M_S)) C ξ`` (eq. 2, 5), i.e. the gradient handed
+to the base optimizer is ``g_B − s C ξ``, ``s = sqrt((M_L − M_S)/(M_L M_S))``, where ``M_L`` is the
+batch size actually used (the number of per-sample gradients) and ``M_S`` the small batch to
+emulate (``small_batch``). Where the noise enters a momentum/Adam base is unspecified in the paper:
+we add it to the gradient handed to the base optimizer (ALGORITHMS.md §2).
+
+- ``lb-diag-noise``: ``C ξ = sqrt(diag F_emp) ⊙ ξ``, ``ξ ∼ N(0, I)``, ``diag F_emp = (1/M) Σ g_i²``.
+- ``lb-full-noise``: ``C ξ = (1/sqrt M) Σ_i σ_i g_i`` with Rademacher ``σ_i`` (App. F), of
+  covariance ``F_emp = (1/M) Σ g_i g_iᵀ``.
+
+Noise only during the first ``noise_fraction = 0.25`` of ``total_steps`` (App. E.1), or the first
+``noise_steps``; after that the step is plain large-batch SGD and no per-sample gradients are
+computed (``passes_per_step`` drops from 2 to 1).
+
+Per-sample gradients: ``opt.step(closure, batch=(x, y))`` with ``model=`` and ``loss_fn=`` given
+at construction computes them by ``torch.func`` (``vmap(grad(functional_call))``, through
+:func:`landscape.curvature.functional.per_sample_grads`), at the same θ as the closure, with the
+model's buffers as they are. Models with BatchNorm in training mode (per-sample gradients are not
+defined there) or dropout must pass them instead: ``opt.step(closure,
+per_sample_grads=[...])``, a list (or a callable returning one) of ``[M, *p.shape]`` tensors, one
+per trained parameter::
+
+    opt = build_optimizer("lb-diag-noise", model.parameters(), lr=0.1, small_batch=32,
+                          total_steps=epochs * len(loader), model=model, loss_fn="cross-entropy")
+    for x, y in loader:                                # batches of M_L samples
+        opt.step(lambda: F.cross_entropy(model(x), y), batch=(x, y))
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from . import rules
+from .wrapper import SharpnessAware, check_positive, present, scatter
+from ..errors import ConfigError
+
+_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+class CovarianceNoise(SharpnessAware):
+    """Large-batch step plus Fisher-shaped noise (see the module docstring).
+
+    Args:
+        small_batch: ``M_S``, the batch size whose gradient noise is emulated (required).
+        total_steps: the run's number of steps (required unless ``noise_steps`` is given).
+        noise_fraction: fraction of ``total_steps`` with noise (default 0.25, App. E.1).
+        noise_steps: number of noisy steps (overrides ``total_steps`` · ``noise_fraction``).
+        model, loss_fn: for per-sample gradients by torch.func (``loss_fn``: ``"cross-entropy"``,
+            ``"mse"`` or a mean-reduced callable, as in :mod:`landscape.losses`).
+        seed: seed of the noise (its generator state is part of ``state_dict``).
+    """
+
+    name = "lb-noise"
+    covariance = "diag"
+    uses_rng = True
+
+    def __init__(self, params=None, base="sgd", *, small_batch: int | None = None,
+                 total_steps: int | None = None, noise_fraction: float = 0.25,
+                 noise_steps: int | None = None, loss_fn: Any = None, model=None, seed=None,
+                 **base_kwargs) -> None:
+        super().__init__(params, base, model=model, seed=seed, **base_kwargs)
+        if small_batch is None or not isinstance(small_batch, int) or small_batch < 1:
+            raise ConfigError(f"{self.name} needs small_batch, the batch size M_S to emulate "
+                              f"(got {small_batch!r})", "pass small_batch=128")
+        self.small_batch = small_batch
+        if noise_steps is None:
+            if total_steps is None:
+                raise ConfigError(f"{self.name} adds noise during the first part of training and "
+                                  "needs the run's length",
+                                  "pass total_steps=epochs*steps_per_epoch (or noise_steps=)")
+            check_positive("noise_fraction", noise_fraction, allow_zero=True)
+            noise_steps = math.ceil(noise_fraction * int(total_steps))
+        if not isinstance(noise_steps, int) or noise_steps < 0:
+            raise ConfigError(f"noise_steps must be a non-negative integer, got {noise_steps!r}",
+                              "pass total_steps= or noise_steps=")
+        self.noise_steps = noise_steps
+        self.loss_fn = loss_fn
+        self.last_noise: list | None = None
+        self.last_scale: float | None = None
+        self._batch = None
+        self._psg = None
+
+    @property
+    def noise_active(self) -> bool:
+        """Whether the next step adds noise."""
+        return self.steps < self.noise_steps
+
+    @property
+    def passes_per_step(self) -> int:  # type: ignore[override]
+        return 2 if self.noise_active else 1
+
+    def step(self, closure: Callable | None = None, *, batch: "tuple[torch.Tensor, torch.Tensor] | None" = None,
+             per_sample_grads: "Sequence[torch.Tensor] | Callable[[], Sequence[torch.Tensor]] | None" = None):
+        """One step; while the noise is on, the batch's per-sample gradients come from
+        ``per_sample_grads`` or are computed from ``batch=(x, y)`` (module docstring)."""
+        self._batch, self._psg = batch, per_sample_grads
+        try:
+            return super().step(closure)
+        finally:
+            self._batch = self._psg = None
+
+    def modify_gradients(self, params, grads):
+        self.last_noise = None
+        if not self.noise_active:
+            return grads
+        idx, ps, gs = present(params, grads)
+        if not idx:
+            return grads
+        per = self._per_sample(params, idx, ps)
+        scale = rules.covariance_noise_scale(per[0].shape[0], self.small_batch)
+        draw = rules.diag_fisher_noise if self.covariance == "diag" else rules.full_fisher_noise
+        noise = draw(per, scale, self._generator)
+        self.last_scale = scale
+        self.last_noise = scatter(len(params), idx, noise)
+        return scatter(len(params), idx, [g - n for g, n in zip(gs, noise)])
+
+    def _per_sample(self, params, idx, ps) -> list[torch.Tensor]:
+        src = self._psg
+        if src is not None:
+            if callable(src):
+                src = src()
+            src = list(src)
+            if len(src) == len(params):
+                per = [src[i] for i in idx]
+            elif len(src) == len(idx):
+                per = src
+            else:
+                raise ConfigError(f"per_sample_grads holds {len(src)} tensors for {len(params)} parameters",
+                                  "pass one [M, *shape] tensor per trained parameter, in order")
+            for t, p in zip(per, ps):
+                if t is None or tuple(t.shape[1:]) != tuple(p.shape):
+                    raise ConfigError("per_sample_grads do not match the parameters' shapes",
+                                      "pass one [M, *p.shape] tensor per trained parameter")
+            return [t.detach() for t in per]
+        if self._batch is None:
+            raise ConfigError(f"{self.name} needs the per-sample gradients of the batch",
+                              "call opt.step(closure, batch=(x, y)) (with model= and loss_fn= given), "
+                              "or opt.step(closure, per_sample_grads=[...])")
+        return _per_sample_grads(self.model, self.loss_fn, ps, self._batch, self.name)
+
+
+def _per_sample_grads(model: nn.Module | None, loss_fn: Any, ps: list[torch.Tensor], batch, name: str
+                      ) -> list[torch.Tensor]:
+    """``[M, *shape]`` per parameter in ``ps``: torch.func vmap(grad(functional_call)) through
+    :func:`landscape.curvature.functional.per_sample_grads`."""
+    if model is None or loss_fn is None:
+        raise ConfigError(f"{name} computes per-sample gradients from batch= only with model= and "
+                          "loss_fn= given at construction",
+                          "build it with model=model, loss_fn='cross-entropy' (or pass per_sample_grads=)")
+    if any(isinstance(m, _BATCHNORMS) and m.training for m in model.modules()):
+        raise ConfigError("per-sample gradients are not defined with BatchNorm in training mode",
+                          "pass per_sample_grads= yourself (e.g. from a ghost-batch model)")
+    from ..curvature import functional as fx
+    from ..losses import get_loss
+
+    named = dict(model.named_parameters())
+    by_id = {id(t): n for n, t in named.items()}
+    names = []
+    for p in ps:
+        if id(p) not in by_id:
+            raise ConfigError("an optimized parameter is not a parameter of model=",
+                              "pass the module whose parameters are optimized")
+        names.append(by_id[id(p)])
+    chosen = {n: named[n].detach() for n in names}
+    frozen = {n: t.detach() for n, t in named.items() if n not in chosen}
+    frozen.update(dict(model.named_buffers()))
+
+    def forward(prm: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(model, (prm, frozen), (x,))
+
+    x, y = batch
+    try:
+        with torch.enable_grad():
+            g = fx.per_sample_grads(forward, get_loss(loss_fn), chosen, x, y)
+    except RuntimeError as e:
+        raise ConfigError(f"per-sample gradients failed under torch.func: {str(e).splitlines()[0]}",
+                          "pass per_sample_grads= yourself (dropout and some custom layers do not vmap)") from e
+    return [g[n] for n in names]
+
+
+class LBDiagNoise(CovarianceNoise):
+    """Large batch + diagonal empirical-Fisher noise (sgd-covariance-noise Alg. 1)."""
+
+    name = "lb-diag-noise"
+    covariance = "diag"
+
+
+class LBFullNoise(CovarianceNoise):
+    """Large batch + full empirical-Fisher noise sampled from per-sample gradients with
+    Rademacher weights (sgd-covariance-noise eq. 5, App. F)."""
+
+    name = "lb-full-noise"
+    covariance = "full"

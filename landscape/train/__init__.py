@@ -1,0 +1,21 @@
+"""Tracked training: any optimizer of :mod:`landscape.optim` with curvature metrics every K steps,
+evaluation, checkpoints in the core format and exact resume (``landscape train``).
+
+>>> from landscape.train import TrainConfig, train, resume, read_run
+>>> cfg = TrainConfig(model="mlp", data="digits", optimizer="sam", hyper={"rho": 0.05}, lr=0.1,
+...                   epochs=5, track=["trace", "eig"], every=50)
+>>> result = train(cfg, "runs/sam-digits")           # doctest: +SKIP
+>>> read_run("runs/sam-digits")["final"]["test_accuracy"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from .loop import FULL_BATCH, RunResult, StopRequest, TrainConfig, evaluate, resume, train
+from .run import BASE_COLUMNS, RunDir, Series, read_run
+from .tracking import TRACKERS, Tracker, parse_track, register_tracker, track
+
+__all__ = [
+    "TrainConfig", "RunResult", "train", "resume", "evaluate", "StopRequest", "FULL_BATCH",
+    "RunDir", "Series", "read_run", "BASE_COLUMNS",
+    "TRACKERS", "Tracker", "register_tracker", "parse_track", "track",
+]

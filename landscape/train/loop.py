@@ -1,0 +1,593 @@
+"""The training loop behind ``landscape train``: any optimizer of :data:`landscape.optim.OPTIMIZERS`
+on a registry model and dataset, with evaluation, curvature tracking every K steps, checkpoints,
+and exact resume.
+
+Reproducibility: the data order comes from a ``torch.Generator`` seeded with ``seed`` (its state
+and the current epoch's permutation are saved), the optimizer's ``state_dict`` holds its base's
+moments and its own generator, and the loop runs inside ``torch.random.fork_rng`` with the global
+generator seeded by ``seed`` (for dropout-like layers; the caller's RNG state is left alone) and
+saved too. A run resumed from ``state.pt`` therefore performs, on CPU, the very same floating
+point operations as one never interrupted: same parameters, same series, to the bit.
+
+Interruption: with ``handle_signals=True`` the first SIGINT (Ctrl-C) or SIGTERM asks the loop to
+stop after the current step (and its tracking); it then saves ``state.pt``, flushes ``run.h5`` and
+returns a result with ``status="interrupted"`` and the signal number. A second Ctrl-C aborts at
+once (the last saved state stays valid).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import math
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError, LandscapeError, NumericalError
+from ..losses import get_loss
+from .run import RunDir, Series, plain_state, usual_mode
+from .tracking import TRACKERS, parse_track, settings_from, track
+
+#: optimizers that take the whole training set at every step
+FULL_BATCH = ("gd",)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run (the CLI flags of the same names).
+
+    ``lr`` / ``momentum`` ``None``: the optimizer's defaults (:data:`landscape.optim.BASE_DEFAULTS`;
+    momentum 0 for ``gd``). ``hyper``: the optimizer's own settings (``rho``, ``eta_a``, ...);
+    ``num_data`` (mfvi, vsam), ``total_steps`` (covariance noise) and ``loss_fn`` are filled in.
+    Stopping: ``steps``, else ``epochs`` (``gd``: one step per epoch; default 10 epochs), and
+    earlier when the full training loss falls below ``until_loss`` (checked at evaluations).
+    ``every``: tracking period in steps; ``eval_every``: evaluation period (default: once an epoch,
+    at most 500 evaluations); ``checkpoint_every``: also write ``step-XXXXXX.pt`` checkpoints.
+    """
+
+    model: str = "mlp"
+    model_kwargs: dict = field(default_factory=dict)
+    data: str = "digits"
+    data_kwargs: dict = field(default_factory=dict)
+    loss: str | None = None
+    optimizer: str = "sgd"
+    base: str | None = None
+    lr: float | None = None
+    momentum: float | None = None
+    weight_decay: float = 0.0
+    hyper: dict = field(default_factory=dict)
+    batch_size: int = 128
+    epochs: int | None = None
+    steps: int | None = None
+    until_loss: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    track: list = field(default_factory=list)
+    every: int = 100
+    track_samples: int | None = 1024
+    probes: int = 20
+    track_batch_size: int = 512
+    track_options: dict = field(default_factory=dict)
+    eval_every: int | None = None
+    checkpoint_every: int | None = None
+    plot: bool = True
+
+    def to_dict(self) -> dict:
+        return copy.deepcopy(asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def validate(self) -> None:
+        self.track = parse_track(self.track)
+        for name, v, low in (("--batch-size", self.batch_size, 1), ("--every", self.every, 1),
+                             ("--probes", self.probes, 1), ("--track-batch-size", self.track_batch_size, 1),
+                             ("--epochs", self.epochs, 1), ("--steps", self.steps, 1),
+                             ("--track-samples", self.track_samples, 1), ("--eval-every", self.eval_every, 1),
+                             ("--checkpoint-every", self.checkpoint_every, 1)):
+            if v is not None and (not isinstance(v, int) or v < low):
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}", f"pass e.g. {name} 10")
+        if self.epochs is not None and self.steps is not None:
+            raise ConfigError("both --epochs and --steps were given", "pass only one of them")
+        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"--lr must be positive, got {self.lr}", "pass e.g. --lr 0.1")
+        if self.until_loss is not None and not self.until_loss > 0:
+            raise ConfigError(f"--until-loss must be positive, got {self.until_loss}", "pass e.g. --until-loss 1e-3")
+        if self.dtype not in ("float32", "float64"):
+            raise ConfigError(f"unknown dtype {self.dtype!r}", "choose float32 or float64")
+
+
+@dataclass
+class RunResult:
+    """What a call of :func:`train` / :func:`resume` did. ``status``: ``finished``,
+    ``interrupted`` (``signum`` set for a signal) or ``already-finished`` (nothing to do)."""
+
+    path: Path
+    status: str
+    step: int
+    epoch: float
+    total_steps: int
+    stop_reason: str | None = None
+    signum: int | None = None
+    final: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+class StopRequest:
+    """Graceful stop on SIGINT / SIGTERM: the first signal sets ``signum`` (the loop stops after
+    the current step), a second one raises ``KeyboardInterrupt`` at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict = {}
+
+    def handler(self, signum: int, frame: Any = None) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = int(signum)
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for s in self.SIGNALS:
+            self._old[s] = signal.signal(s, self.handler)
+
+    def restore(self) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
+        self._old = {}
+
+
+# ------------------------------------------------------------------------ building blocks
+def evaluate(model: nn.Module, loss, pair: tuple[torch.Tensor, torch.Tensor], batch_size: int = 1024
+             ) -> tuple[float, float | None]:
+    """``(L, accuracy)`` on all of ``pair`` in eval mode (BatchNorm running statistics), with
+    exact weights ``L = (1/n) Σ_i l_i``; accuracy only for class labels (else None)."""
+    x, y = pair
+    was = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    correct = torch.zeros((), dtype=torch.float64, device=x.device)
+    classes = not y.is_floating_point() and loss.name == "cross-entropy"
+    try:
+        with torch.no_grad():
+            for i in range(0, x.shape[0], batch_size):
+                out = model(x[i:i + batch_size])
+                yb = y[i:i + batch_size]
+                total += loss.sum(out, yb).double()
+                if classes:
+                    correct += (out.argmax(-1) == yb).sum()
+    finally:
+        model.train(was)
+    n = x.shape[0]
+    return float(total / n), (float(correct / n) if classes else None)
+
+
+class _Session:
+    """The built pieces of one run: data, model, loss, optimizer and counters."""
+
+    def __init__(self, cfg: TrainConfig, rundir: RunDir) -> None:
+        from ..data import load_dataset
+        from ..io.checkpoint import normalize_loss
+        from ..models import build_model, model_kwargs_for
+        from ..optim import build_optimizer, hyperparameters
+        from ..problem import resolve_device, resolve_dtype
+
+        cfg.validate()
+        self.cfg, self.rundir = cfg, rundir
+        self.device = resolve_device(cfg.device)
+        self.dtype = resolve_dtype(cfg.dtype)
+        self.split = load_dataset(cfg.data, **cfg.data_kwargs)
+        self.loss_name = normalize_loss(cfg.loss) if cfg.loss else self.split.default_loss
+        self.loss = get_loss(self.loss_name)
+        self.model_kwargs = model_kwargs_for(cfg.model, self.split, **cfg.model_kwargs)
+        model = build_model(cfg.model, seed=cfg.seed, **self.model_kwargs)
+        self.model = model.to(device=self.device, dtype=self.dtype).train()
+
+        self.train_pair = self._to_device(self.split.train)
+        self.test_pair = self._to_device(self.split.test) if self.split.test is not None else None
+        self._check_fit()
+        self.n = int(self.train_pair[0].shape[0])
+        self.full_batch = cfg.optimizer.lower() in FULL_BATCH
+        self.batch_size = self.n if self.full_batch else min(cfg.batch_size, self.n)
+        self.steps_per_epoch = 1 if self.full_batch else math.ceil(self.n / self.batch_size)
+        self.total_steps = cfg.steps if cfg.steps is not None else (cfg.epochs or 10) * self.steps_per_epoch
+        if cfg.eval_every is None:
+            cfg.eval_every = max(self.steps_per_epoch, math.ceil(self.total_steps / 500))
+
+        own = hyperparameters(cfg.optimizer)
+        hyper = dict(cfg.hyper)
+        if "num_data" in own and "num_data" not in hyper:
+            hyper["num_data"] = self.n
+        if "total_steps" in own and "total_steps" not in hyper and "noise_steps" not in hyper:
+            hyper["total_steps"] = self.total_steps
+        if "loss_fn" in own and "loss_fn" not in hyper:
+            hyper["loss_fn"] = self.loss_name
+        cfg.hyper = hyper  # resolved once: an extended run keeps them
+        self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters(), base=cfg.base, lr=cfg.lr,
+                                         momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                         model=self.model, seed=cfg.seed, **hyper)
+        self._step_takes_batch = "batch" in inspect.signature(self.optimizer.step).parameters
+        group = self.optimizer.param_groups[0]
+        self.lr = float(group["lr"])
+        self.momentum = group.get("momentum")
+
+        # counters and state
+        self.step = 0
+        self.pos = 0  # batches done in the current epoch
+        self.perm: torch.Tensor | None = None
+        self.data_rng = torch.Generator().manual_seed(cfg.seed)
+        self.series = Series()
+        self.timers = {"wall": 0.0, "train": 0.0, "eval": 0.0, "track": 0.0}
+        self.status = "running"
+        self.stop_reason: str | None = None
+
+    def _to_device(self, pair):
+        x, y = pair
+        if x.is_floating_point():
+            x = x.to(self.dtype)
+        if y.is_floating_point():
+            y = y.to(self.dtype)
+        return x.to(self.device), y.to(self.device)
+
+    def _check_fit(self) -> None:
+        x, y = self.train_pair
+        was = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                out = self.model(x[:2])
+        except RuntimeError as e:
+            raise ConfigError(f"model {self.cfg.model!r} cannot take inputs of shape {tuple(x.shape[1:])}: "
+                              f"{str(e).splitlines()[0]}", "check --model-arg against the data") from e
+        finally:
+            self.model.train(was)
+        self.loss.check(out, y[:2])
+
+    # -------------------------------------------------------------------- state
+    def settings(self) -> dict:
+        """The run's settings, resolved (what run.h5 records as attributes)."""
+        d = self.cfg.to_dict()
+        d.update(model_kwargs=self.model_kwargs, loss=self.loss_name, lr=self.lr, momentum=self.momentum,
+                 batch_size=self.batch_size, total_steps=self.total_steps,
+                 steps_per_epoch=self.steps_per_epoch, n_train=self.n,
+                 n_test=0 if self.test_pair is None else int(self.test_pair[0].shape[0]),
+                 params=sum(p.numel() for p in self.model.parameters()),
+                 passes_per_step=float(self.optimizer.passes_per_step),
+                 base=self.cfg.base or type(self.optimizer.base).__name__.lower())
+        return d
+
+    def state(self) -> dict:
+        return {
+            "config": self.cfg.to_dict(),
+            "status": self.status, "stop_reason": self.stop_reason,
+            "step": self.step, "pos": self.pos,
+            "perm": None if self.perm is None else self.perm.clone(),
+            "data_rng": self.data_rng.get_state(),
+            "global_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "model": plain_state(self.model.state_dict()),
+            "optimizer": plain_state(self.optimizer.state_dict()),
+            "series": self.series.to_state(),
+            "timers": dict(self.timers),
+        }
+
+    def load(self, state: dict) -> None:
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.data_rng.set_state(state["data_rng"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as e:
+            raise LandscapeError(f"the run state in {self.rundir.state} does not fit this run "
+                                 f"({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})",
+                                 "start the run again with --force") from e
+        self.step, self.pos = int(state["step"]), int(state["pos"])
+        self.perm = state.get("perm")
+        self.series = Series.from_state(state["series"])
+        self.timers = {k: float(v) for k, v in state["timers"].items()}
+        self.status = state.get("status", "running")
+        self.stop_reason = state.get("stop_reason")
+
+    @property
+    def epoch(self) -> float:
+        return self.step / self.steps_per_epoch
+
+    def status_attrs(self) -> dict:
+        return {"status": self.status, "step": self.step, "epoch": self.epoch,
+                "stop_reason": self.stop_reason}
+
+    # -------------------------------------------------------------------- one step
+    def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.train_pair
+        if self.full_batch:
+            return x, y
+        if self.pos == 0 or self.perm is None:
+            self.perm = torch.randperm(self.n, generator=self.data_rng)
+        idx = self.perm[self.pos * self.batch_size:(self.pos + 1) * self.batch_size].to(self.device)
+        return x[idx], y[idx]
+
+    def train_step(self) -> float:
+        xb, yb = self.batch()
+        model, loss = self.model, self.loss
+
+        def closure():  # a loss closure: the optimizer differentiates it (landscape.optim.wrapper)
+            return loss.sum(model(xb), yb) / xb.shape[0]
+
+        if self._step_takes_batch:
+            value = self.optimizer.step(closure, batch=(xb, yb))
+        else:
+            value = self.optimizer.step(closure)
+        self.step += 1
+        self.pos += 1
+        if self.pos == self.steps_per_epoch:
+            self.pos = 0
+        return float(value)
+
+    # -------------------------------------------------------------------- measurements
+    def evaluate_row(self) -> dict:
+        row: dict[str, float | None] = {}
+        row["train_loss"], row["train_accuracy"] = evaluate(self.model, self.loss, self.train_pair)
+        if self.test_pair is not None:
+            row["test_loss"], row["test_accuracy"] = evaluate(self.model, self.loss, self.test_pair)
+        return row
+
+    def track_row(self) -> dict:
+        from ..problem import Problem
+
+        cfg = self.cfg
+        problem = Problem(self.model, self.loss, self.train_pair, batch_size=cfg.track_batch_size,
+                          samples=cfg.track_samples, seed=cfg.seed, device=self.device, dtype=self.dtype)
+        settings = settings_from(cfg.probes, cfg.seed, cfg.track_options)
+        settings.extra = {"lr": self.lr, "batch_size": self.batch_size, "n_train": self.n, "step": self.step}
+        return track(problem, cfg.track, settings)
+
+
+# ------------------------------------------------------------------------ the loop
+ProgressFn = Callable[[dict], None]
+
+
+def train(
+    config: TrainConfig,
+    out: "str | Path",
+    *,
+    force: bool = False,
+    stop_after: int | None = None,
+    handle_signals: bool = False,
+    progress: ProgressFn | None = None,
+    flush_seconds: float = 10.0,
+) -> RunResult:
+    """Train ``config`` into the run directory ``out``.
+
+    An existing finished run there is left alone (``status="already-finished"``) and an
+    unfinished one is an error (continue it with :func:`resume`), unless ``force`` (its files
+    are removed first). ``stop_after``: stop as if interrupted after that many steps in all
+    (the test hook for resume). ``progress(event)`` receives ``{"step", "total", "epoch",
+    "loss", "metric"}`` after every step.
+    """
+    rundir = RunDir(out)
+    if rundir.exists() and not force:
+        state = _peek(rundir)
+        if state is not None and state.get("status") == "finished":
+            return _already(rundir, state)
+        raise ConfigError(f"{rundir.path} already holds an unfinished run",
+                          f"continue it with --resume {rundir.path}, or start again with --force")
+    if rundir.path.exists() and not rundir.path.is_dir():
+        raise ConfigError(f"--out {rundir.path} is a file", "pass a directory for the run")
+    config = TrainConfig.from_dict(config.to_dict())
+    session = _Session(config, rundir)  # builds (and validates) before touching the directory
+    if force:
+        rundir.clear()
+    rundir.path.mkdir(parents=True, exist_ok=True)
+    return _loop(session, None, stop_after, handle_signals, progress, flush_seconds)
+
+
+def resume(
+    out: "str | Path",
+    *,
+    epochs: int | None = None,
+    steps: int | None = None,
+    until_loss: float | None = None,
+    stop_after: int | None = None,
+    handle_signals: bool = False,
+    progress: ProgressFn | None = None,
+    flush_seconds: float = 10.0,
+) -> RunResult:
+    """Continue the run in ``out`` from its ``state.pt``; ``epochs`` / ``steps`` / ``until_loss``
+    replace the recorded stopping rule (e.g. to train a finished run longer)."""
+    rundir = RunDir(out)
+    state = rundir.load_state()
+    cfg = TrainConfig.from_dict(state["config"])
+    if epochs is not None or steps is not None:
+        cfg.epochs, cfg.steps = epochs, steps
+    if until_loss is not None:
+        cfg.until_loss = until_loss
+    session = _Session(cfg, rundir)
+    if session.total_steps <= int(state["step"]):
+        return _already(rundir, state)
+    session.load(state)
+    session.status, session.stop_reason = "running", None
+    return _loop(session, state, stop_after, handle_signals, progress, flush_seconds)
+
+
+def _peek(rundir: RunDir) -> dict | None:
+    try:
+        return rundir.load_state()
+    except LandscapeError:
+        return None
+
+
+def _already(rundir: RunDir, state: dict) -> RunResult:
+    """Nothing to do: the run in ``rundir`` is finished (as far as asked)."""
+    series = Series.from_state(state["series"])
+    epoch = series.last("epoch") or 0.0
+    return RunResult(rundir.path, "already-finished", int(state["step"]), epoch, int(state["step"]),
+                     state.get("stop_reason"), None, series.final(),
+                     {k: round(float(v), 4) for k, v in state["timers"].items()})
+
+
+def _loop(s: _Session, state: dict | None, stop_after: int | None, handle_signals: bool,
+          progress: ProgressFn | None, flush_seconds: float) -> RunResult:
+    cfg, rundir = s.cfg, s.rundir
+    stop = StopRequest()
+    devices = [s.device] if s.device.type == "cuda" else []
+    t_start = time.perf_counter()
+    wall0 = s.timers["wall"]
+    last_flush = time.perf_counter()
+    last_metric: tuple[str, float] | None = _last_metric(s)
+
+    def wall() -> float:
+        return wall0 + time.perf_counter() - t_start
+
+    def record(batch_loss: float | None, final: bool = False) -> None:
+        """Evaluate and track when due; at the end (``final``) make sure the last step has both."""
+        nonlocal last_metric
+        cols = s.series.columns
+        same = final and len(s.series) > 0 and cols["step"][-1] == s.step
+        if final:
+            due_eval = not same or math.isnan(cols["train_loss"][-1])
+            due_track = bool(cfg.track) and (not same or _missing(s.series, cfg.track))
+        else:
+            due_eval = s.step % cfg.eval_every == 0
+            due_track = bool(cfg.track) and s.step % cfg.every == 0
+        if not (due_eval or due_track):
+            return
+        row: dict[str, float | None] = {"step": s.step, "epoch": s.epoch, "batch_loss": batch_loss}
+        if due_eval:
+            t = time.perf_counter()
+            row.update(s.evaluate_row())
+            s.timers["eval"] += time.perf_counter() - t
+        if due_track:
+            t = time.perf_counter()
+            values = s.track_row()
+            s.timers["track"] += time.perf_counter() - t
+            row.update(values)
+            primary = TRACKERS[cfg.track[-1]].primary
+            if primary in values:
+                last_metric = (primary, values[primary])
+        s.timers["wall"] = wall()
+        row.update({f"{k}_seconds": v for k, v in s.timers.items()})
+        if same:
+            s.series.update_last(row)
+        else:
+            s.series.append(row)
+
+    def flush(with_state: bool = True) -> None:
+        nonlocal last_flush
+        s.timers["wall"] = wall()
+        if with_state:
+            rundir.save_state(s.state())
+        rundir.write_h5(s.series, s.settings(), s.status_attrs())
+        last_flush = time.perf_counter()
+
+    if handle_signals:
+        stop.install()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            if state is None:
+                torch.manual_seed(cfg.seed)
+                record(None)  # step 0: the initial point
+                flush()
+            else:
+                torch.set_rng_state(state["global_rng"])
+                if state.get("cuda_rng") is not None and s.device.type == "cuda":
+                    torch.cuda.set_rng_state(state["cuda_rng"], s.device)
+            batch_loss = math.nan
+            while s.step < s.total_steps:
+                t = time.perf_counter()
+                try:
+                    batch_loss = s.train_step()
+                except NumericalError:
+                    s.status, s.stop_reason = "diverged", "nan"
+                    s.timers["train"] += time.perf_counter() - t
+                    flush(with_state=False)
+                    raise
+                s.timers["train"] += time.perf_counter() - t
+                record(batch_loss)
+                if progress is not None:
+                    progress({"step": s.step, "total": s.total_steps, "epoch": s.epoch, "loss": batch_loss,
+                              "metric": last_metric})
+                if cfg.until_loss is not None:
+                    tl = s.series.last("train_loss")
+                    if tl is not None and s.series.columns["step"][-1] == s.step and tl < cfg.until_loss:
+                        s.stop_reason = "until_loss"
+                        break
+                if cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0:
+                    _checkpoint(s).save(rundir.step_checkpoint(s.step))
+                    flush()
+                elif time.perf_counter() - last_flush > flush_seconds:
+                    flush()
+                stopping = stop.signum is not None or (stop_after is not None and s.step >= stop_after)
+                if stopping and s.step < s.total_steps:
+                    s.status = "interrupted"
+                    s.stop_reason = "signal" if stop.signum is not None else "stop_after"
+                    break
+            if s.status != "interrupted":
+                if s.stop_reason is None:
+                    s.stop_reason = "steps"
+                record(batch_loss, final=True)
+                s.status = "finished"
+                _checkpoint(s).save(rundir.final)
+            flush()
+    finally:
+        stop.restore()
+    if cfg.plot:
+        from ..io.run_figures import run_figure, save
+
+        save(run_figure(rundir.path, series=s.series.arrays(), settings=s.settings()), rundir.figure)
+        usual_mode(rundir.figure)
+    return RunResult(rundir.path, s.status, s.step, s.epoch, s.total_steps, s.stop_reason, stop.signum,
+                     s.series.final(), {k: round(v, 4) for k, v in s.timers.items()})
+
+
+def _missing(series: Series, names: list[str]) -> bool:
+    """Whether the last row lacks a tracked metric's primary column."""
+    for name in names:
+        col = series.columns.get(TRACKERS[name].primary)
+        if col is None or math.isnan(col[-1]):
+            return True
+    return False
+
+
+def _last_metric(s: _Session) -> tuple[str, float] | None:
+    if not s.cfg.track:
+        return None
+    primary = TRACKERS[s.cfg.track[-1]].primary
+    v = s.series.last(primary)
+    return None if v is None else (primary, v)
+
+
+def _checkpoint(s: _Session):
+    """The model now, as a core-format checkpoint with the training record."""
+    from ..io.checkpoint import make_checkpoint
+
+    cfg = s.cfg
+    final = s.series.final()
+    training = {
+        "optimizer": cfg.optimizer, "base": s.settings()["base"], "lr": s.lr, "momentum": s.momentum,
+        "weight_decay": cfg.weight_decay, "batch_size": s.batch_size, "step": s.step, "epoch": s.epoch,
+        "seed": cfg.seed, "dtype": cfg.dtype,
+        "hyper": {k: v for k, v in cfg.hyper.items() if isinstance(v, (int, float, str, bool))},
+        "passes_per_step": float(s.optimizer.passes_per_step), "total_steps": s.total_steps,
+        "run": str(s.rundir.path), "status": "finished" if s.step >= s.total_steps or s.stop_reason == "until_loss" else "running",
+        **{k: final[k] for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+           if final.get(k) is not None},
+    }
+    return make_checkpoint(cfg.model, s.model_kwargs, cfg.data, cfg.data_kwargs, s.loss_name, s.model,
+                           training, split=s.split)

@@ -1,0 +1,147 @@
+"""Curvature metrics tracked during training, every K steps.
+
+:data:`TRACKERS` maps a ``--track`` name to a :class:`Tracker` whose ``fn(problem, settings)``
+returns the scalars to record at that step. A value is a float, a ``(value, stderr)`` pair, or
+an :class:`~landscape.results.Estimate`; a pair or an Estimate becomes two columns of the run's
+time series, ``NAME`` and ``NAME_stderr``. Built in:
+
+=============  =========================================================================
+``trace``      ``tr(H)`` by Hutchinson / Hutch++ (ALGORITHMS.md §1) -> ``trace ± stderr``
+``eig``        top Hessian eigenvalue by Lanczos -> ``lambda_max`` and its Ritz residual
+               ``lambda_max_residual`` (``‖Hx − θx‖``, which bounds its error)
+``frobenius``  ``‖H‖_F = sqrt(E‖Hv‖²)`` -> ``frobenius ± stderr``
+``density``    SLQ spectral density (Ghorbani et al. 2019) -> its support ``density_min``,
+               ``density_max`` and the weight on negative eigenvalues ``density_negative``
+``gradnorm``   ``‖∇L(θ)‖`` on the tracking samples (exact) -> ``grad_norm``
+``loss``       ``L(θ)`` on the tracking samples (exact) -> ``track_loss``
+=============  =========================================================================
+
+The Hessian metrics go through :data:`landscape.metrics.METRICS` and
+:func:`landscape.metrics.run.measure`, the code behind ``landscape sharpness``. Later issues add
+members with :func:`register_tracker` (e.g. ``nonuniformity``, ``mu``). ``settings.extra`` holds
+the run's context for trackers that need it: ``lr``, ``batch_size``, ``n_train``, ``step``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import ConfigError
+from ..metrics import Settings
+
+TrackerFn = Callable[[Any, Settings], dict]
+
+
+@dataclass(frozen=True)
+class Tracker:
+    """``fn(problem, settings) -> {column: float | (value, stderr) | Estimate}``."""
+
+    name: str
+    fn: TrackerFn
+    help: str
+    primary: str  # the column shown in the progress bar
+
+
+def _measure(problem, name: str, settings: Settings):
+    from ..metrics.run import measure
+
+    return next(iter(measure(problem, [name], settings).values()))
+
+
+def _trace(problem, s: Settings) -> dict:
+    r = _measure(problem, "trace", s)
+    return {"trace": (r.value, r.stderr)}
+
+
+def _eig(problem, s: Settings) -> dict:
+    r = _measure(problem, "eig", s)
+    vals, res = r.values.tolist(), r.residuals.tolist()
+    out: dict[str, float] = {"lambda_max": vals[0], "lambda_max_residual": res[0]}
+    for i in range(1, len(vals)):  # --track-arg top_k=3 -> lambda_2, lambda_3
+        out[f"lambda_{i + 1}"] = vals[i]
+        out[f"lambda_{i + 1}_residual"] = res[i]
+    return out
+
+
+def _frobenius(problem, s: Settings) -> dict:
+    r = _measure(problem, "frobenius", s)
+    return {"frobenius": (r.value, r.stderr)}
+
+
+def _density(problem, s: Settings) -> dict:
+    r = _measure(problem, "density", s)
+    nodes, weights = r.nodes.double(), r.weights.double()
+    negative = float((weights * (nodes < 0)).sum() / r.runs)
+    return {"density_min": float(nodes.min()), "density_max": float(nodes.max()),
+            "density_negative": negative}
+
+
+def _gradnorm(problem, s: Settings) -> dict:
+    _, g = problem.gradient()
+    return {"grad_norm": float(g.norm())}
+
+
+def _loss(problem, s: Settings) -> dict:
+    return {"track_loss": problem.loss_value()}
+
+
+TRACKERS: dict[str, Tracker] = {
+    "trace": Tracker("trace", _trace, "Hessian trace ± stderr (Hutchinson; --track-arg method=hutchpp)", "trace"),
+    "eig": Tracker("eig", _eig, "top Hessian eigenvalue lambda_max (Lanczos) and its residual", "lambda_max"),
+    "frobenius": Tracker("frobenius", _frobenius, "Hessian Frobenius norm ± stderr", "frobenius"),
+    "density": Tracker("density", _density, "SLQ spectral density: support and negative weight", "density_max"),
+    "gradnorm": Tracker("gradnorm", _gradnorm, "full gradient norm on the tracking samples", "grad_norm"),
+    "loss": Tracker("loss", _loss, "loss on the tracking samples", "track_loss"),
+}
+
+
+def register_tracker(name: str, fn: TrackerFn, help: str, primary: str | None = None) -> None:
+    """Add a ``--track`` member (later issues: ``nonuniformity``, ``mu``, ...)."""
+    TRACKERS[name] = Tracker(name, fn, help, primary or name)
+
+
+def parse_track(spec: "str | list[str] | None") -> list[str]:
+    """``"trace,eig"`` or repeated names -> validated list (``None`` or empty: nothing)."""
+    if not spec:
+        return []
+    parts = [spec] if isinstance(spec, str) else list(spec)
+    names = [m.strip() for part in parts for m in part.split(",") if m.strip()]
+    for m in names:
+        if m not in TRACKERS:
+            raise ConfigError(f"unknown tracked metric {m!r}", f"choose from {', '.join(TRACKERS)}")
+    return list(dict.fromkeys(names))
+
+
+def flatten(values: dict) -> dict[str, float]:
+    """A tracker's result as flat float columns: ``(v, se)`` and Estimates -> ``NAME``, ``NAME_stderr``."""
+    out: dict[str, float] = {}
+    for key, v in values.items():
+        if hasattr(v, "value") and hasattr(v, "stderr"):
+            v = (v.value, v.stderr)
+        if isinstance(v, (tuple, list)):
+            out[key], out[f"{key}_stderr"] = float(v[0]), float(v[1])
+        else:
+            out[key] = float(v) if v is not None else math.nan
+    return out
+
+
+def track(problem, names: list[str], settings: Settings) -> dict[str, float]:
+    """All requested trackers on ``problem``, as flat columns."""
+    out: dict[str, float] = {}
+    for name in names:
+        out.update(flatten(TRACKERS[name].fn(problem, settings)))
+    return out
+
+
+def settings_from(probes: int, seed: int, options: dict | None = None) -> Settings:
+    """:class:`~landscape.metrics.Settings` for tracking: ``probes``, ``seed`` and ``--track-arg``
+    options (Settings fields such as ``method``, ``tol``, ``top_k``, ``runs``, ``steps``)."""
+    s = Settings(probes=probes, seed=seed)
+    for k, v in (options or {}).items():
+        if k == "extra" or not hasattr(s, k):
+            fields = ", ".join(f for f in Settings.__dataclass_fields__ if f != "extra")
+            raise ConfigError(f"unknown tracking option {k!r}", f"--track-arg takes {fields}")
+        setattr(s, k, v)
+    return s
