@@ -33,7 +33,9 @@ def resolve_device(device: "str | torch.device | None") -> torch.device:
                              "use --device cpu, or run on a machine with a GPU")
     if dev.type == "mps" and not torch.backends.mps.is_available():
         raise LandscapeError("--device mps was asked for but MPS is not available", "use --device cpu")
-    return dev
+    from .distributed import local_device
+
+    return local_device(dev)
 
 
 def resolve_dtype(dtype: "str | torch.dtype | None") -> torch.dtype | None:
@@ -72,10 +74,9 @@ def as_tensors(data) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _dist():
-    d = torch.distributed
-    if d.is_available() and d.is_initialized():
-        return d
-    return None
+    from . import distributed
+
+    return torch.distributed if distributed.active() else None
 
 
 class Problem:

@@ -47,7 +47,8 @@ class Estimate:
 
 @dataclass(frozen=True)
 class Eigen:
-    """Eigenvalues (descending within each end), optional eigenvectors ``[p, k]``, and the
+    """Eigenvalues (descending for ``top``, ascending for ``bottom``; ``both`` = top then bottom),
+    optional eigenvectors ``[p, k]``, and the
     residual norms ``‖A x − θ x‖`` of each Ritz pair, which bound each value's error."""
 
     values: torch.Tensor

@@ -122,3 +122,47 @@ def test_info(ckpt):
     assert r.exit_code == 0
     d = json.loads(r.stdout)
     assert d["identity"]["model"] == "mlp"
+
+
+def test_foreign_state_dict_with_factories(tmp_path):
+    (tmp_path / "my_models.py").write_text(
+        "import torch\n"
+        "def build():\n"
+        "    torch.manual_seed(0)\n"
+        "    return torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3))\n")
+    (tmp_path / "my_data.py").write_text(
+        "import torch\n"
+        "def load():\n"
+        "    g = torch.Generator().manual_seed(1)\n"
+        "    return torch.randn(30, 4, generator=g), torch.randint(0, 3, (30,), generator=g)\n")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("my_models", tmp_path / "my_models.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.save({"model_state_dict": mod.build().state_dict(), "epoch": 3}, tmp_path / "w.pt")
+    r = run("sharpness", tmp_path / "w.pt", "--model", f"{tmp_path}/my_models.py:build",
+            "--data", f"{tmp_path}/my_data.py:load", "--loss", "cross-entropy", "-m", "eig", "--json",
+            "--dtype", "float64", "--tol", "1e-10")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["params"] == 4 * 6 + 6 + 6 * 3 + 3 and d["samples"] == 30
+    model = mod.build()
+    g = torch.Generator().manual_seed(1)
+    data = (torch.randn(30, 4, generator=g), torch.randint(0, 3, (30,), generator=g))
+    top = float(torch.linalg.eigvalsh(landscape.Hessian(model, "cross-entropy", data, dtype="float64").dense())[-1])
+    assert abs(d["metrics"]["eigenvalues"]["values"][0] - top) < 1e-8 * abs(top)
+    r = run("sharpness", tmp_path / "w.pt")
+    assert r.exit_code == 2 and "--model" in r.stderr
+
+
+def test_nan_checkpoint_is_one_clear_line(tmp_path):
+    split = load_dataset("digits", n_train=40)
+    kw = {"in_dim": 64, "out_dim": 10, "widths": [4]}
+    model = build_model("mlp", **kw)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    path = tmp_path / "nan.pt"
+    make_checkpoint("mlp", kw, "digits", {"n_train": 40}, "cross-entropy", model, {}, split=split).save(path)
+    r = run("sharpness", path)
+    assert r.exit_code == 2 and "loss is nan" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -433,9 +433,9 @@ def test_tracer_convergence_condition_on_diagonal_quadratic():
         opt.step(lambda: 0.5 * (lam * w * w).sum())
     for i, s in enumerate(stable):
         if s:
-            assert abs(float(w[i])) < 1e-8
+            assert abs(float(w[i].detach())) < 1e-8
         else:
-            assert abs(float(w[i])) > 1e-2
+            assert abs(float(w[i].detach())) > 1e-2
 
 
 def test_adam_tracer_shared_moment_and_base_check():
@@ -486,8 +486,8 @@ def test_mfvi_one_step_matches_autograd_of_the_objective():
     ds = torch.autograd.grad(obj, s)
     for p, m0, d in zip(model.parameters(), mu0.values(), dmu):
         torch.testing.assert_close(p.detach(), m0 - lr * d, rtol=1e-12, atol=1e-14)
-    for p, l0, d in zip(model.parameters(), logv0, ds):
-        torch.testing.assert_close(opt.state[p]["log_var"], l0 - slr * n_data * d, rtol=1e-12, atol=1e-12)
+    for lv, l0, d in zip(opt.variance(), logv0, ds):
+        torch.testing.assert_close(lv.log(), l0 - slr * n_data * d, rtol=1e-12, atol=1e-12)
 
 
 def test_vsam_sigma_fixed_point():
@@ -561,7 +561,7 @@ def test_torch_func_per_sample_grads_and_noise_sign():
 @pytest.mark.parametrize("kind", ["diag", "full"])
 def test_injected_noise_covariance_matches_empirical_fisher(kind):
     gen = torch.Generator().manual_seed(0)
-    m, k, scale = 6, 20000, 0.4
+    m, k, scale = 6, 8000, 0.4
     per = [torch.randn(m, 2, 2, generator=gen, dtype=DT) + 0.5, torch.randn(m, 3, generator=gen, dtype=DT)]
     G = torch.cat([t.reshape(m, -1) for t in per], 1)  # [M, p]
     Femp = G.T @ G / m
@@ -607,7 +607,7 @@ def _two_minima(x):
     return torch.minimum(20 * (x + 1) ** 2, (x - 1) ** 2)
 
 
-def _ends_flat(name, seed, lr=0.045, steps=60, noise=0.3, **hyper) -> bool:
+def _ends_flat(name, seed, lr=0.045, steps=40, noise=0.3, **hyper) -> bool:
     g = torch.Generator().manual_seed(seed)
     w = nn.Parameter(torch.rand((1, 1), generator=g, dtype=DT) * 2.5 - 2.0)  # x0 ∈ [−2, 0.5]
     zs = torch.randn(steps, generator=g, dtype=DT) * noise  # minibatch noise of the gradient
@@ -620,10 +620,10 @@ def _ends_flat(name, seed, lr=0.045, steps=60, noise=0.3, **hyper) -> bool:
 def test_sharpness_aware_methods_prefer_the_flat_minimum():
     """GD is stable at both minima (lr·40 = 1.8 < 2), so SGD ends wherever it starts; the
     sharpness-aware methods leave the sharp basin."""
-    seeds = range(24)
+    seeds = range(20)
     base = sum(_ends_flat("sgd", s) for s in seeds)
-    assert base <= 16
+    assert base <= 14
     for name, hyper in [("sam", {"rho": 0.08}), ("asam", {"rho": 0.08}),
                         ("fsam", {"gamma": 0.1, "eta_f": 0.01}), ("sgd-tracer", {"rho": 5.0, "delta": 100.0})]:
         got = sum(_ends_flat(name, s, **hyper) for s in seeds)
-        assert got >= base + 6, f"{name}: {got} flat vs sgd {base} of {len(seeds)}"
+        assert got >= base + 5, f"{name}: {got} flat vs sgd {base} of {len(seeds)}"

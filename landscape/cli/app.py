@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import info, sharpness
+from . import info, output, sharpness
 
 app = typer.Typer(
     name="landscape",
@@ -40,6 +40,15 @@ _register_optional()
 
 
 def main() -> None:
+    """Entry point; under torchrun, join the process group first (see landscape.distributed)."""
+    import sys
+
+    from .. import distributed
+
+    if distributed.launched():
+        device = next((sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--device"), None)
+        distributed.init_from_env(device)
+        output.quiet_unless_main()
     app()
 
 

@@ -58,6 +58,12 @@ def interpolate(
     if ckpt_a.model.get("name") != ckpt_b.model.get("name"):
         raise ConfigError(f"the architectures differ: A is a {ckpt_a.model.get('name')!r} model, B a "
                           f"{ckpt_b.model.get('name')!r} model", "interpolate between checkpoints of the same model")
+    ka = {k: v for k, v in (ckpt_a.model.get("kwargs") or {}).items() if k != "seed"}
+    kb = {k: v for k, v in (ckpt_b.model.get("kwargs") or {}).items() if k != "seed"}
+    if ka != kb:
+        diff = sorted(k for k in set(ka) | set(kb) if ka.get(k) != kb.get(k))
+        raise ConfigError(f"the architectures differ: model options {', '.join(diff[:3])} of A and B differ",
+                          "interpolate between checkpoints of the same model")
     check_same_architecture(ckpt_a.state_dict, ckpt_b.state_dict, str(checkpoint_a), str(checkpoint_b))
     if ckpt_a.loss != ckpt_b.loss:
         output.info(f"note: A was trained with {ckpt_a.loss}, B with {ckpt_b.loss}; using A's ({ckpt_a.loss})")

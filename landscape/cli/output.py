@@ -23,6 +23,18 @@ stdout = Console()
 stderr = Console(stderr=True)
 
 
+def quiet_unless_main() -> None:
+    """In a torchrun job only rank 0 prints: the other ranks' consoles write to nowhere."""
+    from .. import distributed
+
+    global stdout, stderr
+    if not distributed.is_main():
+        devnull = open(os.devnull, "w")
+        stdout = Console(file=devnull)
+        stderr = Console(file=devnull)
+        sys.stdout = devnull
+
+
 def _finite(x):
     if isinstance(x, float) and not math.isfinite(x):
         return None

@@ -158,7 +158,7 @@ def slice_(
               **result.to_dict(), "origin": origin, "seconds": clock()}
     caption = (f"{n}^{dims} = {result.points} points, {result.points_per_second:.1f} points/s, "
                f"{train.n} samples, p = {train.p}, {report['seconds']:.2f} s")
-    emit(report, tree, attrs, json_=json_, out=out, plot=plot, kind=kind,
+    emit(report, tree, attrs, json_=json_, out=out, plot=plot, kind=kind if dims == 2 else "curve",
          title=f"{dims}-D slice of {checkpoint} ({directions} directions)",
          columns=["quantity", "origin", "min on grid", "max on grid"], rows=summary_rows(result.values, origin),
          caption=caption)

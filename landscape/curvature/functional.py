@@ -184,3 +184,45 @@ def jacobian_sandwich_vp(forward: Forward, params: Params, x: torch.Tensor, R: t
         return pull(torch.einsum("bkm,bm->bk", R, u).reshape(out.shape))[0]
 
     return vmap(one)(V)
+
+
+# ---------------------------------------------------------------- per-sample losses of a parameter pytree
+# (escape engine, landscape.escape: ``loss_i(params, idx) -> [m]`` with ``params`` a tensor or a dict)
+
+
+def per_sample_losses(forward: Forward, loss: Loss, params: Params, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``[l_i(θ) for i in batch]`` (not summed): ``mse`` ``½‖f_i − y_i‖²`` and ``cross-entropy``
+    ``−log softmax(f_i)[y_i]`` directly from one forward pass; any other loss by vmapping its
+    batch sum over one-sample batches."""
+    from ..losses import get_loss
+
+    if loss.fn is get_loss("mse").fn:
+        out = forward(params, x)
+        return 0.5 * (out - y.reshape(out.shape)).pow(2).reshape(out.shape[0], -1).sum(1)
+    if loss.fn is get_loss("cross-entropy").fn:
+        return torch.nn.functional.cross_entropy(forward(params, x), y, reduction="none")
+    return vmap(lambda xi, yi: batch_loss(forward, loss, params, xi.unsqueeze(0), yi.unsqueeze(0)))(x, y)
+
+
+def weighted_loss_grad(loss_i: Callable, params, idx: torch.Tensor, w: torch.Tensor):
+    """``(∇_θ Σ_j w_j l_{idx_j}(θ), Σ_j l_{idx_j}(θ))`` by one reverse pass: the gradient of the
+    weighted sum and, from the same forward pass, the plain sum of the losses. ``params`` is a
+    tensor or a dict of tensors; the gradient has its structure."""
+
+    def f(p):
+        losses = loss_i(p, idx)
+        return (w * losses).sum(), losses.sum()
+
+    return grad(f, has_aux=True)(params)
+
+
+def per_sample_param_grads(loss_i: Callable, params, idx: torch.Tensor):
+    """``∇_θ l_i(θ)`` for each ``i`` of ``idx``: leading axis ``[m]`` on every leaf."""
+    return vmap(grad(lambda p, i: loss_i(p, i.unsqueeze(0)).sum()), in_dims=(None, 0))(params, idx)
+
+
+def loss_hvp(loss_i: Callable, params, idx: torch.Tensor, V):
+    """``Σ_{j} ∇²l_{idx_j}(θ) v`` for each v of the block ``V`` (leading axis ``[k]``, same
+    structure as ``params``): forward-over-reverse (Pearlmutter 1994) vmapped over the block."""
+    g = grad(lambda p: loss_i(p, idx).sum())
+    return vmap(lambda v: jvp(g, (params,), (v,))[1])(V)

@@ -15,9 +15,16 @@ from landscape.estimators.sampling import gaussian, make_generator, rademacher
 from landscape.estimators.trace import hutchinson_trace, hutchpp_trace, trace
 
 __all__ = [
-    "trace", "hutchinson_trace", "hutchpp_trace",
-    "top_eigenvalues", "lanczos", "LanczosResult",
-    "frobenius", "frobenius_inner",
+    "LanczosResult",
+    "frobenius",
+    "frobenius_inner",
+    "gaussian",
+    "hutchinson_trace",
+    "hutchpp_trace",
+    "lanczos",
+    "make_generator",
+    "rademacher",
     "spectral_density",
-    "make_generator", "rademacher", "gaussian",
+    "top_eigenvalues",
+    "trace",
 ]

@@ -20,7 +20,7 @@ from typing import Literal, NamedTuple
 import torch
 
 from landscape.curvature.operator import as_operator
-from landscape.errors import ConfigError
+from landscape.errors import ConfigError, NumericalError
 from landscape.estimators.sampling import make_generator, rademacher
 from landscape.results import Eigen
 
@@ -59,6 +59,11 @@ def _cgs2(Q: torch.Tensor, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     h2 = torch.bmm(Q, W.unsqueeze(-1))
     W = W - torch.bmm(Q.transpose(1, 2), h2).squeeze(-1)
     return W, (h + h2).squeeze(-1)
+
+
+def _nonfinite() -> NumericalError:
+    return NumericalError("the operator returned NaN or infinite products",
+                          "check the loss at this checkpoint, or use float64")
 
 
 def _eps(dtype: torch.dtype) -> float:
@@ -115,6 +120,8 @@ def _lanczos_runs(op, V0: torch.Tensor, steps: int, keep_basis: bool):
         W, h = _cgs2(Q[:, : j + 1], W.to(op.dtype))
         nb = torch.linalg.vector_norm(W, dim=1)
         stats = torch.stack([h[:, j], nb]).double().cpu()  # the one host sync per step
+        if not bool(torch.isfinite(stats).all()):
+            raise _nonfinite()
         alpha[:, j], beta[:, j] = stats[0], stats[1]
         anorm = torch.maximum(anorm, torch.maximum(stats[0].abs(), stats[1]))
         for r in list(active):
@@ -191,6 +198,7 @@ def _lanczos_eigs(op, k: int, which: str, tol: float, max_steps: int | None,
         raise ConfigError(f"max_basis={mmax} is too small for {nw} wanted eigenvalues",
                           f"use max_basis >= {nw + 2} (2x the wanted count or more converges faster)")
     max_steps = int(max_steps) if max_steps is not None else max(1000, 10 * mmax)
+    max_steps = max(max_steps, min(p, nw))  # at least one Ritz value per wanted eigenvalue
     eps = _eps(op.dtype)
     g = make_generator(seed)
 
@@ -212,6 +220,8 @@ def _lanczos_eigs(op, k: int, which: str, tol: float, max_steps: int | None,
         hv = torch.cat([h, nb[None]]).double().cpu()  # the one host sync per step
         T[: j + 1, j] = hv[:-1]
         T[j, : j + 1] = hv[:-1]
+        if not bool(torch.isfinite(hv).all()):
+            raise _nonfinite()
         beta = float(hv[-1])
         anorm = max(anorm, abs(float(hv[j])), beta)
         m = j + 1
@@ -227,6 +237,7 @@ def _lanczos_eigs(op, k: int, which: str, tol: float, max_steps: int | None,
             idx = _wanted(m, k, which)
             bounds = beta * S[m - 1, idx].abs()  # ‖A y_i − θ_i y_i‖ (Paige 1971)
             floor = eps ** (2 / 3) * max(anorm, float(theta.abs().max()))  # as ARPACK's dsconv
+            floor = max(floor, torch.finfo(torch.float64).tiny)  # A = 0: bounds are 0
             q = float((bounds / (tol * theta[idx].abs().clamp_min(floor))).max())
             if q <= 1.0 or m == p:
                 converged = True
@@ -288,7 +299,6 @@ def _check_interval(last, products: int, q: float, m: int, p: int) -> int:
 
 def _power_eigs(op, k: int, tol: float, max_steps: int | None, v0: torch.Tensor | None,
                 seed: int, return_vectors: bool) -> Eigen:
-    p = op.shape[0]
     max_steps = int(max_steps) if max_steps is not None else 1000
     g = make_generator(seed)
     found: list[torch.Tensor] = []
@@ -310,7 +320,13 @@ def _power_eigs(op, k: int, tol: float, max_steps: int | None, v0: torch.Tensor 
             Av = op.matmat(v.unsqueeze(1))[:, 0].to(op.dtype)
             products += 1
             new = float(v @ Av)
-            v = Av / torch.linalg.vector_norm(Av).clamp_min(torch.finfo(op.dtype).tiny)
+            if not math.isfinite(new):
+                raise _nonfinite()
+            nrm = torch.linalg.vector_norm(Av)
+            if float(nrm) == 0.0:  # v is in the null space: eigenvalue 0, v its vector
+                ok = True
+                break
+            v = Av / nrm
             if lam is not None and abs(new - lam) <= tol * abs(new):
                 ok = True
                 break
@@ -381,4 +397,4 @@ def top_eigenvalues(op, k: int = 1, which: Which = "top", tol: float = 1e-6,
     raise ConfigError(f"unknown eigenvalue method {method!r}", "choose 'lanczos' or 'power'")
 
 
-__all__ = ["lanczos", "LanczosResult", "top_eigenvalues"]
+__all__ = ["LanczosResult", "lanczos", "top_eigenvalues"]

@@ -47,4 +47,4 @@ def gaussian(p: int, k: int, generator: torch.Generator, dtype: torch.dtype = to
     return V.to(device=device, dtype=dtype)
 
 
-__all__ = ["make_generator", "rademacher", "gaussian"]
+__all__ = ["gaussian", "make_generator", "rademacher"]

@@ -106,4 +106,4 @@ def trace(op, probes: int = 100, method: TraceMethod = "hutchinson", seed: int =
     raise ConfigError(f"unknown trace method {method!r}", "choose 'hutchinson' or 'hutchpp'")
 
 
-__all__ = ["trace", "hutchinson_trace", "hutchpp_trace"]
+__all__ = ["hutchinson_trace", "hutchpp_trace", "trace"]

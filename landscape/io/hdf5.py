@@ -31,9 +31,14 @@ def atomic_path(path: "str | Path", suffix: str = "") -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent or ".")
     os.close(fd)
     tmp = Path(tmp)
+    from ..distributed import is_main
+
     try:
         yield tmp
-        os.replace(tmp, path)
+        if is_main():  # in a torchrun job only rank 0 writes
+            os.replace(tmp, path)
+        else:
+            tmp.unlink(missing_ok=True)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -112,16 +112,18 @@ def compare_figure(runs: list[dict]):
                 cols.append(c)
     cols = [c for c in cols if any(len(_xy(r["series"], c)[0]) for r in runs)]
     fig, axes = _grid(max(1, len(cols)))
+    palette = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0"])
     for ax, col in zip(axes, cols):
-        for rec in runs:
+        for i, rec in enumerate(runs):
             x, y, keep = _xy(rec["series"], col)
             if not len(x):
                 continue
-            line, = ax.plot(x, y, "-", label=f"{run_label(rec)}: {y[-1]:.4g}")
+            color = palette[i % len(palette)]  # one colour per run in every panel
+            ax.plot(x, y, "-", color=color, label=f"{run_label(rec)}: {y[-1]:.4g}")
             err = f"{col}_stderr"
             if err in rec["series"]:
                 e = np.asarray(rec["series"][err], dtype=float)[keep]
-                ax.fill_between(x, y - e, y + e, alpha=0.2, color=line.get_color())
+                ax.fill_between(x, y - e, y + e, alpha=0.2, color=color)
         if col.endswith("loss"):
             ax.set_yscale("log")
         ax.set_ylabel(col)

@@ -67,7 +67,7 @@ def asam_eps(
     """ASAM's perturbation ``ε = ρ T² g / ‖T g‖``, ``T = |θ| + η_a`` elementwise where
     ``adaptive`` is true and ``T = 1`` elsewhere (Kwon et al. 2021; fisher-sam.md eq. 5 prints it
     without the offset η_a, which keeps zero weights perturbable)."""
-    ts = [p.abs() + eta_a if a else None for p, a in zip(params, adaptive)]
+    ts = [_scale(p, a, eta_a) for p, a in zip(params, adaptive)]
     tg = [g if t is None else t * g for g, t in zip(grads, ts)]
     n = global_norm(tg)
     return [rho * _safe_div(x if t is None else t * x, n) for x, t in zip(tg, ts)]
@@ -150,13 +150,29 @@ def vsam_var_grad(
             for g, v in zip(grads, var)]
 
 
-def log_var_step(log_var: Tensors, var_grad: Tensors, lr: float, num_data: int) -> list[torch.Tensor]:
-    """One descent step on ``s = log Σ`` (keeps Σ positive):
-    ``s ← s − lr · N · Σ ⊙ ∂/∂Σ`` (``Σ ⊙ ∂/∂Σ`` is the gradient in ``s``; the factor N removes the
-    KL's ``1/N`` so that a step moves ``log Σ`` by O(lr) whatever the dataset size). Stationary
-    points are those of the Σ-objective itself. This parameterisation is ours: the seed descends
-    on Σ directly and gives no rule for keeping it positive (ALGORITHMS.md §3)."""
-    return [s - lr * num_data * s.exp() * d for s, d in zip(log_var, var_grad)]
+def mfvi_log_var_grad(
+    grads: Tensors, eps: Tensors, var: Tensors, prior_std: float, num_data: int
+) -> list[torch.Tensor]:
+    """``N Σ ⊙ ∂J/∂Σ = (N/2) g̃ ⊙ ε + Σ/(2σ₀²) − ½``: the gradient of ``N·J`` in ``s = log Σ``
+    (J the MFVI objective of :func:`mfvi_var_grad`). The optimizer steps ``s ← s − lr · this``:
+    log Σ keeps Σ positive and the factor N makes the step O(lr) whatever the dataset size; the
+    stationary points are those of J. This parameterisation is ours: the seed descends on Σ
+    directly and gives no rule for keeping it positive (ALGORITHMS.md §3)."""
+    s2 = prior_std**2
+    return [0.5 * num_data * g * e + v / (2.0 * s2) - 0.5 for g, e, v in zip(grads, eps, var)]
+
+
+def vsam_log_var_grad(
+    grads: Tensors, var: Tensors, prior_std: float, num_data: int, p: int | None = None
+) -> list[torch.Tensor]:
+    """``N Σ ⊙ ∂J/∂Σ = N sqrt(p) Σ g² / (2 sqrt(gᵀΣg)) + Σ/(2σ₀²) − ½``: the gradient of ``N·J``
+    in ``s = log Σ`` for the VSAM objective of :func:`vsam_var_grad` (same parameterisation as
+    :func:`mfvi_log_var_grad`)."""
+    p = num_params(grads) if p is None else p
+    quad = global_dot(grads, [v * g for v, g in zip(var, grads)]).clamp_min(0.0).sqrt()
+    c = 0.5 * num_data * math.sqrt(p)
+    s2 = prior_std**2
+    return [c * _safe_div(v * g * g, quad) + v / (2.0 * s2) - 0.5 for g, v in zip(grads, var)]
 
 
 # ----------------------------------------------------------------------------- G-TRACER
@@ -214,6 +230,12 @@ def full_fisher_noise(
     m = ref.shape[0]
     sigma = torch.randint(0, 2, (m,), generator=generator, device=ref.device).to(ref.dtype) * 2 - 1
     return [scale / math.sqrt(m) * torch.tensordot(sigma.to(g.dtype), g, dims=1) for g in per_sample]
+
+
+def _scale(p: torch.Tensor, adaptive, eta_a: float) -> torch.Tensor | None:
+    if isinstance(adaptive, torch.Tensor):
+        return torch.where(adaptive, p.abs() + eta_a, torch.ones((), dtype=p.dtype, device=p.device))
+    return p.abs() + eta_a if adaptive else None
 
 
 def _randn(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -8,8 +8,10 @@ step). No m-sharpness: one ε for the whole batch, one global norm.
 
 from __future__ import annotations
 
+import torch
+
 from . import rules
-from .wrapper import SharpnessAware, check_positive, present, scatter
+from .wrapper import SharpnessAware, check_positive, flat_cat, present, scatter, split_like
 
 
 class SAM(SharpnessAware):
@@ -26,7 +28,8 @@ class SAM(SharpnessAware):
 
     def perturbation(self, params, grads):
         idx, _, gs = present(params, grads)
-        return scatter(len(params), idx, rules.sam_eps(gs, self.rho))
+        eps = rules.sam_eps([flat_cat(gs)], self.rho)[0]  # flat: one global norm, few kernels
+        return scatter(len(params), idx, split_like(eps, gs))
 
 
 class ASAM(SharpnessAware):
@@ -49,11 +52,18 @@ class ASAM(SharpnessAware):
         self.rho = check_positive("rho", rho)
         self.eta_a = check_positive("eta_a", eta_a, allow_zero=True)
         self.adaptive_biases = bool(adaptive_biases)
+        self._mask_key: tuple | None = None
+        self._mask: torch.Tensor | None = None
 
     def perturbation(self, params, grads):
         idx, ps, gs = present(params, grads)
-        adaptive = [self.adaptive_biases or p.dim() > 1 for p in ps]
-        return scatter(len(params), idx, rules.asam_eps(ps, gs, self.rho, self.eta_a, adaptive))
+        key = tuple(idx)
+        if self._mask_key != key:  # which entries are scaled (cached: the same every step)
+            self._mask = flat_cat([torch.full_like(p, self.adaptive_biases or p.dim() > 1, dtype=torch.bool)
+                                   for p in ps])
+            self._mask_key = key
+        eps = rules.asam_eps([flat_cat(ps)], [flat_cat(gs)], self.rho, self.eta_a, [self._mask])[0]
+        return scatter(len(params), idx, split_like(eps, gs))
 
 
 class FisherSAM(SharpnessAware):
@@ -74,4 +84,5 @@ class FisherSAM(SharpnessAware):
 
     def perturbation(self, params, grads):
         idx, _, gs = present(params, grads)
-        return scatter(len(params), idx, rules.fisher_sam_eps(gs, self.gamma, self.eta_f))
+        eps = rules.fisher_sam_eps([flat_cat(gs)], self.gamma, self.eta_f)[0]
+        return scatter(len(params), idx, split_like(eps, gs))

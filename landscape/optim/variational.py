@@ -3,26 +3,31 @@
 The model's parameters are the variational mean μ; MFVI and VSAM also learn a diagonal covariance
 Σ, kept in the optimizer state (``state_dict`` saves it) as ``log Σ`` so that it stays positive
 (our choice; the seed descends on Σ directly and says nothing about positivity). The Σ step is
-``log Σ ← log Σ − sigma_lr · N · Σ ⊙ ∂J/∂Σ`` on the Σ-objective J (see
-:func:`landscape.optim.rules.log_var_step`): the factor N makes ``sigma_lr`` a step in ``log Σ``
-of order one whatever the dataset size, and leaves the stationary points unchanged.
+``log Σ ← log Σ − sigma_lr · N Σ ⊙ ∂J/∂Σ`` on the Σ-objective J
+(:func:`landscape.optim.rules.mfvi_log_var_grad`, :func:`~landscape.optim.rules.vsam_log_var_grad`):
+the factor N makes ``sigma_lr`` a step in ``log Σ`` of order one whatever the dataset size, and
+leaves the stationary points unchanged. Σ of a parameter without a gradient in a step is left as is.
 
 Initial ``Σ = ρ²/p I`` with ``ρ = 0.05`` (so VSAM starts as SAM and MFVI as RandomSAM), Σ learning
 rate 0.01 (sam-as-VI §6), prior ``N(0, σ₀² I)`` with ``prior_std = σ₀`` (default 1.0, ours: the
 seed gives no σ₀) and ``num_data = N`` the training-set size (required). The prior adds
 ``μ/(N σ₀²)`` to the μ-gradient, an L2 term separate from the base optimizer's weight decay (set
-that to 0 if the prior is your only regulariser).
+that to 0 if the prior is your only regulariser). p counts every trained parameter entry.
+
+The arithmetic runs on one flat vector ``[p]`` (a few kernels per step whatever the number of
+parameter tensors); ``log Σ`` is stored flat, in parameter-group order.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from . import rules
-from .wrapper import SharpnessAware, check_positive, present, scatter
-from ..errors import ConfigError
+from .wrapper import SharpnessAware, check_positive, flat_cat, split_like
+from ..errors import CheckpointError, ConfigError
 
 
 class RandomSAM(SharpnessAware):
@@ -42,11 +47,13 @@ class RandomSAM(SharpnessAware):
         self.rho = check_positive("rho", rho)
 
     def perturbation(self, params, grads):
-        return rules.rsam_eps(params, self.rho, self._generator)
+        p = sum(q.numel() for q in params)
+        like = torch.empty(p, dtype=params[0].dtype, device=params[0].device)
+        return split_like(rules.rsam_eps([like], self.rho, self._generator)[0], params)
 
 
 class _Variational(SharpnessAware):
-    """Shared Σ bookkeeping of MFVI and VSAM."""
+    """Shared Σ bookkeeping of MFVI and VSAM (flat ``log Σ`` over all trained parameters)."""
 
     def __init__(self, params=None, base="sgd", *, num_data: int | None = None, rho: float = 0.05,
                  prior_std: float = 1.0, sigma_lr: float = 0.01, seed=None, model=None,
@@ -55,44 +62,67 @@ class _Variational(SharpnessAware):
         if num_data is None:
             raise ConfigError(f"{self.name} needs num_data, the number of training samples N "
                               "(the KL term is divided by it)", "pass num_data=len(train_set)")
-        if not (isinstance(num_data, int) and num_data > 0):
+        if isinstance(num_data, bool) or not isinstance(num_data, int) or num_data < 1:
             raise ConfigError(f"num_data must be a positive integer, got {num_data!r}",
                               "pass num_data=len(train_set)")
         self.num_data = num_data
         self.rho = check_positive("rho", rho)
         self.prior_std = check_positive("prior_std", prior_std)
         self.sigma_lr = check_positive("sigma_lr", sigma_lr, allow_zero=True)
+        self._log_var: torch.Tensor | None = None
+        self._mask_key: tuple | None = None
+        self._mask: torch.Tensor | None = None
 
     def num_params(self) -> int:
         """p, the number of trained parameter entries."""
-        return rules.num_params(self._params())
+        return sum(q.numel() for q in self._params())
 
-    def _log_var(self, params) -> list[torch.Tensor]:
-        init = math.log(self.rho**2 / self.num_params())
-        out = []
-        for q in params:
-            st = self.state[q]
-            if "log_var" not in st:
-                st["log_var"] = torch.full_like(q, init)
-            out.append(st["log_var"])
-        return out
+    def log_var(self) -> torch.Tensor:
+        """The flat ``log Σ`` ``[p]`` (created at ``log(ρ²/p)`` on first use)."""
+        if self._log_var is None:
+            ps = self._params()
+            p = sum(q.numel() for q in ps)
+            self._log_var = torch.full((p,), math.log(self.rho**2 / p), dtype=ps[0].dtype, device=ps[0].device)
+        return self._log_var
 
     def variance(self) -> list[torch.Tensor]:
-        """The current diagonal Σ of each trained parameter."""
-        ps = self._params()
-        return [s.exp() for s in self._log_var(ps)]
+        """The current diagonal Σ, one tensor per trained parameter."""
+        return split_like(self.log_var().exp(), self._params())
 
-    def _prior_and_var_step(self, params, grads, var_grad_of):
-        idx, ps, gs = present(params, grads)
-        if not idx:
-            return grads
-        logv = [self.state[p]["log_var"] for p in ps]
-        var = [s.exp() for s in logv]
-        dvar = var_grad_of(idx, gs, var)
-        for p, s in zip(ps, rules.log_var_step(logv, dvar, self.sigma_lr, self.num_data)):
-            self.state[p]["log_var"] = s
-        s2n = self.prior_std**2 * self.num_data
-        return scatter(len(params), idx, [g + p / s2n for g, p in zip(gs, ps)])
+    def _present_mask(self, params, grads) -> torch.Tensor | None:
+        """Boolean ``[p]`` of the entries whose parameter has a gradient (None: all have)."""
+        key = tuple(g is not None for g in grads)
+        if all(key):
+            return None
+        if self._mask_key != key:
+            self._mask = flat_cat([torch.full_like(p, k, dtype=torch.bool) for p, k in zip(params, key)])
+            self._mask_key = key
+        return self._mask
+
+    def _finish(self, params, grads, g_flat: torch.Tensor, log_grad: torch.Tensor):
+        """Σ step in log space (entries with a gradient only), and the μ-gradient plus the prior's
+        ``μ/(N σ₀²)``."""
+        mask = self._present_mask(params, grads)
+        new = self._log_var - self.sigma_lr * log_grad
+        self._log_var = new if mask is None else torch.where(mask, new, self._log_var)
+        mu_grad = g_flat + flat_cat(params) / (self.prior_std**2 * self.num_data)
+        out = split_like(mu_grad, params)
+        return [o if g is not None else None for o, g in zip(out, grads)]
+
+    @staticmethod
+    def _flat_grads(params, grads) -> torch.Tensor:
+        return flat_cat([g if g is not None else torch.zeros_like(p) for p, g in zip(params, grads)])
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"log_var": None if self._log_var is None else self._log_var.clone()}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        lv = extra.get("log_var")
+        if lv is not None and lv.numel() != self.num_params():
+            raise CheckpointError(f"the saved Σ has {lv.numel()} entries but {self.num_params()} "
+                                  "parameters are optimized", "build the optimizer over the same parameters")
+        ps = self._params()
+        self._log_var = None if lv is None else lv.to(ps[0].device)
 
 
 class MFVI(_Variational):
@@ -107,16 +137,14 @@ class MFVI(_Variational):
     passes_per_step = 1
 
     def perturbation(self, params, grads):
-        var = [s.exp() for s in self._log_var(params)]
-        self._eps = rules.mfvi_eps(var, self._generator)
-        return self._eps
+        self._var = self.log_var().exp()
+        self._eps = rules.mfvi_eps([self._var], self._generator)[0]
+        return split_like(self._eps, params)
 
     def modify_gradients(self, params, grads):
-        def dvar(idx, gs, var):
-            eps = [self._eps[i] for i in idx]
-            return rules.mfvi_var_grad(gs, eps, var, self.prior_std, self.num_data)
-
-        return self._prior_and_var_step(params, grads, dvar)
+        g = self._flat_grads(params, grads)
+        log_grad = rules.mfvi_log_var_grad([g], [self._eps], [self._var], self.prior_std, self.num_data)[0]
+        return self._finish(params, grads, g, log_grad)
 
 
 class VariationalSAM(_Variational):
@@ -131,14 +159,12 @@ class VariationalSAM(_Variational):
     passes_per_step = 2
 
     def perturbation(self, params, grads):
-        idx, ps, gs = present(params, grads)
-        var = [s.exp() for s in self._log_var(ps)]
-        self._g0 = {i: g.detach() for i, g in zip(idx, gs)}
-        return scatter(len(params), idx, rules.vsam_eps(list(self._g0.values()), var, self.num_params()))
+        self._var = self.log_var().exp()
+        self._g0 = self._flat_grads(params, grads)
+        eps = rules.vsam_eps([self._g0], [self._var], self._g0.numel())[0]
+        return [e if g is not None else None for e, g in zip(split_like(eps, params), grads)]
 
     def modify_gradients(self, params, grads):
-        def dvar(idx, gs, var):
-            g0 = [self._g0[i] if i in self._g0 else torch.zeros_like(g) for i, g in zip(idx, gs)]
-            return rules.vsam_var_grad(g0, var, self.prior_std, self.num_data, self.num_params())
-
-        return self._prior_and_var_step(params, grads, dvar)
+        log_grad = rules.vsam_log_var_grad([self._g0], [self._var], self.prior_std, self.num_data,
+                                           self._g0.numel())[0]
+        return self._finish(params, grads, self._flat_grads(params, grads), log_grad)

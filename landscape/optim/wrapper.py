@@ -348,6 +348,17 @@ def scatter(n: int, idx: Sequence[int], values: Sequence[torch.Tensor]) -> Grads
     return out
 
 
+def flat_cat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """One flat vector ``[p]`` of the tensors (a copy)."""
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def split_like(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Views of ``flat`` shaped like ``like`` (inverse of :func:`flat_cat`)."""
+    parts = flat.split([t.numel() for t in like])
+    return [v.view(t.shape) for v, t in zip(parts, like)]
+
+
 def check_positive(name: str, value: float, allow_zero: bool = False) -> float:
     """A user-facing error for a hyperparameter that must be positive (or non-negative)."""
     ok = value >= 0 if allow_zero else value > 0

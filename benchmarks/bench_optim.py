@@ -1,0 +1,115 @@
+"""Time per step of every optimizer of ``landscape.optim.OPTIMIZERS`` relative to ``sgd``.
+
+Same model (digits MLP 64-128-128-10, float32), same batches (128 samples), same base (torch SGD,
+momentum 0.9). Repeats are interleaved round-robin over the optimizers (so a load change on a
+shared machine hits all of them alike) and the median over repeats is reported. Prints a markdown
+table: optimizer, ms/step, ratio to sgd, passes/step, target ratio (issue 5).
+
+    python benchmarks/bench_optim.py [--steps 50] [--repeats 9] [--threads 1] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+
+from landscape.optim import OPTIMIZERS, build_optimizer
+
+TARGETS = {"sam": 2.1, "asam": 2.1, "fsam": 2.1, "vsam": 2.1, "sgd-tracer": 3.0, "adam-tracer": 3.0,
+           "rsam": 1.3, "mfvi": 1.3}
+
+
+def mlp(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 128),
+                               torch.nn.ReLU(), torch.nn.Linear(128, 10))
+
+
+def batches(device: torch.device, size: int = 128) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    x, y = load_digits(return_X_y=True)
+    x = torch.tensor(x / 16.0, dtype=torch.float32, device=device)
+    y = torch.tensor(y, device=device)
+    g = torch.Generator().manual_seed(0)
+    perm = torch.randperm(len(x), generator=g).to(device)
+    return [(x[perm[i:i + size]], y[perm[i:i + size]]) for i in range(0, len(x) - size + 1, size)]
+
+
+def make(name: str, model: torch.nn.Module, n: int):
+    if name == "torch.optim.SGD":
+        return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    kw: dict = {}
+    if name in ("mfvi", "vsam"):
+        kw["num_data"] = n
+    if name.startswith("lb-"):
+        kw.update(small_batch=32, total_steps=10**9, model=model, loss_fn="cross-entropy")
+    if name in ("rsam", "mfvi") or name.startswith("lb-"):
+        kw["seed"] = 0
+    lr = 1e-3 if name == "adam-tracer" else 0.05
+    return build_optimizer(name, model.parameters(), lr=lr, **kw)
+
+
+def run(name: str, model, opt, data, steps: int, sync) -> float:
+    """Seconds per step over ``steps`` steps."""
+    t0 = time.perf_counter()
+    for i in range(steps):
+        x, y = data[i % len(data)]
+        if name == "torch.optim.SGD":
+            def closure():
+                opt.zero_grad()
+                loss = F.cross_entropy(model(x), y)
+                loss.backward()
+                return loss
+            opt.step(closure)
+        elif name.startswith("lb-"):
+            opt.step(lambda: F.cross_entropy(model(x), y), batch=(x, y))
+        else:
+            opt.step(lambda: F.cross_entropy(model(x), y))
+    sync()
+    return (time.perf_counter() - t0) / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is stable on a shared box)")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    data = batches(device)
+    n = sum(len(b[0]) for b in data)
+    names = ["torch.optim.SGD", *OPTIMIZERS]
+    setups = {}
+    for name in names:
+        model = mlp().to(device)
+        opt = make(name, model, n)
+        run(name, model, opt, data, 10, sync)  # warm-up
+        setups[name] = (model, opt)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(args.repeats):
+        for name in names:
+            model, opt = setups[name]
+            times[name].append(run(name, model, opt, data, args.steps, sync))
+    med = {name: statistics.median(t) for name, t in times.items()}
+    ref = med["sgd"]
+    print(f"device {device}, {torch.get_num_threads()} thread(s), batch 128, MLP 64-128-128-10, "
+          f"median of {args.repeats} x {args.steps} steps\n")
+    print("| optimizer | ms/step | ratio to sgd | passes/step | target |")
+    print("| --- | ---: | ---: | ---: | --- |")
+    for name in names:
+        opt = setups[name][1]
+        passes = getattr(opt, "passes_per_step", 1)
+        target = TARGETS.get(name)
+        verdict = "" if target is None else (f"≤ {target}x " + ("ok" if med[name] / ref <= target else "MISSED"))
+        print(f"| {name} | {1e3 * med[name]:.3f} | {med[name] / ref:.2f} | {passes} | {verdict} |")
+
+
+if __name__ == "__main__":
+    main()

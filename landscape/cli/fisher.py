@@ -1,0 +1,116 @@
+"""``landscape fisher``: the Hessian, GGN, Monte-Carlo Fisher and empirical Fisher side by side
+(trace, λ_max, Frobenius norm, pairwise Frobenius cosines)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from . import output
+from .common import Stopwatch, header, load_problem
+from .options import (BatchOpt, CheckpointArg, DataOpt, DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, LossOpt,
+                      ModelOpt, OutOpt, ParamsOpt, SamplesOpt, SeedOpt, SplitOpt, TrainModeOpt)
+
+MATRICES = ("hessian", "ggn", "fisher", "empirical_fisher")
+LABELS = {"hessian": "H", "ggn": "GGN", "fisher": "F (MC)", "empirical_fisher": "F_emp"}
+
+
+def fisher_report(problem, *, probes: int = 100, mc_samples: int = 1, tol: float = 1e-4,
+                  max_steps: int | None = None, seed: int = 0, chunk: int | None = None,
+                  on_start=None) -> dict:
+    """``{"matrices": {name: {"trace", "lambda_max", "frobenius"}}, "cosine": {"a~b": ...}}`` for
+    H, GGN, Fisher (``mc_samples`` labels per sample) and F_emp: traces, Frobenius norms and
+    cosines from one shared set of probes (:func:`~landscape.estimators.alignment.matrix_comparison`),
+    λ_max by Lanczos with its residual."""
+    from ..curvature.fisher import EmpiricalFisher, Fisher
+    from ..curvature.ggn import GGN
+    from ..curvature.hessian import Hessian
+    from ..estimators import top_eigenvalues
+    from ..estimators.alignment import matrix_comparison
+
+    ops = {"hessian": Hessian(problem), "ggn": GGN(problem),
+           "fisher": Fisher(problem, mc_samples=mc_samples, seed=seed),
+           "empirical_fisher": EmpiricalFisher(problem, chunk=chunk)}
+    if on_start:
+        on_start("traces, norms, cosines")
+    cmp = matrix_comparison(ops, probes=probes, seed=seed)
+    matrices = {}
+    for name, op in ops.items():
+        if on_start:
+            on_start(f"λ_max({LABELS[name]})")
+        eig = top_eigenvalues(op, k=1, which="top", tol=tol, max_steps=max_steps, seed=seed)
+        matrices[name] = {"trace": cmp["trace"][name].to_dict(),
+                          "lambda_max": {"estimate": float(eig.values[0]), "residual": float(eig.residuals[0]),
+                                         "method": eig.method, "matvecs": eig.matvecs},
+                          "frobenius": cmp["frobenius"][name].to_dict()}
+    return {"matrices": matrices, "cosine": {k: v.to_dict() for k, v in cmp["cosine"].items()}}
+
+
+@output.handle_errors
+def fisher(
+    checkpoint: CheckpointArg,
+    probes: Annotated[int, typer.Option(help="Rademacher probes shared by all traces, norms and cosines.")] = 100,
+    mc_samples: Annotated[int, typer.Option("--mc-samples", help="Labels drawn from the model per sample for the Monte-Carlo Fisher.")] = 1,
+    tol: Annotated[float, typer.Option(help="Relative residual tolerance of Lanczos for λ_max.")] = 1e-4,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Cap on Lanczos steps.")] = None,
+    chunk: Annotated[Optional[int], typer.Option("--chunk", help="Samples per vmapped per-sample-gradient call (default: fit 256 MiB).")] = None,
+    model: ModelOpt = None,
+    data: DataOpt = None,
+    loss: LossOpt = None,
+    split: SplitOpt = "train",
+    samples: SamplesOpt = None,
+    batch_size: BatchOpt = 256,
+    params: ParamsOpt = None,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "float32",
+    seed: SeedOpt = 0,
+    train_mode: TrainModeOpt = False,
+    json_: JsonOpt = False,
+    out: OutOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Hessian, GGN, Monte-Carlo Fisher and empirical Fisher: trace, λ_max, Frobenius norm, cosines."""
+    from ..errors import ConfigError
+
+    clock = Stopwatch()
+    if probes < 2:
+        raise ConfigError(f"--probes must be at least 2, got {probes}", "pass --probes 100")
+    ckpt, problem = load_problem(checkpoint, model=model, data=data, loss=loss, split=split, samples=samples,
+                                 batch_size=batch_size, params=params, device=device, dtype=dtype,
+                                 train_mode=train_mode, seed=seed)
+    problem.loss_value()
+    with output.progress(not json_) as start:
+        result = fisher_report(problem, probes=probes, mc_samples=mc_samples, tol=tol, max_steps=max_steps,
+                               seed=seed, chunk=chunk, on_start=lambda label: start(label, None))
+    report = header(ckpt, problem)
+    report["settings"] = {"probes": probes, "mc_samples": mc_samples, "tol": tol, "max_steps": max_steps,
+                          "seed": seed, "split": split, "batch_size": batch_size, "params_regex": params,
+                          "train_mode": train_mode}
+    report.update(result)
+    report["seconds"] = clock()
+    if out is not None:
+        from ..io.hdf5 import write_tree
+
+        write_tree(out, {"matrices": result["matrices"], "cosine": result["cosine"]},
+                   attrs={k: v for k, v in report.items() if k not in ("matrices", "cosine")})
+    if json_:
+        output.emit_json(report)
+        return
+    fmt = "{:.6g}".format
+    rows = []
+    for name, m in result["matrices"].items():
+        rows.append((LABELS[name], f"{fmt(m['trace']['estimate'])} ± {fmt(m['trace']['stderr'])}",
+                     f"{fmt(m['lambda_max']['estimate'])} (resid {m['lambda_max']['residual']:.2g})",
+                     f"{fmt(m['frobenius']['estimate'])} ± {fmt(m['frobenius']['stderr'])}"))
+    caption = (f"{problem.n} samples, p = {problem.p}, loss {problem.loss.name}, {probes} shared probes, "
+               f"Fisher with {mc_samples} label(s) per sample, {report['seconds']:.2f} s")
+    output.table(f"Curvature matrices of {checkpoint}", ["matrix", "trace ± se", "λ_max", "‖·‖_F ± se"], rows,
+                 caption=caption)
+    crow = []
+    for key, c in result["cosine"].items():
+        a, b = key.split("~")
+        crow.append((f"{LABELS[a]} ~ {LABELS[b]}", fmt(c["estimate"]), fmt(c["stderr"])))
+    output.table("Frobenius cosines ⟨A,B⟩_F / (‖A‖_F ‖B‖_F)", ["pair", "cosine", "± stderr"], crow)
+    if out is not None:
+        output.info(f"wrote {out}")

@@ -1,0 +1,96 @@
+"""``landscape stability``: the lecture's linear-stability verdicts for GD and SGD at a minimum."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Optional
+
+import typer
+
+from . import output
+from .common import Stopwatch, header, load_problem
+from .noise import ChunkOpt, SSamplesOpt
+from .options import (CheckpointArg, DataOpt, DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, LossOpt, ModelOpt, OutOpt,
+                      ParamsOpt, SamplesOpt, SeedOpt, SplitOpt, TrainModeOpt)
+
+
+@output.handle_errors
+def stability(
+    checkpoint: CheckpointArg,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate η (default: the checkpoint's recorded one).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="SGD batch size B (default: the checkpoint's recorded one).")] = None,
+    product_batch: Annotated[int, typer.Option("--product-batch", help="Samples per product batch (memory only).")] = 256,
+    probes: Annotated[int, typer.Option(help="Probes for the Hessian's Frobenius norm.")] = 100,
+    tol: Annotated[float, typer.Option(help="Relative residual tolerance of Lanczos.")] = 1e-4,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Cap on Lanczos steps.")] = None,
+    s_samples: SSamplesOpt = None,
+    chunk: ChunkOpt = None,
+    sufficient: Annotated[bool, typer.Option("--sufficient", help="Also test the slides' matrix condition (sufficient, not necessary).")] = False,
+    model: ModelOpt = None,
+    data: DataOpt = None,
+    loss: LossOpt = None,
+    split: SplitOpt = "train",
+    samples: SamplesOpt = None,
+    params: ParamsOpt = None,
+    device: DeviceOpt = "cpu",
+    dtype: DtypeOpt = "float32",
+    seed: SeedOpt = 0,
+    train_mode: TrainModeOpt = False,
+    json_: JsonOpt = False,
+    out: OutOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Linear stability of GD and SGD (learning rate η, batch B) at this minimum: the lecture's verdicts."""
+    from ..errors import ConfigError
+    from ..metrics.stability import stability_report
+
+    clock = Stopwatch()
+    ckpt, problem = load_problem(checkpoint, model=model, data=data, loss=loss, split=split, samples=samples,
+                                 batch_size=product_batch, params=params, device=device, dtype=dtype,
+                                 train_mode=train_mode, seed=seed)
+    lr = lr if lr is not None else ckpt.training.get("lr")
+    batch_size = batch_size if batch_size is not None else ckpt.training.get("batch_size")
+    if lr is None or batch_size is None:
+        missing = " and ".join(n for n, v in (("--lr", lr), ("--batch-size", batch_size)) if v is None)
+        raise ConfigError(f"the checkpoint records no {missing.replace('--', '')}", f"pass {missing}")
+    batch_size = int(batch_size)
+    problem.loss_value()
+    with output.progress(not json_) as start:
+        start("λ_max, ‖H‖_F, s, μ", None)
+        result = stability_report(problem, float(lr), batch_size, probes=probes, seed=seed, tol=tol,
+                                  max_steps=max_steps, s_samples=s_samples, chunk=chunk, sufficient=sufficient)
+    report = header(ckpt, problem)
+    report["settings"] = {"lr": lr, "batch_size": batch_size, "probes": probes, "tol": tol, "max_steps": max_steps,
+                          "s_samples": s_samples, "seed": seed, "split": split, "product_batch": product_batch,
+                          "params_regex": params, "train_mode": train_mode, "sufficient": sufficient}
+    report.update(result)
+    report["seconds"] = clock()
+    if out is not None:
+        from ..io.hdf5 import write_tree
+
+        write_tree(out, {"measured": result["measured"], "verdicts": result["verdicts"]},
+                   attrs={k: v for k, v in report.items() if k not in ("measured", "verdicts")})
+    if json_:
+        output.emit_json(report)
+        return
+    f = "{:.4g}".format
+    rows = []
+    for name, v in result["verdicts"].items():
+        verdict = "holds" if v["holds"] else "VIOLATED"
+        if not v["decided"]:
+            verdict += " (within error)"
+        note = v["kind"]
+        if name == "gd" and not v["holds"]:
+            note += f"; GD leaves at |1 − ηλ| = {v['escape_rate']:.3g} per step"
+        if name == "alignment":
+            note += f"; μ = {v['mu']:.3g}, γ0 = η²μ‖H‖_F²/B = {v['gamma0']:.3g}" + (" > 1: SGD escapes" if v["escapes"] else "")
+        err = f(v["error"]) if math.isfinite(v["error"]) else "—"
+        rows.append((v["condition"], f"{f(v['value'])} ± {err}", f(v["bound"]), f(v["margin"]), verdict, note))
+    m = result["measured"]
+    caption = (f"η = {lr:g}, B = {batch_size}, n = {problem.n}, (n−B)/(B(n−1)) = {result['noise_factor']:.3g}; "
+               f"L = {m['loss']:.3g}, ‖g‖ = {m['grad_norm']:.3g} (the conditions assume a minimum with every l_i ≈ 0); "
+               f"{report['seconds']:.2f} s")
+    output.table(f"Linear stability at {checkpoint}", ["condition", "measured", "bound", "margin", "verdict", "kind"],
+                 rows, caption=caption)
+    if out is not None:
+        output.info(f"wrote {out}")

@@ -1,0 +1,62 @@
+"""Data-parallel runs under ``torchrun`` (torch.distributed; NCCL on GPUs, gloo on CPUs).
+
+Each rank holds the shard ``indices[rank::world]`` of the data (see :class:`~landscape.problem.Problem`);
+operator products and losses are summed with ``all_reduce`` (one p-vector per product and probe);
+probe vectors come from seeded CPU generators, so they are identical on every rank; only rank 0
+prints and writes files.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def launched() -> bool:
+    """True when this process was started by torchrun (or another launcher setting WORLD_SIZE > 1)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    """Rank 0 (or a single process): the one that prints and writes."""
+    return rank() == 0
+
+
+def init_from_env(device: str | None = None) -> None:
+    """Join the process group torchrun describes (idempotent; nothing to do in a single process).
+
+    The backend is NCCL when ``device`` is CUDA, gloo otherwise."""
+    if not launched() or active():
+        return
+    backend = "nccl" if device and device.startswith("cuda") and torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend)
+
+
+def local_device(device: torch.device) -> torch.device:
+    """``cuda`` without an index means this rank's GPU (LOCAL_RANK) in a torchrun job."""
+    if device.type == "cuda" and device.index is None and launched():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def all_reduce_(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` in place over ranks (identity in a single process)."""
+    if active():
+        dist.all_reduce(t)
+    return t

@@ -1,0 +1,278 @@
+"""How two curvature-type matrices align.
+
+- :func:`alignment`: the lecture's noise-alignment factors (ALGORITHMS.md §1 "noise alignment";
+  lecture "Quantify the alignment strength", eqs. 7-9) EXACTLY, through ``n × n`` Gram identities,
+  never a ``p × p`` matrix.
+- :func:`matrix_comparison`: traces, Frobenius norms and pairwise Frobenius cosines of any
+  symmetric operators from one shared set of Rademacher probes (ALGORITHMS.md §1 "Comparisons").
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from ..curvature import functional as fx
+from ..curvature.base import as_problem
+from ..curvature.fisher import CHUNK_BYTES, require_per_sample
+from ..curvature.noise import sample_batches
+from ..curvature.operator import as_operator
+from ..errors import ConfigError, NumericalError
+from ..problem import _dist
+from ..results import Estimate
+from .sampling import make_generator, rademacher
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """The alignment of the SGD noise covariance ``Σ`` with ``G`` on ``n`` samples (exact values).
+
+    ``alpha = tr(ΣG)/(‖G‖_F ‖Σ‖_F)`` (direction), ``beta = ‖Σ‖_F/(2L ‖G‖_F)`` (magnitude),
+    ``mu = alpha·beta = tr(ΣG)/(2L ‖G‖_F²)``; ``decoupling_error = ‖Σ − 2LG‖_F/‖Σ‖_F`` measures the
+    lecture's approximation ``Σ ≈ 2L G``; ``grad_norm`` is ``‖g‖``. ``g_matrix`` names G; ``g_rows`` is the number of rows of
+    its factor V; ``g_truncation`` is ``tr`` of the part of G dropped with ``rtol`` (0 up to
+    rounding by default), which bounds the error of ``g_frobenius`` (and of ``tr(ΣG)`` relative
+    to ``‖Σ‖_F``). ``subsample`` is True when ``n`` is a seeded subset of the problem's samples.
+    Undefined ratios (``L = 0``, ``Σ = 0`` or ``G = 0``) are NaN with a note.
+    """
+
+    alpha: float
+    beta: float
+    mu: float
+    loss: float
+    tr_sigma_g: float
+    sigma_frobenius: float
+    g_frobenius: float
+    trace_sigma: float
+    trace_g: float
+    decoupling_error: float
+    grad_norm: float
+    n: int
+    p: int
+    g_matrix: str
+    g_rows: int
+    g_truncation: float
+    subsample: bool
+    seed: int
+    chunk: int
+    notes: tuple = field(default_factory=tuple)
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+def _ratio(num: float, den: float) -> float:
+    return num / den if den > 0 and math.isfinite(den) else math.nan
+
+
+def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = None, seed: int = 0,
+              chunk: int | None = None, memory: int = 2 * CHUNK_BYTES, rtol: float = 0.0,
+              **problem_kwargs) -> Alignment:
+    """Exact ``α``, ``β``, ``μ``, ``tr(ΣG)``, ``‖Σ‖_F``, ``‖G‖_F`` and ``L`` (lecture eqs. 7-9).
+
+    ``Σ = (1/n) Σ_i g_i g_iᵀ − g gᵀ = ŨᵀŨ/n`` with the centred per-sample gradients
+    ``Ũ = [g_i − g]`` (``n × p``); ``G = VᵀV/n`` with ``V`` stacking, for each sample, the rows of
+    ``(∂²l_i/∂f²)^{1/2} J_i``: for mse (``½‖f−y‖²``) these are the Jacobian rows ``∇f_ic``, so
+    ``G = (1/n) Σ_i ∇f_i ∇f_iᵀ`` as in the slides; for cross-entropy they give the GGN
+    ``(1/n) Σ_i J_iᵀ (diag π_i − π_i π_iᵀ) J_i`` (this toolkit's extension; the square root by a
+    k × k eigendecomposition, its zero eigenvalue dropped). Then (ALGORITHMS.md §1)
+
+        tr(ΣG) = ‖Ũ Vᵀ‖_F² / n²,   ‖Σ‖_F² = ‖Ũ Ũᵀ‖_F² / n²,   ‖G‖_F² = ‖V Vᵀ‖_F² / n²,
+
+    accumulated over pairs of sample chunks ``a ≤ b`` (Gram blocks ``chunk × chunk``; sums of
+    squares in float64). Rows ``[g_i; V_i]`` come from one per-sample vector-Jacobian product with
+    ``1 + k`` cotangents (``g_i = J_iᵀ ∂l_i/∂f_i``). They are computed once and kept if all fit in
+    ``memory`` bytes, else recomputed for each block pair; either way memory is bounded by two
+    chunks, never ``n × p``. Cost: about ``n² (1 + k)² p`` multiply-adds (``k`` outputs).
+
+    ``samples``: a seeded subset of that many samples (``seed``); ``rtol > 0`` also drops the
+    directions of each ``∂²l_i/∂f²`` with eigenvalue below ``rtol`` times its largest (faster for
+    confident classifiers; the dropped trace is reported as ``g_truncation``).
+    """
+    problem = as_problem(model_or_problem, loss, data, **problem_kwargs)
+    require_per_sample(problem, "the alignment factors")
+    if _dist() is not None:
+        raise ConfigError("the alignment Gram identities pair every sample with every other one and "
+                          "are not distributed", "run landscape noise in a single process")
+    if rtol < 0:
+        raise ConfigError(f"rtol must be non-negative, got {rtol}", "pass 0 for the exact value")
+    pb = problem
+    batches, n = sample_batches(pb, samples, seed)
+    X = torch.cat([x for x, _ in batches])
+    Y = torch.cat([y for _, y in batches])
+
+    # pass 1: L and g on the sample set
+    total = torch.zeros((), dtype=torch.float64, device=pb.device)
+    g = torch.zeros(pb.p, dtype=pb.dtype, device=pb.device)
+    for x, y in batches:
+        v, gd = fx.loss_and_grad(pb.forward, pb.loss, pb.params, x, y)
+        total += v.detach().double()
+        g += pb.layout.flatten(gd)
+    L = float(total) / n
+    g /= n
+    if not math.isfinite(L):
+        raise NumericalError(f"the loss is {L} at these parameters", "the checkpoint has diverged")
+
+    with torch.no_grad():
+        k = pb.forward(pb.params, X[:1]).numel()
+    item = torch.finfo(pb.dtype).bits // 8
+    per_sample = (1 + k) * pb.p * item
+    if chunk is None:
+        chunk = max(1, min(n, int(memory // (4 * per_sample))))
+    elif chunk < 1:
+        raise ConfigError(f"chunk must be positive, got {chunk}", "pass e.g. --chunk 128")
+    eps = torch.finfo(pb.dtype).eps
+    notes: list[str] = []
+
+    def rows(a: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Centred per-sample gradients ``[c, p]``, G-factor rows ``[r, p]`` and dropped trace."""
+        x, y = X[a : a + chunk], Y[a : a + chunk]
+        c = x.shape[0]
+        with torch.no_grad():
+            out = pb.forward(pb.params, x)
+        r = fx.loss_output_grad(pb.loss, out, y).reshape(c, 1, k)
+        M = fx.output_loss_hessians(pb.loss, out, y)
+        lam, Q = torch.linalg.eigh(0.5 * (M + M.transpose(1, 2)))  # [c, k], [c, k, k]
+        top = lam.abs().amax(dim=1, keepdim=True)
+        if bool((lam < -100 * k * eps * top.clamp_min(eps)).any()):
+            raise NumericalError(f"loss {pb.loss.name!r} is not convex in the model outputs, so its "
+                                 "Gauss-Newton matrix G is not PSD and the alignment is undefined",
+                                 "use cross-entropy or mse")
+        A = lam.clamp_min(0).sqrt().unsqueeze(2) * Q.transpose(1, 2)  # rows sqrt(λ_j) q_jᵀ
+        W = fx.per_sample_vjp(pb.forward, pb.params, x, torch.cat([r, A], dim=1))
+        W = pb.layout.flatten_rows({nm: t.reshape(c * (1 + k), *t.shape[2:]) for nm, t in W.items()})
+        W = W.reshape(c, 1 + k, pb.p)
+        U = W[:, 0] - g
+        keep = (lam > max(rtol, 10 * k * eps) * top).reshape(-1)
+        V = W[:, 1:].reshape(c * k, pb.p)
+        dropped = float(V[~keep].double().square().sum()) / n
+        return U, V[keep], dropped
+
+    starts = list(range(0, n, chunk))
+    cache = {}
+    keep_all = n * per_sample <= memory
+    suu = suv = svv = 0.0
+    tr_s = tr_g = drop = 0.0
+    g_rows = 0
+
+    def sq(A: torch.Tensor, B: torch.Tensor) -> float:
+        return float((A @ B.T).square().sum(dtype=torch.float64)) if A.numel() and B.numel() else 0.0
+
+    for ia, a in enumerate(starts):
+        Ua, Va, d = cache[a] if a in cache else rows(a)
+        if keep_all:
+            cache[a] = (Ua, Va, d)
+        drop += d
+        g_rows += Va.shape[0]
+        tr_s += float(Ua.double().square().sum())
+        tr_g += float(Va.double().square().sum())
+        suu += sq(Ua, Ua)
+        svv += sq(Va, Va)
+        suv += sq(Ua, Va)
+        for b in starts[ia + 1 :]:
+            if b in cache:
+                Ub, Vb, _ = cache[b]
+            else:
+                Ub, Vb, db = rows(b)
+                if keep_all:
+                    cache[b] = (Ub, Vb, db)
+            suu += 2 * sq(Ua, Ub)
+            svv += 2 * sq(Va, Vb)
+            suv += sq(Ua, Vb) + sq(Ub, Va)
+
+    tr_sigma_g = suv / n**2
+    sf, gf = math.sqrt(suu) / n, math.sqrt(svv) / n
+    alpha = _ratio(tr_sigma_g, sf * gf)
+    beta = _ratio(sf, 2 * L * gf)
+    mu = _ratio(tr_sigma_g, 2 * L * gf**2)
+    if L == 0:
+        notes.append("the loss is 0: beta and mu are 0/0, undefined")
+    if sf == 0:
+        notes.append("the gradient noise is 0 (all per-sample gradients equal): alpha is undefined")
+    if gf == 0:
+        notes.append("G is 0: alpha, beta and mu are undefined")
+    dec2 = suu / n**2 - 4 * L * tr_sigma_g + 4 * L**2 * svv / n**2
+    decoupling = _ratio(math.sqrt(max(dec2, 0.0)), sf)
+    kind = "ggn" if pb.loss.name != "mse" else "jacobian-gram"
+    return Alignment(alpha, beta, mu, L, tr_sigma_g, sf, gf, tr_s / n, tr_g / n, decoupling,
+                     float(g.double().norm()), n, pb.p, kind,
+                     g_rows, drop, n < pb.n, seed, chunk, tuple(notes))
+
+
+# ---------------------------------------------------------------- operator comparisons
+
+
+def _delta_cosine(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> tuple[float, float]:
+    """``x̄ / sqrt(ȳ z̄)`` and its delta-method standard error from the joint sample covariance."""
+    m = x.numel()
+    xm, ym, zm = float(x.mean()), float(y.mean()), float(z.mean())
+    if ym <= 0 or zm <= 0:
+        return math.nan, math.nan
+    d = math.sqrt(ym * zm)
+    value = xm / d
+    grad = torch.tensor([1 / d, -value / (2 * ym), -value / (2 * zm)], dtype=torch.float64)
+    cov = torch.cov(torch.stack([x, y, z]).double())
+    var = float(grad @ cov @ grad) / m
+    return value, math.sqrt(max(var, 0.0))
+
+
+def matrix_comparison(ops: dict, probes: int = 100, seed: int = 0, block: int | None = None) -> dict:
+    """Traces, Frobenius norms and pairwise cosines of symmetric operators, all from one set of
+    ``probes`` Rademacher vectors ``v`` shared by every operator (ALGORITHMS.md §1 "Comparisons"):
+
+        tr(A) = E[vᵀAv],   ‖A‖_F² = E‖Av‖²,   ⟨A,B⟩_F = tr(AB) = E[(Av)ᵀ(Bv)],
+        cos(A, B) = ⟨A,B⟩_F / (‖A‖_F ‖B‖_F).
+
+    Each is a sample mean ± std/√m; ``‖A‖_F`` carries its error by the delta method, and each
+    cosine by the delta method on the joint covariance of the three per-probe values (the shared
+    probes make the errors of numerator and denominator cancel in part). Costs ``probes``
+    products with each operator. Returns ``{"trace": {name: Estimate}, "frobenius": {...},
+    "cosine": {"a~b": Estimate}}`` in the order of ``ops``.
+    """
+    if probes < 2:
+        raise ConfigError(f"need at least 2 probes for a standard error, got {probes}", "use --probes 2 or more")
+    ops = {name: as_operator(op) for name, op in ops.items()}
+    names = list(ops)
+    first = ops[names[0]]
+    p = first.shape[0]
+    for name, op in ops.items():
+        if tuple(op.shape) != (p, p):
+            raise ConfigError(f"operator {name!r} has shape {tuple(op.shape)}, expected {(p, p)}",
+                              "compare matrices of the same parameter selection")
+    b = max(1, min(block or min(getattr(op, "block_size", 64) for op in ops.values()), probes))
+    g = make_generator(seed)
+    quad = {n: [] for n in names}
+    inner = {(a, c): [] for i, a in enumerate(names) for c in names[i:]}
+    for start in range(0, probes, b):
+        V = rademacher(p, min(b, probes - start), g, first.dtype, first.device)
+        AV = {n: ops[n].matmat(V).to(dtype=torch.float64) for n in names}
+        Vd = V.double()
+        for n in names:
+            quad[n].append((Vd * AV[n]).sum(0))
+        for a, c in inner:
+            inner[(a, c)].append((AV[a] * AV[c]).sum(0))
+    quad = {n: torch.cat(v).cpu() for n, v in quad.items()}
+    inner = {key: torch.cat(v).cpu() for key, v in inner.items()}
+
+    def mean_se(x: torch.Tensor) -> tuple[float, float]:
+        return float(x.mean()), float(x.std(unbiased=True)) / math.sqrt(x.numel())
+
+    out: dict = {"trace": {}, "frobenius": {}, "cosine": {}}
+    for n in names:
+        t, se = mean_se(quad[n])
+        out["trace"][n] = Estimate(t, se, probes, "hutchinson", {"probes": probes})
+        sq, sq_se = mean_se(inner[(n, n)])
+        f = math.sqrt(max(sq, 0.0))
+        out["frobenius"][n] = Estimate(f, sq_se / (2 * f) if f > 0 else math.nan, probes, "hutchinson",
+                                       {"probes": probes, "trace_sq": sq, "trace_sq_stderr": sq_se})
+    for i, a in enumerate(names):
+        for c in names[i + 1 :]:
+            value, se = _delta_cosine(inner[(a, c)], inner[(a, a)], inner[(c, c)])
+            out["cosine"][f"{a}~{c}"] = Estimate(value, se, 2 * probes, "hutchinson",
+                                                 {"probes": probes, "inner": float(inner[(a, c)].mean())})
+    return out
+
+
+__all__ = ["Alignment", "alignment", "matrix_comparison"]
