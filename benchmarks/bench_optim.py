@@ -2,10 +2,11 @@
 
 Same model (digits MLP 64-128-128-10, float32), same batches (128 samples), same base (torch SGD,
 momentum 0.9). Repeats are interleaved round-robin over the optimizers (so a load change on a
-shared machine hits all of them alike) and the median over repeats is reported. Prints a markdown
+shared machine hits all of them alike) and the median over repeats is reported; on CPU the clock
+is the process's CPU time by default (other jobs on a shared machine do not count). Prints a markdown
 table: optimizer, ms/step, ratio to sgd, passes/step, target ratio (issue 5).
 
-    python benchmarks/bench_optim.py [--steps 50] [--repeats 9] [--threads 1] [--device cpu]
+    python benchmarks/bench_optim.py [--steps 50] [--repeats 9] [--threads 1] [--device cpu] [--clock cpu|wall]
 """
 
 from __future__ import annotations
@@ -53,24 +54,32 @@ def make(name: str, model: torch.nn.Module, n: int):
     return build_optimizer(name, model.parameters(), lr=lr, **kw)
 
 
-def run(name: str, model, opt, data, steps: int, sync) -> float:
+def loss_closure(model, x, y):
+    return lambda: F.cross_entropy(model(x), y)
+
+
+def backward_closure(model, opt, x, y):
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+    return closure
+
+
+def run(name: str, model, opt, data, steps: int, sync, clock=time.perf_counter) -> float:
     """Seconds per step over ``steps`` steps."""
-    t0 = time.perf_counter()
+    t0 = clock()
     for i in range(steps):
         x, y = data[i % len(data)]
         if name == "torch.optim.SGD":
-            def closure():
-                opt.zero_grad()
-                loss = F.cross_entropy(model(x), y)
-                loss.backward()
-                return loss
-            opt.step(closure)
+            opt.step(backward_closure(model, opt, x, y))
         elif name.startswith("lb-"):
-            opt.step(lambda: F.cross_entropy(model(x), y), batch=(x, y))
+            opt.step(loss_closure(model, x, y), batch=(x, y))
         else:
-            opt.step(lambda: F.cross_entropy(model(x), y))
+            opt.step(loss_closure(model, x, y))
     sync()
-    return (time.perf_counter() - t0) / steps
+    return (clock() - t0) / steps
 
 
 def main() -> None:
@@ -79,10 +88,15 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is stable on a shared box)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--clock", choices=["cpu", "wall"], default=None,
+                    help="cpu: this process's CPU time (default on CPU: robust to other jobs on a "
+                         "shared machine); wall: elapsed time (default on GPU)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    clock_name = args.clock or ("wall" if device.type == "cuda" else "cpu")
+    clock = time.process_time if clock_name == "cpu" else time.perf_counter
     data = batches(device)
     n = sum(len(b[0]) for b in data)
     names = ["torch.optim.SGD", *OPTIMIZERS]
@@ -96,11 +110,11 @@ def main() -> None:
     for _ in range(args.repeats):
         for name in names:
             model, opt = setups[name]
-            times[name].append(run(name, model, opt, data, args.steps, sync))
+            times[name].append(run(name, model, opt, data, args.steps, sync, clock))
     med = {name: statistics.median(t) for name, t in times.items()}
     ref = med["sgd"]
-    print(f"device {device}, {torch.get_num_threads()} thread(s), batch 128, MLP 64-128-128-10, "
-          f"median of {args.repeats} x {args.steps} steps\n")
+    print(f"device {device}, {torch.get_num_threads()} thread(s), {clock_name} time, batch 128, "
+          f"MLP 64-128-128-10, median of {args.repeats} x {args.steps} steps\n")
     print("| optimizer | ms/step | ratio to sgd | passes/step | target |")
     print("| --- | ---: | ---: | ---: | --- |")
     for name in names:

@@ -63,8 +63,12 @@ def output_hessians(problem: Problem) -> torch.Tensor:
 
 def per_sample_hessians(problem: Problem) -> torch.Tensor:
     """``[n, p, p]`` per-sample Hessians ``H_i = ∇²l_i``."""
-    n = data(problem)[0].shape[0]
-    return torch.stack([hessian(lambda t: per_sample_losses(problem, t)[i])(problem.theta) for i in range(n)])
+    X, Y = data(problem)
+
+    def one(i: int) -> torch.Tensor:
+        return hessian(lambda t: problem.loss.sum(_outputs(problem, t, X[i : i + 1]), Y[i : i + 1]))(problem.theta)
+
+    return torch.stack([one(i) for i in range(X.shape[0])])
 
 
 def hessian_matrix(problem: Problem) -> torch.Tensor:

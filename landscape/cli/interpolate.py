@@ -21,14 +21,14 @@ def interpolate(
     checkpoint_b: Annotated[Path, typer.Argument(help="Checkpoint B (α = 1), same architecture.", show_default=False)],
     range_: Annotated[tuple[float, float], typer.Option("--range", help="LO HI of α.")] = (-0.5, 1.5),
     points: Annotated[int, typer.Option("--points", help="Values of α.")] = 81,
-    batch_points: BatchPointsOpt = 32,
+    batch_points: BatchPointsOpt = None,
     recompute_bn: RecomputeBnOpt = False,
     test: TestOpt = True,
     model: ModelOpt = None,
     data: DataOpt = None,
     loss: LossOpt = None,
     samples: SamplesOpt = None,
-    batch_size: BatchOpt = 512,
+    batch_size: BatchOpt = 1024,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
     seed: SeedOpt = 0,
@@ -79,7 +79,7 @@ def interpolate(
     ends = {"a": str(checkpoint_a), "b": str(checkpoint_b), "A": values_at(problems, theta_a),
             "B": values_at(problems, theta_b, bufs_b or None)}
     settings = {"range": list(range_), "points": points, "samples": samples, "batch_size": batch_size,
-                "batch_points": batch_points, "recompute_bn": recompute_bn, "seed": seed,
+                "recompute_bn": recompute_bn, "seed": seed,
                 "train_mode": train_mode, "splits": list(problems)}
     head = header(ckpt_a, train)
     head["identity_b"] = ckpt_b.identity()

@@ -16,7 +16,7 @@ from .options import (BatchOpt, CheckpointArg, DataOpt, DebugOpt, DeviceOpt, Dty
 
 RangeOpt = Annotated[Optional[tuple[float, float]], typer.Option("--range", help="LO HI of each axis (default -1 1; pca: the trajectory's extent; checkpoints: -0.5 1.5).", show_default=False)]
 PointsOpt = Annotated[Optional[int], typer.Option("--points", help="Grid points per axis (default 51 in 1-D, 31 in 2-D).", show_default=False)]
-BatchPointsOpt = Annotated[int, typer.Option("--batch-points", help="Parameter points per vmapped forward pass (memory grows with it).")]
+BatchPointsOpt = Annotated[Optional[int], typer.Option("--batch-points", help="Parameter points per vmapped forward pass (memory grows with it). Default: about 4096 sample-rows per pass, at most 64 points.", show_default=False)]
 RecomputeBnOpt = Annotated[bool, typer.Option("--recompute-bn", help="Re-estimate BatchNorm running statistics at every grid point from the training data (one extra pass per point: slower).")]
 TestOpt = Annotated[bool, typer.Option("--test/--no-test", help="Also evaluate the test split where the checkpoint's data have one.")]
 
@@ -80,7 +80,7 @@ def slice_(
     toward: Annotated[Optional[list[Path]], typer.Option("--toward", help="Checkpoint(s) spanning --directions checkpoints (one per dimension; each at coordinate 1).")] = None,
     tol: Annotated[float, typer.Option(help="Eigen directions: Lanczos relative residual tolerance.")] = 1e-6,
     kind: Annotated[str, typer.Option("--kind", help="2-D figure: contour, heatmap or surface.")] = "contour",
-    batch_points: BatchPointsOpt = 32,
+    batch_points: BatchPointsOpt = None,
     recompute_bn: RecomputeBnOpt = False,
     test: TestOpt = True,
     save_directions: Annotated[bool, typer.Option("--save-directions/--no-save-directions", help="Store the [p, k] direction vectors in --out.")] = True,
@@ -88,7 +88,7 @@ def slice_(
     data: DataOpt = None,
     loss: LossOpt = None,
     samples: SamplesOpt = None,
-    batch_size: BatchOpt = 512,
+    batch_size: BatchOpt = 1024,
     params: ParamsOpt = None,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
@@ -148,7 +148,7 @@ def slice_(
     origin = values_at(problems, dirs.theta)
     settings = {"dims": dims, "directions": directions, "norm": dirs.norm, "include_bias_bn": include_bias_bn,
                 "range": [list(r) for r in ranges], "points": n, "seed": seed, "samples": samples,
-                "batch_size": batch_size, "batch_points": batch_points, "recompute_bn": recompute_bn,
+                "batch_size": batch_size, "recompute_bn": recompute_bn,
                 "params_regex": params, "train_mode": train_mode, "splits": list(problems)}
     head = header(ckpt, train)
     tree, attrs = slice_tree(result, kind="slice", directions=dirs, header=head, settings=settings,

@@ -13,6 +13,11 @@ from .noise import ChunkOpt, SSamplesOpt
 from .options import (CheckpointArg, DataOpt, DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, LossOpt, ModelOpt, OutOpt,
                       ParamsOpt, SamplesOpt, SeedOpt, SplitOpt, TrainModeOpt)
 
+PRETTY = {"gd": "λ_max(H) ≤ 2/η", "sgd_nonuniformity": "s ≤ (1/η)·sqrt(B(n−1)/(n−B))",
+          "alignment": "‖H‖_F ≤ (1/η)·sqrt(B/μ)", "matrix_sufficient": "λ_max((I−ηH)² + cΣ_H) ≤ 1"}
+KIND = {"gd": "GD: iff", "sgd_nonuniformity": "SGD: necessary", "alignment": "SGD: necessary (Thm 3)",
+        "matrix_sufficient": "SGD: sufficient only"}
+
 
 @output.handle_errors
 def stability(
@@ -74,23 +79,27 @@ def stability(
         output.emit_json(report)
         return
     f = "{:.4g}".format
-    rows = []
+    rows, notes = [], []
     for name, v in result["verdicts"].items():
-        verdict = "holds" if v["holds"] else "VIOLATED"
-        if not v["decided"]:
+        verdict = "undefined" if v["holds"] is None else ("holds" if v["holds"] else "VIOLATED")
+        if v["holds"] is not None and not v["decided"]:
             verdict += " (within error)"
-        note = v["kind"]
-        if name == "gd" and not v["holds"]:
-            note += f"; GD leaves at |1 − ηλ| = {v['escape_rate']:.3g} per step"
+        if name == "gd" and v["holds"] is False:
+            notes.append(f"GD leaves this minimum at rate |1 − ηλ_max| = {v['escape_rate']:.3g} per step")
         if name == "alignment":
-            note += f"; μ = {v['mu']:.3g}, γ0 = η²μ‖H‖_F²/B = {v['gamma0']:.3g}" + (" > 1: SGD escapes" if v["escapes"] else "")
+            notes.append(f"alignment: μ = {v['mu']:.3g}; γ0 = η²μ‖H‖_F²/B = {v['gamma0']:.3g}"
+                         + (" > 1: SGD escapes, E L_t ≥ γ0^t E L_0" if v["escapes"] else " ≤ 1"))
+        if name == "matrix_sufficient":
+            notes.append("the matrix condition is sufficient, not necessary: a violation does not prove instability")
         err = f(v["error"]) if math.isfinite(v["error"]) else "—"
-        rows.append((v["condition"], f"{f(v['value'])} ± {err}", f(v["bound"]), f(v["margin"]), verdict, note))
+        rows.append((PRETTY[name], f"{f(v['value'])} ± {err}", f(v["bound"]), f(v["margin"]), verdict, KIND[name]))
     m = result["measured"]
     caption = (f"η = {lr:g}, B = {batch_size}, n = {problem.n}, (n−B)/(B(n−1)) = {result['noise_factor']:.3g}; "
                f"L = {m['loss']:.3g}, ‖g‖ = {m['grad_norm']:.3g} (the conditions assume a minimum with every l_i ≈ 0); "
                f"{report['seconds']:.2f} s")
     output.table(f"Linear stability at {checkpoint}", ["condition", "measured", "bound", "margin", "verdict", "kind"],
                  rows, caption=caption)
+    for note in notes:
+        output.info(note)
     if out is not None:
         output.info(f"wrote {out}")

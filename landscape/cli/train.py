@@ -7,17 +7,20 @@ from __future__ import annotations
 import json
 import os
 import signal
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from ..errors import ConfigError
-from ..train import TRACKERS, TrainConfig, resume as resume_run, train as train_run
+from ..train import TRACKERS, TrainConfig
+from ..train import resume as resume_run
+from ..train import train as train_run
 from . import output
 from .options import DebugOpt, DeviceOpt, DtypeOpt, JsonOpt
 
-KV = Optional[list[str]]
+KV = Optional[list[str]]  # noqa: UP045  (Typer reads the annotation at run time)
 
 #: options that may accompany --resume (the stopping rule and output switches)
 _RESUMABLE = {"resume", "epochs", "steps", "until_loss", "json_", "debug", "progress", "ctx"}
@@ -33,7 +36,7 @@ def _given(ctx: typer.Context, name: str) -> bool:
     return source is not None and getattr(source, "name", "") not in ("DEFAULT", "DEFAULT_MAP")
 
 
-def parse_kv(items: "list[str] | None", flag: str) -> dict:
+def parse_kv(items: list[str] | None, flag: str) -> dict:
     """``["widths=[128,128]", "activation=tanh"]`` -> ``{"widths": [128, 128], "activation": "tanh"}``
     (values parsed as JSON when possible; ``-`` in keys becomes ``_``)."""
     out: dict = {}
@@ -56,38 +59,38 @@ def train(
     model_arg: Annotated[KV, typer.Option("--model-arg", help="Model option key=value (repeatable; JSON values, e.g. widths=[128,128]). in_dim/out_dim/num_classes/in_channels come from the data unless given.")] = None,
     data: Annotated[str, typer.Option("--data", help="Dataset: digits, gaussian-mixture, teacher-student, parity, file, mnist, ... or FILE.py:FUNCTION.")] = "digits",
     data_arg: Annotated[KV, typer.Option("--data-arg", help="Dataset option key=value (repeatable; e.g. image=true, n_train=512).")] = None,
-    loss: Annotated[Optional[str], typer.Option("--loss", help="cross-entropy or mse (½‖f−y‖² per sample); default from the data: cross-entropy for classification, mse for regression.")] = None,
+    loss: Annotated[str | None, typer.Option("--loss", help="cross-entropy or mse (½‖f−y‖² per sample); default from the data: cross-entropy for classification, mse for regression.")] = None,
     optimizer: Annotated[str, typer.Option("--optimizer", "-o", help="gd (full batch), sgd (minibatch), sam, asam, fsam, sgd-tracer, adam-tracer, rsam, mfvi, vsam, lb-diag-noise, lb-full-noise.")] = "sgd",
-    base: Annotated[Optional[str], typer.Option("--base", help="Base optimizer: sgd (with momentum) or adam.")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (default 0.1 for the sgd base, 1e-3 for adam).")] = None,
-    momentum: Annotated[Optional[float], typer.Option("--momentum", help="SGD momentum (default 0.9; 0 for gd).")] = None,
+    base: Annotated[str | None, typer.Option("--base", help="Base optimizer: sgd (with momentum) or adam.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default 0.1 for the sgd base, 1e-3 for adam).")] = None,
+    momentum: Annotated[float | None, typer.Option("--momentum", help="SGD momentum (default 0.9; 0 for gd).")] = None,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="Weight decay, applied once by the base optimizer.")] = 0.0,
-    rho: Annotated[Optional[float], typer.Option("--rho", help="Perturbation radius (sam, asam, rsam, mfvi, vsam) or penalty weight (tracer).")] = None,
-    eta_a: Annotated[Optional[float], typer.Option("--eta-a", help="ASAM offset in T = |θ| + η_a.")] = None,
-    gamma: Annotated[Optional[float], typer.Option("--gamma", help="Fisher SAM radius γ.")] = None,
-    eta_f: Annotated[Optional[float], typer.Option("--eta-f", help="Fisher SAM η_f (0 gives SAM).")] = None,
-    delta: Annotated[Optional[float], typer.Option("--delta", help="G-TRACER damping δ.")] = None,
-    beta: Annotated[Optional[float], typer.Option("--beta", help="G-TRACER smoothing β of f̄.")] = None,
-    sigma0: Annotated[Optional[float], typer.Option("--sigma0", help="Prior standard deviation σ₀ (mfvi, vsam).")] = None,
-    small_batch: Annotated[Optional[int], typer.Option("--small-batch", help="Covariance noise: the small batch M_S to emulate.")] = None,
+    rho: Annotated[float | None, typer.Option("--rho", help="Perturbation radius (sam, asam, rsam, mfvi, vsam) or penalty weight (tracer).")] = None,
+    eta_a: Annotated[float | None, typer.Option("--eta-a", help="ASAM offset in T = |θ| + η_a.")] = None,
+    gamma: Annotated[float | None, typer.Option("--gamma", help="Fisher SAM radius γ.")] = None,
+    eta_f: Annotated[float | None, typer.Option("--eta-f", help="Fisher SAM η_f (0 gives SAM).")] = None,
+    delta: Annotated[float | None, typer.Option("--delta", help="G-TRACER damping δ.")] = None,
+    beta: Annotated[float | None, typer.Option("--beta", help="G-TRACER smoothing β of f̄.")] = None,
+    sigma0: Annotated[float | None, typer.Option("--sigma0", help="Prior standard deviation σ₀ (mfvi, vsam).")] = None,
+    small_batch: Annotated[int | None, typer.Option("--small-batch", help="Covariance noise: the small batch M_S to emulate.")] = None,
     opt_arg: Annotated[KV, typer.Option("--opt-arg", help="Any other optimizer or base setting key=value (repeatable; e.g. sigma_lr=0.02, noise_fraction=0.5, nesterov=true).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Minibatch size (gd always uses the whole training set).")] = 128,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Epochs to train (gd: one step per epoch). Default 10 unless --steps.")] = None,
-    steps: Annotated[Optional[int], typer.Option("--steps", help="Optimizer steps to train (instead of --epochs).")] = None,
-    until_loss: Annotated[Optional[float], typer.Option("--until-loss", help="Stop earlier once the full training loss is below this (checked at each evaluation).")] = None,
-    track: Annotated[Optional[list[str]], typer.Option("--track", help=f"Metrics tracked every --every steps, comma-separated or repeated: {', '.join(TRACKERS)}.")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs to train (gd: one step per epoch). Default 10 unless --steps.")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="Optimizer steps to train (instead of --epochs).")] = None,
+    until_loss: Annotated[float | None, typer.Option("--until-loss", help="Stop earlier once the full training loss is below this (checked at each evaluation).")] = None,
+    track: Annotated[list[str] | None, typer.Option("--track", help=f"Metrics tracked every --every steps, comma-separated or repeated: {', '.join(TRACKERS)}.")] = None,
     every: Annotated[int, typer.Option("--every", help="Track every K steps (and at the end).")] = 100,
     track_samples: Annotated[int, typer.Option("--track-samples", help="Seeded subset of training samples used for tracking (0: all).")] = 1024,
     probes: Annotated[int, typer.Option("--probes", help="Random probes per trace / Frobenius estimate when tracking.")] = 20,
     track_batch_size: Annotated[int, typer.Option("--track-batch-size", help="Samples per Hessian-product batch when tracking (memory only).")] = 512,
     track_arg: Annotated[KV, typer.Option("--track-arg", help="Tracking estimator setting key=value (method=hutchpp, tol=1e-4, top_k=3, runs=5, steps=40).")] = None,
-    eval_every: Annotated[Optional[int], typer.Option("--eval-every", help="Evaluate full train/test loss and accuracy every K steps (default once an epoch, at most 500 times).")] = None,
-    checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", help="Also write RUN/step-XXXXXX.pt every K steps.")] = None,
+    eval_every: Annotated[int | None, typer.Option("--eval-every", help="Evaluate full train/test loss and accuracy every K steps (default once an epoch, at most 500 times).")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option("--checkpoint-every", help="Also write RUN/step-XXXXXX.pt every K steps.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initial weights, the data order, the optimizer's draws and the tracking probes.")] = 0,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
-    out: Annotated[Optional[Path], typer.Option("--out", help="Run directory: run.h5, final.pt, step-*.pt, state.pt, run.png.")] = None,
-    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the run in this directory from its latest state (with --epochs/--steps to train a finished run longer).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Run directory: run.h5, final.pt, step-*.pt, state.pt, run.png.")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue the run in this directory from its latest state (with --epochs/--steps to train a finished run longer).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Start again in --out even if it holds a run (its files are removed).")] = False,
     plot: Annotated[bool, typer.Option("--plot/--no-plot", help="Write RUN/run.png.")] = True,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bar on stderr (when it is a terminal).")] = True,
@@ -104,10 +107,10 @@ def train(
             flags = ", ".join("--" + g.rstrip("_").replace("_", "-") for g in given)
             raise ConfigError(f"--resume continues a run with its recorded settings; {flags} cannot change",
                               "only --epochs, --steps and --until-loss may be given with --resume")
-        with _Progress(progress) as bar:
+        run_dir = resume
+        with _Progress(progress) as bar, _aborted(run_dir):
             result = resume_run(resume, epochs=epochs, steps=steps, until_loss=until_loss,
                                 handle_signals=True, progress=bar)
-        run_dir = resume
     else:
         if out is None:
             raise ConfigError("no run directory given", "pass --out RUN_DIR (or --resume RUN_DIR)")
@@ -125,9 +128,9 @@ def train(
             every=every, track_samples=track_samples or None, probes=probes, track_batch_size=track_batch_size,
             track_options=parse_kv(track_arg, "--track-arg"), eval_every=eval_every,
             checkpoint_every=checkpoint_every, plot=plot)
-        with _Progress(progress) as bar:
-            result = train_run(cfg, out, force=force, handle_signals=True, progress=bar)
         run_dir = out
+        with _Progress(progress) as bar, _aborted(run_dir):
+            result = train_run(cfg, out, force=force, handle_signals=True, progress=bar)
 
     report = result.to_dict()
     if result.status == "already-finished":
@@ -142,6 +145,16 @@ def train(
         _line(f"interrupted ({name}) at step {result.step} of {result.total_steps}: state saved; "
                     f"resume with: landscape train --resume {run_dir}")
         raise typer.Exit(128 + (result.signum or 2))
+
+
+@contextmanager
+def _aborted(run_dir: Path):
+    """A second Ctrl-C aborts at once: say where the last saved state is, exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        _line(f"aborted; the last saved state can be continued with: landscape train --resume {run_dir}")
+        raise typer.Exit(130) from None
 
 
 def _line(msg: str) -> None:
@@ -176,7 +189,14 @@ class _Progress:
     def __enter__(self):
         if not self.enabled:
             return None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=output.stderr,

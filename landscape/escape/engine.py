@@ -407,14 +407,21 @@ def descend(loss: Any, theta0: torch.Tensor, lr: float, *, tol: float, max_steps
     obj = as_objective(loss, n=n, p=theta0.numel())
     _check_positive("lr", lr)
     t0 = time.perf_counter()
-    kern = _Kernels(obj, chunk)
     flat = theta0.detach().to(device=obj.device, dtype=obj.dtype).reshape(1, -1).clone()
     P = obj.rows(flat)
+    one = obj.one(flat[0])
+    size = max(1, min(obj.n, int(chunk)))
+    idx = torch.arange(obj.n, device=obj.device)
+    w = torch.full((obj.n,), 1.0 / obj.n, dtype=obj.dtype, device=obj.device)
     losses: list[float] = []
     converged = False
     for step in range(int(max_steps) + 1):
-        g, sums = kern.full_grad(P, 1, None)
-        value = float(sums[0]) / obj.n
+        g, total = None, 0.0
+        for s in range(0, obj.n, size):  # one trajectory: no vmap, same chunking as simulate
+            gs, ls = fx.weighted_loss_grad(obj, one, idx[s : s + size], w[s : s + size])
+            g = _add(g, obj.leaves(gs))
+            total += float(ls)
+        value = total / obj.n
         losses.append(value)
         if not math.isfinite(value):
             raise NumericalError(f"gradient descent diverged at step {step} (loss {value})",
@@ -424,7 +431,7 @@ def descend(loss: Any, theta0: torch.Tensor, lr: float, *, tol: float, max_steps
             break
         if step == max_steps:
             break
-        for leaf, d in zip(obj.leaves(P), g):
+        for leaf, d in zip(obj.leaves(obj.one(flat[0])), g):
             leaf.sub_(lr * d)
         if progress is not None:
             progress(1)

@@ -89,7 +89,9 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
 
     ``samples``: a seeded subset of that many samples (``seed``); ``rtol > 0`` also drops the
     directions of each ``∂²l_i/∂f²`` with eigenvalue below ``rtol`` times its largest (faster for
-    confident classifiers; the dropped trace is reported as ``g_truncation``).
+    confident classifiers; the dropped trace is reported as ``g_truncation``). Without it only
+    eigenvalues below ``1e3 · eps64 · max(1, max|∂²l/∂f²|)`` are dropped (cross-entropy's exact
+    zero along ``1`` among them), so ``g_truncation`` stays at rounding level.
     """
     problem = as_problem(model_or_problem, loss, data, **problem_kwargs)
     require_per_sample(problem, "the alignment factors")
@@ -123,7 +125,6 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
         chunk = max(1, min(n, int(memory // (4 * per_sample))))
     elif chunk < 1:
         raise ConfigError(f"chunk must be positive, got {chunk}", "pass e.g. --chunk 128")
-    eps = torch.finfo(pb.dtype).eps
     notes: list[str] = []
 
     def rows(a: int) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -133,19 +134,23 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
         with torch.no_grad():
             out = pb.forward(pb.params, x)
         r = fx.loss_output_grad(pb.loss, out, y).reshape(c, 1, k)
-        M = fx.output_loss_hessians(pb.loss, out, y)
+        # the k x k loss Hessians and their square roots in float64: for a confident classifier
+        # π(1 − π) cancels, and float32 would turn its zero eigenvalue into a visible negative one
+        yd = y.double() if y.is_floating_point() else y
+        M = fx.output_loss_hessians(pb.loss, out.double(), yd)
         lam, Q = torch.linalg.eigh(0.5 * (M + M.transpose(1, 2)))  # [c, k], [c, k, k]
-        top = lam.abs().amax(dim=1, keepdim=True)
-        if bool((lam < -100 * k * eps * top.clamp_min(eps)).any()):
+        top = lam.amax(dim=1, keepdim=True).clamp_min(0)
+        floor = 1e3 * torch.finfo(torch.float64).eps * max(1.0, float(M.abs().max()))
+        if bool((lam < -(floor + 1e-6 * top)).any()):
             raise NumericalError(f"loss {pb.loss.name!r} is not convex in the model outputs, so its "
                                  "Gauss-Newton matrix G is not PSD and the alignment is undefined",
                                  "use cross-entropy or mse")
-        A = lam.clamp_min(0).sqrt().unsqueeze(2) * Q.transpose(1, 2)  # rows sqrt(λ_j) q_jᵀ
+        A = (lam.clamp_min(0).sqrt().unsqueeze(2) * Q.transpose(1, 2)).to(pb.dtype)  # rows sqrt(λ_j) q_jᵀ
+        keep = (lam > rtol * top + floor).reshape(-1)
         W = fx.per_sample_vjp(pb.forward, pb.params, x, torch.cat([r, A], dim=1))
         W = pb.layout.flatten_rows({nm: t.reshape(c * (1 + k), *t.shape[2:]) for nm, t in W.items()})
         W = W.reshape(c, 1 + k, pb.p)
         U = W[:, 0] - g
-        keep = (lam > max(rtol, 10 * k * eps) * top).reshape(-1)
         V = W[:, 1:].reshape(c * k, pb.p)
         dropped = float(V[~keep].double().square().sum()) / n
         return U, V[keep], dropped

@@ -420,6 +420,9 @@ class Checkpoint:
             raise CheckpointError(
                 f"state_dict does not fit model {name!r}: {'; '.join(parts)}", hint
             )
+        dtype = next((t.dtype for t in sd.values() if t.is_floating_point()), None)
+        if dtype is not None:  # a float64 checkpoint keeps its precision
+            net = net.to(dtype=dtype)
         net.load_state_dict(sd, strict=True)
         return net.eval()
 

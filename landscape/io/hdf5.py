@@ -36,6 +36,9 @@ def atomic_path(path: "str | Path", suffix: str = "") -> Iterator[Path]:
     try:
         yield tmp
         if is_main():  # in a torchrun job only rank 0 writes
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
             os.replace(tmp, path)
         else:
             tmp.unlink(missing_ok=True)
@@ -68,7 +71,12 @@ def _is_numeric_array(v: Any) -> bool:
 def write_group(group: h5py.Group, tree: dict) -> None:
     for key, value in tree.items():
         key = str(key).replace("/", "|")
-        value = to_plain(value) if not isinstance(value, np.ndarray) else value
+        if hasattr(value, "to_dict"):
+            value = value.to_dict()
+        if hasattr(value, "detach"):  # tensors stay arrays (NaN included)
+            value = value.detach().cpu().numpy()
+        elif not isinstance(value, (np.ndarray, dict)):
+            value = to_plain(value)
         if isinstance(value, dict):
             write_group(group.create_group(key), value)
         elif _is_numeric_array(value):

@@ -51,7 +51,7 @@ def _loss_axis(ax, series: dict, label: str = "", style: dict | None = None) -> 
     ax.set_ylabel("loss")
 
 
-def run_figure(run: "str | Path | dict", series: dict | None = None, settings: dict | None = None):
+def run_figure(run: str | Path | dict, series: dict | None = None, settings: dict | None = None):
     """Loss, accuracy and each tracked metric (± stderr band where recorded) against step."""
     if series is None:
         from ..train.run import read_run
@@ -81,8 +81,11 @@ def run_figure(run: "str | Path | dict", series: dict | None = None, settings: d
         if err in series:
             e = np.asarray(series[err], dtype=float)[keep]
             ax.fill_between(x, y - e, y + e, alpha=0.25)
-        if col == "lambda_max" and settings.get("lr"):
-            ax.axhline(2.0 / float(settings["lr"]), color="k", ls=":", lw=1, label="2/lr")
+        if col == "lambda_max" and settings.get("lr") and settings.get("base", "sgd") == "sgd":
+            # GD's linear stability bound (ALGORITHMS.md §2); heavy-ball momentum μ: 2(1 + μ)/lr
+            mu = float(settings.get("momentum") or 0.0)
+            ax.axhline(2.0 * (1.0 + mu) / float(settings["lr"]), color="k", ls=":", lw=1,
+                       label="2/lr" if mu == 0 else "2(1+μ)/lr")
             ax.legend(fontsize=7)
         ax.set_ylabel(col)
         i += 1

@@ -83,11 +83,13 @@ class StabilityMatrix(LinearOperator):
 
 
 def _verdict(condition: str, kind: str, value: float, error: float, bound: float, **extra) -> dict:
+    """One condition ``value ≤ bound``: ``holds`` is None when the bound is undefined (NaN)."""
     margin = bound - value
     ratio = value / bound if 0 < bound < math.inf else (0.0 if bound == math.inf else math.nan)
+    defined = not math.isnan(bound) and not math.isnan(value)
     return {"condition": condition, "kind": kind, "value": value, "error": error, "bound": bound,
-            "margin": margin, "ratio": ratio, "holds": bool(value <= bound),
-            "decided": bool(abs(margin) > 3 * error) if math.isfinite(error) else False, **extra}
+            "margin": margin, "ratio": ratio, "holds": bool(value <= bound) if defined else None,
+            "decided": bool(defined and math.isfinite(error) and abs(margin) > 3 * error), **extra}
 
 
 def stability_report(problem: Problem, lr: float, batch_size: int, *, probes: int = 100, seed: int = 0,
@@ -153,7 +155,7 @@ def stability_report(problem: Problem, lr: float, batch_size: int, *, probes: in
                      "loss": al.loss, "grad_norm": al.grad_norm, "nonuniformity_samples": s.extra["samples"]},
         "verdicts": verdicts,
         "gd_stable": verdicts["gd"]["holds"],
-        "sgd_necessary_holds": verdicts["gd"]["holds"] and verdicts["sgd_nonuniformity"]["holds"],
+        "sgd_necessary_holds": bool(verdicts["gd"]["holds"] and verdicts["sgd_nonuniformity"]["holds"]),
         "alignment_bound_holds": verdicts["alignment"]["holds"],
     }
 

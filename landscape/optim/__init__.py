@@ -28,7 +28,24 @@ from .variational import MFVI, RandomSAM, VariationalSAM
 from .wrapper import SharpnessAware
 
 __all__ = [
-    "OPTIMIZERS", "BASE_DEFAULTS", "build_optimizer", "hyperparameters", "rules", "SharpnessAware",
-    "GD", "SGD", "SAM", "ASAM", "FisherSAM", "Tracer", "SGDTracer", "AdamTracer", "RandomSAM",
-    "MFVI", "VariationalSAM", "CovarianceNoise", "LBDiagNoise", "LBFullNoise",
+    "ASAM",
+    "BASE_DEFAULTS",
+    "GD",
+    "MFVI",
+    "OPTIMIZERS",
+    "SAM",
+    "SGD",
+    "AdamTracer",
+    "CovarianceNoise",
+    "FisherSAM",
+    "LBDiagNoise",
+    "LBFullNoise",
+    "RandomSAM",
+    "SGDTracer",
+    "SharpnessAware",
+    "Tracer",
+    "VariationalSAM",
+    "build_optimizer",
+    "hyperparameters",
+    "rules",
 ]

@@ -32,14 +32,15 @@ per trained parameter::
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from . import rules
 from .wrapper import SharpnessAware, check_positive, present, scatter
-from ..errors import ConfigError
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -96,8 +97,8 @@ class CovarianceNoise(SharpnessAware):
     def passes_per_step(self) -> int:  # type: ignore[override]
         return 2 if self.noise_active else 1
 
-    def step(self, closure: Callable | None = None, *, batch: "tuple[torch.Tensor, torch.Tensor] | None" = None,
-             per_sample_grads: "Sequence[torch.Tensor] | Callable[[], Sequence[torch.Tensor]] | None" = None):
+    def step(self, closure: Callable | None = None, *, batch: tuple[torch.Tensor, torch.Tensor] | None = None,
+             per_sample_grads: Sequence[torch.Tensor] | Callable[[], Sequence[torch.Tensor]] | None = None):
         """One step; while the noise is on, the batch's per-sample gradients come from
         ``per_sample_grads`` or are computed from ``batch=(x, y)`` (module docstring)."""
         self._batch, self._psg = batch, per_sample_grads

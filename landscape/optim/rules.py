@@ -17,7 +17,7 @@ tensor([0.3000, 0.4000])
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -29,6 +29,8 @@ def global_norm(tensors: Tensors) -> torch.Tensor:
     """``sqrt(Σ_t ‖t‖²)`` over all tensors (a 0-dim tensor; 0 for an empty list)."""
     if not tensors:
         return torch.zeros(())
+    if len(tensors) == 1:
+        return torch.linalg.vector_norm(tensors[0])
     ref = tensors[0]
     dtype = ref.dtype
     for t in tensors[1:]:
@@ -39,8 +41,10 @@ def global_norm(tensors: Tensors) -> torch.Tensor:
 
 def global_dot(a: Tensors, b: Tensors) -> torch.Tensor:
     """``Σ_t ⟨a_t, b_t⟩`` (a 0-dim tensor)."""
+    if len(a) == 1:
+        return torch.dot(a[0].reshape(-1), b[0].reshape(-1))
     ref = a[0]
-    return torch.stack([(x * y).sum().to(ref.device) for x, y in zip(a, b)]).sum()
+    return torch.stack([torch.dot(x.reshape(-1), y.reshape(-1)).to(ref.device) for x, y in zip(a, b)]).sum()
 
 
 def _safe_div(t: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -159,7 +163,8 @@ def mfvi_log_var_grad(
     stationary points are those of J. This parameterisation is ours: the seed descends on Σ
     directly and gives no rule for keeping it positive (ALGORITHMS.md §3)."""
     s2 = prior_std**2
-    return [0.5 * num_data * g * e + v / (2.0 * s2) - 0.5 for g, e, v in zip(grads, eps, var)]
+    return [torch.addcmul(v * (0.5 / s2) - 0.5, g, e, value=0.5 * num_data)
+            for g, e, v in zip(grads, eps, var)]
 
 
 def vsam_log_var_grad(
@@ -170,9 +175,9 @@ def vsam_log_var_grad(
     :func:`mfvi_log_var_grad`)."""
     p = num_params(grads) if p is None else p
     quad = global_dot(grads, [v * g for v, g in zip(var, grads)]).clamp_min(0.0).sqrt()
-    c = 0.5 * num_data * math.sqrt(p)
+    c = (0.5 * num_data * math.sqrt(p)) / quad.clamp_min(torch.finfo(quad.dtype).tiny)
     s2 = prior_std**2
-    return [c * _safe_div(v * g * g, quad) + v / (2.0 * s2) - 0.5 for g, v in zip(grads, var)]
+    return [torch.addcmul(v * (0.5 / s2) - 0.5, v * g, g * c) for g, v in zip(grads, var)]
 
 
 # ----------------------------------------------------------------------------- G-TRACER
@@ -217,7 +222,8 @@ def diag_fisher_noise(
     """``scale · sqrt(diag F_emp) ⊙ ξ``, ``ξ ∼ N(0, I)``, with ``diag F_emp = (1/M) Σ_i g_i²``
     (the mean of per-example SQUARED gradients; sgd-covariance-noise Alg. 1).
     ``per_sample``: ``[M, *shape]`` per parameter."""
-    return [scale * (g * g).mean(0).sqrt() * _randn(g[0], generator) for g in per_sample]
+    return [torch.linalg.vector_norm(g, dim=0).mul_(scale / math.sqrt(g.shape[0])) * _randn(g[0], generator)
+            for g in per_sample]
 
 
 def full_fisher_noise(

@@ -5,7 +5,8 @@ penalty's gradient is ``2ρ H_B (g_B ⊙ (f̄ + δ)⁻¹)``, ``H_B`` the SAME mi
 Hessian-vector product per step (double backward through the gradient's graph, no finite
 differences). Order (Alg. 1): the step uses ``f̄_t``, then ``f̄_{t+1} = (1 − β) f̄_t + β g_B²``
 (eq. 57: the minibatch-mean gradient squared). ``f̄_0 = g_0²`` (``f̄_0 = 0`` would give the first
-steps the weight ρ/δ and can blow up). On a quadratic ``diag(λ)`` near its minimum it converges iff
+steps the weight ρ/δ and can blow up); an entry whose parameter first gets a gradient later starts
+at its first ``g²`` too. On a quadratic ``diag(λ)`` near its minimum it converges iff
 ``lr (λ + 2ρλ²/δ) < 2`` (:func:`landscape.optim.rules.tracer_stable`).
 
 Closure convention: the closure must RETURN THE LOSS WITHOUT CALLING ``backward``; the optimizer
@@ -16,16 +17,19 @@ differentiates it with ``create_graph=True`` and reuses the graph for the Hessia
         opt.step(lambda: F.cross_entropy(model(x), y))
 
 A closure that calls ``backward()`` raises a ConfigError saying so. Cost: one forward, one backward
-that builds the gradient's graph, one double backward (``passes_per_step = 2``).
+that builds the gradient's graph, one double backward (``passes_per_step = 2``). f̄ is stored as
+one flat vector over all trained parameters (parameter-group order).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from ..errors import CheckpointError, ConfigError
 from . import rules
-from .wrapper import SharpnessAware, check_positive, present, scatter
-from ..errors import ConfigError
+from .wrapper import SharpnessAware, check_positive, flat_cat, split_like
 
 
 class Tracer(SharpnessAware):
@@ -39,7 +43,8 @@ class Tracer(SharpnessAware):
             preconditioner is the identity", so the penalty acts like ``(ρ/δ) ‖g_B‖²`` where
             ``f̄ ≪ δ``, and the neighbourhood it converges to scales with ρ/δ).
         fbar: ``"own"`` (default) keeps TRACER's own f̄; ``"adam"`` (Adam bases only) uses Adam's
-            bias-corrected ``exp_avg_sq`` (which tracks the total, penalised gradient) instead.
+            bias-corrected ``exp_avg_sq`` (which tracks the total, penalised gradient) instead,
+            and ``g_0²`` before Adam's first step.
     """
 
     name = "tracer"
@@ -67,38 +72,95 @@ class Tracer(SharpnessAware):
             raise ConfigError("fbar='adam' shares Adam's second moment, but the base is not Adam",
                               "use adam-tracer, or fbar='own'")
         self.fbar_source = fbar
-        self.last_penalty: torch.Tensor | None = None
+        self._fbar: torch.Tensor | None = None     # flat f̄ over all trained parameters
+        self._seen: torch.Tensor | None = None     # entries whose f̄ was initialised (None: all)
+        self._last = None
 
-    def _fbar(self, p: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-        st = self.state[p]
-        if self.fbar_source == "adam":
-            ast = self.base.state.get(p, {})
-            if "exp_avg_sq" in ast:
-                beta2 = self.base.param_groups[0]["betas"][1]
-                for group in self.base.param_groups:
-                    if any(q is p for q in group["params"]):
-                        beta2 = group["betas"][1]
-                step = float(ast["step"])
-                return ast["exp_avg_sq"] / (1.0 - beta2**step)
-        if "fbar" not in st:
-            st["fbar"] = g * g  # f̄_0 = g_0²
-        return st["fbar"]
+    # ---------------------------------------------------------------- f̄
+    def fbar(self) -> list[torch.Tensor] | None:
+        """The current f̄, one tensor per trained parameter (None before the first step)."""
+        return None if self._fbar is None else split_like(self._fbar, self._params())
 
+    def _current_fbar(self, params, present: list[bool], g: torch.Tensor) -> torch.Tensor:
+        """f̄_t as a flat vector, initialising entries seen for the first time at g²."""
+        if self.fbar_source == "adam" and all(self.base.state.get(p, {}).get("exp_avg_sq") is not None
+                                              for p, k in zip(params, present) if k):
+            parts = []
+            for p, k in zip(params, present):
+                st = self.base.state.get(p, {})
+                if k:
+                    beta2 = next(grp["betas"][1] for grp in self.base.param_groups
+                                 if any(q is p for q in grp["params"]))
+                    parts.append(st["exp_avg_sq"] / (1.0 - beta2 ** float(st["step"])))
+                else:
+                    parts.append(torch.zeros_like(p))
+            return flat_cat(parts)
+        mask = None if all(present) else flat_cat([torch.full_like(p, k, dtype=torch.bool)
+                                                   for p, k in zip(params, present)])
+        if self._fbar is None:
+            self._fbar = g * g  # f̄_0 = g_0²
+            self._seen = mask
+        elif self._seen is not None and mask is not None:
+            new = mask & ~self._seen
+            if bool(new.any()):
+                self._fbar = torch.where(new, g * g, self._fbar)
+            self._seen = self._seen | mask
+        elif self._seen is not None:  # every parameter has a gradient now
+            self._fbar = torch.where(self._seen, self._fbar, g * g)
+            self._seen = None
+        return self._fbar
+
+    # ---------------------------------------------------------------- the hook
     def modify_gradients(self, params, grads):
-        idx, ps, gs = present(params, grads)
-        if not idx:
+        present = [g is not None for g in grads]
+        if not any(present):
             return grads
-        g0 = [g.detach() for g in gs]
-        fbar = [self._fbar(p, g) for p, g in zip(ps, g0)]
-        v = rules.tracer_direction(g0, fbar, self.delta)
-        with torch.enable_grad():
-            hv = torch.autograd.grad(gs, ps, grad_outputs=v, allow_unused=True)
-        out = [g + 2.0 * self.rho * h if h is not None else g for g, h in zip(g0, hv)]
-        self.last_penalty = rules.tracer_penalty(g0, fbar, self.rho, self.delta)
+        g = flat_cat([t.detach() if t is not None else torch.zeros_like(p) for p, t in zip(params, grads)])
+        fbar = self._current_fbar(params, present, g)
+        v = rules.tracer_direction([g], [fbar], self.delta)[0]
+        # H_B v = ∂(g_Bᵀ v)/∂θ; a gradient without graph (constant in θ) contributes nothing
+        idx = [i for i, k in enumerate(present) if k]
+        outs = [i for i in idx if grads[i].requires_grad]
+        vs = split_like(v, params)
+        full = [torch.zeros_like(p) for p in params]
+        if outs:
+            with torch.enable_grad():
+                hv = torch.autograd.grad([grads[i] for i in outs], [params[i] for i in idx],
+                                         grad_outputs=[vs[i] for i in outs], allow_unused=True)
+            for i, h in zip(idx, hv):
+                if h is not None:
+                    full[i] = h
+        out = torch.add(g, flat_cat(full), alpha=2.0 * self.rho)  # g + 2ρ H_B v
+        self._last = (g, v)
         if self.fbar_source == "own":
-            for p, f in zip(ps, rules.tracer_ema(fbar, g0, self.beta)):
-                self.state[p]["fbar"] = f
-        return scatter(len(params), idx, out)
+            new = rules.tracer_ema([fbar], [g], self.beta)[0]
+            mask = None if all(present) else flat_cat([torch.full_like(p, k, dtype=torch.bool)
+                                                       for p, k in zip(params, present)])
+            self._fbar = new if mask is None else torch.where(mask, new, fbar)
+        return [o if k else None for o, k in zip(split_like(out, params), present)]
+
+    @property
+    def last_penalty(self) -> torch.Tensor | None:
+        """The penalty ``ρ ⟨g_B², (f̄ + δ)⁻¹⟩`` of the last step (``ρ ⟨g_B, v⟩``)."""
+        if self._last is None:
+            return None
+        g, v = self._last
+        return self.rho * torch.dot(g, v)
+
+    # ---------------------------------------------------------------- state
+    def _extra_state(self) -> dict[str, Any]:
+        return {"fbar": None if self._fbar is None else self._fbar.clone(),
+                "seen": None if self._seen is None else self._seen.clone()}
+
+    def _load_extra_state(self, extra: dict[str, Any]) -> None:
+        fb, seen = extra.get("fbar"), extra.get("seen")
+        p = sum(q.numel() for q in self._params())
+        if fb is not None and fb.numel() != p:
+            raise CheckpointError(f"the saved f̄ has {fb.numel()} entries but {p} parameters are optimized",
+                                  "build the optimizer over the same parameters")
+        dev = self._params()[0].device
+        self._fbar = None if fb is None else fb.to(dev)
+        self._seen = None if seen is None else seen.to(dev)
 
 
 class SGDTracer(Tracer):

@@ -25,9 +25,9 @@ from typing import Any
 
 import torch
 
+from ..errors import CheckpointError, ConfigError
 from . import rules
 from .wrapper import SharpnessAware, check_positive, flat_cat, split_like
-from ..errors import CheckpointError, ConfigError
 
 
 class RandomSAM(SharpnessAware):

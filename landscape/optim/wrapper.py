@@ -38,18 +38,22 @@ them like any forward pass in training mode.
 
 ``param_groups`` ARE the base optimizer's (torch LR schedulers work on the wrapper);
 ``state_dict()`` holds the base optimizer's state (momentum buffers, Adam moments) and the
-wrapper's own (per-parameter tensors such as TRACER's f̄ or MFVI's log Σ, the step counter and the
-RNG state), so a resumed run continues bit-exactly. A NaN or infinite loss raises
-:class:`~landscape.errors.NumericalError`. ``passes_per_step`` counts forward/backward passes per
-step (a Hessian-vector product or a vmapped per-sample-gradient pass counts as one), so runs can be
-compute-matched.
+wrapper's own (TRACER's f̄, MFVI/VSAM's log Σ, the step counter and the RNG state), so a resumed
+run continues bit-exactly. Variants do their arithmetic on one flat vector ``[p]`` of all trained
+parameters (parameter-group order): one global norm, and a few kernels per step whatever the
+number of parameter tensors (so all trained parameters share one device and dtype).
+
+A NaN or infinite loss raises :class:`~landscape.errors.NumericalError`. ``passes_per_step``
+counts forward/backward passes per step (a Hessian-vector product or a vmapped per-sample-gradient
+pass counts as one), so runs can be compute-matched.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -65,7 +69,7 @@ BASES: dict[str, type[torch.optim.Optimizer]] = {
 Grads = list["torch.Tensor | None"]
 
 
-def make_base(base: "str | type | torch.optim.Optimizer", params, base_kwargs: dict) -> torch.optim.Optimizer:
+def make_base(base: str | type | torch.optim.Optimizer, params, base_kwargs: dict) -> torch.optim.Optimizer:
     """The base optimizer: a name in :data:`BASES`, an optimizer class, or a built instance."""
     if isinstance(base, torch.optim.Optimizer):
         if params is not None or base_kwargs:
@@ -116,7 +120,7 @@ class SharpnessAware(torch.optim.Optimizer):
     """
 
     name = "sgd"
-    passes_per_step: float = 1
+    passes_per_step: int = 1
     two_pass = False
     perturb_first = False
     needs_graph = False
@@ -125,10 +129,10 @@ class SharpnessAware(torch.optim.Optimizer):
     def __init__(
         self,
         params=None,
-        base: "str | type | torch.optim.Optimizer" = "sgd",
+        base: str | type | torch.optim.Optimizer = "sgd",
         *,
         model: nn.Module | None = None,
-        seed: "int | torch.Generator | None" = None,
+        seed: int | torch.Generator | None = None,
         **base_kwargs: Any,
     ) -> None:
         self._wrapping = False
@@ -267,10 +271,11 @@ class SharpnessAware(torch.optim.Optimizer):
 
     def _check_loss(self, loss: Any) -> None:
         if isinstance(loss, torch.Tensor):
-            bad = not bool(torch.isfinite(loss.detach()).all())
-            value = loss.detach().flatten()[0].item() if bad else None
+            value = loss.detach().reshape(-1)[0].item() if loss.numel() else float("nan")
+            bad = not math.isfinite(value) or (loss.numel() > 1 and not bool(torch.isfinite(loss).all()))
         elif isinstance(loss, (float, int)):
-            bad, value = not math.isfinite(loss), loss
+            value = float(loss)
+            bad = not math.isfinite(value)
         else:
             raise ConfigError(f"the closure returned {type(loss).__name__}, not a loss",
                               "return the loss tensor from the closure")
@@ -328,6 +333,12 @@ class SharpnessAware(torch.optim.Optimizer):
 
     def _load_extra_state(self, extra: dict[str, Any]) -> None:
         pass
+
+    def __getstate__(self) -> dict[str, Any]:  # the whole wrapper (torch's keeps 3 fields only)
+        return self.__dict__.copy()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, base={self.base!r})"

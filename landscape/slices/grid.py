@@ -61,6 +61,15 @@ def recompute_bn(problem: Problem, params: dict[str, torch.Tensor]) -> dict[str,
     return {n: b.detach().clone() for n, b in model.named_buffers() if b.is_floating_point()}
 
 
+def auto_batch_points(problem: Problem, rows: int = 4096, cap: int = 64) -> int:
+    """Points per vmapped pass when none is given: about ``rows`` sample-rows per forward pass,
+    ``clamp(rows // batch rows, 1, cap)``. On a CPU a forward over a large data batch is already
+    compute-bound (stacking points then gains nothing: see benchmarks/bench_slice.py); stacking
+    pays where batches are small (``--samples``) and on GPUs."""
+    per = max((x.shape[0] for x, _ in problem.batches), default=1)
+    return int(min(cap, max(1, rows // max(per, 1))))
+
+
 class PointEvaluator:
     """``L(θ_j)`` and accuracy at a block of points on one problem (one data split).
 
@@ -70,7 +79,9 @@ class PointEvaluator:
     ``buffers`` (``name -> [m, *shape]``) gives per-point floating buffers (BatchNorm statistics).
     """
 
-    def __init__(self, problem: Problem, batch_points: int = 32) -> None:
+    def __init__(self, problem: Problem, batch_points: int | None = None) -> None:
+        if batch_points is None:
+            batch_points = auto_batch_points(problem)
         if batch_points < 1:
             raise ConfigError(f"--batch-points must be at least 1, got {batch_points}", "pass e.g. --batch-points 32")
         self.problem = problem
@@ -163,7 +174,7 @@ def evaluate_grid(
     directions: torch.Tensor,
     axes: list[np.ndarray],
     *,
-    batch_points: int = 32,
+    batch_points: int | None = None,
     recompute_bn_stats: bool = False,
     buffers: Callable[[torch.Tensor], dict[str, torch.Tensor]] | None = None,
     progress: Progress | None = None,
@@ -173,7 +184,8 @@ def evaluate_grid(
     ``problems``: ``{"train": Problem, "test": Problem}`` (any subset; same model and parameters).
     ``directions``: ``[p, k]`` with ``k = len(axes)``. ``recompute_bn_stats``: BatchNorm running
     statistics re-estimated at every point on the ``train`` problem's data (one point at a time,
-    then evaluated batched). ``buffers(coords [P, k]) -> name -> [P, ...]`` supplies per-point
+    then evaluated batched). ``batch_points``: points per vmapped pass (None:
+    :func:`auto_batch_points`). ``buffers(coords [P, k]) -> name -> [P, ...]`` supplies per-point
     buffers otherwise (interpolation uses it); by default the checkpoint's buffers are used.
     """
     if directions.dim() != 2 or directions.shape[1] != len(axes):
@@ -182,6 +194,8 @@ def evaluate_grid(
     if recompute_bn_stats and first.train_mode:
         raise ConfigError("--recompute-bn re-estimates running statistics for eval mode",
                           "drop --train-mode (or --recompute-bn)")
+    if batch_points is None:
+        batch_points = auto_batch_points(first)
     coords = grid_coordinates(axes)
     D = directions.to(device=first.device, dtype=first.dtype)
     theta = theta.to(device=first.device, dtype=first.dtype)

@@ -42,7 +42,7 @@ def interpolate(
     state_b: dict[str, torch.Tensor],
     alphas: np.ndarray,
     *,
-    batch_points: int = 32,
+    batch_points: int | None = None,
     recompute_bn_stats: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> GridResult:

@@ -15,7 +15,20 @@ from .run import BASE_COLUMNS, RunDir, Series, read_run
 from .tracking import TRACKERS, Tracker, parse_track, register_tracker, track
 
 __all__ = [
-    "TrainConfig", "RunResult", "train", "resume", "evaluate", "StopRequest", "FULL_BATCH",
-    "RunDir", "Series", "read_run", "BASE_COLUMNS",
-    "TRACKERS", "Tracker", "register_tracker", "parse_track", "track",
+    "BASE_COLUMNS",
+    "FULL_BATCH",
+    "TRACKERS",
+    "RunDir",
+    "RunResult",
+    "Series",
+    "StopRequest",
+    "Tracker",
+    "TrainConfig",
+    "evaluate",
+    "parse_track",
+    "read_run",
+    "register_tracker",
+    "resume",
+    "track",
+    "train",
 ]

@@ -23,9 +23,10 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -84,7 +85,7 @@ class TrainConfig:
         return copy.deepcopy(asdict(self))
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -365,7 +366,7 @@ ProgressFn = Callable[[dict], None]
 
 def train(
     config: TrainConfig,
-    out: "str | Path",
+    out: str | Path,
     *,
     force: bool = False,
     stop_after: int | None = None,
@@ -399,7 +400,7 @@ def train(
 
 
 def resume(
-    out: "str | Path",
+    out: str | Path,
     *,
     epochs: int | None = None,
     steps: int | None = None,
@@ -419,7 +420,8 @@ def resume(
     if until_loss is not None:
         cfg.until_loss = until_loss
     session = _Session(cfg, rundir)
-    if session.total_steps <= int(state["step"]):
+    unchanged = epochs is None and steps is None and until_loss is None
+    if session.total_steps <= int(state["step"]) or (state.get("status") == "finished" and unchanged):
         return _already(rundir, state)
     session.load(state)
     session.status, session.stop_reason = "running", None
@@ -446,7 +448,9 @@ def _loop(s: _Session, state: dict | None, stop_after: int | None, handle_signal
           progress: ProgressFn | None, flush_seconds: float) -> RunResult:
     cfg, rundir = s.cfg, s.rundir
     stop = StopRequest()
-    devices = [s.device] if s.device.type == "cuda" else []
+    cuda_index = (s.device.index if s.device.index is not None else torch.cuda.current_device()
+                  ) if s.device.type == "cuda" else None
+    devices = [cuda_index] if cuda_index is not None else []
     t_start = time.perf_counter()
     wall0 = s.timers["wall"]
     last_flush = time.perf_counter()
@@ -501,7 +505,10 @@ def _loop(s: _Session, state: dict | None, stop_after: int | None, handle_signal
     try:
         with torch.random.fork_rng(devices=devices):
             if state is None:
-                torch.manual_seed(cfg.seed)
+                torch.default_generator.manual_seed(cfg.seed)
+                if cuda_index is not None:
+                    with torch.cuda.device(cuda_index):
+                        torch.cuda.manual_seed(cfg.seed)
                 record(None)  # step 0: the initial point
                 flush()
             else:
@@ -523,9 +530,9 @@ def _loop(s: _Session, state: dict | None, stop_after: int | None, handle_signal
                 if progress is not None:
                     progress({"step": s.step, "total": s.total_steps, "epoch": s.epoch, "loss": batch_loss,
                               "metric": last_metric})
-                if cfg.until_loss is not None:
-                    tl = s.series.last("train_loss")
-                    if tl is not None and s.series.columns["step"][-1] == s.step and tl < cfg.until_loss:
+                if cfg.until_loss is not None and len(s.series) and s.series.columns["step"][-1] == s.step:
+                    tl = s.series.columns["train_loss"][-1]  # NaN (no evaluation at this step) never stops
+                    if tl < cfg.until_loss:
                         s.stop_reason = "until_loss"
                         break
                 if cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0:

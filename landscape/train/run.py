@@ -93,14 +93,14 @@ class Series:
         return {k: torch.tensor(v, dtype=torch.float64) for k, v in self.columns.items()}
 
     @classmethod
-    def from_state(cls, d: dict) -> "Series":
+    def from_state(cls, d: dict) -> Series:
         return cls({k: (v.tolist() if isinstance(v, torch.Tensor) else list(v)) for k, v in d.items()})
 
 
 class RunDir:
     """Paths and files of one run directory."""
 
-    def __init__(self, path: "str | os.PathLike") -> None:
+    def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
 
     @property
@@ -183,16 +183,15 @@ class RunDir:
                  **settings}
         self.path.mkdir(parents=True, exist_ok=True)
         try:
-            with atomic_path(self.h5) as tmp:
-                with h5py.File(tmp, "w") as f:
-                    for k, v in attrs.items():
-                        f.attrs[k] = _attr(v)
-                    g = f.create_group("series")
-                    for k, v in series.arrays().items():
-                        g.create_dataset(k, data=v)
-                    fin = f.create_group("final")
-                    for k, v in series.final().items():
-                        fin.attrs[k] = math.nan if v is None else float(v)
+            with atomic_path(self.h5) as tmp, h5py.File(tmp, "w") as f:
+                for k, v in attrs.items():
+                    f.attrs[k] = _attr(v)
+                g = f.create_group("series")
+                for k, v in series.arrays().items():
+                    g.create_dataset(k, data=v)
+                fin = f.create_group("final")
+                for k, v in series.final().items():
+                    fin.attrs[k] = math.nan if v is None else float(v)
         except OSError as e:
             raise LandscapeError(f"cannot write {self.h5}: {e.strerror or e}",
                                  "check the folder is writable") from e
@@ -214,7 +213,7 @@ def _attr(value: Any) -> Any:
     return str(value)
 
 
-def read_run(path: "str | os.PathLike") -> dict:
+def read_run(path: str | os.PathLike) -> dict:
     """A run's ``run.h5`` as ``{"path", "attrs": {...}, "series": {col: array}, "final": {...}}``.
 
     ``path`` is a run directory or its ``run.h5``."""

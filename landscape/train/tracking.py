@@ -25,8 +25,9 @@ the run's context for trackers that need it: ``lr``, ``batch_size``, ``n_train``
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ConfigError
 from ..metrics import Settings
@@ -102,7 +103,7 @@ def register_tracker(name: str, fn: TrackerFn, help: str, primary: str | None = 
     TRACKERS[name] = Tracker(name, fn, help, primary or name)
 
 
-def parse_track(spec: "str | list[str] | None") -> list[str]:
+def parse_track(spec: str | list[str] | None) -> list[str]:
     """``"trace,eig"`` or repeated names -> validated list (``None`` or empty: nothing)."""
     if not spec:
         return []
