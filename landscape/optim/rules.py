@@ -52,6 +52,11 @@ def _safe_div(t: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return t / den.clamp_min(torch.finfo(den.dtype).tiny)
 
 
+def _inv(den: torch.Tensor) -> torch.Tensor:
+    """``1 / den`` for a norm ``den`` ≥ 0, finite when ``den = 0`` (then the numerator is 0)."""
+    return den.clamp_min(torch.finfo(den.dtype).tiny).reciprocal()
+
+
 def num_params(tensors: Tensors) -> int:
     """``p``, the total number of entries."""
     return sum(t.numel() for t in tensors)
@@ -61,8 +66,8 @@ def num_params(tensors: Tensors) -> int:
 def sam_eps(grads: Tensors, rho: float) -> list[torch.Tensor]:
     """SAM's perturbation ``ε = ρ g / ‖g‖`` with one global norm (Foret et al. 2021;
     fisher-sam.md eq. 2). A zero gradient gives ``ε = 0``."""
-    n = global_norm(grads)
-    return [rho * _safe_div(g, n) for g in grads]
+    scale = rho * _inv(global_norm(grads))
+    return [g * scale for g in grads]
 
 
 def asam_eps(
@@ -73,8 +78,8 @@ def asam_eps(
     without the offset η_a, which keeps zero weights perturbable)."""
     ts = [_scale(p, a, eta_a) for p, a in zip(params, adaptive)]
     tg = [g if t is None else t * g for g, t in zip(grads, ts)]
-    n = global_norm(tg)
-    return [rho * _safe_div(x if t is None else t * x, n) for x, t in zip(tg, ts)]
+    scale = rho * _inv(global_norm(tg))
+    return [x * scale if t is None else t * x * scale for x, t in zip(tg, ts)]
 
 
 def fisher_sam_eps(grads: Tensors, gamma: float, eta_f: float) -> list[torch.Tensor]:
@@ -82,8 +87,8 @@ def fisher_sam_eps(grads: Tensors, gamma: float, eta_f: float) -> list[torch.Ten
     diagonal Fisher ``f = g²`` (fisher-sam.md eq. 12) and ``F⁻¹ = 1 / (1 + η_f f)`` elementwise
     (fisher-sam.md §5; eq. 10, Alg. 1 step 4). ``η_f = 0`` gives SAM with ``ρ = γ``."""
     fg = [g / (1.0 + eta_f * g * g) for g in grads]
-    quad = global_dot(grads, fg).clamp_min(0.0).sqrt()
-    return [gamma * _safe_div(x, quad) for x in fg]
+    scale = gamma * _inv(global_dot(grads, fg).clamp_min(0.0).sqrt())
+    return [x * scale for x in fg]
 
 
 # ----------------------------------------------------------------------------- variational
@@ -91,7 +96,7 @@ def rsam_eps(like: Tensors, rho: float, generator: torch.Generator) -> list[torc
     """RandomSAM's perturbation ``ε ∼ N(0, σ² I)``, ``σ = ρ / sqrt(p)`` so that ``E‖ε‖² = ρ²``
     (sam-as-VI §3, MFVI with the fixed ``Σ = ρ²/p I``); ``p`` counts every entry of ``like``."""
     sigma = rho / math.sqrt(num_params(like))
-    return [sigma * _randn(t, generator) for t in like]
+    return [torch.empty_like(t).normal_(0.0, sigma, generator=generator) for t in like]
 
 
 def mfvi_eps(var: Tensors, generator: torch.Generator) -> list[torch.Tensor]:
@@ -105,8 +110,8 @@ def vsam_eps(grads: Tensors, var: Tensors, p: int | None = None) -> list[torch.T
     SAM's ``ρ g / ‖g‖``. ``p`` defaults to the number of entries of ``grads``."""
     p = num_params(grads) if p is None else p
     sg = [v * g for v, g in zip(var, grads)]
-    quad = global_dot(grads, sg).clamp_min(0.0).sqrt()
-    return [math.sqrt(p) * _safe_div(x, quad) for x in sg]
+    scale = math.sqrt(p) * _inv(global_dot(grads, sg).clamp_min(0.0).sqrt())
+    return [x * scale for x in sg]
 
 
 def gaussian_kl(mu: Tensors, var: Tensors, prior_std: float) -> torch.Tensor:
@@ -163,7 +168,7 @@ def mfvi_log_var_grad(
     stationary points are those of J. This parameterisation is ours: the seed descends on Σ
     directly and gives no rule for keeping it positive (ALGORITHMS.md §3)."""
     s2 = prior_std**2
-    return [torch.addcmul(v * (0.5 / s2) - 0.5, g, e, value=0.5 * num_data)
+    return [(v * (0.5 / s2)).sub_(0.5).addcmul_(g, e, value=0.5 * num_data)
             for g, e, v in zip(grads, eps, var)]
 
 
@@ -175,9 +180,9 @@ def vsam_log_var_grad(
     :func:`mfvi_log_var_grad`)."""
     p = num_params(grads) if p is None else p
     quad = global_dot(grads, [v * g for v, g in zip(var, grads)]).clamp_min(0.0).sqrt()
-    c = (0.5 * num_data * math.sqrt(p)) / quad.clamp_min(torch.finfo(quad.dtype).tiny)
+    c = (0.5 * num_data * math.sqrt(p)) * _inv(quad)
     s2 = prior_std**2
-    return [torch.addcmul(v * (0.5 / s2) - 0.5, v * g, g * c) for g, v in zip(grads, var)]
+    return [(v * (0.5 / s2)).sub_(0.5).addcmul_(v * g, g * c) for g, v in zip(grads, var)]
 
 
 # ----------------------------------------------------------------------------- G-TRACER

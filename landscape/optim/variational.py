@@ -103,9 +103,9 @@ class _Variational(SharpnessAware):
         """Σ step in log space (entries with a gradient only), and the μ-gradient plus the prior's
         ``μ/(N σ₀²)``."""
         mask = self._present_mask(params, grads)
-        new = self._log_var - self.sigma_lr * log_grad
+        new = torch.add(self._log_var, log_grad, alpha=-self.sigma_lr)
         self._log_var = new if mask is None else torch.where(mask, new, self._log_var)
-        mu_grad = g_flat + flat_cat(params) / (self.prior_std**2 * self.num_data)
+        mu_grad = torch.add(g_flat, flat_cat(params), alpha=1.0 / (self.prior_std**2 * self.num_data))
         out = split_like(mu_grad, params)
         return [o if g is not None else None for o, g in zip(out, grads)]
 
@@ -137,13 +137,15 @@ class MFVI(_Variational):
     passes_per_step = 1
 
     def perturbation(self, params, grads):
-        self._var = self.log_var().exp()
-        self._eps = rules.mfvi_eps([self._var], self._generator)[0]
+        # ε = Σ^½ ξ with Σ^½ = exp(½ log Σ) (rules.mfvi_eps, without a square root)
+        self._std = self.log_var().mul(0.5).exp_()
+        self._eps = torch.empty_like(self._std).normal_(generator=self._generator).mul_(self._std)
         return split_like(self._eps, params)
 
     def modify_gradients(self, params, grads):
         g = self._flat_grads(params, grads)
-        log_grad = rules.mfvi_log_var_grad([g], [self._eps], [self._var], self.prior_std, self.num_data)[0]
+        var = self._std * self._std
+        log_grad = rules.mfvi_log_var_grad([g], [self._eps], [var], self.prior_std, self.num_data)[0]
         return self._finish(params, grads, g, log_grad)
 
 

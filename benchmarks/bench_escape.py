@@ -1,0 +1,96 @@
+"""Escape runs, trajectories x steps per second: ``landscape.escape.simulate`` with T trajectories
+vectorised (parameters stacked ``[T, p]``, ``torch.func.vmap`` over the trajectory axis) against
+the same engine run one trajectory at a time (one seed per call: the reproducibility reference)
+and against a plain PyTorch loop (an ``nn.Module`` per trajectory, autograd, a manual SGD step).
+
+Model and data: the digits MLP 64-128-128-10 (p = 26,122) on all 1797 sklearn digits,
+cross-entropy, float32, CPU. Every step of every method: one SGD step with a minibatch of B = 10
+drawn without replacement, then the loss on a fixed evaluation subset (``--eval-samples``; the
+escape run's per-step record) and the distance from the start.
+
+    python benchmarks/bench_escape.py [--trajectories 200] [--steps 20] [--loop-trajectories 8]
+                                      [--eval-samples 256] [--dynamics sgd,isotropic] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+from common import digits, digits_mlp, markdown, pretrain
+from torch import nn
+
+from landscape.escape import eval_subset, simulate, trajectory_seeds
+from landscape.problem import Problem
+
+LR, B = 0.1, 10
+
+
+def plain_loop(model: nn.Module, X, Y, ev, seeds, steps: int) -> float:
+    """One trajectory after another with ordinary PyTorch; returns seconds."""
+    Xe, Ye = (X, Y) if ev is None else (X[ev], Y[ev])
+    t = time.perf_counter()
+    for s in seeds:
+        m = copy.deepcopy(model)
+        params = list(m.parameters())
+        start = nn.utils.parameters_to_vector(params).detach().clone()
+        g = torch.Generator().manual_seed(s)
+        for _ in range(steps):
+            with torch.no_grad():
+                nn.functional.cross_entropy(m(Xe), Ye)
+                (nn.utils.parameters_to_vector(params) - start).norm()
+            idx = torch.randperm(X.shape[0], generator=g)[:B]
+            m.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(m(X[idx]), Y[idx]).backward()
+            with torch.no_grad():
+                for p in params:
+                    p.sub_(LR * p.grad)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trajectories", type=int, default=200)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--loop-trajectories", type=int, default=8, help="trajectories timed one at a time")
+    ap.add_argument("--eval-samples", type=int, default=256, help="0: the loss on all 1797 samples")
+    ap.add_argument("--dynamics", default="sgd")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    X, Y = digits()
+    model = pretrain(digits_mlp(0), X, Y, steps=100)
+    pb = Problem(model, "cross-entropy", (X, Y))
+    ev = eval_subset(pb.n, args.eval_samples or None, 0)
+    T, steps, k = args.trajectories, args.steps, args.loop_trajectories
+    seeds = trajectory_seeds(0, T)
+    simulate(pb, pb.theta, "sgd", lr=LR, batch_size=B, steps=2, seeds=seeds[:2], eval_idx=ev)  # warm-up
+
+    rows = []
+    for dyn in args.dynamics.split(","):
+        vec = simulate(pb, pb.theta, dyn, lr=LR, batch_size=B, steps=steps, seeds=seeds, eval_idx=ev)
+        t_one = 0.0
+        for s in seeds[:k]:
+            t_one += simulate(pb, pb.theta, dyn, lr=LR, batch_size=B, steps=steps, seeds=[s], eval_idx=ev).seconds
+        r_vec, r_one = vec.throughput, k * steps / t_one
+        rows.append([f"landscape, {T} trajectories vectorised", dyn, T, steps, f"{vec.seconds:.2f}",
+                     f"{r_vec:.0f}", f"{r_vec / r_one:.1f}x"])
+        rows.append(["landscape, one trajectory per call", dyn, k, steps, f"{t_one:.2f}", f"{r_one:.0f}", "1.0x"])
+        if dyn == "sgd":
+            t_plain = plain_loop(pb.model, pb.batches[0][0].new_tensor(torch.cat([x for x, _ in pb.batches])),
+                                 torch.cat([y for _, y in pb.batches]), ev, seeds[:k], steps)
+            r_plain = k * steps / t_plain
+            rows.append(["plain PyTorch loop (nn.Module + autograd)", dyn, k, steps, f"{t_plain:.2f}",
+                         f"{r_plain:.0f}", f"{r_plain / r_one:.1f}x"])
+    ev_txt = "all 1797" if ev is None else f"{ev.numel()}"
+    print(f"digits MLP 64-128-128-10 (p = {pb.p}), n = {pb.n}, B = {B}, lr = {LR}, loss recorded on {ev_txt} "
+          f"samples every step, float32, {torch.get_num_threads()} threads\n")
+    print(markdown(rows, ["method", "dynamics", "trajectories", "steps", "seconds", "traj x steps / s",
+                          "vs one per call"]))
+
+
+if __name__ == "__main__":
+    main()
