@@ -28,7 +28,7 @@ from landscape.problem import Problem
 LR, B = 0.1, 10
 
 
-def plain_loop(model: nn.Module, X, Y, ev, seeds, steps: int) -> float:
+def plain_loop(model: nn.Module, X, Y, ev, seeds, steps: int, every: int) -> float:
     """One trajectory after another with ordinary PyTorch; returns seconds."""
     Xe, Ye = (X, Y) if ev is None else (X[ev], Y[ev])
     t = time.perf_counter()
@@ -37,10 +37,11 @@ def plain_loop(model: nn.Module, X, Y, ev, seeds, steps: int) -> float:
         params = list(m.parameters())
         start = nn.utils.parameters_to_vector(params).detach().clone()
         g = torch.Generator().manual_seed(s)
-        for _ in range(steps):
-            with torch.no_grad():
-                nn.functional.cross_entropy(m(Xe), Ye)
-                (nn.utils.parameters_to_vector(params) - start).norm()
+        for step in range(steps):
+            if step % every == 0:
+                with torch.no_grad():
+                    nn.functional.cross_entropy(m(Xe), Ye)
+                    (nn.utils.parameters_to_vector(params) - start).norm()
             idx = torch.randperm(X.shape[0], generator=g)[:B]
             m.zero_grad(set_to_none=True)
             nn.functional.cross_entropy(m(X[idx]), Y[idx]).backward()
@@ -56,6 +57,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--loop-trajectories", type=int, default=8, help="trajectories timed one at a time")
     ap.add_argument("--eval-samples", type=int, default=256, help="0: the loss on all 1797 samples")
+    ap.add_argument("--eval-every", default="1,10", help="record the loss every K steps (comma list: one table block each)")
     ap.add_argument("--dynamics", default="sgd")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
@@ -70,26 +72,30 @@ def main() -> None:
     simulate(pb, pb.theta, "sgd", lr=LR, batch_size=B, steps=2, seeds=seeds[:2], eval_idx=ev)  # warm-up
 
     rows = []
-    for dyn in args.dynamics.split(","):
-        vec = simulate(pb, pb.theta, dyn, lr=LR, batch_size=B, steps=steps, seeds=seeds, eval_idx=ev)
-        t_one = 0.0
-        for s in seeds[:k]:
-            t_one += simulate(pb, pb.theta, dyn, lr=LR, batch_size=B, steps=steps, seeds=[s], eval_idx=ev).seconds
-        r_vec, r_one = vec.throughput, k * steps / t_one
-        rows.append([f"landscape, {T} trajectories vectorised", dyn, T, steps, f"{vec.seconds:.2f}",
-                     f"{r_vec:.0f}", f"{r_vec / r_one:.1f}x"])
-        rows.append(["landscape, one trajectory per call", dyn, k, steps, f"{t_one:.2f}", f"{r_one:.0f}", "1.0x"])
-        if dyn == "sgd":
-            t_plain = plain_loop(pb.model, pb.batches[0][0].new_tensor(torch.cat([x for x, _ in pb.batches])),
-                                 torch.cat([y for _, y in pb.batches]), ev, seeds[:k], steps)
-            r_plain = k * steps / t_plain
-            rows.append(["plain PyTorch loop (nn.Module + autograd)", dyn, k, steps, f"{t_plain:.2f}",
-                         f"{r_plain:.0f}", f"{r_plain / r_one:.1f}x"])
+    for every in [int(e) for e in args.eval_every.split(",")]:
+        for dyn in args.dynamics.split(","):
+            kw = dict(lr=LR, batch_size=B, steps=steps, eval_idx=ev, eval_every=every)
+            vec = simulate(pb, pb.theta, dyn, seeds=seeds, **kw)
+            t_one = sum(simulate(pb, pb.theta, dyn, seeds=[s], **kw).seconds for s in seeds[:k])
+            r_vec, r_one = vec.throughput, k * steps / t_one
+            r_plain = None
+            if dyn == "sgd":
+                t_plain = plain_loop(pb.model, torch.cat([x for x, _ in pb.batches]),
+                                     torch.cat([y for _, y in pb.batches]), ev, seeds[:k], steps, every)
+                r_plain = k * steps / t_plain
+            vs_plain = "-" if r_plain is None else f"{r_vec / r_plain:.1f}x"
+            rows.append([every, dyn, f"vectorised, T = {T}", f"{r_vec:.0f}", f"{r_vec / r_one:.1f}x", vs_plain])
+            rows.append([every, dyn, "landscape, one trajectory per call", f"{r_one:.0f}", "1.0x",
+                         "-" if r_plain is None else f"{r_one / r_plain:.1f}x"])
+            if r_plain is not None:
+                rows.append([every, dyn, "plain PyTorch loop (nn.Module + autograd)", f"{r_plain:.0f}",
+                             f"{r_plain / r_one:.1f}x", "1.0x"])
     ev_txt = "all 1797" if ev is None else f"{ev.numel()}"
-    print(f"digits MLP 64-128-128-10 (p = {pb.p}), n = {pb.n}, B = {B}, lr = {LR}, loss recorded on {ev_txt} "
-          f"samples every step, float32, {torch.get_num_threads()} threads\n")
-    print(markdown(rows, ["method", "dynamics", "trajectories", "steps", "seconds", "traj x steps / s",
-                          "vs one per call"]))
+    print(f"digits MLP 64-128-128-10 (p = {pb.p}), n = {pb.n}, B = {B}, lr = {LR}, {steps} steps, loss "
+          f"recorded on {ev_txt} samples every K steps, float32, {torch.get_num_threads()} threads; one-at-a-time "
+          f"rows time {k} trajectories\n")
+    print(markdown(rows, ["record every K", "dynamics", "method", "traj x steps / s", "vs one per call",
+                          "vs plain loop"]))
 
 
 if __name__ == "__main__":

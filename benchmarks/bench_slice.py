@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 import torch
 from common import digits, digits_mlp, markdown, pretrain
 
@@ -86,11 +85,11 @@ def main() -> None:
         coords = grid_coordinates([axis(-1, 1, args.points)] * 2).to(theta)
         m = coords.shape[0]
         net = digits_mlp()
-        t_mod, ref = timed(lambda: module_loop(net, Xn, Yn, theta, D, coords), args.repeats)
-        t_one, one = timed(lambda: landscape_points(pb, theta, D, coords, 1), args.repeats)
+        t_mod, ref = timed(lambda: module_loop(net, Xn, Yn, theta, D, coords), args.repeats)  # noqa: B023
+        t_one, one = timed(lambda: landscape_points(pb, theta, D, coords, 1), args.repeats)  # noqa: B023
         best = (float("inf"), None)
         for bp in [int(b) for b in args.batch_points.split(",")]:
-            t, out = timed(lambda: landscape_points(pb, theta, D, coords, bp), args.repeats)
+            t, out = timed(lambda: landscape_points(pb, theta, D, coords, bp), args.repeats)  # noqa: B023
             assert torch.allclose(out[0], one[0], rtol=1e-4) and (out[1] - one[1]).abs().max() < 2e-3
             best = min(best, (t, bp), key=lambda r: r[0])
         assert torch.allclose(one[0], ref[0], rtol=1e-4)

@@ -57,8 +57,11 @@ def output_hessians(problem: Problem) -> torch.Tensor:
     with torch.no_grad():
         out = _outputs(problem, problem.theta, X)
     shape = out.shape[1:]
-    return torch.stack([hessian(lambda f: problem.loss.sum(f.reshape(1, *shape), Y[i : i + 1]))(out[i].reshape(-1))
-                        for i in range(X.shape[0])])
+
+    def one(i: int) -> torch.Tensor:
+        return hessian(lambda f: problem.loss.sum(f.reshape(1, *shape), Y[i : i + 1]))(out[i].reshape(-1))
+
+    return torch.stack([one(i) for i in range(X.shape[0])])
 
 
 def per_sample_hessians(problem: Problem) -> torch.Tensor:

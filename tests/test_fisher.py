@@ -21,10 +21,10 @@ from landscape.estimators.alignment import matrix_comparison
 from landscape.io.hdf5 import read_tree
 
 from . import reference as ref
-from .cases import CASES, cnn_bn, mlp_ce, mlp_mse
+from .cases import CASES, cnn_bn, mlp_ce
 from .test_noise import tiny_checkpoint
 
-CLOSE = dict(rtol=1e-10, atol=1e-12)
+CLOSE = {"rtol": 1e-10, "atol": 1e-12}
 
 
 @pytest.fixture(scope="module")

@@ -15,13 +15,13 @@ from landscape.cli.app import app
 from landscape.curvature.noise import NoiseCovariance, NonUniformity
 from landscape.errors import LandscapeError
 from landscape.estimators.alignment import alignment
-from landscape.metrics.stability import nonuniformity
 from landscape.io.hdf5 import read_tree
+from landscape.metrics.stability import nonuniformity
 
 from . import reference as ref
 from .cases import CASES, cnn_bn, mlp_ce
 
-CLOSE = dict(rtol=1e-10, atol=1e-12)
+CLOSE = {"rtol": 1e-10, "atol": 1e-12}
 
 
 def tiny_checkpoint(tmp_path, task: str = "classification", lr: float | None = 0.5, batch_size: int = 8):

@@ -14,8 +14,17 @@ from torch import nn
 from landscape import Problem
 from landscape.io.hdf5 import write_tree
 from landscape.io.slice_figures import render
-from landscape.slices import (PointEvaluator, axis, evaluate_grid, interpolate, make_directions, normalize,
-                              pca_directions, random_directions, recompute_bn)
+from landscape.slices import (
+    PointEvaluator,
+    axis,
+    evaluate_grid,
+    interpolate,
+    make_directions,
+    normalize,
+    pca_directions,
+    random_directions,
+    recompute_bn,
+)
 from landscape.slices.grid import slice_tree
 from tests.cases import TinyCNN, cnn_bn, mlp_ce, mlp_mse
 
@@ -91,10 +100,10 @@ def test_filter_normalisation_matches_each_filter_and_zeroes_biases():
     assert not torch.allclose(random_directions(pb.theta, pb.layout, 1, seed=2)[:, 0], d)
 
 
-@pytest.mark.parametrize("case", [mlp_ce, cnn_bn])
-def test_batched_points_equal_one_at_a_time(case):
+@pytest.mark.parametrize("case, train_mode", [(mlp_ce, False), (cnn_bn, False), (cnn_bn, True)])
+def test_batched_points_equal_one_at_a_time(case, train_mode):
     model, loss, data = case()
-    pb = Problem(model, loss, data, batch_size=8)
+    pb = Problem(model, loss, data, batch_size=8, train_mode=train_mode)  # train mode: batch statistics
     thetas = pb.theta + 0.3 * torch.randn(11, pb.p, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     one = PointEvaluator(pb, 1).evaluate(thetas)
     many = PointEvaluator(pb, 4).evaluate(thetas)

@@ -74,8 +74,7 @@ def test_alignment_bound_undefined_at_zero_loss_and_bad_options():
 
 def quadratic_problem(seed: int = 0):
     """A linear model with mse: L is exactly quadratic in θ (H = XᵀX/n everywhere)."""
-    model, loss, data = mlp_mse(seed=seed)
-    X, Y = data
+    X, Y = mlp_mse(seed=seed)[2]
     lin = nn.Linear(X.shape[1], Y.shape[1]).double()
     return landscape.Problem(lin, "mse", (X, Y))
 

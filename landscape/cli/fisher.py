@@ -3,14 +3,29 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from . import output
 from .common import Stopwatch, header, load_problem
-from .options import (BatchOpt, CheckpointArg, DataOpt, DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, LossOpt,
-                      ModelOpt, OutOpt, ParamsOpt, SamplesOpt, SeedOpt, SplitOpt, TrainModeOpt)
+from .options import (
+    BatchOpt,
+    CheckpointArg,
+    DataOpt,
+    DebugOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    LossOpt,
+    ModelOpt,
+    OutOpt,
+    ParamsOpt,
+    SamplesOpt,
+    SeedOpt,
+    SplitOpt,
+    TrainModeOpt,
+)
 
 MATRICES = ("hessian", "ggn", "fisher", "empirical_fisher")
 LABELS = {"hessian": "H", "ggn": "GGN", "fisher": "F (MC)", "empirical_fisher": "F_emp"}
@@ -53,8 +68,8 @@ def fisher(
     probes: Annotated[int, typer.Option(help="Rademacher probes shared by all traces, norms and cosines.")] = 100,
     mc_samples: Annotated[int, typer.Option("--mc-samples", help="Labels drawn from the model per sample for the Monte-Carlo Fisher.")] = 1,
     tol: Annotated[float, typer.Option(help="Relative residual tolerance of Lanczos for λ_max.")] = 1e-4,
-    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Cap on Lanczos steps.")] = None,
-    chunk: Annotated[Optional[int], typer.Option("--chunk", help="Samples per vmapped per-sample-gradient call (default: fit 256 MiB).")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on Lanczos steps.")] = None,
+    chunk: Annotated[int | None, typer.Option("--chunk", help="Samples per vmapped per-sample-gradient call (default: fit 256 MiB).")] = None,
     model: ModelOpt = None,
     data: DataOpt = None,
     loss: LossOpt = None,

@@ -4,14 +4,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from . import output
 from .common import Stopwatch, header
-from .options import (BatchOpt, DataOpt, DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, LossOpt, ModelOpt, OutOpt,
-                      PlotOpt, SamplesOpt, SeedOpt, TrainModeOpt)
+from .options import (
+    BatchOpt,
+    DataOpt,
+    DebugOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    LossOpt,
+    ModelOpt,
+    OutOpt,
+    PlotOpt,
+    SamplesOpt,
+    SeedOpt,
+    TrainModeOpt,
+)
 from .slice import BatchPointsOpt, RecomputeBnOpt, TestOpt, build_problems, emit
 
 
@@ -76,8 +89,9 @@ def interpolate(
     theta_a = train.theta
     theta_b = theta_from_state(ckpt_b.state_dict, train.layout, like=theta_a, where=str(checkpoint_b))
     bufs_b = {n: ckpt_b.state_dict[n].to(b) for n, b in train.model.named_buffers() if b.is_floating_point()}
-    ends = {"a": str(checkpoint_a), "b": str(checkpoint_b), "A": values_at(problems, theta_a),
-            "B": values_at(problems, theta_b, bufs_b or None)}
+    ends = {"a": str(checkpoint_a), "b": str(checkpoint_b),
+            "A": values_at(problems, theta_a, recompute_bn_stats=recompute_bn),
+            "B": values_at(problems, theta_b, bufs_b or None, recompute_bn_stats=recompute_bn)}
     settings = {"range": list(range_), "points": points, "samples": samples, "batch_size": batch_size,
                 "recompute_bn": recompute_bn, "seed": seed,
                 "train_mode": train_mode, "splits": list(problems)}

@@ -3,17 +3,32 @@ Gram identities) and the non-uniformity s of the per-sample Hessians."""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from . import output
 from .common import Stopwatch, header, load_problem
-from .options import (BatchOpt, CheckpointArg, DataOpt, DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, LossOpt,
-                      ModelOpt, OutOpt, ParamsOpt, SamplesOpt, SeedOpt, SplitOpt, TrainModeOpt)
+from .options import (
+    BatchOpt,
+    CheckpointArg,
+    DataOpt,
+    DebugOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    LossOpt,
+    ModelOpt,
+    OutOpt,
+    ParamsOpt,
+    SamplesOpt,
+    SeedOpt,
+    SplitOpt,
+    TrainModeOpt,
+)
 
-SSamplesOpt = Annotated[Optional[int], typer.Option("--s-samples", help="Seeded subset of samples for the non-uniformity s (default: all).")]
-ChunkOpt = Annotated[Optional[int], typer.Option("--chunk", help="Samples per chunk of per-sample vectors / Gram block (default: fit the memory budget).")]
+SSamplesOpt = Annotated[int | None, typer.Option("--s-samples", help="Seeded subset of samples for the non-uniformity s (default: all).")]
+ChunkOpt = Annotated[int | None, typer.Option("--chunk", help="Samples per chunk of per-sample vectors / Gram block (default: fit the memory budget).")]
 
 
 def dataset_size(ckpt, split: str) -> int | None:
@@ -29,7 +44,7 @@ def noise(
     checkpoint: CheckpointArg,
     s_samples: SSamplesOpt = None,
     tol: Annotated[float, typer.Option(help="Relative residual tolerance of Lanczos for s.")] = 1e-4,
-    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Cap on Lanczos steps.")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on Lanczos steps.")] = None,
     chunk: ChunkOpt = None,
     memory: Annotated[int, typer.Option("--memory", help="Memory budget of the Gram sweep in MiB (all per-sample rows are kept when they fit).")] = 512,
     rtol: Annotated[float, typer.Option("--g-rtol", help="Drop output-space directions of each loss Hessian below this fraction of its largest eigenvalue (0: exact; the dropped trace is reported).")] = 0.0,

@@ -4,7 +4,7 @@ density, training run, escape) from what it holds, without recomputing."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -16,7 +16,7 @@ from .options import DebugOpt
 def plot(
     file: Annotated[Path, typer.Argument(help="A result file: slice/interpolate --out, sharpness --out, RUN/run.h5 (or RUN), escape --out.", show_default=False)],
     kind: Annotated[str, typer.Option("--kind", help="auto (from the file), curve, contour, heatmap, surface, density, run or escape.")] = "auto",
-    out: Annotated[Optional[Path], typer.Option("--out", help="Figure file (.png, .pdf, .svg); default FILE.png, or FILE-KIND.png with --kind.", show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Figure file (.png, .pdf, .svg); default FILE.png, or FILE-KIND.png with --kind.", show_default=False)] = None,
     value: Annotated[str, typer.Option("--value", help="2-D slices: draw the loss or the accuracy.")] = "loss",
     debug: DebugOpt = False,
 ) -> None:

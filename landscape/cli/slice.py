@@ -5,18 +5,33 @@ directions; HDF5 and figures."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from . import output
 from .common import Stopwatch, header, load_problem
-from .options import (BatchOpt, CheckpointArg, DataOpt, DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, LossOpt,
-                      ModelOpt, OutOpt, ParamsOpt, PlotOpt, SamplesOpt, SeedOpt, TrainModeOpt)
+from .options import (
+    BatchOpt,
+    CheckpointArg,
+    DataOpt,
+    DebugOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    LossOpt,
+    ModelOpt,
+    OutOpt,
+    ParamsOpt,
+    PlotOpt,
+    SamplesOpt,
+    SeedOpt,
+    TrainModeOpt,
+)
 
-RangeOpt = Annotated[Optional[tuple[float, float]], typer.Option("--range", help="LO HI of each axis (default -1 1; pca: the trajectory's extent; checkpoints: -0.5 1.5).", show_default=False)]
-PointsOpt = Annotated[Optional[int], typer.Option("--points", help="Grid points per axis (default 51 in 1-D, 31 in 2-D).", show_default=False)]
-BatchPointsOpt = Annotated[Optional[int], typer.Option("--batch-points", help="Parameter points per vmapped forward pass (memory grows with it). Default: about 4096 sample-rows per pass, at most 64 points.", show_default=False)]
+RangeOpt = Annotated[tuple[float, float] | None, typer.Option("--range", help="LO HI of each axis (default -1 1; pca: the trajectory's extent; checkpoints: -0.5 1.5).", show_default=False)]
+PointsOpt = Annotated[int | None, typer.Option("--points", help="Grid points per axis (default 51 in 1-D, 31 in 2-D).", show_default=False)]
+BatchPointsOpt = Annotated[int | None, typer.Option("--batch-points", help="Parameter points per vmapped forward pass (memory grows with it). Default: about 4096 sample-rows per pass, at most 64 points.", show_default=False)]
 RecomputeBnOpt = Annotated[bool, typer.Option("--recompute-bn", help="Re-estimate BatchNorm running statistics at every grid point from the training data (one extra pass per point: slower).")]
 TestOpt = Annotated[bool, typer.Option("--test/--no-test", help="Also evaluate the test split where the checkpoint's data have one.")]
 
@@ -71,13 +86,13 @@ def slice_(
     checkpoint: CheckpointArg,
     dims: Annotated[int, typer.Option("--dims", help="1 (a line) or 2 (a plane).")] = 1,
     directions: Annotated[str, typer.Option("--directions", help="random (Gaussian, normalised), eigen (top Hessian eigenvectors), pca (of --trajectory RUN), checkpoints (toward --toward files).")] = "random",
-    norm: Annotated[Optional[str], typer.Option("--norm", help="Random directions: filter (Li et al.: per output unit / channel), layer (per tensor) or none. Default filter.", show_default=False)] = None,
+    norm: Annotated[str | None, typer.Option("--norm", help="Random directions: filter (Li et al.: per output unit / channel), layer (per tensor) or none. Default filter.", show_default=False)] = None,
     filter_norm: Annotated[bool, typer.Option("--filter-norm", help="Same as --norm filter (the default for random directions).")] = False,
     include_bias_bn: Annotated[bool, typer.Option("--include-bias-bn", help="Random directions also move biases and normalisation parameters (default: zero there).")] = False,
     range_: RangeOpt = None,
     points: PointsOpt = None,
-    trajectory: Annotated[Optional[Path], typer.Option("--trajectory", help="Run directory (landscape train --out) whose checkpoints give the PCA plane.")] = None,
-    toward: Annotated[Optional[list[Path]], typer.Option("--toward", help="Checkpoint(s) spanning --directions checkpoints (one per dimension; each at coordinate 1).")] = None,
+    trajectory: Annotated[Path | None, typer.Option("--trajectory", help="Run directory (landscape train --out) whose checkpoints give the PCA plane.")] = None,
+    toward: Annotated[list[Path] | None, typer.Option("--toward", help="Checkpoint(s) spanning --directions checkpoints (one per dimension; each at coordinate 1).")] = None,
     tol: Annotated[float, typer.Option(help="Eigen directions: Lanczos relative residual tolerance.")] = 1e-6,
     kind: Annotated[str, typer.Option("--kind", help="2-D figure: contour, heatmap or surface.")] = "contour",
     batch_points: BatchPointsOpt = None,
@@ -145,7 +160,7 @@ def slice_(
     with output.progress(not json_) as start:
         result = evaluate_grid(problems, dirs.theta, dirs.vectors, axes, batch_points=batch_points,
                                recompute_bn_stats=recompute_bn, progress=start("grid points", n**dims))
-    origin = values_at(problems, dirs.theta)
+    origin = values_at(problems, dirs.theta, recompute_bn_stats=recompute_bn)
     settings = {"dims": dims, "directions": directions, "norm": dirs.norm, "include_bias_bn": include_bias_bn,
                 "range": [list(r) for r in ranges], "points": n, "seed": seed, "samples": samples,
                 "batch_size": batch_size, "recompute_bn": recompute_bn,

@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from . import output
 from .common import Stopwatch, header, load_problem
 from .noise import ChunkOpt, SSamplesOpt
-from .options import (CheckpointArg, DataOpt, DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, LossOpt, ModelOpt, OutOpt,
-                      ParamsOpt, SamplesOpt, SeedOpt, SplitOpt, TrainModeOpt)
+from .options import (
+    CheckpointArg,
+    DataOpt,
+    DebugOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    LossOpt,
+    ModelOpt,
+    OutOpt,
+    ParamsOpt,
+    SamplesOpt,
+    SeedOpt,
+    SplitOpt,
+    TrainModeOpt,
+)
 
 PRETTY = {"gd": "λ_max(H) ≤ 2/η", "sgd_nonuniformity": "s ≤ (1/η)·sqrt(B(n−1)/(n−B))",
           "alignment": "‖H‖_F ≤ (1/η)·sqrt(B/μ)", "matrix_sufficient": "λ_max((I−ηH)² + cΣ_H) ≤ 1"}
@@ -22,12 +36,12 @@ KIND = {"gd": "GD: iff", "sgd_nonuniformity": "SGD: necessary", "alignment": "SG
 @output.handle_errors
 def stability(
     checkpoint: CheckpointArg,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate η (default: the checkpoint's recorded one).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="SGD batch size B (default: the checkpoint's recorded one).")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate η (default: the checkpoint's recorded one).")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="SGD batch size B (default: the checkpoint's recorded one).")] = None,
     product_batch: Annotated[int, typer.Option("--product-batch", help="Samples per product batch (memory only).")] = 256,
     probes: Annotated[int, typer.Option(help="Probes for the Hessian's Frobenius norm.")] = 100,
     tol: Annotated[float, typer.Option(help="Relative residual tolerance of Lanczos.")] = 1e-4,
-    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Cap on Lanczos steps.")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on Lanczos steps.")] = None,
     s_samples: SSamplesOpt = None,
     chunk: ChunkOpt = None,
     sufficient: Annotated[bool, typer.Option("--sufficient", help="Also test the slides' matrix condition (sufficient, not necessary).")] = False,

@@ -280,6 +280,11 @@ def _slice(obj: Objective, params: Any, a: int, b: int) -> Any:
     return params[a:b]
 
 
+def _cat(chunks: list[list[torch.Tensor]]) -> list[torch.Tensor]:
+    """Concatenate per-trajectory-chunk lists of leaves (no copy for a single chunk)."""
+    return list(chunks[0]) if len(chunks) == 1 else [torch.cat(parts) for parts in zip(*chunks)]
+
+
 def _add(acc: list | None, new: list) -> list:
     return list(new) if acc is None else [x + y for x, y in zip(acc, new)]
 
@@ -321,7 +326,7 @@ class _Kernels:
                 tot = ls if tot is None else tot + ls
             grads.append(acc)
             sums.append(tot)
-        return [torch.cat(parts) for parts in zip(*grads)], torch.cat(sums)
+        return _cat(grads), (sums[0] if len(sums) == 1 else torch.cat(sums))
 
     def batch_grad(self, P: Any, T: int, idx: torch.Tensor) -> list[torch.Tensor]:
         """``(1/B) Σ_{i∈B_t} ∇l_i(θ_t)`` for the per-trajectory indices ``idx[T, B]``."""
@@ -332,7 +337,7 @@ class _Kernels:
         for a, b in self._traj(T, per):
             g, _ = vmap(lambda q, i: fx.weighted_loss_grad(obj, q, i, w))(_slice(obj, P, a, b), idx[a:b])
             out.append(obj.leaves(g))
-        return [torch.cat(parts) for parts in zip(*out)]
+        return _cat(out)
 
     def sample_grads(self, P: Any, T: int, idx: torch.Tensor, reduce: Callable[[list[torch.Tensor]], list]) -> list:
         """``reduce`` applied to the per-sample gradients ``[t, m, *shape]`` of ``idx[T, m]``,
@@ -344,7 +349,7 @@ class _Kernels:
         for a, b in self._traj(T, per):
             g = vmap(lambda q, i: fx.per_sample_param_grads(obj, q, i))(_slice(obj, P, a, b), idx[a:b])
             out.append(reduce(obj.leaves(g)))
-        return [torch.cat(parts) for parts in zip(*out)]
+        return _cat(out)
 
     def losses(self, P: Any, T: int, idx: torch.Tensor | None) -> torch.Tensor:
         """``(1/|S|) Σ_{i∈S} l_i(θ_t)`` per trajectory, S = ``idx`` (all samples when None)."""
@@ -359,7 +364,7 @@ class _Kernels:
                     v = vmap(lambda q, i: obj(q, i).sum(), in_dims=(0, None))(Pc, idx[s : s + self.sample_chunk])
                     tot = v if tot is None else tot + v
                 out.append(tot)
-        return torch.cat(out).double() / idx.numel()
+        return (out[0] if len(out) == 1 else torch.cat(out)).double() / idx.numel()
 
 
 # ----------------------------------------------------------------------------- Hessian at one point
@@ -432,7 +437,7 @@ def descend(loss: Any, theta0: torch.Tensor, lr: float, *, tol: float, max_steps
         if step == max_steps:
             break
         for leaf, d in zip(obj.leaves(obj.one(flat[0])), g):
-            leaf.sub_(lr * d)
+            leaf.sub_(d.mul_(lr))
         if progress is not None:
             progress(1)
     return Descent(flat[0].clone(), len(losses) - 1, torch.tensor(losses, dtype=torch.float64), converged,
@@ -531,6 +536,7 @@ def simulate(
 
     theta0 = theta0.detach().to(device=dev, dtype=dt).reshape(-1)
     flat = theta0.expand(T, -1).clone()
+    delta = torch.empty_like(flat)
     P = obj.rows(flat)
     leaves = obj.leaves(P)
     c_B = sgd_noise_factor(N, B)
@@ -557,7 +563,8 @@ def simulate(
                 losses[:, k] = full_sums.double().cpu() / N
             else:
                 losses[:, k] = kern.losses(P, T, eval_idx).cpu()
-            dists[:, k] = torch.linalg.vector_norm(flat - theta0, dim=1).double().cpu()
+            torch.sub(flat, theta0, out=delta)  # in place: no fresh [T, p] buffer per record
+            dists[:, k] = torch.linalg.vector_norm(delta, dim=1).double().cpu()
         if track_eig_every is not None and step % track_eig_every == 0:
             eig_steps.append(step)
             vals = [lambda_max(obj, flat[j], eval_idx, tol=1e-3) for j in range(min(k_eig, T))]
@@ -603,15 +610,15 @@ def simulate(
                 # σ² = c_B · tr Σ̂ / p,  tr Σ̂ = (n−1)/n · ss/(m−1)   (unbiased; exact for m = n)
                 var = c_B * (N - 1) / N * ss / (m - 1) / obj.p
                 sd = var.clamp_min(0).sqrt()
-                noise = [z * sd.reshape(-1, *([1] * (z.dim() - 1))) for z in Z]
+                noise = [z.mul_(sd.reshape(-1, *([1] * (z.dim() - 1)))) for z in Z]
             else:
                 # s · sqrt(diag F̂) ⊙ z,  diag F̂ = (1/m) Σ_{i∈S} g_i²   (sgd-covariance-noise Alg. 1)
                 diag = kern.sample_grads(P, T, S, _mean_square)
-                noise = [lb_scale * d.sqrt() * z for d, z in zip(diag, Z)]
+                noise = [z.mul_(d.sqrt_().mul_(lb_scale)) for d, z in zip(diag, Z)]
         if noise is not None:
-            direction = [d + e for d, e in zip(direction, noise)]
+            direction = [d.add_(e) for d, e in zip(direction, noise)]
         for leaf, d in zip(leaves, direction):
-            leaf.sub_(lr * d)
+            leaf.sub_(d.mul_(lr))  # θ ← θ − η d, in place (same rounding as θ − (η d))
         if progress is not None:
             progress(1)
     observe(steps, None)

@@ -256,8 +256,8 @@ def matrix_comparison(ops: dict, probes: int = 100, seed: int = 0, block: int | 
         Vd = V.double()
         for n in names:
             quad[n].append((Vd * AV[n]).sum(0))
-        for a, c in inner:
-            inner[(a, c)].append((AV[a] * AV[c]).sum(0))
+        for (a, c), values in inner.items():
+            values.append((AV[a] * AV[c]).sum(0))
     quad = {n: torch.cat(v).cpu() for n, v in quad.items()}
     inner = {key: torch.cat(v).cpu() for key, v in inner.items()}
 

@@ -251,7 +251,7 @@ def detect(tree: dict) -> str:
                          "sharpness --out (with --metric density), train or escape")
 
 
-def render(path: "str | Path", kind: str = "auto", out: "str | Path | None" = None, quantity: str = "loss") -> list[Path]:
+def render(path: str | Path, kind: str = "auto", out: str | Path | None = None, quantity: str = "loss") -> list[Path]:
     """Re-draw the figure of any result file without recomputing; returns the files written.
 
     ``kind``: ``auto`` (from the content), ``curve`` (1-D slice, interpolation), ``contour`` /
@@ -293,4 +293,4 @@ def render(path: "str | Path", kind: str = "auto", out: "str | Path | None" = No
     return written
 
 
-__all__ = ["curve_figure", "plane_figure", "slice_figure", "escape_figure", "render", "detect", "save", "KINDS"]
+__all__ = ["KINDS", "curve_figure", "detect", "escape_figure", "plane_figure", "render", "save", "slice_figure"]

@@ -153,4 +153,4 @@ KESKAR = Metric("keskar", _keskar, _keskar_rows, lambda s: None,
 METRICS.setdefault("perturbation", PERTURBATION)
 METRICS.setdefault("keskar", KESKAR)
 
-__all__ = ["perturbation_sharpness", "keskar_sharpness", "problem_of", "PERTURBATION", "KESKAR"]
+__all__ = ["KESKAR", "PERTURBATION", "keskar_sharpness", "perturbation_sharpness", "problem_of"]

@@ -160,4 +160,4 @@ def stability_report(problem: Problem, lr: float, batch_size: int, *, probes: in
     }
 
 
-__all__ = ["nonuniformity", "noise_report", "stability_report", "sgd_noise_factor", "StabilityMatrix"]
+__all__ = ["StabilityMatrix", "noise_report", "nonuniformity", "sgd_noise_factor", "stability_report"]

@@ -227,8 +227,7 @@ def diag_fisher_noise(
     """``scale · sqrt(diag F_emp) ⊙ ξ``, ``ξ ∼ N(0, I)``, with ``diag F_emp = (1/M) Σ_i g_i²``
     (the mean of per-example SQUARED gradients; sgd-covariance-noise Alg. 1).
     ``per_sample``: ``[M, *shape]`` per parameter."""
-    return [torch.linalg.vector_norm(g, dim=0).mul_(scale / math.sqrt(g.shape[0])) * _randn(g[0], generator)
-            for g in per_sample]
+    return [(g * g).mean(0).sqrt_().mul_(scale) * _randn(g[0], generator) for g in per_sample]
 
 
 def full_fisher_noise(

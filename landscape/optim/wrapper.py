@@ -219,7 +219,7 @@ class SharpnessAware(torch.optim.Optimizer):
                     _, grads = self._perturbed_pass(closure, params, eps, freeze_buffers=True)
         grads = self.modify_gradients(params, grads)
         for p, g in zip(params, grads):
-            p.grad = None if g is None else g.detach()
+            p.grad = g.detach() if g is not None and g.requires_grad else g
         self.base.step()
         self.last_perturbation = eps
         self.steps += 1
@@ -271,8 +271,9 @@ class SharpnessAware(torch.optim.Optimizer):
 
     def _check_loss(self, loss: Any) -> None:
         if isinstance(loss, torch.Tensor):
-            value = loss.detach().reshape(-1)[0].item() if loss.numel() else float("nan")
-            bad = not math.isfinite(value) or (loss.numel() > 1 and not bool(torch.isfinite(loss).all()))
+            n = loss.numel()
+            value = loss.item() if n == 1 else (loss.detach().reshape(-1)[0].item() if n else float("nan"))
+            bad = not math.isfinite(value) or (n > 1 and not bool(torch.isfinite(loss).all()))
         elif isinstance(loss, (float, int)):
             value = float(loss)
             bad = not math.isfinite(value)

@@ -7,12 +7,40 @@ and accuracy on a 1-D or 2-D grid, several parameter points per vmapped forward 
 
 from __future__ import annotations
 
-from .directions import (KINDS, NORMS, Directions, checkpoint_directions, eigen_directions, make_directions,
-                         normalize, pca_directions, random_directions, run_checkpoints, theta_from_state)
+from .directions import (
+                         KINDS,
+                         NORMS,
+                         Directions,
+                         checkpoint_directions,
+                         eigen_directions,
+                         make_directions,
+                         normalize,
+                         pca_directions,
+                         random_directions,
+                         run_checkpoints,
+                         theta_from_state,
+)
 from .grid import GridResult, PointEvaluator, axis, evaluate_grid, grid_coordinates, recompute_bn
 from .interpolate import check_same_architecture, interpolate
 
-__all__ = ["Directions", "make_directions", "random_directions", "eigen_directions", "pca_directions",
-           "checkpoint_directions", "normalize", "run_checkpoints", "theta_from_state", "KINDS", "NORMS",
-           "GridResult", "PointEvaluator", "evaluate_grid", "grid_coordinates", "axis", "recompute_bn",
-           "interpolate", "check_same_architecture"]
+__all__ = [
+                         "KINDS",
+                         "NORMS",
+                         "Directions",
+                         "GridResult",
+                         "PointEvaluator",
+                         "axis",
+                         "check_same_architecture",
+                         "checkpoint_directions",
+                         "eigen_directions",
+                         "evaluate_grid",
+                         "grid_coordinates",
+                         "interpolate",
+                         "make_directions",
+                         "normalize",
+                         "pca_directions",
+                         "random_directions",
+                         "recompute_bn",
+                         "run_checkpoints",
+                         "theta_from_state",
+]

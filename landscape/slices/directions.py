@@ -15,9 +15,10 @@ Li et al. 2018, "Visualizing the loss landscape of neural nets" (ALGORITHMS.md Â
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 
@@ -158,7 +159,7 @@ def checkpoint_directions(theta: torch.Tensor, others: Sequence[torch.Tensor]) -
 _STEP = re.compile(r"step-(\d+)\.pt$")
 
 
-def run_checkpoints(run: "str | Path") -> list[Path]:
+def run_checkpoints(run: str | Path) -> list[Path]:
     """A run directory's checkpoints sorted by step (``step-XXXXXX.pt``), then ``final.pt``."""
     run = Path(run)
     if not run.is_dir():
@@ -199,7 +200,7 @@ def pca_directions(theta: torch.Tensor, snapshots: torch.Tensor, k: int = 2
 
 
 # ----------------------------------------------------------------------------- dispatcher
-def _load_theta(path: "str | Path", layout: ParamLayout, like: torch.Tensor) -> torch.Tensor:
+def _load_theta(path: str | Path, layout: ParamLayout, like: torch.Tensor) -> torch.Tensor:
     from ..io.checkpoint import Checkpoint
 
     ckpt = Checkpoint.load(path)
@@ -214,8 +215,8 @@ def make_directions(
     seed: int = 0,
     norm: Norm | None = None,
     include_bias_bn: bool = False,
-    trajectory: "str | Path | Sequence[str | Path] | None" = None,
-    toward: Sequence["str | Path"] | None = None,
+    trajectory: str | Path | Sequence[str | Path] | None = None,
+    toward: Sequence[str | Path] | None = None,
     tol: float = 1e-6,
 ) -> Directions:
     """The ``dims`` directions of ``kind`` through the problem's parameters Î¸.

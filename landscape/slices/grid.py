@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -276,8 +276,14 @@ def slice_tree(
     return tree, attrs
 
 
-def values_at(problems: dict[str, Problem], theta: torch.Tensor, buffers: dict | None = None) -> dict[str, float]:
-    """``{"train_loss": ..., "train_accuracy": ..., ...}`` at one parameter vector."""
+def values_at(problems: dict[str, Problem], theta: torch.Tensor, buffers: dict | None = None,
+              recompute_bn_stats: bool = False) -> dict[str, float]:
+    """``{"train_loss": ..., "train_accuracy": ..., ...}`` at one parameter vector (with the given
+    floating buffers, or BatchNorm statistics re-estimated there)."""
+    first = problems.get("train") or next(iter(problems.values()))
+    theta = theta.to(device=first.device, dtype=first.dtype)
+    if recompute_bn_stats and has_batchnorm(first):
+        buffers = recompute_bn(first, first.layout.unflatten(theta))
     out = {}
     for split, pb in problems.items():
         bufs = {n: b[None] for n, b in (buffers or {}).items()}

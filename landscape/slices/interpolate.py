@@ -8,7 +8,7 @@ outside [0, 1]; ``recompute_bn`` re-estimates them at every point instead.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -1,0 +1,392 @@
+"""The report of a study file, without recomputing: a summary table (terminal and markdown) and
+figures (each quantity across the checkpoints, every spectral density, every slice).
+
+Writers only consume results: everything here reads the HDF5 file that
+:func:`landscape.study.runner.run_study` writes (or its in-memory equivalent).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import LandscapeError
+from .runner import FORMAT
+
+Headline = tuple[str, float, float]  # (quantity, value, error: stderr or residual; NaN if none)
+
+
+# ------------------------------------------------------------------------ reading
+@dataclass
+class StudyRecord:
+    """A study file in memory: root ``attrs``, ``checkpoints`` (label -> identity attributes, in
+    file order) and ``items`` (one dict per (checkpoint, item): label, name, kind, complete,
+    error, seconds, settings, problem, result)."""
+
+    path: Path
+    attrs: dict
+    checkpoints: dict[str, dict]
+    items: list[dict] = field(default_factory=list)
+
+    @property
+    def names(self) -> list[str]:
+        """Item names in order of first appearance."""
+        return list(dict.fromkeys(it["name"] for it in self.items))
+
+    def item(self, label: str, name: str) -> dict | None:
+        return next((it for it in self.items if it["label"] == label and it["name"] == name), None)
+
+
+def read_study(path: str | Path) -> StudyRecord:
+    """Read a study file written by ``landscape batch`` (a one-line error for anything else)."""
+    from ..io.hdf5 import read_tree
+
+    path = Path(path)
+    tree = read_tree(path)
+    if tree.get("format") != FORMAT:
+        raise LandscapeError(f"{path} is not a landscape study file (format {tree.get('format')!r})",
+                             "pass the output file of landscape batch")
+    checkpoints, items = {}, []
+    order = _item_order(tree.get("study_text"))
+    for label, g in (tree.get("checkpoints") or {}).items():
+        if not isinstance(g, dict):
+            continue
+        ident = {k: v for k, v in g.items() if not isinstance(v, dict)}
+        checkpoints[label] = ident
+        names = [k for k, v in g.items() if isinstance(v, dict)]
+        names.sort(key=lambda n: (order.get(n, math.inf), n))
+        for name in names:
+            it = g[name]
+            items.append({"label": label, "name": name, "kind": it.get("kind"), "complete": int(it.get("complete", 0)),
+                          "error": it.get("error"), "seconds": it.get("seconds"), "settings": it.get("settings") or {},
+                          "problem": it.get("problem") or {}, "result": it.get("result")})
+    attrs = {k: v for k, v in tree.items() if not isinstance(v, dict)}
+    return StudyRecord(path, attrs, checkpoints, items)
+
+
+def _item_order(text: Any) -> dict[str, int]:
+    """Item names in the order of the study file's [metrics.*] / [slices.*] tables."""
+    if not isinstance(text, str):
+        return {}
+    names = re.findall(r"^\s*\[\s*(?:metrics|slices)\.\s*\"?([A-Za-z0-9_.\-]+)\"?\s*\]", text, flags=re.MULTILINE)
+    return {n: i for i, n in enumerate(dict.fromkeys(names))}
+
+
+# ------------------------------------------------------------------------ headline numbers
+def _f(x: Any) -> float:
+    if x is None:
+        return math.nan
+    try:
+        return float(np.asarray(x, dtype=np.float64).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError):
+        return math.nan
+
+
+def _est(d: dict | None, label: str) -> Headline:
+    d = d or {}
+    return (label, _f(d.get("estimate")), _f(d.get("stderr")))
+
+
+def _eig(r: dict) -> list[Headline]:
+    v = np.asarray(r.get("values", []), dtype=np.float64).reshape(-1)
+    res = np.asarray(r.get("residuals", []), dtype=np.float64).reshape(-1)
+    if not v.size:
+        return []
+    which = r.get("which", "top")
+    if which == "bottom":
+        return [("λ_min", float(v[0]), float(res[0]))]
+    out = [("λ_max", float(v[0]), float(res[0]))]
+    if which == "both":
+        k = v.size // 2
+        out.append(("λ_min", float(v[k]), float(res[k])))
+    return out
+
+
+def _density(r: dict) -> list[Headline]:
+    nodes = np.asarray(r.get("nodes", []), dtype=np.float64)
+    return [("SLQ max Ritz value", float(nodes.max()), math.nan)] if nodes.size else []
+
+
+def _fisher(r: dict) -> list[Headline]:
+    m = r.get("matrices") or {}
+    cos = (r.get("cosine") or {}).get("fisher~empirical_fisher")
+    return [_est((m.get("fisher") or {}).get("trace"), "tr F"),
+            _est((m.get("empirical_fisher") or {}).get("trace"), "tr F_emp"),
+            _est(cos, "cos(F, F_emp)")]
+
+
+def _noise(r: dict) -> list[Headline]:
+    detail = r.get("nonuniformity_detail") or {}
+    interval = np.asarray(detail.get("interval", [math.nan, math.nan]), dtype=np.float64).reshape(-1)
+    err = float((interval[-1] - interval[0]) / 2) if interval.size == 2 else math.nan
+    return [("μ", _f(r.get("mu")), math.nan), ("s", _f(r.get("nonuniformity")), err)]
+
+
+def _stability(r: dict) -> list[Headline]:
+    v = r.get("verdicts") or {}
+    gd, sgd = v.get("gd") or {}, v.get("sgd_nonuniformity") or {}
+    return [("λ_max / (2/η)", _f(gd.get("ratio")), math.nan), ("s / bound", _f(sgd.get("ratio")), math.nan)]
+
+
+def _slice(r: dict) -> list[Headline]:
+    values, origin = r.get("values") or {}, r.get("origin") or {}
+    out = []
+    if "train_loss" in values:
+        z = np.asarray(values["train_loss"], dtype=np.float64)
+        at0 = _f(origin.get("train_loss"))
+        out.append(("train loss at θ", at0, math.nan))
+        fin = z[np.isfinite(z)]
+        out.append(("max Δ train loss", float(fin.max() - at0) if fin.size else math.nan, math.nan))
+    return out
+
+
+#: The numbers of each kind shown in the summary table and the overview figure.
+HEADLINES: dict[str, Callable[[dict], list[Headline]]] = {
+    "trace": lambda r: [_est(r, "tr(H)")],
+    "eig": _eig,
+    "frobenius": lambda r: [_est(r, "‖H‖_F")],
+    "density": _density,
+    "fisher": _fisher,
+    "noise": _noise,
+    "stability": _stability,
+    "slice": _slice,
+}
+
+
+def headlines(item: dict) -> list[Headline]:
+    """The headline numbers of one stored item ([] if it failed or its kind is unknown)."""
+    if not item.get("complete") or not isinstance(item.get("result"), dict):
+        return []
+    fn = HEADLINES.get(item.get("kind"))
+    try:
+        return fn(item["result"]) if fn else []
+    except (KeyError, TypeError, ValueError):
+        return []
+
+
+def fmt(value: float, err: float = math.nan) -> str:
+    """``value ± err`` with 4 significant digits (the error only when finite and positive)."""
+    if not math.isfinite(value):
+        return "nan" if math.isnan(value) else str(value)
+    return f"{value:.4g} ± {err:.2g}" if math.isfinite(err) and err > 0 else f"{value:.4g}"
+
+
+# ------------------------------------------------------------------------ tables
+def summary_rows(record: StudyRecord) -> list[tuple[str, str, str, str, str, str]]:
+    """``(checkpoint, item, kind, status, values, seconds)`` per stored item; values are the
+    headline numbers ``quantity = value ± error`` (the error is the message for a failure)."""
+    rows = []
+    for it in record.items:
+        status = "ok" if it["complete"] else "FAILED"
+        text = "; ".join(f"{q} = {fmt(v, e)}" for q, v, e in headlines(it)) if it["complete"] else (it["error"] or "incomplete")
+        secs = it.get("seconds")
+        rows.append((display(it["label"]), it["name"], str(it["kind"]), status, text,
+                     f"{float(secs):.2f}" if isinstance(secs, (int, float)) else "-"))
+    return rows
+
+
+def wide_table(record: StudyRecord) -> tuple[list[str], list[list[str]]]:
+    """One row per checkpoint, one column per ``item: quantity`` (``FAILED`` where the item failed
+    on that checkpoint, ``-`` where it was not computed)."""
+    columns: dict[str, list[str]] = {}  # item name -> its column names
+    cells: dict[tuple[str, str], str] = {}
+    failed: set[tuple[str, str]] = set()
+    for it in record.items:
+        cols = columns.setdefault(it["name"], [])
+        if not it["complete"]:
+            failed.add((it["label"], it["name"]))
+            continue
+        for q, v, e in headlines(it):
+            col = f"{it['name']}: {q}"
+            if col not in cols:
+                cols.append(col)
+            cells[(it["label"], col)] = fmt(v, e)
+    flat = [(name, col) for name, cols in columns.items() for col in (cols or [name])]
+    rows = []
+    for label in record.checkpoints:
+        rows.append([display(label)] + ["FAILED" if (label, name) in failed else cells.get((label, col), "-")
+                                         for name, col in flat])
+    return ["checkpoint"] + [col for _, col in flat], rows
+
+
+def display(label: str) -> str:
+    """A checkpoint label as a path (``|`` back to ``/``)."""
+    return label.replace("|", "/")
+
+
+def _md_table(columns: list[str], rows: list) -> str:
+    esc = lambda s: str(s).replace("|", "\\|")
+    lines = ["| " + " | ".join(esc(c) for c in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def summary_markdown(record: StudyRecord, figures: list[Path] | None = None, relative_to: Path | None = None) -> str:
+    """The markdown report: the values table (checkpoints x quantities), every item with its
+    status and time, the failures, and the figures."""
+    ok = sum(it["complete"] for it in record.items)
+    failed = len(record.items) - ok
+    title = Path(str(record.attrs.get("study") or record.path)).stem
+    parts = [f"# Study `{title}`", "",
+             f"File `{record.path}`, updated {record.attrs.get('updated', '?')}: {len(record.checkpoints)} "
+             f"checkpoint(s), {len(record.names)} metric(s)/slice(s), {ok} item(s) complete"
+             + (f", {failed} failed" if failed else "") + ".", "", "## Values", ""]
+    cols, rows = wide_table(record)
+    note = "Errors after ± are standard errors (estimates) or residual bounds (eigenvalues)."
+    parts += [_md_table(cols, rows), "", note, "", "## Items", ""]
+    parts += [_md_table(["checkpoint", "item", "kind", "status", "values", "seconds"], summary_rows(record))]
+    fails = [it for it in record.items if not it["complete"]]
+    if fails:
+        parts += ["", "## Failures", ""] + [f"- `{display(it['label'])}` / `{it['name']}`: {it['error']}" for it in fails]
+    if figures:
+        parts += ["", "## Figures", ""]
+        for p in figures:
+            rel = Path(p).relative_to(relative_to) if relative_to and Path(p).is_relative_to(relative_to) else Path(p)
+            parts.append(f"![{rel.stem}]({rel.as_posix()})")
+    return "\n".join(parts) + "\n"
+
+
+# ------------------------------------------------------------------------ figures
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "_", name.replace("|", "__")).strip("_") or "item"
+
+
+def _series(record: StudyRecord) -> dict[tuple[str, str], list[tuple[str, float, float]]]:
+    """``{(item, quantity): [(checkpoint label, value, error), ...]}`` in checkpoint order."""
+    out: dict[tuple[str, str], list] = {}
+    for it in record.items:
+        for q, v, e in headlines(it):
+            out.setdefault((it["name"], q), []).append((it["label"], v, e))
+    return out
+
+
+def overview_figure(record: StudyRecord):
+    """One panel per headline quantity across the checkpoints: against the training step (one
+    line per run) when every checkpoint records a distinct step within its source, else against
+    the checkpoints' labels."""
+    from ..io.figures import plt
+
+    series = _series(record)
+    if not series:
+        return None
+    n = len(series)
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
+    ck = record.checkpoints
+    sources: dict[str, list[str]] = {}
+    for label, ident in ck.items():
+        sources.setdefault(str(ident.get("source", "")), []).append(label)
+
+    def step(label: str) -> float:
+        return _f(ck.get(label, {}).get("step"))
+
+    by_step = all(np.isfinite([step(lb) for lb in labels]).all() and len({step(lb) for lb in labels}) == len(labels)
+                  and len(labels) > 1 for labels in sources.values())
+    for ax, ((name, q), pts) in zip(axes.reshape(-1), series.items()):
+        if by_step:
+            for src, labels in sources.items():
+                sel = sorted((step(lb), v, e) for lb, v, e in pts if lb in labels)
+                if not sel:
+                    continue
+                x, y, e = (np.array(c, dtype=np.float64) for c in zip(*sel))
+                ax.errorbar(x, y, yerr=np.where(np.isfinite(e), e, 0.0), marker="o", ms=3, capsize=2,
+                            label=Path(src).name or src)
+            ax.set_xlabel("training step")
+            if len(sources) > 1:
+                ax.legend(fontsize=7)
+        else:
+            x = np.arange(len(pts))
+            y = np.array([v for _, v, _ in pts])
+            e = np.array([err for _, _, err in pts])
+            ax.errorbar(x, y, yerr=np.where(np.isfinite(e), e, 0.0), fmt="o", capsize=3)
+            ax.set_xticks(x)
+            ax.set_xticklabels([display(lb) for lb, _, _ in pts], rotation=30, ha="right", fontsize=7)
+        ax.set_title(f"{name}: {q}", fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes.reshape(-1)[n:]:
+        ax.set_visible(False)
+    fig.suptitle(f"{Path(str(record.attrs.get('study') or record.path)).stem}: values across checkpoints", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def write_figures(record: StudyRecord, folder: str | Path, fmt: str = "png") -> list[Path]:
+    """Write the overview figure, one figure per spectral density and one per slice into
+    ``folder`` (``summary.FMT``, ``LABEL__ITEM.FMT``); returns the files written. A figure that
+    cannot be drawn (a failed item) is skipped."""
+    from .. import distributed
+    from ..io.figures import density_figure, save
+    from ..io.slice_figures import slice_figure
+
+    folder = Path(folder)
+    if not distributed.is_main():
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    fig = overview_figure(record)
+    if fig is not None:
+        written.append(save(fig, folder / f"summary.{fmt}"))
+    for it in record.items:
+        r = it.get("result")
+        if not it["complete"] or not isinstance(r, dict):
+            continue
+        target = folder / f"{_safe(it['label'])}__{_safe(it['name'])}.{fmt}"
+        try:
+            if it["kind"] == "density":
+                fig = density_figure(r, title=f"Hessian spectral density: {display(it['label'])}")
+            elif it["kind"] == "slice":
+                fig = slice_figure(r, "auto")
+            else:
+                continue
+        except (LandscapeError, KeyError, ValueError, TypeError):
+            continue
+        written.append(save(fig, target))
+    return written
+
+
+def write_report(path: str | Path, out: str | Path, fmt: str = "png") -> tuple[StudyRecord, list[Path]]:
+    """``out/summary.md`` and the figures of the study file ``path``; returns the record and the
+    files written (markdown first)."""
+    from ..io.hdf5 import atomic_path
+
+    record = read_study(path)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LandscapeError(f"--out {out} is a file", "pass a folder for the report")
+    figures = write_figures(record, out, fmt)
+    md = out / "summary.md"
+    with atomic_path(md) as tmp:
+        tmp.write_text(summary_markdown(record, figures, relative_to=out), encoding="utf-8")
+    return record, [md] + figures
+
+
+def record_to_dict(record: StudyRecord) -> dict:
+    """JSON-ready: the checkpoints and, per item, status, time, error and headline numbers."""
+    return {"file": str(record.path), "updated": record.attrs.get("updated"), "checkpoints": record.checkpoints,
+            "items": [{"checkpoint": it["label"], "name": it["name"], "kind": it["kind"],
+                       "complete": bool(it["complete"]), "error": it["error"], "seconds": it["seconds"],
+                       "values": {q: {"value": v, "error": e} for q, v, e in headlines(it)}}
+                      for it in record.items]}
+
+
+__all__ = [
+    "HEADLINES",
+    "StudyRecord",
+    "display",
+    "headlines",
+    "overview_figure",
+    "read_study",
+    "record_to_dict",
+    "summary_markdown",
+    "summary_rows",
+    "wide_table",
+    "write_figures",
+    "write_report",
+]

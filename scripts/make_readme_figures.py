@@ -1,0 +1,116 @@
+"""Write one figure of each kind of `landscape slice` / `interpolate` into docs/figures/.
+
+    python scripts/make_readme_figures.py [--checkpoints checkpoints] [--out docs/figures] [--points 41]
+
+Uses the shipped checkpoints: a run directory under ``--checkpoints`` (one holding
+``step-XXXXXX.pt`` files and ``final.pt``) for the slices and the PCA plane, and two checkpoints of
+the same model whose names contain ``gd`` and ``sgd`` for the interpolation (else the run's first and
+last checkpoints). Where there are none, it first trains two small digits MLPs itself (full-batch GD
+and minibatch SGD, seconds on a laptop) into ``--work``. Every figure is made by the CLI, with the
+command printed above its table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def find_run(folder: Path) -> Path | None:
+    runs = sorted({p.parent for p in folder.rglob("step-*.pt") if (p.parent / "final.pt").is_file()})
+    return runs[0] if runs else None
+
+
+def find_pair(folder: Path, run: Path) -> tuple[Path, Path]:
+    files = sorted(p for p in folder.rglob("*.pt") if not re.match(r"step-\d+\.pt$", p.name))
+    sgd = [p for p in files if "sgd" in str(p.relative_to(folder)).lower()]
+    gd = [p for p in files if re.search(r"(^|[^s])gd", str(p.relative_to(folder)).lower())]
+    if gd and sgd:
+        return gd[0], sgd[0]
+    steps = sorted(run.glob("step-*.pt"))
+    return steps[0], run / "final.pt"
+
+
+def train_fallback(work: Path) -> tuple[Path, Path, Path]:
+    """Full-batch GD and minibatch SGD on digits (MLP 64-64-64-10); the SGD run saves its trajectory."""
+    import torch
+
+    from landscape.data import load_dataset
+    from landscape.io.checkpoint import make_checkpoint
+    from landscape.models import build_model, model_kwargs_for
+
+    split = load_dataset("digits")
+    kw = model_kwargs_for("mlp", split, widths=[64, 64])
+    X, Y = split.train
+
+    def train(batch: int | None, lr: float, steps: int, run: Path | None) -> Path:
+        model = build_model("mlp", seed=0, **kw)
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        g = torch.Generator().manual_seed(0)
+        for t in range(steps + 1):
+            if run is not None and t % 25 == 0:
+                make_checkpoint("mlp", kw, "digits", {}, "cross-entropy", model, {"step": t, "optimizer": "sgd"},
+                                split=split).save(run / f"step-{t:06d}.pt")
+            if t == steps:
+                break
+            idx = torch.arange(X.shape[0]) if batch is None else torch.randint(0, X.shape[0], (batch,), generator=g)
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(X[idx]), Y[idx]).backward()
+            opt.step()
+        name = "sgd" if batch else "gd"
+        out = (run / "final.pt") if run is not None else work / f"{name}.pt"
+        make_checkpoint("mlp", kw, "digits", {}, "cross-entropy", model,
+                        {"step": steps, "optimizer": name, "lr": lr, "batch_size": batch or X.shape[0]},
+                        split=split).save(out)
+        return out
+
+    run = work / "sgd-digits"
+    run.mkdir(parents=True, exist_ok=True)
+    gd = train(None, 0.5, 400, None)
+    sgd = train(16, 0.1, 400, run)
+    return run, gd, sgd
+
+
+def cli(*args) -> None:
+    from landscape.cli.app import app
+
+    print("$ landscape " + " ".join(shlex.quote(str(a)) for a in args), flush=True)
+    app([str(a) for a in args], standalone_mode=False)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--checkpoints", type=Path, default=ROOT / "checkpoints")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "figures")
+    ap.add_argument("--work", type=Path, default=ROOT / "out" / "readme-figures")
+    ap.add_argument("--points", type=int, default=41)
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    run = find_run(args.checkpoints) if args.checkpoints.is_dir() else None
+    if run is not None:
+        a, b = find_pair(args.checkpoints, run)
+    else:
+        print(f"no shipped run under {args.checkpoints}: training two digits MLPs into {args.work}", flush=True)
+        run, a, b = train_fallback(args.work)
+    final, fig, n = run / "final.pt", args.out, args.points
+    h5 = args.work / "slice-2d.h5"
+    h5.parent.mkdir(parents=True, exist_ok=True)
+    cli("slice", final, "--dims", "1", "--directions", "random", "--filter-norm", "--range", "-1", "1",
+        "--points", 51, "--plot", fig / "slice-1d.png")
+    cli("slice", final, "--dims", "2", "--directions", "random", "--filter-norm", "--range", "-1", "1",
+        "--points", n, "--out", h5, "--plot", fig / "slice-2d-contour.png")
+    cli("plot", h5, "--kind", "heatmap", "--out", fig / "slice-2d-heatmap.png")
+    cli("plot", h5, "--kind", "surface", "--out", fig / "slice-2d-surface.png")
+    cli("slice", final, "--dims", "2", "--directions", "eigen", "--range", "-0.5", "0.5", "--points", n,
+        "--plot", fig / "slice-eigen.png")
+    cli("slice", final, "--dims", "2", "--directions", "pca", "--trajectory", run, "--points", n,
+        "--plot", fig / "slice-pca.png")
+    cli("interpolate", a, b, "--range", "-0.5", "1.5", "--points", 81, "--plot", fig / "interpolation.png")
+
+
+if __name__ == "__main__":
+    main()
