@@ -74,7 +74,7 @@ def main() -> None:
     rows = []
     for every in [int(e) for e in args.eval_every.split(",")]:
         for dyn in args.dynamics.split(","):
-            kw = dict(lr=LR, batch_size=B, steps=steps, eval_idx=ev, eval_every=every)
+            kw = {"lr": LR, "batch_size": B, "steps": steps, "eval_idx": ev, "eval_every": every}
             vec = simulate(pb, pb.theta, dyn, seeds=seeds, **kw)
             t_one = sum(simulate(pb, pb.theta, dyn, seeds=[s], **kw).seconds for s in seeds[:k])
             r_vec, r_one = vec.throughput, k * steps / t_one

@@ -19,7 +19,13 @@ from pathlib import Path
 
 import torch
 
-from landscape.escape import quadratic_family, second_moment_factor, sharpness_nonuniformity, simulate, slides_pair
+from landscape.escape import (
+    quadratic_family,
+    second_moment_factor,
+    sharpness_nonuniformity,
+    simulate,
+    slides_pair,
+)
 from landscape.escape.analysis import summarize
 from landscape.escape.toys import slides_pair_curvatures
 from landscape.io.escape_figures import save_escape_figure

@@ -2,37 +2,30 @@
 
     python scripts/make_readme_figures.py [--checkpoints checkpoints] [--out docs/figures] [--points 41]
 
-Uses the shipped checkpoints: a run directory under ``--checkpoints`` (one holding
-``step-XXXXXX.pt`` files and ``final.pt``) for the slices and the PCA plane, and two checkpoints of
-the same model whose names contain ``gd`` and ``sgd`` for the interpolation (else the run's first and
-last checkpoints). Where there are none, it first trains two small digits MLPs itself (full-batch GD
-and minibatch SGD, seconds on a laptop) into ``--work``. Every figure is made by the CLI, with the
-command printed above its table.
+Uses the shipped checkpoints (``checkpoints/digits-mlp-sgd.pt`` for the slices, and
+``digits-mlp-gd.pt`` -> ``digits-mlp-sgd.pt`` for the interpolation: the lecture's Figure 6). The
+PCA plane needs a run's trajectory, which the shipped files do not hold: a short SGD run of the
+same MLP is trained with the library's loop (``landscape train``'s code) into ``--work`` with
+checkpoints every 30 steps. Where the shipped checkpoints are absent, two digits MLPs are trained
+first. Every figure is made by the CLI, with the command printed above its table.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import shlex
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def find_run(folder: Path) -> Path | None:
-    runs = sorted({p.parent for p in folder.rglob("step-*.pt") if (p.parent / "final.pt").is_file()})
-    return runs[0] if runs else None
+def trajectory_run(work: Path) -> Path:
+    """Minibatch SGD on digits (MLP 64-128-128-10, batch 32, lr 0.1, 8 epochs), checkpoints every 30 steps."""
+    from landscape.train import TrainConfig, train
 
-
-def find_pair(folder: Path, run: Path) -> tuple[Path, Path]:
-    files = sorted(p for p in folder.rglob("*.pt") if not re.match(r"step-\d+\.pt$", p.name))
-    sgd = [p for p in files if "sgd" in str(p.relative_to(folder)).lower()]
-    gd = [p for p in files if re.search(r"(^|[^s])gd", str(p.relative_to(folder)).lower())]
-    if gd and sgd:
-        return gd[0], sgd[0]
-    steps = sorted(run.glob("step-*.pt"))
-    return steps[0], run / "final.pt"
+    cfg = TrainConfig(model="mlp", model_kwargs={"widths": [128, 128]}, data="digits", optimizer="sgd", lr=0.1,
+                      momentum=0.0, batch_size=32, epochs=8, seed=0, checkpoint_every=30, plot=False)
+    return train(cfg, work / "sgd-digits", force=True).path
 
 
 def train_fallback(work: Path) -> tuple[Path, Path, Path]:
@@ -90,13 +83,14 @@ def main() -> None:
     ap.add_argument("--points", type=int, default=41)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    run = find_run(args.checkpoints) if args.checkpoints.is_dir() else None
-    if run is not None:
-        a, b = find_pair(args.checkpoints, run)
+    a, b = args.checkpoints / "digits-mlp-gd.pt", args.checkpoints / "digits-mlp-sgd.pt"
+    if a.is_file() and b.is_file():
+        print(f"training a short SGD run for the PCA plane into {args.work}", flush=True)
+        run = trajectory_run(args.work)
     else:
-        print(f"no shipped run under {args.checkpoints}: training two digits MLPs into {args.work}", flush=True)
+        print(f"no shipped checkpoints in {args.checkpoints}: training two digits MLPs into {args.work}", flush=True)
         run, a, b = train_fallback(args.work)
-    final, fig, n = run / "final.pt", args.out, args.points
+    final, fig, n = b, args.out, args.points
     h5 = args.work / "slice-2d.h5"
     h5.parent.mkdir(parents=True, exist_ok=True)
     cli("slice", final, "--dims", "1", "--directions", "random", "--filter-norm", "--range", "-1", "1",
@@ -107,7 +101,7 @@ def main() -> None:
     cli("plot", h5, "--kind", "surface", "--out", fig / "slice-2d-surface.png")
     cli("slice", final, "--dims", "2", "--directions", "eigen", "--range", "-0.5", "0.5", "--points", n,
         "--plot", fig / "slice-eigen.png")
-    cli("slice", final, "--dims", "2", "--directions", "pca", "--trajectory", run, "--points", n,
+    cli("slice", run / "final.pt", "--dims", "2", "--directions", "pca", "--trajectory", run, "--points", n,
         "--plot", fig / "slice-pca.png")
     cli("interpolate", a, b, "--range", "-0.5", "1.5", "--points", 81, "--plot", fig / "interpolation.png")
 

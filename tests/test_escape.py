@@ -12,9 +12,19 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from landscape.escape import (DYNAMICS, ObjectiveHessian, ProblemObjective, descend, lambda_max,
-                              quadratic_family, second_moment_factor, sharpness_nonuniformity, simulate,
-                              slides_pair, trajectory_seeds)
+from landscape.escape import (
+    DYNAMICS,
+    ObjectiveHessian,
+    ProblemObjective,
+    descend,
+    lambda_max,
+    quadratic_family,
+    second_moment_factor,
+    sharpness_nonuniformity,
+    simulate,
+    slides_pair,
+    trajectory_seeds,
+)
 from landscape.escape.analysis import escape_steps, gamma0, growth_rate, summarize
 from landscape.escape.engine import Trajectories
 from landscape.escape.toys import quadratic_gamma0, slides_pair_curvatures
@@ -24,7 +34,7 @@ F64 = torch.float64
 
 
 def _tiny_mlp(seed: int = 0, n: int = 32, d: int = 5, h: int = 32) -> Problem:
-    """Over-parameterised regression (p = 225 > n = 32): GD reaches an interpolating minimum."""
+    """Over-parameterised regression (p = 225 > n): GD reaches an interpolating minimum."""
     g = torch.Generator().manual_seed(seed)
     X = torch.randn(n, d, generator=g, dtype=F64)
     Y = torch.randn(n, 1, generator=g, dtype=F64)
@@ -94,9 +104,9 @@ def test_slides_pair_gd_stays_sgd_leaves():
 # ----------------------------------------------------------------------------- a network minimum
 @pytest.fixture(scope="module")
 def gd_minimum():
-    pb = _tiny_mlp()
-    lr = 0.2
-    ds = descend(pb, pb.theta, lr, tol=1e-6, max_steps=5000)
+    pb = _tiny_mlp(n=16)
+    lr = 0.3
+    ds = descend(pb, pb.theta, lr, tol=1e-6, max_steps=5000)  # ~800 steps
     return pb, lr, ds
 
 
@@ -104,8 +114,8 @@ def test_network_minimum_sgd_escapes_gd_and_small_noise_stay(gd_minimum):
     pb, lr, ds = gd_minimum
     assert ds.converged and ds.loss < 1e-6
     lam = lambda_max(ProblemObjective(pb), ds.theta)
-    assert lam <= 2 / lr  # linearly stable for GD (edge of stability: λ ≈ 9 < 10)
-    kw = dict(lr=lr, steps=100, trajectories=24, seed=1)
+    assert lam <= 2 / lr  # linearly stable for GD, near the edge of stability: λ ≈ 6.1 < 6.67
+    kw = {"lr": lr, "steps": 100, "trajectories": 24, "seed": 1}
     runs = {name: simulate(pb, ds.theta, name, batch_size=2, **kw) for name in ("sgd", "gd", "small-noise")}
     sums = {k: summarize(r, escape_factor=100.0) for k, r in runs.items()}
     assert sums["sgd"].fraction_escaped >= 0.9
@@ -124,11 +134,37 @@ def test_objective_hessian_matches_problem_hessian():
     assert lambda_max(ProblemObjective(pb), pb.theta) == pytest.approx(float(torch.linalg.eigvalsh(H).max()))
 
 
+@pytest.mark.parametrize("dynamics", DYNAMICS)
+def test_noise_total_variance_of_one_step(dynamics):
+    """E‖ξ‖² of one step's noise ξ = (θ0 − ηg − θ1)/η against its definition: SGD's exact
+    c_B tr Σ (without replacement), the same for isotropic noise, κ² of it for the control, and
+    s² tr F_emp, s² = (n−B)/(nB), for the covariance-noise pair (sgd-covariance-noise eq. 5)."""
+    from landscape.curvature import functional as fx
+    from landscape.escape import sgd_noise_factor
+
+    pb = _tiny_mlp(n=20, d=3, h=6)
+    n, B, lr, T = pb.n, 3, 0.1, 3000
+    X, Y = pb.batches[0]
+    G = pb.layout.flatten_rows(fx.per_sample_grads(pb.forward, pb.loss, pb.params, X, Y))  # [n, p]
+    g = G.mean(0)
+    tr_sigma = float((G - g).pow(2).sum(1).mean())
+    tr_f = float(G.pow(2).sum(1).mean())
+    c_B, s2 = sgd_noise_factor(n, B), (n - B) / (n * B)
+    expected = {"gd": 0.0, "sgd": c_B * tr_sigma, "isotropic": c_B * tr_sigma, "small-noise": 0.01 * c_B * tr_sigma,
+                "lb-diag-noise": s2 * tr_f, "lb-full-noise": s2 * tr_f}[dynamics]
+    run = simulate(pb, pb.theta, dynamics, lr=lr, batch_size=B, steps=1, trajectories=T, seed=5, keep_final=True,
+                   noise_samples=4, control_scale=0.1)
+    xi = (pb.theta - lr * g - run.final) / lr
+    sq = xi.pow(2).sum(1)
+    assert float(xi.mean(0).abs().max()) < 5 * float(xi.std(0).max()) / math.sqrt(T) + 1e-12  # unbiased
+    assert abs(float(sq.mean()) - expected) <= 5 * float(sq.std()) / math.sqrt(T) + 1e-10 * (1 + expected)
+
+
 # ----------------------------------------------------------------------------- reproducibility
 @pytest.mark.parametrize("dynamics", DYNAMICS)
 def test_vectorised_equals_one_at_a_time(dynamics):
     pb = _tiny_mlp(n=20, d=4, h=8)
-    kw = dict(lr=0.05, batch_size=3, steps=12, noise_samples=5, keep_final=True)
+    kw = {"lr": 0.05, "batch_size": 3, "steps": 12, "noise_samples": 5, "keep_final": True}
     run = simulate(pb, pb.theta, dynamics, trajectories=4, seed=11, **kw)
     assert run.seeds == tuple(trajectory_seeds(11, 4))
     for j in range(4):
@@ -199,6 +235,27 @@ def test_cli_json_out_plot(tmp_path):
         assert f["runs/sgd/eig_values"].shape == (4, 2)
         assert json.loads(f.attrs["settings"])["eval_samples"] == 10
     assert png.stat().st_size > 0
+
+
+def test_cli_from_checkpoint(tmp_path):
+    """A checkpoint's own lr is the default; --from checkpoint starts at its weights (no GD)."""
+    from landscape.data import load_dataset
+    from landscape.io.checkpoint import make_checkpoint
+    from landscape.models import build_model, model_kwargs_for
+
+    data_kwargs = {"n": 12, "dim": 3}
+    split = load_dataset("teacher-student", **data_kwargs)
+    kw = model_kwargs_for("two-layer", split, width=8)
+    path = tmp_path / "start.pt"
+    make_checkpoint("two-layer", kw, "teacher-student", data_kwargs, "mse", build_model("two-layer", **kw),
+                    {"lr": 0.05}, split=split).save(path)
+    res = _cli([str(path), "--to", "sgd,small-noise", "-T", "4", "--steps", "5", "--batch-size", "3", "--no-theory",
+                "--json", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    assert rep["settings"]["from"] == "checkpoint" and rep["settings"]["lr"] == 0.05 and rep["gd"] is None
+    assert rep["identity"]["path"] == str(path)
+    assert rep["runs"]["sgd"]["trajectories"] == 4
 
 
 @pytest.mark.parametrize("bad", [["--to", "adam"], ["--lr", "-1"], ["--escape-factor", "0.5"],

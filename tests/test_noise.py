@@ -83,7 +83,7 @@ def test_nonuniformity_subsample_is_seeded(problems):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("chunk,memory", [(None, 1 << 30), (4, 1 << 30), (4, 1000)])
+@pytest.mark.parametrize("chunk,memory", [(None, 1 << 30), (4, 1 << 30), (4, 1000), (3, 40000)])
 def test_alignment_is_exact(problems, dense, case, chunk, memory):
     """alpha, beta, mu, tr(ΣG), ‖Σ‖_F, ‖G‖_F against p x p matrices (cached rows and recomputed rows)."""
     pb, d = problems[case], dense[case]

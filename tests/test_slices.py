@@ -224,8 +224,13 @@ def test_figures_of_every_kind_are_rendered(tmp_path):
                   "train_accuracy": 0.5, "trace": 3.0 + step, "trace_stderr": 0.1})
     RunDir(tmp_path / "run").write_h5(s, {"optimizer": "sgd", "lr": 0.1}, {"status": "finished"})
     assert _nonempty(render(tmp_path / "run" / "run.h5")[0])
-    write_tree(tmp_path / "e.h5", {"sgd": {"loss": np.exp(np.random.default_rng(0).normal(size=(6, 20)).cumsum(1) * 0.1)},
-                                   "gd": {"loss": np.ones((6, 20))}}, {"format": "landscape-escape"})
+    losses = np.exp(np.random.default_rng(0).normal(size=(6, 20)).cumsum(1) * 0.1)
+    write_tree(tmp_path / "e.h5", {"runs": {"sgd": {"record_steps": np.arange(20), "losses": losses,
+                                                    "escape_factor": 10.0, "trajectories": 6},
+                                            "gd": {"record_steps": np.arange(20), "losses": np.ones((6, 20))}}},
+               {"format": "landscape-escape"})
     assert _nonempty(render(tmp_path / "e.h5")[0])
+    write_tree(tmp_path / "e2.h5", {"sgd": {"loss": losses}})  # any [trajectories, steps] loss array
+    assert _nonempty(render(tmp_path / "e2.h5", "escape")[0])
     with h5py.File(tmp_path / "s2.h5") as f:
         assert f["values/train_loss"].shape == (9, 9) and f["directions/vectors"].shape == (pb.p, 2)

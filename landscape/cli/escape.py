@@ -58,27 +58,27 @@ def _fmt(x, digits: int = 4) -> str:
 
 @output.handle_errors
 def escape(
-    checkpoint: Annotated[Optional[Path], typer.Argument(help="Start from this checkpoint (landscape's format, or a state_dict with --model/--data). Without it: --model on --data, trained by GD.", show_default=False)] = None,
-    from_: Annotated[Optional[str], typer.Option("--from", help="gd: first train full-batch GD at --lr until the loss is below --tol; checkpoint: start at the checkpoint as it is. Default: checkpoint when one is given, else gd.")] = None,
-    to: Annotated[Optional[list[str]], typer.Option("--to", help="Dynamics, comma-separated or repeated: sgd, isotropic, gd, small-noise, lb-diag-noise, lb-full-noise (default sgd,gd).")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Without a checkpoint: registry model (mlp, two-layer, ...) or FILE.py:FUNCTION (default mlp). With a foreign state_dict: its model factory.")] = None,
+    checkpoint: Annotated[Path | None, typer.Argument(help="Start from this checkpoint (landscape's format, or a state_dict with --model/--data). Without it: --model on --data, trained by GD.", show_default=False)] = None,
+    from_: Annotated[str | None, typer.Option("--from", help="gd: first train full-batch GD at --lr until the loss is below --tol; checkpoint: start at the checkpoint as it is. Default: checkpoint when one is given, else gd.")] = None,
+    to: Annotated[list[str] | None, typer.Option("--to", help="Dynamics, comma-separated or repeated: sgd, isotropic, gd, small-noise, lb-diag-noise, lb-full-noise (default sgd,gd).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Without a checkpoint: registry model (mlp, two-layer, ...) or FILE.py:FUNCTION (default mlp). With a foreign state_dict: its model factory.")] = None,
     model_arg: Annotated[KV, typer.Option("--model-arg", help="Model option key=value (repeatable, JSON values; e.g. widths=[128,128]).")] = None,
-    data: Annotated[Optional[str], typer.Option("--data", help="Without a checkpoint: registry dataset or FILE.py:FUNCTION (default digits). With a foreign state_dict: its data factory.")] = None,
+    data: Annotated[str | None, typer.Option("--data", help="Without a checkpoint: registry dataset or FILE.py:FUNCTION (default digits). With a foreign state_dict: its data factory.")] = None,
     data_arg: Annotated[KV, typer.Option("--data-arg", help="Dataset option key=value (repeatable; e.g. n_train=256).")] = None,
-    loss: Annotated[Optional[str], typer.Option("--loss", help="cross-entropy or mse (½‖f−y‖² per sample; on one-hot labels for a classification dataset); default from the data or checkpoint.")] = None,
-    samples: Annotated[Optional[int], typer.Option("--samples", help="Train and escape on a seeded subset of this many training samples (default all).")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate of GD and of every trajectory (default: the checkpoint's, else 0.1).")] = None,
+    loss: Annotated[str | None, typer.Option("--loss", help="cross-entropy or mse (½‖f−y‖² per sample; on one-hot labels for a classification dataset); default from the data or checkpoint.")] = None,
+    samples: Annotated[int | None, typer.Option("--samples", help="Train and escape on a seeded subset of this many training samples (default all).")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate of GD and of every trajectory (default: the checkpoint's, else 0.1).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="SGD minibatch size B (drawn without replacement); the noise of the other dynamics is matched to it.")] = 10,
     trajectories: Annotated[int, typer.Option("--trajectories", "-T", help="Trajectories per dynamics, run together.")] = 200,
     steps: Annotated[int, typer.Option("--steps", help="Steps of every trajectory.")] = 300,
     tol: Annotated[float, typer.Option("--tol", help="--from gd: stop GD once the training loss is below this.")] = 1e-3,
     max_gd_steps: Annotated[int, typer.Option("--max-gd-steps", help="--from gd: at most this many GD steps.")] = 20000,
-    eval_samples: Annotated[Optional[int], typer.Option("--eval-samples", help="Record the loss on a fixed seeded subset of this many samples (default: all).")] = None,
+    eval_samples: Annotated[int | None, typer.Option("--eval-samples", help="Record the loss on a fixed seeded subset of this many samples (default: all).")] = None,
     eval_every: Annotated[int, typer.Option("--eval-every", help="Record loss and distance every K steps (and at the end).")] = 1,
     escape_factor: Annotated[float, typer.Option("--escape-factor", help="A trajectory has escaped once its loss exceeds this times its start.")] = 10.0,
-    noise_samples: Annotated[Optional[int], typer.Option("--noise-samples", help="Per-sample gradients that set each step's noise (isotropic, lb-*): default 64 (lb-full-noise: all).")] = None,
+    noise_samples: Annotated[int | None, typer.Option("--noise-samples", help="Per-sample gradients that set each step's noise (isotropic, lb-*): default 64 (lb-full-noise: all).")] = None,
     control_scale: Annotated[float, typer.Option("--control-scale", help="small-noise: SGD's noise times this (variance times its square).")] = 0.1,
-    track_eig_every: Annotated[Optional[int], typer.Option("--track-eig-every", help="Also record λ_max of the Hessian every K steps at a few trajectories.")] = None,
+    track_eig_every: Annotated[int | None, typer.Option("--track-eig-every", help="Also record λ_max of the Hessian every K steps at a few trajectories.")] = None,
     eig_trajectories: Annotated[int, typer.Option("--eig-trajectories", help="How many trajectories --track-eig-every follows.")] = 3,
     theory: Annotated[bool, typer.Option("--theory/--no-theory", help="Measure the start: λ_max, ‖H‖_F, tr H, μ, s and the predicted growth γ_0.")] = True,
     probes: Annotated[int, typer.Option("--probes", help="Probes for ‖H‖_F and tr H at the start.")] = 30,
@@ -252,12 +252,12 @@ def _tables(report: dict, stats: dict, summaries: dict, theory: bool) -> None:
     if theory:
         rows += [
             ("loss at start", _fmt(stats["loss"])),
-            ("λ_max(H) vs 2/η", f"{_fmt(stats['lambda_max'])} vs {_fmt(stats['two_over_lr'])}: "
-             f"{'stable' if stats['gd_stable'] else 'UNSTABLE'} for GD"),
+            ("λ_max(H) vs 2/η", (f"{_fmt(stats['lambda_max'])} vs {_fmt(stats['two_over_lr'])}: "
+             f"{'stable' if stats['gd_stable'] else 'UNSTABLE'} for GD")),
             ("‖H‖_F", f"{_fmt(stats['hessian_frobenius'])} ± {_fmt(stats['hessian_frobenius_stderr'], 2)}"),
             ("tr H", f"{_fmt(stats['hessian_trace'])} ± {_fmt(stats['hessian_trace_stderr'], 2)}"),
-            ("μ (α, β)", f"{_fmt(stats['mu'])} ({_fmt(stats['alpha'])}, {_fmt(stats['beta'])}) on "
-             f"{_fmt(stats['align_samples'])} samples"),
+            ("μ (α, β)", (f"{_fmt(stats['mu'])} ({_fmt(stats['alpha'])}, {_fmt(stats['beta'])}) on "
+             f"{_fmt(stats['align_samples'])} samples")),
             ("non-uniformity s", f"{_fmt(stats['nonuniformity'])}"
              + (f" on {stats['nonuniformity_samples']} samples" if stats.get("nonuniformity_samples") else "")),
             ("‖H‖_F bound (1/η)√(B/μ)", f"{_fmt(stats['alignment_bound'])}: "

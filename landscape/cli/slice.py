@@ -31,7 +31,7 @@ from .options import (
 
 RangeOpt = Annotated[tuple[float, float] | None, typer.Option("--range", help="LO HI of each axis (default -1 1; pca: the trajectory's extent; checkpoints: -0.5 1.5).", show_default=False)]
 PointsOpt = Annotated[int | None, typer.Option("--points", help="Grid points per axis (default 51 in 1-D, 31 in 2-D).", show_default=False)]
-BatchPointsOpt = Annotated[int | None, typer.Option("--batch-points", help="Parameter points per vmapped forward pass (memory grows with it). Default: about 4096 sample-rows per pass, at most 64 points.", show_default=False)]
+BatchPointsOpt = Annotated[int | None, typer.Option("--batch-points", help="Parameter points per vmapped forward pass (memory grows with it). Default: about 16384 sample-rows per pass (points x --batch-size), at most 64 points.", show_default=False)]
 RecomputeBnOpt = Annotated[bool, typer.Option("--recompute-bn", help="Re-estimate BatchNorm running statistics at every grid point from the training data (one extra pass per point: slower).")]
 TestOpt = Annotated[bool, typer.Option("--test/--no-test", help="Also evaluate the test split where the checkpoint's data have one.")]
 

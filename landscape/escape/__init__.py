@@ -1,15 +1,28 @@
 """Escape dynamics: many trajectories of SGD-like methods at once from a minimum found by GD,
 measured against the lecture's stability theory (implicit-bias-lecture.md, "A stability
-perspective" to "Theorem 4"; ALGORITHMS.md §2)."""
+perspective" to "Theorem 4"; ALGORITHMS.md §2).
+
+>>> import torch
+>>> from landscape.escape import simulate, slides_pair, summarize
+>>> run = simulate(slides_pair(), torch.tensor([1 - 1e-5], dtype=torch.float64), "sgd", lr=0.7,
+...                batch_size=1, steps=100, trajectories=20, seed=0)
+>>> summarize(run, escape_factor=10).fraction_escaped
+1.0
+"""
 
 from __future__ import annotations
 
+from .analysis import (EscapeSummary, GrowthFit, alignment_bound, escape_steps, gamma0, growth_rate,
+                       minimum_stats, predicted_growth, problem_at, summarize)
 from .engine import (DYNAMICS, Descent, FlatObjective, Objective, ObjectiveHessian, ProblemObjective,
                      Trajectories, as_objective, descend, eval_subset, lambda_max, sgd_noise_factor, simulate,
                      trajectory_seeds)
-from .toys import quadratic_family, second_moment_factor, sharpness_nonuniformity, slides_pair
+from .toys import (quadratic_family, quadratic_gamma0, second_moment_factor, sharpness_nonuniformity,
+                   slides_pair)
 
 __all__ = ["DYNAMICS", "Descent", "FlatObjective", "Objective", "ObjectiveHessian", "ProblemObjective",
            "Trajectories", "as_objective", "descend", "eval_subset", "lambda_max", "sgd_noise_factor",
-           "simulate", "trajectory_seeds", "quadratic_family", "second_moment_factor",
-           "sharpness_nonuniformity", "slides_pair"]
+           "simulate", "trajectory_seeds", "EscapeSummary", "GrowthFit", "alignment_bound", "escape_steps",
+           "gamma0", "growth_rate", "minimum_stats", "predicted_growth", "problem_at", "summarize",
+           "quadratic_family", "quadratic_gamma0", "second_moment_factor", "sharpness_nonuniformity",
+           "slides_pair"]

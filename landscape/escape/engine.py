@@ -48,8 +48,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -123,7 +124,7 @@ class FlatObjective(Objective):
     """
 
     def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], n: int, p: int,
-                 dtype: torch.dtype = torch.float64, device: "str | torch.device" = "cpu",
+                 dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
                  name: str = "custom") -> None:
         if n < 1 or p < 1:
             raise ConfigError(f"a loss needs n ≥ 1 samples and p ≥ 1 parameters, got n={n}, p={p}",
@@ -413,7 +414,7 @@ def descend(loss: Any, theta0: torch.Tensor, lr: float, *, tol: float, max_steps
     _check_positive("lr", lr)
     t0 = time.perf_counter()
     flat = theta0.detach().to(device=obj.device, dtype=obj.dtype).reshape(1, -1).clone()
-    P = obj.rows(flat)
+    obj.rows(flat)
     one = obj.one(flat[0])
     size = max(1, min(obj.n, int(chunk)))
     idx = torch.arange(obj.n, device=obj.device)
@@ -567,7 +568,8 @@ def simulate(
             dists[:, k] = torch.linalg.vector_norm(delta, dim=1).double().cpu()
         if track_eig_every is not None and step % track_eig_every == 0:
             eig_steps.append(step)
-            vals = [lambda_max(obj, flat[j], eval_idx, tol=1e-3) for j in range(min(k_eig, T))]
+            vals = [lambda_max(obj, flat[j], eval_idx, tol=1e-3) if bool(torch.isfinite(flat[j]).all()) else math.nan
+                    for j in range(min(k_eig, T))]
             eig_vals.append(vals + vals[-1:] * (k_eig - len(vals)))  # gd: one trajectory, replicated
 
     for step in range(steps):

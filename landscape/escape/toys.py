@@ -16,7 +16,7 @@ stability of SGD" and "An illustrative example"; ALGORITHMS.md §2), as per-samp
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -34,7 +34,7 @@ class Alignment:
     lecture's approximation ``Σ ≈ 2L G``; ``grad_norm`` is ``‖g‖``. ``g_matrix`` names G; ``g_rows`` is the number of rows of
     its factor V; ``g_truncation`` is ``tr`` of the part of G dropped with ``rtol`` (0 up to
     rounding by default), which bounds the error of ``g_frobenius`` (and of ``tr(ΣG)`` relative
-    to ``‖Σ‖_F``). ``subsample`` is True when ``n`` is a seeded subset of the problem's samples.
+    to ``‖Σ‖_F``). ``chunk``/``panel``: samples per Gram block / held in memory. ``subsample`` is True when ``n`` is a seeded subset of the problem's samples.
     Undefined ratios (``L = 0``, ``Σ = 0`` or ``G = 0``) are NaN with a note.
     """
 
@@ -57,6 +57,7 @@ class Alignment:
     subsample: bool
     seed: int
     chunk: int
+    panel: int
     notes: tuple = field(default_factory=tuple)
 
     def to_dict(self) -> dict:
@@ -81,11 +82,12 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
 
         tr(ΣG) = ‖Ũ Vᵀ‖_F² / n²,   ‖Σ‖_F² = ‖Ũ Ũᵀ‖_F² / n²,   ‖G‖_F² = ‖V Vᵀ‖_F² / n²,
 
-    accumulated over pairs of sample chunks ``a ≤ b`` (Gram blocks ``chunk × chunk``; sums of
+    accumulated over pairs of sample chunks ``a ≤ b`` (Gram blocks of ``chunk`` samples; sums of
     squares in float64). Rows ``[g_i; V_i]`` come from one per-sample vector-Jacobian product with
-    ``1 + k`` cotangents (``g_i = J_iᵀ ∂l_i/∂f_i``). They are computed once and kept if all fit in
-    ``memory`` bytes, else recomputed for each block pair; either way memory is bounded by two
-    chunks, never ``n × p``. Cost: about ``n² (1 + k)² p`` multiply-adds (``k`` outputs).
+    ``1 + k`` cotangents (``g_i = J_iᵀ ∂l_i/∂f_i``). If all rows fit in ``memory`` bytes they are
+    computed once; otherwise a panel of about ``memory/2`` bytes of rows is held and every later
+    chunk is recomputed once per panel (about ``n²/(2·panel)`` extra sample rows). Memory stays
+    near ``memory``, never ``n × p``. Cost: about ``n² (1 + k)² p`` multiply-adds (``k`` outputs).
 
     ``samples``: a seeded subset of that many samples (``seed``); ``rtol > 0`` also drops the
     directions of each ``∂²l_i/∂f²`` with eigenvalue below ``rtol`` times its largest (faster for
@@ -121,8 +123,10 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
         k = pb.forward(pb.params, X[:1]).numel()
     item = torch.finfo(pb.dtype).bits // 8
     per_sample = (1 + k) * pb.p * item
+    keep_all = n * per_sample <= memory
+    panel = n if keep_all else max(1, int(memory // (2 * per_sample)))  # samples whose rows are held
     if chunk is None:
-        chunk = max(1, min(n, int(memory // (4 * per_sample))))
+        chunk = max(1, min(panel, int(memory // (8 * per_sample))))
     elif chunk < 1:
         raise ConfigError(f"chunk must be positive, got {chunk}", "pass e.g. --chunk 128")
     notes: list[str] = []
@@ -156,8 +160,7 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
         return U, V[keep], dropped
 
     starts = list(range(0, n, chunk))
-    cache = {}
-    keep_all = n * per_sample <= memory
+    per_panel = max(1, panel // chunk)  # chunks per panel
     suu = suv = svv = 0.0
     tr_s = tr_g = drop = 0.0
     g_rows = 0
@@ -165,27 +168,29 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
     def sq(A: torch.Tensor, B: torch.Tensor) -> float:
         return float((A @ B.T).square().sum(dtype=torch.float64)) if A.numel() and B.numel() else 0.0
 
-    for ia, a in enumerate(starts):
-        Ua, Va, d = cache[a] if a in cache else rows(a)
-        if keep_all:
-            cache[a] = (Ua, Va, d)
-        drop += d
-        g_rows += Va.shape[0]
-        tr_s += float(Ua.double().square().sum())
-        tr_g += float(Va.double().square().sum())
-        suu += sq(Ua, Ua)
-        svv += sq(Va, Va)
-        suv += sq(Ua, Va)
-        for b in starts[ia + 1 :]:
-            if b in cache:
-                Ub, Vb, _ = cache[b]
-            else:
-                Ub, Vb, db = rows(b)
-                if keep_all:
-                    cache[b] = (Ub, Vb, db)
-            suu += 2 * sq(Ua, Ub)
-            svv += 2 * sq(Va, Vb)
-            suv += sq(Ua, Vb) + sq(Ub, Va)
+    # Out of core: the rows of a panel of chunks are held; the pairs inside it are summed, then
+    # every later chunk is computed once per panel and paired with all of the panel's chunks.
+    for p0 in range(0, len(starts), per_panel):
+        held = [rows(a) for a in starts[p0 : p0 + per_panel]]
+        for j, (Ua, Va, d) in enumerate(held):
+            drop += d
+            g_rows += Va.shape[0]
+            tr_s += float(Ua.double().square().sum())
+            tr_g += float(Va.double().square().sum())
+            suu += sq(Ua, Ua)
+            svv += sq(Va, Va)
+            suv += sq(Ua, Va)
+            for Ub, Vb, _ in held[j + 1 :]:
+                suu += 2 * sq(Ua, Ub)
+                svv += 2 * sq(Va, Vb)
+                suv += sq(Ua, Vb) + sq(Ub, Va)
+        for b in starts[p0 + per_panel :]:
+            Ub, Vb, _ = rows(b)
+            for Ua, Va, _ in held:
+                suu += 2 * sq(Ua, Ub)
+                svv += 2 * sq(Va, Vb)
+                suv += sq(Ua, Vb) + sq(Ub, Va)
+        del held
 
     tr_sigma_g = suv / n**2
     sf, gf = math.sqrt(suu) / n, math.sqrt(svv) / n
@@ -203,7 +208,7 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
     kind = "ggn" if pb.loss.name != "mse" else "jacobian-gram"
     return Alignment(alpha, beta, mu, L, tr_sigma_g, sf, gf, tr_s / n, tr_g / n, decoupling,
                      float(g.double().norm()), n, pb.p, kind,
-                     g_rows, drop, n < pb.n, seed, chunk, tuple(notes))
+                     g_rows, drop, n < pb.n, seed, chunk, per_panel * chunk, tuple(notes))
 
 
 # ---------------------------------------------------------------- operator comparisons

@@ -4,8 +4,8 @@ bold, on a log scale, one panel per dynamics (writers only consume results)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -61,6 +61,6 @@ def escape_figure(runs: Sequence[tuple], title: str | None = None, max_lines: in
     return fig
 
 
-def save_escape_figure(runs: Sequence[tuple], path: "str | Path", title: str | None = None) -> Path:
+def save_escape_figure(runs: Sequence[tuple], path: str | Path, title: str | None = None) -> Path:
     """Draw :func:`escape_figure` and save it atomically (format from the suffix)."""
     return save(escape_figure(runs, title), path)

@@ -130,8 +130,9 @@ def _overlay(ax, data: dict, z: bool = False) -> None:
 
 def plane_figure(data: dict, kind: Kind2D = "contour", quantity: str = "loss"):
     """A 2-D slice: ``contour`` (labelled levels), ``heatmap`` or ``surface`` (3-D), one panel per
-    split. Values above the 95th (surface: 98th) percentile are clipped so that the far corners
-    do not flatten the picture."""
+    split. Contour levels and colours span the minimum to the 95th percentile; a surface is clipped
+    at the 98th percentile only where the maximum exceeds it threefold (far corners that would
+    flatten the picture)."""
     if kind not in ("contour", "heatmap", "surface"):
         raise ConfigError(f"unknown 2-D figure kind {kind!r}", "choose contour, heatmap or surface")
     a, b = _arr(data["grid"]["alpha"]), _arr(data["grid"]["beta"])
@@ -147,8 +148,13 @@ def plane_figure(data: dict, kind: Kind2D = "contour", quantity: str = "loss"):
             ax = fig.add_subplot(1, n, i + 1, projection="3d")
             v = Z[np.isfinite(Z)]
             cap = float(np.percentile(v, 98)) if v.size else 1.0
+            cap = cap if v.size and float(v.max()) > 3 * abs(cap) else (float(v.max()) if v.size else 1.0)
             Zc = np.where(np.isfinite(Z), np.minimum(Z, cap), cap)
             ax.plot_surface(A, B, Zc, cmap="viridis", linewidth=0, antialiased=True, alpha=0.95)
+            from matplotlib.ticker import MaxNLocator
+
+            for a_ in (ax.xaxis, ax.yaxis, ax.zaxis):
+                a_.set_major_locator(MaxNLocator(5))
             ax.set_zlabel(quantity)
             ax.set_title(f"{s} {quantity}", fontsize=9)
         else:
@@ -200,7 +206,9 @@ def _trajectory_sets(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
 
 
 def escape_figure(tree: dict):
-    """Every trajectory thin, the mean bold, log-scale loss; one panel per group (per ``--to``)."""
+    """Any file of ``[trajectories, steps]`` loss arrays: every trajectory thin, the mean bold,
+    log-scale loss, one panel per array (``landscape escape`` files go to
+    :func:`landscape.io.escape_figures.escape_figure`)."""
     sets = _trajectory_sets(tree)
     if not sets:
         raise LandscapeError("the file holds no [trajectories, steps] loss arrays", "pass an escape result file")
@@ -282,6 +290,13 @@ def render(path: str | Path, kind: str = "auto", out: str | Path | None = None, 
 
         return [save(run_figure(read_run(path)), out)]
     if what == "escape":
+        runs = tree.get("runs") if isinstance(tree.get("runs"), dict) else {}
+        recorded = [(r["record_steps"], r["losses"], {k: v for k, v in r.items() if not isinstance(v, np.ndarray)})
+                    for r in runs.values() if isinstance(r, dict) and "losses" in r and "record_steps" in r]
+        if recorded:  # landscape escape --out: the lecture's Figure 19, as escape --plot draws it
+            from .escape_figures import escape_figure as lecture_figure
+
+            return [save(lecture_figure(recorded, title=f"escape runs of {path.name}"), out)]
         return [save(escape_figure(tree), out)]
     from .figures import density_figure
 

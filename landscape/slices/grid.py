@@ -61,7 +61,7 @@ def recompute_bn(problem: Problem, params: dict[str, torch.Tensor]) -> dict[str,
     return {n: b.detach().clone() for n, b in model.named_buffers() if b.is_floating_point()}
 
 
-def auto_batch_points(problem: Problem, rows: int = 4096, cap: int = 64) -> int:
+def auto_batch_points(problem: Problem, rows: int = 16384, cap: int = 64) -> int:
     """Points per vmapped pass when none is given: about ``rows`` sample-rows per forward pass,
     ``clamp(rows // batch rows, 1, cap)``. On a CPU a forward over a large data batch is already
     compute-bound (stacking points then gains nothing: see benchmarks/bench_slice.py); stacking

@@ -13,6 +13,15 @@ Interruption: with ``handle_signals=True`` the first SIGINT (Ctrl-C) or SIGTERM 
 stop after the current step (and its tracking); it then saves ``state.pt``, flushes ``run.h5`` and
 returns a result with ``status="interrupted"`` and the signal number. A second Ctrl-C aborts at
 once (the last saved state stays valid).
+
+Data parallel (``torchrun --nproc-per-node N -m landscape train ...``): every rank draws the same
+minibatch, takes its shard ``batch[rank::N]``, backpropagates its part of the global mean loss
+(shard sum / global B) and all-reduces the gradients (one flat p-vector per pass), so each step
+uses the gradient of the mean over the global minibatch and all ranks stay identical; evaluation
+losses are sums over shards all-reduced; rank 0 alone writes files. BatchNorm in training mode
+uses per-shard batch statistics (as DDP without SyncBatchNorm), its running buffers averaged over
+ranks after each step. Optimizers that need the gradient's graph (tracers) or the batch's
+per-sample gradients (covariance noise) are refused under torchrun.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import distributed
 from ..errors import ConfigError, LandscapeError, NumericalError
 from ..losses import get_loss
 from .run import RunDir, Series, plain_state, usual_mode
@@ -162,6 +172,9 @@ def evaluate(model: nn.Module, loss, pair: tuple[torch.Tensor, torch.Tensor], ba
     """``(L, accuracy)`` on all of ``pair`` in eval mode (BatchNorm running statistics), with
     exact weights ``L = (1/n) Σ_i l_i``; accuracy only for class labels (else None)."""
     x, y = pair
+    n = x.shape[0]
+    if distributed.active():  # this rank's shard; the sums are all-reduced below
+        x, y = x[distributed.rank()::distributed.world_size()], y[distributed.rank()::distributed.world_size()]
     was = model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=x.device)
@@ -177,7 +190,9 @@ def evaluate(model: nn.Module, loss, pair: tuple[torch.Tensor, torch.Tensor], ba
                     correct += (out.argmax(-1) == yb).sum()
     finally:
         model.train(was)
-    n = x.shape[0]
+    if distributed.active():
+        sums = distributed.all_reduce_(torch.stack([total, correct]))
+        total, correct = sums[0], sums[1]
     return float(total / n), (float(correct / n) if classes else None)
 
 
@@ -226,6 +241,15 @@ class _Session:
                                          momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                          model=self.model, seed=cfg.seed, **hyper)
         self._step_takes_batch = "batch" in inspect.signature(self.optimizer.step).parameters
+        self.world, self.rank = distributed.world_size(), distributed.rank()
+        if self.world > 1:
+            if self._step_takes_batch or getattr(self.optimizer, "needs_graph", False):
+                raise ConfigError(f"{cfg.optimizer} is not data-parallel yet (it needs "
+                                  f"{'per-sample gradients of the batch' if self._step_takes_batch else 'the gradient graph for a Hessian-vector product'})",
+                                  "run it in a single process (without torchrun)")
+            if self.batch_size < self.world:
+                raise ConfigError(f"the batch of {self.batch_size} cannot be shared by {self.world} processes",
+                                  f"pass --batch-size {self.world} or more")
         group = self.optimizer.param_groups[0]
         self.lr = float(group["lr"])
         self.momentum = group.get("momentum")
@@ -331,15 +355,52 @@ class _Session:
         def closure():  # a loss closure: the optimizer differentiates it (landscape.optim.wrapper)
             return loss.sum(model(xb), yb) / xb.shape[0]
 
+        if self.world > 1:
+            closure = self._sharded_closure(xb, yb)
         if self._step_takes_batch:
             value = self.optimizer.step(closure, batch=(xb, yb))
         else:
             value = self.optimizer.step(closure)
+        if self.world > 1:
+            self._average_buffers()
         self.step += 1
         self.pos += 1
         if self.pos == self.steps_per_epoch:
             self.pos = 0
         return float(value)
+
+    def _sharded_closure(self, xb: torch.Tensor, yb: torch.Tensor):
+        """Data parallel: a closure (PyTorch's convention: it calls ``backward``) on this rank's
+        shard ``xb[rank::world]`` whose gradient, after one all-reduce of a flat vector, is that
+        of the mean loss over the GLOBAL minibatch: ``(1/B) Σ_ranks Σ_{i∈shard} ∇l_i``. Returns
+        the global mean loss (identical on every rank)."""
+        xs, ys = xb[self.rank::self.world], yb[self.rank::self.world]
+        size = xb.shape[0]
+        params = [p for p in self.model.parameters() if p.requires_grad]
+
+        def closure():
+            local = self.loss.sum(self.model(xs), ys) / size
+            local.backward()
+            have = [p for p in params if p.grad is not None]  # the same set on every rank
+            flat = torch.cat([p.grad.reshape(-1) for p in have] + [local.detach().reshape(1).to(params[0].dtype)])
+            distributed.all_reduce_(flat)
+            start = 0
+            for p in have:
+                p.grad = flat[start:start + p.numel()].view_as(p).clone()
+                start += p.numel()
+            return flat[-1]
+
+        return closure
+
+    def _average_buffers(self) -> None:
+        """BatchNorm running statistics averaged over ranks (each saw only its shard)."""
+        bufs = [b for b in self.model.buffers() if b.is_floating_point()]
+        if bufs:
+            flat = distributed.all_reduce_(torch.cat([b.reshape(-1) for b in bufs])) / self.world
+            start = 0
+            for b in bufs:
+                b.copy_(flat[start:start + b.numel()].view_as(b))
+                start += b.numel()
 
     # -------------------------------------------------------------------- measurements
     def evaluate_row(self) -> dict:
@@ -393,9 +454,10 @@ def train(
         raise ConfigError(f"--out {rundir.path} is a file", "pass a directory for the run")
     config = TrainConfig.from_dict(config.to_dict())
     session = _Session(config, rundir)  # builds (and validates) before touching the directory
-    if force:
+    if force and distributed.is_main():
         rundir.clear()
     rundir.path.mkdir(parents=True, exist_ok=True)
+    _barrier()  # under torchrun: every rank has checked the directory before rank 0 writes to it
     return _loop(session, None, stop_after, handle_signals, progress, flush_seconds)
 
 
@@ -425,7 +487,13 @@ def resume(
         return _already(rundir, state)
     session.load(state)
     session.status, session.stop_reason = "running", None
+    _barrier()
     return _loop(session, state, stop_after, handle_signals, progress, flush_seconds)
+
+
+def _barrier() -> None:
+    if distributed.active():
+        torch.distributed.barrier()
 
 
 def _peek(rundir: RunDir) -> dict | None:
@@ -495,9 +563,10 @@ def _loop(s: _Session, state: dict | None, stop_after: int | None, handle_signal
     def flush(with_state: bool = True) -> None:
         nonlocal last_flush
         s.timers["wall"] = wall()
-        if with_state:
-            rundir.save_state(s.state())
-        rundir.write_h5(s.series, s.settings(), s.status_attrs())
+        if distributed.is_main():  # under torchrun rank 0 alone writes
+            if with_state:
+                rundir.save_state(s.state())
+            rundir.write_h5(s.series, s.settings(), s.status_attrs())
         last_flush = time.perf_counter()
 
     if handle_signals:
@@ -536,11 +605,14 @@ def _loop(s: _Session, state: dict | None, stop_after: int | None, handle_signal
                         s.stop_reason = "until_loss"
                         break
                 if cfg.checkpoint_every and s.step % cfg.checkpoint_every == 0:
-                    _checkpoint(s).save(rundir.step_checkpoint(s.step))
+                    if distributed.is_main():
+                        _checkpoint(s).save(rundir.step_checkpoint(s.step))
                     flush()
                 elif time.perf_counter() - last_flush > flush_seconds:
                     flush()
                 stopping = stop.signum is not None or (stop_after is not None and s.step >= stop_after)
+                if s.world > 1:  # every rank stops at the same step (a signal may reach them apart)
+                    stopping = bool(distributed.all_reduce_(torch.tensor([int(stopping)], device=s.device))[0])
                 if stopping and s.step < s.total_steps:
                     s.status = "interrupted"
                     s.stop_reason = "signal" if stop.signum is not None else "stop_after"
@@ -550,11 +622,12 @@ def _loop(s: _Session, state: dict | None, stop_after: int | None, handle_signal
                     s.stop_reason = "steps"
                 record(batch_loss, final=True)
                 s.status = "finished"
-                _checkpoint(s).save(rundir.final)
+                if distributed.is_main():
+                    _checkpoint(s).save(rundir.final)
             flush()
     finally:
         stop.restore()
-    if cfg.plot:
+    if cfg.plot and distributed.is_main():
         from ..io.run_figures import run_figure, save
 
         save(run_figure(rundir.path, series=s.series.arrays(), settings=s.settings()), rundir.figure)
