@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import shutil
 
-import numpy as np
-
 try:
     from scripts import repro_common as rc
 except ImportError:  # run as a file
@@ -39,7 +37,7 @@ def run(cfg: dict, out, seed: int = 0, keep_runs: bool = False) -> dict:
     results = {}
     runs = out / "runs"
     for lr in cfg["lrs"]:
-        steps = max(cfg["min_steps"], int(round(cfg["time"] / lr)))
+        steps = max(cfg["min_steps"], round(cfg["time"] / lr))
         every = max(1, steps // cfg["points"])
         data_kwargs = {} if cfg["n_train"] is None else {"n_train": cfg["n_train"]}
         tc = TrainConfig(model="mlp", model_kwargs={"widths": cfg["widths"]}, data="digits",

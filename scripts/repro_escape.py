@@ -4,7 +4,8 @@ isotropic-noise control ("The importance of noise structure"; ALGORITHMS.md §2)
 on one-hot labels, ½‖f − y‖² per sample), then many trajectories of each dynamics from that point at
 the same learning rate (``simulate``): SGD with batch B, Gaussian isotropic noise with SGD's total
 variance, SGD's noise scaled by 0.1 (small-noise), and GD. The start is measured with
-``minimum_stats`` (λ_max against 2/η, ‖H‖_F, tr H, the alignment μ, Theorem 4's γ_0).
+``minimum_stats`` (λ_max against 2/η, ‖H‖_F, tr H, the non-uniformity s against
+sqrt(B(n−1)/(n−B))/η, the alignment μ, Theorem 4's γ_0, and tr H against sqrt(pB)/η for isotropic noise).
 
     python scripts/repro_escape.py [--out docs/repro/escape] [--quick]
 
@@ -15,8 +16,6 @@ attributes), ``escape.png`` (Figure 19: every trajectory thin, the mean bold, lo
 """
 
 from __future__ import annotations
-
-import numpy as np
 
 try:
     from scripts import repro_common as rc
@@ -30,10 +29,10 @@ def config(quick: bool) -> dict:
     if quick:
         return {"n": 32, "widths": [16], "lr": 0.5, "tol": 1e-3, "max_gd_steps": 3000, "batch": 2,
                 "steps": 30, "trajectories": {"sgd": 8, "isotropic": 4, "small-noise": 4, "gd": 1},
-                "noise_samples": 8, "probes": 5}
+                "noise_samples": 8, "probes": 5, "s_samples": None}
     return {"n": 256, "widths": [128, 128], "lr": 0.5, "tol": 1e-4, "max_gd_steps": 20000, "batch": 10,
             "steps": 80, "trajectories": {"sgd": 100, "isotropic": 20, "small-noise": 20, "gd": 1},
-            "noise_samples": 16, "probes": 20}
+            "noise_samples": 16, "probes": 20, "s_samples": 128}
 
 
 def problem(cfg: dict, seed: int):
@@ -57,8 +56,8 @@ def run(cfg: dict, seed: int = 0) -> dict:
     pb = problem(cfg, seed)
     lr, B = cfg["lr"], cfg["batch"]
     ds = descend(pb, pb.theta, lr, tol=cfg["tol"], max_steps=cfg["max_gd_steps"])
-    stats = minimum_stats(pb, ds.theta, lr, B, probes=cfg["probes"], align_samples=None, nonuniformity=False,
-                          seed=seed)
+    stats = minimum_stats(pb, ds.theta, lr, B, probes=cfg["probes"], align_samples=None,
+                          nonuniformity=cfg["s_samples"] is not None, s_samples=cfg["s_samples"], seed=seed)
     stats.update(gd_steps=ds.steps, gd_converged=ds.converged, gd_seconds=ds.seconds)
     out = {"start": stats, "gd_losses": ds.losses.numpy(), "runs": {}}
     for dyn, T in cfg["trajectories"].items():
@@ -121,9 +120,14 @@ def figure(h5path, path) -> None:
 def start_table(st: dict) -> str:
     keys = [("loss", "L at the GD minimum"), ("gd_steps", "GD steps"), ("lambda_max", "λ_max(H)"),
             ("two_over_lr", "2/η"), ("hessian_trace", "tr H"), ("hessian_frobenius", "‖H‖_F"),
+            ("nonuniformity", "non-uniformity s"), ("nonuniformity_bound", "sqrt(B(n−1)/(n−B))/η"),
             ("mu", "alignment μ"), ("alignment_bound", "(1/η) sqrt(B/μ)"), ("gamma_0", "γ_0 = η² μ ‖H‖_F²/B"),
             ("p", "p")]
-    return rc.markdown_table(["quantity", "value"], [[name, rc.fmt(st.get(k))] for k, name in keys])
+    rows = [[name, rc.fmt(st.get(k))] for k, name in keys]
+    # the slides' condition for isotropic noise of the same total variance ("importance of noise structure")
+    iso = (float(st["p"]) * float(st["batch_size"])) ** 0.5 / float(st["lr"])
+    rows.insert(-1, ["sqrt(pB)/η (isotropic noise: escape needs tr H above it)", rc.fmt(iso)])
+    return rc.markdown_table(["quantity", "value"], rows)
 
 
 def _attrs(g) -> dict:

@@ -36,7 +36,7 @@ def config(quick: bool) -> dict:
     if quick:
         return {"n_train": 128, "widths": [16], "epochs": 4, "batch": 16, "lr": 0.05, "checkpoints": 3,
                 "samples": 64, "probes": 8}
-    return {"n_train": 512, "widths": [32, 32], "epochs": 30, "batch": 32, "lr": 0.05, "checkpoints": 6,
+    return {"n_train": 512, "widths": [32, 32], "epochs": 30, "batch": 32, "lr": 0.05, "checkpoints": 10,
             "samples": 256, "probes": 30}
 
 
@@ -119,10 +119,10 @@ def table(rows: list[dict]) -> str:
     for r in rows:
         out.append([f"{r['epoch']:.1f}", rc.fmt(r["loss"]), rc.fmt(r["trace_H"]), rc.fmt(r["trace_F"]),
                     rc.fmt(r["trace_F_emp"]), rc.fmt(r["lambda_F"]), rc.fmt(r["lambda_F_emp"]),
-                    f"{r['cos_F~F_emp']:.3f} ± {r['cos_F~F_emp_stderr']:.2f}",
-                    f"{r['cos_H~F']:.3f} ± {r['cos_H~F_stderr']:.2f}",
+                    f"{r['cos_F~F_emp']:.3f} ± {r['cos_F~F_emp_stderr']:.3f}",
+                    f"{r['cos_H~F']:.3f} ± {r['cos_H~F_stderr']:.3f}",
                     rc.fmt(r["alpha"]), rc.fmt(r["beta"]), rc.fmt(r["mu"])])
-    return rc.markdown_table(["epoch", "train loss", "tr H", "tr F", "tr F_emp", "λ_max F", "λ_max F_emp",
+    return rc.markdown_table(["epoch", "train loss (subset)", "tr H", "tr F", "tr F_emp", "λ_max F", "λ_max F_emp",
                               "cos(F, F_emp)", "cos(H, F)", "α", "β", "μ"], out)
 
 

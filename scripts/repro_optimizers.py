@@ -4,7 +4,7 @@ lb-diag-noise (plus large-batch sgd, the reference for the covariance-noise meth
 over seeds (mean ± sample std). Every run is ``landscape.train`` with the optimizer's registry
 defaults (ALGORITHMS.md §3) and curvature tracked once, at the end (``track=["eig", "trace"]``).
 
-    python scripts/repro_optimizers.py [--out docs/repro/optimizers] [--quick] [--seeds 3]
+    python scripts/repro_optimizers.py [--out docs/repro/optimizers] [--quick] [--seeds 5]
 
 Writes ``optimizers.h5`` (group ``/<optimizer>/seed_<k>`` with the run's final values as
 attributes and its test-accuracy curve; ``/<optimizer>`` attributes hold the means and stds),
@@ -45,7 +45,7 @@ def config(quick: bool, seeds: int | None) -> dict:
     if quick:
         return {"seeds": seeds or 1, "epochs": 4, "batch": 32, "lr": 0.05, "widths": [16], "n_train": 256,
                 "track_samples": 128, "probes": 5}
-    return {"seeds": seeds or 3, "epochs": 15, "batch": 32, "lr": 0.05, "widths": [32, 32], "n_train": None,
+    return {"seeds": seeds or 5, "epochs": 15, "batch": 32, "lr": 0.05, "widths": [32, 32], "n_train": None,
             "track_samples": 512, "probes": 20}
 
 
@@ -71,11 +71,11 @@ def run(cfg: dict, out, base_seed: int = 0, only: list[str] | None = None) -> di
             try:
                 r = train(tc, path, force=True)
                 status = r.status
-            except Exception as e:  # a diverged run is a result, not a crash
+            except Exception as e:  # a diverged run is a result, not a crash  # noqa: BLE001
                 status = f"failed: {type(e).__name__}: {e}"
             try:
                 d = read_run(path)
-            except Exception:
+            except Exception:  # noqa: BLE001
                 d = {"final": {}, "series": {}, "attrs": {}}
             fin = d["final"]
             st, acc = rc.series_of(d, "test_accuracy")
@@ -135,7 +135,7 @@ def figure(res: dict, path) -> None:
 
 def main(argv=None) -> dict:
     p = rc.parser(NAME, __doc__)
-    p.add_argument("--seeds", type=int, default=None, help="seeds per optimizer (default 3; --quick 1)")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per optimizer (default 5; --quick 1)")
     p.add_argument("--only", default=None, help="comma-separated optimizer names (default: all)")
     args = p.parse_args(argv)
     out = rc.setup(args)

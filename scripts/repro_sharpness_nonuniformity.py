@@ -17,8 +17,6 @@ from __future__ import annotations
 import math
 import shutil
 
-import numpy as np
-
 try:
     from scripts import repro_common as rc
 except ImportError:  # run as a file
@@ -36,8 +34,8 @@ def config(quick: bool) -> dict:
 
 
 def run(cfg: dict, out, base_seed: int = 0) -> list[dict]:
-    from landscape.estimators import top_eigenvalues
     from landscape.curvature.hessian import Hessian
+    from landscape.estimators import top_eigenvalues
     from landscape.io.checkpoint import Checkpoint
     from landscape.metrics.stability import nonuniformity, sgd_noise_factor
     from landscape.train import TrainConfig, train
@@ -69,7 +67,7 @@ def run(cfg: dict, out, base_seed: int = 0) -> list[dict]:
                                s_samples=s.extra["samples"], lambda_bound=2 / lr,
                                s_bound=1 / (lr * math.sqrt(c)) if c > 0 else math.inf,
                                s_bound_approx=math.sqrt(B) / lr)
-                except Exception as e:  # a diverged run is a result
+                except Exception as e:  # a diverged run is a result  # noqa: BLE001
                     row.update(status=f"failed: {type(e).__name__}: {str(e)[:80]}")
                 rows.append(row)
     shutil.rmtree(runs, ignore_errors=True)

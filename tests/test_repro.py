@@ -9,7 +9,13 @@ import math
 import h5py
 import pytest
 
-from scripts import repro_eos, repro_escape, repro_fisher_alignment, repro_optimizers, repro_sharpness_nonuniformity
+from scripts import (
+    repro_eos,
+    repro_escape,
+    repro_fisher_alignment,
+    repro_optimizers,
+    repro_sharpness_nonuniformity,
+)
 
 
 def _files(out, h5name: str, png: str) -> h5py.File:
@@ -25,7 +31,7 @@ def test_eos_gd_rises_to_the_edge_of_stability(tmp_path):
         assert set(f) == {"lr_0.4", "lr_0.8"}
         assert f["lr_0.8"].attrs["two_over_lr"] == pytest.approx(2.5)
         assert f["lr_0.8"]["lambda_max"].shape == f["lr_0.8"]["step"].shape
-    for lr, r in res.items():
+    for r in res.values():
         lam = r["lambda_max"]
         assert r["lambda_peak"] > 3 * lam[0]  # progressive sharpening from the initialisation
     # at the largest rate GD's sharpness reaches the stability bound 2/η

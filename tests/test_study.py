@@ -329,3 +329,25 @@ def test_headlines_of_a_nan_free_record(done):
     for it in rec.items:
         for q, v, e in HEADLINES[it["kind"]](it["result"]):
             assert math.isfinite(v), (it["name"], q)
+
+
+def test_run_directories_give_checkpoints_by_step_and_a_figure_over_steps(tmp_path):
+    from landscape.study.report import overview_figure
+    from landscape.train import TrainConfig, train
+
+    cfg = TrainConfig(model="mlp", model_kwargs={"widths": [3]}, data="digits", data_kwargs=DATA, optimizer="sgd",
+                      batch_size=20, steps=4, checkpoint_every=2, dtype="float64", plot=False)
+    train(cfg, tmp_path / "runs" / "r1")
+    text = ('[checkpoints]\nruns = ["runs/*"]\n[problem]\ndtype = "float64"\nsamples = 20\n'
+            '[metrics.trace]\nprobes = 4\n')
+    study = parse_study(write(tmp_path, text))
+    assert [c.label for c in study.checkpoints] == ["runs|r1|step-000002", "runs|r1|step-000004", "runs|r1|final"]
+    final_only = parse_study(write(tmp_path, text.replace('runs = ["runs/*"]', 'runs = ["runs/r1"]\nrun_checkpoints = "final"'),
+                                   "final.toml"))
+    assert [c.label for c in final_only.checkpoints] == ["runs|r1|final"]
+    run_study(study)
+    rec = read_study(study.output)
+    assert [rec.checkpoints[lb]["step"] for lb in rec.checkpoints] == [4, 2, 4]  # file order: by name
+    fig = overview_figure(rec)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "training step" and sorted(ax.lines[0].get_xdata()) == [2, 4, 4]

@@ -12,17 +12,70 @@ perspective" to "Theorem 4"; ALGORITHMS.md §2).
 
 from __future__ import annotations
 
-from .analysis import (EscapeSummary, GrowthFit, alignment_bound, escape_steps, gamma0, growth_rate,
-                       minimum_stats, predicted_growth, problem_at, summarize)
-from .engine import (DYNAMICS, Descent, FlatObjective, Objective, ObjectiveHessian, ProblemObjective,
-                     Trajectories, as_objective, descend, eval_subset, lambda_max, sgd_noise_factor, simulate,
-                     trajectory_seeds)
-from .toys import (quadratic_family, quadratic_gamma0, second_moment_factor, sharpness_nonuniformity,
-                   slides_pair)
+from .analysis import (
+                       EscapeSummary,
+                       GrowthFit,
+                       alignment_bound,
+                       escape_steps,
+                       gamma0,
+                       growth_rate,
+                       minimum_stats,
+                       predicted_growth,
+                       problem_at,
+                       summarize,
+)
+from .engine import (
+                       DYNAMICS,
+                       Descent,
+                       FlatObjective,
+                       Objective,
+                       ObjectiveHessian,
+                       ProblemObjective,
+                       Trajectories,
+                       as_objective,
+                       descend,
+                       eval_subset,
+                       lambda_max,
+                       sgd_noise_factor,
+                       simulate,
+                       trajectory_seeds,
+)
+from .toys import (
+                       quadratic_family,
+                       quadratic_gamma0,
+                       second_moment_factor,
+                       sharpness_nonuniformity,
+                       slides_pair,
+)
 
-__all__ = ["DYNAMICS", "Descent", "FlatObjective", "Objective", "ObjectiveHessian", "ProblemObjective",
-           "Trajectories", "as_objective", "descend", "eval_subset", "lambda_max", "sgd_noise_factor",
-           "simulate", "trajectory_seeds", "EscapeSummary", "GrowthFit", "alignment_bound", "escape_steps",
-           "gamma0", "growth_rate", "minimum_stats", "predicted_growth", "problem_at", "summarize",
-           "quadratic_family", "quadratic_gamma0", "second_moment_factor", "sharpness_nonuniformity",
-           "slides_pair"]
+__all__ = [
+                       "DYNAMICS",
+                       "Descent",
+                       "EscapeSummary",
+                       "FlatObjective",
+                       "GrowthFit",
+                       "Objective",
+                       "ObjectiveHessian",
+                       "ProblemObjective",
+                       "Trajectories",
+                       "alignment_bound",
+                       "as_objective",
+                       "descend",
+                       "escape_steps",
+                       "eval_subset",
+                       "gamma0",
+                       "growth_rate",
+                       "lambda_max",
+                       "minimum_stats",
+                       "predicted_growth",
+                       "problem_at",
+                       "quadratic_family",
+                       "quadratic_gamma0",
+                       "second_moment_factor",
+                       "sgd_noise_factor",
+                       "sharpness_nonuniformity",
+                       "simulate",
+                       "slides_pair",
+                       "summarize",
+                       "trajectory_seeds",
+]

@@ -131,8 +131,9 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
         raise ConfigError(f"chunk must be positive, got {chunk}", "pass e.g. --chunk 128")
     notes: list[str] = []
 
-    def rows(a: int) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """Centred per-sample gradients ``[c, p]``, G-factor rows ``[r, p]`` and dropped trace."""
+    def rows(a: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """One chunk's rows ``[Ũ; V]`` as a ``[c + r, p]`` block, its ``c`` and its
+        ``(Σ‖ũ_i‖², Σ‖v_j‖² kept, Σ‖v_j‖² dropped, r)``."""
         x, y = X[a : a + chunk], Y[a : a + chunk]
         c = x.shape[0]
         with torch.no_grad():
@@ -150,47 +151,56 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
                                  "Gauss-Newton matrix G is not PSD and the alignment is undefined",
                                  "use cross-entropy or mse")
         A = (lam.clamp_min(0).sqrt().unsqueeze(2) * Q.transpose(1, 2)).to(pb.dtype)  # rows sqrt(λ_j) q_jᵀ
-        keep = (lam > rtol * top + floor).reshape(-1)
-        W = fx.per_sample_vjp(pb.forward, pb.params, x, torch.cat([r, A], dim=1))
-        W = pb.layout.flatten_rows({nm: t.reshape(c * (1 + k), *t.shape[2:]) for nm, t in W.items()})
-        W = W.reshape(c, 1 + k, pb.p)
-        U = W[:, 0] - g
-        V = W[:, 1:].reshape(c * k, pb.p)
-        dropped = float(V[~keep].double().square().sum()) / n
-        return U, V[keep], dropped
+        keep = lam > rtol * top + floor  # [c, k]
+        grads = fx.per_sample_vjp(pb.forward, pb.params, x, torch.cat([r, A], dim=1))  # name -> [c, 1+k, ...]
+        buf = torch.empty(c, 1 + k, pb.p, dtype=pb.dtype, device=pb.device)
+        for i, name in enumerate(pb.layout.names):
+            o = pb.layout.offsets[i]
+            buf[:, :, o : o + pb.layout.numel(i)] = grads[name].reshape(c, 1 + k, -1)
+        del grads
+        buf[:, 0] -= g
+        norms = torch.einsum("ckp,ckp->ck", buf, buf).double()
+        W = torch.cat([buf[:, 0], buf[:, 1:][keep]])
+        stats = torch.stack([norms[:, 0].sum(), norms[:, 1:][keep].sum(), norms[:, 1:][~keep].sum(),
+                             keep.sum().double()]).cpu()
+        return W, c, stats
 
     starts = list(range(0, n, chunk))
     per_panel = max(1, panel // chunk)  # chunks per panel
-    suu = suv = svv = 0.0
-    tr_s = tr_g = drop = 0.0
-    g_rows = 0
+    sums = torch.zeros(3, dtype=torch.float64)  # ‖ŨŨᵀ‖², ‖ŨVᵀ‖², ‖VVᵀ‖² (times 1)
+    stats = torch.zeros(4, dtype=torch.float64)
 
-    def sq(A: torch.Tensor, B: torch.Tensor) -> float:
-        return float((A @ B.T).square().sum(dtype=torch.float64)) if A.numel() and B.numel() else 0.0
+    def pair(A: tuple, B: tuple | None) -> None:
+        """Add the Gram block of chunks A and B (B None: A with itself) to ``sums``."""
+        Wa, ca, _ = A
+        Wb, cb, _ = A if B is None else B
+        Gm = (Wa @ Wb.T).square_()
+        uu, vv = Gm[:ca, :cb].sum(dtype=torch.float64), Gm[ca:, cb:].sum(dtype=torch.float64)
+        uv = Gm[:ca, cb:].sum(dtype=torch.float64)
+        if B is None:
+            sums.add_(torch.stack([uu, uv, vv]).cpu())
+        else:
+            vu = Gm[ca:, :cb].sum(dtype=torch.float64)
+            sums.add_(torch.stack([2 * uu, uv + vu, 2 * vv]).cpu())
 
-    # Out of core: the rows of a panel of chunks are held; the pairs inside it are summed, then
-    # every later chunk is computed once per panel and paired with all of the panel's chunks.
+    # Out of core: the rows of a panel of chunks are held and their pairs summed; every later
+    # chunk is then computed once per panel and paired with each of the panel's chunks.
     for p0 in range(0, len(starts), per_panel):
         held = [rows(a) for a in starts[p0 : p0 + per_panel]]
-        for j, (Ua, Va, d) in enumerate(held):
-            drop += d
-            g_rows += Va.shape[0]
-            tr_s += float(Ua.double().square().sum())
-            tr_g += float(Va.double().square().sum())
-            suu += sq(Ua, Ua)
-            svv += sq(Va, Va)
-            suv += sq(Ua, Va)
-            for Ub, Vb, _ in held[j + 1 :]:
-                suu += 2 * sq(Ua, Ub)
-                svv += 2 * sq(Va, Vb)
-                suv += sq(Ua, Vb) + sq(Ub, Va)
+        for j, A in enumerate(held):
+            stats += A[2]
+            pair(A, None)
+            for B in held[j + 1 :]:
+                pair(A, B)
         for b in starts[p0 + per_panel :]:
-            Ub, Vb, _ = rows(b)
-            for Ua, Va, _ in held:
-                suu += 2 * sq(Ua, Ub)
-                svv += 2 * sq(Va, Vb)
-                suv += sq(Ua, Vb) + sq(Ub, Va)
+            B = rows(b)
+            for A in held:
+                pair(A, B)
         del held
+    suu, suv, svv = (float(v) for v in sums)
+    tr_s, tr_g, drop, g_rows = (float(v) for v in stats)
+    drop /= n
+    g_rows = int(g_rows)
 
     tr_sigma_g = suv / n**2
     sf, gf = math.sqrt(suu) / n, math.sqrt(svv) / n

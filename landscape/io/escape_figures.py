@@ -34,6 +34,10 @@ def _panel(ax, steps: np.ndarray, losses: np.ndarray, summary: dict, max_lines: 
         t = np.linspace(0, max(end, 1), 50)
         ax.plot(t, start * pred**t, color="tab:green", lw=1.2, ls=":", label=f"predicted {pred:.3g}/step")
     ax.set_yscale("log")
+    finite = shown[np.isfinite(shown)]
+    if finite.size:  # the data (and the escape threshold) decide the range, not the guide lines
+        top = max(finite.max(), start * factor if factor and start > 0 else 0.0)
+        ax.set_ylim(finite.min() / 3, top * 3)
     frac = summary.get("fraction_escaped")
     med = summary.get("median_step")
     sub = f"{summary.get('trajectories', losses.shape[0])} trajectories"
@@ -49,12 +53,20 @@ def _panel(ax, steps: np.ndarray, losses: np.ndarray, summary: dict, max_lines: 
 
 def escape_figure(runs: Sequence[tuple], title: str | None = None, max_lines: int = 200):
     """``runs``: ``(record_steps [R], losses [T, R], summary dict)`` per dynamics (arrays or
-    lists; ``summary`` as :meth:`EscapeSummary.to_dict`). One panel each, shared log y axis."""
+    lists; ``summary`` as :meth:`EscapeSummary.to_dict`). One panel each (three to a row), log y
+    axis over the data's range; the escape threshold, the fitted growth and the prediction
+    ``L_0 γ^t`` (where given) as guide lines."""
     k = max(1, len(runs))
-    fig, axes = plt.subplots(1, k, figsize=(4.2 * k, 3.8), sharey=True, squeeze=False)
-    for ax, (steps, losses, summary) in zip(axes[0], runs):
+    cols = min(k, 3)
+    rows = (k + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.8 * rows), squeeze=False)
+    flat = axes.reshape(-1)
+    for ax, (steps, losses, summary) in zip(flat, runs):
         _panel(ax, np.asarray(steps, dtype=float), np.asarray(losses, dtype=float), dict(summary), max_lines)
-    axes[0][0].set_ylabel("training loss (log scale)")
+    for ax in flat[len(runs):]:
+        ax.set_visible(False)
+    for r in range(rows):
+        axes[r][0].set_ylabel("training loss (log scale)")
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

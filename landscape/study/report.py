@@ -268,8 +268,8 @@ def _series(record: StudyRecord) -> dict[tuple[str, str], list[tuple[str, float,
 
 def overview_figure(record: StudyRecord):
     """One panel per headline quantity across the checkpoints: against the training step (one
-    line per run) when every checkpoint records a distinct step within its source, else against
-    the checkpoints' labels."""
+    line per run directory or glob) when every checkpoint records its step and each source spans
+    several steps, else against the checkpoints' labels."""
     from ..io.figures import plt
 
     series = _series(record)
@@ -287,8 +287,8 @@ def overview_figure(record: StudyRecord):
     def step(label: str) -> float:
         return _f(ck.get(label, {}).get("step"))
 
-    by_step = all(np.isfinite([step(lb) for lb in labels]).all() and len({step(lb) for lb in labels}) == len(labels)
-                  and len(labels) > 1 for labels in sources.values())
+    by_step = all(np.isfinite([step(lb) for lb in labels]).all() and len({step(lb) for lb in labels}) > 1
+                  for labels in sources.values())
     for ax, ((name, q), pts) in zip(axes.reshape(-1), series.items()):
         if by_step:
             for src, labels in sources.items():

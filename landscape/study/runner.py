@@ -259,7 +259,7 @@ def _slice(ctx: Context, item: Item) -> dict:
         s = {**s, "recompute_bn": False}
     result = evaluate_grid(problems, dirs.theta, dirs.vectors, axes, batch_points=s["batch_points"],
                            recompute_bn_stats=s["recompute_bn"])
-    origin = values_at(problems, dirs.theta)
+    origin = values_at(problems, dirs.theta, recompute_bn_stats=s["recompute_bn"])
     settings = {"dims": dims, "directions": s["directions"], "norm": dirs.norm,
                 "include_bias_bn": s["include_bias_bn"], "range": [list(r) for r in ranges], "points": n,
                 "seed": s["seed"], "samples": ps["samples"], "batch_size": ps["batch_size"],

@@ -74,7 +74,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10 with the tomli bac
 # ------------------------------------------------------------------------ option schema
 @dataclass(frozen=True)
 class Option:
-    """One setting: ``kind`` is ``int``, ``float``, ``bool``, ``str``, ``choice``, ``range`` (two
+    """One setting: ``kind`` is ``int``, ``float``, ``bool``, ``str`` (non-empty), ``text``, ``choice``, ``range`` (two
     floats LO < HI), ``path``, ``paths`` or ``globs``; ``low`` the smallest allowed number
     (``strict``: excluded); ``choices`` for ``choice``; ``default`` (``None``: unset)."""
 
@@ -179,7 +179,7 @@ KINDS: dict[str, KindSchema] = {
 }
 
 STUDY_KEYS = {"study", "problem", "checkpoints", "metrics", "slices"}
-STUDY_OPTIONS = {"output": Option("str"), "figures": Option("str"), "device": Option("str", "cpu"), "seed": SEED,
+STUDY_OPTIONS = {"output": Option("str"), "figures": Option("text", help='folder of figures ("": none)'), "device": Option("str", "cpu"), "seed": SEED,
                  "name": Option("str")}
 CHECKPOINT_OPTIONS = {"files": Option("globs"), "runs": Option("globs"),
                       "run_checkpoints": _choice("all", "final")}
@@ -384,7 +384,7 @@ def _describe(opt: Option) -> str:
         return "two numbers [LO, HI] with LO < HI"
     if opt.kind in ("paths", "globs"):
         return "a list of paths"
-    return "a string"
+    return "a string" if opt.kind == "text" else "a non-empty string"
 
 
 def _coerce(opt: Option, value: Any) -> tuple[bool, Any]:
@@ -411,6 +411,8 @@ def _coerce(opt: Option, value: Any) -> tuple[bool, Any]:
         if isinstance(value, str):
             value = [value]
         return isinstance(value, list) and all(isinstance(v, str) and v for v in value), value
+    if k == "text":
+        return isinstance(value, str), value
     return isinstance(value, str) and value != "", value
 
 
