@@ -13,7 +13,8 @@ time and peak memory of landscape's computation against a naive per-sample-gradi
   them; s by the same Lanczos on a product that loops over samples (double backward each).
 
 Each method runs in a fresh process; peak memory is the growth of the resident set during the
-computation (VmHWM after resetting it, minus VmRSS before). Times are single runs.
+computation (VmHWM after resetting it, minus VmRSS before). Times are single runs: wall seconds
+and CPU seconds (user + system, all threads), the latter less sensitive to a shared machine.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import math
 import multiprocessing as mp
 import os
+import resource
 import time
 
 import torch
@@ -148,11 +150,15 @@ def child(method: str, samples: int, queue) -> None:
     base = _status("VmRSS")
     _reset_peak()
     t = time.perf_counter()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     if method == "naive":
         out = run_naive(model, X, Y)
     else:
         out = run_landscape(model, X, Y, rtol=1e-3 if method == "landscape-rtol" else 0.0)
     out["seconds"] = time.perf_counter() - t
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    out["cpu_seconds"] = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    out["load"] = os.getloadavg()[0]
     out["peak_mib"] = _status("VmHWM") - base
     queue.put(out)
 
@@ -171,11 +177,11 @@ def main() -> None:
         r = q.get()
         proc.join()
         print(method, r, flush=True)
-        rows.append([method, f"{r['seconds']:.1f}", f"{r['t_align']:.1f}", f"{r['t_s']:.1f} ({r['s_products']})",
+        rows.append([method, f"{r['seconds']:.0f}", f"{r['cpu_seconds']:.0f}", f"{r['t_align']:.1f}", f"{r['t_s']:.1f} ({r['s_products']})",
                      f"{r['peak_mib']:.0f}", str(r["g_rows"]), f"{r['alpha']:.6f}", f"{r['beta']:.6f}", f"{r['mu']:.6f}", f"{r['s']:.5f}"])
     print(f"\ndigits MLP 64-128-128-10 (p = 26122), n = {args.samples}, cross-entropy, float32, "
           f"{THREADS} CPU threads\n")
-    print(markdown(rows, ["method", "total s", "α, β, μ: s", "s: seconds (products)", "peak MiB",
+    print(markdown(rows, ["method", "wall s", "CPU s", "α, β, μ: wall s", "s: seconds (products)", "peak MiB",
                           "G rows", "α", "β", "μ", "s"]))
 
 

@@ -7,6 +7,10 @@
 """
 
 from .curvature import DenseOperator, Hessian, LinearOperator
+from .curvature.fisher import EmpiricalFisher, Fisher
+from .curvature.ggn import GGN
+from .curvature.noise import NoiseCovariance, NonUniformity
+from .estimators.alignment import alignment
 from .errors import LandscapeError
 from .estimators import frobenius, frobenius_inner, spectral_density, top_eigenvalues, trace
 from .problem import Problem
@@ -14,6 +18,7 @@ from .results import Density, Eigen, Estimate
 
 __version__ = "0.1.0"
 
-__all__ = ["Problem", "Hessian", "LinearOperator", "DenseOperator", "trace", "top_eigenvalues",
+__all__ = ["Problem", "Hessian", "GGN", "Fisher", "EmpiricalFisher", "NoiseCovariance", "NonUniformity",
+           "alignment", "LinearOperator", "DenseOperator", "trace", "top_eigenvalues",
            "frobenius", "frobenius_inner", "spectral_density", "Estimate", "Eigen", "Density",
            "LandscapeError"]

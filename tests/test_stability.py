@@ -145,3 +145,24 @@ def test_stability_cli(tmp_path):
     assert (tmp_path / "s.h5").exists()
     res = runner.invoke(app, ["stability", str(tiny_checkpoint(tmp_path, lr=None))])
     assert res.exit_code == 2 and "--lr" in res.output
+
+
+def test_matrix_condition_is_sufficient_not_necessary():
+    """ALGORITHMS.md §2: λ_max{(I − ηH)² + η²(n−B)/(B(n−1)) Σ_H} > 1 while the exact mean-square
+    growth of SGD, the spectral radius of X ↦ E[(I − ηH_i) X (I − ηH_i)], is below 1 (B = 1)."""
+    a = torch.tensor([[-0.51, -0.765], [-0.004, -1.572], [0.001, -0.17]], dtype=torch.float64)
+    model = nn.Linear(2, 1, bias=False).double()
+    with torch.no_grad():
+        model.weight.zero_()  # the interpolating minimum of f_i = a_iᵀθ with targets 0
+    pb = landscape.Problem(model, "mse", (a, torch.zeros(3, 1, dtype=torch.float64)))
+    lr = 0.915
+    rep = stability_report(pb, lr, 1, probes=4, tol=1e-10, sufficient=True)
+    Hs = ref.per_sample_hessians(pb)
+    eye = torch.eye(2, dtype=torch.float64)
+    step = sum(torch.kron(eye - lr * h, eye - lr * h) for h in Hs) / 3
+    growth = float(torch.linalg.eigvals(step).abs().max())
+    matrix = float(torch.linalg.eigvalsh(((eye - lr * Hs) @ (eye - lr * Hs)).mean(0))[-1])
+    v = rep["verdicts"]["matrix_sufficient"]
+    assert v["value"] == pytest.approx(matrix, rel=1e-9) and v["value"] > 1.05 and v["holds"] is False
+    assert growth < 0.97  # yet SGD contracts in mean square: the condition is not necessary
+    assert rep["sgd_necessary_holds"] is True

@@ -28,6 +28,11 @@ def sharpness(
     eig_method: Annotated[str, typer.Option("--eig-method", help="lanczos, or power (PyHessian's: largest |λ|).")] = "lanczos",
     runs: Annotated[int, typer.Option(help="Spectral density: SLQ runs.")] = 10,
     steps: Annotated[int, typer.Option(help="Spectral density: Lanczos steps per run.")] = 80,
+    rho: Annotated[float, typer.Option(help="perturbation: noise scale ρ of ε ~ N(0, ρ²I).")] = 0.01,
+    perturbations: Annotated[int, typer.Option(help="perturbation: Monte-Carlo draws of ε.")] = 100,
+    epsilon: Annotated[float, typer.Option(help="keskar: half-width ε of the box (relative to |θ|+1).")] = 1e-3,
+    subspace: Annotated[int, typer.Option(help="keskar: ascent in a random subspace of this dimension (0: full space).")] = 0,
+    ascent_steps: Annotated[int, typer.Option("--ascent-steps", help="keskar: projected ascent steps.")] = 20,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Report every metric for each layer's block of the Hessian.")] = False,
     model: ModelOpt = None,
     data: DataOpt = None,
@@ -62,7 +67,9 @@ def sharpness(
     if plot is not None and "density" not in names:
         raise ConfigError("--plot draws the spectral density", "add --metric density")
     settings = Settings(probes=probes, method=method, top_k=top_k, which=which, tol=tol,
-                        eig_method=eig_method, runs=runs, steps=steps, seed=seed)
+                        eig_method=eig_method, runs=runs, steps=steps, seed=seed,
+                        extra={"rho": rho, "perturbations": perturbations, "epsilon": epsilon,
+                               "subspace": subspace or None, "ascent_steps": ascent_steps})
     ckpt, problem = load_problem(checkpoint, model=model, data=data, loss=loss, split=split, samples=samples,
                                  batch_size=batch_size, params=params, device=device, dtype=dtype,
                                  train_mode=train_mode, seed=seed)

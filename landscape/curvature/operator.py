@@ -116,3 +116,17 @@ def as_operator(A: "LinearOperator | torch.Tensor") -> LinearOperator:
     if not hasattr(A, "matmat"):
         raise TypeError(f"expected a linear operator or a square tensor, got {type(A).__name__}")
     return A
+
+
+class Promoted(LinearOperator):
+    """``op`` seen in a wider dtype (float64): estimators keep their vectors and reductions in
+    that precision while each product runs in ``op``'s own dtype — Lanczos' orthogonalisation
+    and Rayleigh quotients then lose nothing beyond the product's own rounding."""
+
+    def __init__(self, op: LinearOperator, dtype: torch.dtype = torch.float64) -> None:
+        super().__init__(op.shape[0], dtype, op.device)
+        self.op = op
+        self.block_size = op.block_size
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        return self.op.matmat(V.to(self.op.dtype)).to(self.dtype)

@@ -19,7 +19,7 @@ from typing import Literal, NamedTuple
 
 import torch
 
-from landscape.curvature.operator import as_operator
+from landscape.curvature.operator import Promoted, as_operator
 from landscape.errors import ConfigError, NumericalError
 from landscape.estimators.sampling import make_generator, rademacher
 from landscape.results import Eigen
@@ -377,9 +377,13 @@ def top_eigenvalues(op, k: int = 1, which: Which = "top", tol: float = 1e-6,
     Residuals ``‖A x_i − θ_i x_i‖`` of the returned unit vectors come from one extra block
     product (included in ``matvecs``); ``|θ_i − λ| ≤ ‖r_i‖`` for some eigenvalue ``λ``.
     ``values`` and ``residuals`` are float64 CPU tensors; ``vectors`` (if asked) are ``[p, k]``
-    on the operator's device.
+    on the operator's device, in float64 when the operator is in a narrower dtype: the Krylov
+    vectors are then kept in float64 (each product still runs in the operator's dtype), which
+    removes the orthogonalisation's rounding from the eigenvalues' error.
     """
     op = as_operator(op)
+    if op.dtype in (torch.float32, torch.float16, torch.bfloat16):
+        op = Promoted(op)
     p = op.shape[0]
     if which not in ("top", "bottom", "both"):
         raise ConfigError(f"unknown which={which!r}", "choose 'top', 'bottom' or 'both'")

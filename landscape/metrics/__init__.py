@@ -122,3 +122,6 @@ def parse_metrics(spec: "str | list[str] | None", registry: dict[str, Metric] = 
         if m not in registry:
             raise ConfigError(f"unknown metric {m!r}", f"choose from {', '.join(registry)}")
     return names
+
+
+from . import perturbation as _perturbation  # noqa: E402,F401  (registers "perturbation", "keskar")
