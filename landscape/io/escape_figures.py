@@ -29,7 +29,7 @@ def _panel(ax, steps: np.ndarray, losses: np.ndarray, summary: dict, max_lines: 
         t = np.linspace(summary.get("fit_first") or 0, summary["fit_last"], 50)
         ax.plot(t, mean[0] * rate ** (t - t[0]), color="tab:orange", lw=1.2, ls="-.",
                 label=f"fit {rate:.3g}/step")
-    if pred and math.isfinite(pred) and pred > 0 and start > 0:
+    if pred and math.isfinite(pred) and pred > 1 and start > 0:  # γ_0 ≤ 1 bounds nothing (Theorem 4)
         end = summary.get("fit_last") or steps[-1]
         t = np.linspace(0, max(end, 1), 50)
         ax.plot(t, start * pred**t, color="tab:green", lw=1.2, ls=":", label=f"predicted {pred:.3g}/step")
