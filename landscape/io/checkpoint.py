@@ -249,6 +249,11 @@ class Checkpoint:
             raise CheckpointError(
                 f"cannot save checkpoint: folder {path.parent} does not exist", "create it first"
             )
+        from landscape.distributed import is_main
+
+        self.path = path
+        if not is_main():  # in a torchrun job only rank 0 writes
+            return path
         payload = self.to_dict()
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
