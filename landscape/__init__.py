@@ -10,15 +10,32 @@ from .curvature import DenseOperator, Hessian, LinearOperator
 from .curvature.fisher import EmpiricalFisher, Fisher
 from .curvature.ggn import GGN
 from .curvature.noise import NoiseCovariance, NonUniformity
-from .estimators.alignment import alignment
 from .errors import LandscapeError
 from .estimators import frobenius, frobenius_inner, spectral_density, top_eigenvalues, trace
+from .estimators.alignment import alignment
 from .problem import Problem
 from .results import Density, Eigen, Estimate
 
 __version__ = "0.1.0"
 
-__all__ = ["Problem", "Hessian", "GGN", "Fisher", "EmpiricalFisher", "NoiseCovariance", "NonUniformity",
-           "alignment", "LinearOperator", "DenseOperator", "trace", "top_eigenvalues",
-           "frobenius", "frobenius_inner", "spectral_density", "Estimate", "Eigen", "Density",
-           "LandscapeError"]
+__all__ = [
+           "GGN",
+           "DenseOperator",
+           "Density",
+           "Eigen",
+           "EmpiricalFisher",
+           "Estimate",
+           "Fisher",
+           "Hessian",
+           "LandscapeError",
+           "LinearOperator",
+           "NoiseCovariance",
+           "NonUniformity",
+           "Problem",
+           "alignment",
+           "frobenius",
+           "frobenius_inner",
+           "spectral_density",
+           "top_eigenvalues",
+           "trace",
+]

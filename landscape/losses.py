@@ -11,8 +11,8 @@ mean over all n samples is exact whatever the batch sizes (the last batch may be
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +66,7 @@ def _mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return 0.5 * (out - y.reshape(out.shape)).pow(2).sum()
 
 
-def get_loss(loss: "str | Callable | Loss") -> Loss:
+def get_loss(loss: str | Callable | Loss) -> Loss:
     """``"cross-entropy"``, ``"mse"``, a :class:`Loss`, or a mean-reduced callable."""
     if isinstance(loss, Loss):
         return loss

@@ -11,7 +11,8 @@ and :meth:`Problem.reduce` sums partial results over ranks; ``n`` stays the glob
 from __future__ import annotations
 
 import copy
-from typing import Callable, Iterator
+import math
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -25,7 +26,7 @@ from .losses import Loss, get_loss
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def resolve_device(device: "str | torch.device | None") -> torch.device:
+def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None`` → CPU; ``"cuda"`` without a GPU → a clear error."""
     dev = torch.device(device or "cpu")
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -38,7 +39,7 @@ def resolve_device(device: "str | torch.device | None") -> torch.device:
     return local_device(dev)
 
 
-def resolve_dtype(dtype: "str | torch.dtype | None") -> torch.dtype | None:
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in DTYPES:
@@ -102,15 +103,15 @@ class Problem:
     def __init__(
         self,
         model: nn.Module,
-        loss: "str | Callable | Loss",
+        loss: str | Callable | Loss,
         data,
         *,
         batch_size: int = 256,
         samples: int | None = None,
         seed: int = 0,
         params: str | None = None,
-        device: "str | torch.device | None" = None,
-        dtype: "str | torch.dtype | None" = None,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
         train_mode: bool = False,
     ) -> None:
         if batch_size < 1:
@@ -212,7 +213,7 @@ class Problem:
             for x, y in self.batches:
                 total += fx.batch_loss(self.forward, self.loss, params, x, y)
         value = float(self.reduce(total) / self.n)
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise NumericalError(f"the loss is {value} at these parameters",
                                  "the checkpoint has diverged; pick an earlier one")
         return value
@@ -242,7 +243,7 @@ class Problem:
         out = self.reduce(torch.cat([value.reshape(1), g])) / self.n
         return float(out[0]), out[1:]
 
-    def restrict(self, params: str) -> "Problem":
+    def restrict(self, params: str) -> Problem:
         """The same problem with only the parameters matching ``params`` under study."""
         sub = copy.copy(self)
         named = {**self.params, **{k: v for k, v in self.frozen.items()}}

@@ -97,4 +97,4 @@ def to_plain(x: Any) -> Any:
     return _plain(x)
 
 
-__all__ = ["Estimate", "Eigen", "Density", "to_plain", "asdict"]
+__all__ = ["Density", "Eigen", "Estimate", "asdict", "to_plain"]

@@ -32,7 +32,7 @@ def test_hessian_vector_products_agree():
 
 
 def test_trace_and_top_eigenvalue_agree():
-    model, ph, H = _setup()
+    _, ph, H = _setup()
     exact_trace = float(torch.trace(H.dense()))
     torch.manual_seed(0)  # PyHessian draws its probes from the global RNG
     samples = np.asarray(ph.trace(maxIter=300, tol=0.0))

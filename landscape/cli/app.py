@@ -4,7 +4,22 @@ from __future__ import annotations
 
 import typer
 
-from . import info, output, sharpness
+from . import (
+    batch,
+    compare,
+    escape,
+    fisher,
+    info,
+    interpolate,
+    noise,
+    output,
+    plot,
+    report,
+    sharpness,
+    slice,
+    stability,
+    train,
+)
 
 app = typer.Typer(
     name="landscape",
@@ -16,27 +31,13 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-app.command("sharpness")(sharpness.sharpness)
-app.command("info")(info.info)
-
-
-def _register_optional() -> None:
-    """Commands whose modules exist (added issue by issue)."""
-    import importlib
-
-    for name, attr in [("train", "train"), ("fisher", "fisher"), ("noise", "noise"), ("stability", "stability"),
-                       ("compare", "compare"), ("slice", "slice_"), ("interpolate", "interpolate"),
-                       ("plot", "plot"), ("escape", "escape"), ("batch", "batch"), ("report", "report")]:
-        try:
-            mod = importlib.import_module(f"landscape.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"landscape.cli.{name}":
-                raise
-            continue
-        app.command(name)(getattr(mod, attr))
-
-
-_register_optional()
+for _name, _command in [
+    ("sharpness", sharpness.sharpness), ("info", info.info), ("train", train.train),
+    ("fisher", fisher.fisher), ("noise", noise.noise), ("stability", stability.stability),
+    ("compare", compare.compare), ("slice", slice.slice_), ("interpolate", interpolate.interpolate),
+    ("plot", plot.plot), ("escape", escape.escape), ("batch", batch.batch), ("report", report.report),
+]:
+    app.command(_name)(_command)
 
 
 def main() -> None:

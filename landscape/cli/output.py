@@ -8,13 +8,20 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterable, Iterator
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from ..errors import LandscapeError
@@ -30,7 +37,7 @@ def quiet_unless_main() -> None:
 
     global stdout, stderr
     if not distributed.is_main():
-        devnull = open(os.devnull, "w")
+        devnull = open(os.devnull, "w")  # noqa: SIM115 (lives as long as the process)
         stdout = Console(file=devnull)
         stderr = Console(file=devnull)
         sys.stdout = devnull

@@ -3,8 +3,7 @@ a checkpoint's Hessian (optionally per layer, or for a parameter subset)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,14 +11,30 @@ from ..metrics import METRICS, Settings, parse_metrics
 from ..metrics.run import layer_problems, measure
 from . import output
 from .common import Stopwatch, header, load_problem
-from .options import (BatchOpt, CheckpointArg, DataOpt, DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, LossOpt,
-                      ModelOpt, OutOpt, ParamsOpt, PlotOpt, SamplesOpt, SeedOpt, SplitOpt, TrainModeOpt)
+from .options import (
+    BatchOpt,
+    CheckpointArg,
+    DataOpt,
+    DebugOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    LossOpt,
+    ModelOpt,
+    OutOpt,
+    ParamsOpt,
+    PlotOpt,
+    SamplesOpt,
+    SeedOpt,
+    SplitOpt,
+    TrainModeOpt,
+)
 
 
 @output.handle_errors
 def sharpness(
     checkpoint: CheckpointArg,
-    metric: Annotated[Optional[list[str]], typer.Option("--metric", "-m", help=f"Metrics, repeated or comma-separated: {', '.join(METRICS)} (default trace,eig,frobenius).")] = None,
+    metric: Annotated[list[str] | None, typer.Option("--metric", "-m", help=f"Metrics, repeated or comma-separated: {', '.join(METRICS)} (default trace,eig,frobenius).")] = None,
     probes: Annotated[int, typer.Option(help="Random probe vectors for trace and Frobenius norm.")] = 100,
     method: Annotated[str, typer.Option(help="Trace estimator: hutchinson or hutchpp.")] = "hutchinson",
     top_k: Annotated[int, typer.Option("--top-k", help="How many eigenvalues at each end.")] = 1,

@@ -5,5 +5,13 @@ from .hessian import Hessian
 from .layout import ParamLayout
 from .operator import DenseOperator, LinearOperator, ScaledSum, as_operator
 
-__all__ = ["Hessian", "ProblemOperator", "as_problem", "ParamLayout", "LinearOperator",
-           "DenseOperator", "ScaledSum", "as_operator"]
+__all__ = [
+           "DenseOperator",
+           "Hessian",
+           "LinearOperator",
+           "ParamLayout",
+           "ProblemOperator",
+           "ScaledSum",
+           "as_operator",
+           "as_problem",
+]

@@ -8,7 +8,7 @@ one batch ``(x, y)``. Blocks of k vectors are dicts ``name -> [k, *shape]`` and 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.func import grad, grad_and_value, jvp, vjp, vmap

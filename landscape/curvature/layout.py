@@ -20,7 +20,7 @@ class ParamLayout:
     p: int
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "ParamLayout":
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> ParamLayout:
         names, shapes, offsets, off = [], [], [], 0
         for name, t in tensors.items():
             names.append(name)

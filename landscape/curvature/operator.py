@@ -109,7 +109,7 @@ class ScaledSum(LinearOperator):
         return sum(c * op.matmat(V) for c, op in self.terms)
 
 
-def as_operator(A: "LinearOperator | torch.Tensor") -> LinearOperator:
+def as_operator(A: LinearOperator | torch.Tensor) -> LinearOperator:
     """An operator as is; a dense tensor wrapped in :class:`DenseOperator`."""
     if isinstance(A, torch.Tensor):
         return DenseOperator(A)

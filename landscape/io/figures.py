@@ -7,14 +7,14 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
-from ..results import Density  # noqa: E402
-from .hdf5 import atomic_path  # noqa: E402
+from ..results import Density
+from .hdf5 import atomic_path
 
 
-def save(fig, path: "str | Path") -> Path:
+def save(fig, path: str | Path) -> Path:
     """Save ``fig`` to ``path`` (format from the suffix) atomically and close it."""
     path = Path(path)
     fmt = path.suffix.lstrip(".") or "png"
@@ -24,7 +24,7 @@ def save(fig, path: "str | Path") -> Path:
     return path
 
 
-def density_figure(density: "Density | dict", title: str = "Hessian spectral density", sigma: float | None = None):
+def density_figure(density: Density | dict, title: str = "Hessian spectral density", sigma: float | None = None):
     """Gaussian-broadened SLQ density on a log scale, with the Ritz nodes marked."""
     if isinstance(density, dict):
         density = Density(torch.as_tensor(density["nodes"], dtype=torch.float64),

@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 import numpy as np
@@ -23,7 +24,7 @@ from ..results import to_plain
 
 
 @contextmanager
-def atomic_path(path: "str | Path", suffix: str = "") -> Iterator[Path]:
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it."""
     path = Path(path)
     if path.parent and not path.parent.exists():
@@ -85,14 +86,13 @@ def write_group(group: h5py.Group, tree: dict) -> None:
             group.attrs[key] = _attr(value)
 
 
-def write_tree(path: "str | Path", tree: dict, attrs: dict | None = None) -> Path:
+def write_tree(path: str | Path, tree: dict, attrs: dict | None = None) -> Path:
     """Write ``tree`` to the HDF5 file ``path`` atomically; ``attrs`` on the root group."""
     try:
-        with atomic_path(path) as tmp:
-            with h5py.File(tmp, "w") as f:
-                for k, v in (attrs or {}).items():
-                    f.attrs[k] = _attr(v)
-                write_group(f, tree)
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+            for k, v in (attrs or {}).items():
+                f.attrs[k] = _attr(v)
+            write_group(f, tree)
     except OSError as e:
         raise LandscapeError(f"cannot write {path}: {e.strerror or e}", "check the folder exists and is writable") from e
     return Path(path)
@@ -122,7 +122,7 @@ def read_group(group: h5py.Group) -> dict:
     return out
 
 
-def read_tree(path: "str | Path") -> dict:
+def read_tree(path: str | Path) -> dict:
     """The whole file as a nested dict (root attributes included)."""
     path = Path(path)
     if not path.is_file():

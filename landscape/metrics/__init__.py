@@ -6,8 +6,9 @@ The CLI's ``--metric`` choices, the JSON keys, the HDF5 groups and the table row
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from ..errors import ConfigError
 
@@ -113,7 +114,7 @@ METRICS: dict[str, Metric] = {
 DEFAULT_METRICS = ("trace", "eig", "frobenius")
 
 
-def parse_metrics(spec: "str | list[str] | None", registry: dict[str, Metric] = METRICS) -> list[str]:
+def parse_metrics(spec: str | list[str] | None, registry: dict[str, Metric] = METRICS) -> list[str]:
     """``"trace,eig"`` or repeated names → validated list; ``None`` → the defaults."""
     if not spec:
         return list(DEFAULT_METRICS)
@@ -124,4 +125,4 @@ def parse_metrics(spec: "str | list[str] | None", registry: dict[str, Metric] = 
     return names
 
 
-from . import perturbation as _perturbation  # noqa: E402,F401  (registers "perturbation", "keskar")
+from . import perturbation as _perturbation  # noqa: F401  (registers "perturbation", "keskar")

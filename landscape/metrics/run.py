@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..curvature.hessian import Hessian
 from ..curvature.operator import LinearOperator
