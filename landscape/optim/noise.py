@@ -114,10 +114,18 @@ class CovarianceNoise(SharpnessAware):
         idx, ps, gs = present(params, grads)
         if not idx:
             return grads
-        per = self._per_sample(params, idx, ps)
-        scale = rules.covariance_noise_scale(per[0].shape[0], self.small_batch)
-        draw = rules.diag_fisher_noise if self.covariance == "diag" else rules.full_fisher_noise
-        noise = draw(per, scale, self._generator)
+        if self.covariance == "full" and self._psg is None and self._batch is not None:
+            # the same draw as rules.full_fisher_noise, from one backward of Σ σ_i l_i
+            m = self._batch[0].shape[0]
+            scale = rules.covariance_noise_scale(m, self.small_batch)
+            sigma = rules.rademacher_signs(m, self._generator, ps[0])
+            summed = _signed_sum_grad(self.model, self.loss_fn, ps, self._batch, self.name, sigma)
+            noise = [scale / math.sqrt(m) * g for g in summed]
+        else:
+            per = self._per_sample(params, idx, ps)
+            scale = rules.covariance_noise_scale(per[0].shape[0], self.small_batch)
+            draw = rules.diag_fisher_noise if self.covariance == "diag" else rules.full_fisher_noise
+            noise = draw(per, scale, self._generator)
         self.last_scale = scale
         self.last_noise = scatter(len(params), idx, noise)
         return scatter(len(params), idx, [g - n for g, n in zip(gs, noise)])
@@ -147,10 +155,9 @@ class CovarianceNoise(SharpnessAware):
         return _per_sample_grads(self.model, self.loss_fn, ps, self._batch, self.name)
 
 
-def _per_sample_grads(model: nn.Module | None, loss_fn: Any, ps: list[torch.Tensor], batch, name: str
-                      ) -> list[torch.Tensor]:
-    """``[M, *shape]`` per parameter in ``ps``: torch.func vmap(grad(functional_call)) through
-    :func:`landscape.curvature.functional.per_sample_grads`."""
+def _functional(model: nn.Module | None, loss_fn: Any, ps: list[torch.Tensor], name: str):
+    """``(forward, loss, params dict, names)``: the model in functional form over the parameters
+    ``ps`` (the others and the buffers held fixed)."""
     if model is None or loss_fn is None:
         raise ConfigError(f"{name} computes per-sample gradients from batch= only with model= and "
                           "loss_fn= given at construction",
@@ -158,7 +165,6 @@ def _per_sample_grads(model: nn.Module | None, loss_fn: Any, ps: list[torch.Tens
     if any(isinstance(m, _BATCHNORMS) and m.training for m in model.modules()):
         raise ConfigError("per-sample gradients are not defined with BatchNorm in training mode",
                           "pass per_sample_grads= yourself (e.g. from a ghost-batch model)")
-    from ..curvature import functional as fx
     from ..losses import get_loss
 
     named = dict(model.named_parameters())
@@ -176,13 +182,36 @@ def _per_sample_grads(model: nn.Module | None, loss_fn: Any, ps: list[torch.Tens
     def forward(prm: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         return torch.func.functional_call(model, (prm, frozen), (x,))
 
+    return forward, get_loss(loss_fn), chosen, names
+
+
+def _per_sample_grads(model: nn.Module | None, loss_fn: Any, ps: list[torch.Tensor], batch, name: str
+                      ) -> list[torch.Tensor]:
+    """``[M, *shape]`` per parameter in ``ps``: torch.func vmap(grad(functional_call)) through
+    :func:`landscape.curvature.functional.per_sample_grads`."""
+    from ..curvature import functional as fx
+
+    forward, loss, chosen, names = _functional(model, loss_fn, ps, name)
     x, y = batch
     try:
         with torch.enable_grad():
-            g = fx.per_sample_grads(forward, get_loss(loss_fn), chosen, x, y)
+            g = fx.per_sample_grads(forward, loss, chosen, x, y)
     except RuntimeError as e:
         raise ConfigError(f"per-sample gradients failed under torch.func: {str(e).splitlines()[0]}",
                           "pass per_sample_grads= yourself (dropout and some custom layers do not vmap)") from e
+    return [g[n] for n in names]
+
+
+def _signed_sum_grad(model: nn.Module | None, loss_fn: Any, ps: list[torch.Tensor], batch, name: str,
+                     sigma: torch.Tensor) -> list[torch.Tensor]:
+    """``Σ_i σ_i g_i = ∇_θ Σ_i σ_i l_i(θ)`` by ONE reverse pass, without per-sample gradients:
+    the full empirical-Fisher noise of sgd-covariance-noise App. F costs a backward, not M."""
+    from ..curvature import functional as fx
+
+    forward, loss, chosen, names = _functional(model, loss_fn, ps, name)
+    x, y = batch
+    with torch.enable_grad():
+        g = torch.func.grad(lambda prm: (sigma * fx.per_sample_losses(forward, loss, prm, x, y)).sum())(chosen)
     return [g[n] for n in names]
 
 

@@ -238,8 +238,13 @@ def full_fisher_noise(
     App. F, "Sampling Empirical Fisher Random Vector")."""
     ref = per_sample[0]
     m = ref.shape[0]
-    sigma = torch.randint(0, 2, (m,), generator=generator, device=ref.device).to(ref.dtype) * 2 - 1
+    sigma = rademacher_signs(m, generator, ref)
     return [scale / math.sqrt(m) * torch.tensordot(sigma.to(g.dtype), g, dims=1) for g in per_sample]
+
+
+def rademacher_signs(m: int, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    """``m`` Rademacher signs ``σ_i ∈ {±1}`` in ``like``'s dtype and device."""
+    return torch.randint(0, 2, (m,), generator=generator, device=like.device).to(like.dtype) * 2 - 1
 
 
 def _scale(p: torch.Tensor, adaptive, eta_a: float) -> torch.Tensor | None:
