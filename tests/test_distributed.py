@@ -154,3 +154,41 @@ def test_torchrun_command_line_matches_one_process(tmp_path):
     _close(b["metrics"]["trace"]["stderr"], a["metrics"]["trace"]["stderr"])
     _close(b["metrics"]["eigenvalues"]["values"], a["metrics"]["eigenvalues"]["values"])
     assert (tmp_path / "out.h5").is_file() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_torchrun_noise_and_fisher_match_one_process(tmp_path):
+    """The exact alignment (Gram blocks split over ranks) and the Monte-Carlo Fisher (labels drawn
+    per global sample) give the single-process numbers under torchrun."""
+    from typer.testing import CliRunner
+
+    from landscape.cli.app import app
+    from landscape.data import load_dataset
+    from landscape.io.checkpoint import make_checkpoint
+    from landscape.models import build_model
+
+    dk = {"n_train": 45, "test_fraction": 0.2}
+    kw = {"in_dim": 64, "out_dim": 10, "widths": [6]}
+    ck = tmp_path / "tiny.pt"
+    make_checkpoint("mlp", kw, "digits", dk, "cross-entropy", build_model("mlp", seed=0, **kw), {},
+                    split=load_dataset("digits", **dk)).save(ck)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    for args, keys in [
+        (["noise", str(ck), "--dtype", "float64", "--chunk", "7", "--json"],
+         ["alpha", "beta", "mu", "loss", "tr_sigma_g", "sigma_frobenius", "g_frobenius", "nonuniformity"]),
+        (["fisher", str(ck), "--dtype", "float64", "--probes", "8", "--mc-samples", "3", "--json"], None),
+    ]:
+        single = CliRunner().invoke(app, args)
+        assert single.exit_code == 0, single.output
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                               str(WORLD), "-m", "landscape", *args],
+                              capture_output=True, text=True, env=env, timeout=240, cwd=tmp_path, check=False)
+        if proc.returncode != 0 and "Address already in use" in proc.stderr:  # pragma: no cover - port race
+            pytest.skip("no free port for the rendezvous")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        a, b = json.loads(single.stdout), json.loads(proc.stdout)
+        if keys:
+            for k in keys:
+                _close(b[k], a[k], rtol=1e-9)
+        else:
+            for name, entry in a["matrices"].items():
+                _close(b["matrices"][name]["trace"]["estimate"], entry["trace"]["estimate"], rtol=1e-9)

@@ -55,23 +55,41 @@ def _chunks(x: torch.Tensor, y: torch.Tensor, size: int):
         yield x[i : i + size], y[i : i + size]
 
 
-def sample_predictive(problem: Problem, outputs: torch.Tensor, m: int, generator: torch.Generator) -> torch.Tensor:
-    """``m`` labels per sample from the model's predictive distribution, in the loss's target
-    format and sample-major order (``[B·m]`` classes, or ``[B·m, *out]`` regression targets).
-
-    cross-entropy: categorical ``p(y|x) = softmax(f)``; mse ``½‖f−y‖²``: ``y ∼ N(f, I)`` (the
-    Gaussian likelihood whose negative log is the loss up to a constant)."""
+def predictive_draws(problem: Problem, m: int, seed: int) -> torch.Tensor:
+    """The randomness of ``m`` predictive draws for each of this process's samples: uniforms
+    ``[n_local, m]`` (cross-entropy) or standard normals ``[n_local, m, *out]`` (mse), drawn for
+    all ``n`` global samples from ``seed`` and cut to this rank's rows ``[rank::world]``, so the
+    labels are the same whatever the number of processes."""
     name = problem.loss.name
+    g = torch.Generator().manual_seed(int(seed))
+    with torch.no_grad():
+        out_shape = problem.forward(problem.params, problem.batches[0][0][:1]).shape[1:]
     if name == "cross-entropy":
-        probs = torch.softmax(outputs.detach().double(), dim=-1).cpu()
-        labels = torch.multinomial(probs, m, replacement=True, generator=generator)  # [B, m]
+        draws = torch.rand((problem.n, m), generator=g, dtype=torch.float64)
+    elif name == "mse":
+        draws = torch.randn((problem.n, m, *out_shape), generator=g, dtype=torch.float64)
+    else:
+        raise LandscapeError(f"the true Fisher needs a likelihood, and loss {name!r} defines none",
+                             "use --loss cross-entropy or mse (the GGN is defined for any loss)")
+    d = torch.distributed
+    if d.is_available() and d.is_initialized():
+        draws = draws[d.get_rank() :: d.get_world_size()]
+    return draws
+
+
+def sample_predictive(problem: Problem, outputs: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
+    """Labels from the model's predictive distribution, one per draw, in the loss's target format
+    and sample-major order (``[B·m]`` classes, or ``[B·m, *out]`` regression targets).
+
+    cross-entropy: categorical ``p(y|x) = softmax(f)`` by inverse CDF of the uniforms ``draws``;
+    mse ``½‖f−y‖²``: ``y = f + z ∼ N(f, I)`` (the Gaussian likelihood whose negative log is the
+    loss up to a constant)."""
+    if problem.loss.name == "cross-entropy":
+        cdf = torch.softmax(outputs.detach().double(), dim=-1).cumsum(-1).cpu()
+        labels = torch.searchsorted(cdf, draws.contiguous()).clamp_(max=cdf.shape[-1] - 1)  # [B, m]
         return labels.reshape(-1).to(outputs.device)
-    if name == "mse":
-        noise = torch.randn((outputs.shape[0], m, *outputs.shape[1:]), generator=generator, dtype=torch.float64)
-        y = outputs.detach().unsqueeze(1) + noise.to(device=outputs.device, dtype=outputs.dtype)
-        return y.reshape(-1, *outputs.shape[1:])
-    raise LandscapeError(f"the true Fisher needs a likelihood, and loss {name!r} defines none",
-                         "use --loss cross-entropy or mse (the GGN is defined for any loss)")
+    y = outputs.detach().unsqueeze(1) + draws.to(device=outputs.device, dtype=outputs.dtype)
+    return y.reshape(-1, *outputs.shape[1:])
 
 
 class Fisher(ProblemOperator):
@@ -81,8 +99,8 @@ class Fisher(ProblemOperator):
     Since ``g_is = J_iᵀ r_is`` with ``r_is = ∂l/∂f`` at the drawn label, the product is
     ``J_iᵀ (R_i R_iᵀ) J_i v`` with ``R_i = [r_i1 … r_im]/√m`` (:func:`fx.jacobian_sandwich_vp`):
     one Jacobian-vector and one vector-Jacobian product per batch, whatever ``m``. The labels are
-    drawn once at construction from ``seed`` (under torch.distributed, ``seed`` and the rank), so
-    repeated products are those of one fixed PSD matrix; ``E F_mc = GGN`` and
+    drawn once at construction from ``seed``, per global sample (the same under torch.distributed
+    for any number of processes), so repeated products are those of one fixed PSD matrix; ``E F_mc = GGN`` and
     ``‖F_mc − GGN‖_F = O(1/√(m))`` (tested).
     """
 
@@ -94,14 +112,15 @@ class Fisher(ProblemOperator):
         self.mc_samples = int(mc_samples)
         self.seed = int(seed)
         pb = self.problem
-        rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
-        g = torch.Generator().manual_seed(self.seed + 1_000_003 * rank)
         m = self.mc_samples
+        draws = predictive_draws(pb, m, self.seed)
         self._factors: list[torch.Tensor] = []
+        start = 0
         with torch.no_grad():
             for x, _ in pb.batches:
                 out = pb.forward(pb.params, x)
-                labels = sample_predictive(pb, out, m, g)
+                labels = sample_predictive(pb, out, draws[start : start + x.shape[0]])
+                start += x.shape[0]
                 rep = out.repeat_interleave(m, dim=0)
                 r = fx.loss_output_grad(pb.loss, rep, labels).reshape(out.shape[0], m, -1)  # [B, m, k]
                 self._factors.append(r.transpose(1, 2).contiguous() / math.sqrt(m))  # [B, k, m]

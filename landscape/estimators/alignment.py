@@ -97,9 +97,6 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
     """
     problem = as_problem(model_or_problem, loss, data, **problem_kwargs)
     require_per_sample(problem, "the alignment factors")
-    if _dist() is not None:
-        raise ConfigError("the alignment Gram identities pair every sample with every other one and "
-                          "are not distributed", "run landscape noise in a single process")
     if rtol < 0:
         raise ConfigError(f"rtol must be non-negative, got {rtol}", "pass 0 for the exact value")
     pb = problem
@@ -107,13 +104,21 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
     X = torch.cat([x for x, _ in batches])
     Y = torch.cat([y for _, y in batches])
 
-    # pass 1: L and g on the sample set
+    # pass 1: L and g on the sample set (summed over ranks under torch.distributed)
     total = torch.zeros((), dtype=torch.float64, device=pb.device)
     g = torch.zeros(pb.p, dtype=pb.dtype, device=pb.device)
     for x, y in batches:
         v, gd = fx.loss_and_grad(pb.forward, pb.loss, pb.params, x, y)
         total += v.detach().double()
         g += pb.layout.flatten(gd)
+    dist = _dist()
+    if dist is not None:
+        dist.all_reduce(total)
+        dist.all_reduce(g)
+        # every pair of samples meets in a Gram block: each rank sees all the samples' inputs and
+        # computes its share of the blocks (round robin); the totals are summed below
+        X, Y = _all_gather_rows(dist, X), _all_gather_rows(dist, Y)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist is not None else (0, 1)
     L = float(total) / n
     g /= n
     if not math.isfinite(L):
@@ -170,8 +175,13 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
     sums = torch.zeros(3, dtype=torch.float64)  # ‖ŨŨᵀ‖², ‖ŨVᵀ‖², ‖VVᵀ‖² (times 1)
     stats = torch.zeros(4, dtype=torch.float64)
 
+    blocks = [0]  # Gram blocks met so far: block i is this rank's when i % world == rank
+
     def pair(A: tuple, B: tuple | None) -> None:
         """Add the Gram block of chunks A and B (B None: A with itself) to ``sums``."""
+        blocks[0] += 1
+        if (blocks[0] - 1) % world != rank:
+            return
         Wa, ca, _ = A
         Wb, cb, _ = A if B is None else B
         Gm = (Wa @ Wb.T).square_()
@@ -188,7 +198,8 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
     for p0 in range(0, len(starts), per_panel):
         held = [rows(a) for a in starts[p0 : p0 + per_panel]]
         for j, A in enumerate(held):
-            stats += A[2]
+            if rank == 0:  # per-sample statistics once, not once per rank
+                stats += A[2]
             pair(A, None)
             for B in held[j + 1 :]:
                 pair(A, B)
@@ -197,6 +208,10 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
             for A in held:
                 pair(A, B)
         del held
+    if dist is not None:
+        both = torch.cat([sums, stats]).to(pb.device)
+        dist.all_reduce(both)
+        sums, stats = both[:3].cpu(), both[3:].cpu()
     suu, suv, svv = (float(v) for v in sums)
     tr_s, tr_g, drop, g_rows = (float(v) for v in stats)
     drop /= n
@@ -219,6 +234,20 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
     return Alignment(alpha, beta, mu, L, tr_sigma_g, sf, gf, tr_s / n, tr_g / n, decoupling,
                      float(g.double().norm()), n, pb.p, kind,
                      g_rows, drop, n < pb.n, seed, chunk, per_panel * chunk, tuple(notes))
+
+
+def _all_gather_rows(dist, t: torch.Tensor) -> torch.Tensor:
+    """The ranks' row blocks of ``t`` (uneven sizes allowed), concatenated in rank order."""
+    world = dist.get_world_size()
+    size = torch.tensor([t.shape[0]], device=t.device)
+    sizes = [torch.zeros_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    top = int(max(int(s) for s in sizes))
+    padded = torch.zeros((top, *t.shape[1:]), dtype=t.dtype, device=t.device)
+    padded[: t.shape[0]] = t
+    parts = [torch.zeros_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[: int(s)] for part, s in zip(parts, sizes)])
 
 
 # ---------------------------------------------------------------- operator comparisons
