@@ -113,6 +113,16 @@ def test_batched_points_equal_one_at_a_time(case, train_mode):
         assert abs(pb.loss_value(t) - float(lv)) < 1e-12 and abs(pb.accuracy(t) - float(acc)) < 1e-15
 
 
+def test_recompute_bn_uses_all_samples_whatever_the_batches():
+    """Uneven batches (5, 5, 5, 5, 1 of 21 samples) give the whole data's statistics exactly."""
+    model, loss, (X, Y) = cnn_bn()
+    pb = Problem(model, loss, (X, Y), batch_size=5)
+    bufs = recompute_bn(pb, pb.params)
+    h = torch.nn.functional.conv2d(X, pb.params["conv.weight"], pb.params["conv.bias"])
+    torch.testing.assert_close(bufs["bn.running_mean"], h.mean(dim=(0, 2, 3)), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(bufs["bn.running_var"], h.var(dim=(0, 2, 3), unbiased=True), rtol=1e-10, atol=1e-12)
+
+
 def test_recompute_bn_matches_the_batch_statistics():
     model, loss, (X, Y) = cnn_bn()
     pb = Problem(model, loss, (X, Y), batch_size=64)  # one batch: the cumulative mean is that batch's

@@ -42,22 +42,54 @@ def float_buffers(problem: Problem) -> list[str]:
 
 
 def recompute_bn(problem: Problem, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """BatchNorm running statistics re-estimated at ``params``: a forward pass over all of the
-    problem's batches with BatchNorm in training mode and ``momentum=None`` (cumulative mean of
-    the batch statistics, as ``torch.optim.swa_utils.update_bn``); other modules stay in eval mode.
-    Returns the floating buffers ``name -> tensor``. One point at a time (slower).
+    """BatchNorm running statistics re-estimated at ``params`` over ALL of the problem's samples:
+    one forward pass over the batches with BatchNorm in training mode (later layers see
+    batch-normalised activations, as in ``torch.optim.swa_utils.update_bn``), while hooks sum each
+    BatchNorm input's per-channel values and squares; then ``running_mean = S₁/N`` and
+    ``running_var = (S₂ − N·mean²)/(N − 1)`` (unbiased, as BatchNorm keeps it). The sums are
+    exact whatever the batch sizes and are added over ranks under torch.distributed, so the
+    statistics are the whole data's. Returns the floating buffers ``name -> tensor``. One point at
+    a time (slower).
     """
     model = copy.deepcopy(problem.model)
     model.eval()
     bns = _bn_modules(model)
+    sums: dict[str, list] = {}
+
+    def hook(name):
+        def record(module, inputs):
+            x = inputs[0].detach().double()
+            dims = [0, *range(2, x.dim())]
+            acc = sums.setdefault(name, [0.0, 0.0, 0])
+            acc[0] = acc[0] + x.sum(dim=dims)
+            acc[1] = acc[1] + x.square().sum(dim=dims)
+            acc[2] += x.numel() // x.shape[1]
+        return record
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in bns.items()]
     for m in bns.values():
         m.reset_running_stats()
-        m.momentum = None
         m.train()
     frozen = {n: t for n, t in problem.frozen.items() if n not in dict(model.named_buffers())}
-    with torch.no_grad():
-        for x, _ in problem.batches:
-            functional_call(model, (params, frozen), (x,))
+    try:
+        with torch.no_grad():
+            for x, _ in problem.batches:
+                functional_call(model, (params, frozen), (x,))
+    finally:
+        for h in handles:
+            h.remove()
+    for name, m in bns.items():
+        if name not in sums:
+            continue
+        s1, s2, count = sums[name]
+        total = problem.reduce(torch.cat([s1, s2, torch.tensor([float(count)], dtype=torch.float64,
+                                                                device=s1.device)]))
+        c = s1.numel()
+        s1, s2, count = total[:c], total[c : 2 * c], float(total[-1])
+        mean = s1 / count
+        var = (s2 - count * mean.square()) / max(count - 1.0, 1.0)
+        m.running_mean.copy_(mean.to(m.running_mean.dtype))
+        m.running_var.copy_(var.clamp_min(0).to(m.running_var.dtype))
     return {n: b.detach().clone() for n, b in model.named_buffers() if b.is_floating_point()}
 
 
