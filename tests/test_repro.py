@@ -9,6 +9,7 @@ import math
 import h5py
 import pytest
 
+from landscape.optim.registry import OPTIMIZERS
 from scripts import (
     repro_eos,
     repro_escape,
@@ -42,7 +43,8 @@ def test_optimizers_all_train_and_report_curvature(tmp_path):
     res = repro_optimizers.main(["--quick", "--out", str(tmp_path)])
     with _files(tmp_path, "optimizers.h5", "optimizers.png") as f:
         names = {f[k].attrs["optimizer"] for k in f}
-        assert {"sgd", "sam", "asam", "fsam", "sgd-tracer", "rsam", "vsam", "lb-diag-noise"} <= names
+        # every minibatch optimizer of the registry (gd, full batch, is left out)
+        assert names == set(OPTIMIZERS) - {"gd"}
         assert "seed_0" in f["sam"]
     for label, rows in res.items():
         for r in rows:
@@ -53,7 +55,9 @@ def test_optimizers_all_train_and_report_curvature(tmp_path):
             if r["batch_size"] == 32:  # the small-batch methods learn: far above chance (0.1)
                 assert r["test_accuracy"] > 0.3, (label, r["test_accuracy"])
     two_pass = {rows[0]["optimizer"]: rows[0]["passes_per_step"] for rows in res.values()}
-    assert two_pass["sam"] == 2 and two_pass["sgd"] == 1
+    assert two_pass["sam"] == 2 and two_pass["sgd"] == 1 and two_pass["adam-tracer"] == 2
+    adam = next(rows for rows in res.values() if rows[0]["optimizer"] == "adam-tracer")
+    assert adam[0]["momentum"] is None and adam[0]["lr"] == pytest.approx(3e-3)  # Adam, not SGD's 0.05
 
 
 def test_escape_sgd_leaves_a_gd_minimum_that_gd_keeps(tmp_path):
