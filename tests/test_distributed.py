@@ -4,8 +4,10 @@ A 2-rank ``torch.distributed`` group (``torch.multiprocessing`` spawn, gloo, TCP
 computes, on the shards ``indices[rank::2]`` of an uneven data set (37 samples, batches of 8),
 the Hessian trace (Hutchinson, seeded probes), the extreme eigenvalues (Lanczos), the loss and
 gradient, and two data-parallel training steps (SAM: two gradient all-reduces per step, with
-curvature tracking); the parent compares them with the same computations in one process. The
-results differ only by the order of floating-point sums, so float64 agreement is ~1e-12.
+curvature tracking), and three steps of each optimizer with data-parallel terms of its own
+(the TRACERs' Hessian-vector product, the covariance noise's per-sample moments); the parent
+compares them with the same computations in one process. The results differ only by the order of
+floating-point sums, so float64 agreement is ~1e-12.
 A second test runs the real command line under ``torch.distributed.run`` (torchrun).
 """
 
@@ -26,6 +28,10 @@ import torch.multiprocessing as mp
 from tests import cases
 
 WORLD = 2
+#: optimizers whose step has data-parallel terms of its own, with settings that make them count
+OWN_TERMS = {"sgd-tracer": {"rho": 0.5}, "adam-tracer": {"rho": 0.5},
+             "lb-diag-noise": {"small_batch": 2, "noise_steps": 3},
+             "lb-full-noise": {"small_batch": 2, "noise_steps": 3}}
 
 
 def _free_port() -> int:
@@ -58,7 +64,7 @@ def compute(run_dir: Path) -> dict:
 
     shards, original = [], loop._Session._sharded_closure
 
-    def spy(self, xb, yb):  # records (global batch, this rank's shard) of each data-parallel step
+    def spy(self, xb, yb):  # records (global batch, this rank's shard) of each step
         shards.append((xb.shape[0], xb[self.rank :: self.world].shape[0]))
         return original(self, xb, yb)
 
@@ -69,7 +75,26 @@ def compute(run_dir: Path) -> dict:
         loop._Session._sharded_closure = original
     return {"shards": shards, "local_samples": sum(x.shape[0] for x, _ in pb.batches), "n": pb.n,
             "trace": (tr.value, tr.stderr), "eig": eig.values.tolist(), "residuals": eig.residuals.tolist(),
-            "loss": value, "grad": grad.tolist(), "final": result.final}
+            "loss": value, "grad": grad.tolist(), "final": result.final,
+            "own_terms": {name: _three_steps(name, hyper, run_dir) for name, hyper in OWN_TERMS.items()}}
+
+
+def _three_steps(name: str, hyper: dict, run_dir: Path) -> dict:
+    """Three steps of the training loop's session with optimizer ``name``: losses and parameters."""
+    from landscape.train import TrainConfig
+    from landscape.train.loop import _Session
+    from landscape.train.run import RunDir
+
+    cfg = TrainConfig(model="mlp", model_kwargs={"widths": [5]}, data="digits",
+                      data_kwargs={"n_train": 40, "test_fraction": 0.2}, optimizer=name, hyper=hyper,
+                      batch_size=10, steps=3, dtype="float64", plot=False)
+    session = _Session(cfg, RunDir(run_dir / name))
+    losses = [session.train_step() for _ in range(3)]
+    opt = session.optimizer
+    noise = getattr(opt, "last_noise", None)
+    return {"losses": losses, "params": [p.detach().clone() for p in session.model.parameters()],
+            "penalty": float(opt.last_penalty) if hasattr(opt, "last_penalty") else None,
+            "noise": None if noise is None else float(torch.cat([n.flatten() for n in noise]).norm())}
 
 
 def _worker(rank: int, port: int, tmp: str) -> None:
@@ -95,8 +120,8 @@ def test_two_gloo_processes_match_one(tmp_path):
     one = compute(tmp_path / "run1")
     # each rank held its shard of the uneven data set; together all of it
     assert [r["local_samples"] for r in ranks] == [19, 18] and all(r["n"] == 37 for r in ranks)
-    # each training step: every rank took half of the global minibatch of 10 (one process: none)
-    assert [r["shards"] for r in ranks] == [[(10, 5), (10, 5)]] * 2 and one["shards"] == []
+    # each training step: every rank took half of the global minibatch of 10 (one process: all of it)
+    assert [r["shards"] for r in ranks] == [[(10, 5), (10, 5)]] * 2 and one["shards"] == [(10, 10), (10, 10)]
     for r in ranks:  # every rank returns the global numbers
         _close(r["trace"], one["trace"])
         _close(r["eig"], one["eig"])
@@ -112,6 +137,16 @@ def test_two_gloo_processes_match_one(tmp_path):
     first = next(iter(a))
     assert (a[first].double() - _initial(first)).abs().max() > 1e-4  # the steps did move the parameters
     assert not list((tmp_path / "run2").glob(".*.tmp"))
+    for name in OWN_TERMS:  # TRACERs and covariance noise: the global minibatch's step on every rank
+        a, b = one["own_terms"][name], ranks[0]["own_terms"][name]
+        for k in ("losses", "penalty", "noise"):
+            if a[k] is not None:
+                _close(b[k], a[k])
+        for pa, pb, p1 in zip(a["params"], b["params"], ranks[1]["own_terms"][name]["params"]):
+            _close(pb, pa)
+            assert torch.equal(pb, p1), name  # the ranks stay bit-identical
+    assert all(one["own_terms"][n]["noise"] > 0 for n in ("lb-diag-noise", "lb-full-noise"))
+    assert all(one["own_terms"][n]["penalty"] > 1e-6 for n in ("sgd-tracer", "adam-tracer"))
 
 
 def _initial(name: str) -> torch.Tensor:

@@ -27,6 +27,14 @@ per trained parameter::
                           total_steps=epochs * len(loader), model=model, loss_fn="cross-entropy")
     for x, y in loader:                                # batches of M_L samples
         opt.step(lambda: F.cross_entropy(model(x), y), batch=(x, y))
+
+Data parallel (:meth:`~landscape.optim.wrapper.SharpnessAware.set_reducer` with
+``shard=slice(rank, None, world)``): ``batch=`` is the GLOBAL minibatch of M samples (the same on
+every process; ``per_sample_grads=``, if given, are those of ``batch[shard]``) and the closure
+evaluates this process's part of the loss. Each process computes its shard's terms only and one
+all-reduce sums them: ``Σ_{i∈shard} g_i²`` (diag), or ``Σ_{i∈shard} σ_i g_i`` with the rows
+``σ[shard]`` of the M signs drawn for the whole batch (full); M, ``σ`` and ``ξ`` come from the
+shared generator, so every process draws the same noise.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from . import rules
-from .wrapper import SharpnessAware, check_positive, present, scatter
+from .wrapper import SharpnessAware, check_positive, flat_cat, present, scatter, split_like
 
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
@@ -114,21 +122,54 @@ class CovarianceNoise(SharpnessAware):
         idx, ps, gs = present(params, grads)
         if not idx:
             return grads
-        if self.covariance == "full" and self._psg is None and self._batch is not None:
-            # the same draw as rules.full_fisher_noise, from one backward of Σ σ_i l_i
-            m = self._batch[0].shape[0]
-            scale = rules.covariance_noise_scale(m, self.small_batch)
-            sigma = rules.rademacher_signs(m, self._generator, ps[0])
-            summed = _signed_sum_grad(self.model, self.loss_fn, ps, self._batch, self.name, sigma)
-            noise = [scale / math.sqrt(m) * g for g in summed]
-        else:
-            per = self._per_sample(params, idx, ps)
-            scale = rules.covariance_noise_scale(per[0].shape[0], self.small_batch)
-            draw = rules.diag_fisher_noise if self.covariance == "diag" else rules.full_fisher_noise
-            noise = draw(per, scale, self._generator)
-        self.last_scale = scale
+        draw = self._full_noise if self.covariance == "full" else self._diag_noise
+        noise = draw(params, idx, ps)
         self.last_noise = scatter(len(params), idx, noise)
         return scatter(len(params), idx, [g - n for g, n in zip(gs, noise)])
+
+    def _diag_noise(self, params, idx, ps) -> list[torch.Tensor]:
+        """``s sqrt(diag F_emp) ⊙ ξ``, ``diag F_emp = (1/M) Σ_i g_i²`` over the global batch (Alg. 1;
+        as :func:`rules.diag_fisher_noise`): this process's ``Σ_{i∈shard} g_i²``, summed over
+        processes, divided by M; ``ξ ∼ N(0, I)`` from the shared generator, one draw per parameter."""
+        per = self._per_sample(params, idx, ps)
+        m = self._rows(per)
+        self.last_scale = scale = rules.covariance_noise_scale(m, self.small_batch)
+        squares = split_like(self.sum_over_processes(flat_cat([(g * g).sum(0) for g in per])), ps)
+        return rules.diag_noise_from_squares(squares, m, scale, self._generator)
+
+    def _full_noise(self, params, idx, ps) -> list[torch.Tensor]:
+        """``(s/sqrt M) Σ_i σ_i g_i`` with Rademacher ``σ_i`` for the M samples of the global batch
+        (App. F; as :func:`rules.full_fisher_noise`): this process's rows ``σ[shard]``, from one
+        backward of ``Σ_{i∈shard} σ_i l_i`` (or from ``per_sample_grads``), summed over processes."""
+        per = None if self._psg is None and self._batch is not None else self._per_sample(params, idx, ps)
+        m = self._rows(per)
+        self.last_scale = scale = rules.covariance_noise_scale(m, self.small_batch)
+        sigma = rules.rademacher_signs(m, self._generator, ps[0])[self.shard]
+        if per is None:
+            local = _signed_sum_grad(self.model, self.loss_fn, ps, self._local_batch(), self.name, sigma)
+        else:
+            local = [torch.tensordot(sigma.to(g.dtype), g, dims=1) for g in per]
+        summed = split_like(self.sum_over_processes(flat_cat(local)), ps)
+        return [scale / math.sqrt(m) * g for g in summed]
+
+    def _rows(self, per: list[torch.Tensor] | None) -> int:
+        """M, the batch size: the rows of the per-sample gradients in one process; with a reducer
+        those of ``batch=``, the global minibatch (``per_sample_grads`` hold only ``batch[shard]``)."""
+        if self.reducer is None and per is not None:
+            return int(per[0].shape[0])
+        if self._batch is None:
+            raise ConfigError(f"data-parallel {self.name} needs the global minibatch to count its samples",
+                              "pass batch=(x, y) (the global minibatch) with per_sample_grads= of its shard")
+        m = int(self._batch[0].shape[0])
+        if per is not None and per[0].shape[0] != len(range(m)[self.shard]):
+            raise ConfigError(f"per_sample_grads hold {per[0].shape[0]} samples, but this process's shard "
+                              f"of the batch has {len(range(m)[self.shard])}", "pass those of batch[shard]")
+        return m
+
+    def _local_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's rows ``batch[shard]`` of the global minibatch (all of it in one process)."""
+        x, y = self._batch
+        return x[self.shard], y[self.shard]
 
     def _per_sample(self, params, idx, ps) -> list[torch.Tensor]:
         src = self._psg
@@ -152,7 +193,7 @@ class CovarianceNoise(SharpnessAware):
             raise ConfigError(f"{self.name} needs the per-sample gradients of the batch",
                               "call opt.step(closure, batch=(x, y)) (with model= and loss_fn= given), "
                               "or opt.step(closure, per_sample_grads=[...])")
-        return _per_sample_grads(self.model, self.loss_fn, ps, self._batch, self.name)
+        return _per_sample_grads(self.model, self.loss_fn, ps, self._local_batch(), self.name)
 
 
 def _functional(model: nn.Module | None, loss_fn: Any, ps: list[torch.Tensor], name: str):

@@ -227,7 +227,15 @@ def diag_fisher_noise(
     """``scale · sqrt(diag F_emp) ⊙ ξ``, ``ξ ∼ N(0, I)``, with ``diag F_emp = (1/M) Σ_i g_i²``
     (the mean of per-example SQUARED gradients; sgd-covariance-noise Alg. 1).
     ``per_sample``: ``[M, *shape]`` per parameter."""
-    return [(g * g).mean(0).sqrt_().mul_(scale) * _randn(g[0], generator) for g in per_sample]
+    return diag_noise_from_squares([(g * g).sum(0) for g in per_sample], per_sample[0].shape[0], scale, generator)
+
+
+def diag_noise_from_squares(
+    squares: Tensors, m: int, scale: float, generator: torch.Generator
+) -> list[torch.Tensor]:
+    """:func:`diag_fisher_noise` from the summed squares ``Σ_i g_i²`` of ``m`` samples (sums that
+    may come from several processes): ``scale · sqrt(Σ_i g_i² / m) ⊙ ξ``, one ``ξ`` per parameter."""
+    return [(f / m).sqrt_().mul_(scale) * _randn(f, generator) for f in squares]
 
 
 def full_fisher_noise(

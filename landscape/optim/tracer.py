@@ -19,6 +19,11 @@ differentiates it with ``create_graph=True`` and reuses the graph for the Hessia
 A closure that calls ``backward()`` raises a ConfigError saying so. Cost: one forward, one backward
 that builds the gradient's graph, one double backward (``passes_per_step = 2``). f̄ is stored as
 one flat vector over all trained parameters (parameter-group order).
+
+Data parallel (:meth:`~landscape.optim.wrapper.SharpnessAware.set_reducer`): ``g_B`` and the loss
+are summed over processes (the global minibatch's), so f̄ and ``v = g_B ⊙ (f̄ + δ)⁻¹`` are the same
+on every process; each differentiates its own shard's gradient graph, ``∂(g_shardᵀ v)/∂θ``, and
+one more p-vector all-reduce sums these into ``H_B v``.
 """
 
 from __future__ import annotations
@@ -112,25 +117,15 @@ class Tracer(SharpnessAware):
 
     # ---------------------------------------------------------------- the hook
     def modify_gradients(self, params, grads):
+        graph, self._graph_grads = self._graph_grads, None  # this process's gradient, with its graph
         present = [g is not None for g in grads]
         if not any(present):
             return grads
         g = flat_cat([t.detach() if t is not None else torch.zeros_like(p) for p, t in zip(params, grads)])
         fbar = self._current_fbar(params, present, g)
         v = rules.tracer_direction([g], [fbar], self.delta)[0]
-        # H_B v = ∂(g_Bᵀ v)/∂θ; a gradient without graph (constant in θ) contributes nothing
-        idx = [i for i, k in enumerate(present) if k]
-        outs = [i for i in idx if grads[i].requires_grad]
-        vs = split_like(v, params)
-        full = [torch.zeros_like(p) for p in params]
-        if outs:
-            with torch.enable_grad():
-                hv = torch.autograd.grad([grads[i] for i in outs], [params[i] for i in idx],
-                                         grad_outputs=[vs[i] for i in outs], allow_unused=True)
-            for i, h in zip(idx, hv):
-                if h is not None:
-                    full[i] = h
-        out = torch.add(g, flat_cat(full), alpha=2.0 * self.rho)  # g + 2ρ H_B v
+        hv = self._hvp(params, graph, split_like(v, params))
+        out = torch.add(g, hv, alpha=2.0 * self.rho)  # g + 2ρ H_B v
         self._last = (g, v)
         if self.fbar_source == "own":
             new = rules.tracer_ema([fbar], [g], self.beta)[0]
@@ -138,6 +133,23 @@ class Tracer(SharpnessAware):
                                                        for p, k in zip(params, present)])
             self._fbar = new if mask is None else torch.where(mask, new, fbar)
         return [o if k else None for o, k in zip(split_like(out, params), present)]
+
+    def _hvp(self, params, graph, vs: list[torch.Tensor]) -> torch.Tensor:
+        """``H_B v = ∂(g_Bᵀ v)/∂θ`` as a flat vector, by double backward through the first pass's
+        graph. Data parallel: ``Σ_processes ∂(g_shardᵀ v)/∂θ`` (each process differentiates its own
+        part of ``g_B`` and one all-reduce sums them). A gradient without graph (constant in θ)
+        contributes nothing."""
+        idx = [i for i, t in enumerate(graph) if t is not None]
+        outs = [i for i in idx if graph[i].requires_grad]
+        full = [torch.zeros_like(p) for p in params]
+        if outs:
+            with torch.enable_grad():
+                hv = torch.autograd.grad([graph[i] for i in outs], [params[i] for i in idx],
+                                         grad_outputs=[vs[i] for i in outs], allow_unused=True)
+            for i, h in zip(idx, hv):
+                if h is not None:
+                    full[i] = h
+        return self.sum_over_processes(flat_cat(full))
 
     @property
     def last_penalty(self) -> torch.Tensor | None:

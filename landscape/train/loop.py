@@ -15,13 +15,17 @@ returns a result with ``status="interrupted"`` and the signal number. A second C
 once (the last saved state stays valid).
 
 Data parallel (``torchrun --nproc-per-node N -m landscape train ...``): every rank draws the same
-minibatch, takes its shard ``batch[rank::N]``, backpropagates its part of the global mean loss
-(shard sum / global B) and all-reduces the gradients (one flat p-vector per pass), so each step
-uses the gradient of the mean over the global minibatch and all ranks stay identical; evaluation
-losses are sums over shards all-reduced; rank 0 alone writes files. BatchNorm in training mode
-uses per-shard batch statistics (as DDP without SyncBatchNorm), its running buffers averaged over
-ranks after each step. Optimizers that need the gradient's graph (tracers) or the batch's
-per-sample gradients (covariance noise) are refused under torchrun.
+minibatch; its loss closure evaluates the shard ``batch[rank::N]``, its part of the global mean
+loss (shard sum / global B), and the optimizer's reducer
+(:meth:`~landscape.optim.wrapper.SharpnessAware.set_reducer`, with ``shard=slice(rank, None, N)``)
+sums gradients and loss over ranks (one flat p-vector all-reduce per pass), so each step uses the
+gradient of the mean over the global minibatch. Every optimizer runs so: the TRACERs add one
+all-reduce for their Hessian-vector product; the covariance-noise optimizers get the GLOBAL
+minibatch as ``batch=`` and compute per-sample terms on ``batch[shard]`` only, summed over ranks.
+All generators (data order, noise, perturbations) are seeded alike and consumed alike on every
+rank, so all ranks stay identical. Evaluation losses are sums over shards all-reduced; rank 0 alone
+writes files. BatchNorm in training mode uses per-shard batch statistics (as DDP without
+SyncBatchNorm), its running buffers averaged over ranks after each step.
 """
 
 from __future__ import annotations
@@ -242,14 +246,12 @@ class _Session:
                                          model=self.model, seed=cfg.seed, **hyper)
         self._step_takes_batch = "batch" in inspect.signature(self.optimizer.step).parameters
         self.world, self.rank = distributed.world_size(), distributed.rank()
+        self.shard = slice(self.rank, None, self.world)  # this rank's rows of every minibatch
         if self.world > 1:
-            if self._step_takes_batch or getattr(self.optimizer, "needs_graph", False):
-                raise ConfigError(f"{cfg.optimizer} is not data-parallel yet (it needs "
-                                  f"{'per-sample gradients of the batch' if self._step_takes_batch else 'the gradient graph for a Hessian-vector product'})",
-                                  "run it in a single process (without torchrun)")
             if self.batch_size < self.world:
                 raise ConfigError(f"the batch of {self.batch_size} cannot be shared by {self.world} processes",
                                   f"pass --batch-size {self.world} or more")
+            self.optimizer.set_reducer(distributed.all_reduce_, self.shard)
         group = self.optimizer.param_groups[0]
         self.lr = float(group["lr"])
         self.momentum = group.get("momentum")
@@ -350,14 +352,8 @@ class _Session:
 
     def train_step(self) -> float:
         xb, yb = self.batch()
-        model, loss = self.model, self.loss
-
-        def closure():  # a loss closure: the optimizer differentiates it (landscape.optim.wrapper)
-            return loss.sum(model(xb), yb) / xb.shape[0]
-
-        if self.world > 1:
-            closure = self._sharded_closure(xb, yb)
-        if self._step_takes_batch:
+        closure = self._sharded_closure(xb, yb)
+        if self._step_takes_batch:  # the global minibatch: the optimizer takes its shard itself
             value = self.optimizer.step(closure, batch=(xb, yb))
         else:
             value = self.optimizer.step(closure)
@@ -369,28 +365,14 @@ class _Session:
             self.pos = 0
         return float(value)
 
-    def _sharded_closure(self, xb: torch.Tensor, yb: torch.Tensor):
-        """Data parallel: a closure (PyTorch's convention: it calls ``backward``) on this rank's
-        shard ``xb[rank::world]`` whose gradient, after one all-reduce of a flat vector, is that
-        of the mean loss over the GLOBAL minibatch: ``(1/B) Σ_ranks Σ_{i∈shard} ∇l_i``. Returns
-        the global mean loss (identical on every rank)."""
-        xs, ys = xb[self.rank::self.world], yb[self.rank::self.world]
+    def _sharded_closure(self, xb: torch.Tensor, yb: torch.Tensor) -> Callable[[], torch.Tensor]:
+        """A loss closure (the optimizer differentiates it, landscape.optim.wrapper) on this rank's
+        shard ``xb[rank::world]`` (all of it in one process): ``(1/B) Σ_{i∈shard} l_i``, B the
+        global batch size, whose sum over ranks (the optimizer's reducer) is the global mean loss."""
+        xs, ys = xb[self.shard], yb[self.shard]
         size = xb.shape[0]
-        params = [p for p in self.model.parameters() if p.requires_grad]
-
-        def closure():
-            local = self.loss.sum(self.model(xs), ys) / size
-            local.backward()
-            have = [p for p in params if p.grad is not None]  # the same set on every rank
-            flat = torch.cat([p.grad.reshape(-1) for p in have] + [local.detach().reshape(1).to(params[0].dtype)])
-            distributed.all_reduce_(flat)
-            start = 0
-            for p in have:
-                p.grad = flat[start:start + p.numel()].view_as(p).clone()
-                start += p.numel()
-            return flat[-1]
-
-        return closure
+        model, loss = self.model, self.loss
+        return lambda: loss.sum(model(xs), ys) / size
 
     def _average_buffers(self) -> None:
         """BatchNorm running statistics averaged over ranks (each saw only its shard)."""
