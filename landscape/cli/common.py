@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from ..io.checkpoint import Checkpoint
+from ..io.checkpoint import report_header as header  # noqa: F401  (the commands import it from here)
 from ..problem import Problem
 
 
@@ -29,17 +30,6 @@ def load_problem(
     problem = ckpt.problem(split=split, samples=samples, seed=seed, batch_size=batch_size, params=params,
                            device=device, dtype=dtype, train_mode=train_mode)
     return ckpt, problem
-
-
-def header(ckpt: Checkpoint, problem: Problem, seconds: float | None = None) -> dict:
-    """The keys every report starts with."""
-    out = {"checkpoint": str(ckpt.path) if getattr(ckpt, "path", None) else None,
-           "identity": ckpt.identity(), "params": problem.p, "samples": problem.n,
-           "loss": problem.loss.name, "device": str(problem.device),
-           "dtype": str(problem.dtype).replace("torch.", "")}
-    if seconds is not None:
-        out["seconds"] = seconds
-    return out
 
 
 class Stopwatch:

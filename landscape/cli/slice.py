@@ -118,8 +118,7 @@ def slice_(
     import torch
 
     from ..errors import ConfigError
-    from ..slices import axis, evaluate_grid, make_directions
-    from ..slices.grid import slice_tree, values_at
+    from ..slices import compute_slice
 
     clock = Stopwatch()
     if filter_norm:
@@ -139,41 +138,23 @@ def slice_(
     train.loss_value()  # a NaN checkpoint fails here with one clear line
     if recompute_bn and not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in train.model.modules()):
         output.info("--recompute-bn: the model has no BatchNorm layer; nothing to re-estimate")
-    dirs = make_directions(directions, train, dims, seed=seed, norm=norm, include_bias_bn=include_bias_bn,
-                           trajectory=trajectory, toward=toward, tol=tol)
-    n = points if points is not None else (51 if dims == 1 else 31)
-    if range_ is not None:
-        ranges = [range_] * dims
-    elif directions == "pca" and dirs.trajectory is not None:
-        c = dirs.trajectory.double()
-        lo, hi = c.min(dim=0).values.clamp(max=0.0), c.max(dim=0).values.clamp(min=0.0)
-        pad = 0.15 * (hi - lo).clamp_min(1e-12)
-        ranges = [(float(lo[i] - pad[i]), float(hi[i] + pad[i])) for i in range(dims)]
-    elif directions == "checkpoints":
-        ranges = [(-0.5, 1.5)] * dims
-    else:
-        ranges = [(-1.0, 1.0)] * dims
-    axes = [axis(lo, hi, n) for lo, hi in ranges]
     if recompute_bn:
         output.info("--recompute-bn: re-estimating BatchNorm statistics at each point (one pass over the "
                     "training data per point; slower)")
-    with output.progress(not json_) as start:
-        result = evaluate_grid(problems, dirs.theta, dirs.vectors, axes, batch_points=batch_points,
-                               recompute_bn_stats=recompute_bn, progress=start("grid points", n**dims))
-    origin = values_at(problems, dirs.theta, recompute_bn_stats=recompute_bn)
-    settings = {"dims": dims, "directions": directions, "norm": dirs.norm, "include_bias_bn": include_bias_bn,
-                "range": [list(r) for r in ranges], "points": n, "seed": seed, "samples": samples,
-                "batch_size": batch_size, "recompute_bn": recompute_bn,
-                "params_regex": params, "train_mode": train_mode, "splits": list(problems)}
     head = header(ckpt, train)
-    tree, attrs = slice_tree(result, kind="slice", directions=dirs, header=head, settings=settings,
-                             origin=origin, save_vectors=save_directions)
-    report = {**head, "kind": "slice", "settings": attrs["settings"],
-              "directions": {k: v for k, v in dirs.describe().items()},
-              **result.to_dict(), "origin": origin, "seconds": clock()}
-    caption = (f"{n}^{dims} = {result.points} points, {result.points_per_second:.1f} points/s, "
+    with output.progress(not json_) as start:
+        run = compute_slice(problems, directions, dims, seed=seed, norm=norm, include_bias_bn=include_bias_bn,
+                            trajectory=trajectory, toward=toward, tol=tol, span=range_, points=points,
+                            batch_points=batch_points, recompute_bn=recompute_bn, save_vectors=save_directions,
+                            header=head, samples=samples, batch_size=batch_size, params=params,
+                            train_mode=train_mode, progress=start)
+    result = run.result
+    report = {**head, "kind": "slice", "settings": run.attrs["settings"],
+              "directions": {k: v for k, v in run.directions.describe().items()},
+              **result.to_dict(), "origin": run.origin, "seconds": clock()}
+    caption = (f"{run.points}^{dims} = {result.points} points, {result.points_per_second:.1f} points/s, "
                f"{train.n} samples, p = {train.p}, {report['seconds']:.2f} s")
-    emit(report, tree, attrs, json_=json_, out=out, plot=plot, kind=kind if dims == 2 else "curve",
+    emit(report, run.tree, run.attrs, json_=json_, out=out, plot=plot, kind=kind if dims == 2 else "curve",
          title=f"{dims}-D slice of {checkpoint} ({directions} directions)",
-         columns=["quantity", "origin", "min on grid", "max on grid"], rows=summary_rows(result.values, origin),
+         columns=["quantity", "origin", "min on grid", "max on grid"], rows=summary_rows(result.values, run.origin),
          caption=caption)

@@ -576,3 +576,15 @@ def make_checkpoint(
         split=plain(record, "split"),
         extra=plain(dict(extra or {}), "extra"),
     )
+
+
+def report_header(ckpt: Checkpoint, problem: Any, seconds: float | None = None) -> dict:
+    """The keys every report (command output, study item) starts with: the checkpoint, its
+    identity and the problem's size, loss, device and dtype."""
+    out = {"checkpoint": str(ckpt.path) if getattr(ckpt, "path", None) else None,
+           "identity": ckpt.identity(), "params": problem.p, "samples": problem.n,
+           "loss": problem.loss.name, "device": str(problem.device),
+           "dtype": str(problem.dtype).replace("torch.", "")}
+    if seconds is not None:
+        out["seconds"] = seconds
+    return out

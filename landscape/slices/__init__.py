@@ -2,7 +2,8 @@
 
 ``make_directions(kind, problem, dims)`` builds the directions; ``evaluate_grid`` evaluates loss
 and accuracy on a 1-D or 2-D grid, several parameter points per vmapped forward pass;
-``interpolate`` evaluates ``L((1 − α) θ_A + α θ_B)``.
+``interpolate`` evaluates ``L((1 − α) θ_A + α θ_B)``; ``compute_slice`` does a whole slice
+(directions, default ranges, grid, origin, file tree).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .directions import (
 )
 from .grid import GridResult, PointEvaluator, axis, evaluate_grid, grid_coordinates, recompute_bn
 from .interpolate import check_same_architecture, interpolate
+from .run import SliceRun, compute_slice, default_ranges
 
 __all__ = [
                          "KINDS",
@@ -29,9 +31,12 @@ __all__ = [
                          "Directions",
                          "GridResult",
                          "PointEvaluator",
+                         "SliceRun",
                          "axis",
                          "check_same_architecture",
                          "checkpoint_directions",
+                         "compute_slice",
+                         "default_ranges",
                          "eigen_directions",
                          "evaluate_grid",
                          "grid_coordinates",

@@ -185,7 +185,7 @@ def _hessian_metric(ctx: Context, item: Item) -> dict:
 
 
 def _fisher(ctx: Context, item: Item) -> dict:
-    from ..cli.fisher import fisher_report
+    from ..metrics.fisher import fisher_report
 
     s = item.settings
     pb = ctx.problem(_problem_settings(item))
@@ -225,9 +225,8 @@ def _slice(ctx: Context, item: Item) -> dict:
     """A 1-D or 2-D slice as ``landscape slice`` computes it (train split, and test if asked)."""
     import torch
 
-    from ..cli.common import header
-    from ..slices import axis, evaluate_grid, make_directions
-    from ..slices.grid import slice_tree, values_at
+    from ..io.checkpoint import report_header as header
+    from ..slices import compute_slice
 
     s = item.settings
     ps = _problem_settings(item)
@@ -238,36 +237,15 @@ def _slice(ctx: Context, item: Item) -> dict:
     trajectory = s["trajectory"]
     if trajectory == "run":
         trajectory = str(ctx.ref.path.parent)
-    dirs = make_directions(s["directions"], train, s["dims"], seed=s["seed"], norm=s["norm"],
-                           include_bias_bn=s["include_bias_bn"], trajectory=trajectory, toward=s["toward"],
-                           tol=s["tol"])
-    dims = s["dims"]
-    n = s["points"] if s["points"] is not None else (51 if dims == 1 else 31)
-    if s["range"] is not None:
-        ranges = [tuple(s["range"])] * dims
-    elif s["directions"] == "pca" and dirs.trajectory is not None:
-        c = dirs.trajectory.double()
-        lo, hi = c.min(dim=0).values.clamp(max=0.0), c.max(dim=0).values.clamp(min=0.0)
-        pad = 0.15 * (hi - lo).clamp_min(1e-12)
-        ranges = [(float(lo[i] - pad[i]), float(hi[i] + pad[i])) for i in range(dims)]
-    elif s["directions"] == "checkpoints":
-        ranges = [(-0.5, 1.5)] * dims
-    else:
-        ranges = [(-1.0, 1.0)] * dims
-    axes = [axis(lo, hi, n) for lo, hi in ranges]
-    if s["recompute_bn"] and not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in train.model.modules()):
-        s = {**s, "recompute_bn": False}
-    result = evaluate_grid(problems, dirs.theta, dirs.vectors, axes, batch_points=s["batch_points"],
-                           recompute_bn_stats=s["recompute_bn"])
-    origin = values_at(problems, dirs.theta, recompute_bn_stats=s["recompute_bn"])
-    settings = {"dims": dims, "directions": s["directions"], "norm": dirs.norm,
-                "include_bias_bn": s["include_bias_bn"], "range": [list(r) for r in ranges], "points": n,
-                "seed": s["seed"], "samples": ps["samples"], "batch_size": ps["batch_size"],
-                "recompute_bn": s["recompute_bn"], "params_regex": ps["params"], "train_mode": ps["train_mode"],
-                "splits": list(problems)}
-    tree, attrs = slice_tree(result, kind="slice", directions=dirs, header=header(ctx.ckpt, train),
-                             settings=settings, origin=origin, save_vectors=s["save_directions"])
-    return {**attrs, **tree}
+    recompute_bn = s["recompute_bn"] and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                                             for m in train.model.modules())
+    run = compute_slice(problems, s["directions"], s["dims"], seed=s["seed"], norm=s["norm"],
+                        include_bias_bn=s["include_bias_bn"], trajectory=trajectory, toward=s["toward"],
+                        tol=s["tol"], span=s["range"], points=s["points"], batch_points=s["batch_points"],
+                        recompute_bn=recompute_bn, save_vectors=s["save_directions"],
+                        header=header(ctx.ckpt, train), samples=ps["samples"], batch_size=ps["batch_size"],
+                        params=ps["params"], train_mode=ps["train_mode"])
+    return {**run.attrs, **run.tree}
 
 
 #: How each kind of :data:`landscape.study.spec.KINDS` is computed: ``compute(context, item) -> tree``.
