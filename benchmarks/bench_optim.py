@@ -1,7 +1,10 @@
 """Time per step of every optimizer of ``landscape.optim.OPTIMIZERS`` relative to ``sgd``.
 
-Same model (digits MLP 64-128-128-10, float32), same batches (128 samples), same base (torch SGD,
-momentum 0.9). Repeats are interleaved round-robin over the optimizers (so a load change on a
+Same model, same batches (128 digits images), same base (torch SGD, momentum 0.9). Two models:
+``--model mlp`` (64-128-128-10, 26k parameters, ~1 ms/step on one CPU thread: per-step Python and
+kernel-launch costs are a visible part of a step there, and drawing p Gaussian numbers costs ~10%
+of an sgd step) and ``--model cnn`` (LeNet-like, conv 32-64 + dense 128, 85k parameters, where a
+step's arithmetic dominates and the ratios approach the pass counts). Repeats are interleaved round-robin over the optimizers (so a load change on a
 shared machine hits all of them alike); the ratio to sgd is taken within each round, and medians
 over the rounds are reported. On CPU the clock
 is the process's CPU time by default (other jobs on a shared machine do not count). Prints a markdown
@@ -9,7 +12,8 @@ table: optimizer, median ms/step, its ratio to sgd, passes/step, target ratio (i
 loaded machine compare ``gd`` with ``sgd`` (the same step here, both with momentum 0.9) to read the
 noise floor.
 
-    python benchmarks/bench_optim.py [--steps 20] [--repeats 25] [--threads 1] [--device cpu] [--clock cpu|wall]
+    python benchmarks/bench_optim.py [--model mlp|cnn] [--steps 20] [--repeats 25] [--threads 1]
+                                     [--device cpu] [--clock cpu|wall]
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 
+from landscape.models import build_model
 from landscape.optim import OPTIMIZERS, build_optimizer
 
 TARGETS = {"sam": 2.1, "asam": 2.1, "fsam": 2.1, "vsam": 2.1, "sgd-tracer": 3.0, "adam-tracer": 3.0,
@@ -34,9 +39,18 @@ def mlp(seed: int = 0) -> torch.nn.Module:
                                torch.nn.ReLU(), torch.nn.Linear(128, 10))
 
 
-def batches(device: torch.device, size: int = 128) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def cnn(seed: int = 0) -> torch.nn.Module:
+    return build_model("cnn", seed=seed, in_channels=1, image_size=8, channels=(32, 64), hidden=(128,))
+
+
+MODELS = {"mlp": (mlp, "MLP 64-128-128-10"), "cnn": (cnn, "CNN conv 32-64, dense 128")}
+
+
+def batches(device: torch.device, size: int = 128, images: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
     x, y = load_digits(return_X_y=True)
     x = torch.tensor(x / 16.0, dtype=torch.float32, device=device)
+    if images:
+        x = x.reshape(-1, 1, 8, 8)
     y = torch.tensor(y, device=device)
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(len(x), generator=g).to(device)
@@ -89,6 +103,7 @@ def run(name: str, model, opt, data, steps: int, sync, clock=time.perf_counter) 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", choices=list(MODELS), default="mlp")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=25)
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is stable on a shared box)")
@@ -102,12 +117,13 @@ def main() -> None:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     clock_name = args.clock or ("wall" if device.type == "cuda" else "cpu")
     clock = time.process_time if clock_name == "cpu" else time.perf_counter
-    data = batches(device)
+    build, label = MODELS[args.model]
+    data = batches(device, images=args.model == "cnn")
     n = sum(len(b[0]) for b in data)
     names = ["torch.optim.SGD", *OPTIMIZERS]
     setups = {}
     for name in names:
-        model = mlp().to(device)
+        model = build().to(device)
         opt = make(name, model, n)
         run(name, model, opt, data, 10, sync)  # warm-up
         setups[name] = (model, opt)
@@ -120,7 +136,7 @@ def main() -> None:
     # ratio within each round (neighbouring measurements see the same load), then the median
     ratio = {name: statistics.median(a / b for a, b in zip(t, times["sgd"])) for name, t in times.items()}
     print(f"device {device}, {torch.get_num_threads()} thread(s), {clock_name} time, batch 128, "
-          f"MLP 64-128-128-10, median of {args.repeats} x {args.steps} steps\n")
+          f"{label}, median of {args.repeats} x {args.steps} steps\n")
     print("| optimizer | ms/step | ratio to sgd | passes/step | target |")
     print("| --- | ---: | ---: | ---: | --- |")
     for name in names:

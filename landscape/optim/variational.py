@@ -27,7 +27,7 @@ import torch
 
 from ..errors import CheckpointError, ConfigError
 from . import rules
-from .wrapper import SharpnessAware, check_positive, flat_cat, split_like
+from .wrapper import SharpnessAware, check_positive, flat_cat, scatter, split_like
 
 
 class RandomSAM(SharpnessAware):
@@ -99,15 +99,18 @@ class _Variational(SharpnessAware):
             self._mask_key = key
         return self._mask
 
-    def _finish(self, params, grads, g_flat: torch.Tensor, log_grad: torch.Tensor):
+    def _finish(self, params, grads, log_grad: torch.Tensor):
         """Σ step in log space (entries with a gradient only), and the μ-gradient plus the prior's
         ``μ/(N σ₀²)``."""
         mask = self._present_mask(params, grads)
         new = torch.add(self._log_var, log_grad, alpha=-self.sigma_lr)
         self._log_var = new if mask is None else torch.where(mask, new, self._log_var)
-        mu_grad = torch.add(g_flat, flat_cat(params), alpha=1.0 / (self.prior_std**2 * self.num_data))
-        out = split_like(mu_grad, params)
-        return [o if g is not None else None for o, g in zip(out, grads)]
+        idx = [i for i, g in enumerate(grads) if g is not None]
+        if not idx:
+            return grads
+        mu_grad = torch._foreach_add([grads[i] for i in idx], [params[i] for i in idx],
+                                     alpha=1.0 / (self.prior_std**2 * self.num_data))
+        return scatter(len(params), idx, mu_grad)
 
     @staticmethod
     def _flat_grads(params, grads) -> torch.Tensor:
@@ -146,7 +149,7 @@ class MFVI(_Variational):
         g = self._flat_grads(params, grads)
         var = self._std * self._std
         log_grad = rules.mfvi_log_var_grad([g], [self._eps], [var], self.prior_std, self.num_data)[0]
-        return self._finish(params, grads, g, log_grad)
+        return self._finish(params, grads, log_grad)
 
 
 class VariationalSAM(_Variational):
@@ -169,4 +172,4 @@ class VariationalSAM(_Variational):
     def modify_gradients(self, params, grads):
         log_grad = rules.vsam_log_var_grad([self._g0], [self._var], self.prior_std, self.num_data,
                                            self._g0.numel())[0]
-        return self._finish(params, grads, self._flat_grads(params, grads), log_grad)
+        return self._finish(params, grads, log_grad)

@@ -36,6 +36,18 @@ of the model as it was (BatchNorm running mean/var and ``num_batches_tracked``: 
 copy back). Without ``model=`` the wrapper cannot see the buffers and the perturbed pass updates
 them like any forward pass in training mode.
 
+Data parallel: ``opt.set_reducer(reduce, shard=slice(rank, None, world))`` with ``reduce(flat)``
+returning the sum of a flat tensor over processes (e.g. :func:`landscape.distributed.all_reduce_`).
+The closure then evaluates THIS process's part of the global loss (e.g. the shard's loss sum over
+the global batch size ``B``), and every pass sums its gradients and loss over processes in one
+all-reduce of a flat ``[p + 1]`` vector: each process gets ``∇L_B`` and ``L_B`` of the global
+minibatch and, with identical seeds, takes the identical step. ``shard`` names the rows of a
+``batch=`` argument this process's closure evaluates (the covariance-noise optimizers take the
+GLOBAL minibatch there); :meth:`SharpnessAware.sum_over_processes` sums a variant's own local
+terms (G-TRACER's Hessian-vector product, the per-sample moments of covariance noise). NaN
+detection looks at the summed loss, so all processes stop together. ``set_reducer(None)``: one
+process again (the default).
+
 ``param_groups`` ARE the base optimizer's (torch LR schedulers work on the wrapper);
 ``state_dict()`` holds the base optimizer's state (momentum buffers, Adam moments) and the
 wrapper's own (TRACER's f̄, MFVI/VSAM's log Σ, the step counter and the RNG state), so a resumed
@@ -50,6 +62,7 @@ pass counts as one), so runs can be compute-matched.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Sequence
@@ -125,6 +138,11 @@ class SharpnessAware(torch.optim.Optimizer):
     perturb_first = False
     needs_graph = False
     uses_rng = False
+    #: data parallel (module docstring): the sum over processes, and this process's rows of batch=
+    reducer: Callable[[torch.Tensor], torch.Tensor] | None = None
+    shard: slice = slice(None)
+    #: the last pass's LOCAL gradients with their graph (``create_graph``), for a variant's HVP
+    _graph_grads: Grads | None = None
 
     def __init__(
         self,
@@ -225,12 +243,35 @@ class SharpnessAware(torch.optim.Optimizer):
         self.steps += 1
         return loss.detach() if isinstance(loss, torch.Tensor) else loss
 
+    def set_reducer(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None,
+                    shard: slice = slice(None)) -> None:
+        """Data parallel (module docstring): ``reduce(flat)`` sums a flat tensor over processes;
+        ``shard``: the rows of ``batch=`` this process's closure evaluates. ``None``: one process."""
+        self.reducer, self.shard = reduce, shard
+
+    def sum_over_processes(self, flat: torch.Tensor) -> torch.Tensor:
+        """``Σ_processes flat`` through the reducer (``flat`` itself without one)."""
+        return flat if self.reducer is None else self.reducer(flat)
+
     def _pass(self, closure: Callable, params: list[torch.Tensor], create_graph: bool = False):
+        """``(loss, grads)`` of one evaluation of the closure; with a reducer, both summed over
+        processes (the local graph, if ``create_graph``, kept in ``_graph_grads``)."""
         for p in params:
             p.grad = None
         with torch.enable_grad():
             loss = closure()
+        if self.reducer is None or not isinstance(loss, (torch.Tensor, float, int)):
+            self._check_loss(loss)  # with a reducer: the summed loss below, on every process alike
+        grads = self._differentiate(loss, params, create_graph)
+        self._graph_grads = grads if create_graph else None
+        if self.reducer is None:
+            return loss, grads
+        loss, grads = self._summed(loss, grads)
         self._check_loss(loss)
+        return loss, grads
+
+    def _differentiate(self, loss: Any, params: list[torch.Tensor], create_graph: bool) -> Grads:
+        """The gradients the closure left in ``.grad``, or ``∂loss/∂θ`` of a loss closure."""
         if any(p.grad is not None for p in params):
             if create_graph:
                 raise ConfigError(
@@ -238,7 +279,7 @@ class SharpnessAware(torch.optim.Optimizer):
                     "backward() (its graph is gone)",
                     "let the closure return the loss without calling backward: "
                     "opt.step(lambda: loss_fn(model(x), y))")
-            return loss, [p.grad for p in params]
+            return [p.grad for p in params]
         if not (isinstance(loss, torch.Tensor) and loss.requires_grad):
             raise ConfigError("the closure neither called backward() nor returned a loss that "
                               "depends on the parameters",
@@ -249,25 +290,36 @@ class SharpnessAware(torch.optim.Optimizer):
                               "return a scalar: reduce the per-sample losses with .mean()")
         with torch.enable_grad():
             grads = torch.autograd.grad(loss, params, allow_unused=True, create_graph=create_graph)
-        return loss, list(grads)
+        return list(grads)
+
+    def _summed(self, loss: torch.Tensor | float, grads: Grads) -> tuple[torch.Tensor, Grads]:
+        """Loss and gradients summed over processes: ONE reduction of ``[g_1, ..., g_k, loss]``
+        (the parameters without a gradient are the same on every process: the same model)."""
+        idx = [i for i, g in enumerate(grads) if g is not None]
+        gs = [grads[i] for i in idx]
+        like = gs[0] if gs else torch.zeros(())
+        value = torch.as_tensor(loss.detach() if isinstance(loss, torch.Tensor) else loss).to(like)
+        if value.numel() != 1:
+            raise ConfigError(f"the closure returned a loss of shape {tuple(value.shape)}",
+                              "return a scalar loss (this process's part of the global loss)")
+        flat = self.sum_over_processes(torch.cat([g.detach().reshape(-1) for g in gs] + [value.reshape(1)]))
+        return flat[-1].clone(), scatter(len(grads), idx, split_like(flat[:-1], gs))
 
     def _perturbed_pass(self, closure: Callable, params: list[torch.Tensor], eps: Grads | None,
                         freeze_buffers: bool):
-        saved = []
-        if eps is not None:
-            for p, e in zip(params, eps):
-                if e is not None:
-                    saved.append((p, p.clone()))
-                    p.add_(e)
-        buffers = ([(b, b.clone()) for b in self.model.buffers()]
-                   if freeze_buffers and self.model is not None else [])
+        moved = [(p, e) for p, e in zip(params, eps or ()) if e is not None]
+        ps, es = [p for p, _ in moved], [e for _, e in moved]
+        saved = [p.clone() for p in ps]
+        if ps:
+            torch._foreach_add_(ps, es)  # one call for all tensors (torch.optim's "foreach" kernels)
+        buffers = list(self.model.buffers()) if freeze_buffers and self.model is not None else []
+        saved_buffers = [b.clone() for b in buffers]
         try:
             return self._pass(closure, params)
         finally:
-            for p, s in saved:
-                p.copy_(s)
-            for b, s in buffers:
-                b.copy_(s)
+            for dst, src in ((ps, saved), (buffers, saved_buffers)):
+                if dst:
+                    torch._foreach_copy_(dst, src)  # θ restored exactly (never θ − ε)
 
     def _check_loss(self, loss: Any) -> None:
         if isinstance(loss, torch.Tensor):
@@ -367,8 +419,25 @@ def flat_cat(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
 
 def split_like(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Views of ``flat`` shaped like ``like`` (inverse of :func:`flat_cat`)."""
-    parts = flat.split([t.numel() for t in like])
-    return [v.view(t.shape) for v, t in zip(parts, like)]
+    if not flat.is_contiguous():
+        flat = flat.contiguous()
+    base = flat.storage_offset()
+    return [flat.as_strided(shape, stride, base + offset)  # as_strided: the cheapest view op
+            for shape, stride, offset in _layout(tuple(t.shape for t in like))]
+
+
+@functools.lru_cache(maxsize=64)
+def _layout(shapes: tuple[torch.Size, ...]) -> list[tuple[torch.Size, tuple[int, ...], int]]:
+    """``(shape, contiguous strides, offset)`` of each tensor packed one after another."""
+    out, offset = [], 0
+    for shape in shapes:
+        strides, step = [], 1
+        for n in reversed(shape):
+            strides.append(step)
+            step *= n
+        out.append((shape, tuple(reversed(strides)), offset))
+        offset += step
+    return out
 
 
 def check_positive(name: str, value: float, allow_zero: bool = False) -> float:
