@@ -401,3 +401,14 @@ def test_user_data_factories(tmp_path, kind):
     assert torch.equal(x, torch.arange(24, dtype=torch.float32).reshape(12, 2))
     assert torch.equal(y, torch.arange(12) % 3) and y.dtype == torch.int64
     assert split.n_train == (8 if kind == "dict" else 12)
+
+
+def test_for_loss_one_hot_encodes_classes_for_mse_only():
+    split = load_dataset("digits")
+    same = split.for_loss("cross-entropy")
+    assert same is split
+    hot = split.for_loss("mse")
+    assert hot.task == "classification" and hot.train[1].shape == (split.n_train, 10)
+    assert torch.equal(hot.train[1].argmax(1), split.train[1])
+    assert hot.test is None or torch.equal(hot.test[1].argmax(1), split.test[1])
+    assert hot.train[1].dtype == split.train[0].dtype

@@ -77,6 +77,19 @@ def test_short_digits_run_loss_decreases(tmp_path):
     assert abs(ck.problem().loss_value() - r.final["train_loss"]) < 1e-5
 
 
+def test_mse_on_class_labels_trains_on_one_hot_targets(tmp_path):
+    """--loss mse on a classification set: one-hot targets (as escape uses), accuracy by argmax,
+    and the checkpoint rebuilds the same problem (one-hot again) for the curvature commands."""
+    r = train(cfg(loss="mse", epochs=3), tmp_path / "run")
+    assert r.status == "finished"
+    assert r.final["test_accuracy"] > 0.5  # learns (chance is 0.1)
+    ck = Checkpoint.load(tmp_path / "run" / "final.pt")
+    pb = ck.problem()
+    x, y = pb.batches[0]
+    assert y.is_floating_point() and y.shape == (x.shape[0], 10) and torch.equal(y.sum(1), torch.ones(x.shape[0]))
+    assert abs(pb.loss_value() - r.final["train_loss"]) < 1e-5
+
+
 @pytest.mark.parametrize("optimizer,hyper,stop", [("sgd", {}, 11), ("sam", {"rho": 0.05}, 7),
                                                   ("adam-tracer", {}, 13), ("lb-full-noise", {"small_batch": 8}, 9)])
 def test_resume_equals_uninterrupted_to_the_bit(tmp_path, optimizer, hyper, stop):

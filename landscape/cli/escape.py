@@ -207,7 +207,6 @@ def escape(
 
 def _build(checkpoint, model, model_arg, data, data_arg, loss, samples, lr, seed, device, dtype):
     """The problem, its identity, and the learning rate (checkpoint's when not given)."""
-    import torch
 
     from ..losses import get_loss
     from ..problem import Problem
@@ -232,10 +231,7 @@ def _build(checkpoint, model, model_arg, data, data_arg, loss, samples, lr, seed
     kwargs = model_kwargs_for(model, split, **parse_kv(model_arg, "--model-arg"))
     net = build_model(model, seed=seed, **kwargs)
     loss_name = get_loss(loss or split.default_loss).name
-    train = split.train
-    if loss_name == "mse" and split.task == "classification":
-        # the lecture's setting: squared error on one-hot labels
-        train = (train[0], torch.nn.functional.one_hot(train[1], split.output_dim).to(torch.float32))
+    train = split.for_loss(loss_name).train  # mse on classes: the lecture's one-hot labels
     problem = Problem(net, loss_name, train, samples=samples, seed=seed, device=device, dtype=dtype)
     identity = {"path": None, "model": model, "model_kwargs": kwargs, "data": data,
                 "data_kwargs": parse_kv(data_arg, "--data-arg"), "loss": problem.loss.name, "init_seed": seed}

@@ -59,7 +59,7 @@ def train(
     model_arg: Annotated[KV, typer.Option("--model-arg", help="Model option key=value (repeatable; JSON values, e.g. widths=[128,128]). in_dim/out_dim/num_classes/in_channels come from the data unless given.")] = None,
     data: Annotated[str, typer.Option("--data", help="Dataset: digits, gaussian-mixture, teacher-student, parity, file, mnist, ... or FILE.py:FUNCTION.")] = "digits",
     data_arg: Annotated[KV, typer.Option("--data-arg", help="Dataset option key=value (repeatable; e.g. image=true, n_train=512).")] = None,
-    loss: Annotated[str | None, typer.Option("--loss", help="cross-entropy or mse (½‖f−y‖² per sample); default from the data: cross-entropy for classification, mse for regression.")] = None,
+    loss: Annotated[str | None, typer.Option("--loss", help="cross-entropy or mse (½‖f−y‖² per sample; on one-hot labels for a classification dataset); default from the data: cross-entropy for classification, mse for regression.")] = None,
     optimizer: Annotated[str, typer.Option("--optimizer", "-o", help="gd (full batch), sgd (minibatch), sam, asam, fsam, sgd-tracer, adam-tracer, rsam, mfvi, vsam, lb-diag-noise, lb-full-noise.")] = "sgd",
     base: Annotated[str | None, typer.Option("--base", help="Base optimizer: sgd (with momentum) or adam.")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate (default 0.1 for the sgd base, 1e-3 for adam).")] = None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -65,6 +65,23 @@ class Split:
     def default_loss(self) -> str:
         """``cross-entropy`` for classification, ``mse`` for regression."""
         return "cross-entropy" if self.task == "classification" else "mse"
+
+    def for_loss(self, loss: str) -> Split:
+        """The split with targets fit for ``loss``: for ``mse`` on a classification task, the class
+        labels one-hot encoded as float (the lecture slides' squared error on one-hot labels; the
+        task stays classification, so accuracy is the argmax of outputs against that of targets).
+        Otherwise the split itself."""
+        if loss != "mse" or self.task != "classification":
+            return self
+        k = self.output_dim
+
+        def onehot(pair: Pair | None) -> Pair | None:
+            if pair is None or pair[1].is_floating_point():
+                return pair
+            return pair[0], torch.nn.functional.one_hot(pair[1], k).to(pair[0].dtype if pair[0].is_floating_point()
+                                                                       else torch.float32)
+
+        return replace(self, train=onehot(self.train), test=onehot(self.test))
 
     def part(self, which: str = "train") -> Pair:
         """The ``train`` or ``test`` pair; a LandscapeError when there is no test split."""

@@ -463,7 +463,7 @@ class Checkpoint:
         from landscape.problem import Problem
 
         model = self.build_model()
-        data = self.dataset().part(split)
+        data = self.dataset().for_loss(normalize_loss(self.loss)).part(split)  # one-hot for mse on classes
         return Problem(
             model,
             self.loss,

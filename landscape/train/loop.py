@@ -171,10 +171,11 @@ class StopRequest:
 
 
 # ------------------------------------------------------------------------ building blocks
-def evaluate(model: nn.Module, loss, pair: tuple[torch.Tensor, torch.Tensor], batch_size: int = 1024
-             ) -> tuple[float, float | None]:
+def evaluate(model: nn.Module, loss, pair: tuple[torch.Tensor, torch.Tensor], classes: bool | None = None,
+             batch_size: int = 1024) -> tuple[float, float | None]:
     """``(L, accuracy)`` on all of ``pair`` in eval mode (BatchNorm running statistics), with
-    exact weights ``L = (1/n) Σ_i l_i``; accuracy only for class labels (else None)."""
+    exact weights ``L = (1/n) Σ_i l_i``. Accuracy (else None) when ``classes``: the targets are
+    class labels, or one-hot rows (mse on classes) compared by argmax; ``None``: integer targets."""
     x, y = pair
     n = x.shape[0]
     if distributed.active():  # this rank's shard; the sums are all-reduced below
@@ -183,15 +184,16 @@ def evaluate(model: nn.Module, loss, pair: tuple[torch.Tensor, torch.Tensor], ba
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     correct = torch.zeros((), dtype=torch.float64, device=x.device)
-    classes = not y.is_floating_point() and loss.name == "cross-entropy"
+    if classes is None:
+        classes = not y.is_floating_point()
+    labels = y.argmax(-1) if classes and y.is_floating_point() else y
     try:
         with torch.no_grad():
             for i in range(0, x.shape[0], batch_size):
                 out = model(x[i:i + batch_size])
-                yb = y[i:i + batch_size]
-                total += loss.sum(out, yb).double()
+                total += loss.sum(out, y[i:i + batch_size]).double()
                 if classes:
-                    correct += (out.argmax(-1) == yb).sum()
+                    correct += (out.argmax(-1) == labels[i:i + batch_size]).sum()
     finally:
         model.train(was)
     if distributed.active():
@@ -221,8 +223,10 @@ class _Session:
         model = build_model(cfg.model, seed=cfg.seed, **self.model_kwargs)
         self.model = model.to(device=self.device, dtype=self.dtype).train()
 
-        self.train_pair = self._to_device(self.split.train)
-        self.test_pair = self._to_device(self.split.test) if self.split.test is not None else None
+        targets = self.split.for_loss(self.loss_name)  # one-hot labels for mse on classes
+        self.train_pair = self._to_device(targets.train)
+        self.test_pair = self._to_device(targets.test) if targets.test is not None else None
+        self.classes = self.split.task == "classification"
         self._check_fit()
         self.n = int(self.train_pair[0].shape[0])
         self.full_batch = cfg.optimizer.lower() in FULL_BATCH
@@ -387,9 +391,9 @@ class _Session:
     # -------------------------------------------------------------------- measurements
     def evaluate_row(self) -> dict:
         row: dict[str, float | None] = {}
-        row["train_loss"], row["train_accuracy"] = evaluate(self.model, self.loss, self.train_pair)
+        row["train_loss"], row["train_accuracy"] = evaluate(self.model, self.loss, self.train_pair, self.classes)
         if self.test_pair is not None:
-            row["test_loss"], row["test_accuracy"] = evaluate(self.model, self.loss, self.test_pair)
+            row["test_loss"], row["test_accuracy"] = evaluate(self.model, self.loss, self.test_pair, self.classes)
         return row
 
     def track_row(self) -> dict:
