@@ -170,5 +170,9 @@ def test_noise_cli_json_keys_subsample_and_hdf5(tmp_path):
     assert read_tree(tmp_path / "n.h5")["noise"]["alpha"] == pytest.approx(rep["alpha"])
     res = runner.invoke(app, ["noise", str(tiny_checkpoint(tmp_path, "regression")), "--dtype", "float64"])
     assert res.exit_code == 0 and "jacobian-gram" in res.stdout
-    res = runner.invoke(app, ["noise", str(path), "--loss", "mse"])
-    assert res.exit_code == 2 and "integer class labels" in res.output
+    # mse on class labels: one-hot targets (Split.for_loss), as train and escape use them
+    res = runner.invoke(app, ["noise", str(path), "--loss", "mse", "--json", "--dtype", "float64"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout)
+    assert rep["identity"]["loss"] == "mse" and rep["alignment"]["g_matrix"] == "jacobian-gram"
+    assert rep["mu"] == pytest.approx(rep["alpha"] * rep["beta"], rel=1e-12)
