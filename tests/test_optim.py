@@ -594,6 +594,40 @@ def test_torch_func_per_sample_grads_and_noise_sign():
                                torch.cat([t.flatten() for t in g]), rtol=1e-12, atol=1e-14)
 
 
+def test_diag_noise_of_linear_layers_without_per_sample_gradients():
+    """lb-diag-noise on nn.Linear layers takes Σ_i g_i² = (δ²)ᵀ(a²) from one reverse pass: the same
+    step as with the stacked per-sample gradients; other layers fall back to torch.func's."""
+    from torch.func import functional_call
+
+    from landscape.curvature import functional as fx
+    from landscape.losses import get_loss
+
+    x, y = data(n=8)
+    model, model2 = mlp(), mlp()
+    kw = {"lr": 1.0, "momentum": 0.0, "small_batch": 2, "total_steps": 4, "seed": 0}
+    opt = build_optimizer("lb-diag-noise", model.parameters(), model=model, loss_fn="cross-entropy", **kw)
+    opt2 = build_optimizer("lb-diag-noise", model2.parameters(), **kw)
+    per = [torch.stack(list(t)) for t in zip(*[_grad(model, x[i:i + 1], y[i:i + 1]) for i in range(8)])]
+    do_step(opt, "lb-diag-noise", model, x, y)
+    do_step(opt2, "lb-diag-noise", model2, x, y, per_sample_grads=per)
+    for p, q in zip(model.parameters(), model2.parameters()):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-12, atol=1e-14)
+    # the identity itself, and the cases it does not cover
+    net = mlp()
+    params = {n: t.detach() for n, t in net.named_parameters()}
+    sq = fx.linear_sum_squared_grads(net, lambda prm, a: functional_call(net, prm, (a,)), get_loss("cross-entropy"),
+                                     params, x, y)
+    for n, t in zip(params, per):
+        torch.testing.assert_close(sq[n], (t * t).sum(0), rtol=1e-12, atol=1e-15)
+    conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, K)).to(DT)
+    shared = nn.Linear(D, D).to(DT)
+    twice = nn.Sequential(shared, nn.Tanh(), shared, nn.Linear(D, K)).to(DT)
+    for net, inp in ((conv, torch.randn(8, 1, 4, 4, dtype=DT)), (twice, x)):
+        params = {n: t.detach() for n, t in net.named_parameters()}
+        assert fx.linear_sum_squared_grads(net, lambda prm, a, net=net: functional_call(net, prm, (a,)),
+                                           get_loss("cross-entropy"), params, inp, y) is None
+
+
 @pytest.mark.parametrize("kind", ["diag", "full"])
 def test_injected_noise_covariance_matches_empirical_fisher(kind):
     gen = torch.Generator().manual_seed(0)

@@ -69,6 +69,47 @@ def per_sample_grads(forward: Forward, loss: Loss, params: Params, x: torch.Tens
     return vmap(grad(one), in_dims=(None, 0, 0))(params, x, y)
 
 
+def linear_sum_squared_grads(
+    model: torch.nn.Module, forward: Forward, loss: Loss, params: Params, x: torch.Tensor, y: torch.Tensor
+) -> Params | None:
+    """``Σ_i (∇l_i)²`` (elementwise) over the batch without per-sample gradients, when every
+    parameter in ``params`` is the weight or bias of an ``nn.Linear`` applied once, to ``[B, in]``
+    inputs: with ``z_i = W a_i + b`` and ``δ_i = ∂l_i/∂z_i`` (one reverse pass of ``Σ_i l_i``),
+    ``∇_W l_i = δ_i a_iᵀ``, so ``Σ_i (∇_W l_i)² = (δ²)ᵀ (a²)`` and ``Σ_i (∇_b l_i)² = Σ_i δ_i²``
+    (BackPACK's ``SumGradSquared``, Dangel et al. 2020, "BackPACK: packing more into backprop",
+    §2). ``None`` when the model is not of that form (the caller then uses
+    :func:`per_sample_grads`)."""
+    modules = dict(model.named_modules())
+    owners = {}
+    for name in params:
+        path, _, attr = name.rpartition(".")
+        module = modules.get(path)
+        if not isinstance(module, torch.nn.Linear) or attr not in ("weight", "bias"):
+            return None
+        owners.setdefault(path, module)
+    records: dict[str, list] = {path: [] for path in owners}
+    hooks = [m.register_forward_hook(lambda mod, inp, out, path=path: records[path].append((inp[0], out)))
+             for path, m in owners.items()]
+    try:
+        with torch.enable_grad():
+            live = {n: t.detach().requires_grad_() for n, t in params.items()}
+            total = batch_loss(forward, loss, live, x, y)
+    finally:
+        for h in hooks:
+            h.remove()
+    if any(len(r) != 1 or r[0][0].dim() != 2 for r in records.values()):
+        return None  # a layer applied twice, or to sequences: not one (a_i, δ_i) per sample
+    paths = list(records)
+    deltas = torch.autograd.grad(total, [records[p][0][1] for p in paths])
+    out: Params = {}
+    for path, delta in zip(paths, deltas):
+        a2, d2 = records[path][0][0].detach().square(), delta.square()
+        prefix = f"{path}." if path else ""
+        out[prefix + "weight"] = d2.T @ a2
+        out[prefix + "bias"] = d2.sum(0)
+    return {n: out[n] for n in params}
+
+
 def output_jacobian_vp(forward: Forward, params: Params, x: torch.Tensor, V: Params) -> torch.Tensor:
     """``J v`` for each v of the block: ``[k, B, outputs...]``."""
     return vmap(lambda v: jvp(lambda p: forward(p, x), (params,), (v,))[1])(V)

@@ -131,11 +131,25 @@ class CovarianceNoise(SharpnessAware):
         """``s sqrt(diag F_emp) ⊙ ξ``, ``diag F_emp = (1/M) Σ_i g_i²`` over the global batch (Alg. 1;
         as :func:`rules.diag_fisher_noise`): this process's ``Σ_{i∈shard} g_i²``, summed over
         processes, divided by M; ``ξ ∼ N(0, I)`` from the shared generator, one draw per parameter."""
-        per = self._per_sample(params, idx, ps)
+        local = self._linear_squares(ps) if self._psg is None and self._batch is not None else None
+        per = None
+        if local is None:
+            per = self._per_sample(params, idx, ps)
+            local = [(g * g).sum(0) for g in per]
         m = self._rows(per)
         self.last_scale = scale = rules.covariance_noise_scale(m, self.small_batch)
-        squares = split_like(self.sum_over_processes(flat_cat([(g * g).sum(0) for g in per])), ps)
+        squares = split_like(self.sum_over_processes(flat_cat(local)), ps)
         return rules.diag_noise_from_squares(squares, m, scale, self._generator)
+
+    def _linear_squares(self, ps) -> list[torch.Tensor] | None:
+        """``Σ_{i∈shard} g_i²`` of a network of ``nn.Linear`` layers in one reverse pass
+        (:func:`landscape.curvature.functional.linear_sum_squared_grads`); None otherwise."""
+        from ..curvature import functional as fx
+
+        forward, loss, chosen, names = _functional(self.model, self.loss_fn, ps, self.name)
+        x, y = self._local_batch()
+        squares = fx.linear_sum_squared_grads(self.model, forward, loss, chosen, x, y)
+        return None if squares is None else [squares[n] for n in names]
 
     def _full_noise(self, params, idx, ps) -> list[torch.Tensor]:
         """``(s/sqrt M) Σ_i σ_i g_i`` with Rademacher ``σ_i`` for the M samples of the global batch
