@@ -115,10 +115,10 @@ def slice_(
     debug: DebugOpt = False,
 ) -> None:
     """Loss and accuracy on a 1-D or 2-D slice through a checkpoint (Li et al. 2018)."""
-    import torch
 
     from ..errors import ConfigError
     from ..slices import compute_slice
+    from ..slices.grid import has_batchnorm
 
     clock = Stopwatch()
     if filter_norm:
@@ -136,7 +136,7 @@ def slice_(
                                     train_mode=train_mode, seed=seed)
     train = problems["train"]
     train.loss_value()  # a NaN checkpoint fails here with one clear line
-    if recompute_bn and not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in train.model.modules()):
+    if recompute_bn and not has_batchnorm(train):
         output.info("--recompute-bn: the model has no BatchNorm layer; nothing to re-estimate")
     if recompute_bn:
         output.info("--recompute-bn: re-estimating BatchNorm statistics at each point (one pass over the "

@@ -223,10 +223,10 @@ def _stability(ctx: Context, item: Item) -> dict:
 
 def _slice(ctx: Context, item: Item) -> dict:
     """A 1-D or 2-D slice as ``landscape slice`` computes it (train split, and test if asked)."""
-    import torch
 
     from ..io.checkpoint import report_header as header
     from ..slices import compute_slice
+    from ..slices.grid import has_batchnorm
 
     s = item.settings
     ps = _problem_settings(item)
@@ -237,8 +237,7 @@ def _slice(ctx: Context, item: Item) -> dict:
     trajectory = s["trajectory"]
     if trajectory == "run":
         trajectory = str(ctx.ref.path.parent)
-    recompute_bn = s["recompute_bn"] and any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                                             for m in train.model.modules())
+    recompute_bn = s["recompute_bn"] and has_batchnorm(train)
     run = compute_slice(problems, s["directions"], s["dims"], seed=s["seed"], norm=s["norm"],
                         include_bias_bn=s["include_bias_bn"], trajectory=trajectory, toward=s["toward"],
                         tol=s["tol"], span=s["range"], points=s["points"], batch_points=s["batch_points"],
