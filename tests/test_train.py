@@ -186,6 +186,24 @@ def test_run_h5_contents_and_tracked_hessian_metrics(tmp_path):
     assert fin["grad_norm"] == pytest.approx(float(pb.gradient()[1].norm()), rel=1e-6)
 
 
+def test_tracked_nonuniformity_and_mu_equal_dense_values(tmp_path):
+    """--track nonuniformity,mu (the issue's example): s = sqrt(λ_max(Σ_H)) and μ = tr(ΣG)/(2L‖G‖_F²)
+    at the last step equal the dense per-sample computation on the final model's tracking subset."""
+    from tests import reference as ref
+
+    c = cfg(model_kwargs={"widths": [4]}, data_kwargs={"n_train": 200}, dtype="float64", steps=6,
+            track=["nonuniformity", "mu"], every=6, track_samples=40, track_options={"tol": 1e-10}, seed=1)
+    train(c, tmp_path / "run")
+    fin = read_run(tmp_path / "run")["final"]
+    pb = Checkpoint.load(tmp_path / "run" / "final.pt").problem(samples=40, seed=1, dtype="float64")
+    s_dense = math.sqrt(float(torch.linalg.eigvalsh(ref.nonuniformity(pb))[-1]))
+    assert fin["nonuniformity"] == pytest.approx(s_dense, rel=1e-5)
+    sigma, G = ref.noise_covariance(pb), ref.ggn(pb)
+    mu = float((sigma * G).sum() / (2 * ref.loss(pb) * (G * G).sum()))
+    assert fin["mu"] == pytest.approx(mu, rel=1e-5)
+    assert fin["mu"] == pytest.approx(fin["alpha"] * fin["beta"], rel=1e-12)
+
+
 def test_custom_tracker_and_unknown_names(tmp_path):
     register_tracker("const", lambda problem, s: {"const": (float(problem.n), 0.5), "step_seen": s.extra["step"]},
                      "test tracker")
