@@ -117,7 +117,7 @@ def slice_(
     """Loss and accuracy on a 1-D or 2-D slice through a checkpoint (Li et al. 2018)."""
 
     from ..errors import ConfigError
-    from ..slices import compute_slice
+    from ..slices import compute_slice, make_directions
     from ..slices.grid import has_batchnorm
 
     clock = Stopwatch()
@@ -143,11 +143,13 @@ def slice_(
                     "training data per point; slower)")
     head = header(ckpt, train)
     with output.progress(not json_) as start:
-        run = compute_slice(problems, directions, dims, seed=seed, norm=norm, include_bias_bn=include_bias_bn,
-                            trajectory=trajectory, toward=toward, tol=tol, span=range_, points=points,
-                            batch_points=batch_points, recompute_bn=recompute_bn, save_vectors=save_directions,
-                            header=head, samples=samples, batch_size=batch_size, params=params,
-                            train_mode=train_mode, progress=start)
+        dirs = make_directions(directions, train, dims, seed=seed, norm=norm, include_bias_bn=include_bias_bn,
+                               trajectory=trajectory, toward=toward, tol=tol)
+        settings = {"include_bias_bn": include_bias_bn, "seed": seed, "samples": samples,
+                    "batch_size": batch_size, "params_regex": params, "train_mode": train_mode}
+        run = compute_slice(problems, dirs, span=range_, points=points, batch_points=batch_points,
+                            recompute_bn=recompute_bn, save_vectors=save_directions, header=head,
+                            settings=settings, progress=start)
     result = run.result
     report = {**head, "kind": "slice", "settings": run.attrs["settings"],
               "directions": {k: v for k, v in run.directions.describe().items()},

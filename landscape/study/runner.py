@@ -225,7 +225,7 @@ def _slice(ctx: Context, item: Item) -> dict:
     """A 1-D or 2-D slice as ``landscape slice`` computes it (train split, and test if asked)."""
 
     from ..io.checkpoint import report_header as header
-    from ..slices import compute_slice
+    from ..slices import compute_slice, make_directions
     from ..slices.grid import has_batchnorm
 
     s = item.settings
@@ -238,12 +238,14 @@ def _slice(ctx: Context, item: Item) -> dict:
     if trajectory == "run":
         trajectory = str(ctx.ref.path.parent)
     recompute_bn = s["recompute_bn"] and has_batchnorm(train)
-    run = compute_slice(problems, s["directions"], s["dims"], seed=s["seed"], norm=s["norm"],
-                        include_bias_bn=s["include_bias_bn"], trajectory=trajectory, toward=s["toward"],
-                        tol=s["tol"], span=s["range"], points=s["points"], batch_points=s["batch_points"],
+    dirs = make_directions(s["directions"], train, s["dims"], seed=s["seed"], norm=s["norm"],
+                           include_bias_bn=s["include_bias_bn"], trajectory=trajectory, toward=s["toward"],
+                           tol=s["tol"])
+    settings = {"include_bias_bn": s["include_bias_bn"], "seed": s["seed"], "samples": ps["samples"],
+                "batch_size": ps["batch_size"], "params_regex": ps["params"], "train_mode": ps["train_mode"]}
+    run = compute_slice(problems, dirs, span=s["range"], points=s["points"], batch_points=s["batch_points"],
                         recompute_bn=recompute_bn, save_vectors=s["save_directions"],
-                        header=header(ctx.ckpt, train), samples=ps["samples"], batch_size=ps["batch_size"],
-                        params=ps["params"], train_mode=ps["train_mode"])
+                        header=header(ctx.ckpt, train), settings=settings)
     return {**run.attrs, **run.tree}
 
 
