@@ -202,6 +202,15 @@ def test_tracked_nonuniformity_and_mu_equal_dense_values(tmp_path):
     mu = float((sigma * G).sum() / (2 * ref.loss(pb) * (G * G).sum()))
     assert fin["mu"] == pytest.approx(mu, rel=1e-5)
     assert fin["mu"] == pytest.approx(fin["alpha"] * fin["beta"], rel=1e-12)
+    # --track-arg noise_samples=K: the same quantities on a seeded subset of the tracking samples
+    from landscape.estimators.alignment import alignment
+    from landscape.metrics.stability import nonuniformity
+
+    train(cfg(**{**c.to_dict(), "track_options": {"tol": 1e-10, "noise_samples": 15}}), tmp_path / "sub")
+    sub = read_run(tmp_path / "sub")["final"]
+    assert sub["mu"] == pytest.approx(alignment(pb, samples=15, seed=1).mu, rel=1e-5)
+    assert sub["nonuniformity"] == pytest.approx(nonuniformity(pb, samples=15, seed=1, tol=1e-10).value, rel=1e-5)
+    assert sub["mu"] != pytest.approx(fin["mu"], rel=1e-3)
 
 
 def test_custom_tracker_and_unknown_names(tmp_path):

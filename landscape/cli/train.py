@@ -83,7 +83,7 @@ def train(
     track_samples: Annotated[int, typer.Option("--track-samples", help="Seeded subset of training samples used for tracking (0: all).")] = 1024,
     probes: Annotated[int, typer.Option("--probes", help="Random probes per trace / Frobenius estimate when tracking.")] = 20,
     track_batch_size: Annotated[int, typer.Option("--track-batch-size", help="Samples per Hessian-product batch when tracking (memory only).")] = 512,
-    track_arg: Annotated[KV, typer.Option("--track-arg", help="Tracking estimator setting key=value (method=hutchpp, tol=1e-4, top_k=3, runs=5, steps=40).")] = None,
+    track_arg: Annotated[KV, typer.Option("--track-arg", help="Tracking estimator setting key=value (method=hutchpp, tol=1e-4, top_k=3, runs=5, steps=40, noise_samples=256: a seeded subset for nonuniformity and mu).")] = None,
     eval_every: Annotated[int | None, typer.Option("--eval-every", help="Evaluate full train/test loss and accuracy every K steps (default once an epoch, at most 500 times).")] = None,
     checkpoint_every: Annotated[int | None, typer.Option("--checkpoint-every", help="Also write RUN/step-XXXXXX.pt every K steps.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the initial weights, the data order, the optimizer's draws and the tracking probes.")] = 0,

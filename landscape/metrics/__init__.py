@@ -27,6 +27,9 @@ class Settings:
     runs: int = 10
     steps: int = 80
     seed: int = 0
+    #: seeded subset of the samples for the per-sample noise metrics (non-uniformity, exact
+    #: alignment μ, whose cost grows as its square); None: all samples of the problem
+    noise_samples: int | None = None
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:

@@ -21,6 +21,7 @@ time series, ``NAME`` and ``NAME_stderr``. Built in:
                :func:`~landscape.estimators.alignment.alignment`) -> ``mu``, ``alpha``,
                ``beta``; its cost grows as n² (n = ``--track-samples``): about 24 s per
                evaluation for 1,024 samples of the digits MLP on 2 CPU cores, 4 s for 256
+               (``--track-arg noise_samples=256`` takes a seeded subset for these two only)
 =============  =========================================================================
 
 The Hessian metrics go through :data:`landscape.metrics.METRICS` and
@@ -99,14 +100,14 @@ def _loss(problem, s: Settings) -> dict:
 def _nonuniformity(problem, s: Settings) -> dict:
     from ..metrics.stability import nonuniformity
 
-    r = nonuniformity(problem, seed=s.seed, tol=s.tol, max_steps=s.max_steps)
+    r = nonuniformity(problem, samples=s.noise_samples, seed=s.seed, tol=s.tol, max_steps=s.max_steps)
     return {"nonuniformity": r.value, "nonuniformity_residual": r.extra["residual"]}
 
 
 def _mu(problem, s: Settings) -> dict:
     from ..estimators.alignment import alignment
 
-    a = alignment(problem)
+    a = alignment(problem, samples=s.noise_samples, seed=s.seed)
     return {"mu": a.mu, "alpha": a.alpha, "beta": a.beta}
 
 
