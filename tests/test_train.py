@@ -228,6 +228,16 @@ def test_custom_tracker_and_unknown_names(tmp_path):
     with pytest.raises(ConfigError, match="trace"):
         train(cfg(track=["nosuch"]), tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+    # --track-arg values of the wrong type: one clear error naming the option
+    from landscape.train.tracking import settings_from
+
+    for options, message in (({"noise_samples": "abc"}, "noise_samples='abc' is not an integer"),
+                             ({"tol": "x"}, "tol='x' is not a number"), ({"top_k": 2.5}, "not an integer"),
+                             ({"method": 3}, "not a string"), ({"nosuch": 1}, "unknown tracking option")):
+        with pytest.raises(ConfigError, match=message):
+            settings_from(20, 0, options)
+    s = settings_from(20, 0, {"tol": 1, "noise_samples": 64, "max_steps": None})
+    assert s.tol == 1.0 and isinstance(s.tol, float) and s.noise_samples == 64 and s.max_steps is None
 
 
 def test_existing_run_directories(tmp_path):

@@ -27,7 +27,8 @@ def sample_batches(problem: Problem, samples: int | None, seed: int) -> tuple[li
     if samples is None or samples >= n:
         return problem.batches, n
     if samples < 1:
-        raise ConfigError(f"samples must be positive, got {samples}", "pass e.g. --s-samples 256")
+        raise ConfigError(f"the noise metrics' sample subset must be positive, got {samples}",
+                          "pass a positive number of samples, e.g. 256 (or none: all samples)")
     pos = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:samples].sort().values
     dist = _dist()
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist is not None else (0, 1)

@@ -170,5 +170,20 @@ def settings_from(probes: int, seed: int, options: dict | None = None) -> Settin
         if k == "extra" or not hasattr(s, k):
             fields = ", ".join(f for f in Settings.__dataclass_fields__ if f != "extra")
             raise ConfigError(f"unknown tracking option {k!r}", f"--track-arg takes {fields}")
-        setattr(s, k, v)
+        setattr(s, k, _checked(k, v, getattr(s, k)))
     return s
+
+
+def _checked(key: str, value: Any, default: Any) -> Any:
+    """``value`` if it has the type of the option (that of its default; options defaulting to None
+    take integers), else a ConfigError naming the option."""
+    if isinstance(default, bool) or isinstance(default, str):
+        ok = isinstance(value, type(default))
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:  # int, or None (max_steps, noise_samples)
+        ok = (value is None and default is None) or (isinstance(value, int) and not isinstance(value, bool))
+    if not ok:
+        kind = {bool: "true or false", str: "a string", float: "a number"}.get(type(default), "an integer")
+        raise ConfigError(f"tracking option {key}={value!r} is not {kind}", f"write e.g. --track-arg {key}={default or 256}")
+    return float(value) if isinstance(default, float) else value
