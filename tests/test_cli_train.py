@@ -18,14 +18,6 @@ runner = CliRunner()
 TINY = ["--model-arg", "widths=[16]", "--data-arg", "n_train=300", "--batch-size", "64"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def run(*args):
     return runner.invoke(app, [str(a) for a in args])
 

@@ -28,15 +28,6 @@ from landscape.train import (
 SMALL = {"n_train": 400}  # digits: 400 training samples, 359 test samples
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One thread: the machine is shared, and small matmuls are slower with more."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def cfg(**kw) -> TrainConfig:
     base = {"model": "mlp", "model_kwargs": {"widths": [32]}, "data": "digits", "data_kwargs": SMALL,
             "optimizer": "sgd", "lr": 0.1, "batch_size": 64, "plot": False}
