@@ -4,8 +4,11 @@
 SUMS divided by the total n, so an uneven last batch carries exactly its share (the trap of
 averaging per-batch means with equal weights is avoided by construction).
 
-Under ``torch.distributed`` (e.g. ``torchrun``) each rank holds the shard ``indices[rank::world]``
-and :meth:`Problem.reduce` sums partial results over ranks; ``n`` stays the global count.
+The data are a :class:`~landscape.data.source.DataSource` read batch by batch on every pass and
+moved to the device as each batch is used; small data sets are kept on the device instead (see
+:meth:`Problem._plan_residency`). Under ``torch.distributed`` (e.g. ``torchrun``) each rank reads
+only its shard, global positions ``rank, rank + world, …``, and :meth:`Problem.reduce` sums partial
+results over ranks; ``n`` stays the global count.
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
 
 from .curvature import functional as fx
 from .curvature.layout import ParamLayout, select
+from .data.source import TensorSource
 from .errors import ConfigError, LandscapeError, NumericalError
 from .losses import Loss, get_loss
+from .memory import Budget
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -47,31 +51,20 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     return DTYPES[dtype]
 
 
-def as_tensors(data) -> tuple[torch.Tensor, torch.Tensor]:
-    """A ``(inputs, targets)`` pair of tensors from a tuple, a Dataset or a DataLoader."""
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        x, y = data
-    elif isinstance(data, (DataLoader, Dataset)):
-        loader = data if isinstance(data, DataLoader) else DataLoader(data, batch_size=1024)
-        xs, ys = [], []
-        for batch in loader:
-            if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
-                raise ConfigError("the data must yield (inputs, targets) pairs",
-                                  "return a Dataset of (x, y), or a tuple of tensors (X, Y)")
-            xs.append(torch.as_tensor(batch[0]))
-            ys.append(torch.as_tensor(batch[1]))
-        if not xs:
-            raise ConfigError("the data holds no samples", "check the data factory")
-        x, y = torch.cat(xs), torch.cat(ys)
-    else:
-        raise ConfigError(f"data must be (inputs, targets) tensors, a Dataset or a DataLoader, "
-                          f"got {type(data).__name__}", "return a tuple (X, Y) from the data factory")
-    if x.shape[0] != y.shape[0]:
-        raise ConfigError(f"inputs hold {x.shape[0]} samples but targets {y.shape[0]}",
-                          "inputs and targets must have the same first dimension")
-    if x.shape[0] == 0:
-        raise ConfigError("the data holds no samples", "check the data source")
-    return x, y
+DEFAULT_BATCH = 256
+
+
+class Batches:
+    """A re-iterable view of a problem's device batches of one size."""
+
+    def __init__(self, problem: Problem, size: int) -> None:
+        self.problem, self.size = problem, size
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.problem.iter_batches(self.size)
+
+    def first(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return next(iter(self))
 
 
 def _dist():
@@ -86,8 +79,10 @@ class Problem:
     Args:
         model: an ``nn.Module`` (copied; the caller's module is never changed).
         loss: ``"cross-entropy"``, ``"mse"`` (½‖f−y‖² per sample), or a mean-reduced callable.
-        data: ``(inputs, targets)`` tensors, a Dataset or a DataLoader.
-        batch_size: samples per product batch (memory, not the estimate, depends on it).
+        data: ``(inputs, targets)`` tensors, a Dataset, a DataLoader or a
+            :class:`~landscape.data.source.DataSource`; read batch by batch, never concatenated.
+        batch_size: samples per product batch (memory, not the estimate, depends on it; an
+            operator may choose fewer to fit the memory budget). Default 256.
         samples: use a seeded random subset of this many samples (``None``: all).
         seed: seed of that subset.
         params: regular expression selecting the parameters under study (``re.search`` on
@@ -95,9 +90,15 @@ class Problem:
         device, dtype: where and in what precision everything is computed.
         train_mode: BatchNorm uses batch statistics (running statistics are not updated) and
             dropout stays active; default eval mode.
+        bn_batch: in train mode, the batch over which BatchNorm takes its statistics (the Hessian
+            depends on it); default ``batch_size``. Products then run on exactly these batches.
+        memory: the memory budget (``"8GiB"``, bytes as int, ``None``: the device's default share,
+            see :mod:`landscape.memory`).
+        allow_random_data: skip the check that two reads of the data give the same batches.
 
     Attributes: ``layout`` (:class:`ParamLayout`), ``params`` (dict of the selected tensors),
-    ``theta`` (flat ``[p]``), ``batches`` (list of ``(x, y)`` on the device), ``n`` (global count).
+    ``theta`` (flat ``[p]``), ``batches`` (the device batches, re-read on every pass), ``n``
+    (global count), ``source`` (this process's samples), ``budget`` (:class:`~landscape.memory.Budget`).
     """
 
     def __init__(
@@ -106,22 +107,31 @@ class Problem:
         loss: str | Callable | Loss,
         data,
         *,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         samples: int | None = None,
         seed: int = 0,
         params: str | None = None,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         train_mode: bool = False,
+        bn_batch: int | None = None,
+        memory: str | int | None = None,
+        allow_random_data: bool = False,
     ) -> None:
+        from .data.source import as_source, check_repeatable, seeded_subset
+
+        batch_size = DEFAULT_BATCH if batch_size is None else int(batch_size)
         if batch_size < 1:
-            raise ConfigError(f"batch size must be positive, got {batch_size}", "pass --batch-size 256")
+            raise ConfigError(f"product batch must be positive, got {batch_size}", "pass --product-batch 256")
+        if bn_batch is not None and bn_batch < 1:
+            raise ConfigError(f"--bn-batch must be positive, got {bn_batch}", "pass e.g. --bn-batch 128")
         self.device = resolve_device(device)
         dt = resolve_dtype(dtype)
         self.loss = get_loss(loss)
         self.train_mode = train_mode
-        self.batch_size = batch_size
         self.seed = seed
+        self.budget = Budget.resolve(memory, self.device)
+        self.allow_random_data = bool(allow_random_data)
 
         model = copy.deepcopy(model)
         if dt is not None:
@@ -145,36 +155,156 @@ class Problem:
         self.frozen.update({n: b for n, b in model.named_buffers()})
         self.layout = ParamLayout.from_tensors(self.params)
         self.dtype = next(iter(self.params.values())).dtype
+        #: batches couple their samples (BatchNorm batch statistics): products run on bn batches
+        self.coupled = train_mode and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        self.bn_batch = (bn_batch or batch_size) if self.coupled else None
+        self.batch_size = self.bn_batch or batch_size
 
-        x, y = as_tensors(data)
-        n_all = x.shape[0]
-        idx = torch.arange(n_all)
+        source = as_source(data, allow_random=self.allow_random_data)
+        n_all = len(source)
+        if n_all == 0:
+            raise ConfigError("the data hold no samples", "check the data factory (it returned an empty set)")
+        if samples is not None and samples < 1:
+            raise ConfigError(f"--samples must be positive, got {samples}", "pass e.g. --samples 512")
+        #: positions of the problem's samples in the data as given (a seeded subset's, or all)
+        self.indices = torch.arange(n_all)
         if samples is not None and samples < n_all:
-            if samples < 1:
-                raise ConfigError(f"--samples must be positive, got {samples}", "pass e.g. --samples 512")
-            g = torch.Generator().manual_seed(seed)
-            idx = torch.randperm(n_all, generator=g)[:samples].sort().values
-        self.n = int(idx.numel())
-        self.indices = idx
+            self.indices = seeded_subset(n_all, samples, seed)
+            source = source.select(self.indices)
+        self.samples_total = n_all
+        self._global = source  # every rank's samples, in order (after --samples)
+        self._set_samples(source)
+        if not self.allow_random_data and not isinstance(source, TensorSource):
+            check_repeatable(self.source, min(self.batch_size, 8))
+        self._check_fit()
+
+    def _set_samples(self, source) -> None:
+        """Use ``source`` (all ranks' samples): this rank's shard, its count and residency."""
+        from .data.source import split_positions
+
+        self.n = len(source)
         dist = _dist()
-        if dist is not None:
-            idx = idx[dist.get_rank() :: dist.get_world_size()]
-        x, y = x[idx], y[idx]
-        if x.is_floating_point():
-            x = x.to(self.dtype)
-        if y.is_floating_point():
-            y = y.to(self.dtype)
-        x, y = x.to(self.device), y.to(self.device)
-        self.batches = [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
-        if self.batches:
-            xb, yb = self.batches[0]
-            with torch.no_grad():
-                try:
-                    out = self.forward(self.params, xb[:2])
-                except RuntimeError as e:
-                    raise ConfigError(f"the model cannot take these inputs {tuple(xb.shape[1:])}: {str(e).splitlines()[0]}",
-                                      "check that the model and the data fit together") from e
-            self.loss.check(out, yb[:2])
+        local = source.select(split_positions(self.n, dist.get_rank(), dist.get_world_size())) \
+            if dist is not None else source
+        self.source = local
+        self._resident = None
+        self._plan_residency()
+
+    def _check_fit(self) -> None:
+        """One clear error when the model cannot take the data or the targets do not fit the loss."""
+        xb, yb = self.source.first(2) if len(self.source) else self._global.first(2)
+        xb, yb = self._to_device((xb, yb))
+        with torch.no_grad():
+            try:
+                out = self.forward(self.params, xb)
+            except RuntimeError as e:
+                raise ConfigError(f"the model cannot take these inputs {tuple(xb.shape[1:])}: "
+                                  f"{str(e).splitlines()[0]}", "check that the model and the data fit together") from e
+        self.loss.check(out, yb)
+
+    # ---------------------------------------------------------------- data, batch by batch
+    def _to_device(self, batch):
+        """A CPU batch on the problem's device, floating tensors in its dtype (pinned and copied
+        without blocking on a GPU)."""
+        x, y = batch
+        cuda = self.device.type == "cuda"
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            if t.is_floating_point() and t.dtype != self.dtype:
+                t = t.to(self.dtype)
+            if t.device != self.device:
+                if cuda and t.device.type == "cpu" and not t.is_pinned():
+                    t = t.pin_memory()
+                t = t.to(self.device, non_blocking=cuda)
+            return t
+
+        return move(x), move(y)
+
+    def _plan_residency(self) -> None:
+        """Keep this process's samples on the device when they are plain tensors already there,
+        or when they take at most 1/16 of the memory budget (then they are read once); otherwise
+        every pass streams them batch by batch."""
+        from .data.source import TensorSource, batch_nbytes
+
+        src = self.source
+        n_local = len(src)
+        if n_local == 0:
+            return
+        if (isinstance(src, TensorSource) and src.index is None and src.x.device == self.device
+                and (not src.x.is_floating_point() or src.x.dtype == self.dtype)
+                and (not src.y.is_floating_point() or src.y.dtype == self.dtype)):
+            self._resident = (src.x, src.y)  # the caller's tensors themselves: no copy
+            return
+        first = self._to_device(src.first(1))
+        self.sample_bytes = batch_nbytes(first)
+        if n_local * self.sample_bytes <= self.budget.bytes // 16:
+            parts = [self._to_device(b) for b in src.batches(4096)]
+            xs, ys = zip(*parts)
+            self._resident = (torch.cat(xs), torch.cat(ys)) if len(parts) > 1 else parts[0]
+
+    @property
+    def resident(self) -> bool:
+        """Whether this process's samples are held on the device (else streamed every pass)."""
+        return self._resident is not None
+
+    def iter_batches(self, size: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This process's samples in batches of ``size`` (default ``batch_size``; in train mode
+        with BatchNorm always the statistics batch ``bn_batch``), on the device, in order."""
+        size = self.bn_batch or int(size or self.batch_size)
+        if self._resident is not None:
+            x, y = self._resident
+            for i in range(0, x.shape[0], size):
+                yield x[i : i + size], y[i : i + size]
+            return
+        pin = self.device.type == "cuda"
+        for batch in self.source.batches(size, pin=pin):
+            yield self._to_device(batch)
+
+    @property
+    def batches(self) -> Batches:
+        """The device batches at the problem's batch size; iterate it as often as needed."""
+        return Batches(self, self.batch_size)
+
+    def batches_of(self, size: int) -> Batches:
+        return Batches(self, size)
+
+    def subset(self, samples: int | None, seed: int) -> Problem:
+        """The same problem on a seeded subset of ``samples`` of its ``n`` samples (``None`` or
+        ``samples >= n``: itself): the subset is drawn over global positions from ``seed``, so it
+        is the same for every number of processes."""
+        from .data.source import seeded_subset
+
+        if samples is None or samples >= self.n:
+            return self
+        if samples < 1:
+            raise ConfigError(f"the sample subset must be positive, got {samples}",
+                              "pass a positive number of samples, e.g. 256 (or none: all samples)")
+        sub = copy.copy(self)
+        pos = seeded_subset(self.n, samples, seed)
+        sub.indices = self.indices[pos]
+        sub._global = self._global.select(pos)
+        sub._set_samples(sub._global)
+        return sub
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This process's samples as one ``(X, Y)`` pair on the device, for computations that
+        index samples at random (the escape engine, Gram blocks of a subset). Refused when they
+        would take more than half the memory budget."""
+        if self._resident is not None:
+            return self._resident
+        from .data.source import batch_nbytes
+        from .memory import fmt_bytes
+
+        need = len(self.source) * getattr(self, "sample_bytes", 0)
+        if need > self.budget.bytes // 2:
+            raise ConfigError(f"this computation holds all {len(self.source)} samples at once ({fmt_bytes(need)}), "
+                              f"more than half the memory budget {self.budget}",
+                              "use --samples to take a subset, or raise --memory")
+        parts = list(self.iter_batches(4096))
+        xs, ys = zip(*parts)
+        out = (torch.cat(xs), torch.cat(ys)) if len(parts) > 1 else parts[0]
+        self.sample_bytes = batch_nbytes(out) // max(1, out[0].shape[0])
+        return out
 
     # ---------------------------------------------------------------- functional form
     def forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -200,9 +330,6 @@ class Problem:
         if dist is not None:
             dist.all_reduce(t)
         return t
-
-    def iter_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return iter(self.batches)
 
     # ---------------------------------------------------------------- scalar quantities
     def loss_value(self, theta: torch.Tensor | None = None) -> float:

@@ -144,7 +144,7 @@ def test_noise_total_variance_of_one_step(dynamics):
 
     pb = _tiny_mlp(n=20, d=3, h=6)
     n, B, lr, T = pb.n, 3, 0.1, 3000
-    X, Y = pb.batches[0]
+    X, Y = pb.batches.first()
     G = pb.layout.flatten_rows(fx.per_sample_grads(pb.forward, pb.loss, pb.params, X, Y))  # [n, p]
     g = G.mean(0)
     tr_sigma = float((G - g).pow(2).sum(1).mean())

@@ -20,6 +20,8 @@ EXAMPLES: dict[str, tuple[dict, tuple, tuple]] = {
         (4, 10),
     ),
     "resnet": ({"depth": 8, "width": 4, "in_channels": 3, "num_classes": 5}, (2, 3, 8, 8), (2, 5)),
+    "resnet18": ({"num_classes": 4, "stem": "cifar"}, (2, 3, 8, 8), (2, 4)),
+    "resnet34": ({"num_classes": 4}, (2, 3, 16, 16), (2, 4)),
     "two-layer": ({"in_dim": 6, "width": 9}, (5, 6), (5, 1)),
     "linear": ({"in_dim": 6, "out_dim": 2}, (5, 6), (5, 2)),
 }
@@ -161,3 +163,14 @@ def test_factory_spec_builds_a_user_model(tmp_path):
     assert model[0].weight.shape == (4, 2)
     with pytest.raises(ConfigError, match="not a torch.nn.Module"):
         build_model(f"{f}:not_a_model")
+
+
+def test_resnet18_has_torchvision_layout():
+    """Parameter count and names of ``torchvision.models.resnet18(num_classes=10)``."""
+    net = build_model("resnet18")
+    assert sum(p.numel() for p in net.parameters()) == 11_181_642
+    names = set(net.state_dict())
+    for key in ("conv1.weight", "bn1.running_var", "layer1.0.conv2.weight", "layer2.0.downsample.0.weight",
+                "layer2.0.downsample.1.running_mean", "layer4.1.bn2.bias", "fc.weight", "fc.bias"):
+        assert key in names
+    assert len([n for n, _ in net.named_parameters()]) == 62

@@ -76,7 +76,7 @@ def test_mse_on_class_labels_trains_on_one_hot_targets(tmp_path):
     assert r.final["test_accuracy"] > 0.5  # learns (chance is 0.1)
     ck = Checkpoint.load(tmp_path / "run" / "final.pt")
     pb = ck.problem()
-    x, y = pb.batches[0]
+    x, y = pb.batches.first()
     assert y.is_floating_point() and y.shape == (x.shape[0], 10) and torch.equal(y.sum(1), torch.ones(x.shape[0]))
     assert abs(pb.loss_value() - r.final["train_loss"]) < 1e-5
 

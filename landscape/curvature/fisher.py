@@ -41,12 +41,14 @@ def require_per_sample(problem: Problem, what: str) -> None:
 
 def auto_chunk(problem: Problem, vectors_per_sample: int, chunk: int | None, budget: int = CHUNK_BYTES) -> int:
     """Samples per vmapped call: ``chunk`` if given, else as many as keep
-    ``samples · vectors_per_sample · p`` elements within ``budget`` bytes."""
+    ``samples · vectors_per_sample · p`` elements within ``budget`` bytes (and within a quarter
+    of the problem's memory budget)."""
     if chunk is not None:
         if chunk < 1:
             raise ConfigError(f"chunk must be positive, got {chunk}", "pass e.g. --chunk 64")
         return int(chunk)
     item = torch.finfo(problem.dtype).bits // 8
+    budget = min(budget, problem.budget.bytes // 4)
     return max(1, int(budget // (max(1, vectors_per_sample) * problem.p * item)))
 
 
@@ -63,7 +65,7 @@ def predictive_draws(problem: Problem, m: int, seed: int) -> torch.Tensor:
     name = problem.loss.name
     g = torch.Generator().manual_seed(int(seed))
     with torch.no_grad():
-        out_shape = problem.forward(problem.params, problem.batches[0][0][:1]).shape[1:]
+        out_shape = problem.forward(problem.params, problem.batches_of(1).first()[0]).shape[1:]
     if name == "cross-entropy":
         draws = torch.rand((problem.n, m), generator=g, dtype=torch.float64)
     elif name == "mse":
@@ -114,7 +116,7 @@ class Fisher(ProblemOperator):
         pb = self.problem
         m = self.mc_samples
         draws = predictive_draws(pb, m, self.seed)
-        self._factors: list[torch.Tensor] = []
+        factors = []  # [n_local, k, m] output-space factors R_i, one row per sample in reading order
         start = 0
         with torch.no_grad():
             for x, _ in pb.batches:
@@ -123,17 +125,15 @@ class Fisher(ProblemOperator):
                 start += x.shape[0]
                 rep = out.repeat_interleave(m, dim=0)
                 r = fx.loss_output_grad(pb.loss, rep, labels).reshape(out.shape[0], m, -1)  # [B, m, k]
-                self._factors.append(r.transpose(1, 2).contiguous() / math.sqrt(m))  # [B, k, m]
+                factors.append(r.transpose(1, 2).contiguous() / math.sqrt(m))  # [B, k, m]
+        self._factors = torch.cat(factors) if len(factors) > 1 else factors[0]
 
-    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+    def _prepare(self, i: int, start: int, x, y):
+        return self._factors[start : start + x.shape[0]]
+
+    def _apply(self, R, x, y, V):
         pb = self.problem
-        rows = V.T.contiguous()
-        Vd = pb.layout.unflatten_rows(rows)
-        out = torch.zeros_like(rows)
-        for (x, _), R in zip(pb.batches, self._factors):
-            out += pb.layout.flatten_rows(fx.jacobian_sandwich_vp(pb.forward, pb.params, x, R, Vd))
-        out /= pb.n
-        return pb.reduce(out).T
+        return fx.jacobian_sandwich_vp(pb.forward, pb.params, x, R, V)
 
 
 class EmpiricalFisher(ProblemOperator):
@@ -143,13 +143,14 @@ class EmpiricalFisher(ProblemOperator):
     as many as fit in 256 MiB); each product recomputes them, so memory is ``chunk · p``.
     """
 
-    block_size = 64
-
     def __init__(self, model_or_problem, loss=None, data=None, *, chunk: int | None = None,
                  block_size: int | None = None, **kwargs) -> None:
         super().__init__(model_or_problem, loss, data, block_size=block_size, **kwargs)
         require_per_sample(self.problem, type(self).__name__)
         self.chunk = auto_chunk(self.problem, 1, chunk)
+
+    def _calibrate(self, x, y):
+        return 0.0, 0.0, None, None  # chunks of per-sample gradients are sized by ``auto_chunk``
 
     def per_sample_gradients(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``[B, p]`` rows ``g_i`` of one chunk."""
@@ -167,5 +168,5 @@ class EmpiricalFisher(ProblemOperator):
         out /= pb.n
         return pb.reduce(out)
 
-    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+    def _pass(self, V: torch.Tensor) -> torch.Tensor:
         return self._second_moment(V)

@@ -115,23 +115,68 @@ def output_jacobian_vp(forward: Forward, params: Params, x: torch.Tensor, V: Par
     return vmap(lambda v: jvp(lambda p: forward(p, x), (params,), (v,))[1])(V)
 
 
+class SavedBytes:
+    """Counts the bytes of the tensors autograd saves for backward while :meth:`hooks` is active:
+    the memory a graph holds, measured on the real activations rather than estimated.
+
+    ``limit`` (bytes, optional) raises :class:`~landscape.memory.OutOfBudget` as soon as the count
+    passes it, before the graph grows further: how a memory budget is honoured on devices that
+    have no out-of-memory error of their own (a CPU process is killed instead)."""
+
+    def __init__(self, limit: int | None = None, exclude: list[torch.Tensor] = ()) -> None:
+        self.total = 0
+        self.limit = limit
+        # storages counted once each; those of ``exclude`` (parameters, the batch) never: a saved
+        # weight or input is a view of memory held anyway, not memory the graph adds
+        self._seen = {_storage(t) for t in exclude}
+
+    def hooks(self):
+        counter = [self]  # the pack hook holds the meter, never the graph's owner
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            m = counter[0]
+            key = _storage(t)
+            if key not in m._seen:
+                m._seen.add(key)
+                m.total += t.untyped_storage().nbytes()
+                if m.limit is not None and m.total > m.limit:
+                    from ..memory import OutOfBudget
+
+                    raise OutOfBudget(m.total, m.limit)
+            return t
+
+        return torch.autograd.graph.saved_tensors_hooks(pack, _unpack)
+
+
+def _storage(t: torch.Tensor) -> tuple[int, str]:
+    try:
+        return t.untyped_storage().data_ptr(), str(t.device)
+    except RuntimeError:  # a tensor without storage (e.g. a functorch wrapper)
+        return id(t), "none"
+
+
+def _unpack(t: torch.Tensor) -> torch.Tensor:
+    return t
+
+
 class GradientGraph:
     """The gradient ``g = Σ_{i∈batch} ∇l_i`` of one batch kept with its graph, so that Hessian
     products reuse it: ``H v = ∂(gᵀv)/∂θ`` by one reverse pass through the stored graph
     (double backward), vmapped over a block of vectors. ``nbytes`` is the memory the graph holds
     (the tensors autograd saved), measured while it was built."""
 
-    def __init__(self, forward: Forward, loss: Loss, params: Params, x: torch.Tensor, y: torch.Tensor) -> None:
+    def __init__(self, forward: Forward, loss: Loss, params: Params, x: torch.Tensor, y: torch.Tensor,
+                 meter: SavedBytes | None = None) -> None:
         self.leaves = {n: t.detach().requires_grad_(True) for n, t in params.items()}
-        self.nbytes = 0
-
-        def pack(t: torch.Tensor) -> torch.Tensor:
-            self.nbytes += t.numel() * t.element_size()
-            return t
-
-        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        # The hooks must not reference ``self``: every saved tensor of the graph keeps them, and a
+        # cycle through autograd's C++ nodes is one Python's collector cannot free (every graph
+        # ever built would stay alive). They count into a meter of their own.
+        meter = meter if meter is not None else SavedBytes()
+        start = meter.total
+        with torch.enable_grad(), meter.hooks():
             value = batch_loss(forward, loss, self.leaves, x, y)
             self.grad = torch.autograd.grad(value, list(self.leaves.values()), create_graph=True)
+        self.nbytes = meter.total - start
         self.value = value.detach()
 
     def hvp(self, V: Params) -> Params:

@@ -11,34 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import ConfigError
-from ..problem import Problem, _dist
 from . import functional as fx
 from .base import ProblemOperator
 from .fisher import EmpiricalFisher, _chunks, auto_chunk, require_per_sample
-
-
-def sample_batches(problem: Problem, samples: int | None, seed: int) -> tuple[list, int]:
-    """This process's part of a seeded subset of ``samples`` of the problem's ``n`` samples, in
-    batches of ``problem.batch_size``, and the subset's global size. ``None`` (or ``samples ≥ n``):
-    the problem's own batches and ``n``. The subset is drawn over global positions with a CPU
-    generator, so it is the same on every rank and for every world size."""
-    n = problem.n
-    if samples is None or samples >= n:
-        return problem.batches, n
-    if samples < 1:
-        raise ConfigError(f"the noise metrics' sample subset must be positive, got {samples}",
-                          "pass a positive number of samples, e.g. 256 (or none: all samples)")
-    pos = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:samples].sort().values
-    dist = _dist()
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist is not None else (0, 1)
-    local = pos[pos % world == rank] // world
-    X = torch.cat([x for x, _ in problem.batches])
-    Y = torch.cat([y for _, y in problem.batches])
-    local = local.to(X.device)
-    X, Y = X[local], Y[local]
-    b = problem.batch_size
-    return [(X[i : i + b], Y[i : i + b]) for i in range(0, X.shape[0], b)], int(samples)
 
 
 class NoiseCovariance(EmpiricalFisher):
@@ -53,7 +28,7 @@ class NoiseCovariance(EmpiricalFisher):
         super().__init__(model_or_problem, loss, data, chunk=chunk, block_size=block_size, **kwargs)
         self.loss_value, self.gradient = self.problem.gradient()
 
-    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+    def _pass(self, V: torch.Tensor) -> torch.Tensor:
         g = self.gradient
         return self._second_moment(V) - g[:, None] * (g @ V)[None, :]
 
@@ -72,33 +47,35 @@ class NonUniformity(ProblemOperator):
     In one dimension, ``L = (1/2n) Σ a_i x²`` gives ``Σ_H = mean(a_i²) − mean(a_i)²``.
     """
 
-    block_size = 8
-
     def __init__(self, model_or_problem, loss=None, data=None, *, samples: int | None = None, seed: int = 0,
                  chunk: int | None = None, block_size: int | None = None, **kwargs) -> None:
-        super().__init__(model_or_problem, loss, data, block_size=block_size, **kwargs)
+        super().__init__(model_or_problem, loss, data, block_size=block_size or 8, **kwargs)
         require_per_sample(self.problem, "the non-uniformity")
-        self.batches, self.samples = sample_batches(self.problem, samples, seed)
+        self.sub = self.problem.subset(samples, seed)
+        self.samples = self.sub.n
         self.subsampled = self.samples < self.problem.n
         self.seed = seed
         self._chunk = chunk
+
+    def _calibrate(self, x, y):
+        return 0.0, 0.0, None, None  # per-sample products run in chunks sized by ``auto_chunk``
 
     def _hvp(self, rows: torch.Tensor) -> torch.Tensor:
         """``H_S`` applied to the rows ``[k, p]``."""
         pb = self.problem
         Vd = pb.layout.unflatten_rows(rows)
         out = torch.zeros_like(rows)
-        for x, y in self.batches:
+        for x, y in self.sub.batches:
             out += pb.layout.flatten_rows(fx.hvp(pb.forward, pb.loss, pb.params, x, y, Vd))
         return pb.reduce(out / self.samples)
 
-    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+    def _pass(self, V: torch.Tensor) -> torch.Tensor:
         pb = self.problem
         rows = V.T.contiguous()
         Vd = pb.layout.unflatten_rows(rows)
         chunk = auto_chunk(pb, 4 * rows.shape[0], self._chunk)
         sq = torch.zeros_like(rows)
-        for x, y in self.batches:
+        for x, y in self.sub.batches:
             for xc, yc in _chunks(x, y, chunk):
                 sq += pb.layout.flatten_rows(fx.per_sample_hvp_sq(pb.forward, pb.loss, pb.params, xc, yc, Vd))
         sq = pb.reduce(sq / self.samples)

@@ -199,11 +199,10 @@ def problem_at(problem, theta: torch.Tensor):
     with torch.no_grad():
         for name, t in problem.at(theta).items():
             named[name].copy_(t)
-    X = torch.cat([x for x, _ in problem.batches])
-    Y = torch.cat([y for _, y in problem.batches])
     pattern = "^(" + "|".join(re.escape(nm) for nm in problem.layout.names) + ")$"
-    return Problem(model, problem.loss, (X, Y), batch_size=problem.batch_size, params=pattern,
-                   device=problem.device, dtype=problem.dtype)
+    return Problem(model, problem.loss, problem._global, batch_size=problem.batch_size, params=pattern,
+                   device=problem.device, dtype=problem.dtype, memory=problem.budget.bytes,
+                   allow_random_data=True)  # the same samples, already checked
 
 
 def minimum_stats(problem, theta: torch.Tensor, lr: float, batch_size: int, *, probes: int = 30,

@@ -147,8 +147,7 @@ class ProblemObjective(Objective):
                               "build the problem in eval mode (train_mode=False)")
         self.problem = problem
         self.layout = problem.layout
-        self.X = torch.cat([x for x, _ in problem.batches])
-        self.Y = torch.cat([y for _, y in problem.batches])
+        self.X, self.Y = problem.tensors()  # trajectories draw their minibatches at random
         self.n, self.p = int(self.X.shape[0]), problem.p
         self.dtype, self.device = problem.dtype, problem.device
         self.name = f"problem({problem.loss.name})"

@@ -17,7 +17,6 @@ import torch
 from ..curvature import functional as fx
 from ..curvature.base import as_problem
 from ..curvature.fisher import CHUNK_BYTES, require_per_sample
-from ..curvature.noise import sample_batches
 from ..curvature.operator import as_operator
 from ..errors import ConfigError, NumericalError
 from ..problem import _dist
@@ -100,9 +99,10 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
     if rtol < 0:
         raise ConfigError(f"rtol must be non-negative, got {rtol}", "pass 0 for the exact value")
     pb = problem
-    batches, n = sample_batches(pb, samples, seed)
-    X = torch.cat([x for x, _ in batches])
-    Y = torch.cat([y for _, y in batches])
+    sub = pb.subset(samples, seed)
+    n = sub.n
+    X, Y = sub.tensors()  # the subset's Gram blocks pair every two samples: it is held once
+    batches = sub.batches
 
     # pass 1: L and g on the sample set (summed over ranks under torch.distributed)
     total = torch.zeros((), dtype=torch.float64, device=pb.device)

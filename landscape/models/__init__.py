@@ -10,6 +10,8 @@ that user factory instead (see ``landscape.io.factory.load_factory``).
 ``cnn``         in_channels=1, image_size=28, num_classes=10, channels=(6, 16), hidden=(120, 84),
                 kernel_size=5, batchnorm=False, activation=relu
 ``resnet``      depth=20 (6n+2), width=16, in_channels=3, num_classes=10 (BatchNorm)
+``resnet18``    torchvision's ResNet-18 layout: num_classes=10, in_channels=3, stem=imagenet|cifar
+``resnet34``    torchvision's ResNet-34 layout, same options
 ``two-layer``   in_dim, width=64, out_dim=1, bias=True, activation=relu:
                 f(x) = sum_j a_j relu(w_j^T x + b_j)
 ``linear``      in_dim, out_dim=1, bias=True
@@ -33,6 +35,7 @@ from landscape.errors import ConfigError
 from landscape.io.factory import call_with_options, load_factory
 from landscape.models.conv import CNN, BasicBlock, ResNet
 from landscape.models.dense import ACTIVATIONS, MLP, Linear, TwoLayer, make_activation
+from landscape.models.resnet import resnet18, resnet34
 
 if TYPE_CHECKING:
     from landscape.data import Split
@@ -56,6 +59,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "cnn": CNN,
     "resnet": ResNet,
+    "resnet18": resnet18,
+    "resnet34": resnet34,
     "two-layer": TwoLayer,
     "linear": Linear,
 }

@@ -98,7 +98,7 @@ def auto_batch_points(problem: Problem, rows: int = 16384, cap: int = 64) -> int
     ``clamp(rows // batch rows, 1, cap)``. On a CPU a forward over a large data batch is already
     compute-bound (stacking points then gains nothing: see benchmarks/bench_slice.py); stacking
     pays where batches are small (``--samples``) and on GPUs."""
-    per = max((x.shape[0] for x, _ in problem.batches), default=1)
+    per = min(problem.batch_size, max(1, len(problem.source)))
     return int(min(cap, max(1, rows // max(per, 1))))
 
 
@@ -119,7 +119,7 @@ class PointEvaluator:
         self.problem = problem
         self.batch_points = batch_points
         loss = problem.loss
-        self.with_accuracy = loss.name == "cross-entropy" and not any(y.is_floating_point() for _, y in problem.batches)
+        self.with_accuracy = loss.name == "cross-entropy" and not problem.batches_of(1).first()[1].is_floating_point()
 
     def _one(self, params, bufs, x, y):
         pb = self.problem

@@ -1,0 +1,430 @@
+"""Data sources: the samples of one data split, read batch by batch, never concatenated.
+
+A source holds the ``n`` samples in a fixed order (their global positions ``0 … n−1``) and yields
+``(inputs, targets)`` CPU batches of a requested size, in that order, every time it is read:
+
+- :class:`TensorSource`: ``(X, Y)`` tensors already in memory; a batch is a slice (a view) or a
+  gather of the selected rows.
+- :class:`DatasetSource`: a map-style ``Dataset`` read through a ``DataLoader`` over the selected
+  indices, with the user's collate function, workers and pinning: only the selected samples are
+  ever read.
+- :class:`StreamSource`: anything that can only be iterated (an ``IterableDataset``, a loader
+  with its own batch sampler): read from the start on every pass, keeping the selected positions,
+  cut into batches of the requested size.
+
+:func:`as_source` accepts what a data factory returns. ``select(positions)`` restricts a source to
+some of its positions (a seeded ``--samples`` subset, a rank's shard), ``take(indices)`` reads
+samples by position where the source allows random access (training minibatches, the escape
+engine), and :func:`check_repeatable` refuses a loader that shuffles or augments at random.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+    Subset,
+    default_collate,
+)
+
+from ..errors import ConfigError, LandscapeError
+
+Batch = tuple[Tensor, Tensor]
+
+#: DataLoader settings carried over from a user's loader when landscape re-batches its dataset.
+_LOADER_KEYS = ("num_workers", "pin_memory", "timeout", "worker_init_fn", "multiprocessing_context",
+                "prefetch_factor", "persistent_workers", "in_order")
+
+
+class RandomDataError(LandscapeError):
+    """Two reads of the data gave different batches (a shuffling loader, random augmentation)."""
+
+
+def _tensor(a: Any, what: str) -> Tensor:
+    if isinstance(a, Tensor):
+        return a.detach()
+    if isinstance(a, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(a))
+    try:
+        return torch.as_tensor(a)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ConfigError(f"the data give {what} of type {type(a).__name__}, not a tensor or array",
+                          "return (inputs, targets) as tensors or NumPy arrays") from e
+
+
+def as_pair(batch: Any, where: str = "a batch") -> Batch:
+    """``(inputs, targets)`` tensors from a collated batch: a tuple or list of two (extra trailing
+    items such as sample ids are ignored), or a dict with keys ``x`` and ``y``."""
+    if isinstance(batch, dict) and "x" in batch and "y" in batch:
+        batch = (batch["x"], batch["y"])
+    if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
+        kind = f"a dict with keys {sorted(batch)[:5]}" if isinstance(batch, dict) else type(batch).__name__
+        raise ConfigError(f"{where} of the data is {kind}, not an (inputs, targets) pair",
+                          "make the Dataset return (input, target) or the collate_fn (inputs, targets)")
+    x, y = _tensor(batch[0], "inputs"), _tensor(batch[1], "targets")
+    if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0]:
+        raise ConfigError(f"{where} of the data has inputs {tuple(x.shape)} and targets {tuple(y.shape)}",
+                          "inputs and targets need the same first (sample) dimension")
+    return x, y
+
+
+class DataSource:
+    """Base class: ``n`` samples in a fixed order, read in batches (see the module docstring)."""
+
+    #: whether :meth:`take` can read samples by position without a full pass
+    random_access: bool = False
+    kind: str = "source"
+
+    def __len__(self) -> int:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def batches(self, size: int, pin: bool = False) -> Iterator[Batch]:  # pragma: no cover - abstract
+        """CPU ``(inputs, targets)`` batches of ``size`` samples (the last may be smaller), in order;
+        ``pin``: in page-locked memory, for a copy to a GPU that does not block."""
+        raise NotImplementedError
+
+    def select(self, positions: Tensor) -> DataSource:  # pragma: no cover - abstract
+        """The source restricted to ``positions`` (increasing global positions of this source)."""
+        raise NotImplementedError
+
+    def take(self, positions: Tensor) -> Batch:
+        """The samples at ``positions`` as one batch (random-access sources only)."""
+        raise LandscapeError(f"this data ({self.describe()}) can only be read from the start",
+                             "return a map-style Dataset or tensors from the data factory")
+
+    def first(self, k: int = 2) -> Batch:
+        """The first ``k`` samples (fewer if the source is smaller)."""
+        for x, y in self.batches(k):  # a stream yields at most k samples per batch too
+            return x[:k], y[:k]
+        raise ConfigError("the data hold no samples", "check the data factory (it returned an empty set)")
+
+    def describe(self) -> str:
+        return self.kind
+
+    def map_targets(self, fn: Callable[[Tensor], Tensor]) -> DataSource:
+        """The same samples with ``fn`` applied to every batch's targets (e.g. one-hot labels)."""
+        return Mapped(self, fn)
+
+
+def _positions(positions: Tensor | None, n: int) -> Tensor | None:
+    if positions is None:
+        return None
+    pos = torch.as_tensor(positions, dtype=torch.long).reshape(-1)
+    if pos.numel() and (int(pos.min()) < 0 or int(pos.max()) >= n):
+        raise ConfigError(f"sample positions out of range for {n} samples", "report this bug")
+    return pos
+
+
+class TensorSource(DataSource):
+    """``(X, Y)`` held in memory; ``index`` (rows of X in reading order) selects a subset."""
+
+    random_access = True
+    kind = "tensors"
+
+    def __init__(self, x: Tensor, y: Tensor, index: Tensor | None = None) -> None:
+        if x.shape[0] != y.shape[0]:
+            raise ConfigError(f"inputs hold {x.shape[0]} samples but targets {y.shape[0]}",
+                              "inputs and targets must have the same first dimension")
+        self.x, self.y = x, y
+        self.index = _positions(index, x.shape[0])
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0] if self.index is None else self.index.numel())
+
+    def batches(self, size: int, pin: bool = False) -> Iterator[Batch]:
+        n = len(self)
+        for i in range(0, n, size):
+            if self.index is None:
+                x, y = self.x[i : i + size], self.y[i : i + size]
+            else:
+                idx = self.index[i : i + size]
+                x, y = self.x[idx], self.y[idx]
+            yield (x.pin_memory(), y.pin_memory()) if pin and x.device.type == "cpu" else (x, y)
+
+    def select(self, positions: Tensor) -> TensorSource:
+        pos = _positions(positions, len(self))
+        return TensorSource(self.x, self.y, pos if self.index is None else self.index[pos])
+
+    def take(self, positions: Tensor) -> Batch:
+        pos = torch.as_tensor(positions, dtype=torch.long, device=torch.device("cpu"))
+        rows = pos if self.index is None else self.index[pos]
+        return self.x[rows], self.y[rows]
+
+    def describe(self) -> str:
+        return f"tensors {tuple(self.x.shape)}"
+
+
+class DatasetSource(DataSource):
+    """A map-style ``Dataset`` read in the order ``index`` (default ``0 … len−1``) through a
+    ``DataLoader`` built for each pass, with ``collate`` and the loader ``settings`` (workers,
+    pinning) of the user's own loader when one was given."""
+
+    random_access = True
+    kind = "dataset"
+
+    def __init__(self, dataset: Dataset, index: Tensor | None = None, collate: Callable | None = None,
+                 settings: dict | None = None) -> None:
+        self.dataset = dataset
+        try:
+            total = len(dataset)  # type: ignore[arg-type]
+        except TypeError as e:
+            raise ConfigError(f"the Dataset {type(dataset).__name__} has no length",
+                              "define __len__, or make it an IterableDataset") from e
+        self.index = _positions(index, total)
+        self.collate = collate or default_collate
+        self.settings = dict(settings or {})
+
+    def __len__(self) -> int:
+        return len(self.dataset) if self.index is None else int(self.index.numel())  # type: ignore[arg-type]
+
+    def _loader(self, size: int, pin: bool = False) -> DataLoader:
+        data = self.dataset if self.index is None else Subset(self.dataset, self.index.tolist())
+        kw = dict(self.settings)
+        if pin:
+            kw["pin_memory"] = True
+        if not kw.get("num_workers"):
+            for key in ("prefetch_factor", "persistent_workers", "timeout", "multiprocessing_context"):
+                kw.pop(key, None)
+        return DataLoader(data, batch_size=size, shuffle=False, collate_fn=self.collate, **kw)
+
+    def batches(self, size: int, pin: bool = False) -> Iterator[Batch]:
+        for i, batch in enumerate(self._loader(size, pin)):
+            yield as_pair(batch, f"batch {i}")
+
+    def select(self, positions: Tensor) -> DatasetSource:
+        pos = _positions(positions, len(self))
+        return DatasetSource(self.dataset, pos if self.index is None else self.index[pos], self.collate,
+                             self.settings)
+
+    def take(self, positions: Tensor) -> Batch:
+        pos = torch.as_tensor(positions, dtype=torch.long, device=torch.device("cpu")).tolist()
+        rows = pos if self.index is None else self.index[pos].tolist()
+        return as_pair(self.collate([self.dataset[i] for i in rows]), "a minibatch")
+
+    def describe(self) -> str:
+        return f"Dataset {type(self.dataset).__name__} ({len(self)} samples)"
+
+
+class StreamSource(DataSource):
+    """An iterable of batches (a ``DataLoader`` or an ``IterableDataset`` read through one),
+    re-read from its start on every pass. ``positions`` (increasing) keeps only those samples;
+    batches are cut and joined to the requested size. ``n`` is counted by one pass when needed."""
+
+    kind = "stream"
+
+    def __init__(self, loader: Any, positions: Tensor | None = None, count: int | None = None) -> None:
+        self.loader = loader
+        self.positions = None if positions is None else torch.as_tensor(positions, dtype=torch.long)
+        self._count = count  # samples of the whole stream, once counted
+
+    def _raw(self) -> Iterator[Batch]:
+        for i, batch in enumerate(self.loader):
+            yield as_pair(batch, f"batch {i}")
+
+    def total(self) -> int:
+        """Samples in the whole stream (one pass over it the first time)."""
+        if self._count is None:
+            self._count = sum(int(x.shape[0]) for x, _ in self._raw())
+        return self._count
+
+    def __len__(self) -> int:
+        return self.total() if self.positions is None else int(self.positions.numel())
+
+    def batches(self, size: int, pin: bool = False) -> Iterator[Batch]:
+        pending: list[Batch] = []
+        held = 0
+        start = 0
+        pos = self.positions
+        for x, y in self._raw():
+            b = int(x.shape[0])
+            if pos is not None:
+                lo, hi = torch.searchsorted(pos, torch.tensor([start, start + b])).tolist()
+                keep = pos[lo:hi] - start
+                start += b
+                if keep.numel() == 0:
+                    continue
+                if keep.numel() < b:
+                    x, y = x[keep], y[keep]
+            else:
+                start += b
+            pending.append((x, y))
+            held += int(x.shape[0])
+            while held >= size:
+                out, pending, held = _cut(pending, size)
+                yield out
+            if pos is not None and start > int(pos[-1]):
+                break  # every selected sample has been read
+        if held:
+            yield _cut(pending, held)[0]
+        if self._count is None and pos is None:
+            self._count = start
+
+    def select(self, positions: Tensor) -> StreamSource:
+        pos = torch.as_tensor(positions, dtype=torch.long).reshape(-1)
+        if pos.numel() and int(pos.min()) < 0:
+            raise ConfigError("negative sample positions", "report this bug")
+        absolute = pos if self.positions is None else self.positions[pos]
+        return StreamSource(self.loader, absolute, self._count)
+
+    def describe(self) -> str:
+        return f"stream of batches from {type(self.loader).__name__}"
+
+
+def _cut(pending: list[Batch], size: int) -> tuple[Batch, list[Batch], int]:
+    """The first ``size`` samples of the pending pieces as one batch, and what is left over."""
+    xs, ys, got = [], [], 0
+    rest: list[Batch] = []
+    for i, (x, y) in enumerate(pending):
+        need = size - got
+        if need <= 0:
+            rest.extend(pending[i:])
+            break
+        if x.shape[0] <= need:
+            xs.append(x)
+            ys.append(y)
+            got += int(x.shape[0])
+        else:
+            xs.append(x[:need])
+            ys.append(y[:need])
+            rest.append((x[need:], y[need:]))
+            rest.extend(pending[i + 1 :])
+            got = size
+            break
+    out = (xs[0], ys[0]) if len(xs) == 1 else (torch.cat(xs), torch.cat(ys))
+    return out, rest, sum(int(x.shape[0]) for x, _ in rest)
+
+
+class Mapped(DataSource):
+    """Another source with a function applied to its targets."""
+
+    def __init__(self, base: DataSource, fn: Callable[[Tensor], Tensor]) -> None:
+        self.base, self.fn = base, fn
+        self.random_access = base.random_access
+        self.kind = base.kind
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def batches(self, size: int, pin: bool = False) -> Iterator[Batch]:
+        for x, y in self.base.batches(size, pin):
+            yield x, self.fn(y)
+
+    def select(self, positions: Tensor) -> DataSource:
+        return Mapped(self.base.select(positions), self.fn)
+
+    def take(self, positions: Tensor) -> Batch:
+        x, y = self.base.take(positions)
+        return x, self.fn(y)
+
+    def describe(self) -> str:
+        return self.base.describe()
+
+
+# ----------------------------------------------------------------------------- from user objects
+
+
+def as_source(data: Any, allow_random: bool = False) -> DataSource:
+    """A :class:`DataSource` from what a data factory returns: ``(inputs, targets)`` tensors or
+    arrays (a tuple, a list or a dict with keys ``x`` and ``y``), a ``TensorDataset``, a map-style
+    ``Dataset``, an ``IterableDataset``, or a ``DataLoader`` over any of them.
+
+    A loader over a map-style dataset whose sampler is sequential (``shuffle=False``) or otherwise
+    repeatable is read through its dataset and ``collate_fn`` in the sampler's order, so landscape
+    chooses the batch size and reads only the samples it needs; a shuffling loader is refused
+    (``allow_random`` keeps it, read as a stream). A loader with a batch sampler of its own, or
+    over an ``IterableDataset``, is read as a stream of its own batches."""
+    if isinstance(data, DataSource):
+        return data
+    if isinstance(data, DataLoader):
+        return _from_loader(data, allow_random)
+    if isinstance(data, torch.utils.data.TensorDataset) and len(data.tensors) == 2:
+        return TensorSource(data.tensors[0], data.tensors[1])
+    if isinstance(data, IterableDataset):
+        return StreamSource(DataLoader(data, batch_size=256, collate_fn=default_collate))
+    if isinstance(data, Dataset):
+        return DatasetSource(data)
+    if isinstance(data, dict) and "x" in data and "y" in data:
+        data = (data["x"], data["y"])
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        x, y = _tensor(data[0], "inputs"), _tensor(data[1], "targets")
+        if x.dim() == 0 or y.dim() == 0:
+            raise ConfigError(f"the data give inputs {tuple(x.shape)} and targets {tuple(y.shape)}",
+                              "inputs and targets need a first (sample) dimension")
+        return TensorSource(x, y)
+    raise ConfigError(f"data must be (inputs, targets) tensors, a Dataset or a DataLoader, got {type(data).__name__}",
+                      "return a tuple (X, Y), a torch Dataset or a DataLoader from the data factory")
+
+
+def _from_loader(loader: DataLoader, allow_random: bool) -> DataSource:
+    ds = loader.dataset
+    if isinstance(ds, IterableDataset):
+        return StreamSource(loader)
+    bs = loader.batch_sampler
+    if not isinstance(bs, BatchSampler) or loader.batch_size is None:
+        return StreamSource(loader)  # the user's own batching: read it as it is
+    sampler = bs.sampler
+    if isinstance(sampler, RandomSampler):
+        if allow_random:
+            return StreamSource(loader)
+        raise RandomDataError("the DataLoader shuffles (its sampler is a RandomSampler), so every pass "
+                              "would see other batches",
+                              "build it with shuffle=False, or pass --allow-random-data to measure anyway")
+    settings = {k: getattr(loader, k) for k in _LOADER_KEYS if hasattr(loader, k)}
+    if isinstance(sampler, SequentialSampler):
+        index = None
+    else:
+        order = list(iter(sampler))
+        if order != list(iter(sampler)):
+            if allow_random:
+                return StreamSource(loader)
+            raise RandomDataError(f"the DataLoader's sampler ({type(sampler).__name__}) gives another order "
+                                  "on every pass", "use a fixed order, or pass --allow-random-data")
+        index = torch.as_tensor(order, dtype=torch.long)
+    total = len(ds) if index is None else int(index.numel())  # type: ignore[arg-type]
+    if bs.drop_last:  # keep exactly the samples the user's loader yields
+        kept = (total // bs.batch_size) * bs.batch_size
+        index = (torch.arange(kept) if index is None else index[:kept])
+    return DatasetSource(ds, index, loader.collate_fn, settings)
+
+
+def check_repeatable(source: DataSource, size: int) -> None:
+    """Read the first batch twice and compare: a loader that shuffles or draws random
+    augmentations gives another batch each time, and every estimate here needs the same loss at
+    every pass (Hessian products are averaged over passes, Lanczos needs one fixed matrix)."""
+    a = next(iter(source.batches(size)))
+    b = next(iter(source.batches(size)))
+    same = all(u.shape == v.shape and torch.equal(u, v) for u, v in zip(a, b))
+    if not same:
+        raise RandomDataError("two reads of the first batch gave different data (the loader shuffles, or the "
+                              "Dataset draws random transforms)",
+                              "use shuffle=False and no random augmentation, or pass --allow-random-data")
+
+
+def batch_nbytes(batch: Batch) -> int:
+    return sum(t.numel() * t.element_size() for t in batch)
+
+
+def split_positions(n: int, rank: int, world: int) -> Tensor:
+    """Rank ``rank``'s share ``rank, rank + world, …`` of ``n`` global positions."""
+    return torch.arange(rank, n, world, dtype=torch.long)
+
+
+def seeded_subset(n: int, k: int, seed: int) -> Tensor:
+    """``k`` of ``n`` positions drawn without replacement from ``seed``, in increasing order."""
+    g = torch.Generator().manual_seed(int(seed))
+    return torch.randperm(n, generator=g)[:k].sort().values
+
+
+def n_batches(n: int, size: int) -> int:
+    return math.ceil(n / max(1, size))
