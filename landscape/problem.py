@@ -383,7 +383,15 @@ class Problem:
         sub.layout = ParamLayout.from_tensors(sub.params)
         return sub
 
+    def data_report(self) -> dict:
+        """How the data are read: the source, whether they stay on the device, the batches, the
+        BatchNorm statistics batch (train mode), the memory budget."""
+        return {"source": self.source.describe(), "kind": self.source.kind, "resident": self.resident,
+                "product_batch": self.batch_size, "bn_batch": self.bn_batch, "memory": str(self.budget),
+                "memory_bytes": self.budget.bytes, "allow_random_data": self.allow_random_data}
+
     def describe(self) -> dict:
         return {"p": self.p, "n": self.n, "loss": self.loss.name, "batch_size": self.batch_size,
+                "bn_batch": self.bn_batch, "data": self.source.describe(), "resident": self.resident,
                 "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
                 "train_mode": self.train_mode, "params": list(self.layout.names)}

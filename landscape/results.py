@@ -57,10 +57,11 @@ class Eigen:
     which: str
     method: str
     vectors: torch.Tensor | None = None
+    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"values": _plain(self.values), "residuals": _plain(self.residuals),
-                "which": self.which, "method": self.method, "matvecs": self.matvecs}
+                "which": self.which, "method": self.method, "matvecs": self.matvecs, **_plain(self.extra)}
 
 
 @dataclass(frozen=True)
@@ -73,10 +74,11 @@ class Density:
     runs: int
     steps: int
     matvecs: int
+    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"nodes": _plain(self.nodes), "weights": _plain(self.weights),
-                "runs": self.runs, "steps": self.steps, "matvecs": self.matvecs}
+                "runs": self.runs, "steps": self.steps, "matvecs": self.matvecs, **_plain(self.extra)}
 
     def curve(self, grid: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
         """Gaussian-broadened density on ``grid``: ``(1/runs) Σ_r Σ_j w_rj N(grid; node_rj, σ²)``.

@@ -362,7 +362,8 @@ def test_foreign_state_dict_with_factories(tmp_path, wrap):
 
 def test_factory_spec_errors(tmp_path):
     from landscape.errors import LandscapeError
-    from landscape.io.factory import dataset_from_user, load_factory
+    from landscape.data.source import as_source
+    from landscape.io.factory import load_factory
 
     (tmp_path / "f.py").write_text("def a():\n    return 1\nx = 3\n")
     (tmp_path / "broken.py").write_text("import does_not_exist_anywhere\n")
@@ -380,11 +381,11 @@ def test_factory_spec_errors(tmp_path):
         with pytest.raises(LandscapeError) as e:
             load_factory(spec)
         assert word in e.value.message and "\n" not in str(e.value), spec
-    with pytest.raises(LandscapeError, match="returned str"):
-        dataset_from_user("data")
-    with pytest.raises(LandscapeError, match="same first"):
-        dataset_from_user((torch.zeros(3, 2), torch.zeros(4)))
+    with pytest.raises(LandscapeError, match="got str"):
+        as_source("data")
+    with pytest.raises(LandscapeError, match="inputs hold 3 samples but targets 4"):
+        as_source((torch.zeros(3, 2), torch.zeros(4)))
     ds = torch.utils.data.TensorDataset(torch.zeros(3, 2), torch.zeros(3))
-    assert dataset_from_user(ds) is ds
-    x, y = dataset_from_user([np.zeros((3, 2)), np.arange(3)])
-    assert isinstance(x, torch.Tensor) and y.tolist() == [0, 1, 2]
+    assert as_source(ds).x is ds.tensors[0]
+    src = as_source([np.zeros((3, 2)), np.arange(3)])
+    assert isinstance(src.x, torch.Tensor) and src.y.tolist() == [0, 1, 2]

@@ -394,10 +394,15 @@ def test_user_data_factories(tmp_path, kind):
             return {"train": (X[:8], Y[:8]), "test": Subset(Items(), range(8, 12))}
     """)
     )
+    from landscape.data.source import DataSource
+    from landscape.data.split import to_tensors
+
     split = load_dataset(f"{f}:make", kind=kind)
-    assert split.task == "classification" and split.num_classes == 3
-    x = torch.cat([split.train[0], split.test[0]]) if split.test is not None else split.train[0]
-    y = torch.cat([split.train[1], split.test[1]]) if split.test is not None else split.train[1]
+    streamed = kind in ("dataset", "loader")  # read batch by batch when measured, never held whole
+    assert isinstance(split.train, DataSource) == streamed
+    assert split.task == "classification" and split.output_dim == 3 and split.num_classes == 3
+    parts = [to_tensors(p) for p in (split.train, split.test) if p is not None]
+    x, y = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     assert torch.equal(x, torch.arange(24, dtype=torch.float32).reshape(12, 2))
     assert torch.equal(y, torch.arange(12) % 3) and y.dtype == torch.int64
     assert split.n_train == (8 if kind == "dict" else 12)

@@ -1,35 +1,159 @@
-"""What several commands share: checkpoint → problem, and report assembly."""
+"""What several commands share: the problem options (checkpoint → problem), and report assembly.
+
+Every command that measures a checkpoint takes the same options to build its problem: the
+model and data factories with their arguments, the loss, the split, the sample subset, the
+product batch, the memory budget, the device and precision. :func:`problem_options` declares
+them once and adds them to a command's signature; the command receives one :class:`ProblemSpec`.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import json
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated, Optional
 
-from ..io.checkpoint import Checkpoint
+import typer
+
+from ..errors import ConfigError
 from ..io.checkpoint import report_header as header  # noqa: F401  (the commands import it from here)
-from ..problem import Problem
+
+KV = Optional[list[str]]  # noqa: UP045  (Typer reads the annotation at run time)
 
 
-def load_problem(
-    checkpoint: Path,
-    *,
-    model: str | None = None,
-    data: str | None = None,
-    loss: str | None = None,
-    split: str = "train",
-    samples: int | None = None,
-    batch_size: int = 256,
-    params: str | None = None,
-    device: str = "cpu",
-    dtype: str = "float32",
-    train_mode: bool = False,
-    seed: int = 0,
-) -> tuple[Checkpoint, Problem]:
-    """Load a checkpoint (native, or foreign with model/data factories) and build its problem."""
-    ckpt = Checkpoint.load(checkpoint, model=model, data=data, loss=loss)
-    problem = ckpt.problem(split=split, samples=samples, seed=seed, batch_size=batch_size, params=params,
-                           device=device, dtype=dtype, train_mode=train_mode)
-    return ckpt, problem
+def parse_kv(items: list[str] | None, flag: str) -> dict:
+    """``["widths=[128,128]", "activation=tanh"]`` -> ``{"widths": [128, 128], "activation": "tanh"}``
+    (values parsed as JSON when possible; ``-`` in keys becomes ``_``)."""
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"{flag} {item!r} is not key=value", f"write e.g. {flag} widths=[128,128]")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+@dataclass
+class ProblemSpec:
+    """The options that build a checkpoint's problem (see :func:`problem_options`)."""
+
+    model: str | None = None
+    model_kwargs: dict = field(default_factory=dict)
+    data: str | None = None
+    data_kwargs: dict = field(default_factory=dict)
+    loss: str | None = None
+    split: str = "train"
+    samples: int | None = None
+    product_batch: int | None = None
+    bn_batch: int | None = None
+    params: str | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 0
+    train_mode: bool = False
+    memory: str | None = None
+    allow_random_data: bool = False
+
+    def checkpoint(self, path: Path):
+        from ..io.checkpoint import Checkpoint
+
+        return Checkpoint.load(path, model=self.model, data=self.data, loss=self.loss,
+                               model_kwargs=self.model_kwargs, data_kwargs=self.data_kwargs)
+
+    def problem(self, ckpt, split: str | None = None, params: str | None | bool = True):
+        """The problem of ``ckpt`` on ``split`` (default: the spec's)."""
+        return ckpt.problem(split=split or self.split, samples=self.samples, seed=self.seed,
+                            batch_size=self.product_batch, params=self.params if params is True else params,
+                            device=self.device, dtype=self.dtype, train_mode=self.train_mode, bn_batch=self.bn_batch,
+                            memory=self.memory, allow_random_data=self.allow_random_data)
+
+    def load(self, path: Path, split: str | None = None):
+        """``(checkpoint, problem)``."""
+        ckpt = self.checkpoint(path)
+        return ckpt, self.problem(ckpt, split)
+
+    def settings(self) -> dict:
+        """What a report records of these options."""
+        d = asdict(self)
+        d["params_regex"] = d.pop("params")
+        return d
+
+
+# the shared options: (name, annotation, default); ``legacy_batch`` adds the old spelling of
+# --product-batch, and commands without a split or a parameter subset leave those out
+_OPTIONS = [
+    ("model", Annotated[str | None, typer.Option("--model", help="Model factory for a foreign state_dict (or to override the checkpoint's): FILE.py:FUNCTION or package.module:FUNCTION returning an nn.Module.")], None),
+    ("model_arg", Annotated[KV, typer.Option("--model-arg", help="Model factory option key=value (repeatable; JSON values, e.g. num_classes=100).")], None),
+    ("data", Annotated[str | None, typer.Option("--data", help="Data factory: FILE.py:FUNCTION returning (inputs, targets), a Dataset or a DataLoader (read batch by batch, never held whole).")], None),
+    ("data_arg", Annotated[KV, typer.Option("--data-arg", help="Data factory option key=value (repeatable; e.g. root=/data/cifar n=4096).")], None),
+    ("loss", Annotated[str | None, typer.Option("--loss", help="cross-entropy or mse (½‖f−y‖² per sample); defaults to the checkpoint's.")], None),
+    ("split", Annotated[str, typer.Option("--split", help="Which data split to measure on: train or test.")], "train"),
+    ("samples", Annotated[int | None, typer.Option("--samples", help="Use a seeded random subset of this many samples (default: all).")], None),
+    ("product_batch", Annotated[int | None, typer.Option("--product-batch", help="Samples per product batch (memory and speed only: every estimate uses all samples with exact weights). Default 256, fewer if the memory budget needs it.", show_default=False)], None),
+    ("batch_size", Annotated[int | None, typer.Option("--batch-size", hidden=True, help="Deprecated spelling of --product-batch.")], None),
+    ("bn_batch", Annotated[int | None, typer.Option("--bn-batch", help="With --train-mode: the batch over which BatchNorm takes its statistics (the Hessian depends on it; default the product batch).", show_default=False)], None),
+    ("params", Annotated[str | None, typer.Option("--params", help="Regular expression: restrict to the matching parameters (others held fixed).")], None),
+    ("device", Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")], "cpu"),
+    ("dtype", Annotated[str, typer.Option("--dtype", help="float32 or float64.")], "float32"),
+    ("seed", Annotated[int, typer.Option("--seed", help="Seed of probes and subsets: same seed, same numbers.")], 0),
+    ("train_mode", Annotated[bool, typer.Option("--train-mode", help="Evaluate with BatchNorm batch statistics and dropout on (default: eval mode, running statistics).")], False),
+    ("memory", Annotated[str | None, typer.Option("--memory", help="Memory budget, e.g. 20GiB or 800MB (a plain number is MiB). Default: 90% of a GPU's free memory, half the available RAM on a CPU.", show_default=False)], None),
+    ("allow_random_data", Annotated[bool, typer.Option("--allow-random-data", help="Measure even if two reads of the data differ (a shuffling loader, random augmentation); recorded in the output.")], False),
+]
+
+
+def problem_options(fn=None, *, split: bool = True, params: bool = True, legacy_batch: bool = True,
+                    product_batch: int | None = None):
+    """Add the shared problem options to a command; it receives them as ``spec: ProblemSpec``.
+
+    ``split`` / ``params``: offer ``--split`` / ``--params``; ``legacy_batch``: accept the old
+    ``--batch-size`` for ``--product-batch`` (with a deprecation line); ``product_batch``: this
+    command's default product batch."""
+
+    def wrap(fn):
+        sig = inspect.signature(fn, eval_str=True)  # Typer reads __signature__ as it is
+        keep = [p for p in sig.parameters.values() if p.name != "spec"]
+        skip = {n for n, on in (("split", split), ("params", params), ("batch_size", legacy_batch)) if not on}
+        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
+                 for name, ann, default in _OPTIONS if name not in skip]
+        names = [p.name for p in added]
+        tail = [p for p in keep if p.name in ("json_", "out", "plot", "debug")]
+        head = [p for p in keep if p not in tail]
+        params_ = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.kind == p.POSITIONAL_OR_KEYWORD and
+                   p.default is not p.empty else p for p in head] + added + \
+                  [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in tail]
+
+        @functools.wraps(fn)
+        def command(*args, **kwargs):
+            opts = {n: kwargs.pop(n) for n in names if n in kwargs}
+            legacy = opts.pop("batch_size", None)
+            batch = opts.pop("product_batch", None)
+            if legacy is not None:
+                from . import output
+
+                output.info("note: --batch-size is deprecated here (it means --product-batch); use --product-batch")
+                batch = batch if batch is not None else legacy
+            spec = ProblemSpec(
+                model=opts.get("model"), model_kwargs=parse_kv(opts.get("model_arg"), "--model-arg"),
+                data=opts.get("data"), data_kwargs=parse_kv(opts.get("data_arg"), "--data-arg"),
+                loss=opts.get("loss"), split=opts.get("split", "train"), samples=opts.get("samples"),
+                product_batch=batch if batch is not None else product_batch, bn_batch=opts.get("bn_batch"),
+                params=opts.get("params"), device=opts.get("device", "cpu"), dtype=opts.get("dtype", "float32"),
+                seed=opts.get("seed", 0), train_mode=opts.get("train_mode", False), memory=opts.get("memory"),
+                allow_random_data=opts.get("allow_random_data", False))
+            return fn(*args, spec=spec, **kwargs)
+
+        command.__signature__ = sig.replace(parameters=params_)
+        return command
+
+    return wrap(fn) if fn is not None else wrap
 
 
 class Stopwatch:

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from ..errors import ConfigError
 from . import output
-from .common import Stopwatch
+from .common import KV, Stopwatch
 from .options import DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, OutOpt, PlotOpt, SeedOpt
-
-KV = Optional[list[str]]  # noqa: UP045  (Typer reads the annotation at run time)
 
 
 def parse_to(items: list[str] | None) -> list[str]:
@@ -210,7 +208,7 @@ def _build(checkpoint, model, model_arg, data, data_arg, loss, samples, lr, seed
 
     from ..losses import get_loss
     from ..problem import Problem
-    from .train import parse_kv
+    from .common import parse_kv
 
     if checkpoint is not None:
         from ..io.checkpoint import Checkpoint

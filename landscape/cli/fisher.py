@@ -8,27 +8,12 @@ from typing import Annotated
 import typer
 
 from . import output
-from .common import Stopwatch, header, load_problem
-from .options import (
-    BatchOpt,
-    CheckpointArg,
-    DataOpt,
-    DebugOpt,
-    DeviceOpt,
-    DtypeOpt,
-    JsonOpt,
-    LossOpt,
-    ModelOpt,
-    OutOpt,
-    ParamsOpt,
-    SamplesOpt,
-    SeedOpt,
-    SplitOpt,
-    TrainModeOpt,
-)
+from .common import ProblemSpec, Stopwatch, header, problem_options
+from .options import CheckpointArg, DebugOpt, JsonOpt, OutOpt
 
 
 @output.handle_errors
+@problem_options
 def fisher(
     checkpoint: CheckpointArg,
     probes: Annotated[int, typer.Option(help="Rademacher probes shared by all traces, norms and cosines.")] = 100,
@@ -36,17 +21,7 @@ def fisher(
     tol: Annotated[float, typer.Option(help="Relative residual tolerance of Lanczos for λ_max.")] = 1e-4,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on Lanczos steps.")] = None,
     chunk: Annotated[int | None, typer.Option("--chunk", help="Samples per vmapped per-sample-gradient call (default: fit 256 MiB).")] = None,
-    model: ModelOpt = None,
-    data: DataOpt = None,
-    loss: LossOpt = None,
-    split: SplitOpt = "train",
-    samples: SamplesOpt = None,
-    batch_size: BatchOpt = 256,
-    params: ParamsOpt = None,
-    device: DeviceOpt = "cpu",
-    dtype: DtypeOpt = "float32",
-    seed: SeedOpt = 0,
-    train_mode: TrainModeOpt = False,
+    spec: ProblemSpec = None,
     json_: JsonOpt = False,
     out: OutOpt = None,
     debug: DebugOpt = False,
@@ -58,17 +33,17 @@ def fisher(
     clock = Stopwatch()
     if probes < 2:
         raise ConfigError(f"--probes must be at least 2, got {probes}", "pass --probes 100")
-    ckpt, problem = load_problem(checkpoint, model=model, data=data, loss=loss, split=split, samples=samples,
-                                 batch_size=batch_size, params=params, device=device, dtype=dtype,
-                                 train_mode=train_mode, seed=seed)
-    problem.loss_value()
+    output.check_writable(out)
+    seed = spec.seed
+    ckpt, problem = spec.load(checkpoint)
+    at = {"loss_value": problem.loss_value(), "accuracy": problem.accuracy()}
     with output.progress(not json_) as start:
         result = fisher_report(problem, probes=probes, mc_samples=mc_samples, tol=tol, max_steps=max_steps,
                                seed=seed, chunk=chunk, on_start=lambda label: start(label, None))
     report = header(ckpt, problem)
+    report.update(at)
     report["settings"] = {"probes": probes, "mc_samples": mc_samples, "tol": tol, "max_steps": max_steps,
-                          "seed": seed, "split": split, "batch_size": batch_size, "params_regex": params,
-                          "train_mode": train_mode}
+                          **spec.settings()}
     report.update(result)
     report["seconds"] = clock()
     if out is not None:

@@ -9,26 +9,13 @@ from typing import Annotated
 import typer
 
 from . import output
-from .common import Stopwatch, header
-from .options import (
-    BatchOpt,
-    DataOpt,
-    DebugOpt,
-    DeviceOpt,
-    DtypeOpt,
-    JsonOpt,
-    LossOpt,
-    ModelOpt,
-    OutOpt,
-    PlotOpt,
-    SamplesOpt,
-    SeedOpt,
-    TrainModeOpt,
-)
+from .common import ProblemSpec, Stopwatch, header, problem_options
+from .options import DebugOpt, JsonOpt, OutOpt, PlotOpt
 from .slice import BatchPointsOpt, RecomputeBnOpt, TestOpt, build_problems, emit
 
 
 @output.handle_errors
+@problem_options(split=False, params=False, product_batch=1024)
 def interpolate(
     checkpoint_a: Annotated[Path, typer.Argument(help="Checkpoint A (α = 0); its data and loss are used.", show_default=False)],
     checkpoint_b: Annotated[Path, typer.Argument(help="Checkpoint B (α = 1), same architecture.", show_default=False)],
@@ -37,15 +24,7 @@ def interpolate(
     batch_points: BatchPointsOpt = None,
     recompute_bn: RecomputeBnOpt = False,
     test: TestOpt = True,
-    model: ModelOpt = None,
-    data: DataOpt = None,
-    loss: LossOpt = None,
-    samples: SamplesOpt = None,
-    batch_size: BatchOpt = 1024,
-    device: DeviceOpt = "cpu",
-    dtype: DtypeOpt = "float32",
-    seed: SeedOpt = 0,
-    train_mode: TrainModeOpt = False,
+    spec: ProblemSpec = None,
     json_: JsonOpt = False,
     out: OutOpt = None,
     plot: PlotOpt = None,
@@ -56,18 +35,16 @@ def interpolate(
     import torch
 
     from ..errors import ConfigError
-    from ..io.checkpoint import Checkpoint
     from ..slices import axis, check_same_architecture, theta_from_state
     from ..slices import interpolate as interpolate_line
     from ..slices.grid import slice_tree, values_at
 
     clock = Stopwatch()
-    if recompute_bn and train_mode:
+    if recompute_bn and spec.train_mode:
         raise ConfigError("--recompute-bn re-estimates running statistics for eval mode", "drop --train-mode")
-    ckpt_b = Checkpoint.load(checkpoint_b, model=model, data=data, loss=loss)
-    ckpt_a, problems = build_problems(checkpoint_a, test=test, model=model, data=data, loss=loss, samples=samples,
-                                      batch_size=batch_size, params=None, device=device, dtype=dtype,
-                                      train_mode=train_mode, seed=seed)
+    output.check_writable(out, plot)
+    ckpt_b = spec.checkpoint(checkpoint_b)
+    ckpt_a, problems = build_problems(checkpoint_a, spec, test=test, params=None)
     if ckpt_a.model.get("name") != ckpt_b.model.get("name"):
         raise ConfigError(f"the architectures differ: A is a {ckpt_a.model.get('name')!r} model, B a "
                           f"{ckpt_b.model.get('name')!r} model", "interpolate between checkpoints of the same model")
@@ -92,9 +69,8 @@ def interpolate(
     ends = {"a": str(checkpoint_a), "b": str(checkpoint_b),
             "A": values_at(problems, theta_a, recompute_bn_stats=recompute_bn),
             "B": values_at(problems, theta_b, bufs_b or None, recompute_bn_stats=recompute_bn)}
-    settings = {"range": list(range_), "points": points, "samples": samples, "batch_size": batch_size,
-                "recompute_bn": recompute_bn, "seed": seed,
-                "train_mode": train_mode, "splits": list(problems)}
+    settings = {"range": list(range_), "points": points, "recompute_bn": recompute_bn, "splits": list(problems),
+                **spec.settings()}
     head = header(ckpt_a, train)
     head["identity_b"] = ckpt_b.identity()
     distance = float(torch.linalg.vector_norm((theta_b - theta_a).double()))

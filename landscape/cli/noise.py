@@ -8,57 +8,23 @@ from typing import Annotated
 import typer
 
 from . import output
-from .common import Stopwatch, header, load_problem
-from .options import (
-    BatchOpt,
-    CheckpointArg,
-    DataOpt,
-    DebugOpt,
-    DeviceOpt,
-    DtypeOpt,
-    JsonOpt,
-    LossOpt,
-    ModelOpt,
-    OutOpt,
-    ParamsOpt,
-    SamplesOpt,
-    SeedOpt,
-    SplitOpt,
-    TrainModeOpt,
-)
+from .common import ProblemSpec, Stopwatch, header, problem_options
+from .options import CheckpointArg, DebugOpt, JsonOpt, OutOpt
 
 SSamplesOpt = Annotated[int | None, typer.Option("--s-samples", help="Seeded subset of samples for the non-uniformity s (default: all).")]
 ChunkOpt = Annotated[int | None, typer.Option("--chunk", help="Samples per chunk of per-sample vectors / Gram block (default: fit the memory budget).")]
 
 
-def dataset_size(ckpt, split: str) -> int | None:
-    """How many samples the checkpoint's split holds (None if unknown)."""
-    try:
-        return int(ckpt.dataset().part(split)[0].shape[0])
-    except Exception:  # noqa: BLE001 - only for reporting
-        return None
-
-
 @output.handle_errors
+@problem_options
 def noise(
     checkpoint: CheckpointArg,
     s_samples: SSamplesOpt = None,
     tol: Annotated[float, typer.Option(help="Relative residual tolerance of Lanczos for s.")] = 1e-4,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on Lanczos steps.")] = None,
     chunk: ChunkOpt = None,
-    memory: Annotated[int, typer.Option("--memory", help="Memory budget of the Gram sweep in MiB (all per-sample rows are kept when they fit).")] = 512,
     rtol: Annotated[float, typer.Option("--g-rtol", help="Drop output-space directions of each loss Hessian below this fraction of its largest eigenvalue (0: exact; the dropped trace is reported).")] = 0.0,
-    model: ModelOpt = None,
-    data: DataOpt = None,
-    loss: LossOpt = None,
-    split: SplitOpt = "train",
-    samples: SamplesOpt = None,
-    batch_size: BatchOpt = 256,
-    params: ParamsOpt = None,
-    device: DeviceOpt = "cpu",
-    dtype: DtypeOpt = "float32",
-    seed: SeedOpt = 0,
-    train_mode: TrainModeOpt = False,
+    spec: ProblemSpec = None,
     json_: JsonOpt = False,
     out: OutOpt = None,
     debug: DebugOpt = False,
@@ -67,21 +33,22 @@ def noise(
     from ..metrics.stability import noise_report
 
     clock = Stopwatch()
-    ckpt, problem = load_problem(checkpoint, model=model, data=data, loss=loss, split=split, samples=samples,
-                                 batch_size=batch_size, params=params, device=device, dtype=dtype,
-                                 train_mode=train_mode, seed=seed)
+    output.check_writable(out)
+    seed = spec.seed
+    ckpt, problem = spec.load(checkpoint)
+    at = {"accuracy": problem.accuracy()}
     problem.loss_value()
     with output.progress(not json_) as start:
         start("alignment (Gram sweep) and non-uniformity (Lanczos)", None)
         result = noise_report(problem, s_samples=s_samples, seed=seed, tol=tol, max_steps=max_steps, chunk=chunk,
-                              rtol=rtol, memory=memory << 20)
-    total = dataset_size(ckpt, split)
+                              rtol=rtol, memory=problem.budget.bytes // 2)
+    total = problem.samples_total
     report = header(ckpt, problem)
+    report.update(at)
     report["settings"] = {"s_samples": s_samples, "tol": tol, "max_steps": max_steps, "chunk": chunk,
-                          "memory_mib": memory, "g_rtol": rtol, "seed": seed, "split": split,
-                          "batch_size": batch_size, "params_regex": params, "train_mode": train_mode}
+                          "g_rtol": rtol, **spec.settings()}
     report["samples_total"] = total
-    report["subsample"] = total is not None and problem.n < total
+    report["subsample"] = problem.n < total
     report.update(result)
     report["seconds"] = clock()
     if out is not None:

@@ -23,3 +23,12 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 OutOpt = Annotated[Path | None, typer.Option("--out", help="Also write the results to this HDF5 file (atomically).")]
 PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Write a figure to this file (.png, .pdf, .svg).")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
+
+# metric settings shared by ``sharpness`` and ``info --plan``
+MetricOpt = Annotated[list[str] | None, typer.Option("--metric", "-m", help="Metrics, repeated or comma-separated: trace, eig, frobenius, density, perturbation, keskar (default trace,eig,frobenius).")]
+ProbesOpt = Annotated[int, typer.Option("--probes", help="Random probe vectors for trace and Frobenius norm.")]
+TopKOpt = Annotated[int, typer.Option("--top-k", help="How many eigenvalues at each end.")]
+WhichOpt = Annotated[str, typer.Option("--which", help="Eigenvalues at the top, bottom or both ends of the spectrum.")]
+RunsOpt = Annotated[int, typer.Option("--runs", help="Spectral density: SLQ runs.")]
+StepsOpt = Annotated[int, typer.Option("--steps", help="Spectral density: Lanczos steps per run.")]
+PlanOpt = Annotated[bool, typer.Option("--plan", help="Print the plan (products per metric, memory, estimated time from one timed batch) and stop before any heavy work.")]

@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -69,7 +70,60 @@ def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[str]], cap
 
 
 def info(msg: str) -> None:
-    stderr.print(msg, highlight=False)
+    stderr.print(msg, highlight=False, markup=False)
+
+
+_FIGURE_SUFFIXES = {".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp"}
+
+
+def check_writable(out: Path | None = None, plot: Path | None = None) -> None:
+    """Refuse an output path that cannot be written BEFORE any computation: a directory, a folder
+    that cannot be created or written, a figure format matplotlib does not write."""
+    for path, what in ((out, "--out"), (plot, "--plot")):
+        if path is None:
+            continue
+        path = Path(path)
+        if path.is_dir():
+            raise LandscapeError(f"{what} {path} is a directory", "give a file name")
+        if what == "--plot" and path.suffix.lower() not in _FIGURE_SUFFIXES:
+            raise LandscapeError(f"{what} {path}: cannot write a {path.suffix or 'suffix-less'} figure",
+                                 "use .png, .pdf or .svg")
+        folder = path.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise LandscapeError(f"{what} {path}: the folder {folder} is not writable", "choose another path")
+
+
+def products_report(op) -> dict:
+    """How an operator's products ran: the plan (batch, block, vmap), its changes, the cached
+    state, the budget, and the data path (streamed or resident)."""
+    out = op.plan_report() if hasattr(op, "plan_report") else {}
+    if hasattr(op, "cache_report"):
+        out.update(op.cache_report())
+    return out
+
+
+def products_line(report: dict) -> str:
+    """One line: what the products ran with, for the table's footer."""
+    pr, data = report.get("products") or {}, report.get("data") or {}
+    parts = [f"products: {pr['describe']}" if pr.get("describe") else "products"]
+    if "cached_graphs" in pr:
+        parts.append(f"{pr['cached_graphs']} batch graphs cached ({_mib(pr.get('cached_bytes', 0))})")
+    if data:
+        parts.append(("data resident on the device" if data.get("resident") else "data streamed")
+                     + (f" ({data['source']})" if data.get("source") else ""))
+        parts.append(f"memory budget {data.get('memory')}")
+    line = "; ".join(parts)
+    for note in pr.get("notes", []):
+        line += f"\nnote: {note}"
+    return line
+
+
+def _mib(n: int) -> str:
+    from ..memory import fmt_bytes
+
+    return fmt_bytes(n)
 
 
 @contextmanager
@@ -102,19 +156,22 @@ def handle_errors(fn: Callable) -> Callable:
             if debug:
                 raise
             msg = e.message if not e.hint else f"{e.message}; {e.hint}"
-            stderr.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+            stderr.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
-        except MemoryError:
-            if debug:
-                raise
-            stderr.print("[bold red]error:[/] out of memory; use a smaller --batch-size or --samples",
-                         soft_wrap=True)
-            raise typer.Exit(2)
         except Exception as e:  # an internal error: say so in one line, keep the traceback for --debug
             if debug:
                 raise
+            from ..memory import is_out_of_memory
+
+            if is_out_of_memory(e):
+                first = str(e).splitlines()[0] if str(e) else type(e).__name__
+                stderr.print(f"[bold red]error:[/] out of memory ({escape(first[:200])}); nothing was written. "
+                             "Set --memory below what the device has free (products then shrink to fit), or "
+                             "measure fewer samples (--samples) or parameters (--params)", highlight=False,
+                             soft_wrap=True)
+                raise typer.Exit(2)
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             stderr.print(f"[bold red]internal error:[/] {type(e).__name__}: {first}; rerun with --debug "
                          "for the traceback and report it", highlight=False, soft_wrap=True)

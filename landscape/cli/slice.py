@@ -10,24 +10,8 @@ from typing import Annotated
 import typer
 
 from . import output
-from .common import Stopwatch, header, load_problem
-from .options import (
-    BatchOpt,
-    CheckpointArg,
-    DataOpt,
-    DebugOpt,
-    DeviceOpt,
-    DtypeOpt,
-    JsonOpt,
-    LossOpt,
-    ModelOpt,
-    OutOpt,
-    ParamsOpt,
-    PlotOpt,
-    SamplesOpt,
-    SeedOpt,
-    TrainModeOpt,
-)
+from .common import ProblemSpec, Stopwatch, header, problem_options
+from .options import CheckpointArg, DebugOpt, JsonOpt, OutOpt, PlotOpt
 
 RangeOpt = Annotated[tuple[float, float] | None, typer.Option("--range", help="LO HI of each axis (default -1 1; pca: the trajectory's extent; checkpoints: -0.5 1.5).", show_default=False)]
 PointsOpt = Annotated[int | None, typer.Option("--points", help="Grid points per axis (default 51 in 1-D, 31 in 2-D).", show_default=False)]
@@ -36,15 +20,12 @@ RecomputeBnOpt = Annotated[bool, typer.Option("--recompute-bn", help="Re-estimat
 TestOpt = Annotated[bool, typer.Option("--test/--no-test", help="Also evaluate the test split where the checkpoint's data have one.")]
 
 
-def build_problems(checkpoint: Path, *, test: bool, **kw):
+def build_problems(checkpoint: Path, spec: ProblemSpec, *, test: bool, params: bool = True):
     """The checkpoint and ``{"train": Problem[, "test": Problem]}`` (test where the data have one)."""
-    ckpt, train = load_problem(checkpoint, split="train", **kw)
-    problems = {"train": train}
+    ckpt = spec.checkpoint(checkpoint)
+    problems = {"train": spec.problem(ckpt, "train", params=params)}
     if test and ckpt.dataset().test is not None:
-        problems["test"] = ckpt.problem(split="test", samples=kw.get("samples"), seed=kw.get("seed", 0),
-                                        batch_size=kw.get("batch_size", 256), params=kw.get("params"),
-                                        device=kw.get("device"), dtype=kw.get("dtype"),
-                                        train_mode=kw.get("train_mode", False))
+        problems["test"] = spec.problem(ckpt, "test", params=params)
     return ckpt, problems
 
 
@@ -82,6 +63,7 @@ def emit(report: dict, tree: dict, attrs: dict, *, json_: bool, out: Path | None
 
 
 @output.handle_errors
+@problem_options(split=False, product_batch=1024)
 def slice_(
     checkpoint: CheckpointArg,
     dims: Annotated[int, typer.Option("--dims", help="1 (a line) or 2 (a plane).")] = 1,
@@ -99,16 +81,7 @@ def slice_(
     recompute_bn: RecomputeBnOpt = False,
     test: TestOpt = True,
     save_directions: Annotated[bool, typer.Option("--save-directions/--no-save-directions", help="Store the [p, k] direction vectors in --out.")] = True,
-    model: ModelOpt = None,
-    data: DataOpt = None,
-    loss: LossOpt = None,
-    samples: SamplesOpt = None,
-    batch_size: BatchOpt = 1024,
-    params: ParamsOpt = None,
-    device: DeviceOpt = "cpu",
-    dtype: DtypeOpt = "float32",
-    seed: SeedOpt = 0,
-    train_mode: TrainModeOpt = False,
+    spec: ProblemSpec = None,
     json_: JsonOpt = False,
     out: OutOpt = None,
     plot: PlotOpt = None,
@@ -129,11 +102,11 @@ def slice_(
         raise ConfigError(f"unknown --kind {kind!r}", "choose contour, heatmap or surface")
     if dims not in (1, 2):
         raise ConfigError(f"--dims must be 1 or 2, got {dims}", "pass --dims 1 or --dims 2")
-    if recompute_bn and train_mode:
+    if recompute_bn and spec.train_mode:
         raise ConfigError("--recompute-bn re-estimates running statistics for eval mode", "drop --train-mode")
-    ckpt, problems = build_problems(checkpoint, test=test, model=model, data=data, loss=loss, samples=samples,
-                                    batch_size=batch_size, params=params, device=device, dtype=dtype,
-                                    train_mode=train_mode, seed=seed)
+    output.check_writable(out, plot)
+    seed = spec.seed
+    ckpt, problems = build_problems(checkpoint, spec, test=test)
     train = problems["train"]
     train.loss_value()  # a NaN checkpoint fails here with one clear line
     if recompute_bn and not has_batchnorm(train):
@@ -145,8 +118,7 @@ def slice_(
     with output.progress(not json_) as start:
         dirs = make_directions(directions, train, dims, seed=seed, norm=norm, include_bias_bn=include_bias_bn,
                                trajectory=trajectory, toward=toward, tol=tol)
-        settings = {"include_bias_bn": include_bias_bn, "seed": seed, "samples": samples,
-                    "batch_size": batch_size, "params_regex": params, "train_mode": train_mode}
+        settings = {"include_bias_bn": include_bias_bn, **spec.settings()}
         run = compute_slice(problems, dirs, span=range_, points=points, batch_points=batch_points,
                             recompute_bn=recompute_bn, save_vectors=save_directions, header=head,
                             settings=settings, progress=start)

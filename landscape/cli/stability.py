@@ -8,24 +8,9 @@ from typing import Annotated
 import typer
 
 from . import output
-from .common import Stopwatch, header, load_problem
+from .common import ProblemSpec, Stopwatch, header, problem_options
 from .noise import ChunkOpt, SSamplesOpt
-from .options import (
-    CheckpointArg,
-    DataOpt,
-    DebugOpt,
-    DeviceOpt,
-    DtypeOpt,
-    JsonOpt,
-    LossOpt,
-    ModelOpt,
-    OutOpt,
-    ParamsOpt,
-    SamplesOpt,
-    SeedOpt,
-    SplitOpt,
-    TrainModeOpt,
-)
+from .options import CheckpointArg, DebugOpt, JsonOpt, OutOpt
 
 PRETTY = {"gd": "λ_max(H) ≤ 2/η", "sgd_nonuniformity": "s ≤ (1/η)·sqrt(B(n−1)/(n−B))",
           "alignment": "‖H‖_F ≤ (1/η)·sqrt(B/μ)", "matrix_sufficient": "λ_max((I−ηH)² + cΣ_H) ≤ 1"}
@@ -34,27 +19,18 @@ KIND = {"gd": "GD: iff", "sgd_nonuniformity": "SGD: necessary", "alignment": "SG
 
 
 @output.handle_errors
+@problem_options(legacy_batch=False)
 def stability(
     checkpoint: CheckpointArg,
     lr: Annotated[float | None, typer.Option("--lr", help="Learning rate η (default: the checkpoint's recorded one).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="SGD batch size B (default: the checkpoint's recorded one).")] = None,
-    product_batch: Annotated[int, typer.Option("--product-batch", help="Samples per product batch (memory only).")] = 256,
     probes: Annotated[int, typer.Option(help="Probes for the Hessian's Frobenius norm.")] = 100,
     tol: Annotated[float, typer.Option(help="Relative residual tolerance of Lanczos.")] = 1e-4,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on Lanczos steps.")] = None,
     s_samples: SSamplesOpt = None,
     chunk: ChunkOpt = None,
     sufficient: Annotated[bool, typer.Option("--sufficient", help="Also test the slides' matrix condition (sufficient, not necessary).")] = False,
-    model: ModelOpt = None,
-    data: DataOpt = None,
-    loss: LossOpt = None,
-    split: SplitOpt = "train",
-    samples: SamplesOpt = None,
-    params: ParamsOpt = None,
-    device: DeviceOpt = "cpu",
-    dtype: DtypeOpt = "float32",
-    seed: SeedOpt = 0,
-    train_mode: TrainModeOpt = False,
+    spec: ProblemSpec = None,
     json_: JsonOpt = False,
     out: OutOpt = None,
     debug: DebugOpt = False,
@@ -64,9 +40,9 @@ def stability(
     from ..metrics.stability import stability_report
 
     clock = Stopwatch()
-    ckpt, problem = load_problem(checkpoint, model=model, data=data, loss=loss, split=split, samples=samples,
-                                 batch_size=product_batch, params=params, device=device, dtype=dtype,
-                                 train_mode=train_mode, seed=seed)
+    output.check_writable(out)
+    seed = spec.seed
+    ckpt, problem = spec.load(checkpoint)
     lr = lr if lr is not None else ckpt.training.get("lr")
     batch_size = batch_size if batch_size is not None else ckpt.training.get("batch_size")
     if lr is None or batch_size is None:
@@ -80,8 +56,7 @@ def stability(
                                   max_steps=max_steps, s_samples=s_samples, chunk=chunk, sufficient=sufficient)
     report = header(ckpt, problem)
     report["settings"] = {"lr": lr, "batch_size": batch_size, "probes": probes, "tol": tol, "max_steps": max_steps,
-                          "s_samples": s_samples, "seed": seed, "split": split, "product_batch": product_batch,
-                          "params_regex": params, "train_mode": train_mode, "sufficient": sufficient}
+                          "s_samples": s_samples, "sufficient": sufficient, **spec.settings()}
     report.update(result)
     report["seconds"] = clock()
     if out is not None:

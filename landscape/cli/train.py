@@ -4,12 +4,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -18,9 +17,8 @@ from ..train import TRACKERS, TrainConfig
 from ..train import resume as resume_run
 from ..train import train as train_run
 from . import output
+from .common import KV, parse_kv
 from .options import DebugOpt, DeviceOpt, DtypeOpt, JsonOpt
-
-KV = Optional[list[str]]  # noqa: UP045  (Typer reads the annotation at run time)
 
 #: options that may accompany --resume (the stopping rule and output switches)
 _RESUMABLE = {"resume", "epochs", "steps", "until_loss", "json_", "debug", "progress", "ctx"}
@@ -34,22 +32,6 @@ def _given(ctx: typer.Context, name: str) -> bool:
     """Whether option ``name`` was given (command line or environment), not defaulted."""
     source = ctx.get_parameter_source(name)
     return source is not None and getattr(source, "name", "") not in ("DEFAULT", "DEFAULT_MAP")
-
-
-def parse_kv(items: list[str] | None, flag: str) -> dict:
-    """``["widths=[128,128]", "activation=tanh"]`` -> ``{"widths": [128, 128], "activation": "tanh"}``
-    (values parsed as JSON when possible; ``-`` in keys becomes ``_``)."""
-    out: dict = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise ConfigError(f"{flag} {item!r} is not key=value", f"write e.g. {flag} widths=[128,128]")
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
-    return out
 
 
 @output.handle_errors

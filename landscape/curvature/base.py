@@ -93,6 +93,7 @@ class ProblemOperator(LinearOperator):
         self._asked = {"block": block_size, "vmap": vmap}
         self._plan: Plan | None = None
         self.products_seconds = 0.0
+        self.memory = self.problem.budget.bytes // 4  # for the estimators' own vectors
 
     # ------------------------------------------------------------------ the plan
     @property
@@ -115,10 +116,10 @@ class ProblemOperator(LinearOperator):
             self._plan = self._make_plan()
         return self._plan
 
-    def _calibrate(self, x, y) -> tuple[float, float, float | None, float | None]:
-        """``(fixed, per_vector, seconds, setup)`` per sample on a calibration batch: here the
-        activation bytes of one forward pass with autograd, scaled by the class factors; the time
-        of one product of one vector."""
+    def _calibrate(self, x, y) -> tuple[float, float]:
+        """``(fixed, per_vector)`` bytes per sample on a calibration batch: here the activation
+        bytes of one forward pass with autograd (counted by :class:`~.functional.SavedBytes`),
+        scaled by the class factors."""
         pb = self.problem
         from .functional import SavedBytes, batch_loss
 
@@ -127,23 +128,40 @@ class ProblemOperator(LinearOperator):
         with torch.enable_grad(), meter.hooks():
             batch_loss(pb.forward, pb.loss, leaves, x, y)
         act = meter.total / x.shape[0]
-        V = pb.layout.unflatten_rows(torch.zeros(1, pb.p, dtype=pb.dtype, device=pb.device))
-        t0 = time.perf_counter()
-        self._apply(self._prepare(0, 0, x, y), x, y, V)
-        if pb.device.type == "cuda":
-            torch.cuda.synchronize(pb.device)
-        secs = (time.perf_counter() - t0) / x.shape[0]
-        return act * self.fixed_factor, act * self.vector_factor, secs, None
+        return act * self.fixed_factor, act * self.vector_factor
+
+    def timing(self) -> tuple[float, float]:
+        """``(setup, per_vector)`` seconds per sample, from one batch of the planned size: the
+        work shared by a block's vectors, and one vector's product (timed after a first run)."""
+        plan = self.plan()
+        if plan.seconds is None:
+            pb = self.problem
+            x, y = pb.batches_of(plan.batch).first()
+            V = pb.layout.unflatten_rows(torch.zeros(1, pb.p, dtype=pb.dtype, device=pb.device))
+            sync = (lambda: torch.cuda.synchronize(pb.device)) if pb.device.type == "cuda" else (lambda: None)
+            t0 = time.perf_counter()
+            state = self._prepare(-1, 0, x, y)
+            sync()
+            t1 = time.perf_counter()
+            self._apply(state, x, y, V)
+            sync()
+            t2 = time.perf_counter()
+            self._apply(state, x, y, V)
+            sync()
+            t3 = time.perf_counter()
+            b = x.shape[0]
+            plan.setup_seconds, plan.seconds = (t1 - t0) / b, min(t2 - t1, t3 - t2) / b
+            del state
+        return plan.setup_seconds, plan.seconds
 
     def _make_plan(self) -> Plan:
         pb = self.problem
         budget = pb.budget.bytes
         cal = min(pb.batch_size, 16)
         x, y = pb.batches_of(cal).first()
-        fixed, per_vec, secs, setup = self._calibrate(x, y)
+        fixed, per_vec = self._calibrate(x, y)
         cpu = pb.device.type != "cuda"
-        plan = Plan(batch=pb.batch_size, block=1, vmap=1, cache=0, budget=budget, fixed=fixed,
-                    per_sample=per_vec, seconds=secs, setup_seconds=setup)
+        plan = Plan(batch=pb.batch_size, block=1, vmap=1, cache=0, budget=budget, fixed=fixed, per_sample=per_vec)
         pb_ = self.p_bytes
         # the block: as many vectors as fit in half the budget beside one batch's state
         want = self._asked["block"] or MAX_BLOCK

@@ -150,7 +150,7 @@ class EmpiricalFisher(ProblemOperator):
         self.chunk = auto_chunk(self.problem, 1, chunk)
 
     def _calibrate(self, x, y):
-        return 0.0, 0.0, None, None  # chunks of per-sample gradients are sized by ``auto_chunk``
+        return 0.0, 0.0  # chunks of per-sample gradients are sized by ``auto_chunk``
 
     def per_sample_gradients(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """``[B, p]`` rows ``g_i`` of one chunk."""

@@ -58,7 +58,7 @@ class NonUniformity(ProblemOperator):
         self._chunk = chunk
 
     def _calibrate(self, x, y):
-        return 0.0, 0.0, None, None  # per-sample products run in chunks sized by ``auto_chunk``
+        return 0.0, 0.0  # per-sample products run in chunks sized by ``auto_chunk``
 
     def _hvp(self, rows: torch.Tensor) -> torch.Tensor:
         """``H_S`` applied to the rows ``[k, p]``."""

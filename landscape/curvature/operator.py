@@ -35,6 +35,9 @@ class LinearOperator:
     """
 
     block_size: int = 64
+    #: bytes an estimator may spend on its own vectors (Lanczos bases, probe blocks); None: no limit
+    #: beyond the estimators' defaults. Problem operators set a share of the memory budget.
+    memory: int | None = None
 
     def __init__(self, p: int, dtype: torch.dtype, device: torch.device | str) -> None:
         self.shape = (p, p)
@@ -127,6 +130,7 @@ class Promoted(LinearOperator):
         super().__init__(op.shape[0], dtype, op.device)
         self.op = op
         self.block_size = op.block_size
+        self.memory = op.memory
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         return self.op.matmat(V.to(self.op.dtype)).to(self.dtype)

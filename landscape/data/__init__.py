@@ -30,10 +30,11 @@ from typing import Any
 import torch
 
 from landscape.data.files import array_file, cifar10, fashion_mnist, mnist, read_cifar_bin, read_idx
-from landscape.data.split import Split, fingerprint, random_split, subset
+from landscape.data.source import DataSource
+from landscape.data.split import Split, first, fingerprint, part_len, random_split, subset
 from landscape.data.synthetic import digits, gaussian_mixture, parity, teacher_student
 from landscape.errors import ConfigError, LandscapeError
-from landscape.io.factory import call_with_options, load_factory, materialize
+from landscape.io.factory import call_with_options, load_factory
 
 __all__ = [
     "DATASETS",
@@ -63,28 +64,48 @@ def split_from_user(obj: Any, name: str = "user") -> Split:
     """A ``Split`` from what a user data factory returns (see ``landscape.io.factory``).
 
     A ``Split`` passes through; a dict ``{"train": a, "test": b}`` or a single ``a`` (``a``,
-    ``b``: ``(inputs, targets)``, a Dataset or a DataLoader) is materialised to tensors. Targets
-    that are 1-D integers make a classification task with ``max + 1`` classes; anything else is
-    regression, and 1-D float targets become ``[N, 1]``.
+    ``b``: ``(inputs, targets)`` tensors or arrays, a Dataset or a DataLoader). Tensors stay
+    tensors; a Dataset or a DataLoader becomes a :class:`~landscape.data.source.DataSource`, read
+    batch by batch when measured, never held whole. Targets that are 1-D integers make a
+    classification task (with ``max + 1`` classes, counted when first needed for a source);
+    anything else is regression, and 1-D float targets become ``[N, 1]``.
     """
     if isinstance(obj, Split):
         return obj
     if isinstance(obj, dict) and "train" in obj:
-        train = materialize(obj["train"])
-        test = materialize(obj["test"]) if obj.get("test") is not None else None
+        train = _user_part(obj["train"])
+        test = _user_part(obj["test"]) if obj.get("test") is not None else None
     else:
-        train, test = materialize(obj), None
-    y = train[1]
-    if y.dim() == 1 and not y.is_floating_point() and not y.is_complex():
-        task, parts = "classification", [train] + ([test] if test else [])
-        num_classes = int(max(int(p[1].max()) for p in parts if p[1].numel()) + 1)
-        fix = lambda p: (p[0], p[1].long())
+        train, test = _user_part(obj), None
+    parts = [train] + ([test] if test is not None else [])
+    x0, y0 = first(train)
+    if y0.dim() == 1 and not y0.is_floating_point() and not y0.is_complex():
+        task = "classification"
+        streamed = any(isinstance(p, DataSource) for p in parts)
+        num_classes = None if streamed else int(max(int(p[1].max()) for p in parts if p[1].numel()) + 1)
+
+        def fix(p):
+            return p.map_targets(lambda y: y.long()) if isinstance(p, DataSource) else (p[0], p[1].long())
     else:
         task, num_classes = "regression", None
-        fix = lambda p: (p[0], p[1].reshape(-1, 1) if p[1].dim() == 1 else p[1])
+
+        def fix(p):
+            if isinstance(p, DataSource):
+                return p.map_targets(lambda y: y.reshape(-1, 1) if y.dim() == 1 else y)
+            return p[0], p[1].reshape(-1, 1) if p[1].dim() == 1 else p[1]
     train = fix(train)
     test = fix(test) if test is not None else None
-    return Split(train, test, task, num_classes, tuple(train[0].shape[1:]), {"factory": name})
+    return Split(train, test, task, num_classes, tuple(x0.shape[1:]), {"factory": name})
+
+
+def _user_part(obj: Any):
+    """Tensors as a pair; a Dataset or a DataLoader as a source (nothing read but a first batch)."""
+    from landscape.data.source import TensorSource, as_source
+
+    source = as_source(obj)
+    if isinstance(source, TensorSource) and source.index is None:
+        return source.x, source.y
+    return source
 
 
 def load_dataset(name: str, **kwargs: Any) -> Split:
@@ -125,14 +146,14 @@ def load_dataset(name: str, **kwargs: Any) -> Split:
             continue
         if int(cap) < 1:
             raise ConfigError(f"{what} must be a positive integer, got {cap}", f"e.g. {what}=1000")
-        if what == "n_train" and int(cap) > train[0].shape[0]:
+        if what == "n_train" and int(cap) > part_len(train):
             raise ConfigError(
-                f"n_train={cap} exceeds the {train[0].shape[0]} training samples of {name!r}",
-                f"use n_train <= {train[0].shape[0]}",
+                f"n_train={cap} exceeds the {part_len(train)} training samples of {name!r}",
+                f"use n_train <= {part_len(train)}",
             )
-        if int(cap) < train[0].shape[0]:
+        if int(cap) < part_len(train):
             train = subset(train, int(cap), g)
-        if what == "limit" and test is not None and int(cap) < test[0].shape[0]:
+        if what == "limit" and test is not None and int(cap) < part_len(test):
             test = subset(test, int(cap), g)
     info = {"name": name, "kwargs": options, **split.info}
     return Split(train, test, split.task, split.num_classes, split.input_shape, info)

@@ -1,4 +1,9 @@
-"""``Split``: a dataset held as tensors, with what a checkpoint needs to know about it."""
+"""``Split``: a dataset's train and test parts, with what a checkpoint needs to know about it.
+
+A part is a pair of tensors ``(inputs, targets)`` (the built-in datasets, user factories that
+return arrays) or a :class:`~landscape.data.source.DataSource` read batch by batch (user factories
+that return a Dataset or a DataLoader): those are never concatenated, except by :func:`to_tensors`
+for the one consumer that needs random access to every sample at once (``landscape train``)."""
 
 from __future__ import annotations
 
@@ -9,10 +14,30 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from landscape.data.source import DataSource
 from landscape.errors import ConfigError, LandscapeError
 
 Task = Literal["classification", "regression"]
 Pair = tuple[Tensor, Tensor]
+Part = Pair | DataSource
+
+
+def part_len(part: Part) -> int:
+    """Samples in a part."""
+    return len(part) if isinstance(part, DataSource) else int(part[0].shape[0])
+
+
+def first(part: Part, k: int = 2) -> Pair:
+    """Its first ``k`` samples."""
+    return part.first(k) if isinstance(part, DataSource) else (part[0][:k], part[1][:k])
+
+
+def to_tensors(part: Part) -> Pair:
+    """A part as one pair of tensors (a source is read once and concatenated)."""
+    if not isinstance(part, DataSource):
+        return part
+    xs, ys = zip(*part.batches(4096))
+    return (torch.cat(xs), torch.cat(ys)) if len(xs) > 1 else (xs[0], ys[0])
 
 
 @dataclass
@@ -24,8 +49,8 @@ class Split:
     source (name, options, sizes); ``record()`` adds a content fingerprint for checkpoints.
     """
 
-    train: Pair
-    test: Pair | None
+    train: Part
+    test: Part | None
     task: Task
     num_classes: int | None
     input_shape: tuple[int, ...]
@@ -36,7 +61,7 @@ class Split:
             raise ConfigError(f"unknown task {self.task!r}", "use classification or regression")
         self.input_shape = tuple(int(s) for s in self.input_shape)
         for part, pair in (("train", self.train), ("test", self.test)):
-            if pair is None:
+            if pair is None or isinstance(pair, DataSource):
                 continue
             x, y = pair
             if x.shape[0] != y.shape[0]:
@@ -47,18 +72,23 @@ class Split:
 
     @property
     def n_train(self) -> int:
-        return int(self.train[0].shape[0])
+        return part_len(self.train)
 
     @property
     def n_test(self) -> int:
-        return 0 if self.test is None else int(self.test[0].shape[0])
+        return 0 if self.test is None else part_len(self.test)
 
     @property
     def output_dim(self) -> int:
         """Number of model outputs: classes, or the regression target width."""
         if self.task == "classification":
-            return int(self.num_classes or 0)
-        y = self.train[1]
+            if self.num_classes is None:  # a streamed part: one pass over its labels
+                parts = [p for p in (self.train, self.test) if p is not None]
+                self.num_classes = 1 + max(int(y.max()) for p in parts
+                                           for _, y in (p.batches(4096) if isinstance(p, DataSource) else [p])
+                                           if y.numel())
+            return int(self.num_classes)
+        y = first(self.train)[1]
         return 1 if y.dim() < 2 else int(y[0].numel())
 
     @property
@@ -75,15 +105,22 @@ class Split:
             return self
         k = self.output_dim
 
-        def onehot(pair: Pair | None) -> Pair | None:
-            if pair is None or pair[1].is_floating_point():
-                return pair
-            return pair[0], torch.nn.functional.one_hot(pair[1], k).to(pair[0].dtype if pair[0].is_floating_point()
-                                                                       else torch.float32)
+        def encode(y: Tensor, like: Tensor) -> Tensor:
+            if y.is_floating_point():
+                return y
+            return torch.nn.functional.one_hot(y, k).to(like.dtype if like.is_floating_point() else torch.float32)
+
+        def onehot(pair: Part | None) -> Part | None:
+            if pair is None:
+                return None
+            if isinstance(pair, DataSource):
+                dtype = first(pair, 1)[0]
+                return pair.map_targets(lambda y: encode(y, dtype))
+            return pair[0], encode(pair[1], pair[0])
 
         return replace(self, train=onehot(self.train), test=onehot(self.test))
 
-    def part(self, which: str = "train") -> Pair:
+    def part(self, which: str = "train") -> Part:
         """The ``train`` or ``test`` pair; a LandscapeError when there is no test split."""
         if which == "train":
             return self.train
@@ -109,9 +146,13 @@ class Split:
         }
 
 
-def fingerprint(pair: Pair) -> str:
-    """First 16 hex digits of the sha256 of the tensors' dtypes, shapes and bytes."""
+def fingerprint(pair: Part) -> str:
+    """First 16 hex digits of the sha256 of the tensors' dtypes, shapes and bytes (of a streamed
+    part: its length and first 64 samples)."""
     h = hashlib.sha256()
+    if isinstance(pair, DataSource):
+        h.update(f"stream {len(pair)}".encode())
+        pair = pair.first(64)
     for t in pair:
         t = t.detach().cpu().contiguous()
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
@@ -142,7 +183,7 @@ def random_split(
     return take(pair, train_idx), take(pair, test_idx)
 
 
-def subset(pair: Pair, k: int, generator: torch.Generator) -> Pair:
-    """A seeded subset of ``k`` rows in the original order."""
-    idx, _ = torch.randperm(pair[0].shape[0], generator=generator)[:k].sort()
-    return take(pair, idx)
+def subset(pair: Part, k: int, generator: torch.Generator) -> Part:
+    """A seeded subset of ``k`` rows in the original order (of a source: a selection of it)."""
+    idx, _ = torch.randperm(part_len(pair), generator=generator)[:k].sort()
+    return pair.select(idx) if isinstance(pair, DataSource) else take(pair, idx)

@@ -90,17 +90,19 @@ def _start_vectors(op, v0: torch.Tensor | None, b: int, g: torch.Generator) -> t
     return V / nrm
 
 
-def _lanczos_runs(op, V0: torch.Tensor, steps: int, keep_basis: bool):
+def _lanczos_runs(op, V0: torch.Tensor, steps: int, keep_basis: bool, where: torch.device | None = None):
     """``b`` independent Lanczos runs in lockstep (one ``matmat`` of ``b`` columns per step).
 
     ``V0: [b, p]`` unit start vectors. Returns ``alpha, beta: [b, m]`` (float64, host),
     ``lengths: list[int]`` (a run stops early when its Krylov space becomes invariant; its
-    later entries are 0), the basis ``[b, m, p]`` or None, and the number of products.
+    later entries are 0), the basis ``[b, m, p]`` or None, and the number of products. The basis
+    lives on ``where`` (default the operator's device; the host when it does not fit a GPU).
     """
     b, p = V0.shape
     m = min(int(steps), p)
-    Q = torch.empty(b, m, p, dtype=op.dtype, device=op.device)
-    Q[:, 0] = V0
+    where = op.device if where is None else where
+    Q = torch.empty(b, m, p, dtype=op.dtype, device=where)
+    Q[:, 0] = V0.to(where)
     alpha = torch.zeros(b, m, dtype=torch.float64)
     beta = torch.zeros(b, m, dtype=torch.float64)
     lengths = [m] * b
@@ -112,10 +114,10 @@ def _lanczos_runs(op, V0: torch.Tensor, steps: int, keep_basis: bool):
         if not active:
             break
         if len(active) == b:
-            W = op.matmat(Q[:, j].T.contiguous()).T
+            W = op.matmat(Q[:, j].T.contiguous().to(op.device)).T.to(where)
         else:
-            W = torch.zeros(b, p, dtype=op.dtype, device=op.device)
-            W[active] = op.matmat(Q[active, j].T.contiguous()).T.to(op.dtype)
+            W = torch.zeros(b, p, dtype=op.dtype, device=where)
+            W[active] = op.matmat(Q[active, j].T.contiguous().to(op.device)).T.to(device=where, dtype=op.dtype)
         products += len(active)
         W, h = _cgs2(Q[:, : j + 1], W.to(op.dtype))
         nb = torch.linalg.vector_norm(W, dim=1)
@@ -182,9 +184,29 @@ def _kept(m: int, k: int, nw: int, which: str, mmax: int) -> torch.Tensor:
     return torch.cat([torch.arange(0, keep - top), torch.arange(m - top, m)])
 
 
-def _default_basis(p: int, itemsize: int, nw: int) -> int:
-    fit = _BASIS_BYTES // max(1, p * itemsize)
+def _default_basis(p: int, itemsize: int, nw: int, memory: int | None = None) -> int:
+    fit = (memory or _BASIS_BYTES) // max(1, p * itemsize)
     return max(min(p, 2 * nw + 10, 20), min(p, _BASIS_CAP, fit))
+
+
+def basis_placement(op, vectors_wanted: int, itemsize: int, minimum: int) -> tuple[torch.device, int, str]:
+    """Where the Lanczos basis lives and how many vectors it may hold: on the operator's device
+    within its memory share (``op.memory``, default 2 GiB); on a GPU whose share holds fewer than
+    ``minimum`` vectors, on the host instead (half its available RAM), each product's vector
+    crossing once each way. Returns ``(device, vectors, why)``."""
+    from ..memory import available, fmt_bytes
+
+    p = op.shape[0]
+    share = op.memory or _BASIS_BYTES
+    fit = min(vectors_wanted, share // max(1, p * itemsize))
+    if op.device.type != "cuda" or fit >= minimum:
+        return op.device, max(min(p, minimum), fit), f"{fmt_bytes(share)} share of the budget on {op.device}"
+    host = available(torch.device("cpu")) // 2
+    hfit = min(vectors_wanted, host // max(1, p * itemsize))
+    if hfit > fit:
+        return torch.device("cpu"), max(min(p, minimum), hfit), \
+            f"on the host: {fit} vectors of {p} fit the device share {fmt_bytes(share)}"
+    return op.device, max(min(p, minimum), fit), f"{fmt_bytes(share)} share of the budget on {op.device}"
 
 
 def _lanczos_eigs(op, k: int, which: str, tol: float, max_steps: int | None,
@@ -193,7 +215,11 @@ def _lanczos_eigs(op, k: int, which: str, tol: float, max_steps: int | None,
     p = op.shape[0]
     nw = 2 * k if which == "both" else k
     itemsize = torch.empty(0, dtype=op.dtype).element_size()
-    mmax = min(p, int(max_basis)) if max_basis is not None else _default_basis(p, itemsize, nw)
+    if max_basis is not None:
+        mmax, where, why = min(p, int(max_basis)), op.device, "max_basis"
+    else:
+        where, mmax, why = basis_placement(op, _BASIS_CAP, itemsize, min(p, 2 * nw + 10, 20))
+        mmax = min(p, mmax)
     if mmax < p and mmax < nw + 2:
         raise ConfigError(f"max_basis={mmax} is too small for {nw} wanted eigenvalues",
                           f"use max_basis >= {nw + 2} (2x the wanted count or more converges faster)")
@@ -202,8 +228,8 @@ def _lanczos_eigs(op, k: int, which: str, tol: float, max_steps: int | None,
     eps = _eps(op.dtype)
     g = make_generator(seed)
 
-    Q = torch.empty(mmax + 1, p, dtype=op.dtype, device=op.device)
-    Q[0] = _start_vectors(op, v0, 1, g)[0]
+    Q = torch.empty(mmax + 1, p, dtype=op.dtype, device=where)
+    Q[0] = _start_vectors(op, v0, 1, g)[0].to(where)
     T = torch.zeros(mmax, mmax, dtype=torch.float64)  # Qᵀ A Q, filled column by column
     anorm = 0.0
     products = 0
@@ -211,8 +237,9 @@ def _lanczos_eigs(op, k: int, which: str, tol: float, max_steps: int | None,
     next_check = min(p, nw)
     last = None  # (products, log q) at the previous check
     converged = False
+    restarts = 0
     while True:
-        w = op.matmat(Q[j].unsqueeze(1))[:, 0].to(op.dtype)
+        w = op.matmat(Q[j].unsqueeze(1).to(op.device))[:, 0].to(device=where, dtype=op.dtype)
         products += 1
         w, h = _cgs2(Q[None, : j + 1], w[None])
         w, h = w[0], h[0]
@@ -249,16 +276,17 @@ def _lanczos_eigs(op, k: int, which: str, tol: float, max_steps: int | None,
         if out_of_steps:
             break
         if breakdown:  # continue in a fresh random direction orthogonal to the basis
-            r = rademacher(p, 1, g, op.dtype, op.device).T
+            r = rademacher(p, 1, g, op.dtype, op.device).T.to(where)
             for _ in range(2):
                 r, _h = _cgs2(Q[None, :m], r)
                 r = r / torch.linalg.vector_norm(r)
             w, nb = r[0], 1.0
         Q[m] = w / nb
         if full:  # thick restart: keep wanted Ritz vectors (+ a buffer), then the residual
+            restarts += 1
             kept = _kept(m, k, nw, which, mmax)
             l = kept.numel()
-            Y = S[:, kept].to(device=op.device, dtype=op.dtype)
+            Y = S[:, kept].to(device=where, dtype=op.dtype)
             Q[:l] = Y.T @ Q[:m]
             Q[l] = Q[m]
             T.zero_()
@@ -270,13 +298,15 @@ def _lanczos_eigs(op, k: int, which: str, tol: float, max_steps: int | None,
         warnings.warn(f"Lanczos stopped after {products} products without reaching tol={tol}; "
                       "the reported residuals bound the errors", RuntimeWarning, stacklevel=3)
     idx = _wanted(m, k, which)
-    X = Q[:m].T @ S[:, idx].to(device=op.device, dtype=op.dtype)
+    X = (Q[:m].T @ S[:, idx].to(device=where, dtype=op.dtype)).to(op.device)
+    del Q
     AX = op.matmat(X).to(op.dtype)
     products += X.shape[1]
     values = theta[idx]
     res = torch.linalg.vector_norm(AX - X * values.to(device=op.device, dtype=op.dtype), dim=0)
+    basis = {"vectors": mmax, "device": str(where), "why": why, "restarts": restarts}
     return Eigen(values, res.double().cpu(), products, which, "lanczos",
-                 X if return_vectors else None)
+                 X if return_vectors else None, {"basis": basis})
 
 
 def _check_interval(last, products: int, q: float, m: int, p: int) -> int:

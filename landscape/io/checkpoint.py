@@ -281,25 +281,36 @@ class Checkpoint:
         model: str | None = None,
         data: str | None = None,
         loss: str | None = None,
+        model_kwargs: dict | None = None,
+        data_kwargs: dict | None = None,
     ) -> Checkpoint:
         """Read a checkpoint (never executing pickled code).
 
         A native file rebuilds its model and data from the registries; ``model`` / ``data``
         (factory specs ``FILE.py:FUNCTION``) and ``loss`` override what it records. A foreign
         file needs ``model`` and ``data``; without ``loss`` the data's task decides
-        (classification -> cross-entropy, regression -> mse).
+        (classification -> cross-entropy, regression -> mse). ``model_kwargs`` / ``data_kwargs``
+        are the factories' keyword options (``--model-arg`` / ``--data-arg``): with a new factory
+        they are its options, without one they update the recorded ones.
         """
         p = Path(path)
         obj = _read(p)
         if isinstance(obj, dict) and obj.get("format") == FORMAT:
             ckpt = cls._from_native(obj, p)
             if model is not None:
-                ckpt.model = {"name": str(model), "kwargs": {}}
+                ckpt.model = {"name": str(model), "kwargs": dict(model_kwargs or {})}
+            elif model_kwargs:
+                ckpt.model = {**ckpt.model, "kwargs": {**ckpt.model.get("kwargs", {}), **model_kwargs}}
             if data is not None:
-                ckpt.data = {"name": str(data), "kwargs": {}}
+                ckpt.data = {"name": str(data), "kwargs": dict(data_kwargs or {})}
+                ckpt.split = {}
+            elif data_kwargs:
+                ckpt.data = {**ckpt.data, "kwargs": {**ckpt.data.get("kwargs", {}), **data_kwargs}}
                 ckpt.split = {}
         else:
             ckpt = cls._from_foreign(obj, p, model, data)
+            ckpt.model["kwargs"] = dict(model_kwargs or {})
+            ckpt.data["kwargs"] = dict(data_kwargs or {})
         ckpt.path = p
         if loss is not None:
             ckpt.loss = normalize_loss(loss)
@@ -458,24 +469,19 @@ class Checkpoint:
         device: Any = None,
         dtype: Any = None,
         train_mode: bool = False,
+        bn_batch: int | None = None,
+        memory: Any = None,
+        allow_random_data: bool = False,
     ) -> Problem:
-        """``landscape.problem.Problem`` for this model, loss and the ``train`` / ``test`` data."""
+        """``landscape.problem.Problem`` for this model, loss and the ``train`` / ``test`` data
+        (streamed when the data factory gives a Dataset or a DataLoader)."""
         from landscape.problem import Problem
 
         model = self.build_model()
         data = self.dataset().for_loss(normalize_loss(self.loss)).part(split)  # one-hot for mse on classes
-        return Problem(
-            model,
-            self.loss,
-            data,
-            batch_size=batch_size,
-            samples=samples,
-            seed=seed,
-            params=params,
-            device=device,
-            dtype=dtype,
-            train_mode=train_mode,
-        )
+        return Problem(model, self.loss, data, batch_size=batch_size, samples=samples, seed=seed, params=params,
+                       device=device, dtype=dtype, train_mode=train_mode, bn_batch=bn_batch, memory=memory,
+                       allow_random_data=allow_random_data)
 
     # ------------------------------------------------------------------ descriptions
 
@@ -585,6 +591,8 @@ def report_header(ckpt: Checkpoint, problem: Any, seconds: float | None = None) 
            "identity": ckpt.identity(), "params": problem.p, "samples": problem.n,
            "loss": problem.loss.name, "device": str(problem.device),
            "dtype": str(problem.dtype).replace("torch.", "")}
+    if hasattr(problem, "data_report"):
+        out["data"] = problem.data_report()
     if seconds is not None:
         out["seconds"] = seconds
     return out

@@ -1,13 +1,15 @@
 """User ("foreign") factories: ``FILE.py:FUNCTION`` or ``package.module:FUNCTION``.
 
-A model factory is called with keyword options (none for a foreign checkpoint) and returns
-an ``nn.Module``. A data factory returns one of
+A model factory is called with keyword options (``--model-arg``) and returns an ``nn.Module``.
+A data factory, called with its options (``--data-arg``), returns one of
 
 - ``(inputs, targets)``: tensors or NumPy arrays with the same first dimension;
 - a ``torch.utils.data.Dataset`` whose items are ``(input, target)`` pairs;
 - a ``torch.utils.data.DataLoader`` yielding ``(inputs, targets)`` batches;
 - (for ``landscape.data.load_dataset``) a ``landscape.data.Split``, or a dict
   ``{"train": ..., "test": ...}`` of the above.
+
+Datasets and loaders are read batch by batch (:mod:`landscape.data.source`), never held whole.
 """
 
 from __future__ import annotations
@@ -21,11 +23,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import torch
-from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from landscape.errors import ConfigError, LandscapeError
 
@@ -128,86 +125,3 @@ def call_with_options(fn: Callable[..., Any], kind: str, name: str, kwargs: dict
             f"pass it, e.g. {missing[0]}=...",
         )
     return fn(**kwargs)
-
-
-def _tensor(a: Any, what: str) -> Tensor:
-    if isinstance(a, Tensor):
-        return a.detach()
-    if isinstance(a, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(a))
-    try:
-        return torch.as_tensor(a)
-    except (TypeError, ValueError, RuntimeError) as e:
-        raise LandscapeError(
-            f"data factory returned {what} of type {type(a).__name__}, not a tensor or array",
-            "return (inputs, targets) as tensors or NumPy arrays",
-        ) from e
-
-
-def _pair(obj: Any) -> tuple[Tensor, Tensor] | None:
-    if isinstance(obj, dict) and "x" in obj and "y" in obj:
-        obj = (obj["x"], obj["y"])
-    if isinstance(obj, (tuple, list)) and len(obj) == 2:
-        x, y = _tensor(obj[0], "inputs"), _tensor(obj[1], "targets")
-        if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0]:
-            raise LandscapeError(
-                f"data factory returned inputs {tuple(x.shape)} and targets {tuple(y.shape)}",
-                "inputs and targets need the same first (sample) dimension",
-            )
-        return x, y
-    return None
-
-
-def dataset_from_user(obj: Any) -> tuple[Tensor, Tensor] | Dataset | DataLoader:
-    """Normalise a data factory's return value.
-
-    ``(inputs, targets)`` (a tuple or list of two tensors / arrays, or a dict with keys ``x``
-    and ``y``) becomes a tuple of two tensors with the same first dimension; a ``Dataset`` or a
-    ``DataLoader`` is returned unchanged (``materialize`` turns them into tensors). Anything else
-    raises ``LandscapeError``.
-    """
-    if isinstance(obj, (Dataset, DataLoader)):
-        return obj
-    pair = _pair(obj)
-    if pair is None:
-        raise LandscapeError(
-            f"data factory returned {type(obj).__name__}",
-            "return (inputs, targets), a torch Dataset or a DataLoader",
-        )
-    return pair
-
-
-def materialize(obj: Any) -> tuple[Tensor, Tensor]:
-    """All samples of ``obj`` (what ``dataset_from_user`` accepts) as ``(inputs, targets)`` tensors.
-
-    A ``TensorDataset`` of two tensors is used as is; other datasets are read item by item and
-    a ``DataLoader`` batch by batch (its order, so use ``shuffle=False``), then stacked.
-    """
-    obj = dataset_from_user(obj)
-    if isinstance(obj, tuple):
-        return obj
-    if isinstance(obj, torch.utils.data.TensorDataset) and len(obj.tensors) == 2:
-        return obj.tensors[0], obj.tensors[1]
-    if isinstance(obj, DataLoader):
-        batches = [_pair(b) for b in obj]
-        if not batches or any(b is None for b in batches):
-            raise LandscapeError(
-                "the DataLoader is empty or does not yield (inputs, targets) batches",
-                "make it yield (inputs, targets) pairs",
-            )
-        return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
-    items = iter(obj) if isinstance(obj, IterableDataset) else (obj[i] for i in range(len(obj)))
-    xs, ys = [], []
-    for item in items:
-        if isinstance(item, dict) and "x" in item and "y" in item:
-            item = (item["x"], item["y"])
-        if not (isinstance(item, (tuple, list)) and len(item) == 2):
-            raise LandscapeError(
-                f"dataset items are {type(item).__name__}, not (input, target) pairs",
-                "make __getitem__ return (input, target)",
-            )
-        xs.append(_tensor(item[0], "an input"))
-        ys.append(_tensor(item[1], "a target"))
-    if not xs:
-        raise LandscapeError("the dataset is empty", "return a dataset with samples")
-    return torch.stack(xs), torch.stack(ys)

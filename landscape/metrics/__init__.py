@@ -37,6 +37,19 @@ class Settings:
         d.update(self.extra)
         return d
 
+    def validate(self) -> Settings:
+        """One clear error for a setting out of range or an unknown method name; self if fine."""
+        for flag, value, choices in (("--method", self.method, ("hutchinson", "hutchpp")),
+                                     ("--which", self.which, ("top", "bottom", "both")),
+                                     ("--eig-method", self.eig_method, ("lanczos", "power"))):
+            if value not in choices:
+                raise ConfigError(f"unknown {flag} {value!r}", f"choose {' or '.join(choices)}")
+        for flag, v in (("--probes", self.probes), ("--top-k", self.top_k), ("--runs", self.runs),
+                        ("--steps", self.steps)):
+            if v < 1:
+                raise ConfigError(f"{flag} must be at least 1, got {v}", f"pass a positive {flag}")
+        return self
+
 
 @dataclass(frozen=True)
 class Metric:

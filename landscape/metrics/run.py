@@ -19,6 +19,7 @@ class Counted(LinearOperator):
         super().__init__(op.shape[0], op.dtype, op.device)
         self.op, self.on_product = op, on_product
         self.block_size = op.block_size
+        self.memory = op.memory
 
     def _matmat(self, V):
         out = self.op.matmat(V)

@@ -207,6 +207,7 @@ class _Session:
 
     def __init__(self, cfg: TrainConfig, rundir: RunDir) -> None:
         from ..data import load_dataset
+        from ..data.split import to_tensors
         from ..io.checkpoint import normalize_loss
         from ..models import build_model, model_kwargs_for
         from ..optim import build_optimizer, hyperparameters
@@ -224,8 +225,9 @@ class _Session:
         self.model = model.to(device=self.device, dtype=self.dtype).train()
 
         targets = self.split.for_loss(self.loss_name)  # one-hot labels for mse on classes
-        self.train_pair = self._to_device(targets.train)
-        self.test_pair = self._to_device(targets.test) if targets.test is not None else None
+        # training draws random minibatches of the whole set: it holds it (a streamed part is read once)
+        self.train_pair = self._to_device(to_tensors(targets.train))
+        self.test_pair = self._to_device(to_tensors(targets.test)) if targets.test is not None else None
         self.classes = self.split.task == "classification"
         self._check_fit()
         self.n = int(self.train_pair[0].shape[0])
