@@ -8,8 +8,11 @@ system kills a CPU process that runs out rather than raising an error.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import re
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -151,3 +154,32 @@ def peak(device: torch.device | None = None) -> dict:
     if device is not None and device.type == "cuda":
         cuda = int(torch.cuda.max_memory_allocated(device))
     return {"rss": rss, "cuda": cuda}
+
+
+# ----------------------------------------------------------------------------- host allocator
+_KEPT = False
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the system:
+    buffers up to 32 MiB come from the heap (``M_MMAP_THRESHOLD``, glibc's largest) and the heap
+    is never trimmed (``M_TRIM_THRESHOLD``). Hessian products allocate and free the same
+    activation buffers batch after batch; with glibc's defaults every reallocation faults its
+    pages in again, which measured a third to a half of a CPU product's time (ResNet-18 and a
+    BatchNorm CNN, batch 128). The peak memory is unchanged: what is kept is reused.
+
+    Linux with glibc only; a no-op elsewhere, or when ``LANDSCAPE_KEEP_FREED=0``. Returns whether
+    the setting is in force. Called by the command line and by the first CPU product."""
+    global _KEPT
+    if _KEPT:
+        return True
+    if os.environ.get("LANDSCAPE_KEEP_FREED", "1") == "0" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        ok = libc.mallopt(-3, 32 << 20) == 1  # M_MMAP_THRESHOLD
+        ok = libc.mallopt(-1, (1 << 31) - 1) == 1 and ok  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+    _KEPT = bool(ok)
+    return _KEPT

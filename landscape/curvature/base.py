@@ -22,13 +22,15 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import LandscapeError
-from ..memory import OutOfBudget, fmt_bytes, is_out_of_memory, release
+from ..memory import OutOfBudget, fmt_bytes, is_out_of_memory, keep_freed_memory, release
 from ..problem import Problem
 from .operator import LinearOperator
 
-#: the most vectors one pass multiplies (more buys little: the per-batch work they share is
-#: already spread thin at 32, and each vector holds two parameter-sized rows)
-MAX_BLOCK = 32
+#: vectors per pass when the per-batch state is rebuilt on every pass: the work they share
+#: (a batch's forward and backward, about as long as one vector's product on ResNet-18) is then
+#: 1/16 of a vector's cost. When all batches' state is cached there is nothing to share, and a
+#: block only needs to cover the first pass.
+SHARED_BLOCK, CACHED_BLOCK = 16, 8
 
 
 def as_problem(model_or_problem, loss=None, data=None, **kwargs) -> Problem:
@@ -146,7 +148,7 @@ class ProblemOperator(LinearOperator):
             self._apply(state, x, y, V)
             sync()
             t2 = time.perf_counter()
-            self._apply(state, x, y, V)
+            self._apply(state, x, y, V, last=True)
             sync()
             t3 = time.perf_counter()
             b = x.shape[0]
@@ -156,6 +158,8 @@ class ProblemOperator(LinearOperator):
 
     def _make_plan(self) -> Plan:
         pb = self.problem
+        if pb.device.type == "cpu":
+            keep_freed_memory()
         budget = pb.budget.bytes
         cal = min(pb.batch_size, 16)
         x, y = pb.batches_of(cal).first()
@@ -163,10 +167,25 @@ class ProblemOperator(LinearOperator):
         cpu = pb.device.type != "cuda"
         plan = Plan(batch=pb.batch_size, block=1, vmap=1, cache=0, budget=budget, fixed=fixed, per_sample=per_vec)
         pb_ = self.p_bytes
-        # the block: as many vectors as fit in half the budget beside one batch's state
-        want = self._asked["block"] or MAX_BLOCK
-        k = max(1, int(want))
-        while k > 1 and plan.working(block=k, vmap=1, p_bytes=pb_) > budget // 2:
+        # the batch: the problem's, halved until one pass of one vector fits the budget
+        b = pb.batch_size
+        while b > 1 and not pb.coupled and plan.working(batch=b, p_bytes=pb_) > budget // 2:
+            b //= 2
+        if plan.working(batch=b, p_bytes=pb_) > budget:
+            need = plan.working(batch=1 if not pb.coupled else b, p_bytes=pb_)
+            raise LandscapeError(f"the memory budget {pb.budget} is too small for one "
+                                 f"{'BatchNorm batch' if pb.coupled else 'sample'}'s product, which needs about "
+                                 f"{fmt_bytes(need)}", f"raise --memory to at least {fmt_bytes(need * 1.25)}")
+        if b < pb.batch_size:
+            plan.notes.append(f"batch {pb.batch_size} -> {b} to fit the budget")
+        plan.batch = b
+        # the block: fewer vectors when every batch's state fits the cache (nothing to share
+        # after the first pass); each vector holds two parameter-sized rows, within a quarter
+        # of the budget
+        all_state = plan.fixed * len(pb.source)
+        cached = self._caches() and all_state <= budget - plan.working(block=CACHED_BLOCK, p_bytes=pb_)
+        k = max(1, int(self._asked["block"] or (CACHED_BLOCK if cached else SHARED_BLOCK)))
+        while k > 1 and 2 * k * pb_ > budget // 4:
             k //= 2
         plan.block = k
         # vmap width: 1 on a CPU (a vectorised call runs no faster there and costs its memory)
@@ -174,20 +193,12 @@ class ProblemOperator(LinearOperator):
         while w > 1 and plan.working(vmap=w, p_bytes=pb_) > budget // 2:
             w //= 2
         plan.vmap = max(1, min(w, k))
-        # the batch: the problem's, halved until one pass fits the budget
-        b = pb.batch_size
-        while b > 1 and not pb.coupled and plan.working(batch=b, p_bytes=pb_) > budget:
-            b //= 2
-        if plan.working(batch=b, vmap=1, block=1, p_bytes=pb_) > budget:
-            need = plan.working(batch=1 if not pb.coupled else b, vmap=1, block=1, p_bytes=pb_)
-            raise LandscapeError(f"the memory budget {pb.budget} is too small for one "
-                                 f"{'BatchNorm batch' if pb.coupled else 'sample'}'s product, which needs about "
-                                 f"{fmt_bytes(need)}", f"raise --memory to at least {fmt_bytes(need * 1.25)}")
-        if b < pb.batch_size:
-            plan.notes.append(f"batch {pb.batch_size} -> {b} to fit the budget")
-        plan.batch = b
-        plan.cache = max(0, budget - plan.working(p_bytes=pb_))
+        plan.cache = max(0, budget - plan.working(p_bytes=pb_)) if self._caches() else 0
         return plan
+
+    def _caches(self) -> bool:
+        """Whether this operator keeps per-batch state between passes."""
+        return False
 
     def _shrink(self, error: BaseException) -> None:
         """Make the plan smaller after an out-of-memory error (see the module docstring)."""
@@ -223,7 +234,9 @@ class ProblemOperator(LinearOperator):
         """State shared by all vectors of a block on batch ``i`` (first sample ``start``)."""
         return None
 
-    def _apply(self, state, x, y, V: dict) -> dict:
+    def _apply(self, state, x, y, V: dict, last: bool = False) -> dict:
+        """The products of the vectors ``V`` on batch ``(x, y)``; ``last``: no product on this
+        batch follows in this pass (``state`` may be released)."""
         return self._batch_product(self.problem.params, x, y, V)
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
@@ -275,7 +288,7 @@ class ProblemOperator(LinearOperator):
             state = self._prepare(i, start, x, y)
             for j in range(0, k, plan.vmap):
                 rows = V[:, j : j + plan.vmap].T.contiguous()
-                res = self._apply(state, x, y, pb.layout.unflatten_rows(rows))
+                res = self._apply(state, x, y, pb.layout.unflatten_rows(rows), last=j + plan.vmap >= k)
                 for name, o, shape in zip(names, offsets, pb.layout.shapes):
                     out[j : j + rows.shape[0], o : o + shape.numel()] += res[name].reshape(rows.shape[0], -1)
                 del res, rows

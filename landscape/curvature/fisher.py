@@ -131,7 +131,7 @@ class Fisher(ProblemOperator):
     def _prepare(self, i: int, start: int, x, y):
         return self._factors[start : start + x.shape[0]]
 
-    def _apply(self, R, x, y, V):
+    def _apply(self, R, x, y, V, last=False):
         pb = self.problem
         return fx.jacobian_sandwich_vp(pb.forward, pb.params, x, R, V)
 

@@ -53,12 +53,13 @@ class Hessian(ProblemOperator):
         per = self._build(x, y, limit=None).nbytes / x.shape[0]
         return per, per
 
+    def _caches(self) -> bool:
+        return self.engine == "graph" and self.cache_bytes != 0
+
     def _make_plan(self):
         plan = super()._make_plan()
-        if self.engine == "graph":
-            plan.cache = plan.cache if self.cache_bytes is None else min(plan.cache, int(self.cache_bytes))
-        else:
-            plan.cache = 0
+        if self.cache_bytes is not None:
+            plan.cache = min(plan.cache, int(self.cache_bytes))
         return plan
 
     def _drop_cache(self) -> bool:
@@ -89,12 +90,13 @@ class Hessian(ProblemOperator):
         if self._cached + gg.nbytes <= plan.cache:
             self._graphs[key] = gg
             self._cached += gg.nbytes
+            gg.cached = True
         return gg
 
-    def _apply(self, state, x, y, V):
+    def _apply(self, state, x, y, V, last=False):
         if state is None:
             return self._batch_product(self.problem.params, x, y, V)
-        return state.hvp(V)
+        return state.hvp(V, last=last and not getattr(state, "cached", False))
 
     def _batch_product(self, params, x, y, V):
         pb = self.problem

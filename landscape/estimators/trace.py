@@ -33,12 +33,18 @@ def _mean_stderr(x: torch.Tensor) -> tuple[float, float]:
     return float(x.mean()), float(x.std(unbiased=True)) / math.sqrt(m)
 
 
+def _even_blocks(total: int, block: int) -> list[int]:
+    """``total`` split into the fewest blocks of at most ``block``, as even as possible
+    (100 in blocks of 16: seven of 15 or 14, not six of 16 and one of 4)."""
+    nb = math.ceil(total / max(1, block))
+    return [total // nb + (1 if i < total % nb else 0) for i in range(nb)]
+
+
 def _quadratic_forms(op, probes: int, g: torch.Generator, block: int) -> torch.Tensor:
-    """``[m]`` values ``v_jᵀ A v_j`` for Rademacher ``v_j``, ``block`` probes per product."""
+    """``[m]`` values ``v_jᵀ A v_j`` for Rademacher ``v_j``, at most ``block`` probes per product."""
     p = op.shape[0]
     out = []
-    for start in range(0, probes, block):
-        k = min(block, probes - start)
+    for k in _even_blocks(probes, block):
         V = rademacher(p, k, g, op.dtype, op.device)
         out.append((V * op.matmat(V)).sum(dim=0))
     return torch.cat(out)
@@ -85,8 +91,7 @@ def hutchpp_trace(op, probes: int = 100, seed: int = 0, block: int | None = None
     low_rank = float((Q * op.matmat(Q)).sum())  # tr(Qᵀ A Q)
     b = _block_size(op, r, block)
     vals = []
-    for start in range(0, r, b):
-        k = min(b, r - start)
+    for k in _even_blocks(r, b):
         W = rademacher(p, k, g, op.dtype, op.device)
         W = W - Q @ (Q.T @ W)  # (I − QQᵀ) g
         vals.append((W * op.matmat(W)).sum(dim=0))
