@@ -29,3 +29,8 @@ class ConfigError(LandscapeError):
 
 class NumericalError(LandscapeError):
     """A NaN or infinite loss, or a quantity undefined for this model and loss."""
+
+
+class OutOfMemory(LandscapeError):
+    """Memory ran out even at the smallest product (one sample, one vector), or could not be
+    shrunk (a data-parallel run): nothing was written."""

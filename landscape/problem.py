@@ -95,6 +95,8 @@ class Problem:
         memory: the memory budget (``"8GiB"``, bytes as int, ``None``: the device's default share,
             see :mod:`landscape.memory`).
         allow_random_data: skip the check that two reads of the data give the same batches.
+        resident: keep the samples on the device (True), stream them on every pass (False), or
+            decide from their size (None, see :meth:`_plan_residency`).
 
     Attributes: ``layout`` (:class:`ParamLayout`), ``params`` (dict of the selected tensors),
     ``theta`` (flat ``[p]``), ``batches`` (the device batches, re-read on every pass), ``n``
@@ -117,6 +119,7 @@ class Problem:
         bn_batch: int | None = None,
         memory: str | int | None = None,
         allow_random_data: bool = False,
+        resident: bool | None = None,
     ) -> None:
         from .data.source import as_source, check_repeatable, seeded_subset
 
@@ -132,6 +135,7 @@ class Problem:
         self.seed = seed
         self.budget = Budget.resolve(memory, self.device)
         self.allow_random_data = bool(allow_random_data)
+        self._keep = resident
 
         model = copy.deepcopy(model)
         if dt is not None:
@@ -160,7 +164,7 @@ class Problem:
         self.bn_batch = (bn_batch or batch_size) if self.coupled else None
         self.batch_size = self.bn_batch or batch_size
 
-        source = as_source(data, allow_random=self.allow_random_data)
+        source = as_source(data)
         n_all = len(source)
         if n_all == 0:
             raise ConfigError("the data hold no samples", "check the data factory (it returned an empty set)")
@@ -175,7 +179,7 @@ class Problem:
         self._global = source  # every rank's samples, in order (after --samples)
         self._set_samples(source)
         if not self.allow_random_data and not isinstance(source, TensorSource):
-            check_repeatable(self.source, min(self.batch_size, 8))
+            check_repeatable(self.source if len(self.source) else self._global, min(self.batch_size, 8))
         self._check_fit()
 
     def _set_samples(self, source) -> None:
@@ -230,14 +234,16 @@ class Problem:
         n_local = len(src)
         if n_local == 0:
             return
-        if (isinstance(src, TensorSource) and src.index is None and src.x.device == self.device
+        if (self._keep is not False and isinstance(src, TensorSource) and src.index is None and src.x.device == self.device
                 and (not src.x.is_floating_point() or src.x.dtype == self.dtype)
                 and (not src.y.is_floating_point() or src.y.dtype == self.dtype)):
             self._resident = (src.x, src.y)  # the caller's tensors themselves: no copy
             return
         first = self._to_device(src.first(1))
         self.sample_bytes = batch_nbytes(first)
-        if n_local * self.sample_bytes <= self.budget.bytes // 16:
+        if self._keep is False:
+            return
+        if self._keep or n_local * self.sample_bytes <= self.budget.bytes // 16:
             parts = [self._to_device(b) for b in src.batches(4096)]
             xs, ys = zip(*parts)
             self._resident = (torch.cat(xs), torch.cat(ys)) if len(parts) > 1 else parts[0]

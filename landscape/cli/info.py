@@ -1,30 +1,52 @@
-"""``landscape info``: what a checkpoint holds (model, data, loss, training record, parameters)."""
+"""``landscape info``: what a checkpoint holds (model, data, loss, training record, parameters);
+with ``--plan``, what measuring it will cost."""
 
 from __future__ import annotations
 
-from ..io.checkpoint import Checkpoint
 from . import output
-from .options import CheckpointArg, DataOpt, DebugOpt, JsonOpt, LossOpt, ModelOpt
+from .common import ProblemSpec, problem_options
+from .options import CheckpointArg, DebugOpt, JsonOpt, MetricOpt, PlanOpt, ProbesOpt, RunsOpt, StepsOpt, TopKOpt, WhichOpt
 
 
 @output.handle_errors
+@problem_options
 def info(
     checkpoint: CheckpointArg,
-    model: ModelOpt = None,
-    data: DataOpt = None,
-    loss: LossOpt = None,
+    plan: PlanOpt = False,
+    metric: MetricOpt = None,
+    probes: ProbesOpt = 100,
+    top_k: TopKOpt = 1,
+    which: WhichOpt = "top",
+    runs: RunsOpt = 10,
+    steps: StepsOpt = 80,
+    spec: ProblemSpec = None,
     json_: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """What a checkpoint holds: model, data, loss, training record and parameter shapes."""
-    ckpt = Checkpoint.load(checkpoint, model=model, data=data, loss=loss)
+    """What a checkpoint holds: model, data, loss, training record and parameter shapes; with
+    --plan, the products, memory and time that measuring it will take (from one timed batch)."""
+    if plan:
+        from ..metrics import Settings, parse_metrics
+        from . import plan as plan_cmd
+
+        names = parse_metrics(metric)
+        settings = Settings(probes=probes, top_k=top_k, which=which, runs=runs, steps=steps,
+                            seed=spec.seed).validate()
+        ckpt, problem = spec.load(checkpoint)
+        plan_cmd.show(ckpt, problem, names, settings, json_=json_)
+        return
+    ckpt = spec.checkpoint(checkpoint)
     desc = ckpt.describe()
     if json_:
         output.emit_json(desc)
         return
     rows = []
     for key, value in desc.items():
-        if isinstance(value, dict):
+        if key == "tensors":
+            rows.append((key, f"{len(value)} tensors: " + ", ".join(
+                f"{t['name']} {'x'.join(map(str, t['shape'])) or 'scalar'}" for t in value[:6])
+                + (", ..." if len(value) > 6 else "")))
+        elif isinstance(value, dict):
             for k, v in value.items():
                 rows.append((f"{key}.{k}", _short(v)))
         else:

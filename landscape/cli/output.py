@@ -30,6 +30,7 @@ from ..results import to_plain
 
 stdout = Console()
 stderr = Console(stderr=True)
+_doing: str | None = None  # what the command is computing (named in an out-of-memory error)
 
 
 def quiet_unless_main() -> None:
@@ -131,12 +132,19 @@ def progress(enabled: bool = True) -> Iterator[Callable]:
     """A progress bar on stderr. Yields ``start(label, total)``; the returned ``advance(k)``
     moves it by k products (indeterminate when total is None)."""
     if not enabled or not stderr.is_terminal and not os.environ.get("LANDSCAPE_PROGRESS"):
-        yield lambda label, total: (lambda k: None)
+        def quiet(label: str, total: int | None):
+            global _doing
+            _doing = label
+            return lambda k: None
+
+        yield quiet
         return
     cols = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn()]
     with Progress(*cols, console=stderr, transient=True) as bar:
         def start(label: str, total: int | None):
+            global _doing
+            _doing = label
             task = bar.add_task(label, total=total)
             return lambda k: bar.advance(task, k)
 
@@ -156,6 +164,10 @@ def handle_errors(fn: Callable) -> Callable:
             if debug:
                 raise
             msg = e.message if not e.hint else f"{e.message}; {e.hint}"
+            from ..errors import OutOfMemory
+
+            if isinstance(e, OutOfMemory) and _doing:
+                msg = f"while computing {_doing}: {msg}; nothing was written"
             stderr.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
@@ -167,7 +179,9 @@ def handle_errors(fn: Callable) -> Callable:
 
             if is_out_of_memory(e):
                 first = str(e).splitlines()[0] if str(e) else type(e).__name__
-                stderr.print(f"[bold red]error:[/] out of memory ({escape(first[:200])}); nothing was written. "
+                where = f" while computing {_doing}" if _doing else ""
+                stderr.print(f"[bold red]error:[/] out of memory{escape(where)} ({escape(first[:200])}); "
+                             "nothing was written. "
                              "Set --memory below what the device has free (products then shrink to fit), or "
                              "measure fewer samples (--samples) or parameters (--params)", highlight=False,
                              soft_wrap=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..errors import LandscapeError
+from ..errors import LandscapeError, OutOfMemory
 from ..memory import OutOfBudget, fmt_bytes, is_out_of_memory, keep_freed_memory, release
 from ..problem import Problem
 from .operator import LinearOperator
@@ -218,9 +218,9 @@ class ProblemOperator(LinearOperator):
             plan.block //= 2
             plan.notes.append(f"{why}: block -> {plan.block}")
         else:
-            raise LandscapeError(f"out of memory with one sample and one vector per product ({why}); "
-                                 f"the budget is {self.problem.budget}",
-                                 "raise --memory, use --samples, or free memory on the device") from error
+            raise OutOfMemory(f"out of memory even with one sample and one vector per product ({why}; budget "
+                              f"{self.problem.budget})", "free memory on the device, measure fewer parameters "
+                              "(--params), or run on a larger device") from error
 
     def _drop_cache(self) -> bool:
         """Free state kept between passes; True if there was any."""
@@ -272,8 +272,8 @@ class ProblemOperator(LinearOperator):
                 if not is_out_of_memory(e):
                     raise
                 if distributed.active():
-                    raise LandscapeError(f"out of memory in a data-parallel product ({e})",
-                                         "set a smaller --memory (every rank plans from it) or --product-batch") from e
+                    raise OutOfMemory(f"out of memory in a data-parallel product ({e})",
+                                      "set a smaller --memory (every rank plans from it) or --product-batch") from e
                 self._shrink(e)
 
     def _pass(self, V: torch.Tensor) -> torch.Tensor:

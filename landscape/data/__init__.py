@@ -78,7 +78,7 @@ def split_from_user(obj: Any, name: str = "user") -> Split:
     else:
         train, test = _user_part(obj), None
     parts = [train] + ([test] if test is not None else [])
-    x0, y0 = first(train)
+    x0, y0 = first(train, 1)  # one sample tells the shapes and the task
     if y0.dim() == 1 and not y0.is_floating_point() and not y0.is_complex():
         task = "classification"
         streamed = any(isinstance(p, DataSource) for p in parts)

@@ -85,6 +85,9 @@ class DataSource:
     #: whether :meth:`take` can read samples by position without a full pass
     random_access: bool = False
     kind: str = "source"
+    #: why two reads would differ, when that is known from how the data were built (a shuffling
+    #: loader); :func:`check_random` refuses such a source unless randomness is allowed
+    random: str | None = None
 
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -275,7 +278,9 @@ class StreamSource(DataSource):
         if pos.numel() and int(pos.min()) < 0:
             raise ConfigError("negative sample positions", "report this bug")
         absolute = pos if self.positions is None else self.positions[pos]
-        return StreamSource(self.loader, absolute, self._count)
+        out = StreamSource(self.loader, absolute, self._count)
+        out.random = self.random
+        return out
 
     def describe(self) -> str:
         return f"stream of batches from {type(self.loader).__name__}"
@@ -312,6 +317,7 @@ class Mapped(DataSource):
         self.base, self.fn = base, fn
         self.random_access = base.random_access
         self.kind = base.kind
+        self.random = base.random
 
     def __len__(self) -> int:
         return len(self.base)
@@ -334,20 +340,21 @@ class Mapped(DataSource):
 # ----------------------------------------------------------------------------- from user objects
 
 
-def as_source(data: Any, allow_random: bool = False) -> DataSource:
+def as_source(data: Any) -> DataSource:
     """A :class:`DataSource` from what a data factory returns: ``(inputs, targets)`` tensors or
     arrays (a tuple, a list or a dict with keys ``x`` and ``y``), a ``TensorDataset``, a map-style
     ``Dataset``, an ``IterableDataset``, or a ``DataLoader`` over any of them.
 
     A loader over a map-style dataset whose sampler is sequential (``shuffle=False``) or otherwise
     repeatable is read through its dataset and ``collate_fn`` in the sampler's order, so landscape
-    chooses the batch size and reads only the samples it needs; a shuffling loader is refused
-    (``allow_random`` keeps it, read as a stream). A loader with a batch sampler of its own, or
-    over an ``IterableDataset``, is read as a stream of its own batches."""
+    chooses the batch size and reads only the samples it needs; a shuffling loader is read as a
+    stream and marked ``random`` (:func:`check_random` refuses it unless allowed). A loader with a
+    batch sampler of its own, or over an ``IterableDataset``, is read as a stream of its own
+    batches."""
     if isinstance(data, DataSource):
         return data
     if isinstance(data, DataLoader):
-        return _from_loader(data, allow_random)
+        return _from_loader(data)
     if isinstance(data, torch.utils.data.TensorDataset) and len(data.tensors) == 2:
         return TensorSource(data.tensors[0], data.tensors[1])
     if isinstance(data, IterableDataset):
@@ -366,7 +373,13 @@ def as_source(data: Any, allow_random: bool = False) -> DataSource:
                       "return a tuple (X, Y), a torch Dataset or a DataLoader from the data factory")
 
 
-def _from_loader(loader: DataLoader, allow_random: bool) -> DataSource:
+def _random_stream(loader: DataLoader, why: str) -> StreamSource:
+    out = StreamSource(loader)
+    out.random = why
+    return out
+
+
+def _from_loader(loader: DataLoader) -> DataSource:
     ds = loader.dataset
     if isinstance(ds, IterableDataset):
         return StreamSource(loader)
@@ -375,21 +388,15 @@ def _from_loader(loader: DataLoader, allow_random: bool) -> DataSource:
         return StreamSource(loader)  # the user's own batching: read it as it is
     sampler = bs.sampler
     if isinstance(sampler, RandomSampler):
-        if allow_random:
-            return StreamSource(loader)
-        raise RandomDataError("the DataLoader shuffles (its sampler is a RandomSampler), so every pass "
-                              "would see other batches",
-                              "build it with shuffle=False, or pass --allow-random-data to measure anyway")
+        return _random_stream(loader, "the DataLoader shuffles (its sampler is a RandomSampler)")
     settings = {k: getattr(loader, k) for k in _LOADER_KEYS if hasattr(loader, k)}
     if isinstance(sampler, SequentialSampler):
         index = None
     else:
         order = list(iter(sampler))
         if order != list(iter(sampler)):
-            if allow_random:
-                return StreamSource(loader)
-            raise RandomDataError(f"the DataLoader's sampler ({type(sampler).__name__}) gives another order "
-                                  "on every pass", "use a fixed order, or pass --allow-random-data")
+            return _random_stream(loader, f"the DataLoader's sampler ({type(sampler).__name__}) gives another "
+                                          "order on every pass")
         index = torch.as_tensor(order, dtype=torch.long)
     total = len(ds) if index is None else int(index.numel())  # type: ignore[arg-type]
     if bs.drop_last:  # keep exactly the samples the user's loader yields
@@ -399,9 +406,12 @@ def _from_loader(loader: DataLoader, allow_random: bool) -> DataSource:
 
 
 def check_repeatable(source: DataSource, size: int) -> None:
-    """Read the first batch twice and compare: a loader that shuffles or draws random
-    augmentations gives another batch each time, and every estimate here needs the same loss at
-    every pass (Hessian products are averaged over passes, Lanczos needs one fixed matrix)."""
+    """Refuse data that differ between reads: a loader known to shuffle, or one whose first batch
+    read twice differs (random augmentation). Every estimate here needs the same loss at every
+    pass (Hessian products are averaged over passes, Lanczos needs one fixed matrix)."""
+    if source.random:
+        raise RandomDataError(f"{source.random}, so every pass would see other batches",
+                              "build it with shuffle=False, or pass --allow-random-data to measure anyway")
     a = next(iter(source.batches(size)))
     b = next(iter(source.batches(size)))
     same = all(u.shape == v.shape and torch.equal(u, v) for u, v in zip(a, b))
