@@ -32,7 +32,7 @@ LR, B = 0.1, 10
 
 def plain_loop(model: nn.Module, X, Y, ev, seeds, steps: int, every: int) -> float:
     """One trajectory after another with ordinary PyTorch; returns seconds."""
-    Xe, Ye = (X, Y) if ev is None else (X[ev], Y[ev])
+    Xe, Ye = (X, Y) if ev is None else (X[ev.to(X.device)], Y[ev.to(X.device)])
     t = time.perf_counter()
     for s in seeds:
         m = copy.deepcopy(model)
@@ -44,7 +44,7 @@ def plain_loop(model: nn.Module, X, Y, ev, seeds, steps: int, every: int) -> flo
                 with torch.no_grad():
                     nn.functional.cross_entropy(m(Xe), Ye)
                     (nn.utils.parameters_to_vector(params) - start).norm()
-            idx = torch.randperm(X.shape[0], generator=g)[:B]
+            idx = torch.randperm(X.shape[0], generator=g)[:B].to(X.device)
             m.zero_grad(set_to_none=True)
             nn.functional.cross_entropy(m(X[idx]), Y[idx]).backward()
             with torch.no_grad():
@@ -73,12 +73,13 @@ def main() -> None:
     ap.add_argument("--dynamics", default="sgd")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3, help="best of this many runs of each method")
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     X, Y = digits()
     model = pretrain(digits_mlp(0), X, Y, steps=100)
-    pb = Problem(model, "cross-entropy", (X, Y))
+    pb = Problem(model, "cross-entropy", (X, Y), device=args.device)
     ev = eval_subset(pb.n, args.eval_samples or None, 0)
     T, steps, k = args.trajectories, args.steps, args.loop_trajectories
     seeds = trajectory_seeds(0, T)
@@ -94,7 +95,7 @@ def main() -> None:
             r_one = k * steps / t_one
             r_plain = None
             if dyn == "sgd":  # at its best: small products often run faster on one thread
-                X, Y = torch.cat([x for x, _ in pb.batches]), torch.cat([y for _, y in pb.batches])
+                X, Y = pb.tensors()
                 t_plain = min(with_threads(n, lambda: plain_loop(pb.model, X, Y, ev, seeds[:k], steps, every))
                               for n in {1, torch.get_num_threads()} for _ in R)
                 r_plain = k * steps / t_plain
@@ -107,7 +108,7 @@ def main() -> None:
                              f"{r_plain / r_one:.1f}x", "1.0x"])
     ev_txt = "all 1797" if ev is None else f"{ev.numel()}"
     print(f"digits MLP 64-128-128-10 (p = {pb.p}), n = {pb.n}, B = {B}, lr = {LR}, {steps} steps, loss "
-          f"recorded on {ev_txt} samples every K steps, float32, {torch.get_num_threads()} threads; one-at-a-time "
+          f"recorded on {ev_txt} samples every K steps, float32, {args.device}, {torch.get_num_threads()} threads; one-at-a-time "
           f"rows time {k} trajectories\n")
     print(markdown(rows, ["record every K", "dynamics", "method", "traj x steps / s", "vs one per call",
                           "vs plain loop"]))

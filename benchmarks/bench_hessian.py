@@ -25,12 +25,13 @@ from landscape.estimators import top_eigenvalues, trace
 
 warnings.filterwarnings("ignore")
 BATCH = 256
+DEVICE = "cpu"  # --device
 
 
 def reference_top5(model, X, Y):
-    H = landscape.Hessian(model, "cross-entropy", (X, Y), batch_size=BATCH, dtype="float64")
+    H = landscape.Hessian(model, "cross-entropy", (X, Y), batch_size=BATCH, dtype="float64", device=DEVICE)
     e = top_eigenvalues(H, k=5, which="top", tol=1e-10, seed=123)
-    return e.values.double()
+    return e.values.double().cpu()
 
 
 def rel_err(values, ref) -> float:
@@ -45,11 +46,11 @@ def run_model(name: str, model, X, Y, probes: int, rows_trace: list, rows_eig: l
     crit = torch.nn.CrossEntropyLoss()
 
     # ---- landscape
-    H = landscape.Hessian(model, "cross-entropy", (X, Y), batch_size=BATCH)
+    H = landscape.Hessian(model, "cross-entropy", (X, Y), batch_size=BATCH, device=DEVICE)
     trace(H, probes=4, seed=0)  # warm-up (builds the cached gradient graphs)
     t_ours = best_of(lambda: trace(H, probes=probes, seed=1)) / probes
     box = {}
-    t_eig_ours = best_of(lambda: box.update(e=top_eigenvalues(landscape.Hessian(model, "cross-entropy", (X, Y), batch_size=BATCH), k=5, tol=args_tol, seed=0)), 2)
+    t_eig_ours = best_of(lambda: box.update(e=top_eigenvalues(landscape.Hessian(model, "cross-entropy", (X, Y), batch_size=BATCH, device=DEVICE), k=5, tol=args_tol, seed=0)), 2)
     err_ours = rel_err(box["e"].values.tolist(), ref)
     mv_ours = box["e"].matvecs
     results_trace = {"landscape": t_ours}
@@ -59,7 +60,7 @@ def run_model(name: str, model, X, Y, probes: int, rows_trace: list, rows_eig: l
     try:
         from pyhessian import hessian as PyHessian
 
-        ph = PyHessian(model, crit, dataloader=loader, cuda=False)
+        ph = PyHessian(model, crit, dataloader=loader, cuda=DEVICE.startswith("cuda"))
         results_trace["PyHessian 0.1"] = best_of(lambda: ph.trace(maxIter=probes, tol=0.0), 1) / probes
         box = {}
         t = best_of(lambda: box.update(v=ph.eigenvalues(top_n=5, maxIter=100, tol=1e-3)[0]), 1)
@@ -107,18 +108,23 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="mlp,cnn")
     ap.add_argument("--probes", type=int, default=30)
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
+    global DEVICE
+    DEVICE = args.device
     torch.set_num_threads(2)
     rows_trace: list = []
     rows_eig: list = []
     for name in args.models.split(","):
         if name == "mlp":
             X, Y = digits()
-            model = pretrain(digits_mlp(), X, Y)
+            model = pretrain(digits_mlp(), X, Y).to(DEVICE)
+            X, Y = X.to(DEVICE), Y.to(DEVICE)
             run_model("digits MLP 64-128-128-10", model, X, Y, args.probes, rows_trace, rows_eig)
         elif name == "cnn":
             X, Y = digits(image=True)
-            model = pretrain(digits_cnn(), X, Y)
+            model = pretrain(digits_cnn(), X, Y).to(DEVICE)
+            X, Y = X.to(DEVICE), Y.to(DEVICE)
             run_model("digits CNN", model, X, Y, args.probes, rows_trace, rows_eig)
     print("\nTime per Hutchinson trace probe (1797 samples, batches of 256; ratio = peer time / landscape time)\n")
     print(markdown(rows_trace, ["model", "tool", "ms / probe", "relative to landscape"]))

@@ -48,14 +48,14 @@ def _reset_peak() -> None:
         pass
 
 
-def setup(samples: int):
+def setup(samples: int, device: str = "cpu"):
     torch.manual_seed(0)
     X, Y = digits()
     model = pretrain(digits_mlp(), X, Y)
     if samples < X.shape[0]:
         idx = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(0))[:samples]
         X, Y = X[idx], Y[idx]
-    return model, X, Y
+    return model.to(device), X.to(device), Y.to(device)
 
 
 def run_landscape(model, X, Y, rtol: float) -> dict:
@@ -63,7 +63,7 @@ def run_landscape(model, X, Y, rtol: float) -> dict:
     from landscape.estimators.alignment import alignment
     from landscape.metrics.stability import nonuniformity
 
-    pb = landscape.Problem(model, "cross-entropy", (X, Y), batch_size=256)
+    pb = landscape.Problem(model, "cross-entropy", (X, Y), batch_size=256, device=X.device)
     t = time.perf_counter()
     al = alignment(pb, rtol=rtol)
     t_al = time.perf_counter() - t
@@ -138,15 +138,15 @@ def run_naive(model, X, Y) -> dict:
             return out
 
     t2 = time.perf_counter()
-    e = top_eigenvalues(LoopNonUniformity(p, torch.float32, "cpu"), k=1, tol=1e-4, seed=0)
+    e = top_eigenvalues(LoopNonUniformity(p, torch.float32, X.device), k=1, tol=1e-4, seed=0)
     return {"alpha": tr / (sf * gf), "beta": sf / (2 * L * gf), "mu": tr / (2 * L * gf**2),
             "s": math.sqrt(max(float(e.values[0]), 0.0)), "t_align": t_al, "t_s": time.perf_counter() - t2,
             "s_products": e.matvecs, "g_rows": g_rows, "g_truncation_rel": 0.0}
 
 
-def child(method: str, samples: int, queue) -> None:
+def child(method: str, samples: int, device: str, queue) -> None:
     torch.set_num_threads(THREADS)
-    model, X, Y = setup(samples)
+    model, X, Y = setup(samples, device)
     base = _status("VmRSS")
     _reset_peak()
     t = time.perf_counter()
@@ -167,12 +167,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--samples", type=int, default=1797)
     ap.add_argument("--methods", default="landscape,landscape-rtol,naive")
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     ctx = mp.get_context("spawn")
     rows = []
     for method in args.methods.split(","):
         q = ctx.Queue()
-        proc = ctx.Process(target=child, args=(method, args.samples, q))
+        proc = ctx.Process(target=child, args=(method, args.samples, args.device, q))
         proc.start()
         r = q.get()
         proc.join()

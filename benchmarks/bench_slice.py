@@ -71,20 +71,22 @@ def main() -> None:
     ap.add_argument("--samples", default="1797,256,64")
     ap.add_argument("--batch-points", default="4,16,64")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     X, Y = digits()
     model = pretrain(digits_mlp(), X, Y)
+    X, Y, model = X.to(args.device), Y.to(args.device), model.to(args.device)
     rows = []
     for n in [int(s) for s in args.samples.split(",")]:
-        idx = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(0))[:n].sort().values
+        idx = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(0))[:n].sort().values.to(X.device)
         Xn, Yn = X[idx], Y[idx]
-        pb = Problem(model, "cross-entropy", (Xn, Yn), batch_size=n)
+        pb = Problem(model, "cross-entropy", (Xn, Yn), batch_size=n, device=args.device)
         theta = pb.theta
         D = random_directions(theta, pb.layout, 2, seed=0)
         coords = grid_coordinates([axis(-1, 1, args.points)] * 2).to(theta)
         m = coords.shape[0]
-        net = digits_mlp()
+        net = digits_mlp().to(args.device)
         t_mod, ref = timed(lambda: module_loop(net, Xn, Yn, theta, D, coords), args.repeats)  # noqa: B023
         t_one, one = timed(lambda: landscape_points(pb, theta, D, coords, 1), args.repeats)  # noqa: B023
         best = (float("inf"), None)
@@ -98,7 +100,7 @@ def main() -> None:
                      f"{t_one / t_b:.2f}x", f"{t_mod / t_b:.2f}x"])
         print(f"samples={n}: module {m / t_mod:.0f}/s, one-at-a-time {m / t_one:.0f}/s, batched {m / t_b:.0f}/s", flush=True)
     print()
-    print(f"{args.points}x{args.points} slice, digits MLP 64-128-128-10, float32, CPU, {args.threads} thread(s), "
+    print(f"{args.points}x{args.points} slice, digits MLP 64-128-128-10, float32, {args.device}, {args.threads} thread(s), "
           f"best of {args.repeats}; grid points per second")
     print()
     print(markdown(rows, ["samples", "module loop (batches of 128)", "one point at a time", "batched (vmap)",

@@ -121,7 +121,7 @@ def start_table(st: dict) -> str:
     keys = [("loss", "L at the GD minimum"), ("gd_steps", "GD steps"), ("lambda_max", "λ_max(H)"),
             ("two_over_lr", "2/η"), ("hessian_trace", "tr H"), ("hessian_frobenius", "‖H‖_F"),
             ("nonuniformity", "non-uniformity s"), ("nonuniformity_bound", "sqrt(B(n−1)/(n−B))/η"),
-            ("mu", "alignment μ"), ("alignment_bound", "(1/η) sqrt(B/μ)"), ("gamma_0", "γ_0 = η² μ ‖H‖_F²/B"),
+            ("mu", "alignment μ"), ("alignment_bound", "1/(η sqrt(c_B μ))"), ("gamma_0", "γ_0 = η² μ c_B ‖H‖_F²"),
             ("p", "p")]
     rows = [[name, rc.fmt(st.get(k))] for k, name in keys]
     # the slides' condition for isotropic noise of the same total variance ("importance of noise structure")

@@ -51,7 +51,8 @@ def test_sharpness_nonuniformity_and_factor():
     assert second_moment_factor([1.0, 2.0, 3.0, 10.0], 0.4, 4) == pytest.approx(0.36)
     assert second_moment_factor([1.0, 2.0, 3.0, 10.0], 0.4, 1) == pytest.approx(0.36 + 0.16 * 12.5)
     # Theorem 4's γ0 = η² μ ‖H‖_F²/B with μ = s²/a², ‖H‖_F = a
-    assert quadratic_gamma0([1.0, 2.0, 3.0, 10.0], 0.4, 2) == pytest.approx(gamma0(0.4, 12.5 / 16, 4.0, 2))
+    c = (4 - 2) / (2 * 3)  # n = 4, B = 2, without replacement
+    assert quadratic_gamma0([1.0, 2.0, 3.0, 10.0], 0.4, 2) == pytest.approx(gamma0(0.4, 12.5 / 16, 4.0, c))
 
 
 @pytest.mark.parametrize("lr,batch", [(0.25, 1), (0.4, 1), (0.35, 2), (0.45, 2)])

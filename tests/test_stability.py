@@ -49,8 +49,8 @@ def test_verdicts_in_one_dimension(lr):
     mu = s**2 / abar**2
     assert v["alignment"]["value"] == pytest.approx(abar, rel=1e-12) and v["alignment"]["error"] == 0
     assert v["alignment"]["mu"] == pytest.approx(mu, rel=1e-9)
-    assert v["alignment"]["bound"] == pytest.approx(math.sqrt(B / mu) / lr, rel=1e-9)
-    assert v["alignment"]["gamma0"] == pytest.approx(lr**2 * s**2 / B, rel=1e-9)
+    assert v["alignment"]["bound"] == pytest.approx(1 / (lr * math.sqrt(c * mu)), rel=1e-9)
+    assert v["alignment"]["gamma0"] == pytest.approx(lr**2 * c * s**2, rel=1e-9)
     assert v["alignment"]["escapes"] is (v["alignment"]["gamma0"] > 1) is (not v["alignment"]["holds"])
     exact = (1 - lr * abar) ** 2 + lr**2 * c * s**2
     assert v["matrix_sufficient"]["value"] == pytest.approx(exact, rel=1e-9)
@@ -58,6 +58,36 @@ def test_verdicts_in_one_dimension(lr):
     assert all(x["decided"] for x in v.values())
     if lr > 1:  # the violated side is exercised too
         assert not v["gd"]["holds"] and not v["sgd_nonuniformity"]["holds"] and not v["matrix_sufficient"]["holds"]
+
+
+def test_sampling_convention_on_the_quadratic_family():
+    """a = (0, …, 0, 8): ā = 1, s² = 7, n = 8, B = 6, η = 1. SGD without replacement multiplies
+    E x² by exactly (1 − ηā)² + η² c_B s² = 1/3 (c_B = 2/42): stable, and γ0 = η² c_B s² = 1/3 says
+    so. The with-replacement 1/B (γ0 = 7/6) called it an escape; with replacement it is one
+    (the exact factor is then 7/6 too). A Monte-Carlo run of the sampler confirms both factors."""
+    a = torch.tensor([0.0] * 7 + [8.0], dtype=torch.float64)
+    n, B, lr = 8, 6, 1.0
+    pb = one_dimensional(a, 0.5)
+    without = stability_report(pb, lr, B, probes=4, tol=1e-12)
+    v = without["verdicts"]["alignment"]
+    assert without["sampling"] == "without" and without["noise_factor"] == pytest.approx(2 / 42)
+    assert v["gamma0"] == pytest.approx(1 / 3, rel=1e-9) and not v["escapes"] and v["holds"]
+    with_ = stability_report(pb, lr, B, probes=4, tol=1e-12, sampling="with")["verdicts"]["alignment"]
+    assert with_["gamma0"] == pytest.approx(7 / 6, rel=1e-9) and with_["escapes"] and not with_["holds"]
+    g = torch.Generator().manual_seed(0)
+    T = 200_000
+    idx = torch.stack([torch.randperm(n, generator=g)[:B] for _ in range(T)])
+    factor = ((1 - lr * a[idx].mean(1)) ** 2).mean()
+    assert float(factor) == pytest.approx(1 / 3, rel=0.02)
+    idx = torch.randint(0, n, (T, B), generator=g)
+    assert float(((1 - lr * a[idx].mean(1)) ** 2).mean()) == pytest.approx(7 / 6, rel=0.02)
+
+
+def test_a_rounding_margin_is_not_a_decision():
+    from landscape.metrics.stability import _verdict
+
+    assert not _verdict("x", "k", 2.0, 0.0, 2.0 + 4e-16)["decided"]
+    assert _verdict("x", "k", 2.0, 0.0, 2.0 + 1e-9)["decided"]
 
 
 def test_alignment_bound_undefined_at_zero_loss_and_bad_options():

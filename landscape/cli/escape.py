@@ -254,7 +254,7 @@ def _tables(report: dict, stats: dict, summaries: dict, theory: bool) -> None:
              f"{_fmt(stats['align_samples'])} samples")),
             ("non-uniformity s", f"{_fmt(stats['nonuniformity'])}"
              + (f" on {stats['nonuniformity_samples']} samples" if stats.get("nonuniformity_samples") else "")),
-            ("‖H‖_F bound (1/η)√(B/μ)", f"{_fmt(stats['alignment_bound'])}: "
+            ("‖H‖_F bound 1/(η√(c_B μ))", f"{_fmt(stats['alignment_bound'])}: "
              + ("-" if stats["alignment_bound_holds"] is None else
                 ("holds (necessary for SGD stability, not sufficient)" if stats["alignment_bound_holds"]
                  else "violated: SGD escapes (Theorem 4)"))),

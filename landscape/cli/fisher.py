@@ -17,7 +17,7 @@ from .options import CheckpointArg, DebugOpt, JsonOpt, OutOpt
 def fisher(
     checkpoint: CheckpointArg,
     probes: Annotated[int, typer.Option(help="Rademacher probes shared by all traces, norms and cosines.")] = 100,
-    mc_samples: Annotated[int, typer.Option("--mc-samples", help="Labels drawn from the model per sample for the Monte-Carlo Fisher.")] = 1,
+    mc_samples: Annotated[int, typer.Option("--mc-samples", help="Labels drawn from the model per sample for the Monte-Carlo Fisher (its products cost the same for any number; its errors cover the draws).")] = 16,
     tol: Annotated[float, typer.Option(help="Relative residual tolerance of Lanczos for λ_max.")] = 1e-4,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on Lanczos steps.")] = None,
     chunk: Annotated[int | None, typer.Option("--chunk", help="Samples per vmapped per-sample-gradient call (default: fit 256 MiB).")] = None,
@@ -57,8 +57,10 @@ def fisher(
     fmt = "{:.6g}".format
     rows = []
     for name, m in result["matrices"].items():
+        lam = m["lambda_max"]
         rows.append((LABELS[name], f"{fmt(m['trace']['estimate'])} ± {fmt(m['trace']['stderr'])}",
-                     f"{fmt(m['lambda_max']['estimate'])} (resid {m['lambda_max']['residual']:.2g})",
+                     f"{fmt(lam['estimate'])} ({'one draw, no error; ' if 'note' in lam else ''}"
+                     f"residual {lam['residual']:.2g})",
                      f"{fmt(m['frobenius']['estimate'])} ± {fmt(m['frobenius']['stderr'])}"))
     caption = (f"{problem.n} samples, p = {problem.p}, loss {problem.loss.name}, {probes} shared probes, "
                f"Fisher with {mc_samples} label(s) per sample, {report['seconds']:.2f} s")
@@ -69,5 +71,7 @@ def fisher(
         a, b = key.split("~")
         crow.append((f"{LABELS[a]} ~ {LABELS[b]}", fmt(c["estimate"]), fmt(c["stderr"])))
     output.table("Frobenius cosines ⟨A,B⟩_F / (‖A‖_F ‖B‖_F)", ["pair", "cosine", "± stderr"], crow)
+    output.info(f"the Monte-Carlo Fisher's errors cover its label draws (two independent draws per probe group); "
+                f"{result['matrices']['fisher']['lambda_max']['note']}")
     if out is not None:
         output.info(f"wrote {out}")

@@ -38,6 +38,7 @@ def sharpness(
     which: WhichOpt = "top",
     tol: Annotated[float, typer.Option(help="Relative residual tolerance of Lanczos (or power iteration).")] = 1e-6,
     eig_method: Annotated[str, typer.Option("--eig-method", help="lanczos, or power (PyHessian's: largest |λ|).")] = "lanczos",
+    eig_block: Annotated[int | None, typer.Option("--eig-block", help="Lanczos block size (default --top-k: every copy of an eigenvalue repeated up to k times is found; 1: single-vector Lanczos, about half the products, which can miss copies).", show_default=False)] = None,
     runs: RunsOpt = 10,
     steps: StepsOpt = 80,
     rho: Annotated[float, typer.Option(help="perturbation: noise scale ρ of ε ~ N(0, ρ²I).")] = 0.01,
@@ -59,6 +60,7 @@ def sharpness(
     clock = Stopwatch()
     names = parse_metrics(metric)
     settings = Settings(probes=probes, method=method, top_k=top_k, which=which, tol=tol, eig_method=eig_method,
+                        eig_block=eig_block,
                         runs=runs, steps=steps, seed=spec.seed,
                         extra={"rho": rho, "perturbations": perturbations, "epsilon": epsilon,
                                "subspace": subspace or None, "ascent_steps": ascent_steps}).validate()

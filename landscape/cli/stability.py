@@ -12,8 +12,8 @@ from .common import ProblemSpec, Stopwatch, header, problem_options
 from .noise import ChunkOpt, SSamplesOpt
 from .options import CheckpointArg, DebugOpt, JsonOpt, OutOpt
 
-PRETTY = {"gd": "λ_max(H) ≤ 2/η", "sgd_nonuniformity": "s ≤ (1/η)·sqrt(B(n−1)/(n−B))",
-          "alignment": "‖H‖_F ≤ (1/η)·sqrt(B/μ)", "matrix_sufficient": "λ_max((I−ηH)² + cΣ_H) ≤ 1"}
+PRETTY = {"gd": "λ_max(H) ≤ 2/η", "sgd_nonuniformity": "s ≤ 1/(η·sqrt(c_B))",
+          "alignment": "‖H‖_F ≤ 1/(η·sqrt(c_B·μ))", "matrix_sufficient": "λ_max((I−ηH)² + η²c_B·Σ_H) ≤ 1"}
 KIND = {"gd": "GD: iff", "sgd_nonuniformity": "SGD: necessary", "alignment": "SGD: necessary (Thm 3)",
         "matrix_sufficient": "SGD: sufficient only"}
 
@@ -30,6 +30,7 @@ def stability(
     s_samples: SSamplesOpt = None,
     chunk: ChunkOpt = None,
     sufficient: Annotated[bool, typer.Option("--sufficient", help="Also test the slides' matrix condition (sufficient, not necessary).")] = False,
+    sampling: Annotated[str, typer.Option("--sampling", help="How the SGD minibatches are drawn: without replacement (landscape's SGD, any epoch-based shuffling; c_B = (n-B)/(B(n-1))) or with (c_B = 1/B).")] = "without",
     spec: ProblemSpec = None,
     json_: JsonOpt = False,
     out: OutOpt = None,
@@ -53,10 +54,11 @@ def stability(
     with output.progress(not json_) as start:
         start("λ_max, ‖H‖_F, s, μ", None)
         result = stability_report(problem, float(lr), batch_size, probes=probes, seed=seed, tol=tol,
-                                  max_steps=max_steps, s_samples=s_samples, chunk=chunk, sufficient=sufficient)
+                                  max_steps=max_steps, s_samples=s_samples, chunk=chunk, sufficient=sufficient,
+                                  sampling=sampling)
     report = header(ckpt, problem)
     report["settings"] = {"lr": lr, "batch_size": batch_size, "probes": probes, "tol": tol, "max_steps": max_steps,
-                          "s_samples": s_samples, "sufficient": sufficient, **spec.settings()}
+                          "s_samples": s_samples, "sufficient": sufficient, "sampling": sampling, **spec.settings()}
     report.update(result)
     report["seconds"] = clock()
     if out is not None:
@@ -76,14 +78,15 @@ def stability(
         if name == "gd" and v["holds"] is False:
             notes.append(f"GD leaves this minimum at rate |1 − ηλ_max| = {v['escape_rate']:.3g} per step")
         if name == "alignment":
-            notes.append(f"alignment: μ = {v['mu']:.3g}; γ0 = η²μ‖H‖_F²/B = {v['gamma0']:.3g}"
+            notes.append(f"alignment: μ = {v['mu']:.3g}; γ0 = η²·μ·c_B·‖H‖_F² = {v['gamma0']:.3g}"
                          + (" > 1: SGD escapes, E L_t ≥ γ0^t E L_0" if v["escapes"] else " ≤ 1"))
         if name == "matrix_sufficient":
             notes.append("the matrix condition is sufficient, not necessary: a violation does not prove instability")
         err = f(v["error"]) if math.isfinite(v["error"]) else "—"
         rows.append((PRETTY[name], f"{f(v['value'])} ± {err}", f(v["bound"]), f(v["margin"]), verdict, KIND[name]))
     m = result["measured"]
-    caption = (f"η = {lr:g}, B = {batch_size}, n = {problem.n}, (n−B)/(B(n−1)) = {result['noise_factor']:.3g}; "
+    caption = (f"η = {lr:g}, B = {batch_size}, n = {problem.n}, minibatches drawn {sampling} replacement: "
+               f"c_B = {result['noise_factor_formula']} = {result['noise_factor']:.3g}; "
                f"L = {m['loss']:.3g}, ‖g‖ = {m['grad_norm']:.3g} (the conditions assume a minimum with every l_i ≈ 0); "
                f"{report['seconds']:.2f} s")
     output.table(f"Linear stability at {checkpoint}", ["condition", "measured", "bound", "margin", "verdict", "kind"],

@@ -169,28 +169,35 @@ class ProblemOperator(LinearOperator):
         pb_ = self.p_bytes
         # the batch: the problem's, halved until one pass of one vector fits the budget
         b = pb.batch_size
-        while b > 1 and not pb.coupled and plan.working(batch=b, p_bytes=pb_) > budget // 2:
+        while b > 1 and not pb.coupled and plan.working(batch=b, block=1, vmap=1, p_bytes=pb_) > budget:
             b //= 2
-        if plan.working(batch=b, p_bytes=pb_) > budget:
-            need = plan.working(batch=1 if not pb.coupled else b, p_bytes=pb_)
+        if plan.working(batch=b, block=1, vmap=1, p_bytes=pb_) > budget:
+            need = plan.working(batch=1 if not pb.coupled else b, block=1, vmap=1, p_bytes=pb_)
             raise LandscapeError(f"the memory budget {pb.budget} is too small for one "
                                  f"{'BatchNorm batch' if pb.coupled else 'sample'}'s product, which needs about "
                                  f"{fmt_bytes(need)}", f"raise --memory to at least {fmt_bytes(need * 1.25)}")
-        if b < pb.batch_size:
-            plan.notes.append(f"batch {pb.batch_size} -> {b} to fit the budget")
-        plan.batch = b
         # the block: fewer vectors when every batch's state fits the cache (nothing to share
-        # after the first pass); each vector holds two parameter-sized rows, within a quarter
-        # of the budget
+        # after the first pass). Each vector holds two parameter-sized rows: while the block
+        # does not fit beside the batch, trade batch (down to 64) for block
         all_state = plan.fixed * len(pb.source)
         cached = self._caches() and all_state <= budget - plan.working(block=CACHED_BLOCK, p_bytes=pb_)
-        k = max(1, int(self._asked["block"] or (CACHED_BLOCK if cached else SHARED_BLOCK)))
-        while k > 1 and 2 * k * pb_ > budget // 4:
-            k //= 2
-        plan.block = k
+        want = max(1, int(self._asked["block"] or (CACHED_BLOCK if cached else SHARED_BLOCK)))
+
+        def fits(k: int, b: int) -> bool:
+            return plan.working(batch=b, block=k, vmap=1, p_bytes=pb_) <= budget
+
+        k = want
+        while k > 1 and not fits(k, b):
+            if b > 64 and not pb.coupled and fits(k, 64):
+                b //= 2
+            else:
+                k //= 2
+        if b < pb.batch_size:
+            plan.notes.append(f"batch {pb.batch_size} -> {b} to fit the budget")
+        plan.batch, plan.block = b, k
         # vmap width: 1 on a CPU (a vectorised call runs no faster there and costs its memory)
         w = self._asked["vmap"] or (1 if cpu else min(k, 8))
-        while w > 1 and plan.working(vmap=w, p_bytes=pb_) > budget // 2:
+        while w > 1 and plan.working(vmap=w, p_bytes=pb_) > budget:
             w //= 2
         plan.vmap = max(1, min(w, k))
         plan.cache = max(0, budget - plan.working(p_bytes=pb_)) if self._caches() else 0

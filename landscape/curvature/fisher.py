@@ -128,6 +128,11 @@ class Fisher(ProblemOperator):
                 factors.append(r.transpose(1, 2).contiguous() / math.sqrt(m))  # [B, k, m]
         self._factors = torch.cat(factors) if len(factors) > 1 else factors[0]
 
+    def redraw(self, seed: int) -> Fisher:
+        """The same Monte-Carlo Fisher with labels drawn anew from ``seed``: an independent draw,
+        for estimates of the true Fisher whose error covers the labels' randomness too."""
+        return Fisher(self.problem, mc_samples=self.mc_samples, seed=seed, block_size=self._asked["block"])
+
     def _prepare(self, i: int, start: int, x, y):
         return self._factors[start : start + x.shape[0]]
 

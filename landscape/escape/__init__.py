@@ -12,12 +12,11 @@ perspective" to "Theorem 4"; ALGORITHMS.md §2).
 
 from __future__ import annotations
 
+from ..metrics.stability import alignment_bound, gamma0, sgd_noise_factor
 from .analysis import (
                        EscapeSummary,
                        GrowthFit,
-                       alignment_bound,
                        escape_steps,
-                       gamma0,
                        growth_rate,
                        minimum_stats,
                        predicted_growth,
@@ -36,7 +35,6 @@ from .engine import (
                        descend,
                        eval_subset,
                        lambda_max,
-                       sgd_noise_factor,
                        simulate,
                        trajectory_seeds,
 )

@@ -4,8 +4,10 @@
   ``escape_factor`` times its start (a NaN or infinite loss counts as escaped), the median step of
   escape, and the per-step growth factor of the mean loss in its exponential phase
   (:func:`growth_rate`, a least-squares fit of ``log mean L_t``).
-- :func:`gamma0`: Theorem 4's ``γ_0 = η² μ ‖H‖_F² / B`` (lecture "Theorem 4 (Escape from sharp
-  minima)"; ALGORITHMS.md §2): if ``‖H‖_F > (1/η) sqrt(B/μ_0)`` then ``E L(θ_t) ≥ γ_0^t E L(θ_0)``.
+- :func:`predicted_growth`: Theorem 4's ``γ_0 = η² μ c_B ‖H‖_F²`` (lecture "Theorem 4 (Escape from
+  sharp minima)", its ``1/B`` being ``c_B`` of sampling with replacement; the engine's SGD draws
+  without, ``c_B = (n−B)/(B(n−1))``, :func:`landscape.metrics.stability.gamma0`): if Theorem 3's
+  bound is violated then ``E L(θ_t) ≥ γ_0^t E L(θ_0)``.
 - :func:`minimum_stats`: the starting point's loss, ``λ_max`` (GD linearly stable iff
   ``λ_max ≤ 2/η``), ``‖H‖_F``, ``tr H``, the alignment ``μ`` (with α, β) and the non-uniformity ``s``,
   through :mod:`landscape.estimators` and :mod:`landscape.metrics.stability`.
@@ -21,6 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..errors import ConfigError
+from ..metrics.stability import alignment_bound, gamma0, sgd_noise_factor
 from .engine import Trajectories
 
 
@@ -145,18 +148,6 @@ def summarize(traj: Trajectories, escape_factor: float = 10.0, predicted: float 
 
 
 # ----------------------------------------------------------------------------- theory
-def gamma0(lr: float, mu: float, frobenius: float, batch_size: int) -> float:
-    """``γ_0 = η² μ ‖H‖_F² / B`` (lecture Theorem 4): the predicted per-step factor of the
-    expected loss of SGD near a minimum; escape (``E L_t ≥ γ_0^t L_0``) when it exceeds 1, i.e.
-    when ``‖H‖_F > (1/η) sqrt(B/μ)`` (Theorem 3's bound is violated)."""
-    return lr * lr * mu * frobenius * frobenius / batch_size
-
-
-def alignment_bound(lr: float, mu: float, batch_size: int) -> float:
-    """``(1/η) sqrt(B/μ)``: Theorem 3's largest ``‖H‖_F`` of a minimum linearly stable for SGD."""
-    return math.sqrt(batch_size / mu) / lr if mu > 0 else math.inf
-
-
 def predicted_growth(dynamics: str, stats: dict, lr: float, batch_size: int,
                      control_scale: float = 0.1) -> tuple[float | None, str | None]:
     """The lecture's predicted per-step factor of the mean loss for ``dynamics`` from the
@@ -171,16 +162,17 @@ def predicted_growth(dynamics: str, stats: dict, lr: float, batch_size: int,
       the lecture gives none).
     """
     mu, fro = stats.get("mu"), stats.get("hessian_frobenius")
-    g0 = gamma0(lr, mu, fro, batch_size) if _num(mu) and _num(fro) else None
+    c = stats.get("noise_factor", sgd_noise_factor(stats.get("n", 0), batch_size))
+    g0 = gamma0(lr, mu, fro, c) if _num(mu) and _num(fro) else None
     if dynamics == "sgd" and g0 is not None:
-        return g0, "gamma_0 = lr^2 mu ||H||_F^2 / B (Theorem 4)"
+        return g0, "gamma_0 = lr^2 mu c_B ||H||_F^2, c_B = (n-B)/(B(n-1)) (Theorem 4, sampling without replacement)"
     if dynamics == "small-noise" and g0 is not None:
         return control_scale**2 * g0, "kappa^2 gamma_0 (SGD noise scaled by kappa)"
     if dynamics == "lb-full-noise" and g0 is not None:
         return g0, "gamma_0 (Fisher noise ~ SGD noise near a minimum)"
     tr, p = stats.get("hessian_trace"), stats.get("p")
     if dynamics == "isotropic" and _num(tr) and p:
-        return lr * lr * tr * tr / (p * batch_size), "lr^2 tr(H)^2 / (p B) (slides' isotropic noise, tr G ~ tr H)"
+        return lr * lr * c * tr * tr / p, "lr^2 c_B tr(H)^2 / p (slides' isotropic noise, tr G ~ tr H)"
     return None, None
 
 
@@ -223,7 +215,8 @@ def minimum_stats(problem, theta: torch.Tensor, lr: float, batch_size: int, *, p
     lam = float(eig.values[0])
     fro = frobenius(H, probes=probes, seed=seed)
     tr = trace(H, probes=probes, seed=seed + 1)
-    out = {"loss": pb.loss_value(), "n": pb.n, "p": pb.p, "lr": lr, "batch_size": batch_size,
+    c = sgd_noise_factor(pb.n, batch_size)  # the escape engine's SGD draws without replacement
+    out = {"loss": pb.loss_value(), "n": pb.n, "p": pb.p, "lr": lr, "batch_size": batch_size, "noise_factor": c,
            "lambda_max": lam, "lambda_max_residual": float(eig.residuals[0]), "two_over_lr": 2.0 / lr,
            "gd_stable": bool(lam <= 2.0 / lr), "gd_escape_rate": abs(1 - lr * lam),
            "hessian_frobenius": fro.value, "hessian_frobenius_stderr": fro.stderr,
@@ -237,15 +230,14 @@ def minimum_stats(problem, theta: torch.Tensor, lr: float, batch_size: int, *, p
         al = align(pb, samples=align_samples, seed=seed)
         out.update(mu=al.mu, alpha=al.alpha, beta=al.beta, align_samples=al.n)
         if _num(al.mu):
-            bound = alignment_bound(lr, al.mu, batch_size)
+            bound = alignment_bound(lr, al.mu, c)
             out.update(alignment_bound=bound, alignment_bound_holds=bool(fro.value <= bound),
-                       gamma_0=gamma0(lr, al.mu, fro.value, batch_size))
+                       gamma_0=gamma0(lr, al.mu, fro.value, c))
     if nonuniformity:
         from ..metrics.stability import nonuniformity as nonuni
 
         s = nonuni(pb, samples=s_samples, seed=seed, tol=1e-3)
         n_eff = s.extra["samples"]
-        c = (pb.n - batch_size) / (batch_size * (pb.n - 1)) if pb.n > 1 else 0.0
         out.update(nonuniformity=s.value, nonuniformity_samples=n_eff,
                    nonuniformity_bound=1 / (lr * math.sqrt(c)) if c > 0 else math.inf)
     return out

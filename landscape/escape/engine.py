@@ -59,6 +59,7 @@ from torch.func import vmap
 from ..curvature import functional as fx
 from ..curvature.operator import LinearOperator
 from ..errors import ConfigError, NumericalError
+from ..metrics.stability import sgd_noise_factor
 
 Dynamics = Literal["gd", "sgd", "isotropic", "small-noise", "lb-diag-noise", "lb-full-noise"]
 DYNAMICS: tuple[str, ...] = ("gd", "sgd", "isotropic", "small-noise", "lb-diag-noise", "lb-full-noise")
@@ -448,12 +449,6 @@ def descend(loss: Any, theta0: torch.Tensor, lr: float, *, tol: float, max_steps
 def _check_positive(name: str, v: float) -> None:
     if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
         raise ConfigError(f"{name} must be a positive number, got {v!r}", f"pass a positive {name}")
-
-
-def sgd_noise_factor(n: int, batch_size: int) -> float:
-    """``c_B = (n−B)/(B(n−1))``: the minibatch mean of B samples drawn without replacement has
-    covariance ``c_B Σ`` (ALGORITHMS.md §1, "SGD noise covariance"; 0 for B = n)."""
-    return 0.0 if n <= 1 else (n - batch_size) / (batch_size * (n - 1))
 
 
 def default_noise_samples(dynamics: str, n: int) -> int:

@@ -72,11 +72,13 @@ def second_moment_factor(a: Sequence[float], lr: float, batch_size: int = 1) -> 
 
 
 def quadratic_gamma0(a: Sequence[float], lr: float, batch_size: int = 1) -> float:
-    """Theorem 4's ``γ_0 = η² μ ‖H‖_F² / B`` for the quadratic family: ``H = G = a`` and
-    ``Σ = s² x²``, ``L = a x²/2``, so ``μ = tr(ΣG)/(2L‖G‖_F²) = s²/a²`` and ``γ_0 = η² s² / B``: the
-    noise term of eq. 5 (with Σ/B in place of (n−B)/(B(n−1)) Σ)."""
+    """Theorem 4's ``γ_0 = η² μ c_B ‖H‖_F²`` for the quadratic family, minibatches drawn without
+    replacement: ``H = G = a`` and ``Σ = s² x²``, ``L = a x²/2``, so ``μ = tr(ΣG)/(2L‖G‖_F²) =
+    s²/a²`` and ``γ_0 = η² c_B s²``, exactly the noise term of eq. 5 (with ``c_B = (n−B)/(B(n−1))``)."""
+    from ..metrics.stability import sgd_noise_factor
+
     _, s = sharpness_nonuniformity(a)
-    return lr * lr * s * s / batch_size
+    return lr * lr * sgd_noise_factor(len(a), batch_size) * s * s
 
 
 def slides_pair_curvatures() -> list[float]:

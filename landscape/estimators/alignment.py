@@ -267,22 +267,29 @@ def _delta_cosine(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> tuple[fl
     return value, math.sqrt(max(var, 0.0))
 
 
-def matrix_comparison(ops: dict, probes: int = 100, seed: int = 0, block: int | None = None) -> dict:
+def matrix_comparison(ops: dict, probes: int = 100, seed: int = 0, block: int | None = None,
+                      groups: int | None = None) -> dict:
     """Traces, Frobenius norms and pairwise cosines of symmetric operators, all from one set of
-    ``probes`` Rademacher vectors ``v`` shared by every operator (ALGORITHMS.md §1 "Comparisons"):
+    ``probes`` Rademacher vectors ``v`` shared by every operator (docs/algorithms.md, comparisons):
 
         tr(A) = E[vᵀAv],   ‖A‖_F² = E‖Av‖²,   ⟨A,B⟩_F = tr(AB) = E[(Av)ᵀ(Bv)],
         cos(A, B) = ⟨A,B⟩_F / (‖A‖_F ‖B‖_F).
 
-    Each is a sample mean ± std/√m; ``‖A‖_F`` carries its error by the delta method, and each
-    cosine by the delta method on the joint covariance of the three per-probe values (the shared
-    probes make the errors of numerator and denominator cancel in part). Costs ``probes``
-    products with each operator. Returns ``{"trace": {name: Estimate}, "frobenius": {...},
-    "cosine": {"a~b": Estimate}}`` in the order of ``ops``.
-    """
+    An operator with a ``redraw(seed)`` method (the Monte-Carlo Fisher) is a random matrix whose
+    mean is the quantity of interest: each group of probes uses two independent draws ``A_a``,
+    ``A_b`` of it, ``tr(A) = E[vᵀA_a v]``, ``‖A‖_F² = E[(A_a v)ᵀ(A_b v)]`` (one draw's ``‖A_a v‖²``
+    is biased upward by the draw's own variance) and ``⟨A,B⟩_F = E[(A_a v)ᵀ(Bv)]``, unbiased for
+    the mean matrix. The probes are split into ``groups`` (default: one per probe without random
+    operators, else 10) and every estimate is the mean of its group means, ± their standard
+    deviation / √groups (batch means), so the error covers the draws as well as the probes;
+    ``‖A‖_F`` carries its error by the delta method, each cosine by the delta method on the
+    joint covariance of the three group means (shared probes make the errors of numerator and
+    denominator cancel in part). Costs ``probes`` products with each operator, two with each
+    random one. Returns ``{"trace": {name: Estimate}, "frobenius": {...}, "cosine": {"a~b":
+    Estimate}}`` in the order of ``ops``."""
     if probes < 2:
         raise ConfigError(f"need at least 2 probes for a standard error, got {probes}", "use --probes 2 or more")
-    ops = {name: as_operator(op) for name, op in ops.items()}
+    ops = {name: op if hasattr(op, "redraw") else as_operator(op) for name, op in ops.items()}
     names = list(ops)
     first = ops[names[0]]
     p = first.shape[0]
@@ -290,37 +297,63 @@ def matrix_comparison(ops: dict, probes: int = 100, seed: int = 0, block: int | 
         if tuple(op.shape) != (p, p):
             raise ConfigError(f"operator {name!r} has shape {tuple(op.shape)}, expected {(p, p)}",
                               "compare matrices of the same parameter selection")
+    random = [n for n in names if hasattr(ops[n], "redraw")]
+    G = int(groups) if groups else (min(10, probes // 2) if random else probes)
+    G = max(2, min(G, probes))
+    sizes = [probes // G + (1 if i < probes % G else 0) for i in range(G)]
     b = max(1, min(block or min(getattr(op, "block_size", 64) for op in ops.values()), probes))
     g = make_generator(seed)
-    quad = {n: [] for n in names}
-    inner = {(a, c): [] for i, a in enumerate(names) for c in names[i:]}
-    for start in range(0, probes, b):
-        V = rademacher(p, min(b, probes - start), g, first.dtype, first.device)
-        AV = {n: ops[n].matmat(V).to(dtype=torch.float64) for n in names}
-        Vd = V.double()
-        for n in names:
-            quad[n].append((Vd * AV[n]).sum(0))
-        for (a, c), values in inner.items():
-            values.append((AV[a] * AV[c]).sum(0))
-    quad = {n: torch.cat(v).cpu() for n, v in quad.items()}
-    inner = {key: torch.cat(v).cpu() for key, v in inner.items()}
+    keys = [("quad", n) for n in names] + [("inner", a, c) for i, a in enumerate(names) for c in names[i:]]
+    values = {key: [] for key in keys}  # per probe, in order
+    # with random operators each group draws its own pair of matrices; otherwise one pass of blocks
+    spans = [(gi, size) for gi, size in enumerate(sizes)] if random else [(0, probes)]
+    for gi, size in spans:
+        draws = {n: (ops[n].redraw(1_000_003 * (seed + 1) + 2 * gi), ops[n].redraw(1_000_003 * (seed + 1) + 2 * gi + 1))
+                 for n in random}
+        done = 0
+        while done < size:
+            V = rademacher(p, min(b, size - done), g, first.dtype, first.device)
+            done += V.shape[1]
+            AV, BV = {}, {}
+            for n in names:
+                if n in draws:
+                    AV[n] = draws[n][0].matmat(V).to(dtype=torch.float64)
+                    BV[n] = draws[n][1].matmat(V).to(dtype=torch.float64)
+                else:
+                    AV[n] = BV[n] = ops[n].matmat(V).to(dtype=torch.float64)
+            Vd = V.double()
+            for n in names:
+                values[("quad", n)].append((Vd * AV[n]).sum(0).cpu())
+            for i, a in enumerate(names):
+                for c in names[i:]:
+                    other = BV[c] if a == c else AV[c]  # the same random matrix twice: independent draws
+                    values[("inner", a, c)].append((AV[a] * other).sum(0).cpu())
+    bounds = torch.tensor([0, *sizes]).cumsum(0).tolist()
+    means = {}
+    for key, parts in values.items():
+        per_probe = torch.cat(parts)
+        means[key] = torch.stack([per_probe[lo:hi].mean() for lo, hi in zip(bounds[:-1], bounds[1:])])
 
     def mean_se(x: torch.Tensor) -> tuple[float, float]:
         return float(x.mean()), float(x.std(unbiased=True)) / math.sqrt(x.numel())
 
+    how = {"probes": probes, "groups": G}
+    if random:
+        how["label_draws"] = 2 * G
     out: dict = {"trace": {}, "frobenius": {}, "cosine": {}}
     for n in names:
-        t, se = mean_se(quad[n])
-        out["trace"][n] = Estimate(t, se, probes, "hutchinson", {"probes": probes})
-        sq, sq_se = mean_se(inner[(n, n)])
+        t, se = mean_se(means[("quad", n)])
+        cost = probes * (2 if n in random else 1)
+        out["trace"][n] = Estimate(t, se, cost, "hutchinson", dict(how))
+        sq, sq_se = mean_se(means[("inner", n, n)])
         f = math.sqrt(max(sq, 0.0))
-        out["frobenius"][n] = Estimate(f, sq_se / (2 * f) if f > 0 else math.nan, probes, "hutchinson",
-                                       {"probes": probes, "trace_sq": sq, "trace_sq_stderr": sq_se})
+        out["frobenius"][n] = Estimate(f, sq_se / (2 * f) if f > 0 else math.nan, cost, "hutchinson",
+                                       {**how, "trace_sq": sq, "trace_sq_stderr": sq_se})
     for i, a in enumerate(names):
         for c in names[i + 1 :]:
-            value, se = _delta_cosine(inner[(a, c)], inner[(a, a)], inner[(c, c)])
+            value, se = _delta_cosine(means[("inner", a, c)], means[("inner", a, a)], means[("inner", c, c)])
             out["cosine"][f"{a}~{c}"] = Estimate(value, se, 2 * probes, "hutchinson",
-                                                 {"probes": probes, "inner": float(inner[(a, c)].mean())})
+                                                 {**how, "inner": float(means[("inner", a, c)].mean())})
     return out
 
 

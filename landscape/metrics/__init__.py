@@ -23,6 +23,9 @@ class Settings:
     which: Literal["top", "bottom", "both"] = "top"
     tol: float = 1e-6
     eig_method: Literal["lanczos", "power"] = "lanczos"
+    #: Lanczos block size (None: top_k, which finds every copy of an eigenvalue of multiplicity
+    #: up to top_k; 1: single-vector Lanczos, fewer products when eigenvalues are known simple)
+    eig_block: int | None = None
     max_steps: int | None = None
     runs: int = 10
     steps: int = 80
@@ -45,7 +48,7 @@ class Settings:
             if value not in choices:
                 raise ConfigError(f"unknown {flag} {value!r}", f"choose {' or '.join(choices)}")
         for flag, v in (("--probes", self.probes), ("--top-k", self.top_k), ("--runs", self.runs),
-                        ("--steps", self.steps)):
+                        ("--steps", self.steps), ("--eig-block", self.eig_block or 1)):
             if v < 1:
                 raise ConfigError(f"{flag} must be at least 1, got {v}", f"pass a positive {flag}")
         return self
@@ -78,7 +81,7 @@ def _eig(op, s: Settings):
     from ..estimators import top_eigenvalues
 
     return top_eigenvalues(op, k=s.top_k, which=s.which, tol=s.tol, max_steps=s.max_steps,
-                           seed=s.seed, method=s.eig_method)
+                           seed=s.seed, method=s.eig_method, block=s.eig_block)
 
 
 def _frob(op, s: Settings):
@@ -104,9 +107,11 @@ def _eig_rows(r) -> list[tuple[str, str, str, str]]:
     vals = r.values.tolist()
     res = r.residuals.tolist()
     name = "λ" if r.method == "lanczos" else "λ (power: largest |λ|)"
+    block = (r.extra.get("basis") or {}).get("block", 1)
+    matvecs = f"{r.matvecs} (block {block})" if block > 1 else str(r.matvecs)
     out = []
     for i, (v, e) in enumerate(zip(vals, res)):
-        out.append((f"{name}[{r.which} {i + 1}]", fmt(v), f"resid {e:.2g}", str(r.matvecs) if i == 0 else ""))
+        out.append((f"{name}[{r.which} {i + 1}]", fmt(v), f"resid {e:.2g}", matvecs if i == 0 else ""))
     return out
 
 

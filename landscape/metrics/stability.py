@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 
@@ -58,12 +59,38 @@ def noise_report(problem: Problem, *, s_samples: int | None = None, seed: int = 
             "alignment": al.to_dict(), "nonuniformity_detail": s.to_dict()}
 
 
-def sgd_noise_factor(n: int, batch_size: int) -> float:
-    """``(n − B)/(B(n − 1))``: the covariance of a mean over B samples drawn without replacement
-    is this times the one-sample covariance (0 for full batch)."""
+Sampling = Literal["without", "with"]
+
+
+def sgd_noise_factor(n: int, batch_size: int, sampling: Sampling = "without") -> float:
+    """``c_B``: the covariance of a minibatch mean of B of the n samples is ``c_B Σ`` (Σ the
+    one-sample covariance, docs/algorithms.md §1): ``(n − B)/(B(n − 1))`` drawn without
+    replacement (landscape's SGD, and any epoch-based shuffling; 0 for full batch), ``1/B`` drawn
+    with replacement.
+
+    >>> sgd_noise_factor(8, 6), sgd_noise_factor(8, 6, "with")
+    (0.047619047619047616, 0.16666666666666666)
+    """
+    if sampling == "with":
+        return 1.0 / batch_size
+    if sampling != "without":
+        raise ConfigError(f"unknown sampling {sampling!r}", "choose without (replacement) or with")
     if n <= 1 or batch_size >= n:
         return 0.0
     return (n - batch_size) / (batch_size * (n - 1))
+
+
+def gamma0(lr: float, mu: float, frobenius: float, noise_factor: float) -> float:
+    """``γ_0 = η² μ c_B ‖H‖_F²`` (lecture Theorem 4, whose ``1/B`` is ``c_B`` of sampling with
+    replacement): the predicted per-step factor of the expected loss of SGD near a minimum;
+    escape (``E L_t ≥ γ_0^t L_0``) when it exceeds 1, i.e. when Theorem 3's bound is violated."""
+    return lr * lr * mu * noise_factor * frobenius * frobenius
+
+
+def alignment_bound(lr: float, mu: float, noise_factor: float) -> float:
+    """``1/(η sqrt(c_B μ))`` (Theorem 3's ``(1/η) sqrt(B/μ)`` with ``1/B`` = ``c_B``): the largest
+    ``‖H‖_F`` of a minimum linearly stable for SGD; infinite without noise."""
+    return 1.0 / (lr * math.sqrt(noise_factor * mu)) if mu > 0 and noise_factor > 0 else math.inf
 
 
 class StabilityMatrix(LinearOperator):
@@ -83,30 +110,38 @@ class StabilityMatrix(LinearOperator):
 
 
 def _verdict(condition: str, kind: str, value: float, error: float, bound: float, **extra) -> dict:
-    """One condition ``value ≤ bound``: ``holds`` is None when the bound is undefined (NaN)."""
+    """One condition ``value ≤ bound``: ``holds`` is None when the bound is undefined (NaN);
+    ``decided`` when the margin exceeds three errors and the rounding of the float64 arithmetic
+    (64 eps of the larger side): a margin of 4e-16 with no error is not a decision."""
     margin = bound - value
     ratio = value / bound if 0 < bound < math.inf else (0.0 if bound == math.inf else math.nan)
     defined = not math.isnan(bound) and not math.isnan(value)
+    rounding = 64 * torch.finfo(torch.float64).eps * max(abs(value), abs(bound) if math.isfinite(bound) else 0.0)
+    decided = defined and math.isfinite(error) and abs(margin) > max(3 * error, rounding)
     return {"condition": condition, "kind": kind, "value": value, "error": error, "bound": bound,
             "margin": margin, "ratio": ratio, "holds": bool(value <= bound) if defined else None,
-            "decided": bool(defined and math.isfinite(error) and abs(margin) > 3 * error), **extra}
+            "decided": bool(decided), **extra}
 
 
 def stability_report(problem: Problem, lr: float, batch_size: int, *, probes: int = 100, seed: int = 0,
                      tol: float = 1e-4, max_steps: int | None = None, s_samples: int | None = None,
-                     chunk: int | None = None, sufficient: bool = False, memory: int | None = None) -> dict:
+                     chunk: int | None = None, sufficient: bool = False, memory: int | None = None,
+                     sampling: Sampling = "without") -> dict:
     """Linear-stability verdicts of the lecture for SGD with learning rate ``η`` and batch ``B``
     at this point (meant for a minimum where every ``l_i ≈ 0``; ``loss`` and ``grad_norm`` are
-    reported to judge that). Each verdict has its measured value, error, bound, margin
-    ``bound − value``, ``holds``, and ``decided`` (margin beyond 3 errors):
+    reported to judge that), for minibatches drawn ``sampling`` replacement (``c_B`` of
+    :func:`sgd_noise_factor`; landscape's SGD draws without). Each verdict has its measured
+    value, error, bound, margin ``bound − value``, ``holds``, and ``decided`` (margin beyond 3
+    errors and beyond rounding):
 
     - ``gd``: ``λ_max(H) ≤ 2/η`` (lecture "What affects the stability of SGD"; otherwise GD
       leaves at rate ``|1 − ηλ_max|`` per step). ``error``: the Lanczos residual.
     - ``sgd_nonuniformity``: ``s ≤ (1/η) sqrt(B(n−1)/(n−B))``; with ``gd`` the slides' necessary
       conditions for SGD (without replacement; infinite bound for ``B ≥ n``).
-    - ``alignment``: ``‖H‖_F ≤ (1/η) sqrt(B/μ)`` (lecture Theorem 3, with the measured ``μ(θ)`` as
-      ``μ_0``); ``gamma0 = η² μ ‖H‖_F² / B`` is the predicted per-step growth of the expected
-      loss, ``> 1`` (escape) exactly when the bound is violated. ``‖H‖_F`` by Hutchinson ± stderr.
+    - ``alignment``: ``‖H‖_F ≤ 1/(η sqrt(c_B μ))`` (lecture Theorem 3, ``(1/η) sqrt(B/μ)`` for
+      sampling with replacement, with the measured ``μ(θ)`` as ``μ_0``); ``gamma0 = η² μ c_B
+      ‖H‖_F²`` is the predicted per-step growth of the expected loss, ``> 1`` (escape) exactly when
+      the bound is violated. ``‖H‖_F`` by Hutchinson ± stderr.
     - ``matrix_sufficient`` (``sufficient=True``): ``λ_max{(I−ηH)² + η²(n−B)/(B(n−1)) Σ_H} ≤ 1``,
       sufficient but NOT necessary (ALGORITHMS.md §2): a violation does not prove instability.
     """
@@ -125,20 +160,19 @@ def stability_report(problem: Problem, lr: float, batch_size: int, *, probes: in
     s = nonuniformity(problem, samples=s_samples, seed=seed, tol=tol, max_steps=max_steps, chunk=chunk)
     kw = {} if memory is None else {"memory": memory}
     al = alignment(problem, chunk=chunk, **kw)
-    c = sgd_noise_factor(n, batch_size)
+    c = sgd_noise_factor(n, batch_size, sampling)
     s_lo, s_hi = s.extra["interval"]
     verdicts = {
         "gd": _verdict("lambda_max(H) <= 2/lr", "necessary and sufficient for GD (linearised)", lam, lam_res,
                        2 / lr, escape_rate=abs(1 - lr * lam)),
-        "sgd_nonuniformity": _verdict("s <= (1/lr) sqrt(B(n-1)/(n-B))", "necessary for SGD (with gd)", s.value,
+        "sgd_nonuniformity": _verdict("s <= 1/(lr sqrt(c_B))", "necessary for SGD (with gd)", s.value,
                                       max(s.value - s_lo, s_hi - s.value), 1 / (lr * math.sqrt(c)) if c else math.inf),
     }
     mu = al.mu
-    bound = math.sqrt(batch_size / mu) / lr if mu > 0 else math.inf
-    gamma0 = lr**2 * mu * fro.value**2 / batch_size if math.isfinite(mu) else math.nan
-    verdicts["alignment"] = _verdict("||H||_F <= (1/lr) sqrt(B/mu)", "necessary given mu(theta) >= mu (Theorem 3)",
-                                     fro.value, fro.stderr, bound if math.isfinite(mu) else math.nan,
-                                     mu=mu, gamma0=gamma0, escapes=bool(gamma0 > 1))
+    g0 = gamma0(lr, mu, fro.value, c) if math.isfinite(mu) else math.nan
+    verdicts["alignment"] = _verdict("||H||_F <= 1/(lr sqrt(c_B mu))", "necessary given mu(theta) >= mu (Theorem 3)",
+                                     fro.value, fro.stderr, alignment_bound(lr, mu, c) if math.isfinite(mu) else math.nan,
+                                     mu=mu, gamma0=g0, escapes=bool(g0 > 1))
     if sufficient:
         S = NonUniformity(problem, samples=s_samples, seed=seed, chunk=chunk)
         e2 = top_eigenvalues(StabilityMatrix(H, S, lr, lr**2 * c), k=1, which="top", tol=tol,
@@ -148,7 +182,8 @@ def stability_report(problem: Problem, lr: float, batch_size: int, *, probes: in
             "sufficient, not necessary (a violation does not prove instability)",
             float(e2.values[0]), float(e2.residuals[0]), 1.0)
     return {
-        "lr": lr, "batch_size": batch_size, "n": n, "noise_factor": c,
+        "lr": lr, "batch_size": batch_size, "n": n, "noise_factor": c, "sampling": sampling,
+        "noise_factor_formula": "(n-B)/(B(n-1))" if sampling == "without" else "1/B",
         "measured": {"lambda_max": lam, "lambda_max_residual": lam_res, "nonuniformity": s.value,
                      "nonuniformity_interval": [s_lo, s_hi], "hessian_frobenius": fro.value,
                      "hessian_frobenius_stderr": fro.stderr, "mu": mu, "alpha": al.alpha, "beta": al.beta,
@@ -160,4 +195,5 @@ def stability_report(problem: Problem, lr: float, batch_size: int, *, probes: in
     }
 
 
-__all__ = ["StabilityMatrix", "noise_report", "nonuniformity", "sgd_noise_factor", "stability_report"]
+__all__ = ["StabilityMatrix", "alignment_bound", "gamma0", "noise_report", "nonuniformity", "sgd_noise_factor",
+           "stability_report"]
