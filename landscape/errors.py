@@ -19,6 +19,17 @@ class LandscapeError(Exception):
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
+def first_line(e: BaseException, limit: int = 200) -> str:
+    """``"Type: first line of the message"``, cut at a word boundary within ``limit`` characters
+    (with "…"): how an error from elsewhere is quoted in one line."""
+    lines = str(e).strip().splitlines()
+    text = f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+    if len(text) > limit:
+        cut = text[:limit].rsplit(" ", 1)[0]
+        text = (cut if len(cut) > limit // 2 else text[:limit]) + " …"
+    return text
+
+
 class CheckpointError(LandscapeError):
     """A checkpoint file that is missing, unreadable, corrupt or does not fit its model."""
 

@@ -58,6 +58,25 @@ class Loss:
                 )
 
 
+def rounding_floor(loss: Loss, outputs: torch.Tensor, targets: torch.Tensor, eps: float) -> torch.Tensor:
+    """``Σ_i`` over the batch of the smallest per-sample loss the arithmetic resolves at these
+    outputs, with ``eps`` the dtype's machine epsilon: below it a per-sample loss (and so its
+    gradient, Σ, β and μ) is rounding noise.
+
+    - mse ``½‖f − y‖²``: the residual is known to ``16 eps (‖f‖ + ‖y‖)``, so ``½ (16 eps (‖f‖+‖y‖))²``;
+    - cross-entropy ``logsumexp(f) − f_y``: the difference of terms of size ``max|f|`` is known to
+      ``16 eps max|f|``;
+    - other losses: ``16 eps |l_i|`` per sample (their own rounding)."""
+    k = 16 * eps
+    f = outputs.detach().double().reshape(outputs.shape[0], -1)
+    if loss.name == "mse":
+        t = targets.detach().double().reshape(f.shape)
+        return 0.5 * (k * (f.norm(dim=1) + t.norm(dim=1))).square().sum()
+    if loss.name == "cross-entropy":
+        return k * f.abs().amax(dim=1).sum()
+    return k * loss.sum(outputs.detach(), targets).double().abs()
+
+
 def _cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(out, y, reduction="sum")
 

@@ -31,8 +31,11 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` → CPU; ``"cuda"`` without a GPU → a clear error."""
-    dev = torch.device(device or "cpu")
+    """``None`` → CPU; ``"cuda"`` without a GPU, or a device torch does not know → a clear error."""
+    try:
+        dev = torch.device(device or "cpu")
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"unknown device {device!r}", "use cpu, cuda, cuda:1 or mps") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise LandscapeError("--device cuda was asked for but no CUDA GPU is available",
                              "use --device cpu, or run on a machine with a GPU")
@@ -347,9 +350,22 @@ class Problem:
                 total += fx.batch_loss(self.forward, self.loss, params, x, y)
         value = float(self.reduce(total) / self.n)
         if not math.isfinite(value):
-            raise NumericalError(f"the loss is {value} at these parameters",
-                                 "the checkpoint has diverged; pick an earlier one")
+            raise self._nonfinite(value, params)
         return value
+
+    def _nonfinite(self, value: float, params: dict[str, torch.Tensor]) -> NumericalError:
+        """Whose fault a NaN or infinite loss is: the data's, the parameters', or the model's."""
+        for i, (x, y) in enumerate(self.batches):
+            for what, t in (("inputs", x), ("targets", y)):
+                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    return NumericalError(f"the data hold NaN or infinite {what} (batch {i}), so the loss is {value}",
+                                          "clean the data (the checkpoint is not at fault)")
+        bad = [n for n, t in params.items() if not bool(torch.isfinite(t).all())]
+        if bad:
+            return NumericalError(f"the parameters hold NaN or infinite values ({', '.join(bad[:3])}), so the loss "
+                                  f"is {value}", "the checkpoint has diverged; pick an earlier one")
+        return NumericalError(f"the loss is {value} at these parameters (finite weights and data: the model "
+                              "overflows)", "pick an earlier checkpoint, or use --dtype float64")
 
     def accuracy(self, theta: torch.Tensor | None = None) -> float | None:
         """Fraction of correct argmax predictions (cross-entropy with class labels only)."""

@@ -74,8 +74,12 @@ def test_compare_table_json_and_plot(two_runs, tmp_path):
 
 def test_finished_run_is_not_redone(two_runs):
     root, _, _ = two_runs
-    r = run("train", *TINY, "--epochs", "3", "--out", root / "sgd")
+    r = run("train", *TINY, "--optimizer", "sgd", "--lr", "0.1", "--epochs", "3", "--track", "gradnorm",
+            "--every", "5", "--no-plot", "--out", root / "sgd")
     assert r.exit_code == 0 and "already holds a finished run" in r.stderr
+    # other settings onto a finished run: an error naming the difference, not "nothing to do"
+    one_line_error(run("train", *TINY, "--optimizer", "sgd", "--lr", "0.3", "--epochs", "3", "--out", root / "sgd"),
+                   "other settings", "lr")
 
 
 @pytest.mark.parametrize("args,words", [

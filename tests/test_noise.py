@@ -19,7 +19,7 @@ from landscape.io.hdf5 import read_tree
 from landscape.metrics.stability import nonuniformity
 
 from . import reference as ref
-from .cases import CASES, cnn_bn, mlp_ce
+from .cases import CASES, cnn_bn, mlp_ce, mlp_mse
 
 CLOSE = {"rtol": 1e-10, "atol": 1e-12}
 
@@ -176,3 +176,51 @@ def test_noise_cli_json_keys_subsample_and_hdf5(tmp_path):
     rep = json.loads(res.stdout)
     assert rep["identity"]["loss"] == "mse" and rep["alignment"]["g_matrix"] == "jacobian-gram"
     assert rep["mu"] == pytest.approx(rep["alpha"] * rep["beta"], rel=1e-12)
+
+
+def test_mu_and_beta_at_a_loss_of_rounding_size_are_undefined():
+    """An exact least-squares interpolation: L ≈ 1e-31, below what float64 resolves at these
+    outputs, so the per-sample residuals are rounding noise (μ came out 0.03 in one memory layout
+    and 142 in another). α, β, μ are NaN with a note, in float64 and in float32, and the
+    stability verdict that needs μ is undefined; an ordinary loss is untouched."""
+    from landscape.metrics.stability import stability_report
+    from tests.cases import interpolating_mse
+
+    model, loss, data = interpolating_mse()
+    for dtype in ("float64", "float32"):
+        pb = landscape.Problem(model, loss, data, dtype=dtype)
+        al = alignment(pb)
+        assert math.isnan(al.mu) and math.isnan(al.beta) and al.loss <= al.loss_floor
+        assert any("below what" in n for n in al.notes), al.notes
+        assert ("--dtype float64" in al.notes[0]) == (dtype == "float32")
+    rep = stability_report(landscape.Problem(model, loss, data), 0.1, 4, probes=4, tol=1e-8)
+    assert rep["verdicts"]["alignment"]["holds"] is None
+    model, loss, data = mlp_mse()
+    al = alignment(model, loss, data)
+    assert math.isfinite(al.mu) and al.loss > 1e6 * al.loss_floor and not al.notes
+
+
+def test_nonuniformity_on_subsets_has_an_error_and_a_caveat():
+    """On a 1-D family of 48 samples, s is exact on all samples; on subsets of 12 it comes with
+    the spread over independent subsets and the caveat that it is biased upward, and a verdict
+    whose bound lies within that spread is undecided (a subset's s had no error, so a 'decided'
+    verdict could be overconfident)."""
+    from landscape.metrics.stability import stability_report
+
+    a = torch.linspace(0.2, 6.0, 48, dtype=torch.float64) ** 1.5
+    exact = math.sqrt(float((a**2).mean() - a.mean() ** 2))
+    pb = one_dimensional(a, 0.3)
+    full = nonuniformity(pb, tol=1e-10)
+    assert full.value == pytest.approx(exact, rel=1e-8) and math.isnan(full.stderr) and "note" not in full.extra
+    sub = nonuniformity(pb, samples=12, seed=0, tol=1e-10, subsets=6)
+    assert sub.extra["subsets"] == 6 and len(set(sub.extra["subset_values"])) == 6
+    assert sub.stderr > 0 and "biased upward" in sub.extra["note"]
+    spread = torch.tensor(sub.extra["subset_values"]).std()
+    assert sub.stderr == pytest.approx(float(spread) / math.sqrt(6))
+    # a learning rate whose bound 1/(η sqrt(c_B)) sits at the subset estimate: undecided
+    n, B = 48, 4
+    c = (n - B) / (B * (n - 1))
+    lr = 1 / (sub.value * math.sqrt(c))
+    rep = stability_report(pb, lr, B, probes=4, tol=1e-10, s_samples=12)
+    v = rep["verdicts"]["sgd_nonuniformity"]
+    assert v["error"] >= 0.5 * sub.stderr and not v["decided"] and "biased upward" in v["note"]

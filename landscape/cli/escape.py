@@ -137,6 +137,7 @@ def escape(
             theta = descent.theta
         else:
             theta = problem.theta
+            problem.loss_value()  # a NaN or infinite start is refused here, theory or not
         stats = {"loss": None}
         if theory:
             stats = minimum_stats(problem, theta, lr, batch_size, probes=probes,

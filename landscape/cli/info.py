@@ -5,7 +5,18 @@ from __future__ import annotations
 
 from . import output
 from .common import ProblemSpec, problem_options
-from .options import CheckpointArg, DebugOpt, JsonOpt, MetricOpt, PlanOpt, ProbesOpt, RunsOpt, StepsOpt, TopKOpt, WhichOpt
+from .options import (
+    CheckpointArg,
+    DebugOpt,
+    JsonOpt,
+    MetricOpt,
+    PlanOpt,
+    ProbesOpt,
+    RunsOpt,
+    StepsOpt,
+    TopKOpt,
+    WhichOpt,
+)
 
 
 @output.handle_errors

@@ -59,12 +59,14 @@ def interpolate(
         output.info(f"note: A was trained with {ckpt_a.loss}, B with {ckpt_b.loss}; using A's ({ckpt_a.loss})")
     train = problems["train"]
     train.loss_value()
+    theta_a = train.theta
+    theta_b = theta_from_state(ckpt_b.state_dict, train.layout, like=theta_a, where=str(checkpoint_b))
+    if not bool(torch.isfinite(theta_b).all()):
+        raise ConfigError(f"{checkpoint_b} holds NaN or infinite weights", "interpolate toward a finite checkpoint")
     alphas = axis(range_[0], range_[1], points)
     with output.progress(not json_) as start:
         result = interpolate_line(problems, ckpt_b.state_dict, alphas, batch_points=batch_points,
                                   recompute_bn_stats=recompute_bn, progress=start("interpolation points", points))
-    theta_a = train.theta
-    theta_b = theta_from_state(ckpt_b.state_dict, train.layout, like=theta_a, where=str(checkpoint_b))
     bufs_b = {n: ckpt_b.state_dict[n].to(b) for n, b in train.model.named_buffers() if b.is_floating_point()}
     ends = {"a": str(checkpoint_a), "b": str(checkpoint_b),
             "A": values_at(problems, theta_a, recompute_bn_stats=recompute_bn),

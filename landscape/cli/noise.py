@@ -58,7 +58,7 @@ def noise(
     if json_:
         output.emit_json(report)
         return
-    for note in result["alignment"]["notes"]:
+    for note in [*result["alignment"]["notes"], *([sd_note] if (sd_note := result["nonuniformity_detail"].get("note")) else [])]:
         output.info(f"note: {note}")
     f = "{:.6g}".format
     al, sd = result["alignment"], result["nonuniformity_detail"]
@@ -72,8 +72,9 @@ def noise(
         ("‖Σ‖_F", f(result["sigma_frobenius"]), f"tr Σ = {al['trace_sigma']:.4g}"),
         (f"‖G‖_F ({al['g_matrix']})", f(result["g_frobenius"]), f"tr G = {al['trace_g']:.4g}"),
         ("‖Σ − 2LG‖_F / ‖Σ‖_F", f(al["decoupling_error"]), "decoupling approximation"),
-        ("s = sqrt(λ_max(Σ_H))", f(result["nonuniformity"]),
-         f"in [{lo:.4g}, {hi:.4g}], {sd['samples']} samples, {sd['matvecs']} products"),
+        ("s = sqrt(λ_max(Σ_H))", f(result["nonuniformity"]) + (f" ± {sd['stderr']:.2g}" if sd.get("subsets") else ""),
+         (f"{sd['subsets']} subsets of {sd['samples']} samples (biased up)" if sd.get("subsets")
+          else f"in [{lo:.4g}, {hi:.4g}], {sd['samples']} samples") + f", {sd['matvecs']} products"),
     ]
     sub = f" (seeded subset of {total})" if report["subsample"] else ""
     caption = (f"{problem.n} samples{sub}, p = {problem.p}, loss {problem.loss.name}, "

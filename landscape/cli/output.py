@@ -8,6 +8,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -158,6 +159,9 @@ def handle_errors(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         debug = kwargs.get("debug", False) or os.environ.get("LANDSCAPE_DEBUG") == "1"
+        if not debug:  # a warning is one line, like an error
+            warnings.showwarning = lambda message, category, *a, **k: stderr.print(
+                f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
         try:
             return fn(*args, **kwargs)
         except LandscapeError as e:

@@ -80,6 +80,8 @@ def stability(
         if name == "alignment":
             notes.append(f"alignment: μ = {v['mu']:.3g}; γ0 = η²·μ·c_B·‖H‖_F² = {v['gamma0']:.3g}"
                          + (" > 1: SGD escapes, E L_t ≥ γ0^t E L_0" if v["escapes"] else " ≤ 1"))
+        if v.get("note"):
+            notes.append(v["note"])
         if name == "matrix_sufficient":
             notes.append("the matrix condition is sufficient, not necessary: a violation does not prove instability")
         err = f(v["error"]) if math.isfinite(v["error"]) else "—"

@@ -70,5 +70,11 @@ def select(names: list[str], pattern: str | None) -> list[str]:
     """Names matching the regular expression ``pattern`` (``re.search``); all when None."""
     if pattern is None:
         return list(names)
-    rx = re.compile(pattern)
+    try:
+        rx = re.compile(pattern)
+    except re.error as e:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"--params {pattern!r} is not a regular expression ({e})",
+                          "escape special characters, e.g. '^fc\\.' for the parameters of module fc") from e
     return [n for n in names if rx.search(n)]

@@ -31,7 +31,7 @@ import torch
 
 from landscape.data.files import array_file, cifar10, fashion_mnist, mnist, read_cifar_bin, read_idx
 from landscape.data.source import DataSource
-from landscape.data.split import Split, first, fingerprint, part_len, random_split, subset
+from landscape.data.split import Split, fingerprint, first, part_len, random_split, subset
 from landscape.data.synthetic import digits, gaussian_mixture, parity, teacher_student
 from landscape.errors import ConfigError, LandscapeError
 from landscape.io.factory import call_with_options, load_factory

@@ -19,6 +19,7 @@ from ..curvature.base import as_problem
 from ..curvature.fisher import CHUNK_BYTES, require_per_sample
 from ..curvature.operator import as_operator
 from ..errors import ConfigError, NumericalError
+from ..losses import rounding_floor
 from ..problem import _dist
 from ..results import Estimate
 from .sampling import make_generator, rademacher
@@ -34,7 +35,8 @@ class Alignment:
     its factor V; ``g_truncation`` is ``tr`` of the part of G dropped with ``rtol`` (0 up to
     rounding by default), which bounds the error of ``g_frobenius`` (and of ``tr(ΣG)`` relative
     to ``‖Σ‖_F``). ``chunk``/``panel``: samples per Gram block / held in memory. ``subsample`` is True when ``n`` is a seeded subset of the problem's samples.
-    Undefined ratios (``L = 0``, ``Σ = 0`` or ``G = 0``) are NaN with a note.
+    Undefined ratios (``L = 0``, ``Σ = 0`` or ``G = 0``) are NaN with a note, and so are all three
+    when ``L`` is at or below ``loss_floor``, what the dtype resolves at these outputs.
     """
 
     alpha: float
@@ -58,6 +60,7 @@ class Alignment:
     chunk: int
     panel: int
     notes: tuple = field(default_factory=tuple)
+    loss_floor: float = 0.0  # the smallest loss the dtype resolves at these outputs (losses.rounding_floor)
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -101,15 +104,21 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
     pb = problem
     sub = pb.subset(samples, seed)
     n = sub.n
+    if n < 2:
+        raise ConfigError(f"the noise covariance of {n} sample is 0 (every gradient is the mean one): alpha, beta and "
+                          "mu are undefined", "use at least 2 samples (--samples)")
     X, Y = sub.tensors()  # the subset's Gram blocks pair every two samples: it is held once
     batches = sub.batches
 
-    # pass 1: L and g on the sample set (summed over ranks under torch.distributed)
-    total = torch.zeros((), dtype=torch.float64, device=pb.device)
+    # pass 1: L, g and the loss's rounding floor on the sample set (summed over ranks)
+    total = torch.zeros(2, dtype=torch.float64, device=pb.device)
     g = torch.zeros(pb.p, dtype=pb.dtype, device=pb.device)
+    eps = torch.finfo(pb.dtype).eps
     for x, y in batches:
         v, gd = fx.loss_and_grad(pb.forward, pb.loss, pb.params, x, y)
-        total += v.detach().double()
+        total[0] += v.detach().double()
+        with torch.no_grad():
+            total[1] += rounding_floor(pb.loss, pb.forward(pb.params, x), y, eps).to(total.device)
         g += pb.layout.flatten(gd)
     dist = _dist()
     if dist is not None:
@@ -119,7 +128,7 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
         # computes its share of the blocks (round robin); the totals are summed below
         X, Y = _all_gather_rows(dist, X), _all_gather_rows(dist, Y)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist is not None else (0, 1)
-    L = float(total) / n
+    L, floor = float(total[0]) / n, float(total[1]) / n
     g /= n
     if not math.isfinite(L):
         raise NumericalError(f"the loss is {L} at these parameters", "the checkpoint has diverged")
@@ -224,6 +233,16 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
     mu = _ratio(tr_sigma_g, 2 * L * gf**2)
     if L == 0:
         notes.append("the loss is 0: beta and mu are 0/0, undefined")
+    elif L <= floor:
+        dtype = str(pb.dtype).replace("torch.", "")
+        notes.append(f"the loss {L:.3g} is below what {dtype} resolves at these outputs ({floor:.2g}): the "
+                     "per-sample losses and gradients are rounding noise, so alpha, beta and mu are undefined here"
+                     + ("; recompute with --dtype float64" if pb.dtype != torch.float64 else ""))
+        alpha = beta = mu = math.nan
+    elif L < 1e4 * floor:
+        notes.append(f"the loss {L:.3g} is within 1e4 of what {str(pb.dtype).replace('torch.', '')} resolves "
+                     f"({floor:.2g}): beta and mu may be off by up to about {math.sqrt(floor / L):.0%}"
+                     + ("; recompute with --dtype float64" if pb.dtype != torch.float64 else ""))
     if sf == 0:
         notes.append("the gradient noise is 0 (all per-sample gradients equal): alpha is undefined")
     if gf == 0:
@@ -233,7 +252,7 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
     kind = "ggn" if pb.loss.name != "mse" else "jacobian-gram"
     return Alignment(alpha, beta, mu, L, tr_sigma_g, sf, gf, tr_s / n, tr_g / n, decoupling,
                      float(g.double().norm()), n, pb.p, kind,
-                     g_rows, drop, n < pb.n, seed, chunk, per_panel * chunk, tuple(notes))
+                     g_rows, drop, n < pb.n, seed, chunk, per_panel * chunk, tuple(notes), floor)
 
 
 def _all_gather_rows(dist, t: torch.Tensor) -> torch.Tensor:
@@ -337,7 +356,7 @@ def matrix_comparison(ops: dict, probes: int = 100, seed: int = 0, block: int | 
     def mean_se(x: torch.Tensor) -> tuple[float, float]:
         return float(x.mean()), float(x.std(unbiased=True)) / math.sqrt(x.numel())
 
-    how = {"probes": probes, "groups": G}
+    how = {"probes": probes, "groups": G, "dof": G - 1}
     if random:
         how["label_draws"] = 2 * G
     out: dict = {"trace": {}, "frobenius": {}, "cosine": {}}

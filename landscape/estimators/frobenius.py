@@ -40,7 +40,7 @@ def frobenius(op, probes: int = 100, seed: int = 0, block: int | None = None) ->
     value = math.sqrt(max(tsq, 0.0))
     se = tsq_se / (2 * value) if value > 0 else (0.0 if tsq_se == 0 else math.inf)
     return Estimate(value, se, probes, "hutchinson",
-                    {"probes": probes, "trace_sq": tsq, "trace_sq_stderr": tsq_se})
+                    {"probes": probes, "trace_sq": tsq, "trace_sq_stderr": tsq_se, "dof": probes - 1})
 
 
 def frobenius_inner(opA, opB, probes: int = 100, seed: int = 0,
@@ -66,7 +66,7 @@ def frobenius_inner(opA, opB, probes: int = 100, seed: int = 0,
         BV = opB.matmat(V).to(device=AV.device, dtype=torch.float64)
         vals.append((AV * BV).sum(dim=0))
     value, se = _mean_stderr(torch.cat(vals))
-    return Estimate(value, se, 2 * probes, "hutchinson", {"probes": probes})
+    return Estimate(value, se, 2 * probes, "hutchinson", {"probes": probes, "dof": probes - 1})
 
 
 __all__ = ["frobenius", "frobenius_inner"]

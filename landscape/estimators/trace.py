@@ -64,25 +64,27 @@ def hutchinson_trace(op, probes: int = 100, seed: int = 0, block: int | None = N
     g = make_generator(seed)
     vals = _quadratic_forms(op, probes, g, _block_size(op, probes, block))
     value, se = _mean_stderr(vals)
-    return Estimate(value, se, probes, "hutchinson", {"probes": probes})
+    return Estimate(value, se, probes, "hutchinson", {"probes": probes, "dof": probes - 1})
 
 
 def hutchpp_trace(op, probes: int = 100, seed: int = 0, block: int | None = None) -> Estimate:
     """Hutch++ (Meyer, Musco, Musco & Woodruff 2021, Algorithm 1) with a budget of ``m`` products.
 
-    ``S`` (``s = ⌊m/3⌋`` Rademacher columns), ``Q = orth(A S)``, then
-    ``tr(A) ≈ tr(Qᵀ A Q) + (1/r) Σ_j w_jᵀ A w_j`` with ``w_j = (I − QQᵀ) g_j`` for ``r = m − 2s``
-    further Rademacher ``g_j``. Products: ``s`` for ``AS``, ``s`` for ``AQ``, ``r`` for the
-    residual. ``tr(QᵀAQ)`` is exact given ``Q``, so the standard error is the residual
-    Hutchinson part's (sample std / sqrt(r)). When a few eigenvalues dominate, ``Q`` captures
-    them and the error falls from ``O(‖A‖_F/√m)`` to ``O(‖A − A_s‖_F/√m)``.
+    ``S`` (``s`` Rademacher columns), ``Q = orth(A S)``, then ``tr(A) ≈ tr(Qᵀ A Q) + (1/r) Σ_j
+    w_jᵀ A w_j`` with ``w_j = (I − QQᵀ) g_j`` for ``r = m − 2s`` further Rademacher ``g_j``.
+    Products: ``s`` for ``AS``, ``s`` for ``AQ``, ``r`` for the residual. ``tr(QᵀAQ)`` is exact
+    given ``Q``, so the standard error is the residual Hutchinson part's (sample std / sqrt(r),
+    with ``r − 1`` degrees of freedom). The paper's ``s = ⌊m/3⌋`` leaves 4 residual probes at
+    m = 12, too few for an error bar: ``s`` is lowered so that ``r ≥ 10`` where ``m ≥ 12`` allows.
+    When a few eigenvalues dominate, ``Q`` captures them and the error falls from
+    ``O(‖A‖_F/√m)`` to ``O(‖A − A_s‖_F/√m)``.
     """
     op = as_operator(op)
     if probes < 4:
         raise ConfigError(f"hutch++ needs at least 4 products, got {probes}",
                           "use --probes 4 or more (a multiple of 3, e.g. 99, is natural)")
     p = op.shape[0]
-    s = probes // 3
+    s = max(1, min(probes // 3, (probes - 10) // 2))  # at least 10 residual probes when m >= 12
     r = probes - 2 * s
     g = make_generator(seed)
     S = rademacher(p, s, g, op.dtype, op.device)
@@ -96,7 +98,7 @@ def hutchpp_trace(op, probes: int = 100, seed: int = 0, block: int | None = None
         W = W - Q @ (Q.T @ W)  # (I − QQᵀ) g
         vals.append((W * op.matmat(W)).sum(dim=0))
     mean, se = _mean_stderr(torch.cat(vals))
-    extra = {"probes": probes, "sketch": s, "residual_probes": r, "low_rank_trace": low_rank}
+    extra = {"probes": probes, "sketch": s, "residual_probes": r, "low_rank_trace": low_rank, "dof": r - 1}
     return Estimate(low_rank + mean, se, s + Q.shape[1] + r, "hutchpp", extra)
 
 

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.errors import CheckpointError, ConfigError
+from landscape.errors import CheckpointError, ConfigError, first_line
 
 if TYPE_CHECKING:
     from landscape.data import Split
@@ -111,11 +111,6 @@ def _few(items: list[str], k: int = 3) -> str:
     return ", ".join(items[:k]) + more
 
 
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0][:160] if lines else type(e).__name__
-
-
 def _is_state_dict(obj: Any) -> bool:
     return (
         isinstance(obj, dict)
@@ -187,11 +182,11 @@ def _read(path: Path) -> Any:
                 _RESAVE_HINT,
             ) from e
         raise CheckpointError(
-            f"{path} is corrupt ({_first_line(e)})", "copy or save the checkpoint again"
+            f"{path} is corrupt ({first_line(e)})", "copy or save the checkpoint again"
         ) from e
     except Exception as e:  # torch raises RuntimeError, ValueError, EOFError, KeyError, ...
         raise CheckpointError(
-            f"{path} is truncated or corrupt ({_first_line(e)})",
+            f"{path} is truncated or corrupt ({first_line(e)})",
             "copy or save the checkpoint again",
         ) from e
 

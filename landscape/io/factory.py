@@ -24,14 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from landscape.errors import ConfigError, LandscapeError
+from landscape.errors import ConfigError, LandscapeError, first_line
 
 SPEC_HINT = "write FILE.py:FUNCTION or package.module:FUNCTION"
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"
 
 
 def _load_file(path: Path) -> Any:
@@ -50,7 +45,7 @@ def _load_file(path: Path) -> Any:
     except Exception as e:
         sys.modules.pop(name, None)
         raise LandscapeError(
-            f"error while importing {path}: {_first_line(e)}", "fix that file"
+            f"error while importing {path}: {first_line(e)}", "fix that file"
         ) from e
     finally:
         try:
@@ -82,11 +77,11 @@ def load_factory(spec: str) -> Callable[..., Any]:
             if e.name and (target == e.name or target.startswith(e.name + ".")):
                 raise LandscapeError(f"factory module not found: {target}", SPEC_HINT) from e
             raise LandscapeError(
-                f"error while importing {target}: {_first_line(e)}", "fix that module"
+                f"error while importing {target}: {first_line(e)}", "fix that module"
             ) from e
         except Exception as e:
             raise LandscapeError(
-                f"error while importing {target}: {_first_line(e)}", "fix that module"
+                f"error while importing {target}: {first_line(e)}", "fix that module"
             ) from e
     obj: Any = module
     for part in attr.split("."):
@@ -109,7 +104,7 @@ def call_with_options(fn: Callable[..., Any], kind: str, name: str, kwargs: dict
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):  # no introspectable signature: just call it
-        return fn(**kwargs)
+        return _call(fn, kind, name, kwargs)
     named = [p for p in params.values() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
         unknown = [k for k in kwargs if k not in params]
@@ -124,4 +119,23 @@ def call_with_options(fn: Callable[..., Any], kind: str, name: str, kwargs: dict
             f"{kind} {name!r} needs option {', '.join(missing)}",
             f"pass it, e.g. {missing[0]}=...",
         )
-    return fn(**kwargs)
+    return _call(fn, kind, name, kwargs)
+
+
+def _call(fn: Callable[..., Any], kind: str, name: str, kwargs: dict) -> Any:
+    """``fn(**kwargs)``; an exception raised by a user's factory is the user's to fix: one line
+    naming the factory, its options and the error (a LandscapeError of its own passes through)."""
+    try:
+        return fn(**kwargs)
+    except LandscapeError:
+        raise
+    except Exception as e:
+        opts = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+        called = f" (called with {opts})" if opts else ""
+        if ":" not in name:  # a built-in model or dataset: only a bad option value is the user's
+            if isinstance(e, (TypeError, ValueError)):
+                raise ConfigError(f"{kind} {name!r} rejected its options{called}: {first_line(e)}",
+                                  f"check the --{kind}-arg values") from e
+            raise
+        raise LandscapeError(f"the {kind} factory {name} raised {first_line(e)}{called}",
+                             f"fix the factory or its --{kind}-arg options") from e

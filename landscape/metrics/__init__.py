@@ -6,6 +6,7 @@ The CLI's ``--metric`` choices, the JSON keys, the HDF5 groups and the table row
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -96,9 +97,18 @@ def _density(op, s: Settings):
     return spectral_density(op, runs=s.runs, steps=s.steps, seed=s.seed)
 
 
+def stderr_text(r) -> str:
+    """``stderr``, and with fewer than 30 degrees of freedom the Student-t 95% half-width too."""
+    dof = r.extra.get("dof")
+    if dof is not None and dof < 30 and math.isfinite(r.stderr):
+        lo, hi = r.interval(0.95)
+        return f"{fmt(r.stderr)} (95%: ±{fmt((hi - lo) / 2)}, t with {dof} dof)"
+    return fmt(r.stderr)
+
+
 def _estimate_rows(label: str):
     def rows(r) -> list[tuple[str, str, str, str]]:
-        return [(label, fmt(r.value), fmt(r.stderr), str(r.matvecs))]
+        return [(label, fmt(r.value), stderr_text(r), str(r.matvecs))]
 
     return rows
 

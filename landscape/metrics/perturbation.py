@@ -62,7 +62,7 @@ def perturbation_sharpness(problem: Problem, rho: float = 0.01, samples: int = 1
     mean, se = float(d.mean()), float(d.std(unbiased=True)) / math.sqrt(samples)
     tr = trace(op if op is not None else Hessian(problem), probes=probes, seed=seed)
     return Estimate(mean, se, tr.matvecs, "monte-carlo", {
-        "rho": rho, "perturbations": samples, "antithetic": antithetic, "loss": L0,
+        "rho": rho, "perturbations": samples, "antithetic": antithetic, "loss": L0, "dof": samples - 1,
         "loss_evaluations": samples * (2 if antithetic else 1) + 1,
         "quadratic": rho**2 * tr.value / 2, "quadratic_stderr": rho**2 * tr.stderr / 2,
         "trace": tr.value, "trace_stderr": tr.stderr})

@@ -77,7 +77,7 @@ class CovarianceNoise(SharpnessAware):
         super().__init__(params, base, model=model, seed=seed, **base_kwargs)
         if small_batch is None or not isinstance(small_batch, int) or small_batch < 1:
             raise ConfigError(f"{self.name} needs small_batch, the batch size M_S to emulate "
-                              f"(got {small_batch!r})", "pass small_batch=128")
+                              f"(got {small_batch!r})", "pass --small-batch 128 (small_batch=128 in Python)")
         self.small_batch = small_batch
         if noise_steps is None:
             if total_steps is None:

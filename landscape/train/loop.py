@@ -36,6 +36,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -116,6 +117,14 @@ class TrainConfig:
             raise ConfigError("both --epochs and --steps were given", "pass only one of them")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"--lr must be positive, got {self.lr}", "pass e.g. --lr 0.1")
+        if self.momentum is not None and not (0 <= self.momentum and math.isfinite(self.momentum)):
+            raise ConfigError(f"--momentum must be a finite number >= 0, got {self.momentum}", "pass e.g. --momentum 0.9")
+        if self.momentum is not None and self.momentum >= 1:
+            warnings.warn(f"--momentum {self.momentum} >= 1: heavy-ball SGD does not converge (its velocity "
+                          "grows without bound on a quadratic)", RuntimeWarning, stacklevel=2)
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ConfigError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}",
+                              "pass e.g. --weight-decay 5e-4")
         if self.until_loss is not None and not self.until_loss > 0:
             raise ConfigError(f"--until-loss must be positive, got {self.until_loss}", "pass e.g. --until-loss 1e-3")
         if self.dtype not in ("float32", "float64"):
@@ -435,6 +444,10 @@ def train(
     if rundir.exists() and not force:
         state = _peek(rundir)
         if state is not None and state.get("status") == "finished":
+            diff = _config_diff(state.get("config") or {}, config.to_dict())
+            if diff:
+                raise ConfigError(f"{rundir.path} holds a finished run with other settings ({'; '.join(diff[:3])})",
+                                  "choose another --out, or pass --force to replace it")
             return _already(rundir, state)
         raise ConfigError(f"{rundir.path} already holds an unfinished run",
                           f"continue it with --resume {rundir.path}, or start again with --force")
@@ -477,6 +490,22 @@ def resume(
     session.status, session.stop_reason = "running", None
     _barrier()
     return _loop(session, state, stop_after, handle_signals, progress, flush_seconds)
+
+
+def _config_diff(recorded: dict, new: dict) -> list[str]:
+    """The settings in which a new run differs from a recorded one (``name: recorded -> new``);
+    optimizer settings the recorded run resolved by default (``hyper``) count only when given."""
+    ignore = {"epochs", "steps", "until_loss"}  # the stopping rule: a finished run may be extended with --resume
+    out = []
+    for key, value in new.items():
+        if key in ignore or value is None:  # None: the default, which the recorded run resolved
+            continue
+        old = recorded.get(key)
+        if key == "hyper":
+            old = {k: v for k, v in (old or {}).items() if k in (value or {})}
+        if old != value:
+            out.append(f"{key}: {old!r} -> {value!r}")
+    return out
 
 
 def _barrier() -> None:

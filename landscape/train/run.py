@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ConfigError, LandscapeError
+from ..errors import ConfigError, LandscapeError, first_line
 
 FORMAT = "landscape-run"
 STATE_FORMAT = "landscape-run-state"
@@ -160,9 +161,15 @@ class RunDir:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 state = torch.load(self.state, weights_only=True, map_location="cpu")
-        except Exception as e:
-            raise LandscapeError(f"{self.state} is unreadable ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})",
-                                 "the run state is corrupt; start the run again with --force") from e
+        except pickle.UnpicklingError as e:
+            if "weights only" in str(e).lower():
+                raise LandscapeError(f"{self.state} holds objects that loading would execute as code, not a run state",
+                                     "it was not written by landscape train; start the run again with --force") from e
+            raise LandscapeError(f"{self.state} is corrupt ({first_line(e)})",
+                                 "start the run again with --force") from e
+        except Exception as e:  # torch raises RuntimeError, EOFError, ... on a truncated file
+            raise LandscapeError(f"{self.state} is truncated or corrupt ({first_line(e)})",
+                                 "start the run again with --force") from e
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise LandscapeError(f"{self.state} is not a landscape run state",
                                  "pass the --out directory of landscape train")
