@@ -59,7 +59,7 @@ def batch(
             return
         label = e["label"].replace("|", "/")
         if e["status"] == "failed":
-            output.info(f"[{e['index']}/{e['total']}] {label} · {e['name']}: [red]failed[/]: {e['error']}")
+            output.info(f"[{e['index']}/{e['total']}] {label} · {e['name']}: failed: {e['error']}")
         else:
             output.info(f"[{e['index']}/{e['total']}] {label} · {e['name']}: done in {e['seconds']:.2f} s")
 
@@ -93,5 +93,5 @@ def batch(
         if written:
             output.info(f"wrote {len(written)} figure(s) to {spec.figures}")
     if failed:
-        output.info(f"[bold red]{failed} item(s) failed[/]; fix them and run the study again (complete items are kept)")
+        output.warn(f"{failed} item(s) failed; fix them and run the study again (complete items are kept)")
         raise typer.Exit(1)

@@ -60,6 +60,7 @@ def compare(
     debug: DebugOpt = False,
 ) -> None:
     """The final metrics of training runs side by side (optimizer, lr, losses, accuracy, λ_max, trace, ...)."""
+    output.check_writable(plot=plot)
     records = [read_run(r) for r in runs]
     summaries = [summarize(r) for r in records]
     if plot is not None:

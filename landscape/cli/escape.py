@@ -100,6 +100,7 @@ def escape(
     from ..escape.analysis import escape_steps, minimum_stats, predicted_growth, summarize
 
     clock = Stopwatch()
+    output.check_writable(out, plot)
     names = parse_to(to)
     start_from = from_ or ("checkpoint" if checkpoint is not None else "gd")
     if start_from not in ("gd", "checkpoint"):
@@ -132,7 +133,7 @@ def escape(
             descent = descend(problem, problem.theta, lr, tol=tol, max_steps=max_gd_steps, chunk=chunk,
                               progress=bar(f"GD at lr {lr:g} to loss < {tol:g}", None))
             if not descent.converged:
-                output.info(f"[yellow]warning:[/] GD stopped after {descent.steps} steps at loss "
+                output.warn(f"GD stopped after {descent.steps} steps at loss "
                             f"{descent.loss:.3g} > --tol {tol:g}; raise --max-gd-steps or --tol")
             theta = descent.theta
         else:
@@ -144,7 +145,7 @@ def escape(
                                   align_samples=align_samples or None, s_samples=s_samples or None,
                                   seed=seed, nonuniformity=s_samples >= 0)
             if not stats["gd_stable"]:
-                output.info(f"[yellow]warning:[/] λ_max = {stats['lambda_max']:.4g} > 2/η = {2 / lr:.4g}: "
+                output.warn(f"λ_max = {stats['lambda_max']:.4g} > 2/η = {2 / lr:.4g}: "
                             "the start is not linearly stable for GD, so GD leaves it too")
         ev = eval_subset(problem.n, eval_samples, seed)
         seeds = trajectory_seeds(seed, trajectories)

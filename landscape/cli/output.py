@@ -29,8 +29,10 @@ from rich.table import Table
 from ..errors import LandscapeError
 from ..results import to_plain
 
-stdout = Console()
-stderr = Console(stderr=True)
+# piped or redirected output has no width to wrap to: a wide console keeps every table row and
+# number on one line (rich's default of 80 columns folded numbers mid-digit)
+stdout = Console() if sys.stdout.isatty() else Console(width=400)
+stderr = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=400)
 _doing: str | None = None  # what the command is computing (named in an out-of-memory error)
 
 
@@ -64,28 +66,40 @@ def emit_json(obj: dict) -> None:
 
 def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[str]], caption: str | None = None) -> None:
     t = Table(title=title, caption=caption, title_justify="left")
-    for i, c in enumerate(columns):
-        t.add_column(c, justify="left" if i == 0 else "right", overflow="fold")
+    for i, c in enumerate(columns):  # numbers are never folded, only the first (label) column
+        t.add_column(c, justify="left" if i == 0 else "right", overflow="fold" if i == 0 else "ellipsis",
+                     no_wrap=i > 0)
     for r in rows:
         t.add_row(*[escape(str(x)) for x in r])
     stdout.print(t)
 
 
 def info(msg: str) -> None:
+    """One plain line on stderr (no markup: brackets in messages print as they are)."""
     stderr.print(msg, highlight=False, markup=False)
+
+
+def warn(msg: str) -> None:
+    """``warning: msg`` on stderr."""
+    stderr.print(f"[yellow]warning:[/] {escape(msg)}", highlight=False, soft_wrap=True)
 
 
 _FIGURE_SUFFIXES = {".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff", ".webp"}
 
 
-def check_writable(out: Path | None = None, plot: Path | None = None) -> None:
-    """Refuse an output path that cannot be written BEFORE any computation: a directory, a folder
-    that cannot be created or written, a figure format matplotlib does not write."""
-    for path, what in ((out, "--out"), (plot, "--plot")):
+def check_writable(out: Path | None = None, plot: Path | None = None, folder: Path | None = None) -> None:
+    """Refuse an output path that cannot be written BEFORE any computation: a file path that is a
+    directory, a run directory that is a file, a folder that cannot be created or written, a
+    figure format matplotlib does not write."""
+    for path, what, is_folder in ((out, "--out", False), (plot, "--plot", False), (folder, "--out", True)):
         if path is None:
             continue
         path = Path(path)
-        if path.is_dir():
+        if is_folder:
+            if path.exists() and not path.is_dir():
+                raise LandscapeError(f"--out {path} is a file", "pass a directory for the run")
+            path = path / "run.h5"  # what will be written inside it
+        elif path.is_dir():
             raise LandscapeError(f"{what} {path} is a directory", "give a file name")
         if what == "--plot" and path.suffix.lower() not in _FIGURE_SUFFIXES:
             raise LandscapeError(f"{what} {path}: cannot write a {path.suffix or 'suffix-less'} figure",
@@ -160,8 +174,7 @@ def handle_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         debug = kwargs.get("debug", False) or os.environ.get("LANDSCAPE_DEBUG") == "1"
         if not debug:  # a warning is one line, like an error
-            warnings.showwarning = lambda message, category, *a, **k: stderr.print(
-                f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+            warnings.showwarning = lambda message, category, *a, **k: warn(str(message))
         try:
             return fn(*args, **kwargs)
         except LandscapeError as e:

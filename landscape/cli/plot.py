@@ -23,6 +23,7 @@ def plot(
     """Re-draw a result file's figure without recomputing anything."""
     from ..io.slice_figures import render
 
+    output.check_writable(plot=out)
     if file.is_dir() and (file / "run.h5").is_file():
         file = file / "run.h5"
     for path in render(file, kind, out, value):

@@ -96,6 +96,7 @@ def train(
     else:
         if out is None:
             raise ConfigError("no run directory given", "pass --out RUN_DIR (or --resume RUN_DIR)")
+        output.check_writable(folder=out)  # before any training: a run that cannot be saved is refused
         hyper = {key: v for flag, key in _HYPER_FLAGS.items() if (v := args[flag]) is not None}
         extra = parse_kv(opt_arg, "--opt-arg")
         clash = sorted(set(extra) & set(hyper))
@@ -152,7 +153,7 @@ def _table(result) -> None:
         if k.endswith(("_stderr", "_residual")):
             continue
         se, res = result.final.get(f"{k}_stderr"), result.final.get(f"{k}_residual")
-        note = f"± {se:.2g}" if se is not None else (f"resid {res:.2g}" if res is not None else "")
+        note = f"± {se:.2g}" if se is not None else (f"residual {res:.2g}" if res is not None else "")
         rows.append((k, f"{v:.6g}", note))
     s = result.seconds
     caption = (f"{result.status} at step {result.step} (epoch {result.epoch:.4g}); train {s.get('train', 0):.1f} s, "

@@ -85,7 +85,7 @@ class Hessian(ProblemOperator):
             return self._graphs[key]
         # what this graph may take: the budget less the cache, the block's rows and the
         # reverse passes' transients (an OutOfBudget beyond it shrinks the plan)
-        others = (2 * plan.block + 2 * plan.vmap) * self.p_bytes + plan.per_sample * plan.vmap * x.shape[0]
+        others = (3 * plan.block + 2 * plan.vmap) * self.p_bytes + plan.per_sample * plan.vmap * x.shape[0]
         others += (plan.fixed / 1.3) * 0.3 * x.shape[0]  # the build's own transients
         gg = self._build(x, y, limit=max(int(plan.budget - self._cached - others), 0))
         if self._cached + gg.nbytes <= plan.cache:

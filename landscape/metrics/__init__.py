@@ -120,8 +120,10 @@ def _eig_rows(r) -> list[tuple[str, str, str, str]]:
     block = (r.extra.get("basis") or {}).get("block", 1)
     matvecs = f"{r.matvecs} (block {block})" if block > 1 else str(r.matvecs)
     out = []
+    k = len(vals) // 2 if r.which == "both" else len(vals)
     for i, (v, e) in enumerate(zip(vals, res)):
-        out.append((f"{name}[{r.which} {i + 1}]", fmt(v), f"resid {e:.2g}", matvecs if i == 0 else ""))
+        end, rank = (r.which, i + 1) if r.which != "both" else (("top", i + 1) if i < k else ("bottom", i - k + 1))
+        out.append((f"{name}[{end} {rank}]", fmt(v), f"residual {e:.2g}", matvecs if i == 0 else ""))
     return out
 
 

@@ -151,7 +151,8 @@ class Context:
         if key not in self._problems:
             pb = self.ckpt.problem(split=s["split"], samples=s["samples"], seed=s.get("seed", 0),
                                    batch_size=s["batch_size"], params=s["params"], device=self.study.device,
-                                   dtype=s["dtype"], train_mode=s["train_mode"])
+                                   dtype=s["dtype"], train_mode=s["train_mode"], bn_batch=s.get("bn_batch"),
+                                   memory=s.get("memory"), allow_random_data=s.get("allow_random_data", False))
             pb.loss_value()  # a diverged checkpoint fails here with one clear line
             self._problems[key] = pb
         return self._problems[key]
@@ -217,7 +218,7 @@ def _stability(ctx: Context, item: Item) -> dict:
     pb = ctx.problem(_problem_settings(item))
     out = stability_report(pb, float(lr), int(batch), probes=s["probes"], seed=s["seed"], tol=s["tol"],
                            max_steps=s["max_steps"], s_samples=s["s_samples"], chunk=s["chunk"],
-                           sufficient=s["sufficient"])
+                           sufficient=s["sufficient"], sampling=s["sampling"])
     return {"params": pb.p, "samples": pb.n, **out}
 
 
@@ -450,12 +451,13 @@ def run_study(study: Study, *, force: bool = False, on_event: Event | None = Non
                     tree = COMPUTE[item.kind](ctx, item)
                 except LandscapeError as e:
                     error = _message(e)
-                except MemoryError:
-                    error = "out of memory; lower batch_size or samples"
                 except Exception as e:
                     if debug:
                         raise
-                    error = _message(e)
+                    from ..memory import is_out_of_memory
+
+                    error = ("out of memory; set [problem] memory below what the device has free, or samples"
+                             if is_out_of_memory(e) else _message(e))
             seconds = round(time.perf_counter() - t, 4)
             attrs = {"kind": item.kind, "group": item.group, "settings": item.settings, "problem": item.problem,
                      "settings_hash": p.settings_hash, "complete": 0 if error else 1, "seconds": seconds,

@@ -106,6 +106,9 @@ PROBLEM_OPTIONS: dict[str, Option] = {
     "dtype": _choice("float32", "float64"),
     "params": Option("str", help="regular expression selecting the parameters"),
     "train_mode": Option("bool", False),
+    "bn_batch": _int(1, help="with train_mode: BatchNorm's statistics batch (default batch_size)"),
+    "memory": Option("str", help="memory budget of the products, e.g. 8GiB (default: the device's share)"),
+    "allow_random_data": Option("bool", False, help="measure even if two reads of the data differ"),
     "model": Option("str", help="model factory FILE.py:FUNCTION (foreign state_dicts)"),
     "data": Option("str", help="data factory FILE.py:FUNCTION (foreign state_dicts)"),
     "loss": Option("str", help="cross-entropy or mse (foreign state_dicts)"),
@@ -149,13 +152,14 @@ KINDS: dict[str, KindSchema] = {
                         "Hessian trace ± stderr (landscape sharpness -m trace)"),
     "eig": KindSchema("metrics", {"top_k": _int(1, 1), "which": _choice("top", "bottom", "both"),
                                   "tol": _pos(1e-6), "eig_method": _choice("lanczos", "power"),
+                                  "eig_block": _int(1, help="Lanczos block (default top_k)"),
                                   "max_steps": _int(1), "seed": SEED},
                       "extreme Hessian eigenvalues with residuals (landscape sharpness -m eig)"),
     "frobenius": KindSchema("metrics", {"probes": _int(2, 100), "seed": SEED},
                             "Hessian Frobenius norm ± stderr (landscape sharpness -m frobenius)"),
     "density": KindSchema("metrics", {"runs": _int(1, 10), "steps": _int(2, 80), "seed": SEED},
                           "Hessian spectral density by SLQ (landscape sharpness -m density)"),
-    "fisher": KindSchema("metrics", {"probes": _int(2, 100), "mc_samples": _int(1, 1), "tol": _pos(1e-4),
+    "fisher": KindSchema("metrics", {"probes": _int(2, 100), "mc_samples": _int(1, 16), "tol": _pos(1e-4),
                                      "max_steps": _int(1), "chunk": _int(1), "seed": SEED},
                          "H, GGN, Fisher, empirical Fisher: trace, λ_max, ‖·‖_F, cosines (landscape fisher)"),
     "noise": KindSchema("metrics", {"s_samples": _int(1), "tol": _pos(1e-4), "max_steps": _int(1), "chunk": _int(1),
@@ -163,9 +167,9 @@ KINDS: dict[str, KindSchema] = {
                         "noise alignment α, β, μ and non-uniformity s (landscape noise)"),
     "stability": KindSchema("metrics", {"lr": _pos(None, "default: the checkpoint's"),
                                         "sgd_batch_size": _int(1, help="SGD batch B (default: the checkpoint's)"),
-                                        "probes": _int(1, 100), "tol": _pos(1e-4), "max_steps": _int(1),
+                                        "probes": _int(2, 100), "tol": _pos(1e-4), "max_steps": _int(1),
                                         "s_samples": _int(1), "chunk": _int(1), "sufficient": Option("bool", False),
-                                        "seed": SEED},
+                                        "sampling": _choice("without", "with"), "seed": SEED},
                             "linear-stability verdicts for GD and SGD (landscape stability)"),
     "slice": KindSchema("slices", {"dims": Option("choice", 1, choices=(1, 2)),
                                    "directions": _choice("random", "eigen", "pca", "checkpoints"),
@@ -624,6 +628,15 @@ def parse_study(path: str | Path, text: str | None = None) -> Study:
                                               else base / figures_value)
     if output.exists() and output.is_dir():
         raise where.error(("study", "output"), f"output {output} is a directory", "name an .h5 file")
+    for key, target in (("output", output), ("figures", figures)):
+        if target is None:
+            continue
+        folder = target if key == "figures" else target.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise where.error(("study", key), f"{key} {target}: the folder {folder} is not writable",
+                              "choose another path")
     return Study(path, text, name, output, figures, study.get("device", "cpu"), checkpoints, items, load)
 
 
