@@ -132,10 +132,12 @@ def _call(fn: Callable[..., Any], kind: str, name: str, kwargs: dict) -> Any:
     except Exception as e:
         opts = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
         called = f" (called with {opts})" if opts else ""
+        flag = "--data-arg" if kind == "dataset" else f"--{kind}-arg"
         if ":" not in name:  # a built-in model or dataset: only a bad option value is the user's
             if isinstance(e, (TypeError, ValueError)):
                 raise ConfigError(f"{kind} {name!r} rejected its options{called}: {first_line(e)}",
-                                  f"check the --{kind}-arg values") from e
+                                  f"check the {flag} values") from e
             raise
-        raise LandscapeError(f"the {kind} factory {name} raised {first_line(e)}{called}",
-                             f"fix the factory or its --{kind}-arg options") from e
+        label = "data" if kind == "dataset" else kind
+        raise LandscapeError(f"the {label} factory {name} raised {first_line(e)}{called}",
+                             f"fix the factory or its {flag} options") from e
