@@ -87,11 +87,16 @@ def open_h5(path: Path, script: str, config: dict):
 
     import landscape
 
+    import torch
+
     tmp = path.with_suffix(".h5.tmp")
     f = h5py.File(tmp, "w")
     f.attrs["script"] = script
     f.attrs["config"] = json.dumps(config, default=str)
     f.attrs["landscape_version"] = getattr(landscape, "__version__", "unknown")
+    f.attrs["torch_version"] = str(torch.__version__)
+    f.attrs["threads"] = torch.get_num_threads()
+    f.attrs["command"] = " ".join(["python", *sys.argv])
     f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     return f, tmp
 

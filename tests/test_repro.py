@@ -29,14 +29,20 @@ def _files(out, h5name: str, png: str) -> h5py.File:
 def test_eos_gd_rises_to_the_edge_of_stability(tmp_path):
     res = repro_eos.main(["--quick", "--out", str(tmp_path)])
     with _files(tmp_path, "eos.h5", "eos.png") as f:
-        assert set(f) == {"lr_0.4", "lr_0.8"}
-        assert f["lr_0.8"].attrs["two_over_lr"] == pytest.approx(2.5)
-        assert f["lr_0.8"]["lambda_max"].shape == f["lr_0.8"]["step"].shape
-    for r in res.values():
-        lam = r["lambda_max"]
-        assert r["lambda_peak"] > 3 * lam[0]  # progressive sharpening from the initialisation
+        assert set(f) == {"mse", "cross-entropy"} and set(f["cross-entropy"]) == {"lr_0.4", "lr_0.8"}
+        g = f["cross-entropy/lr_0.8"]
+        assert g.attrs["two_over_lr"] == pytest.approx(2.5) and g["lambda_max"].shape == g["step"].shape
+        # what reproduces the file: the command, the torch build, the thread count
+        assert "repro_eos" not in f.attrs["command"] or "--quick" in f.attrs["command"]
+        assert f.attrs["torch_version"] and f.attrs["threads"] >= 1
+    for (loss, _), r in res.items():
+        if loss == "cross-entropy":  # progressive sharpening from the initialisation
+            assert r["lambda_peak"] > 3 * r["lambda_max"][0]
     # at the largest rate GD's sharpness reaches the stability bound 2/η
-    assert res[0.8]["lambda_peak"] >= 2 / 0.8
+    assert res[("cross-entropy", 0.8)]["lambda_peak"] >= 2 / 0.8
+    # with mse GD rises to the edge of stability: its late λ_max sits near 2/η
+    mse = res[("mse", 0.4)]
+    assert 0.7 * 2 / 0.4 <= mse["lambda_late"] <= 1.3 * 2 / 0.4
 
 
 def test_optimizers_all_train_and_report_curvature(tmp_path):

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..curvature.base import count_products
 from . import output
 from .common import ProblemSpec, Stopwatch, header, problem_options
 from .options import CheckpointArg, DebugOpt, JsonOpt, OutOpt
@@ -37,9 +38,10 @@ def fisher(
     seed = spec.seed
     ckpt, problem = spec.load(checkpoint)
     at = {"loss_value": problem.loss_value(), "accuracy": problem.accuracy()}
-    with output.progress(not json_) as start:
+    state = {"advance": lambda k: None}
+    with output.progress(not json_) as start, count_products(lambda k: state["advance"](k)):
         result = fisher_report(problem, probes=probes, mc_samples=mc_samples, tol=tol, max_steps=max_steps,
-                               seed=seed, chunk=chunk, on_start=lambda label: start(label, None))
+                               seed=seed, chunk=chunk, on_start=lambda label: state.update(advance=start(label, None)))
     report = header(ckpt, problem)
     report.update(at)
     report["settings"] = {"probes": probes, "mc_samples": mc_samples, "tol": tol, "max_steps": max_steps,

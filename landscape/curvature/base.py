@@ -17,6 +17,7 @@ and the pass is run again from the start; each change is recorded in ``plan.note
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +32,20 @@ from .operator import LinearOperator
 #: 1/16 of a vector's cost. When all batches' state is cached there is nothing to share, and a
 #: block only needs to cover the first pass.
 SHARED_BLOCK, CACHED_BLOCK = 16, 8
+
+
+#: callables ``hook(k)`` told of every k products a problem operator completes (progress bars)
+PRODUCT_HOOKS: list = []
+
+
+@contextmanager
+def count_products(hook):
+    """Call ``hook(k)`` after every block of k products of any problem operator, meanwhile."""
+    PRODUCT_HOOKS.append(hook)
+    try:
+        yield
+    finally:
+        PRODUCT_HOOKS.remove(hook)
 
 
 def as_problem(model_or_problem, loss=None, data=None, **kwargs) -> Problem:
@@ -256,6 +271,8 @@ class ProblemOperator(LinearOperator):
         while i < V.shape[1]:
             k = min(self.block_size, V.shape[1] - i)
             part = self._matmat(V[:, i : i + k])
+            for hook in PRODUCT_HOOKS:
+                hook(k)
             if out is None:
                 if k == V.shape[1]:
                     self.matvecs += k

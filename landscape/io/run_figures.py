@@ -82,10 +82,11 @@ def run_figure(run: str | Path | dict, series: dict | None = None, settings: dic
             e = np.asarray(series[err], dtype=float)[keep]
             ax.fill_between(x, y - e, y + e, alpha=0.25)
         if col == "lambda_max" and settings.get("lr") and settings.get("base", "sgd") == "sgd":
-            # GD's linear stability bound (ALGORITHMS.md §2); heavy-ball momentum μ: 2(1 + μ)/lr
-            mu = float(settings.get("momentum") or 0.0)
-            ax.axhline(2.0 * (1.0 + mu) / float(settings["lr"]), color="k", ls=":", lw=1,
-                       label="2/lr" if mu == 0 else "2(1+μ)/lr")
+            # GD's linear stability bound (docs/algorithms.md §2); heavy-ball momentum β: 2(1 + β)/lr
+            # (β, not μ: μ is the noise alignment, drawn in a panel of its own)
+            beta = float(settings.get("momentum") or 0.0)
+            ax.axhline(2.0 * (1.0 + beta) / float(settings["lr"]), color="k", ls=":", lw=1,
+                       label="2/lr" if beta == 0 else f"2(1+β)/lr, momentum β = {beta:g}")
             ax.legend(fontsize=7)
         ax.set_ylabel(col)
         i += 1

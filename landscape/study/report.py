@@ -268,8 +268,9 @@ def _series(record: StudyRecord) -> dict[tuple[str, str], list[tuple[str, float,
 
 def overview_figure(record: StudyRecord):
     """One panel per headline quantity across the checkpoints: against the training step (one
-    line per run directory or glob) when every checkpoint records its step and each source spans
-    several steps, else against the checkpoints' labels."""
+    line per run directory) when every checkpoint comes from a run directory, records its step,
+    and each run spans several steps; else one point per checkpoint against its label (files of
+    a glob are unrelated: a line through them would draw a trajectory that never was)."""
     from ..io.figures import plt
 
     series = _series(record)
@@ -287,8 +288,12 @@ def overview_figure(record: StudyRecord):
     def step(label: str) -> float:
         return _f(ck.get(label, {}).get("step"))
 
-    by_step = all(np.isfinite([step(lb) for lb in labels]).all() and len({step(lb) for lb in labels}) > 1
-                  for labels in sources.values())
+    def is_run(src: str, labels: list[str]) -> bool:
+        """A run directory's checkpoints form one trajectory; a glob's files are unrelated."""
+        return all(str(Path(str(ck.get(lb, {}).get("path", ""))).parent) == str(Path(src)) for lb in labels)
+
+    by_step = all(is_run(src, labels) and np.isfinite([step(lb) for lb in labels]).all()
+                  and len({step(lb) for lb in labels}) > 1 for src, labels in sources.items())
     for ax, ((name, q), pts) in zip(axes.reshape(-1), series.items()):
         if by_step:
             for src, labels in sources.items():
