@@ -140,7 +140,9 @@ def work(cfg: dict) -> dict:
             e = top_eigenvalues(H, k=5, tol=1e-6, seed=0, return_vectors=True, block=cfg.get("block"))
             out.update(values=e.values.tolist(), products=e.matvecs)
             vectors = e.vectors.float().cpu()
-        out["plan"] = H.plan_report()["describe"]
+        report = H.plan_report()
+        out["plan"] = report["describe"]
+        out["plan_notes"] = report["notes"]
         out.update(H.cache_report())
     elif tool == "hessian-eigenthings":
         import hessian_eigenthings as he

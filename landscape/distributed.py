@@ -48,6 +48,17 @@ def init_from_env(device: str | None = None) -> None:
     dist.init_process_group(backend=backend)
 
 
+def shutdown(wait: bool = True) -> None:
+    """Leave the process group, after every rank has finished when ``wait`` (a successful run).
+
+    A rank that tears its group down while another still talks to it can abort at exit ("terminate
+    called without an active exception"); a failed run does not wait, as torchrun stops the others."""
+    if active():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def local_device(device: torch.device) -> torch.device:
     """``cuda`` without an index means this rank's GPU (LOCAL_RANK) in a torchrun job."""
     if device.type == "cuda" and device.index is None and launched():

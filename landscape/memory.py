@@ -2,8 +2,9 @@
 
 A budget is the memory landscape may allocate beyond what the model and the problem already
 hold. ``--memory 20GiB`` sets it; by default it is 90% of the free memory of a CUDA device, and
-half of the available RAM on a CPU (``MemAvailable`` of ``/proc/meminfo``), since the operating
-system kills a CPU process that runs out rather than raising an error.
+half of the available RAM on a CPU (``MemAvailable`` of ``/proc/meminfo``; split between the
+processes of a torchrun job on the node), since the operating system kills a CPU process that
+runs out rather than raising an error.
 """
 
 from __future__ import annotations
@@ -100,7 +101,10 @@ class Budget:
         free = available(device)
         if device.type == "cuda":
             return cls(int(0.9 * free), device, f"90% of the free GPU memory ({fmt_bytes(free)})")
-        return cls(int(0.5 * free), device, f"half of the available RAM ({fmt_bytes(free)})")
+        # the processes of a torchrun job on this node share its RAM
+        local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+        share = "half" if local == 1 else f"half / {local} local processes"
+        return cls(int(0.5 * free / local), device, f"{share} of the available RAM ({fmt_bytes(free)})")
 
     def __str__(self) -> str:
         return f"{fmt_bytes(self.bytes)} ({self.source})"

@@ -106,6 +106,7 @@ def _worker(rank: int, port: int, tmp: str) -> None:
         out = compute(Path(tmp) / "run2")
         torch.save(out, Path(tmp) / f"rank{rank}.pt")
     finally:
+        dist.barrier()  # no rank tears its group down while another still talks to it
         dist.destroy_process_group()
 
 

@@ -50,7 +50,11 @@ def main() -> None:
         device = next((sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--device"), None)
         distributed.init_from_env(device)
         output.quiet_unless_main()
-    app()
+    try:
+        app()
+    except SystemExit as done:
+        distributed.shutdown(wait=done.code in (0, None))
+        raise
 
 
 if __name__ == "__main__":

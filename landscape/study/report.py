@@ -170,11 +170,18 @@ def headlines(item: dict) -> list[Headline]:
         return []
 
 
-def fmt(value: float, err: float = math.nan) -> str:
-    """``value ± err`` with 4 significant digits (the error only when finite and positive)."""
+#: headline quantities whose error is a Lanczos residual bound, not a standard error
+RESIDUALS = ("λ_max", "λ_min")
+
+
+def fmt(value: float, err: float = math.nan, residual: bool = False) -> str:
+    """``value ± err`` with 4 significant digits (the error only when finite and positive); an
+    eigenvalue's residual is written as one, ``value (residual err)``."""
     if not math.isfinite(value):
         return "nan" if math.isnan(value) else str(value)
-    return f"{value:.4g} ± {err:.2g}" if math.isfinite(err) and err > 0 else f"{value:.4g}"
+    if not (math.isfinite(err) and err > 0):
+        return f"{value:.4g}"
+    return f"{value:.4g} (residual {err:.2g})" if residual else f"{value:.4g} ± {err:.2g}"
 
 
 # ------------------------------------------------------------------------ tables
@@ -184,7 +191,8 @@ def summary_rows(record: StudyRecord) -> list[tuple[str, str, str, str, str, str
     rows = []
     for it in record.items:
         status = "ok" if it["complete"] else "FAILED"
-        text = "; ".join(f"{q} = {fmt(v, e)}" for q, v, e in headlines(it)) if it["complete"] else (it["error"] or "incomplete")
+        text = ("; ".join(f"{q} = {fmt(v, e, q in RESIDUALS)}" for q, v, e in headlines(it)) if it["complete"]
+                else (it["error"] or "incomplete"))
         secs = it.get("seconds")
         rows.append((display(it["label"]), it["name"], str(it["kind"]), status, text,
                      f"{float(secs):.2f}" if isinstance(secs, (int, float)) else "-"))
@@ -206,7 +214,7 @@ def wide_table(record: StudyRecord) -> tuple[list[str], list[list[str]]]:
             col = f"{it['name']}: {q}"
             if col not in cols:
                 cols.append(col)
-            cells[(it["label"], col)] = fmt(v, e)
+            cells[(it["label"], col)] = fmt(v, e, q in RESIDUALS)
     flat = [(name, col) for name, cols in columns.items() for col in (cols or [name])]
     rows = []
     for label in record.checkpoints:
@@ -238,7 +246,7 @@ def summary_markdown(record: StudyRecord, figures: list[Path] | None = None, rel
              f"checkpoint(s), {len(record.names)} metric(s)/slice(s), {ok} item(s) complete"
              + (f", {failed} failed" if failed else "") + ".", "", "## Values", ""]
     cols, rows = wide_table(record)
-    note = "Errors after ± are standard errors (estimates) or residual bounds (eigenvalues)."
+    note = "Errors after ± are standard errors; an eigenvalue's is its Lanczos residual, written as such."
     parts += [_md_table(cols, rows), "", note, "", "## Items", ""]
     parts += [_md_table(["checkpoint", "item", "kind", "status", "values", "seconds"], summary_rows(record))]
     fails = [it for it in record.items if not it["complete"]]
