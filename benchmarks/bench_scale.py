@@ -319,7 +319,7 @@ def main() -> None:
     ap.add_argument("--eig-n", type=int, default=1024)
     ap.add_argument("--probes", type=int, default=8)
     ap.add_argument("--tools", default=",".join(TOOLS))
-    ap.add_argument("--tight", default="1GiB", help="--memory of 'landscape (tight)'")
+    ap.add_argument("--tight", default="512MiB", help="--memory of 'landscape (tight)'")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--results", default=str(HERE / "results" / "scale.jsonl"))
