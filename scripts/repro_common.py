@@ -84,10 +84,9 @@ def open_h5(path: Path, script: str, config: dict):
     """A new HDF5 file with the script's name, its configuration and the package version as root
     attributes (an existing file is replaced: each script run is one consistent result)."""
     import h5py
+    import torch
 
     import landscape
-
-    import torch
 
     tmp = path.with_suffix(".h5.tmp")
     f = h5py.File(tmp, "w")

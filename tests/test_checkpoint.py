@@ -361,8 +361,8 @@ def test_foreign_state_dict_with_factories(tmp_path, wrap):
 
 
 def test_factory_spec_errors(tmp_path):
-    from landscape.errors import LandscapeError
     from landscape.data.source import as_source
+    from landscape.errors import LandscapeError
     from landscape.io.factory import load_factory
 
     (tmp_path / "f.py").write_text("def a():\n    return 1\nx = 3\n")
