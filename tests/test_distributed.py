@@ -105,8 +105,8 @@ def _worker(rank: int, port: int, tmp: str) -> None:
     try:
         out = compute(Path(tmp) / "run2")
         torch.save(out, Path(tmp) / f"rank{rank}.pt")
-    finally:
         dist.barrier()  # no rank tears its group down while another still talks to it
+    finally:
         dist.destroy_process_group()
 
 

@@ -61,8 +61,8 @@ def fisher(
     for name, m in result["matrices"].items():
         lam = m["lambda_max"]
         rows.append((LABELS[name], f"{fmt(m['trace']['estimate'])} ± {fmt(m['trace']['stderr'])}",
-                     f"{fmt(lam['estimate'])} ({'one draw, no error; ' if 'note' in lam else ''}"
-                     f"residual {lam['residual']:.2g})",
+                     (f"{fmt(lam['estimate'])} ({'one draw, no error; ' if 'note' in lam else ''}"
+                      f"residual {lam['residual']:.2g})"),
                      f"{fmt(m['frobenius']['estimate'])} ± {fmt(m['frobenius']['stderr'])}"))
     caption = (f"{problem.n} samples, p = {problem.p}, loss {problem.loss.name}, {probes} shared probes, "
                f"Fisher with {mc_samples} label(s) per sample, {report['seconds']:.2f} s")

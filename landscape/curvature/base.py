@@ -254,7 +254,6 @@ class ProblemOperator(LinearOperator):
 
     def _prepare(self, i: int, start: int, x, y):
         """State shared by all vectors of a block on batch ``i`` (first sample ``start``)."""
-        return None
 
     def _apply(self, state, x, y, V: dict, last: bool = False) -> dict:
         """The products of the vectors ``V`` on batch ``(x, y)``; ``last``: no product on this
@@ -292,7 +291,7 @@ class ProblemOperator(LinearOperator):
                 out = self._pass(V)
                 self.products_seconds += time.perf_counter() - t0
                 return out
-            except Exception as e:  # noqa: BLE001 - only out-of-memory errors are retried
+            except Exception as e:  # only out-of-memory errors are retried
                 if not is_out_of_memory(e):
                     raise
                 if distributed.active():

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -351,7 +352,7 @@ def matrix_comparison(ops: dict, probes: int = 100, seed: int = 0, block: int | 
     means = {}
     for key, parts in values.items():
         per_probe = torch.cat(parts)
-        means[key] = torch.stack([per_probe[lo:hi].mean() for lo, hi in zip(bounds[:-1], bounds[1:])])
+        means[key] = torch.stack([per_probe[lo:hi].mean() for lo, hi in itertools.pairwise(bounds)])
 
     def mean_se(x: torch.Tensor) -> tuple[float, float]:
         return float(x.mean()), float(x.std(unbiased=True)) / math.sqrt(x.numel())

@@ -177,7 +177,7 @@ def settings_from(probes: int, seed: int, options: dict | None = None) -> Settin
 def _checked(key: str, value: Any, default: Any) -> Any:
     """``value`` if it has the type of the option (that of its default; options defaulting to None
     take integers), else a ConfigError naming the option."""
-    if isinstance(default, bool) or isinstance(default, str):
+    if isinstance(default, (bool, str)):
         ok = isinstance(value, type(default))
     elif isinstance(default, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
