@@ -18,9 +18,11 @@ Measures:
 
 - *probe*: seconds per Hutchinson probe (one Hessian-vector product over all n samples), from
   each tool's own trace with ``--probes`` probes, wall time and CPU time (user + system) per
-  probe, and the peak memory of the worker. landscape runs twice: with its default budget (half
-  the available RAM: the gradient graphs of as many batches as fit are kept between products)
-  and with ``--memory`` at ``--tight`` (no cache: a budget the size of the peers' working set).
+  probe, and the peak memory of the worker. landscape runs three times: with its default budget (half
+  the available RAM: the gradient graphs of as many batches as fit are kept between products),
+  with ``--memory`` at ``--tight`` (no cache: a budget the size of the peers' working set), and
+  with the default budget but no cache (``Hessian(..., cache_bytes=0)``: every pass rebuilds each
+  batch's graph once and shares it between the block's 16 vectors).
 - *top-5*: seconds to the top-5 eigenvalues at a relative tolerance of 1e-6, the number of
   products, and the largest relative residual ``‖Hv − λv‖/|λ|`` of the returned pairs, checked
   afterwards with landscape's operator (not timed). landscape runs its default block Lanczos
@@ -132,7 +134,8 @@ def work(cfg: dict) -> dict:
         from landscape.estimators import top_eigenvalues, trace
 
         memory = cfg.get("memory")
-        H = landscape.Hessian(model, "cross-entropy", _loader(n), batch_size=BATCH, device=device, memory=memory)
+        H = landscape.Hessian(model, "cross-entropy", _loader(n), batch_size=BATCH, device=device, memory=memory,
+                              cache_bytes=cfg.get("cache_bytes"))
         if what == "probe":
             est = trace(H, probes=cfg["probes"], seed=1)
             out["estimate"] = est.value
@@ -205,7 +208,7 @@ def work(cfg: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- the driver
-TOOLS = ["landscape", "landscape (tight)", "landscape (block 1)", "hessian-eigenthings", "pyhessian", "curvlinops"]
+TOOLS = ["landscape", "landscape (no cache)", "landscape (tight)", "landscape (block 1)", "hessian-eigenthings", "pyhessian", "curvlinops"]
 
 
 def _key(cfg: dict) -> str:
@@ -233,10 +236,10 @@ def run(args) -> None:
     for model in args.models.split(","):
         for n in [int(v) for v in args.n.split(",")]:
             for tool in args.tools.split(","):
-                if tool != "landscape (block 1)":
+                if tool != "landscape (block 1)":  # (no cache) runs probes only
                     jobs.append({"model": model, "n": n, "tool": tool, "what": "probe"})
         for tool in args.tools.split(","):
-            if tool != "landscape (tight)" and args.eig_n:
+            if tool not in ("landscape (tight)", "landscape (no cache)") and args.eig_n:
                 jobs.append({"model": model, "n": args.eig_n, "tool": tool, "what": "eig"})
     for job in jobs:
         cfg = {**job, "device": args.device, "probes": args.probes, "threads": args.threads}
@@ -244,6 +247,8 @@ def run(args) -> None:
             cfg["memory"] = args.tight
         if job["tool"] == "landscape (block 1)":
             cfg["block"] = 1
+        if job["tool"] == "landscape (no cache)":
+            cfg["cache_bytes"] = 0
         if _key(cfg) in done:
             continue
         print(f"... {cfg['model']} n={cfg['n']} {cfg['tool']} {cfg['what']}", file=sys.stderr, flush=True)
