@@ -63,7 +63,8 @@ def as_problem(model_or_problem, loss=None, data=None, **kwargs) -> Problem:
 class Plan:
     """How products run: ``batch`` samples per batch, ``block`` vectors per pass over the data,
     ``vmap`` vectors per vectorised call, up to ``cache`` bytes of per-batch state kept between
-    passes. ``per_sample`` bytes of working memory per sample and per vmapped vector, ``fixed``
+    passes (by passes of ``CACHED_BLOCK`` or more vectors only when ``wide_cache``). ``per_sample`` bytes of
+    working memory per sample and per vmapped vector, ``fixed``
     bytes per sample besides, ``seconds`` per sample and vector (from the calibration batch);
     ``notes`` say what was changed and why."""
 
@@ -77,6 +78,7 @@ class Plan:
     seconds: float | None = None
     setup_seconds: float | None = None
     notes: list[str] = field(default_factory=list)
+    wide_cache: bool = True
 
     def working(self, batch: int | None = None, block: int | None = None, vmap: int | None = None,
                 p_bytes: int = 0) -> int:
@@ -109,6 +111,7 @@ class ProblemOperator(LinearOperator):
         super().__init__(self.problem.p, self.problem.dtype, self.problem.device)
         self._asked = {"block": block_size, "vmap": vmap}
         self._plan: Plan | None = None
+        self._width = 1  # vectors in the current pass
         self.products_seconds = 0.0
         self.memory = self.problem.budget.bytes // 4  # for the estimators' own vectors
 
@@ -195,7 +198,8 @@ class ProblemOperator(LinearOperator):
         # after the first pass). Each vector holds two parameter-sized rows: while the block
         # does not fit beside the batch, trade batch (down to 64) for block
         all_state = plan.fixed * len(pb.source)
-        cached = self._caches() and all_state <= budget - plan.working(block=CACHED_BLOCK, p_bytes=pb_)
+        plan.wide_cache = all_state <= self._wide_cache_cap()
+        cached = self._caches() and plan.wide_cache and all_state <= budget - plan.working(block=CACHED_BLOCK, p_bytes=pb_)
         want = max(1, int(self._asked["block"] or (CACHED_BLOCK if cached else SHARED_BLOCK)))
 
         def fits(k: int, b: int) -> bool:
@@ -221,6 +225,10 @@ class ProblemOperator(LinearOperator):
     def _caches(self) -> bool:
         """Whether this operator keeps per-batch state between passes."""
         return False
+
+    def _wide_cache_cap(self) -> float:
+        """Passes of ``CACHED_BLOCK`` or more vectors keep per-batch state only when all of it is at most this."""
+        return float("inf")
 
     def _shrink(self, error: BaseException) -> None:
         """Make the plan smaller after an out-of-memory error (see the module docstring)."""
@@ -304,6 +312,7 @@ class ProblemOperator(LinearOperator):
         pb = self.problem
         plan = self.plan()
         k = V.shape[1]
+        self._width = k  # the vectors of this pass: state is kept by width (Hessian._prepare)
         out = torch.zeros(k, pb.p, dtype=pb.dtype, device=pb.device)
         rows_all = V.T.contiguous()  # [k, p], once per pass: a column copy per batch and vector was 5% of a pass
         names, offsets = pb.layout.names, pb.layout.offsets
