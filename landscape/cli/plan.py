@@ -27,7 +27,9 @@ def show(ckpt, problem, names: list[str], settings, *, json_: bool) -> None:
     output.info(f"one timed batch: {cal['seconds_per_sample_vector'] * 1e3:.3g} ms per sample and vector, "
                 f"{cal['setup_seconds_per_sample'] * 1e3:.3g} ms per sample to build a batch's graph "
                 f"({fmt_bytes(cal['graph_bytes_per_sample'])} per sample; "
-                f"{100 * cal['graphs_cached_fraction']:.0f}% of the graphs fit the cache)")
+                f"{100 * cal['graphs_cached_fraction']:.0f}% of the graphs fit the cache"
+                + ("" if cal["wide_passes_cache"] else f", kept by passes of fewer than {cal['wide_width']} vectors only")
+                + ")")
     output.info(f"expected: about {_duration(est['seconds'])} and a peak of {est['peak']} beyond the model and data")
 
 

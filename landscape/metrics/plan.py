@@ -6,7 +6,8 @@ From the Hessian's product plan (one timed calibration batch, see
 peak memory beyond what the model and data already hold, and the time.
 
 Time of one pass of ``k`` vectors over ``n`` samples: ``n (t_setup + k t_vector)`` with the
-calibration's per-sample times; a batch whose gradient graph is cached pays no ``t_setup``.
+calibration's per-sample times; a batch whose gradient graph is cached pays no ``t_setup`` (passes
+of ``CACHED_BLOCK`` or more vectors use the cache only when the plan allows, ``Plan.wide_cache``).
 Lanczos' product count is not known in advance: it is shown as a typical count (20 + 10k for k
 wanted eigenvalues at the default tolerance) and its cap.
 """
@@ -17,6 +18,7 @@ import math
 
 import torch
 
+from ..curvature.base import CACHED_BLOCK
 from ..curvature.hessian import Hessian
 from ..estimators.lanczos import _BASIS_CAP, basis_placement
 from ..memory import fmt_bytes
@@ -53,14 +55,16 @@ def estimate(problem: Problem, names: list[str], settings: Settings, op: Hessian
     working = plan.working(p_bytes=p * item)
     rows = {}
     total_s = 0.0
-    peak = working + min(plan.cache, graph_bytes)
+    peak = working
     for name in names:
         prods, how = _products(name, settings, p)
         extra = 0
+        width = plan.block
         if name == "eig":
             where, vectors, _ = basis_placement(op, _BASIS_CAP, 8, min(p, 2 * settings.top_k + 10, 20))
             extra = vectors * p * 8 if where == problem.device else 0
-            passes = prods  # one vector at a time
+            width = max(1, settings.eig_block or settings.top_k)
+            passes = math.ceil(prods / width)  # one block of vectors per pass
         elif name == "density":
             per_run = min(settings.steps, p) * p * item
             lock = max(1, min(settings.runs, int((op.memory or per_run) // per_run)))
@@ -70,12 +74,14 @@ def estimate(problem: Problem, names: list[str], settings: Settings, op: Hessian
             passes = math.ceil(prods / max(1, plan.block)) if prods else 0
             extra = 3 * min(prods, plan.block) * p * item if prods else 0
         hessian = name in ("trace", "frobenius", "eig", "density")
-        secs = (n * (passes * t_setup * (1 - cached) + prods * t_vec)) if hessian else None
+        kept = cached if width < CACHED_BLOCK or plan.wide_cache else 0.0
+        secs = (n * (passes * t_setup * (1 - kept) + prods * t_vec)) if hessian else None
         rows[name] = {"products": prods, "how": how, "passes": passes, "seconds": secs, "memory_bytes": extra}
         total_s += secs or 0.0
-        peak = max(peak, working + min(plan.cache, graph_bytes) + extra)
+        peak = max(peak, working + (min(plan.cache, graph_bytes) if kept else 0) + extra)
     return {"p": p, "n": n, "dtype": str(problem.dtype).replace("torch.", ""), "device": str(problem.device),
             "data": problem.data_report(), "budget": str(problem.budget), "products": op.plan_report(),
             "calibration": {"seconds_per_sample_vector": t_vec, "setup_seconds_per_sample": t_setup,
-                            "graph_bytes_per_sample": plan.fixed, "graphs_cached_fraction": cached},
+                            "graph_bytes_per_sample": plan.fixed, "graphs_cached_fraction": cached,
+                            "wide_passes_cache": plan.wide_cache, "wide_width": CACHED_BLOCK},
             "metrics": rows, "seconds": total_s, "peak_bytes": int(peak), "peak": fmt_bytes(peak)}
