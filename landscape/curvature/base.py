@@ -63,9 +63,8 @@ def as_problem(model_or_problem, loss=None, data=None, **kwargs) -> Problem:
 class Plan:
     """How products run: ``batch`` samples per batch, ``block`` vectors per pass over the data,
     ``vmap`` vectors per vectorised call, up to ``cache`` bytes of per-batch state kept between
-    passes (by passes of ``CACHED_BLOCK`` or more vectors only when ``wide_cache``). ``per_sample`` bytes of
-    working memory per sample and per vmapped vector, ``fixed``
-    bytes per sample besides, ``seconds`` per sample and vector (from the calibration batch);
+    passes (by passes of ``CACHED_BLOCK`` or more vectors only when ``wide_cache``). ``per_sample``
+    bytes of working memory per sample and per vmapped vector, ``fixed`` bytes per sample besides, ``seconds`` per sample and vector (from the calibration batch);
     ``notes`` say what was changed and why."""
 
     batch: int
@@ -79,6 +78,10 @@ class Plan:
     setup_seconds: float | None = None
     notes: list[str] = field(default_factory=list)
     wide_cache: bool = True
+
+    def keeps(self, width: int) -> bool:
+        """Whether a pass of ``width`` vectors keeps per-batch state (within ``cache``)."""
+        return width < CACHED_BLOCK or self.wide_cache
 
     def working(self, batch: int | None = None, block: int | None = None, vmap: int | None = None,
                 p_bytes: int = 0) -> int:
@@ -111,7 +114,6 @@ class ProblemOperator(LinearOperator):
         super().__init__(self.problem.p, self.problem.dtype, self.problem.device)
         self._asked = {"block": block_size, "vmap": vmap}
         self._plan: Plan | None = None
-        self._width = 1  # vectors in the current pass
         self.products_seconds = 0.0
         self.memory = self.problem.budget.bytes // 4  # for the estimators' own vectors
 
@@ -260,8 +262,8 @@ class ProblemOperator(LinearOperator):
     def _batch_product(self, params, x, y, V: dict) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def _prepare(self, i: int, start: int, x, y):
-        """State shared by all vectors of a block on batch ``i`` (first sample ``start``)."""
+    def _prepare(self, i: int, start: int, x, y, width: int = 1):
+        """State shared by the ``width`` vectors of a pass on batch ``i`` (first sample ``start``)."""
 
     def _apply(self, state, x, y, V: dict, last: bool = False) -> dict:
         """The products of the vectors ``V`` on batch ``(x, y)``; ``last``: no product on this
@@ -312,13 +314,12 @@ class ProblemOperator(LinearOperator):
         pb = self.problem
         plan = self.plan()
         k = V.shape[1]
-        self._width = k  # the vectors of this pass: state is kept by width (Hessian._prepare)
         out = torch.zeros(k, pb.p, dtype=pb.dtype, device=pb.device)
         rows_all = V.T.contiguous()  # [k, p], once per pass: a column copy per batch and vector was 5% of a pass
         names, offsets = pb.layout.names, pb.layout.offsets
         start = 0
         for i, (x, y) in enumerate(pb.batches_of(plan.batch)):
-            state = self._prepare(i, start, x, y)
+            state = self._prepare(i, start, x, y, k)
             for j in range(0, k, plan.vmap):
                 rows = rows_all[j : j + plan.vmap]
                 res = self._apply(state, x, y, pb.layout.unflatten_rows(rows), last=j + plan.vmap >= k)

@@ -133,7 +133,7 @@ class Fisher(ProblemOperator):
         for estimates of the true Fisher whose error covers the labels' randomness too."""
         return Fisher(self.problem, mc_samples=self.mc_samples, seed=seed, block_size=self._asked["block"])
 
-    def _prepare(self, i: int, start: int, x, y):
+    def _prepare(self, i: int, start: int, x, y, width: int = 1):
         return self._factors[start : start + x.shape[0]]
 
     def _apply(self, R, x, y, V, last=False):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from . import functional as fx
-from .base import CACHED_BLOCK, ProblemOperator
+from .base import ProblemOperator
 
 #: On a CPU, passes of 8 or more vectors cache graphs only when all of them fit this (bytes).
 CPU_WIDE_CACHE = 512 << 20
@@ -90,7 +90,7 @@ class Hessian(ProblemOperator):
         meter = fx.SavedBytes(limit=limit, exclude=[*pb.params.values(), *pb.frozen.values(), x, y])
         return fx.GradientGraph(pb.forward, pb.loss, pb.params, x, y, meter=meter)
 
-    def _prepare(self, i: int, start: int, x, y):
+    def _prepare(self, i: int, start: int, x, y, width: int = 1):
         if self.engine == "jvp":
             return None
         plan = self.plan()
@@ -104,8 +104,7 @@ class Hessian(ProblemOperator):
         others = (3 * plan.block + 2 * plan.vmap) * self.p_bytes + plan.per_sample * plan.vmap * x.shape[0]
         others += (plan.fixed / 1.3) * 0.3 * x.shape[0]  # the build's own transients
         gg = self._build(x, y, limit=max(int(plan.budget - self._cached - others), 0))
-        limit = plan.cache if self._width < CACHED_BLOCK or plan.wide_cache else 0
-        if self._cached + gg.nbytes <= limit:
+        if plan.keeps(width) and self._cached + gg.nbytes <= plan.cache:
             self._graphs[key] = gg
             self._cached += gg.nbytes
             gg.cached = True

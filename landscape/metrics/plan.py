@@ -74,7 +74,7 @@ def estimate(problem: Problem, names: list[str], settings: Settings, op: Hessian
             passes = math.ceil(prods / max(1, plan.block)) if prods else 0
             extra = 3 * min(prods, plan.block) * p * item if prods else 0
         hessian = name in ("trace", "frobenius", "eig", "density")
-        kept = cached if width < CACHED_BLOCK or plan.wide_cache else 0.0
+        kept = cached if plan.keeps(width) else 0.0
         secs = (n * (passes * t_setup * (1 - kept) + prods * t_vec)) if hessian else None
         rows[name] = {"products": prods, "how": how, "passes": passes, "seconds": secs, "memory_bytes": extra}
         total_s += secs or 0.0
