@@ -3,7 +3,7 @@ mean over all n samples is exact whatever the batch sizes (the last batch may be
 
 - ``cross-entropy``: ``l_i = −log softmax(f_i)[y_i]``.
 - ``mse``: ``l_i = ½ ‖f_i − y_i‖²`` (the lecture slides' ``1/(2n) Σ e_i²``; with it H = G at an
-  interpolating minimum, ALGORITHMS.md §1 "Loss conventions"). Note PyTorch's ``MSELoss`` has no ½
+  interpolating minimum, docs/algorithms.md §1 "Loss conventions"). Note PyTorch's ``MSELoss`` has no ½
   and also averages over output dimensions.
 - a callable ``loss(outputs, targets)`` returning the MEAN over the batch (like ``nn.CrossEntropyLoss()``);
   it is multiplied by the batch size.

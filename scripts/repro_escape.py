@@ -1,5 +1,5 @@
 """Experiment 3 — SGD escapes a minimum that is stable for GD (lecture Figure 19) and the
-isotropic-noise control ("The importance of noise structure"; ALGORITHMS.md §2), with
+isotropic-noise control ("The importance of noise structure"; docs/algorithms.md §2), with
 ``landscape.escape``: full-batch GD (``descend``) to near convergence on a digits MLP (squared error
 on one-hot labels, ½‖f − y‖² per sample), then many trajectories of each dynamics from that point at
 the same learning rate (``simulate``): SGD with batch B, Gaussian isotropic noise with SGD's total

@@ -1,5 +1,5 @@
 """Experiment 5 — empirical against true Fisher, and the noise alignment μ, along a training run
-(ALGORITHMS.md §1: "empirical Fisher", "true Fisher", "noise alignment"; lecture "Quantify the
+(docs/algorithms.md §1: "empirical Fisher", "true Fisher", "noise alignment"; lecture "Quantify the
 alignment strength"; sgd-covariance-noise App. F; fisher-sam §3). One SGD run on a digits MLP
 (``landscape.train`` with ``checkpoint_every``); at each checkpoint, on a fixed seeded subset of
 training samples:

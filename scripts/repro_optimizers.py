@@ -3,7 +3,7 @@ Hessian trace of the solutions found by every minibatch optimizer of the registr
 asam, fsam, sgd-tracer, adam-tracer, rsam, mfvi, vsam, lb-diag-noise and lb-full-noise (plus
 large-batch sgd, the reference for the covariance-noise methods) — on a digits MLP, over seeds
 (mean ± sample std). Every run is ``landscape.train`` with the optimizer's registry defaults
-(ALGORITHMS.md §3) and curvature tracked once, at the end (``track=["eig", "trace"]``). The
+(docs/algorithms.md §3) and curvature tracked once, at the end (``track=["eig", "trace"]``). The
 SGD-based methods use lr 0.05 and momentum 0.9; adam-tracer runs on Adam (its default base, no
 momentum setting) with lr 3e-3 (0.06 × 0.05), the lowest train loss of 1e-3, 2e-3, 3e-3 in a
 one-seed check (seed 100). ``gd`` (full batch: 15 epochs would be 15 steps) is left out.

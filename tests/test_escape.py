@@ -94,7 +94,7 @@ def test_slides_pair_gd_stays_sgd_leaves():
     left = sgd.distances > 0.5  # left the basin of x = 1 (towards x = 0)
     assert float(left.any(1).double().mean()) >= 0.95
     first = left.double().argmax(1)[left.any(1)].double()
-    assert 25 <= float(first.median()) <= 120  # ALGORITHMS.md §2: median ~51
+    assert 25 <= float(first.median()) <= 120  # docs/algorithms.md §2: median ~51
     # exponential phase: growth of the mean loss near the exact 1-D factor of the linearisation
     assert second_moment_factor(slides_pair_curvatures(), 0.7, 1) == pytest.approx(1.7476)
     # the version printed WITH ½ is stable for SGD: no escape

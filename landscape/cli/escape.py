@@ -1,6 +1,6 @@
 """``landscape escape``: from a minimum found by full-batch GD (or a checkpoint), run many
 trajectories of SGD and its noise surrogates at once and measure how fast they leave it, beside
-the lecture's stability theory (Figure 19, Theorems 3-4; ALGORITHMS.md §2)."""
+the lecture's stability theory (Figure 19, Theorems 3-4; docs/algorithms.md §2)."""
 
 from __future__ import annotations
 

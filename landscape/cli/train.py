@@ -23,7 +23,7 @@ from .options import DebugOpt, DeviceOpt, DtypeOpt, JsonOpt
 #: options that may accompany --resume (the stopping rule and output switches)
 _RESUMABLE = {"resume", "epochs", "steps", "until_loss", "json_", "debug", "progress", "ctx"}
 
-#: dedicated hyperparameter flags -> the optimizer's keyword (ALGORITHMS.md §3)
+#: dedicated hyperparameter flags -> the optimizer's keyword (docs/algorithms.md §3)
 _HYPER_FLAGS = {"rho": "rho", "eta_a": "eta_a", "gamma": "gamma", "eta_f": "eta_f", "delta": "delta",
                 "beta": "beta", "sigma0": "prior_std", "small_batch": "small_batch"}
 

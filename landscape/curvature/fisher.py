@@ -3,7 +3,7 @@
 - :class:`Fisher`: ``F = (1/n) Σ_i E_{ŷ∼p(·|x_i,θ)}[∇l(f_i, ŷ) ∇l(f_i, ŷ)ᵀ]`` with ``mc_samples``
   labels per sample drawn ONCE from the model's predictive distribution (categorical for
   cross-entropy, ``ŷ ∼ N(f_i, I)`` for mse) with a seeded generator, so the operator is a fixed
-  symmetric PSD matrix; ``E[F_mc] = F = G`` (ALGORITHMS.md §1 "true Fisher"; covariance-noise
+  symmetric PSD matrix; ``E[F_mc] = F = G`` (docs/algorithms.md §1 "true Fisher"; covariance-noise
   paper App. F).
 - :class:`EmpiricalFisher`: ``F_emp = (1/n) Σ_i g_i g_iᵀ`` at the dataset labels, from per-sample
   gradients (vmap) in chunks of samples: memory ``chunk · p``, never ``n · p``.
@@ -143,7 +143,7 @@ class Fisher(ProblemOperator):
 
 class EmpiricalFisher(ProblemOperator):
     """``F_emp v = (1/n) Σ_i g_i (g_iᵀ v)`` with ``g_i = ∇l_i`` at the dataset labels
-    (ALGORITHMS.md §1 "empirical Fisher"; in this toolkit "empirical Fisher" never means the
+    (docs/algorithms.md §1 "empirical Fisher"; in this toolkit "empirical Fisher" never means the
     lecture's G). Per-sample gradients come from vmap in chunks of ``chunk`` samples (default:
     as many as fit in 256 MiB); each product recomputes them, so memory is ``chunk · p``.
     """

@@ -198,7 +198,7 @@ class GradientGraph:
 
 
 # ---------------------------------------------------------------- per-sample and output-space products
-# (Fisher family, SGD noise, non-uniformity, alignment: ALGORITHMS.md §1)
+# (Fisher family, SGD noise, non-uniformity, alignment: docs/algorithms.md §1)
 
 
 def loss_output_grad(loss: Loss, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

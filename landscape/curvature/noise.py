@@ -1,6 +1,6 @@
 """SGD noise operators: the gradient-noise covariance Σ and the non-uniformity Σ_H.
 
-- :class:`NoiseCovariance`: ``Σ = (1/n) Σ_i g_i g_iᵀ − g gᵀ`` (ALGORITHMS.md §1 "SGD noise
+- :class:`NoiseCovariance`: ``Σ = (1/n) Σ_i g_i g_iᵀ − g gᵀ`` (docs/algorithms.md §1 "SGD noise
   covariance"); one SGD step with batch B (without replacement) adds gradient noise of covariance
   ``(n−B)/(B(n−1)) Σ``.
 - :class:`NonUniformity`: ``Σ_H = (1/n) Σ_i H_i² − H²`` (Wu, Ma & E 2018; lecture "What affects
@@ -36,7 +36,7 @@ class NoiseCovariance(EmpiricalFisher):
 class NonUniformity(ProblemOperator):
     """``Σ_H v = (1/m) Σ_{i∈S} H_i (H_i v) − H_S (H_S v)`` over a seeded subset ``S`` of
     ``samples`` of the problem's samples (all by default), with ``H_S = (1/m) Σ_{i∈S} H_i``: the
-    covariance of the per-sample Hessians of ``S`` (PSD), ALGORITHMS.md §1 "non-uniformity".
+    covariance of the per-sample Hessians of ``S`` (PSD), docs/algorithms.md §1 "non-uniformity".
 
     Per-sample products ``H_i(H_i v)`` are two forward-over-reverse products per sample and
     vector, vmapped over ``chunk`` samples (default: as fit in 256 MiB for the block);

@@ -1,6 +1,6 @@
 """Escape dynamics: many trajectories of SGD-like methods at once from a minimum found by GD,
 measured against the lecture's stability theory (implicit-bias-lecture.md, "A stability
-perspective" to "Theorem 4"; ALGORITHMS.md §2).
+perspective" to "Theorem 4"; docs/algorithms.md §2).
 
 >>> import torch
 >>> from landscape.escape import simulate, slides_pair, summarize

@@ -9,7 +9,7 @@ anything with ``n`` samples: a :class:`~landscape.problem.Problem` (wrapped in
 ``loss_i(theta[p], idx[m]) -> [m]`` (wrapped in :class:`FlatObjective`; the lecture's 1-D toys in
 :mod:`landscape.escape.toys`). ``L(θ) = (1/n) Σ_i l_i(θ)``.
 
-Dynamics (all with the same learning rate η; ``g = ∇L`` the full-batch gradient; ALGORITHMS.md §2):
+Dynamics (all with the same learning rate η; ``g = ∇L`` the full-batch gradient; docs/algorithms.md §2):
 
 ==================  ===========================================================================
 ``gd``              ``θ ← θ − η g`` (deterministic: computed once and replicated).

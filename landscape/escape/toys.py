@@ -1,10 +1,10 @@
 """The lecture's one-dimensional escape examples (implicit-bias-lecture.md, "What affects the
-stability of SGD" and "An illustrative example"; ALGORITHMS.md §2), as per-sample losses for
+stability of SGD" and "An illustrative example"; docs/algorithms.md §2), as per-sample losses for
 :func:`landscape.escape.simulate`.
 
 - :func:`slides_pair`: ``f1 = min(x², 0.1(x−1)²)``, ``f2 = min(x², 1.9(x−1)²)``, ``L = ½(f1 + f2)``,
   printed by the slides both with and without a factor ½; only the version WITHOUT ½ (the default)
-  shows the escape (ALGORITHMS.md §5). Near ``x = 1``: ``a_1 = f1'' = 0.2``, ``a_2 = 3.8``, so GD
+  shows the escape (docs/algorithms.md §5). Near ``x = 1``: ``a_1 = f1'' = 0.2``, ``a_2 = 3.8``, so GD
   with ``η = 0.7`` multiplies ``x − 1`` by ``1 − 0.7·2 = −0.4`` (stable) while SGD (B = 1) multiplies
   ``E(x − 1)²`` by ``(0.86² + 1.66²)/2 ≈ 1.75`` (it leaves).
 - :func:`quadratic_family`: ``f(x) = (1/2n) Σ_i a_i x²`` (slides eq. 2), per-sample ``l_i = ½ a_i x²``,

@@ -1,10 +1,10 @@
 """How two curvature-type matrices align.
 
-- :func:`alignment`: the lecture's noise-alignment factors (ALGORITHMS.md §1 "noise alignment";
+- :func:`alignment`: the lecture's noise-alignment factors (docs/algorithms.md §1 "noise alignment";
   lecture "Quantify the alignment strength", eqs. 7-9) EXACTLY, through ``n × n`` Gram identities,
   never a ``p × p`` matrix.
 - :func:`matrix_comparison`: traces, Frobenius norms and pairwise Frobenius cosines of any
-  symmetric operators from one shared set of Rademacher probes (ALGORITHMS.md §1 "Comparisons").
+  symmetric operators from one shared set of Rademacher probes (docs/algorithms.md §1 "Comparisons").
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
     ``(∂²l_i/∂f²)^{1/2} J_i``: for mse (``½‖f−y‖²``) these are the Jacobian rows ``∇f_ic``, so
     ``G = (1/n) Σ_i ∇f_i ∇f_iᵀ`` as in the slides; for cross-entropy they give the GGN
     ``(1/n) Σ_i J_iᵀ (diag π_i − π_i π_iᵀ) J_i`` (this toolkit's extension; the square root by a
-    k × k eigendecomposition, its zero eigenvalue dropped). Then (ALGORITHMS.md §1)
+    k × k eigendecomposition, its zero eigenvalue dropped). Then (docs/algorithms.md §1)
 
         tr(ΣG) = ‖Ũ Vᵀ‖_F² / n²,   ‖Σ‖_F² = ‖Ũ Ũᵀ‖_F² / n²,   ‖G‖_F² = ‖V Vᵀ‖_F² / n²,
 

@@ -22,7 +22,7 @@ def _check_probes(probes: int) -> None:
 def frobenius(op, probes: int = 100, seed: int = 0, block: int | None = None) -> Estimate:
     """``‖A‖_F = sqrt(tr(A²))`` with ``tr(A²) = tr(AᵀA) = E‖A v‖²`` for Rademacher ``v``.
 
-    ALGORITHMS.md §1 (Frobenius norm). ``tr(A²)`` is the mean of ``‖A v_j‖²`` over ``m`` probes
+    docs/algorithms.md §1 (Frobenius norm). ``tr(A²)`` is the mean of ``‖A v_j‖²`` over ``m`` probes
     with standard error ``se = std/√m``; the delta method carries it to the square root:
     ``se(‖A‖_F) ≈ se / (2 sqrt(tr A²))``. ``extra`` holds ``trace_sq`` and ``trace_sq_stderr``.
     Costs ``m`` products.
@@ -47,7 +47,7 @@ def frobenius_inner(opA, opB, probes: int = 100, seed: int = 0,
                     block: int | None = None) -> Estimate:
     """``⟨A, B⟩_F = tr(AB) = E[(A v)ᵀ (B v)]`` for symmetric ``A``, ``B`` and Rademacher ``v``.
 
-    ALGORITHMS.md §1 (comparisons: ``cos = ⟨A,B⟩_F / (‖A‖_F ‖B‖_F)``). The same probes go to
+    docs/algorithms.md §1 (comparisons: ``cos = ⟨A,B⟩_F / (‖A‖_F ‖B‖_F)``). The same probes go to
     both operators, so ``frobenius_inner(A, A)`` reproduces :func:`frobenius`'s ``trace_sq``.
     Reports mean ± std/√m; costs ``m`` products with each operator (``matvecs = 2m``).
     """

@@ -1,5 +1,5 @@
 """Noise and linear-stability reports of a minimum (the library behind ``landscape noise`` and
-``landscape stability``; ALGORITHMS.md §2, lecture "What affects the stability of SGD" and
+``landscape stability``; docs/algorithms.md §2, lecture "What affects the stability of SGD" and
 "The linear stability condition").
 """
 
@@ -115,7 +115,7 @@ def alignment_bound(lr: float, mu: float, noise_factor: float) -> float:
 class StabilityMatrix(LinearOperator):
     """``(I − ηH)² + c Σ_H`` with ``c = η²(n−B)/(B(n−1))``: the lecture's p-dimensional matrix
     (slide "The selection diagram"). ``λ_max ≤ 1`` is SUFFICIENT for linear stability of SGD but
-    not necessary (ALGORITHMS.md §2: a 2×2 example has 1.034 where SGD contracts, 0.962)."""
+    not necessary (docs/algorithms.md §2: a 2×2 example has 1.034 where SGD contracts, 0.962)."""
 
     def __init__(self, H: LinearOperator, sigma_h: LinearOperator, lr: float, c: float) -> None:
         super().__init__(H.shape[0], H.dtype, H.device)
@@ -162,7 +162,7 @@ def stability_report(problem: Problem, lr: float, batch_size: int, *, probes: in
       ‖H‖_F²`` is the predicted per-step growth of the expected loss, ``> 1`` (escape) exactly when
       the bound is violated. ``‖H‖_F`` by Hutchinson ± stderr.
     - ``matrix_sufficient`` (``sufficient=True``): ``λ_max{(I−ηH)² + η²(n−B)/(B(n−1)) Σ_H} ≤ 1``,
-      sufficient but NOT necessary (ALGORITHMS.md §2): a violation does not prove instability.
+      sufficient but NOT necessary (docs/algorithms.md §2): a violation does not prove instability.
     """
     from ..estimators import frobenius, top_eigenvalues
 

@@ -2,7 +2,7 @@
 
 Both hand the closure's gradient unchanged to the base optimizer: one forward/backward pass per
 step. They differ only in what the closure evaluates: ``gd`` expects the loss of the whole training
-set (ALGORITHMS.md §3), ``sgd`` that of a minibatch. They exist as wrappers so that every optimizer
+set (docs/algorithms.md §3), ``sgd`` that of a minibatch. They exist as wrappers so that every optimizer
 of the registry shares one interface (closure conventions, ``state_dict``, NaN detection,
 ``passes_per_step``).
 """
@@ -29,6 +29,6 @@ class SGD(SharpnessAware):
 
 class GD(SGD):
     """Full-batch gradient step: the closure must return the loss of the WHOLE training set (the
-    stability analyses of ALGORITHMS.md §2, λ_max ≈ 2/η, are about this method)."""
+    stability analyses of docs/algorithms.md §2, λ_max ≈ 2/η, are about this method)."""
 
     name = "gd"

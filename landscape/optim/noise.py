@@ -5,7 +5,7 @@
 to the base optimizer is ``g_B − s C ξ``, ``s = sqrt((M_L − M_S)/(M_L M_S))``, where ``M_L`` is the
 batch size actually used (the number of per-sample gradients) and ``M_S`` the small batch to
 emulate (``small_batch``). Where the noise enters a momentum/Adam base is unspecified in the paper:
-we add it to the gradient handed to the base optimizer (ALGORITHMS.md §2).
+we add it to the gradient handed to the base optimizer (docs/algorithms.md §2).
 
 - ``lb-diag-noise``: ``C ξ = sqrt(diag F_emp) ⊙ ξ``, ``ξ ∼ N(0, I)``, ``diag F_emp = (1/M) Σ g_i²``.
 - ``lb-full-noise``: ``C ξ = (1/sqrt M) Σ_i σ_i g_i`` with Rademacher ``σ_i`` (App. F), of

@@ -3,7 +3,7 @@
 Every rule takes lists of per-parameter tensors (gradients, parameters, variances), treats them as
 ONE flat vector (one global norm across all parameters, as the papers do) and returns new tensors.
 The stateful mechanics (two passes, restoring parameters, BatchNorm buffers, base optimizer) live
-once in :class:`landscape.optim.wrapper.SharpnessAware`. Formulas follow ALGORITHMS.md §3.
+once in :class:`landscape.optim.wrapper.SharpnessAware`. Formulas follow docs/algorithms.md §3.
 
 >>> g = [torch.tensor([3.0, 4.0])]
 >>> sam_eps(g, rho=0.5)[0]
@@ -166,7 +166,7 @@ def mfvi_log_var_grad(
     (J the MFVI objective of :func:`mfvi_var_grad`). The optimizer steps ``s ← s − lr · this``:
     log Σ keeps Σ positive and the factor N makes the step O(lr) whatever the dataset size; the
     stationary points are those of J. This parameterisation is ours: the seed descends on Σ
-    directly and gives no rule for keeping it positive (ALGORITHMS.md §3)."""
+    directly and gives no rule for keeping it positive (docs/algorithms.md §3)."""
     s2 = prior_std**2
     return [(v * (0.5 / s2)).sub_(0.5).addcmul_(g, e, value=0.5 * num_data)
             for g, e, v in zip(grads, eps, var)]
@@ -205,7 +205,7 @@ def tracer_ema(fbar: Tensors, grads: Tensors, beta: float) -> list[torch.Tensor]
 
 def tracer_stable(curvature: float, lr: float, rho: float, delta: float) -> bool:
     """Whether (SGD-)TRACER converges on a quadratic of curvature λ near its minimum (f̄ → 0):
-    ``lr (λ + 2ρλ²/δ) < 2`` (ALGORITHMS.md §3)."""
+    ``lr (λ + 2ρλ²/δ) < 2`` (docs/algorithms.md §3)."""
     return lr * (curvature + 2.0 * rho * curvature**2 / delta) < 2.0
 
 

@@ -16,7 +16,7 @@ from .wrapper import SharpnessAware, check_positive, flat_cat, present, scatter,
 
 class SAM(SharpnessAware):
     """Sharpness-aware minimisation (Foret et al. 2021): ``ε = ρ g_B / ‖g_B‖``, step with
-    ``∇L_B(θ + ε)``. Default ``rho = 0.05`` (0.1 for CIFAR-100; ALGORITHMS.md §3)."""
+    ``∇L_B(θ + ε)``. Default ``rho = 0.05`` (0.1 for CIFAR-100; docs/algorithms.md §3)."""
 
     name = "sam"
     two_pass = True

@@ -1,6 +1,6 @@
 """Directions of a loss-surface slice, as flat ``[p, k]`` blocks (k = 1 or 2).
 
-Li et al. 2018, "Visualizing the loss landscape of neural nets" (ALGORITHMS.md §4):
+Li et al. 2018, "Visualizing the loss landscape of neural nets" (docs/algorithms.md §4):
 
 - random Gaussian directions with *filter normalisation* (their Sec. 4): each filter ``d_f`` of a
   weight tensor (an output unit's row of a linear layer, an output channel of a convolution) is

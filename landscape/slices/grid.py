@@ -5,7 +5,7 @@ A chunk of ``P`` points ``θ_j`` is stacked into ``name -> [P, *shape]`` tensors
 gives ``Σ_{i∈batch} l_i(θ_j)`` and the correct counts for all P points at once, with the exact
 weights of :class:`~landscape.problem.Problem` (sums over batches divided by n).
 
-Slices (Li et al. 2018; ALGORITHMS.md §4): ``L(θ + α d)`` on a line, ``L(θ + α d_1 + β d_2)`` on a
+Slices (Li et al. 2018; docs/algorithms.md §4): ``L(θ + α d)`` on a line, ``L(θ + α d_1 + β d_2)`` on a
 plane; the points of a chunk are generated from their coordinates, never all held at once.
 """
 

@@ -6,7 +6,7 @@ an :class:`~landscape.results.Estimate`; a pair or an Estimate becomes two colum
 time series, ``NAME`` and ``NAME_stderr``. Built in:
 
 =============  =========================================================================
-``trace``      ``tr(H)`` by Hutchinson / Hutch++ (ALGORITHMS.md §1) -> ``trace ± stderr``
+``trace``      ``tr(H)`` by Hutchinson / Hutch++ (docs/algorithms.md §1) -> ``trace ± stderr``
 ``eig``        top Hessian eigenvalue by Lanczos -> ``lambda_max`` and its Ritz residual
                ``lambda_max_residual`` (``‖Hx − θx‖``, which bounds its error)
 ``frobenius``  ``‖H‖_F = sqrt(E‖Hv‖²)`` -> ``frobenius ± stderr``
