@@ -9,9 +9,13 @@ prints and writes files.
 from __future__ import annotations
 
 import os
+import sys
+from typing import TYPE_CHECKING
 
-import torch
-import torch.distributed as dist
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported on first use: the CLI's entry point asks launched() before any command runs.
 
 
 def launched() -> bool:
@@ -20,14 +24,23 @@ def launched() -> bool:
 
 
 def active() -> bool:
+    """A process group has been joined (never before torch.distributed is imported)."""
+    if "torch.distributed" not in sys.modules:
+        return False
+    import torch.distributed as dist
+
     return dist.is_available() and dist.is_initialized()
 
 
 def rank() -> int:
+    import torch.distributed as dist
+
     return dist.get_rank() if active() else 0
 
 
 def world_size() -> int:
+    import torch.distributed as dist
+
     return dist.get_world_size() if active() else 1
 
 
@@ -42,6 +55,9 @@ def init_from_env(device: str | None = None) -> None:
     The backend is NCCL when ``device`` is CUDA, gloo otherwise."""
     if not launched() or active():
         return
+    import torch
+    import torch.distributed as dist
+
     backend = "nccl" if device and device.startswith("cuda") and torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
@@ -54,6 +70,8 @@ def shutdown(wait: bool = True) -> None:
     A rank that tears its group down while another still talks to it can abort at exit ("terminate
     called without an active exception"); a failed run does not wait, as torchrun stops the others."""
     if active():
+        import torch.distributed as dist
+
         if wait:
             dist.barrier()
         dist.destroy_process_group()
@@ -62,6 +80,8 @@ def shutdown(wait: bool = True) -> None:
 def local_device(device: torch.device) -> torch.device:
     """``cuda`` without an index means this rank's GPU (LOCAL_RANK) in a torchrun job."""
     if device.type == "cuda" and device.index is None and launched():
+        import torch
+
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return device
 
@@ -69,5 +89,7 @@ def local_device(device: torch.device) -> torch.device:
 def all_reduce_(t: torch.Tensor) -> torch.Tensor:
     """Sum ``t`` in place over ranks (identity in a single process)."""
     if active():
+        import torch.distributed as dist
+
         dist.all_reduce(t)
     return t

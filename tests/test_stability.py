@@ -15,7 +15,7 @@ import landscape
 from landscape.cli.app import app
 from landscape.errors import ConfigError
 from landscape.metrics import METRICS, Settings
-from landscape.metrics.perturbation import keskar_sharpness, perturbation_sharpness
+from landscape.estimators.perturbation import keskar_sharpness, perturbation_sharpness
 from landscape.metrics.run import measure
 from landscape.metrics.stability import sgd_noise_factor, stability_report
 

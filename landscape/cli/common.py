@@ -19,7 +19,6 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import ConfigError
-from ..io.checkpoint import report_header as header  # noqa: F401  (the commands import it from here)
 
 KV = Optional[list[str]]  # noqa: UP045  (Typer reads the annotation at run time)
 
@@ -162,3 +161,10 @@ class Stopwatch:
 
     def __call__(self) -> float:
         return round(time.perf_counter() - self.t0, 4)
+
+
+def header(ckpt, problem, seconds: float | None = None) -> dict:
+    """The report header of every command (:func:`landscape.io.checkpoint.report_header`)."""
+    from ..io.checkpoint import report_header
+
+    return report_header(ckpt, problem, seconds)

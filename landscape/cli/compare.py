@@ -9,7 +9,6 @@ from typing import Annotated
 
 import typer
 
-from ..train.run import read_run
 from . import output
 from .options import DebugOpt, JsonOpt, PlotOpt
 
@@ -61,6 +60,8 @@ def compare(
 ) -> None:
     """The final metrics of training runs side by side (optimizer, lr, losses, accuracy, λ_max, trace, ...)."""
     output.check_writable(plot=plot)
+    from ..train.run import read_run
+
     records = [read_run(r) for r in runs]
     summaries = [summarize(r) for r in records]
     if plot is not None:

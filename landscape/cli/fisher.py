@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ..curvature.base import count_products
 from . import output
 from .common import ProblemSpec, Stopwatch, header, problem_options
 from .options import CheckpointArg, DebugOpt, JsonOpt, OutOpt
@@ -39,6 +38,8 @@ def fisher(
     ckpt, problem = spec.load(checkpoint)
     at = {"loss_value": problem.loss_value(), "accuracy": problem.accuracy()}
     state = {"advance": lambda k: None}
+    from ..curvature.base import count_products
+
     with output.progress(not json_) as start, count_products(lambda k: state["advance"](k)):
         result = fisher_report(problem, probes=probes, mc_samples=mc_samples, tol=tol, max_steps=max_steps,
                                seed=seed, chunk=chunk, on_start=lambda label: state.update(advance=start(label, None)))

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ..curvature.base import count_products
 from . import output
 from .common import ProblemSpec, Stopwatch, header, problem_options
 from .options import CheckpointArg, DebugOpt, JsonOpt, OutOpt
@@ -39,6 +38,8 @@ def noise(
     ckpt, problem = spec.load(checkpoint)
     at = {"accuracy": problem.accuracy()}
     problem.loss_value()
+    from ..curvature.base import count_products
+
     with output.progress(not json_) as start, count_products(start("alignment (Gram sweep), then s (Lanczos): products", None)):
         result = noise_report(problem, s_samples=s_samples, seed=seed, tol=tol, max_steps=max_steps, chunk=chunk,
                               rtol=rtol, memory=problem.budget.bytes // 2)

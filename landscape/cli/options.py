@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from ..metrics import DEFAULT_METRICS, METRICS
+
 CheckpointArg = Annotated[Path, typer.Argument(help="Checkpoint file: landscape's format, or a state_dict with --model/--data.", show_default=False)]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Model factory for a foreign state_dict: FILE.py:FUNCTION or package.module:FUNCTION (returns an nn.Module).")]
 DataOpt = Annotated[str | None, typer.Option("--data", help="Data factory for a foreign state_dict: FILE.py:FUNCTION (returns a Dataset or (inputs, targets)).")]
@@ -25,7 +27,7 @@ PlotOpt = Annotated[Path | None, typer.Option("--plot", help="Write a figure to 
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")]
 
 # metric settings shared by ``sharpness`` and ``info --plan``
-MetricOpt = Annotated[list[str] | None, typer.Option("--metric", "-m", help="Metrics, repeated or comma-separated: trace, eig, frobenius, density, perturbation, keskar (default trace,eig,frobenius).")]
+MetricOpt = Annotated[list[str] | None, typer.Option("--metric", "-m", help=f"Metrics, repeated or comma-separated: {', '.join(METRICS)} (default {','.join(DEFAULT_METRICS)}).")]
 ProbesOpt = Annotated[int, typer.Option("--probes", help="Random probe vectors for trace and Frobenius norm.")]
 TopKOpt = Annotated[int, typer.Option("--top-k", help="How many eigenvalues at each end.")]
 WhichOpt = Annotated[str, typer.Option("--which", help="Eigenvalues at the top, bottom or both ends of the spectrum.")]

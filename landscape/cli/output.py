@@ -27,7 +27,6 @@ from rich.progress import (
 from rich.table import Table
 
 from ..errors import LandscapeError
-from ..results import to_plain
 
 # piped or redirected output has no width to wrap to: a wide console keeps every table row and
 # number on one line (rich's default of 80 columns folded numbers mid-digit)
@@ -60,6 +59,8 @@ def _finite(x):
 
 def emit_json(obj: dict) -> None:
     """Exactly one JSON object on stdout (NaN/inf become null)."""
+    from ..results import to_plain
+
     sys.stdout.write(json.dumps(_finite(to_plain(obj)), indent=2) + "\n")
     sys.stdout.flush()
 

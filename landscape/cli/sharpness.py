@@ -7,8 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ..metrics import METRICS, Settings, parse_metrics
-from ..metrics.run import layer_problems, measure
 from . import output
 from .common import ProblemSpec, Stopwatch, header, problem_options
 from .options import (
@@ -56,6 +54,8 @@ def sharpness(
 ) -> None:
     """Hessian trace, extreme eigenvalues, Frobenius norm and spectral density of a checkpoint."""
     from ..errors import ConfigError
+    from ..metrics import METRICS, Settings, parse_metrics
+    from ..metrics.run import layer_problems, measure
 
     clock = Stopwatch()
     names = parse_metrics(metric)
@@ -63,7 +63,7 @@ def sharpness(
                         eig_block=eig_block,
                         runs=runs, steps=steps, seed=spec.seed,
                         extra={"rho": rho, "perturbations": perturbations, "epsilon": epsilon,
-                               "subspace": subspace or None, "ascent_steps": ascent_steps}).validate()
+                               "subspace": subspace or None, "ascent_steps": ascent_steps}).validate(names)
     if plot is not None and "density" not in names:
         raise ConfigError("--plot draws the spectral density", "add --metric density")
     output.check_writable(out, plot)

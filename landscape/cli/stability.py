@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from ..curvature.base import count_products
 from . import output
 from .common import ProblemSpec, Stopwatch, header, problem_options
 from .noise import ChunkOpt, SSamplesOpt
@@ -52,6 +51,8 @@ def stability(
         raise ConfigError(f"the checkpoint records no {missing.replace('--', '')}", f"pass {missing}")
     batch_size = int(batch_size)
     problem.loss_value()
+    from ..curvature.base import count_products
+
     with output.progress(not json_) as start, count_products(start("λ_max, ‖H‖_F, s, μ: products", None)):
         result = stability_report(problem, float(lr), batch_size, probes=probes, seed=seed, tol=tol,
                                   max_steps=max_steps, s_samples=s_samples, chunk=chunk, sufficient=sufficient,

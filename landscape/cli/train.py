@@ -13,9 +13,7 @@ from typing import Annotated
 import typer
 
 from ..errors import ConfigError
-from ..train import TRACKERS, TrainConfig
-from ..train import resume as resume_run
-from ..train import train as train_run
+from ..train.tracking import TRACKERS
 from . import output
 from .common import KV, parse_kv
 from .options import DebugOpt, DeviceOpt, DtypeOpt, JsonOpt
@@ -81,6 +79,10 @@ def train(
 ) -> None:
     """Train with tracked curvature metrics into a run directory; --resume continues a run."""
     args = dict(locals())
+    from ..train import TrainConfig
+    from ..train import resume as resume_run
+    from ..train import train as train_run
+
     if resume is not None:
         given = sorted(name for name in ctx.params
                        if name not in _RESUMABLE

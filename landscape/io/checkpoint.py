@@ -535,6 +535,34 @@ class Checkpoint:
         }
 
 
+def load(
+    path: str | os.PathLike,
+    model: str | None = None,
+    data: str | None = None,
+    loss: str | None = None,
+    model_kwargs: dict | None = None,
+    data_kwargs: dict | None = None,
+) -> Checkpoint:
+    """``landscape.load``: read a checkpoint, ours or anyone's ``state_dict`` (then with its
+    ``model`` and ``data`` factories, ``FILE.py:FUNCTION``); see :meth:`Checkpoint.load`.
+
+    >>> import landscape, tempfile, os
+    >>> from landscape.io.checkpoint import make_checkpoint
+    >>> from landscape.models import build_model
+    >>> kwargs = {"in_dim": 64, "out_dim": 10, "widths": [8]}
+    >>> net = build_model("mlp", **kwargs)
+    >>> folder = tempfile.mkdtemp()
+    >>> path = os.path.join(folder, "m.pt")
+    >>> _ = make_checkpoint("mlp", kwargs, "digits", {}, "cross-entropy", net, {}).save(path)
+    >>> ckpt = landscape.load(path)
+    >>> problem = ckpt.problem(samples=100, dtype="float64")
+    >>> problem.n, problem.p
+    (100, 610)
+    """
+    return Checkpoint.load(path, model=model, data=data, loss=loss, model_kwargs=model_kwargs,
+                           data_kwargs=data_kwargs)
+
+
 def _summary(value: Any) -> Any:
     """JSON-ready: tensors as ``"tensor[shape] dtype"`` (scalars as numbers)."""
     if isinstance(value, Tensor):

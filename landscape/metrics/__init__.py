@@ -1,29 +1,42 @@
-"""The metrics of ``landscape sharpness``: one registry, one ``compute(op, settings)`` each.
+"""The metrics of a checkpoint's Hessian: one declaration each, in one registry.
 
-The CLI's ``--metric`` choices, the JSON keys, the HDF5 groups and the table rows all follow from
-:data:`METRICS`; adding a metric adds one entry here.
+A :class:`Metric` is a name, typed settings (:class:`~landscape.schema.Option`, named as the
+CLI flags), ``compute(op, settings) -> result``, the result's table rows, tracked columns and
+report headlines, and its cost in operator products. Everything else reads :data:`METRICS`:
+``landscape sharpness --metric``, its checks of the settings, the study file's ``[metrics.*]``
+kinds (:data:`landscape.study.spec.KINDS`), ``landscape train --track``
+(:data:`landscape.train.tracking.TRACKERS`) and ``landscape report``'s headlines. Adding a metric
+is one :func:`register` call in a module of this package (see CONTRIBUTING.md).
+
+This module and the declarations import no torch: the estimators are imported when a metric is
+computed.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Generic, TypeVar
 
 from ..errors import ConfigError
+from ..schema import Option, coerce, describe
+
+Row = tuple[str, str, str, str]  # (quantity, value, ± stderr / note, products)
+Headline = tuple[str, float, float]  # (quantity, value, error: stderr or residual; NaN if none)
 
 
 @dataclass
 class Settings:
-    """Estimator settings shared by the metrics (CLI flags of the same names)."""
+    """Estimator settings shared by the metrics (CLI flags of the same names); settings that only
+    one metric reads and that are not fields here live in ``extra`` (e.g. ``rho``)."""
 
     probes: int = 100
-    method: Literal["hutchinson", "hutchpp"] = "hutchinson"
+    method: str = "hutchinson"
     top_k: int = 1
-    which: Literal["top", "bottom", "both"] = "top"
+    which: str = "top"
     tol: float = 1e-6
-    eig_method: Literal["lanczos", "power"] = "lanczos"
+    eig_method: str = "lanczos"
     #: Lanczos block size (None: top_k, which finds every copy of an eigenvalue of multiplicity
     #: up to top_k; 1: single-vector Lanczos, fewer products when eigenvalues are known simple)
     eig_block: int | None = None
@@ -41,60 +54,109 @@ class Settings:
         d.update(self.extra)
         return d
 
-    def validate(self) -> Settings:
-        """One clear error for a setting out of range or an unknown method name; self if fine."""
-        for flag, value, choices in (("--method", self.method, ("hutchinson", "hutchpp")),
-                                     ("--which", self.which, ("top", "bottom", "both")),
-                                     ("--eig-method", self.eig_method, ("lanczos", "power"))):
-            if value not in choices:
-                raise ConfigError(f"unknown {flag} {value!r}", f"choose {' or '.join(choices)}")
-        for flag, v in (("--probes", self.probes), ("--top-k", self.top_k), ("--runs", self.runs),
-                        ("--steps", self.steps), ("--eig-block", self.eig_block or 1)):
-            if v < 1:
-                raise ConfigError(f"{flag} must be at least 1, got {v}", f"pass a positive {flag}")
+    def get(self, key: str, default: Any = None) -> Any:
+        """A field, or an ``extra`` setting (``default`` when unset or None)."""
+        value = getattr(self, key) if key in self.__dataclass_fields__ else self.extra.get(key)
+        return default if value is None else value
+
+    def validate(self, names: list[str] | None = None) -> Settings:
+        """Each setting read by the metrics ``names`` (default: all) checked against its
+        declared :class:`Option`: one clear error naming the flag; self if fine."""
+        for name in names or list(METRICS):
+            for key, opt in METRICS[name].options.items():
+                value = self.get(key)
+                if value is None:  # unset: the metric's default
+                    continue
+                ok, _ = coerce(opt, value)
+                if not ok:
+                    flag = "--" + key.replace("_", "-")
+                    if opt.kind == "choice":
+                        raise ConfigError(f"unknown {flag} {value!r}",
+                                          f"choose {' or '.join(map(str, opt.choices))}")
+                    raise ConfigError(f"{flag} must be {describe(opt)}, got {value!r}",
+                                      f"pass a valid {flag} (metric {name})")
         return self
 
 
 @dataclass(frozen=True)
 class Metric:
-    """``key``: the JSON/HDF5 name; ``compute(op, settings)`` returns a result with ``to_dict()``;
-    ``rows(result)`` gives the table rows ``(quantity, value, ± stderr, products)``;
-    ``cost(settings)``: expected operator products (for the progress bar), or None if unknown."""
+    """One metric of the Hessian.
+
+    ``key``: its JSON/HDF5 name; ``compute(op, settings)`` returns a result with ``to_dict()``;
+    ``rows(result)``: its table rows; ``cost(settings)``: operator products (None: unknown);
+    ``options``: the settings it reads, as flags of ``landscape sharpness`` and keys of a study's
+    ``[metrics.NAME]`` table; ``scalars(result)``: its ``--track`` columns (a float, a
+    ``(value, stderr)`` pair; None: not trackable) with ``primary`` the one a progress bar shows;
+    ``headlines(stored)``: the report's numbers from the stored ``to_dict()``.
+    """
 
     key: str
     compute: Callable[[Any, Settings], Any]
-    rows: Callable[[Any], list[tuple[str, str, str, str]]]
+    rows: Callable[[Any], list[Row]]
     cost: Callable[[Settings], int | None]
     help: str
+    options: dict[str, Option] = field(default_factory=dict)
+    scalars: Callable[[Any], dict] | None = None
+    primary: str | None = None
+    headlines: Callable[[dict], list[Headline]] = lambda stored: []
+
+
+#: name -> Metric (the ``--metric`` names, in the order they are listed)
+METRICS: dict[str, Metric] = {}
+
+
+def register(name: str, metric: Metric) -> Metric:
+    """Add ``metric`` as ``name`` to :data:`METRICS` (and so to the CLI, studies, tracking and
+    reports)."""
+    METRICS[name] = metric
+    return metric
+
+
+V = TypeVar("V")
+
+
+class MetricView(Mapping[str, V], Generic[V]):
+    """A live read-only view of :data:`METRICS` through ``make(metric)``; metrics for which it
+    gives None are left out. Other registries chain it (``collections.ChainMap``) so that a
+    metric registered later appears in them too."""
+
+    def __init__(self, make: Callable[[str, Metric], V | None]) -> None:
+        self.make = make
+
+    def __getitem__(self, name: str) -> V:
+        value = self.make(name, METRICS[name]) if name in METRICS else None
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return (n for n, m in list(METRICS.items()) if self.make(n, m) is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def fmt(x: float) -> str:
     return f"{x:.6g}"
 
 
-def _trace(op, s: Settings):
-    from ..estimators import trace
-
-    return trace(op, probes=s.probes, method=s.method, seed=s.seed)
-
-
-def _eig(op, s: Settings):
-    from ..estimators import top_eigenvalues
-
-    return top_eigenvalues(op, k=s.top_k, which=s.which, tol=s.tol, max_steps=s.max_steps,
-                           seed=s.seed, method=s.eig_method, block=s.eig_block)
-
-
-def _frob(op, s: Settings):
-    from ..estimators import frobenius
-
-    return frobenius(op, probes=s.probes, seed=s.seed)
+def number(x: Any) -> float:
+    """A stored value as a float: a number, or the first of an array or list (NaN when missing
+    or not a number)."""
+    if hasattr(x, "reshape"):
+        x = x.reshape(-1)[0] if x.size else None
+    elif isinstance(x, (list, tuple)):
+        x = x[0] if x else None
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
 
 
-def _density(op, s: Settings):
-    from ..estimators import spectral_density
-
-    return spectral_density(op, runs=s.runs, steps=s.steps, seed=s.seed)
+def estimate_headline(stored: dict | None, label: str) -> Headline:
+    """The headline of a stored :class:`~landscape.results.Estimate`: value ± stderr."""
+    stored = stored or {}
+    return (label, number(stored.get("estimate")), number(stored.get("stderr")))
 
 
 def stderr_text(r) -> str:
@@ -106,43 +168,13 @@ def stderr_text(r) -> str:
     return fmt(r.stderr)
 
 
-def _estimate_rows(label: str):
-    def rows(r) -> list[tuple[str, str, str, str]]:
+def estimate_rows(label: str) -> Callable[[Any], list[Row]]:
+    """Table rows of an Estimate: ``label``, value, stderr, products."""
+    def rows(r) -> list[Row]:
         return [(label, fmt(r.value), stderr_text(r), str(r.matvecs))]
 
     return rows
 
-
-def _eig_rows(r) -> list[tuple[str, str, str, str]]:
-    vals = r.values.tolist()
-    res = r.residuals.tolist()
-    name = "λ" if r.method == "lanczos" else "λ (power: largest |λ|)"
-    block = (r.extra.get("basis") or {}).get("block", 1)
-    matvecs = f"{r.matvecs} (block {block})" if block > 1 else str(r.matvecs)
-    out = []
-    k = len(vals) // 2 if r.which == "both" else len(vals)
-    for i, (v, e) in enumerate(zip(vals, res)):
-        end, rank = (r.which, i + 1) if r.which != "both" else (("top", i + 1) if i < k else ("bottom", i - k + 1))
-        out.append((f"{name}[{end} {rank}]", fmt(v), f"residual {e:.2g}", matvecs if i == 0 else ""))
-    return out
-
-
-def _density_rows(r) -> list[tuple[str, str, str, str]]:
-    nodes = r.nodes
-    return [("density support", f"[{fmt(float(nodes.min()))}, {fmt(float(nodes.max()))}]",
-             f"{r.runs} runs x {r.steps} steps", str(r.matvecs))]
-
-
-METRICS: dict[str, Metric] = {
-    "trace": Metric("trace", _trace, _estimate_rows("tr(H)"), lambda s: s.probes,
-                    "Hessian trace (Hutchinson or Hutch++) ± standard error"),
-    "eig": Metric("eigenvalues", _eig, _eig_rows, lambda s: None,
-                  "extreme eigenvalues (Lanczos, or power iteration) with residuals"),
-    "frobenius": Metric("frobenius", _frob, _estimate_rows("‖H‖_F"), lambda s: s.probes,
-                        "Frobenius norm sqrt(E‖Hv‖²) ± standard error"),
-    "density": Metric("density", _density, _density_rows, lambda s: s.runs * s.steps,
-                      "spectral density by stochastic Lanczos quadrature"),
-}
 
 DEFAULT_METRICS = ("trace", "eig", "frobenius")
 
@@ -158,4 +190,5 @@ def parse_metrics(spec: str | list[str] | None, registry: dict[str, Metric] = ME
     return names
 
 
-from . import perturbation as _perturbation  # noqa: F401  (registers "perturbation", "keskar")
+from . import hessian as _hessian  # noqa: F401  (registers trace, eig, frobenius, density)
+from . import perturbation as _perturbation  # noqa: F401  (registers perturbation, keskar)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import ChainMap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import LandscapeError
+from ..metrics import Headline, MetricView, estimate_headline, number
 from .runner import FORMAT
-
-Headline = tuple[str, float, float]  # (quantity, value, error: stderr or residual; NaN if none)
 
 
 # ------------------------------------------------------------------------ reading
@@ -79,38 +79,7 @@ def _item_order(text: Any) -> dict[str, int]:
 
 
 # ------------------------------------------------------------------------ headline numbers
-def _f(x: Any) -> float:
-    if x is None:
-        return math.nan
-    try:
-        return float(np.asarray(x, dtype=np.float64).reshape(-1)[0])
-    except (TypeError, ValueError, IndexError):
-        return math.nan
-
-
-def _est(d: dict | None, label: str) -> Headline:
-    d = d or {}
-    return (label, _f(d.get("estimate")), _f(d.get("stderr")))
-
-
-def _eig(r: dict) -> list[Headline]:
-    v = np.asarray(r.get("values", []), dtype=np.float64).reshape(-1)
-    res = np.asarray(r.get("residuals", []), dtype=np.float64).reshape(-1)
-    if not v.size:
-        return []
-    which = r.get("which", "top")
-    if which == "bottom":
-        return [("λ_min", float(v[0]), float(res[0]))]
-    out = [("λ_max", float(v[0]), float(res[0]))]
-    if which == "both":
-        k = v.size // 2
-        out.append(("λ_min", float(v[k]), float(res[k])))
-    return out
-
-
-def _density(r: dict) -> list[Headline]:
-    nodes = np.asarray(r.get("nodes", []), dtype=np.float64)
-    return [("SLQ max Ritz value", float(nodes.max()), math.nan)] if nodes.size else []
+_f, _est = number, estimate_headline
 
 
 def _fisher(r: dict) -> list[Headline]:
@@ -147,16 +116,13 @@ def _slice(r: dict) -> list[Headline]:
 
 
 #: The numbers of each kind shown in the summary table and the overview figure.
-HEADLINES: dict[str, Callable[[dict], list[Headline]]] = {
-    "trace": lambda r: [_est(r, "tr(H)")],
-    "eig": _eig,
-    "frobenius": lambda r: [_est(r, "‖H‖_F")],
-    "density": _density,
+#: (the metrics of :data:`landscape.metrics.METRICS` declare theirs)
+HEADLINES: ChainMap[str, Callable[[dict], list[Headline]]] = ChainMap({
     "fisher": _fisher,
     "noise": _noise,
     "stability": _stability,
     "slice": _slice,
-}
+}, MetricView(lambda name, metric: metric.headlines))
 
 
 def headlines(item: dict) -> list[Headline]:

@@ -35,6 +35,7 @@ import math
 import os
 import tempfile
 import time
+from collections import ChainMap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -43,6 +44,7 @@ from typing import Any
 
 from .. import distributed
 from ..errors import ConfigError, LandscapeError
+from ..metrics import MetricView
 from .spec import CheckpointRef, Item, Study
 
 FORMAT = "landscape-study"
@@ -172,13 +174,15 @@ def _problem_settings(item: Item) -> dict:
 
 
 def _hessian_metric(ctx: Context, item: Item) -> dict:
-    """trace / eig / frobenius / density: :data:`landscape.metrics.METRICS` on the Hessian."""
-    from dataclasses import fields
-
+    """A metric of :data:`landscape.metrics.METRICS` on the Hessian."""
     from ..metrics import METRICS, Settings
 
-    names = {f.name for f in fields(Settings)}
-    s = Settings(**{k: v for k, v in item.settings.items() if k in names})
+    s = Settings()
+    for k, v in item.settings.items():
+        if k in s.__dataclass_fields__ and k != "extra":
+            setattr(s, k, v)
+        else:
+            s.extra[k] = v
     op = ctx.hessian(_problem_settings(item))
     result = METRICS[item.kind].compute(op, s)
     pb = op.problem
@@ -251,16 +255,12 @@ def _slice(ctx: Context, item: Item) -> dict:
 
 
 #: How each kind of :data:`landscape.study.spec.KINDS` is computed: ``compute(context, item) -> tree``.
-COMPUTE: dict[str, Callable[[Context, Item], dict]] = {
-    "trace": _hessian_metric,
-    "eig": _hessian_metric,
-    "frobenius": _hessian_metric,
-    "density": _hessian_metric,
+COMPUTE: ChainMap[str, Callable[[Context, Item], dict]] = ChainMap({
     "fisher": _fisher,
     "noise": _noise,
     "stability": _stability,
     "slice": _slice,
-}
+}, MetricView(lambda name, metric: _hessian_metric))
 
 
 # ------------------------------------------------------------------------ writing one item

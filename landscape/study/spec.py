@@ -52,15 +52,17 @@ from __future__ import annotations
 
 import glob as globmod
 import json
-import math
 import os
 import re
+from collections import ChainMap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, LandscapeError
+from ..metrics import MetricView
+from ..schema import Option, choice, coerce, describe, integer, positive
 
 try:  # Python >= 3.11
     import tomllib
@@ -72,30 +74,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10 with the tomli bac
 
 
 # ------------------------------------------------------------------------ option schema
-@dataclass(frozen=True)
-class Option:
-    """One setting: ``kind`` is ``int``, ``float``, ``bool``, ``str`` (non-empty), ``text``, ``choice``, ``range`` (two
-    floats LO < HI), ``path``, ``paths`` or ``globs``; ``low`` the smallest allowed number
-    (``strict``: excluded); ``choices`` for ``choice``; ``default`` (``None``: unset)."""
-
-    kind: str
-    default: Any = None
-    low: float | None = None
-    choices: tuple = ()
-    help: str = ""
-    strict: bool = False  # a number must exceed ``low`` (not merely reach it)
-
-
-def _int(low: int, default: Any = None, help: str = "") -> Option:
-    return Option("int", default, low, help=help)
-
-
-def _pos(default: Any = None, help: str = "") -> Option:
-    return Option("float", default, 0.0, help=help, strict=True)
-
-
-def _choice(*choices: str, default: Any = None, help: str = "") -> Option:
-    return Option("choice", default if default is not None else choices[0], choices=choices, help=help)
+_int, _pos, _choice = integer, positive, choice
 
 
 #: How each checkpoint becomes a Problem ([problem], overridable per item except model/data/loss).
@@ -146,19 +125,15 @@ def _check_slice(s: dict) -> list[tuple[str, str]]:
     return bad
 
 
-#: Metric and slice kinds: the settings of each (named as the flags of the matching command).
-KINDS: dict[str, KindSchema] = {
-    "trace": KindSchema("metrics", {"probes": _int(2, 100), "method": _choice("hutchinson", "hutchpp"), "seed": SEED},
-                        "Hessian trace ± stderr (landscape sharpness -m trace)"),
-    "eig": KindSchema("metrics", {"top_k": _int(1, 1), "which": _choice("top", "bottom", "both"),
-                                  "tol": _pos(1e-6), "eig_method": _choice("lanczos", "power"),
-                                  "eig_block": _int(1, help="Lanczos block (default top_k)"),
-                                  "max_steps": _int(1), "seed": SEED},
-                      "extreme Hessian eigenvalues with residuals (landscape sharpness -m eig)"),
-    "frobenius": KindSchema("metrics", {"probes": _int(2, 100), "seed": SEED},
-                            "Hessian Frobenius norm ± stderr (landscape sharpness -m frobenius)"),
-    "density": KindSchema("metrics", {"runs": _int(1, 10), "steps": _int(2, 80), "seed": SEED},
-                          "Hessian spectral density by SLQ (landscape sharpness -m density)"),
+def _metric_kind(name: str, metric) -> KindSchema:
+    """The study kind of a registered metric: its declared settings, and the seed."""
+    return KindSchema("metrics", {**metric.options, "seed": SEED},
+                      f"{metric.help} (landscape sharpness -m {name})")
+
+
+#: Metric and slice kinds: the settings of each (named as the flags of the matching command);
+#: the metrics of :data:`landscape.metrics.METRICS` come first, as they declare themselves.
+KINDS: ChainMap[str, KindSchema] = ChainMap({
     "fisher": KindSchema("metrics", {"probes": _int(2, 100), "mc_samples": _int(1, 16), "tol": _pos(1e-4),
                                      "max_steps": _int(1), "chunk": _int(1), "seed": SEED},
                          "H, GGN, Fisher, empirical Fisher: trace, λ_max, ‖·‖_F, cosines (landscape fisher)"),
@@ -180,7 +155,7 @@ KINDS: dict[str, KindSchema] = {
                                    "trajectory": Option("path", help='run directory, or "run": the checkpoint\'s own'),
                                    "toward": Option("paths"), "save_directions": Option("bool", False), "seed": SEED},
                         "loss and accuracy on a 1-D or 2-D slice (landscape slice)", _check_slice),
-}
+}, MetricView(_metric_kind))
 
 STUDY_KEYS = {"study", "problem", "checkpoints", "metrics", "slices"}
 STUDY_OPTIONS = {"output": Option("str"), "figures": Option("text", help='folder of figures ("": none)'), "device": Option("str", "cpu"), "seed": SEED,
@@ -375,51 +350,6 @@ def _table_name(key: tuple[str, ...]) -> str:
 
 
 # ------------------------------------------------------------------------ value checks
-def _describe(opt: Option) -> str:
-    if opt.kind == "int":
-        return "an integer" + (f" >= {int(opt.low)}" if opt.low is not None else "")
-    if opt.kind == "float":
-        return "a number" + ("" if opt.low is None else f" {'>' if opt.strict else '>='} {opt.low:g}")
-    if opt.kind == "bool":
-        return "true or false"
-    if opt.kind == "choice":
-        return "one of " + ", ".join(json.dumps(c) for c in opt.choices)
-    if opt.kind == "range":
-        return "two numbers [LO, HI] with LO < HI"
-    if opt.kind in ("paths", "globs"):
-        return "a list of paths"
-    return "a string" if opt.kind == "text" else "a non-empty string"
-
-
-def _coerce(opt: Option, value: Any) -> tuple[bool, Any]:
-    """``(ok, value)``: ``value`` checked against ``opt`` (ints accepted for floats)."""
-    k = opt.kind
-    if k == "int":
-        ok = isinstance(value, int) and not isinstance(value, bool) and (opt.low is None or value >= opt.low)
-        return ok, value
-    if k == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            return False, value
-        value = float(value)
-        return (opt.low is None or (value > opt.low if opt.strict else value >= opt.low)), value
-    if k == "bool":
-        return isinstance(value, bool), value
-    if k == "choice":
-        return value in opt.choices and not isinstance(value, bool), value
-    if k == "range":
-        ok = (isinstance(value, list) and len(value) == 2
-              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-              and value[0] < value[1])
-        return ok, [float(v) for v in value] if ok else value
-    if k in ("paths", "globs"):
-        if isinstance(value, str):
-            value = [value]
-        return isinstance(value, list) and all(isinstance(v, str) and v for v in value), value
-    if k == "text":
-        return isinstance(value, str), value
-    return isinstance(value, str) and value != "", value
-
-
 def _suggest(key: str, known) -> str:
     import difflib
 
@@ -439,9 +369,9 @@ def _check_table(where: _Where, key: tuple[str, ...], table: Any, options: dict[
         if k not in options:
             raise where.error(key + (k,), f"unknown key {k!r} in {_table_name(key)}",
                               f"{_suggest(k, options)}known keys: {', '.join(list(options) + list(extra))}")
-        ok, value = _coerce(options[k], v)
+        ok, value = coerce(options[k], v)
         if not ok:
-            raise where.error(key + (k,), f"{_table_name(key)} {k} must be {_describe(options[k])}, got {json.dumps(v)}",
+            raise where.error(key + (k,), f"{_table_name(key)} {k} must be {describe(options[k])}, got {json.dumps(v)}",
                               f"fix {k} in {where.path}")
         out[k] = value
     return out

@@ -10,9 +10,15 @@ evaluation, checkpoints in the core format and exact resume (``landscape train``
 
 from __future__ import annotations
 
-from .loop import FULL_BATCH, RunResult, StopRequest, TrainConfig, evaluate, resume, train
-from .run import BASE_COLUMNS, RunDir, Series, read_run
-from .tracking import TRACKERS, Tracker, parse_track, register_tracker, track
+from ..lazy import exports
+
+_EXPORTS = {
+    **dict.fromkeys(["FULL_BATCH", "RunResult", "StopRequest", "TrainConfig", "evaluate", "resume",
+                     "train"], "loop"),
+    **dict.fromkeys(["BASE_COLUMNS", "RunDir", "Series", "read_run"], "run"),
+    **dict.fromkeys(["TRACKERS", "Tracker", "parse_track", "register_tracker", "track"], "tracking"),
+}
+__getattr__, __dir__ = exports(__name__, _EXPORTS)
 
 __all__ = [
     "BASE_COLUMNS",

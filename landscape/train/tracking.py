@@ -12,6 +12,8 @@ time series, ``NAME`` and ``NAME_stderr``. Built in:
 ``frobenius``  ``‖H‖_F = sqrt(E‖Hv‖²)`` -> ``frobenius ± stderr``
 ``density``    SLQ spectral density (Ghorbani et al. 2019) -> its support ``density_min``,
                ``density_max`` and the weight on negative eigenvalues ``density_negative``
+``perturbation``, ``keskar``  the perturbation sharpness metrics -> ``perturbation ± stderr``,
+               ``keskar``
 ``gradnorm``   ``‖∇L(θ)‖`` on the tracking samples (exact) -> ``grad_norm``
 ``loss``       ``L(θ)`` on the tracking samples (exact) -> ``track_loss``
 ``nonuniformity``  SGD non-uniformity ``s = sqrt(λ_max(Σ_H))`` (lecture eq. 5; Lanczos, as
@@ -24,8 +26,9 @@ time series, ``NAME`` and ``NAME_stderr``. Built in:
                (``--track-arg noise_samples=256`` takes a seeded subset for these two only)
 =============  =========================================================================
 
-The Hessian metrics go through :data:`landscape.metrics.METRICS` and
-:func:`landscape.metrics.run.measure`, the code behind ``landscape sharpness``; ``nonuniformity``
+The Hessian metrics are those of :data:`landscape.metrics.METRICS` that declare tracked columns
+(``Metric.scalars``), computed by :func:`landscape.metrics.run.measure`, the code behind
+``landscape sharpness``; ``nonuniformity``
 and ``mu`` through the functions behind ``landscape noise``. :func:`register_tracker` adds members.
 ``settings.extra`` holds the run's context for trackers that need it: ``lr``, ``batch_size``,
 ``n_train``, ``step``.
@@ -34,12 +37,13 @@ and ``mu`` through the functions behind ``landscape noise``. :func:`register_tra
 from __future__ import annotations
 
 import math
+from collections import ChainMap
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError
-from ..metrics import Settings
+from ..metrics import METRICS, Metric, MetricView, Settings
 
 TrackerFn = Callable[[Any, Settings], dict]
 
@@ -54,38 +58,17 @@ class Tracker:
     primary: str  # the column shown in the progress bar
 
 
-def _measure(problem, name: str, settings: Settings):
-    from ..metrics.run import measure
+def _metric_tracker(name: str, metric: Metric) -> Tracker | None:
+    """The ``--track`` member of a registered metric that declares its tracked columns."""
+    if metric.scalars is None:
+        return None
 
-    return next(iter(measure(problem, [name], settings).values()))
+    def fn(problem, settings: Settings) -> dict:
+        from ..metrics.run import measure
 
+        return metric.scalars(measure(problem, [name], settings)[metric.key])
 
-def _trace(problem, s: Settings) -> dict:
-    r = _measure(problem, "trace", s)
-    return {"trace": (r.value, r.stderr)}
-
-
-def _eig(problem, s: Settings) -> dict:
-    r = _measure(problem, "eig", s)
-    vals, res = r.values.tolist(), r.residuals.tolist()
-    out: dict[str, float] = {"lambda_max": vals[0], "lambda_max_residual": res[0]}
-    for i in range(1, len(vals)):  # --track-arg top_k=3 -> lambda_2, lambda_3
-        out[f"lambda_{i + 1}"] = vals[i]
-        out[f"lambda_{i + 1}_residual"] = res[i]
-    return out
-
-
-def _frobenius(problem, s: Settings) -> dict:
-    r = _measure(problem, "frobenius", s)
-    return {"frobenius": (r.value, r.stderr)}
-
-
-def _density(problem, s: Settings) -> dict:
-    r = _measure(problem, "density", s)
-    nodes, weights = r.nodes.double(), r.weights.double()
-    negative = float((weights * (nodes < 0)).sum() / r.runs)
-    return {"density_min": float(nodes.min()), "density_max": float(nodes.max()),
-            "density_negative": negative}
+    return Tracker(name, fn, metric.help, metric.primary or name)
 
 
 def _gradnorm(problem, s: Settings) -> dict:
@@ -111,17 +94,15 @@ def _mu(problem, s: Settings) -> dict:
     return {"mu": a.mu, "alpha": a.alpha, "beta": a.beta}
 
 
-TRACKERS: dict[str, Tracker] = {
-    "trace": Tracker("trace", _trace, "Hessian trace ± stderr (Hutchinson; --track-arg method=hutchpp)", "trace"),
-    "eig": Tracker("eig", _eig, "top Hessian eigenvalue lambda_max (Lanczos) and its residual", "lambda_max"),
-    "frobenius": Tracker("frobenius", _frobenius, "Hessian Frobenius norm ± stderr", "frobenius"),
-    "density": Tracker("density", _density, "SLQ spectral density: support and negative weight", "density_max"),
+#: ``--track`` name -> Tracker: the metrics of :data:`landscape.metrics.METRICS` that declare
+#: tracked columns, then the trackers below (and those added by :func:`register_tracker`).
+TRACKERS: ChainMap[str, Tracker] = ChainMap({
     "gradnorm": Tracker("gradnorm", _gradnorm, "full gradient norm on the tracking samples", "grad_norm"),
     "loss": Tracker("loss", _loss, "loss on the tracking samples", "track_loss"),
     "nonuniformity": Tracker("nonuniformity", _nonuniformity,
                              "SGD non-uniformity s = sqrt(lambda_max(Sigma_H)) (Lanczos)", "nonuniformity"),
     "mu": Tracker("mu", _mu, "alignment mu = alpha*beta of the SGD noise with G (exact; cost ~ n^2)", "mu"),
-}
+}, MetricView(_metric_tracker))
 
 
 def register_tracker(name: str, fn: TrackerFn, help: str, primary: str | None = None) -> None:
@@ -164,13 +145,19 @@ def track(problem, names: list[str], settings: Settings) -> dict[str, float]:
 
 def settings_from(probes: int, seed: int, options: dict | None = None) -> Settings:
     """:class:`~landscape.metrics.Settings` for tracking: ``probes``, ``seed`` and ``--track-arg``
-    options (Settings fields such as ``method``, ``tol``, ``top_k``, ``runs``, ``steps``)."""
+    options (Settings fields such as ``method``, ``tol``, ``top_k``, ``runs``, ``steps``, and the
+    settings the metrics declare, such as ``rho``)."""
     s = Settings(probes=probes, seed=seed)
+    declared = {k: o.default for m in METRICS.values() for k, o in m.options.items()}
     for k, v in (options or {}).items():
-        if k == "extra" or not hasattr(s, k):
-            fields = ", ".join(f for f in Settings.__dataclass_fields__ if f != "extra")
-            raise ConfigError(f"unknown tracking option {k!r}", f"--track-arg takes {fields}")
-        setattr(s, k, _checked(k, v, getattr(s, k)))
+        if k in s.__dataclass_fields__ and k != "extra":
+            setattr(s, k, _checked(k, v, getattr(s, k)))
+        elif k in declared:
+            s.extra[k] = _checked(k, v, declared[k])
+        else:
+            fields = [f for f in Settings.__dataclass_fields__ if f != "extra"]
+            known = ", ".join(dict.fromkeys(fields + list(declared)))
+            raise ConfigError(f"unknown tracking option {k!r}", f"--track-arg takes {known}")
     return s
 
 
