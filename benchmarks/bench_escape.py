@@ -96,7 +96,10 @@ def main() -> None:
             r_plain = None
             if dyn == "sgd":  # at its best: small products often run faster on one thread
                 X, Y = pb.tensors()
-                t_plain = min(with_threads(n, lambda: plain_loop(pb.model, X, Y, ev, seeds[:k], steps, every))
+                def loop(X=X, Y=Y, k=k, every=every):
+                    return plain_loop(pb.model, X, Y, ev, seeds[:k], steps, every)
+
+                t_plain = min(with_threads(n, loop)
                               for n in {1, torch.get_num_threads()} for _ in R)
                 r_plain = k * steps / t_plain
             vs_plain = "-" if r_plain is None else f"{r_vec / r_plain:.1f}x"

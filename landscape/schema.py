@@ -31,11 +31,16 @@ class Option:
     choices: tuple = ()
     help: str = ""
     strict: bool = False  # a number must exceed ``low`` (not merely reach it)
+    flag: str | None = None  # the CLI flag when it is not ``--key`` with ``-`` for ``_``
+
+    def flag_for(self, key: str) -> str:
+        """This setting's command-line flag."""
+        return self.flag or "--" + key.replace("_", "-")
 
 
-def integer(low: int, default: Any = None, help: str = "") -> Option:
+def integer(low: int, default: Any = None, help: str = "", flag: str | None = None) -> Option:
     """An integer ``>= low``."""
-    return Option("int", default, low, help=help)
+    return Option("int", default, low, help=help, flag=flag)
 
 
 def positive(default: Any = None, help: str = "") -> Option:
@@ -53,7 +58,7 @@ def describe(opt: Option) -> str:
     if opt.kind == "int":
         return "an integer" + (f" >= {int(opt.low)}" if opt.low is not None else "")
     if opt.kind == "float":
-        return "a number" + ("" if opt.low is None else f" {'>' if opt.strict else '>='} {opt.low:g}")
+        return "a finite number" + ("" if opt.low is None else f" {'>' if opt.strict else '>='} {opt.low:g}")
     if opt.kind == "bool":
         return "true or false"
     if opt.kind == "choice":
@@ -94,4 +99,18 @@ def coerce(opt: Option, value: Any) -> tuple[bool, Any]:
     return isinstance(value, str) and value != "", value
 
 
-__all__ = ["Option", "choice", "coerce", "describe", "integer", "positive"]
+def check(opt: Option, value: Any, flag: str, hint: str = "") -> Any:
+    """``value`` coerced to ``opt``, or a ConfigError naming ``flag`` (None passes: unset)."""
+    from .errors import ConfigError
+
+    if value is None:
+        return None
+    ok, value = coerce(opt, value)
+    if ok:
+        return value
+    if opt.kind == "choice":
+        raise ConfigError(f"unknown {flag} {value!r}", f"choose {' or '.join(map(str, opt.choices))}")
+    raise ConfigError(f"{flag} must be {describe(opt)}, got {value!r}", hint or f"pass a valid {flag}")
+
+
+__all__ = ["Option", "check", "choice", "coerce", "describe", "integer", "positive"]

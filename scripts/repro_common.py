@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -80,30 +80,26 @@ def write_group(h5, path: str, datasets: dict[str, Any] | None = None, attrs: di
     return g
 
 
-def open_h5(path: Path, script: str, config: dict):
-    """A new HDF5 file with the script's name, its configuration and the package version as root
-    attributes (an existing file is replaced: each script run is one consistent result)."""
+@contextmanager
+def result_h5(path: Path, script: str, config: dict):
+    """A new HDF5 file, written atomically, with the script's name, its configuration and the
+    package version as root attributes (an existing file is replaced: each script run is one
+    consistent result)."""
     import h5py
     import torch
 
     import landscape
+    from landscape.io.atomic import atomic_path
 
-    tmp = path.with_suffix(".h5.tmp")
-    f = h5py.File(tmp, "w")
-    f.attrs["script"] = script
-    f.attrs["config"] = json.dumps(config, default=str)
-    f.attrs["landscape_version"] = getattr(landscape, "__version__", "unknown")
-    f.attrs["torch_version"] = str(torch.__version__)
-    f.attrs["threads"] = torch.get_num_threads()
-    f.attrs["command"] = " ".join(["python", *sys.argv])
-    f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    return f, tmp
-
-
-def close_h5(f, tmp: Path, path: Path) -> Path:
-    f.close()
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["script"] = script
+        f.attrs["config"] = json.dumps(config, default=str)
+        f.attrs["landscape_version"] = getattr(landscape, "__version__", "unknown")
+        f.attrs["torch_version"] = str(torch.__version__)
+        f.attrs["threads"] = torch.get_num_threads()
+        f.attrs["command"] = " ".join(["python", *sys.argv])
+        f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        yield f
 
 
 # ------------------------------------------------------------------------------------------ tables

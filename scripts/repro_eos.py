@@ -120,13 +120,12 @@ def main(argv=None) -> dict:
     clock = rc.Clock()
     cfg = config(args.quick)
     results = run(cfg, out, args.seed, args.keep_runs)
-    f, tmp = rc.open_h5(out / "eos.h5", NAME, {**cfg, "seed": args.seed, "quick": args.quick})
-    for (loss, lr), r in results.items():
-        arrays = {k: r[k] for k in ("step", "lambda_max", "train_loss")}
-        attrs = {k: v for k, v in r.items() if k not in arrays}
-        rc.write_group(f, f"{loss}/lr_{lr:g}", arrays, {"loss": loss, "lr": lr, "two_over_lr": 2 / lr, **attrs})
-    f.attrs["seconds"] = clock()
-    rc.close_h5(f, tmp, out / "eos.h5")
+    with rc.result_h5(out / "eos.h5", NAME, {**cfg, "seed": args.seed, "quick": args.quick}) as f:
+        for (loss, lr), r in results.items():
+            arrays = {k: r[k] for k in ("step", "lambda_max", "train_loss")}
+            attrs = {k: v for k, v in r.items() if k not in arrays}
+            rc.write_group(f, f"{loss}/lr_{lr:g}", arrays, {"loss": loss, "lr": lr, "two_over_lr": 2 / lr, **attrs})
+        f.attrs["seconds"] = clock()
     figure(results, out / "eos.png")
     rc.write_table(out, table(results))
     print(f"\n{clock():.0f} s; digits, MLP widths {cfg['widths']}, full-batch GD, mse on one-hot labels and cross-entropy; "

@@ -1,8 +1,8 @@
 """Experiment 3 — SGD escapes a minimum that is stable for GD (lecture Figure 19) and the
 isotropic-noise control ("The importance of noise structure"; docs/algorithms.md §2), with
-``landscape.escape``: full-batch GD (``descend``) to near convergence on a digits MLP (squared error
-on one-hot labels, ½‖f − y‖² per sample), then many trajectories of each dynamics from that point at
-the same learning rate (``simulate``): SGD with batch B, Gaussian isotropic noise with SGD's total
+``landscape.escape.experiment.run_escape`` (the code behind ``landscape escape``): full-batch GD to
+near convergence on a digits MLP (squared error on one-hot labels, ½‖f − y‖² per sample), then many
+trajectories of each dynamics from that point at the same learning rate: SGD with batch B, Gaussian isotropic noise with SGD's total
 variance, SGD's noise scaled by 0.1 (small-noise), and GD. The start is measured with
 ``minimum_stats`` (λ_max against 2/η, ‖H‖_F, tr H, the non-uniformity s against
 sqrt(B(n−1)/(n−B))/η, the alignment μ, Theorem 4's γ_0, and tr H against sqrt(pB)/η for isotropic noise).
@@ -50,22 +50,19 @@ def problem(cfg: dict, seed: int):
 
 
 def run(cfg: dict, seed: int = 0) -> dict:
-    from landscape.escape import descend, simulate
-    from landscape.escape.analysis import minimum_stats, predicted_growth, summarize
+    from landscape.escape.experiment import EscapeSettings, run_escape
 
     pb = problem(cfg, seed)
-    lr, B = cfg["lr"], cfg["batch"]
-    ds = descend(pb, pb.theta, lr, tol=cfg["tol"], max_steps=cfg["max_gd_steps"])
-    stats = minimum_stats(pb, ds.theta, lr, B, probes=cfg["probes"], align_samples=None,
-                          nonuniformity=cfg["s_samples"] is not None, s_samples=cfg["s_samples"], seed=seed)
+    settings = EscapeSettings(
+        to=list(cfg["trajectories"]), trajectories=cfg["trajectories"], lr=cfg["lr"], batch_size=cfg["batch"],
+        steps=cfg["steps"], tol=cfg["tol"], max_gd_steps=cfg["max_gd_steps"], noise_samples=cfg["noise_samples"],
+        probes=cfg["probes"], align_samples=None, s_samples=cfg["s_samples"],
+        nonuniformity=cfg["s_samples"] is not None, seed=seed, trajectory_seed=seed + 1)
+    result = run_escape(pb, settings)
+    ds, stats = result.descent, dict(result.stats)
     stats.update(gd_steps=ds.steps, gd_converged=ds.converged, gd_seconds=ds.seconds)
-    out = {"start": stats, "gd_losses": ds.losses.numpy(), "runs": {}}
-    for dyn, T in cfg["trajectories"].items():
-        traj = simulate(pb, ds.theta, dyn, lr=lr, batch_size=B, steps=cfg["steps"], trajectories=T,
-                        seed=seed + 1, noise_samples=cfg["noise_samples"])
-        pred, how = predicted_growth(dyn, stats, lr, B)
-        out["runs"][dyn] = (traj, summarize(traj, 10.0, pred, how))
-    return out
+    runs = {dyn: (result.runs[dyn], result.summaries[dyn]) for dyn in settings.to}
+    return {"start": stats, "gd_losses": ds.losses.numpy(), "runs": runs}
 
 
 CLAIMS = {
@@ -159,13 +156,12 @@ def main(argv=None) -> dict:
     clock = rc.Clock()
     cfg = config(args.quick)
     res = run(cfg, args.seed)
-    f, tmp = rc.open_h5(out / "escape.h5", NAME, {**cfg, "seed": args.seed, "quick": args.quick})
-    rc.write_group(f, "start", {"gd_losses": res["gd_losses"]}, res["start"])
-    for dyn, (traj, s) in res["runs"].items():
-        rc.write_group(f, dyn, {"record_steps": traj.record_steps.numpy(), "losses": traj.losses.numpy(),
-                                "distances": traj.distances.numpy()}, s.to_dict())
-    f.attrs["seconds"] = clock()
-    rc.close_h5(f, tmp, out / "escape.h5")
+    with rc.result_h5(out / "escape.h5", NAME, {**cfg, "seed": args.seed, "quick": args.quick}) as f:
+        rc.write_group(f, "start", {"gd_losses": res["gd_losses"]}, res["start"])
+        for dyn, (traj, s) in res["runs"].items():
+            rc.write_group(f, dyn, {"record_steps": traj.record_steps.numpy(), "losses": traj.losses.numpy(),
+                                    "distances": traj.distances.numpy()}, s.to_dict())
+        f.attrs["seconds"] = clock()
     figure(out / "escape.h5", out / "escape.png")
     text = start_table(res["start"]) + "\n\n" + table({d: s.to_dict() for d, (_, s) in res["runs"].items()})
     rc.write_table(out, text)

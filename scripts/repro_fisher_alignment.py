@@ -133,12 +133,11 @@ def main(argv=None) -> list[dict]:
     clock = rc.Clock()
     cfg = config(args.quick)
     rows = run(cfg, out, args.seed)
-    f, tmp = rc.open_h5(out / f"{NAME}.h5", NAME, {**cfg, "seed": args.seed, "quick": args.quick})
-    rc.write_group(f, "series", {k: [r[k] for r in rows] for k in rows[0]})
-    for r in rows:
-        rc.write_group(f, f"step_{r['step']}", None, r)
-    f.attrs["seconds"] = clock()
-    rc.close_h5(f, tmp, out / f"{NAME}.h5")
+    with rc.result_h5(out / f"{NAME}.h5", NAME, {**cfg, "seed": args.seed, "quick": args.quick}) as f:
+        rc.write_group(f, "series", {k: [r[k] for r in rows] for k in rows[0]})
+        for r in rows:
+            rc.write_group(f, f"step_{r['step']}", None, r)
+        f.attrs["seconds"] = clock()
     figure(rows, out / f"{NAME}.png")
     rc.write_table(out, table(rows))
     print(f"\n{clock():.0f} s; digits subset n={cfg['n_train']}, MLP {cfg['widths']}, cross-entropy, SGD B={cfg['batch']} "

@@ -164,17 +164,16 @@ def main(argv=None) -> dict:
     clock = rc.Clock()
     cfg = config(args.quick, args.seeds)
     res = run(cfg, out, args.seed, args.only.split(",") if args.only else None)
-    f, tmp = rc.open_h5(out / "optimizers.h5", NAME, {**cfg, "seed": args.seed, "quick": args.quick})
-    for label, rs in res.items():
-        means = {}
-        for key in ("test_accuracy", "lambda_max", "trace", "train_loss"):
-            means[f"{key}_mean"], means[f"{key}_std"] = summary(rs, key)
-        g = rc.write_group(f, label.replace("/", "_"), None, {"optimizer": rs[0]["optimizer"], **means})
-        for r in rs:
-            rc.write_group(f, f"{g.name}/seed_{r['seed']}", {"step": r["acc_step"], "test_accuracy": r["acc"]},
-                           {k: v for k, v in r.items() if k not in ("acc_step", "acc")})
-    f.attrs["seconds"] = clock()
-    rc.close_h5(f, tmp, out / "optimizers.h5")
+    with rc.result_h5(out / "optimizers.h5", NAME, {**cfg, "seed": args.seed, "quick": args.quick}) as f:
+        for label, rs in res.items():
+            means = {}
+            for key in ("test_accuracy", "lambda_max", "trace", "train_loss"):
+                means[f"{key}_mean"], means[f"{key}_std"] = summary(rs, key)
+            g = rc.write_group(f, label.replace("/", "_"), None, {"optimizer": rs[0]["optimizer"], **means})
+            for r in rs:
+                rc.write_group(f, f"{g.name}/seed_{r['seed']}", {"step": r["acc_step"], "test_accuracy": r["acc"]},
+                               {k: v for k, v in r.items() if k not in ("acc_step", "acc")})
+        f.attrs["seconds"] = clock()
     figure(res, out / "optimizers.png")
     rc.write_table(out, table(res))
     print(f"\n{clock():.0f} s; digits ({'all' if cfg['n_train'] is None else cfg['n_train']} training samples), "

@@ -132,14 +132,13 @@ def main(argv=None) -> list[dict]:
     clock = rc.Clock()
     cfg = config(args.quick)
     rows = run(cfg, out, args.seed)
-    f, tmp = rc.open_h5(out / f"{NAME}.h5", NAME, {**cfg, "seed": args.seed, "quick": args.quick})
-    for r in rows:
-        rc.write_group(f, f"lr{r['lr']:g}_B{r['batch_size']}_s{r['seed']}", None, r)
-    ok = [r for r in rows if r["status"] == "finished"]
-    rc.write_group(f, "all", {k: [r[k] for r in ok] for k in ("lr", "batch_size", "seed", "lambda_max", "s",
-                                                              "lambda_bound", "s_bound", "train_loss")})
-    f.attrs["seconds"] = clock()
-    rc.close_h5(f, tmp, out / f"{NAME}.h5")
+    with rc.result_h5(out / f"{NAME}.h5", NAME, {**cfg, "seed": args.seed, "quick": args.quick}) as f:
+        for r in rows:
+            rc.write_group(f, f"lr{r['lr']:g}_B{r['batch_size']}_s{r['seed']}", None, r)
+        ok = [r for r in rows if r["status"] == "finished"]
+        rc.write_group(f, "all", {k: [r[k] for r in ok] for k in ("lr", "batch_size", "seed", "lambda_max", "s",
+                                                                  "lambda_bound", "s_bound", "train_loss")})
+        f.attrs["seconds"] = clock()
     figure(rows, cfg, out / "diagram.png")
     rc.write_table(out, table(rows))
     print(f"\n{clock():.0f} s; digits subset n={cfg['n_train']}, MLP {cfg['widths']}, cross-entropy, plain SGD "

@@ -61,7 +61,7 @@ def _cases(d: Path) -> list[tuple[list[str], str]]:
         (["sharpness", CKPT, "--metric", "density", "--plot", str(d / "density.xyz")], "cannot write"),
         (["sharpness", CKPT, "--out", str(d)], "is a directory"),
         (["noise", CKPT, "--samples", "1"], "at least 2 samples"),
-        (["stability", CKPT, "--lr", "inf", "--batch-size", "8"], "positive finite"),
+        (["stability", CKPT, "--lr", "inf", "--batch-size", "8"], "finite number > 0"),
         (["train", "--momentum", "nan", "--steps", "1", "--out", str(d / "r1")], "--momentum"),
         (["train", "--weight-decay", "nan", "--steps", "1", "--out", str(d / "r2")], "--weight-decay"),
         (["train", "--steps", "1", "--out", str(d / "mlp.pt")], "is a file"),

@@ -199,4 +199,4 @@ def test_fisher_cli_json_table_and_hdf5(tmp_path):
     res = runner.invoke(app, ["fisher", str(path), "--probes", "4", "--dtype", "float64"])
     assert res.exit_code == 0 and "F_emp" in res.stdout and "cosine" in res.stdout
     res = runner.invoke(app, ["fisher", str(path), "--mc-samples", "0"])
-    assert res.exit_code == 2 and "mc_samples" in res.output and len(res.output.strip().splitlines()) == 1
+    assert res.exit_code == 2 and "--mc-samples" in res.output and len(res.output.strip().splitlines()) == 1

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 import landscape
 from landscape.cli.app import app
 from landscape.errors import ConfigError
-from landscape.metrics import METRICS, Settings
 from landscape.estimators.perturbation import keskar_sharpness, perturbation_sharpness
+from landscape.metrics import METRICS, Settings
 from landscape.metrics.run import measure
 from landscape.metrics.stability import sgd_noise_factor, stability_report
 

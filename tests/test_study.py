@@ -94,7 +94,7 @@ def _error(tmp_path: Path, text: str) -> str:
     ('[metrics.trace]\nprbes = 5\n', 7, ["unknown key 'prbes'", "[metrics.trace]", "did you mean 'probes'"]),
     ('[metrics.trace]\nprobes = 1\n', 7, ["probes must be an integer >= 2", "got 1"]),
     ('[metrics.trace]\n\nmethod = "hutch"\n', 8, ["method must be one of", '"hutchpp"']),
-    ('[metrics.eig]\ntol = -1.0\n', 7, ["tol must be a number > 0"]),
+    ('[metrics.eig]\ntol = -1.0\n', 7, ["tol must be a finite number > 0"]),
     ('[metrics.eig]\ntop_k = true\n', 7, ["top_k must be an integer"]),
     ('[metrics.hessian-trace]\nprobes = 5\n', 6, ["unknown metric kind 'hessian-trace'"]),
     ('[metrics.t2]\nkind = "trcae"\n', 7, ["unknown metric kind 'trcae'", "did you mean 'trace'"]),

@@ -4,6 +4,8 @@ Every command that measures a checkpoint takes the same options to build its pro
 model and data factories with their arguments, the loss, the split, the sample subset, the
 product batch, the memory budget, the device and precision. :func:`problem_options` declares
 them once and adds them to a command's signature; the command receives one :class:`ProblemSpec`.
+:func:`declared_options` adds the flags of settings declared as :class:`~landscape.schema.Option`
+(the metrics' settings), which the command receives as one dict.
 """
 
 from __future__ import annotations
@@ -12,13 +14,15 @@ import functools
 import inspect
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
 from ..errors import ConfigError
+from ..schema import Option, check
 
 KV = Optional[list[str]]  # noqa: UP045  (Typer reads the annotation at run time)
 
@@ -108,6 +112,29 @@ _OPTIONS = [
 ]
 
 
+def _extend(fn, dest: str, added: list[tuple[str, Any, Any]], build: Callable[[dict], Any]):
+    """``fn`` with the options ``added`` (``(name, annotation, default)``) in its signature, placed
+    before the output options; their values reach ``fn`` as one argument ``dest = build(values)``."""
+    sig = inspect.signature(fn, eval_str=True)  # Typer reads __signature__ as it is
+    keep = [p for p in sig.parameters.values() if p.name != dest]
+    new = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
+           for name, ann, default in added]
+    names = [p.name for p in new]
+    tail = [p for p in keep if p.name in ("json_", "out", "plot", "debug")]
+    head = [p for p in keep if p not in tail]
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.kind == p.POSITIONAL_OR_KEYWORD
+              and p.default is not p.empty else p for p in head]
+    params += new + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in tail]
+
+    @functools.wraps(fn)
+    def command(*args, **kwargs):
+        values = {n: kwargs.pop(n) for n in names if n in kwargs}
+        return fn(*args, **{dest: build(values)}, **kwargs)
+
+    command.__signature__ = sig.replace(parameters=params)
+    return command
+
+
 def problem_options(fn=None, *, split: bool = True, params: bool = True, legacy_batch: bool = True,
                     product_batch: int | None = None):
     """Add the shared problem options to a command; it receives them as ``spec: ProblemSpec``.
@@ -115,44 +142,52 @@ def problem_options(fn=None, *, split: bool = True, params: bool = True, legacy_
     ``split`` / ``params``: offer ``--split`` / ``--params``; ``legacy_batch``: accept the old
     ``--batch-size`` for ``--product-batch`` (with a deprecation line); ``product_batch``: this
     command's default product batch."""
+    skip = {n for n, on in (("split", split), ("params", params), ("batch_size", legacy_batch)) if not on}
+
+    def build(opts: dict) -> ProblemSpec:
+        legacy = opts.pop("batch_size", None)
+        batch = opts.pop("product_batch", None)
+        if legacy is not None:
+            from . import output
+
+            output.info("note: --batch-size is deprecated here (it means --product-batch); use --product-batch")
+            batch = batch if batch is not None else legacy
+        return ProblemSpec(
+            model=opts.get("model"), model_kwargs=parse_kv(opts.get("model_arg"), "--model-arg"),
+            data=opts.get("data"), data_kwargs=parse_kv(opts.get("data_arg"), "--data-arg"),
+            loss=opts.get("loss"), split=opts.get("split", "train"), samples=opts.get("samples"),
+            product_batch=batch if batch is not None else product_batch, bn_batch=opts.get("bn_batch"),
+            params=opts.get("params"), device=opts.get("device", "cpu"), dtype=opts.get("dtype", "float32"),
+            seed=opts.get("seed", 0), train_mode=opts.get("train_mode", False), memory=opts.get("memory"),
+            allow_random_data=opts.get("allow_random_data", False))
 
     def wrap(fn):
-        sig = inspect.signature(fn, eval_str=True)  # Typer reads __signature__ as it is
-        keep = [p for p in sig.parameters.values() if p.name != "spec"]
-        skip = {n for n, on in (("split", split), ("params", params), ("batch_size", legacy_batch)) if not on}
-        added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
-                 for name, ann, default in _OPTIONS if name not in skip]
-        names = [p.name for p in added]
-        tail = [p for p in keep if p.name in ("json_", "out", "plot", "debug")]
-        head = [p for p in keep if p not in tail]
-        params_ = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.kind == p.POSITIONAL_OR_KEYWORD and
-                   p.default is not p.empty else p for p in head] + added + \
-                  [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in tail]
-
-        @functools.wraps(fn)
-        def command(*args, **kwargs):
-            opts = {n: kwargs.pop(n) for n in names if n in kwargs}
-            legacy = opts.pop("batch_size", None)
-            batch = opts.pop("product_batch", None)
-            if legacy is not None:
-                from . import output
-
-                output.info("note: --batch-size is deprecated here (it means --product-batch); use --product-batch")
-                batch = batch if batch is not None else legacy
-            spec = ProblemSpec(
-                model=opts.get("model"), model_kwargs=parse_kv(opts.get("model_arg"), "--model-arg"),
-                data=opts.get("data"), data_kwargs=parse_kv(opts.get("data_arg"), "--data-arg"),
-                loss=opts.get("loss"), split=opts.get("split", "train"), samples=opts.get("samples"),
-                product_batch=batch if batch is not None else product_batch, bn_batch=opts.get("bn_batch"),
-                params=opts.get("params"), device=opts.get("device", "cpu"), dtype=opts.get("dtype", "float32"),
-                seed=opts.get("seed", 0), train_mode=opts.get("train_mode", False), memory=opts.get("memory"),
-                allow_random_data=opts.get("allow_random_data", False))
-            return fn(*args, spec=spec, **kwargs)
-
-        command.__signature__ = sig.replace(parameters=params_)
-        return command
+        return _extend(fn, "spec", [o for o in _OPTIONS if o[0] not in skip], build)
 
     return wrap(fn) if fn is not None else wrap
+
+
+def _typer_option(key: str, opt: Option) -> tuple[str, Any, Any]:
+    """A declared setting as a Typer option ``(name, annotation, default)``."""
+    kind = type(opt.choices[0]) if opt.kind == "choice" else {"int": int, "float": float, "bool": bool}.get(opt.kind, str)
+    note = f" One of: {', '.join(map(str, opt.choices))}." if opt.kind == "choice" else ""
+    annotation = kind if opt.default is not None else Optional[kind]  # noqa: UP045  (read by Typer)
+    option = typer.Option(opt.flag_for(key), help=opt.help + note, show_default=opt.default is not None)
+    return key, Annotated[annotation, option], opt.default
+
+
+def declared_options(schema: dict[str, Option]):
+    """Add a flag for each declared setting of ``schema`` (:class:`~landscape.schema.Option`) to a
+    command; it receives their values as ``settings: dict``. The values are checked against the
+    declarations (one error line naming the flag)."""
+
+    def build(values: dict) -> dict:
+        return {key: check(schema[key], value, schema[key].flag_for(key)) for key, value in values.items()}
+
+    def wrap(fn):
+        return _extend(fn, "settings", [_typer_option(k, o) for k, o in schema.items()], build)
+
+    return wrap
 
 
 class Stopwatch:

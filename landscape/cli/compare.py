@@ -90,5 +90,4 @@ def compare(
         rows.append((m, *cells))
     rows += [(f"{k} seconds", *[_fmt(s["seconds"].get(k)) for s in summaries]) for k in ("train", "track")]
     output.table("run comparison (final values)", ["", *names], rows)
-    if plot is not None:
-        output.info(f"wrote {plot}")
+    output.written(plot)

@@ -12,7 +12,7 @@ import typer
 
 from ..errors import ConfigError
 from . import output
-from .common import KV, Stopwatch
+from .common import KV, Stopwatch, parse_kv
 from .options import DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, OutOpt, PlotOpt, SeedOpt
 
 
@@ -33,13 +33,6 @@ def parse_to(items: list[str] | None) -> list[str]:
     if not names:
         raise ConfigError("--to names no dynamics", f"pass e.g. --to sgd,gd (choices: {', '.join(DYNAMICS)})")
     return names
-
-
-def _positive(flag: str, value, allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
-    if value is None or value <= 0 or (isinstance(value, float) and not math.isfinite(value)):
-        raise ConfigError(f"{flag} must be positive, got {value}", f"pass a positive {flag}")
 
 
 def _fmt(x, digits: int = 4) -> str:
@@ -94,148 +87,45 @@ def escape(
 ) -> None:
     """Escape from a GD minimum: many SGD (or noise-model) trajectories at once, measured against
     the stability theory (fraction escaped, median escape step, growth rate vs γ_0)."""
-    import torch
-
-    from ..escape import descend, eval_subset, simulate, trajectory_seeds
-    from ..escape.analysis import escape_steps, minimum_stats, predicted_growth, summarize
+    from ..escape.experiment import EscapeSettings, build_problem, run_escape
 
     clock = Stopwatch()
     output.check_writable(out, plot)
-    names = parse_to(to)
-    start_from = from_ or ("checkpoint" if checkpoint is not None else "gd")
-    if start_from not in ("gd", "checkpoint"):
-        raise ConfigError(f"unknown --from {from_!r}", "choose gd or checkpoint")
-    if start_from == "checkpoint" and checkpoint is None:
+    start = from_ or ("checkpoint" if checkpoint is not None else "gd")
+    if start == "checkpoint" and checkpoint is None:
         raise ConfigError("--from checkpoint needs a checkpoint", "pass CHECKPOINT, or --from gd")
-    for flag, v in (("--trajectories", trajectories), ("--steps", steps), ("--batch-size", batch_size),
-                    ("--eval-every", eval_every), ("--tol", tol), ("--max-gd-steps", max_gd_steps),
-                    ("--probes", probes), ("--chunk", chunk), ("--eig-trajectories", eig_trajectories)):
-        _positive(flag, v, allow_none=False)
-    _positive("--lr", lr)
-    _positive("--samples", samples)
-    _positive("--eval-samples", eval_samples)
-    _positive("--noise-samples", noise_samples)
-    _positive("--track-eig-every", track_eig_every)
-    if not escape_factor > 1:
-        raise ConfigError(f"--escape-factor must exceed 1, got {escape_factor}", "pass e.g. --escape-factor 10")
-    if probes < 2:
-        raise ConfigError(f"--probes must be at least 2, got {probes}", "pass e.g. --probes 30")
-
-    problem, identity, lr = _build(checkpoint, model, model_arg, data, data_arg, loss, samples, lr, seed,
-                                   device, dtype)
-    if batch_size > problem.n:
-        raise ConfigError(f"--batch-size {batch_size} exceeds the {problem.n} samples",
-                          f"pass --batch-size in 1..{problem.n}")
-
+    settings = EscapeSettings(
+        to=parse_to(to), start=start, lr=0.1 if lr is None else lr, batch_size=batch_size,
+        trajectories=trajectories, steps=steps, tol=tol, max_gd_steps=max_gd_steps, eval_samples=eval_samples,
+        eval_every=eval_every, escape_factor=escape_factor, noise_samples=noise_samples,
+        control_scale=control_scale, track_eig_every=track_eig_every, eig_trajectories=eig_trajectories,
+        theory=theory, probes=probes, align_samples=align_samples or None, s_samples=s_samples if s_samples > 0 else None,
+        nonuniformity=s_samples >= 0, chunk=chunk, seed=seed).check()
+    if samples is not None and samples <= 0:
+        raise ConfigError(f"--samples must be positive, got {samples}", "pass a positive --samples")
+    problem, identity, settings.lr = build_problem(
+        checkpoint, model=model, model_kwargs=parse_kv(model_arg, "--model-arg"), data=data,
+        data_kwargs=parse_kv(data_arg, "--data-arg"), loss=loss, samples=samples, lr=lr, seed=seed,
+        device=device, dtype=dtype)
     with output.progress(progress and not json_) as bar:
-        descent = None
-        if start_from == "gd":
-            descent = descend(problem, problem.theta, lr, tol=tol, max_steps=max_gd_steps, chunk=chunk,
-                              progress=bar(f"GD at lr {lr:g} to loss < {tol:g}", None))
-            if not descent.converged:
-                output.warn(f"GD stopped after {descent.steps} steps at loss "
-                            f"{descent.loss:.3g} > --tol {tol:g}; raise --max-gd-steps or --tol")
-            theta = descent.theta
-        else:
-            theta = problem.theta
-            problem.loss_value()  # a NaN or infinite start is refused here, theory or not
-        stats = {"loss": None}
-        if theory:
-            stats = minimum_stats(problem, theta, lr, batch_size, probes=probes,
-                                  align_samples=align_samples or None, s_samples=s_samples or None,
-                                  seed=seed, nonuniformity=s_samples >= 0)
-            if not stats["gd_stable"]:
-                output.warn(f"λ_max = {stats['lambda_max']:.4g} > 2/η = {2 / lr:.4g}: "
-                            "the start is not linearly stable for GD, so GD leaves it too")
-        ev = eval_subset(problem.n, eval_samples, seed)
-        seeds = trajectory_seeds(seed, trajectories)
-        runs, summaries = {}, {}
-        for name in names:
-            traj = simulate(problem, theta, name, lr=lr, batch_size=batch_size, steps=steps, seeds=seeds,
-                            noise_samples=noise_samples, control_scale=control_scale, eval_idx=ev,
-                            eval_every=eval_every, track_eig_every=track_eig_every,
-                            eig_trajectories=eig_trajectories, chunk=chunk,
-                            progress=bar(f"{name}: {trajectories} trajectories", steps))
-            pred, how = predicted_growth(name, stats, lr, batch_size, control_scale) if theory else (None, None)
-            runs[name] = traj
-            summaries[name] = summarize(traj, escape_factor, pred, how)
-
-    settings = {"from": start_from, "to": names, "lr": lr, "batch_size": batch_size, "trajectories": trajectories,
-                "steps": steps, "tol": tol if start_from == "gd" else None, "eval_samples": eval_samples,
-                "eval_every": eval_every, "escape_factor": escape_factor, "noise_samples": noise_samples,
-                "control_scale": control_scale, "track_eig_every": track_eig_every, "seed": seed,
-                "samples": problem.n, "params": problem.p, "loss": problem.loss.name, "device": str(problem.device),
-                "dtype": str(problem.dtype).replace("torch.", "")}
-    report = {"identity": identity, "settings": settings,
-              "gd": None if descent is None else {"steps": descent.steps, "loss": descent.loss,
-                                                  "converged": descent.converged, "seconds": descent.seconds},
-              "start": stats,
-              "runs": {k: s.to_dict() for k, s in summaries.items()},
-              "seconds": clock()}
-
+        result = run_escape(problem, settings, progress=bar, warn=output.warn)
+    report = result.report(problem, identity)
+    report["seconds"] = clock()
     if out is not None:
         from ..io.hdf5 import write_tree
 
-        tree = {"start": stats, "runs": {}}
-        if descent is not None:
-            tree["gd"] = {"losses": descent.losses.numpy(), "steps": descent.steps, "converged": descent.converged}
-        for k, traj in runs.items():
-            tree["runs"][k] = {**summaries[k].to_dict(), "record_steps": traj.record_steps.numpy(),
-                               "losses": traj.losses.numpy(), "distances": traj.distances.numpy(),
-                               "mean_loss": traj.mean_loss.numpy(),
-                               "escape_steps": escape_steps(traj, escape_factor).numpy(),
-                               "seeds": torch.tensor(traj.seeds, dtype=torch.int64).numpy()}
-            if traj.eig_steps.numel():
-                tree["runs"][k].update(eig_steps=traj.eig_steps.numpy(), eig_values=traj.eig_values.numpy())
-        write_tree(out, tree, attrs={"format": "landscape-escape", "version": 1, "identity": identity,
-                                     "settings": settings, "seconds": report["seconds"]})
+        write_tree(out, result.tree(), attrs={"format": "landscape-escape", "version": 1, "identity": identity,
+                                              "settings": report["settings"], "seconds": report["seconds"]})
     if plot is not None:
         from ..io.escape_figures import save_escape_figure
 
-        title = f"escape from {'GD' if start_from == 'gd' else 'checkpoint'} minimum: lr {lr:g}, B {batch_size}"
-        save_escape_figure([(runs[k].record_steps, runs[k].losses, summaries[k].to_dict()) for k in names], plot,
-                           title)
-
+        title = f"escape from {'GD' if start == 'gd' else 'checkpoint'} minimum: lr {settings.lr:g}, B {batch_size}"
+        save_escape_figure(result.panels(), plot, title)
     if json_:
         output.emit_json(report)
         return
-    _tables(report, stats, summaries, theory)
-    for path in (out, plot):
-        if path is not None:
-            output.info(f"wrote {path}")
-
-
-def _build(checkpoint, model, model_arg, data, data_arg, loss, samples, lr, seed, device, dtype):
-    """The problem, its identity, and the learning rate (checkpoint's when not given)."""
-
-    from ..losses import get_loss
-    from ..problem import Problem
-    from .common import parse_kv
-
-    if checkpoint is not None:
-        from ..io.checkpoint import Checkpoint
-
-        if model_arg or data_arg:
-            raise ConfigError("--model-arg/--data-arg build a new model; a checkpoint records its own",
-                              "drop them, or leave out the checkpoint")
-        ckpt = Checkpoint.load(checkpoint, model=model, data=data, loss=loss)
-        problem = ckpt.problem(samples=samples, seed=seed, device=device, dtype=dtype)
-        if lr is None:
-            lr = ckpt.training.get("lr") if isinstance(ckpt.training.get("lr"), (int, float)) else 0.1
-        return problem, ckpt.identity(), float(lr)
-    from ..data import load_dataset
-    from ..models import build_model, model_kwargs_for
-
-    model, data = model or "mlp", data or "digits"
-    split = load_dataset(data, **parse_kv(data_arg, "--data-arg"))
-    kwargs = model_kwargs_for(model, split, **parse_kv(model_arg, "--model-arg"))
-    net = build_model(model, seed=seed, **kwargs)
-    loss_name = get_loss(loss or split.default_loss).name
-    train = split.for_loss(loss_name).train  # mse on classes: the lecture's one-hot labels
-    problem = Problem(net, loss_name, train, samples=samples, seed=seed, device=device, dtype=dtype)
-    identity = {"path": None, "model": model, "model_kwargs": kwargs, "data": data,
-                "data_kwargs": parse_kv(data_arg, "--data-arg"), "loss": problem.loss.name, "init_seed": seed}
-    return problem, identity, float(0.1 if lr is None else lr)
+    _tables(report, result.stats, result.summaries, theory)
+    output.written(out, plot)
 
 
 def _tables(report: dict, stats: dict, summaries: dict, theory: bool) -> None:

@@ -3,36 +3,28 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import typer
-
+from ..metrics import reports
 from . import output
-from .common import ProblemSpec, Stopwatch, header, problem_options
+from .common import ProblemSpec, Stopwatch, declared_options, header, problem_options
 from .options import CheckpointArg, DebugOpt, JsonOpt, OutOpt
 
 
 @output.handle_errors
 @problem_options
+@declared_options(reports.FISHER)
 def fisher(
     checkpoint: CheckpointArg,
-    probes: Annotated[int, typer.Option(help="Rademacher probes shared by all traces, norms and cosines.")] = 100,
-    mc_samples: Annotated[int, typer.Option("--mc-samples", help="Labels drawn from the model per sample for the Monte-Carlo Fisher (its products cost the same for any number; its errors cover the draws).")] = 16,
-    tol: Annotated[float, typer.Option(help="Relative residual tolerance of Lanczos for λ_max.")] = 1e-4,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on Lanczos steps.")] = None,
-    chunk: Annotated[int | None, typer.Option("--chunk", help="Samples per vmapped per-sample-gradient call (default: fit 256 MiB).")] = None,
+    settings: dict | None = None,
     spec: ProblemSpec = None,
     json_: JsonOpt = False,
     out: OutOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Hessian, GGN, Monte-Carlo Fisher and empirical Fisher: trace, λ_max, Frobenius norm, cosines."""
-    from ..errors import ConfigError
     from ..metrics.fisher import LABELS, fisher_report
 
     clock = Stopwatch()
-    if probes < 2:
-        raise ConfigError(f"--probes must be at least 2, got {probes}", "pass --probes 100")
+    probes, mc_samples = settings["probes"], settings["mc_samples"]
     output.check_writable(out)
     seed = spec.seed
     ckpt, problem = spec.load(checkpoint)
@@ -41,12 +33,11 @@ def fisher(
     from ..curvature.base import count_products
 
     with output.progress(not json_) as start, count_products(lambda k: state["advance"](k)):
-        result = fisher_report(problem, probes=probes, mc_samples=mc_samples, tol=tol, max_steps=max_steps,
-                               seed=seed, chunk=chunk, on_start=lambda label: state.update(advance=start(label, None)))
+        result = fisher_report(problem, **settings, seed=seed,
+                               on_start=lambda label: state.update(advance=start(label, None)))
     report = header(ckpt, problem)
     report.update(at)
-    report["settings"] = {"probes": probes, "mc_samples": mc_samples, "tol": tol, "max_steps": max_steps,
-                          **spec.settings()}
+    report["settings"] = {**settings, **spec.settings()}
     report.update(result)
     report["seconds"] = clock()
     if out is not None:
@@ -76,5 +67,4 @@ def fisher(
     output.table("Frobenius cosines ⟨A,B⟩_F / (‖A‖_F ‖B‖_F)", ["pair", "cosine", "± stderr"], crow)
     output.info(f"the Monte-Carlo Fisher's errors cover its label draws (two independent draws per probe group); "
                 f"{result['matrices']['fisher']['lambda_max']['note']}")
-    if out is not None:
-        output.info(f"wrote {out}")
+    output.written(out)

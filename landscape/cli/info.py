@@ -3,33 +3,20 @@ with ``--plan``, what measuring it will cost."""
 
 from __future__ import annotations
 
+from ..metrics import declared
 from . import output
-from .common import ProblemSpec, problem_options
-from .options import (
-    CheckpointArg,
-    DebugOpt,
-    JsonOpt,
-    MetricOpt,
-    PlanOpt,
-    ProbesOpt,
-    RunsOpt,
-    StepsOpt,
-    TopKOpt,
-    WhichOpt,
-)
+from .common import ProblemSpec, declared_options, problem_options
+from .options import CheckpointArg, DebugOpt, JsonOpt, MetricOpt, PlanOpt
 
 
 @output.handle_errors
 @problem_options
+@declared_options(declared())
 def info(
     checkpoint: CheckpointArg,
     plan: PlanOpt = False,
     metric: MetricOpt = None,
-    probes: ProbesOpt = 100,
-    top_k: TopKOpt = 1,
-    which: WhichOpt = "top",
-    runs: RunsOpt = 10,
-    steps: StepsOpt = 80,
+    settings: dict | None = None,
     spec: ProblemSpec = None,
     json_: JsonOpt = False,
     debug: DebugOpt = False,
@@ -41,8 +28,7 @@ def info(
         from . import plan as plan_cmd
 
         names = parse_metrics(metric)
-        settings = Settings(probes=probes, top_k=top_k, which=which, runs=runs, steps=steps,
-                            seed=spec.seed).validate()
+        settings = Settings.of(settings, seed=spec.seed).validate(names)
         ckpt, problem = spec.load(checkpoint)
         plan_cmd.show(ckpt, problem, names, settings, json_=json_)
         return

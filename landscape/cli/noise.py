@@ -3,27 +3,18 @@ Gram identities) and the non-uniformity s of the per-sample Hessians."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
-import typer
-
+from ..metrics import reports
 from . import output
-from .common import ProblemSpec, Stopwatch, header, problem_options
+from .common import ProblemSpec, Stopwatch, declared_options, header, problem_options
 from .options import CheckpointArg, DebugOpt, JsonOpt, OutOpt
-
-SSamplesOpt = Annotated[int | None, typer.Option("--s-samples", help="Seeded subset of samples for the non-uniformity s (default: all).")]
-ChunkOpt = Annotated[int | None, typer.Option("--chunk", help="Samples per chunk of per-sample vectors / Gram block (default: fit the memory budget).")]
 
 
 @output.handle_errors
 @problem_options
+@declared_options(reports.NOISE)
 def noise(
     checkpoint: CheckpointArg,
-    s_samples: SSamplesOpt = None,
-    tol: Annotated[float, typer.Option(help="Relative residual tolerance of Lanczos for s.")] = 1e-4,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on Lanczos steps.")] = None,
-    chunk: ChunkOpt = None,
-    rtol: Annotated[float, typer.Option("--g-rtol", help="Drop output-space directions of each loss Hessian below this fraction of its largest eigenvalue (0: exact; the dropped trace is reported).")] = 0.0,
+    settings: dict | None = None,
     spec: ProblemSpec = None,
     json_: JsonOpt = False,
     out: OutOpt = None,
@@ -41,13 +32,11 @@ def noise(
     from ..curvature.base import count_products
 
     with output.progress(not json_) as start, count_products(start("alignment (Gram sweep), then s (Lanczos): products", None)):
-        result = noise_report(problem, s_samples=s_samples, seed=seed, tol=tol, max_steps=max_steps, chunk=chunk,
-                              rtol=rtol, memory=problem.budget.bytes // 2)
+        result = noise_report(problem, **settings, seed=seed, memory=problem.budget.bytes // 2)
     total = problem.samples_total
     report = header(ckpt, problem)
     report.update(at)
-    report["settings"] = {"s_samples": s_samples, "tol": tol, "max_steps": max_steps, "chunk": chunk,
-                          "g_rtol": rtol, **spec.settings()}
+    report["settings"] = {**settings, **spec.settings()}
     report["samples_total"] = total
     report["subsample"] = problem.n < total
     report.update(result)
@@ -81,5 +70,4 @@ def noise(
     caption = (f"{problem.n} samples{sub}, p = {problem.p}, loss {problem.loss.name}, "
                f"{report['seconds']:.2f} s")
     output.table(f"SGD noise at {checkpoint}", ["quantity", "value", "note"], rows, caption=caption)
-    if out is not None:
-        output.info(f"wrote {out}")
+    output.written(out)

@@ -75,6 +75,13 @@ def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[str]], cap
     stdout.print(t)
 
 
+def written(*paths) -> None:
+    """``wrote PATH`` for each file a command wrote (None: not asked for)."""
+    for path in paths:
+        if path is not None:
+            info(f"wrote {path}")
+
+
 def info(msg: str) -> None:
     """One plain line on stderr (no markup: brackets in messages print as they are)."""
     stderr.print(msg, highlight=False, markup=False)

@@ -7,43 +7,19 @@ from typing import Annotated
 
 import typer
 
+from ..metrics import declared
 from . import output
-from .common import ProblemSpec, Stopwatch, header, problem_options
-from .options import (
-    CheckpointArg,
-    DebugOpt,
-    JsonOpt,
-    MetricOpt,
-    OutOpt,
-    PlanOpt,
-    PlotOpt,
-    ProbesOpt,
-    RunsOpt,
-    StepsOpt,
-    TopKOpt,
-    WhichOpt,
-)
+from .common import ProblemSpec, Stopwatch, declared_options, header, problem_options
+from .options import CheckpointArg, DebugOpt, JsonOpt, MetricOpt, OutOpt, PlanOpt, PlotOpt
 
 
 @output.handle_errors
 @problem_options
+@declared_options(declared())
 def sharpness(
     checkpoint: CheckpointArg,
     metric: MetricOpt = None,
-    probes: ProbesOpt = 100,
-    method: Annotated[str, typer.Option(help="Trace estimator: hutchinson or hutchpp.")] = "hutchinson",
-    top_k: TopKOpt = 1,
-    which: WhichOpt = "top",
-    tol: Annotated[float, typer.Option(help="Relative residual tolerance of Lanczos (or power iteration).")] = 1e-6,
-    eig_method: Annotated[str, typer.Option("--eig-method", help="lanczos, or power (PyHessian's: largest |λ|).")] = "lanczos",
-    eig_block: Annotated[int | None, typer.Option("--eig-block", help="Lanczos block size (default --top-k: every copy of an eigenvalue repeated up to k times is found; 1: single-vector Lanczos, about half the products, which can miss copies).", show_default=False)] = None,
-    runs: RunsOpt = 10,
-    steps: StepsOpt = 80,
-    rho: Annotated[float, typer.Option(help="perturbation: noise scale ρ of ε ~ N(0, ρ²I).")] = 0.01,
-    perturbations: Annotated[int, typer.Option(help="perturbation: Monte-Carlo draws of ε.")] = 100,
-    epsilon: Annotated[float, typer.Option(help="keskar: half-width ε of the box (relative to |θ|+1).")] = 1e-3,
-    subspace: Annotated[int, typer.Option(help="keskar: ascent in a random subspace of this dimension (0: full space).")] = 0,
-    ascent_steps: Annotated[int, typer.Option("--ascent-steps", help="keskar: projected ascent steps.")] = 20,
+    settings: dict | None = None,
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Report every metric for each layer's block of the Hessian.")] = False,
     plan: PlanOpt = False,
     spec: ProblemSpec = None,
@@ -59,11 +35,7 @@ def sharpness(
 
     clock = Stopwatch()
     names = parse_metrics(metric)
-    settings = Settings(probes=probes, method=method, top_k=top_k, which=which, tol=tol, eig_method=eig_method,
-                        eig_block=eig_block,
-                        runs=runs, steps=steps, seed=spec.seed,
-                        extra={"rho": rho, "perturbations": perturbations, "epsilon": epsilon,
-                               "subspace": subspace or None, "ascent_steps": ascent_steps}).validate(names)
+    settings = Settings.of(settings, seed=spec.seed).validate(names)
     if plot is not None and "density" not in names:
         raise ConfigError("--plot draws the spectral density", "add --metric density")
     output.check_writable(out, plot)
@@ -128,6 +100,4 @@ def sharpness(
     output.table(f"Hessian of {checkpoint}", cols, rows)
     output.info(caption)
     output.info(output.products_line(report))
-    for path in (out, plot):
-        if path is not None:
-            output.info(f"wrote {path}")
+    output.written(out, plot)

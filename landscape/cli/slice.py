@@ -57,9 +57,7 @@ def emit(report: dict, tree: dict, attrs: dict, *, json_: bool, out: Path | None
         output.emit_json(report)
         return
     output.table(title, columns, rows, caption=caption)
-    for path in (out, plot):
-        if path is not None:
-            output.info(f"wrote {path}")
+    output.written(out, plot)
 
 
 @output.handle_errors

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated
 
-import typer
-
+from ..metrics import reports
 from . import output
-from .common import ProblemSpec, Stopwatch, header, problem_options
-from .noise import ChunkOpt, SSamplesOpt
+from .common import ProblemSpec, Stopwatch, declared_options, header, problem_options
 from .options import CheckpointArg, DebugOpt, JsonOpt, OutOpt
 
 PRETTY = {"gd": "λ_max(H) ≤ 2/η", "sgd_nonuniformity": "s ≤ 1/(η·sqrt(c_B))",
@@ -20,17 +17,10 @@ KIND = {"gd": "GD: iff", "sgd_nonuniformity": "SGD: necessary", "alignment": "SG
 
 @output.handle_errors
 @problem_options(legacy_batch=False)
+@declared_options(reports.STABILITY)
 def stability(
     checkpoint: CheckpointArg,
-    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate η (default: the checkpoint's recorded one).")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", help="SGD batch size B (default: the checkpoint's recorded one).")] = None,
-    probes: Annotated[int, typer.Option(help="Probes for the Hessian's Frobenius norm.")] = 100,
-    tol: Annotated[float, typer.Option(help="Relative residual tolerance of Lanczos.")] = 1e-4,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Cap on Lanczos steps.")] = None,
-    s_samples: SSamplesOpt = None,
-    chunk: ChunkOpt = None,
-    sufficient: Annotated[bool, typer.Option("--sufficient", help="Also test the slides' matrix condition (sufficient, not necessary).")] = False,
-    sampling: Annotated[str, typer.Option("--sampling", help="How the SGD minibatches are drawn: without replacement (landscape's SGD, any epoch-based shuffling; c_B = (n-B)/(B(n-1))) or with (c_B = 1/B).")] = "without",
+    settings: dict | None = None,
     spec: ProblemSpec = None,
     json_: JsonOpt = False,
     out: OutOpt = None,
@@ -44,8 +34,9 @@ def stability(
     output.check_writable(out)
     seed = spec.seed
     ckpt, problem = spec.load(checkpoint)
-    lr = lr if lr is not None else ckpt.training.get("lr")
-    batch_size = batch_size if batch_size is not None else ckpt.training.get("batch_size")
+    settings = dict(settings)
+    lr = settings.pop("lr") or ckpt.training.get("lr")
+    batch_size = settings.pop("sgd_batch_size") or ckpt.training.get("batch_size")
     if lr is None or batch_size is None:
         missing = " and ".join(n for n, v in (("--lr", lr), ("--batch-size", batch_size)) if v is None)
         raise ConfigError(f"the checkpoint records no {missing.replace('--', '')}", f"pass {missing}")
@@ -54,12 +45,9 @@ def stability(
     from ..curvature.base import count_products
 
     with output.progress(not json_) as start, count_products(start("λ_max, ‖H‖_F, s, μ: products", None)):
-        result = stability_report(problem, float(lr), batch_size, probes=probes, seed=seed, tol=tol,
-                                  max_steps=max_steps, s_samples=s_samples, chunk=chunk, sufficient=sufficient,
-                                  sampling=sampling)
+        result = stability_report(problem, float(lr), batch_size, **settings, seed=seed)
     report = header(ckpt, problem)
-    report["settings"] = {"lr": lr, "batch_size": batch_size, "probes": probes, "tol": tol, "max_steps": max_steps,
-                          "s_samples": s_samples, "sufficient": sufficient, "sampling": sampling, **spec.settings()}
+    report["settings"] = {"lr": lr, "batch_size": batch_size, **settings, **spec.settings()}
     report.update(result)
     report["seconds"] = clock()
     if out is not None:
@@ -92,7 +80,7 @@ def stability(
         shown = f"{f(v['value'])} (residual {err})" if residual else f"{f(v['value'])} ± {err}"
         rows.append((PRETTY[name], shown, f(v["bound"]), f(v["margin"]), verdict, KIND[name]))
     m = result["measured"]
-    caption = (f"η = {lr:g}, B = {batch_size}, n = {problem.n}, minibatches drawn {sampling} replacement: "
+    caption = (f"η = {lr:g}, B = {batch_size}, n = {problem.n}, minibatches drawn {settings['sampling']} replacement: "
                f"c_B = {result['noise_factor_formula']} = {result['noise_factor']:.3g}; "
                f"L = {m['loss']:.3g}, ‖g‖ = {m['grad_norm']:.3g} (the conditions assume a minimum with every l_i ≈ 0); "
                f"{report['seconds']:.2f} s")
@@ -100,5 +88,4 @@ def stability(
                  rows, caption=caption)
     for note in notes:
         output.info(note)
-    if out is not None:
-        output.info(f"wrote {out}")
+    output.written(out)

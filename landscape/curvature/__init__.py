@@ -3,7 +3,7 @@
 from .base import ProblemOperator, as_problem
 from .hessian import Hessian
 from .layout import ParamLayout
-from .operator import DenseOperator, LinearOperator, ScaledSum, as_operator
+from .operator import DenseOperator, LinearOperator, as_operator
 
 __all__ = [
            "DenseOperator",
@@ -11,7 +11,6 @@ __all__ = [
            "LinearOperator",
            "ParamLayout",
            "ProblemOperator",
-           "ScaledSum",
            "as_operator",
            "as_problem",
 ]

@@ -110,11 +110,6 @@ def linear_sum_squared_grads(
     return {n: out[n] for n in params}
 
 
-def output_jacobian_vp(forward: Forward, params: Params, x: torch.Tensor, V: Params) -> torch.Tensor:
-    """``J v`` for each v of the block: ``[k, B, outputs...]``."""
-    return vmap(lambda v: jvp(lambda p: forward(p, x), (params,), (v,))[1])(V)
-
-
 class SavedBytes:
     """Counts the bytes of the tensors autograd saves for backward while :meth:`hooks` is active:
     the memory a graph holds, measured on the real activations rather than estimated.
@@ -228,18 +223,6 @@ def per_sample_vjp(forward: Forward, params: Params, x: torch.Tensor, C: torch.T
         return vmap(lambda c: pull(c.reshape(out.shape))[0])(ci)
 
     return vmap(one)(x, C)
-
-
-def per_sample_hvp(forward: Forward, loss: Loss, params: Params, x: torch.Tensor, y: torch.Tensor,
-                   V: Params) -> Params:
-    """``H_i v`` for every sample i of the batch and each v of the block: ``name -> [B, k, *shape]``
-    (forward-over-reverse on the one-sample loss, vmapped over samples and vectors)."""
-
-    def one(xi: torch.Tensor, yi: torch.Tensor) -> Params:
-        g = grad(lambda p: batch_loss(forward, loss, p, xi.unsqueeze(0), yi.unsqueeze(0)))
-        return vmap(lambda v: jvp(g, (params,), (v,))[1])(V)
-
-    return vmap(one)(x, y)
 
 
 def per_sample_hvp_sq(forward: Forward, loss: Loss, params: Params, x: torch.Tensor, y: torch.Tensor,

@@ -9,22 +9,8 @@ them testable on a random 10x10 matrix.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
-
 import numpy as np
 import torch
-
-
-@runtime_checkable
-class Operator(Protocol):
-    shape: tuple[int, int]
-    dtype: torch.dtype
-    device: torch.device
-    matvecs: int
-
-    def matmat(self, V: torch.Tensor) -> torch.Tensor: ...
-
-    def matvec(self, v: torch.Tensor) -> torch.Tensor: ...
 
 
 class LinearOperator:
@@ -97,19 +83,6 @@ class DenseOperator(LinearOperator):
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         return self.A @ V
-
-
-class ScaledSum(LinearOperator):
-    """``Σ_i c_i A_i`` of operators of one shape (e.g. ``H − G``)."""
-
-    def __init__(self, terms: list[tuple[float, LinearOperator]]) -> None:
-        first = terms[0][1]
-        super().__init__(first.shape[0], first.dtype, first.device)
-        self.terms = terms
-        self.block_size = min(op.block_size for _, op in terms)
-
-    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
-        return sum(c * op.matmat(V) for c, op in self.terms)
 
 
 def as_operator(A: LinearOperator | torch.Tensor) -> LinearOperator:

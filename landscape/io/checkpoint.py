@@ -23,7 +23,6 @@ import hashlib
 import math
 import os
 import pickle
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from landscape.errors import CheckpointError, ConfigError, first_line
+from landscape.io.atomic import atomic_path
 
 if TYPE_CHECKING:
     from landscape.data import Split
@@ -235,8 +235,8 @@ class Checkpoint:
         }
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically: ``torch.save`` to a temporary file in the same folder, fsync, then
-        ``os.replace`` onto ``path`` (an interruption leaves the old file or none, never half)."""
+        """Write atomically (:func:`landscape.io.atomic.atomic_path`: an interruption leaves the
+        old file or none, never half)."""
         path = Path(path)
         if path.is_dir():
             raise CheckpointError(f"{path} is a directory", "give a file name such as model.pt")
@@ -250,22 +250,8 @@ class Checkpoint:
         if not is_main():  # in a torchrun job only rank 0 writes
             return path
         payload = self.to_dict()
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(payload, f)
-                f.flush()
-                os.fsync(f.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
         self.path, self._sha256 = path, None
         return path
 

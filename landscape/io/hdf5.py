@@ -9,10 +9,6 @@ the checkpoint's identity) go on the root, nested values JSON-encoded. ``read_tr
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,31 +17,7 @@ import numpy as np
 
 from ..errors import LandscapeError
 from ..results import to_plain
-
-
-@contextmanager
-def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success rename it to ``path``, else delete it."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent or ".")
-    os.close(fd)
-    tmp = Path(tmp)
-    from ..distributed import is_main
-
-    try:
-        yield tmp
-        if is_main():  # in a torchrun job only rank 0 writes
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files
-            os.replace(tmp, path)
-        else:
-            tmp.unlink(missing_ok=True)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+from .atomic import atomic_path
 
 
 def _attr(value: Any) -> Any:

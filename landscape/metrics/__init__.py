@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from ..errors import ConfigError
-from ..schema import Option, coerce, describe
+from ..schema import Option, check
 
 Row = tuple[str, str, str, str]  # (quantity, value, ± stderr / note, products)
 Headline = tuple[str, float, float]  # (quantity, value, error: stderr or residual; NaN if none)
@@ -54,6 +54,18 @@ class Settings:
         d.update(self.extra)
         return d
 
+    @classmethod
+    def of(cls, values: dict, **fixed: Any) -> Settings:
+        """Settings from declared values (``--probes``, a study table, ``--track-arg``): the
+        fields set, the other keys kept in ``extra``."""
+        s = cls(**fixed)
+        for key, value in values.items():
+            if key in cls.__dataclass_fields__ and key != "extra":
+                setattr(s, key, value)
+            else:
+                s.extra[key] = value
+        return s
+
     def get(self, key: str, default: Any = None) -> Any:
         """A field, or an ``extra`` setting (``default`` when unset or None)."""
         value = getattr(self, key) if key in self.__dataclass_fields__ else self.extra.get(key)
@@ -64,17 +76,7 @@ class Settings:
         declared :class:`Option`: one clear error naming the flag; self if fine."""
         for name in names or list(METRICS):
             for key, opt in METRICS[name].options.items():
-                value = self.get(key)
-                if value is None:  # unset: the metric's default
-                    continue
-                ok, _ = coerce(opt, value)
-                if not ok:
-                    flag = "--" + key.replace("_", "-")
-                    if opt.kind == "choice":
-                        raise ConfigError(f"unknown {flag} {value!r}",
-                                          f"choose {' or '.join(map(str, opt.choices))}")
-                    raise ConfigError(f"{flag} must be {describe(opt)}, got {value!r}",
-                                      f"pass a valid {flag} (metric {name})")
+                check(opt, self.get(key), opt.flag_for(key), f"pass a valid {opt.flag_for(key)} (metric {name})")
         return self
 
 
@@ -103,6 +105,17 @@ class Metric:
 
 #: name -> Metric (the ``--metric`` names, in the order they are listed)
 METRICS: dict[str, Metric] = {}
+
+
+def declared(names: list[str] | None = None) -> dict[str, Option]:
+    """The settings the metrics ``names`` (default: all) declare, each once (a setting read by
+    several metrics, like ``probes``, is one declaration)."""
+    out: dict[str, Option] = {}
+    for name in names or list(METRICS):
+        for key, opt in METRICS[name].options.items():
+            if out.setdefault(key, opt) != opt:
+                raise ValueError(f"metric {name!r} declares {key!r} unlike another metric")
+    return out
 
 
 def register(name: str, metric: Metric) -> Metric:

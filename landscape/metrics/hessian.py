@@ -19,7 +19,8 @@ from . import (
     register,
 )
 
-PROBES = integer(2, 100, "random probe vectors (operator products)")
+PROBES = integer(2, 100, "Random probe vectors (one operator product each) of the trace, the "
+                         "Frobenius norm and ρ² tr(H)/2.")
 
 
 def _trace(op, s: Settings):
@@ -113,19 +114,24 @@ register("trace", Metric(
     "trace", _trace, estimate_rows("tr(H)"), lambda s: s.probes,
     "Hessian trace (Hutchinson or Hutch++) ± standard error",
     options={"probes": PROBES,
-             "method": choice("hutchinson", "hutchpp", help="trace estimator")},
+             "method": choice("hutchinson", "hutchpp", help="Trace estimator.")},
     scalars=lambda r: {"trace": (r.value, r.stderr)}, primary="trace",
     headlines=lambda stored: [estimate_headline(stored, "tr(H)")]))
 
 register("eig", Metric(
     "eigenvalues", _eig, _eig_rows, lambda s: None,
     "extreme eigenvalues (Lanczos, or power iteration) with residuals",
-    options={"top_k": integer(1, 1, "eigenvalues at each end"),
-             "which": choice("top", "bottom", "both"),
-             "tol": positive(1e-6, "relative residual tolerance"),
-             "eig_method": choice("lanczos", "power"),
-             "eig_block": integer(1, help="Lanczos block (default top_k)"),
-             "max_steps": integer(1, help="Lanczos steps at most")},
+    options={"top_k": integer(1, 1, "How many eigenvalues at each end."),
+             "which": choice("top", "bottom", "both",
+                             help="Eigenvalues at the top, bottom or both ends of the spectrum."),
+             "tol": positive(1e-6, "Relative residual tolerance of Lanczos (or power iteration)."),
+             "eig_method": choice("lanczos", "power",
+                                  help="Lanczos, or power iteration (PyHessian's: largest |λ|)."),
+             "eig_block": integer(1, help="Lanczos block size (default --top-k: every copy of an "
+                                          "eigenvalue repeated up to k times is found; 1: "
+                                          "single-vector Lanczos, about half the products, which "
+                                          "can miss copies)."),
+             "max_steps": integer(1, help="Cap on Lanczos steps (default: enough for --tol).")},
     scalars=_eig_scalars, primary="lambda_max", headlines=_eig_headlines))
 
 register("frobenius", Metric(
@@ -138,5 +144,6 @@ register("frobenius", Metric(
 register("density", Metric(
     "density", _density, _density_rows, lambda s: s.runs * s.steps,
     "spectral density by stochastic Lanczos quadrature",
-    options={"runs": integer(1, 10, "Lanczos runs"), "steps": integer(2, 80, "Lanczos steps per run")},
+    options={"runs": integer(1, 10, "Spectral density: SLQ runs."),
+             "steps": integer(2, 80, "Spectral density: Lanczos steps per run.")},
     scalars=_density_scalars, primary="density_max", headlines=_density_headlines))

@@ -43,8 +43,8 @@ def _keskar_rows(r) -> list[Row]:
 register("perturbation", Metric(
     "perturbation", _perturbation, _perturbation_rows, lambda s: s.probes,
     "E[L(θ+ε)] − L(θ), ε ~ N(0, ρ²I), by Monte Carlo ± stderr, beside ρ² tr(H)/2",
-    options={"rho": positive(0.01, "noise scale ρ"),
-             "perturbations": integer(2, 100, "Monte-Carlo draws of ε"),
+    options={"rho": positive(0.01, "perturbation: noise scale ρ of ε ~ N(0, ρ²I)."),
+             "perturbations": integer(2, 100, "perturbation: Monte-Carlo draws of ε."),
              "probes": PROBES},
     scalars=lambda r: {"perturbation": (r.value, r.stderr)}, primary="perturbation",
     headlines=lambda stored: [estimate_headline(stored, "E[L(θ+ε)] − L(θ)")]))
@@ -52,8 +52,9 @@ register("perturbation", Metric(
 register("keskar", Metric(
     "keskar", _keskar, _keskar_rows, lambda s: None,
     "Keskar et al.'s ε-sharpness (% loss increase in a box) by projected ascent",
-    options={"epsilon": positive(1e-3, "half-width of the box (relative to |θ|+1)"),
-             "subspace": integer(0, 0, "random subspace dimension (0: full space)"),
-             "ascent_steps": integer(1, 20, "projected ascent steps")},
+    options={"epsilon": positive(1e-3, "keskar: half-width ε of the box (relative to |θ|+1)."),
+             "subspace": integer(0, 0, "keskar: ascent in a random subspace of this dimension "
+                                       "(0: full space)."),
+             "ascent_steps": integer(1, 20, "keskar: projected ascent steps.")},
     scalars=lambda r: {"keskar": r.value}, primary="keskar",
     headlines=lambda stored: [("Keskar φ (%)", number(stored.get("estimate")), number(None))]))

@@ -64,14 +64,14 @@ def nonuniformity(model_or_problem, loss=None, data=None, *, samples: int | None
 
 
 def noise_report(problem: Problem, *, s_samples: int | None = None, seed: int = 0, tol: float = 1e-4,
-                 max_steps: int | None = None, chunk: int | None = None, rtol: float = 0.0,
+                 max_steps: int | None = None, chunk: int | None = None, g_rtol: float = 0.0,
                  memory: int | None = None) -> dict:
     """The alignment factors (exact, :func:`~landscape.estimators.alignment.alignment`) and the
     non-uniformity ``s`` (Lanczos, :func:`nonuniformity`). Top-level keys are plain numbers:
     ``alpha, beta, mu, loss, tr_sigma_g, sigma_frobenius, g_frobenius, nonuniformity``; the
     details are under ``alignment`` and ``nonuniformity_detail``."""
     kw = {} if memory is None else {"memory": memory}
-    al = alignment(problem, chunk=chunk, rtol=rtol, **kw)
+    al = alignment(problem, chunk=chunk, rtol=g_rtol, **kw)
     s = nonuniformity(problem, samples=s_samples, seed=seed, tol=tol, max_steps=max_steps)
     return {"alpha": al.alpha, "beta": al.beta, "mu": al.mu, "loss": al.loss, "tr_sigma_g": al.tr_sigma_g,
             "sigma_frobenius": al.sigma_frobenius, "g_frobenius": al.g_frobenius, "nonuniformity": s.value,

@@ -32,8 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 import time
 from collections import ChainMap
 from collections.abc import Callable
@@ -205,7 +203,7 @@ def _noise(ctx: Context, item: Item) -> dict:
     s = item.settings
     pb = ctx.problem(_problem_settings(item))
     out = noise_report(pb, s_samples=s["s_samples"], seed=s["seed"], tol=s["tol"], max_steps=s["max_steps"],
-                       chunk=s["chunk"], rtol=s["g_rtol"], memory=s["memory"] << 20)
+                       chunk=s["chunk"], g_rtol=s["g_rtol"], memory=pb.budget.bytes // 2)
     return {"params": pb.p, "samples": pb.n, **out}
 
 
@@ -264,36 +262,21 @@ COMPUTE: ChainMap[str, Callable[[Context, Item], dict]] = ChainMap({
 
 
 # ------------------------------------------------------------------------ writing one item
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def commit_item(path: Path, study: Study, label: str, checkpoint_attrs: dict, name: str, attrs: dict,
                 result: dict | None) -> None:
     """Add (or replace) ``/checkpoints/label/name`` in the study file, atomically (copy-on-write:
-    a new file with every other group copied, fsync, os.replace). Rank 0 only."""
+    a new file with every other group copied, then :func:`~landscape.io.atomic.atomic_path`).
+    Rank 0 only."""
     import h5py
 
     from .. import __version__
+    from ..io.atomic import atomic_path
     from ..io.hdf5 import _attr, write_group
 
     if not distributed.is_main():
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
     try:
-        with h5py.File(tmp, "w") as dst:
+        with atomic_path(path) as tmp, h5py.File(tmp, "w") as dst:
             if path.exists():
                 with h5py.File(path, "r") as src:
                     for k, v in src.attrs.items():
@@ -322,19 +305,8 @@ def commit_item(path: Path, study: Study, label: str, checkpoint_attrs: dict, na
                 ig.attrs[k] = _attr(v)
             if result is not None:
                 write_group(ig.create_group("result"), result)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise LandscapeError(f"cannot write {path}: {e.strerror or e}", "check the folder is writable") from e
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # ------------------------------------------------------------------------ the run

@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, LandscapeError
-from ..metrics import MetricView
+from ..metrics import MetricView, reports
 from ..schema import Option, choice, coerce, describe, integer, positive
 
 try:  # Python >= 3.11
@@ -134,17 +134,11 @@ def _metric_kind(name: str, metric) -> KindSchema:
 #: Metric and slice kinds: the settings of each (named as the flags of the matching command);
 #: the metrics of :data:`landscape.metrics.METRICS` come first, as they declare themselves.
 KINDS: ChainMap[str, KindSchema] = ChainMap({
-    "fisher": KindSchema("metrics", {"probes": _int(2, 100), "mc_samples": _int(1, 16), "tol": _pos(1e-4),
-                                     "max_steps": _int(1), "chunk": _int(1), "seed": SEED},
+    "fisher": KindSchema("metrics", {**reports.FISHER, "seed": SEED},
                          "H, GGN, Fisher, empirical Fisher: trace, λ_max, ‖·‖_F, cosines (landscape fisher)"),
-    "noise": KindSchema("metrics", {"s_samples": _int(1), "tol": _pos(1e-4), "max_steps": _int(1), "chunk": _int(1),
-                                    "memory": _int(1, 512, "MiB"), "g_rtol": Option("float", 0.0, 0.0), "seed": SEED},
+    "noise": KindSchema("metrics", {**reports.NOISE, "seed": SEED},
                         "noise alignment α, β, μ and non-uniformity s (landscape noise)"),
-    "stability": KindSchema("metrics", {"lr": _pos(None, "default: the checkpoint's"),
-                                        "sgd_batch_size": _int(1, help="SGD batch B (default: the checkpoint's)"),
-                                        "probes": _int(2, 100), "tol": _pos(1e-4), "max_steps": _int(1),
-                                        "s_samples": _int(1), "chunk": _int(1), "sufficient": Option("bool", False),
-                                        "sampling": _choice("without", "with"), "seed": SEED},
+    "stability": KindSchema("metrics", {**reports.STABILITY, "seed": SEED},
                             "linear-stability verdicts for GD and SGD (landscape stability)"),
     "slice": KindSchema("slices", {"dims": Option("choice", 1, choices=(1, 2)),
                                    "directions": _choice("random", "eigen", "pca", "checkpoints"),
