@@ -13,16 +13,17 @@ from typing import Any
 import torch
 
 
-def _plain(x: Any) -> Any:
-    """Tensors and numpy arrays to JSON-ready Python numbers and lists."""
+def to_plain(x: Any) -> Any:
+    """The one JSON encoding of results: tensors and arrays to Python numbers and lists, NaN to
+    None, ±inf to ±1e308 (JSON has neither), recursively through dicts, lists and tuples."""
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().tolist()
     if hasattr(x, "tolist"):
         return x.tolist()
     if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
+        return {k: to_plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
+        return [to_plain(v) for v in x]
     if isinstance(x, float) and not math.isfinite(x):
         return None if math.isnan(x) else (1e308 if x > 0 else -1e308)
     return x
@@ -64,7 +65,7 @@ class Estimate:
              "matvecs": self.matvecs}
         if math.isfinite(self.stderr):
             d["ci95"] = list(self.interval(0.95))
-        d.update(_plain(self.extra))
+        d.update(to_plain(self.extra))
         return d
 
 
@@ -83,8 +84,8 @@ class Eigen:
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"values": _plain(self.values), "residuals": _plain(self.residuals),
-                "which": self.which, "method": self.method, "matvecs": self.matvecs, **_plain(self.extra)}
+        return {"values": to_plain(self.values), "residuals": to_plain(self.residuals),
+                "which": self.which, "method": self.method, "matvecs": self.matvecs, **to_plain(self.extra)}
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,8 @@ class Density:
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"nodes": _plain(self.nodes), "weights": _plain(self.weights),
-                "runs": self.runs, "steps": self.steps, "matvecs": self.matvecs, **_plain(self.extra)}
+        return {"nodes": to_plain(self.nodes), "weights": to_plain(self.weights),
+                "runs": self.runs, "steps": self.steps, "matvecs": self.matvecs, **to_plain(self.extra)}
 
     def curve(self, grid: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
         """Gaussian-broadened density on ``grid``: ``(1/runs) Σ_r Σ_j w_rj N(grid; node_rj, σ²)``.
@@ -115,11 +116,6 @@ class Density:
         z = (grid[:, None, None] - nodes[None]) / sigma
         g = torch.exp(-0.5 * z**2) / (sigma * math.sqrt(2 * math.pi))
         return (g * weights[None]).sum(dim=(1, 2)) / self.runs
-
-
-def to_plain(x: Any) -> Any:
-    """Public alias used by report writers."""
-    return _plain(x)
 
 
 __all__ = ["Density", "Eigen", "Estimate", "asdict", "to_plain"]

@@ -54,19 +54,10 @@ class Clock:
 
 
 # ------------------------------------------------------------------------------------------ HDF5
-def _attr(v: Any) -> Any:
-    if v is None:
-        return "None"
-    if isinstance(v, (bool, int, float, str, np.integer, np.floating)):
-        return v
-    try:
-        return json.dumps(v, default=str)
-    except TypeError:
-        return str(v)
-
-
 def write_group(h5, path: str, datasets: dict[str, Any] | None = None, attrs: dict[str, Any] | None = None):
     """Create (or replace) group ``path`` with float / int / string arrays and attributes."""
+    from landscape.io.hdf5 import attr_value
+
     if path in h5:
         del h5[path]
     g = h5.create_group(path)
@@ -76,7 +67,7 @@ def write_group(h5, path: str, datasets: dict[str, Any] | None = None, attrs: di
             arr = arr.astype("S")
         g.create_dataset(k, data=arr)
     for k, v in (attrs or {}).items():
-        g.attrs[k] = _attr(v)
+        g.attrs[k] = attr_value(v)
     return g
 
 

@@ -128,7 +128,7 @@ def start_table(st: dict) -> str:
 
 
 def _attrs(g) -> dict:
-    return {k: (None if isinstance(v, (str, bytes)) and v in ("None", b"None") else v) for k, v in g.attrs.items()}
+    return {k: (None if isinstance(v, (str, bytes)) and v in ("None", b"None", "null", b"null") else v) for k, v in g.attrs.items()}
 
 
 def replot(out) -> None:

@@ -363,7 +363,7 @@ def test_foreign_state_dict_with_factories(tmp_path, wrap):
 def test_factory_spec_errors(tmp_path):
     from landscape.data.source import as_source
     from landscape.errors import LandscapeError
-    from landscape.io.factory import load_factory
+    from landscape.factory import load_factory
 
     (tmp_path / "f.py").write_text("def a():\n    return 1\nx = 3\n")
     (tmp_path / "broken.py").write_text("import does_not_exist_anywhere\n")

@@ -13,7 +13,7 @@ from torch import nn
 
 from landscape import Problem
 from landscape.io.hdf5 import write_tree
-from landscape.io.slice_figures import render
+from landscape.io.render import render
 from landscape.slices import (
     PointEvaluator,
     axis,

@@ -113,7 +113,7 @@ def files(tmp_path_factory):
 
 
 def _data(files: Path, kind: str, **kw):
-    from landscape.io.factory import load_factory
+    from landscape.factory import load_factory
 
     return load_factory(f"{files / 'data.py'}:make")(kind=kind, **kw)
 

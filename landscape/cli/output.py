@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import sys
 import warnings
@@ -47,21 +46,11 @@ def quiet_unless_main() -> None:
         sys.stdout = devnull
 
 
-def _finite(x):
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_finite(v) for v in x]
-    return x
-
-
 def emit_json(obj: dict) -> None:
-    """Exactly one JSON object on stdout (NaN/inf become null)."""
+    """Exactly one JSON object on stdout (:func:`landscape.results.to_plain`)."""
     from ..results import to_plain
 
-    sys.stdout.write(json.dumps(_finite(to_plain(obj)), indent=2) + "\n")
+    sys.stdout.write(json.dumps(to_plain(obj), indent=2) + "\n")
     sys.stdout.flush()
 
 

@@ -21,7 +21,7 @@ def plot(
     debug: DebugOpt = False,
 ) -> None:
     """Re-draw a result file's figure without recomputing anything."""
-    from ..io.slice_figures import render
+    from ..io.render import render
 
     output.check_writable(plot=out)
     if file.is_dir() and (file / "run.h5").is_file():

@@ -18,7 +18,7 @@ keyword options only:
 Options every dataset takes (applied by ``load_dataset`` after loading): ``n_train`` (a
 seeded subset of that many training samples), ``limit`` (caps both train and test sizes) and
 ``seed`` (for those subsets; also the loader's own seed where it has one). A name
-``FILE.py:FUNCTION`` calls a user data factory (see ``landscape.io.factory``).
+``FILE.py:FUNCTION`` calls a user data factory (see ``landscape.factory``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from landscape.data.source import DataSource
 from landscape.data.split import Split, fingerprint, first, part_len, random_split, subset
 from landscape.data.synthetic import digits, gaussian_mixture, parity, teacher_student
 from landscape.errors import ConfigError, LandscapeError
-from landscape.io.factory import call_with_options, load_factory
+from landscape.factory import call_with_options, load_factory
 
 __all__ = [
     "DATASETS",
@@ -61,7 +61,7 @@ DATASETS: dict[str, Callable[..., Split]] = {
 
 
 def split_from_user(obj: Any, name: str = "user") -> Split:
-    """A ``Split`` from what a user data factory returns (see ``landscape.io.factory``).
+    """A ``Split`` from what a user data factory returns (see ``landscape.factory``).
 
     A ``Split`` passes through; a dict ``{"train": a, "test": b}`` or a single ``a`` (``a``,
     ``b``: ``(inputs, targets)`` tensors or arrays, a Dataset or a DataLoader). Tensors stay

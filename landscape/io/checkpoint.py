@@ -250,8 +250,8 @@ class Checkpoint:
         if not is_main():  # in a torchrun job only rank 0 writes
             return path
         payload = self.to_dict()
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            torch.save(payload, f)
         self.path, self._sha256 = path, None
         return path
 

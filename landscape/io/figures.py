@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt
 import torch
 
 from ..results import Density
-from .hdf5 import atomic_path
+from .atomic import atomic_path
 
 
 def save(fig, path: str | Path) -> Path:

@@ -20,13 +20,18 @@ from ..results import to_plain
 from .atomic import atomic_path
 
 
-def _attr(value: Any) -> Any:
-    value = to_plain(value)
+def attr_value(value: Any) -> Any:
+    """An HDF5 attribute: numbers and strings as they are (floats encoded as in the JSON), None
+    as "null", lists and dicts as JSON (:func:`~landscape.results.to_plain`), anything else as
+    its string."""
+    if isinstance(value, (bool, int, str, np.integer)):
+        return value
+    value = to_plain(value)  # NaN -> None -> "null", ±inf -> ±1e308, as in the JSON
     if value is None:
         return "null"
     if isinstance(value, (dict, list)):
-        return json.dumps(value)
-    return value
+        return json.dumps(value, default=str)
+    return value if isinstance(value, (bool, int, float, str)) else str(value)
 
 
 def _is_numeric_array(v: Any) -> bool:
@@ -55,7 +60,7 @@ def write_group(group: h5py.Group, tree: dict) -> None:
         elif _is_numeric_array(value):
             group.create_dataset(key, data=np.asarray(value))
         else:
-            group.attrs[key] = _attr(value)
+            group.attrs[key] = attr_value(value)
 
 
 def write_tree(path: str | Path, tree: dict, attrs: dict | None = None) -> Path:
@@ -63,7 +68,7 @@ def write_tree(path: str | Path, tree: dict, attrs: dict | None = None) -> Path:
     try:
         with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
             for k, v in (attrs or {}).items():
-                f.attrs[k] = _attr(v)
+                f.attrs[k] = attr_value(v)
             write_group(f, tree)
     except OSError as e:
         raise LandscapeError(f"cannot write {path}: {e.strerror or e}", "check the folder exists and is writable") from e

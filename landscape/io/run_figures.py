@@ -51,13 +51,9 @@ def _loss_axis(ax, series: dict, label: str = "", style: dict | None = None) -> 
     ax.set_ylabel("loss")
 
 
-def run_figure(run: str | Path | dict, series: dict | None = None, settings: dict | None = None):
-    """Loss, accuracy and each tracked metric (± stderr band where recorded) against step."""
-    if series is None:
-        from ..train.run import read_run
-
-        rec = read_run(run) if not isinstance(run, dict) else run
-        series, settings = rec["series"], rec["attrs"]
+def run_figure(series: dict, settings: dict | None = None):
+    """Loss, accuracy and each tracked metric (± stderr band where recorded) against step, from
+    a run's time series (``read_run(path)["series"]``) and settings (its ``"attrs"``)."""
     settings = settings or {}
     metrics = metric_columns(series)
     has_acc = any(len(_xy(series, c)[0]) for c in ("train_accuracy", "test_accuracy"))

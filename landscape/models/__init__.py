@@ -3,7 +3,7 @@
 ``MODELS`` maps a name to a constructor taking keyword arguments only; ``build_model(name,
 seed=0, **kwargs)`` builds one with a reproducible initialisation and never touches the global
 RNG state. A name of the form ``path/to/file.py:function`` or ``package.module:function`` calls
-that user factory instead (see ``landscape.io.factory.load_factory``).
+that user factory instead (see ``landscape.factory.load_factory``).
 
 ==============  ==============================================================================
 ``mlp``         in_dim, out_dim, widths=(128, 128), activation=relu|tanh|gelu|sigmoid, bias=True
@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from landscape.errors import ConfigError
-from landscape.io.factory import call_with_options, load_factory
+from landscape.factory import call_with_options, load_factory
 from landscape.models.conv import CNN, BasicBlock, ResNet
 from landscape.models.dense import ACTIVATIONS, MLP, Linear, TwoLayer, make_activation
 from landscape.models.resnet import resnet18, resnet34

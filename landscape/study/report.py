@@ -333,7 +333,7 @@ def write_figures(record: StudyRecord, folder: str | Path, fmt: str = "png") -> 
 def write_report(path: str | Path, out: str | Path, fmt: str = "png") -> tuple[StudyRecord, list[Path]]:
     """``out/summary.md`` and the figures of the study file ``path``; returns the record and the
     files written (markdown first)."""
-    from ..io.hdf5 import atomic_path
+    from ..io.atomic import atomic_path
 
     record = read_study(path)
     out = Path(out)

@@ -271,7 +271,7 @@ def commit_item(path: Path, study: Study, label: str, checkpoint_attrs: dict, na
 
     from .. import __version__
     from ..io.atomic import atomic_path
-    from ..io.hdf5 import _attr, write_group
+    from ..io.hdf5 import attr_value, write_group
 
     if not distributed.is_main():
         return
@@ -296,13 +296,13 @@ def commit_item(path: Path, study: Study, label: str, checkpoint_attrs: dict, na
                     "study": str(study.path), "study_text": study.text,
                     "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             for k, v in root.items():
-                dst.attrs[k] = _attr(v)
+                dst.attrs[k] = attr_value(v)
             cg = dst.require_group("checkpoints").require_group(label)
             for k, v in checkpoint_attrs.items():
-                cg.attrs[k] = _attr(v)
+                cg.attrs[k] = attr_value(v)
             ig = cg.create_group(name)
             for k, v in attrs.items():
-                ig.attrs[k] = _attr(v)
+                ig.attrs[k] = attr_value(v)
             if result is not None:
                 write_group(ig.create_group("result"), result)
     except OSError as e:

@@ -647,7 +647,7 @@ def _loop(s: _Session, state: dict | None, stop_after: int | None, handle_signal
     if cfg.plot and distributed.is_main():
         from ..io.run_figures import run_figure, save
 
-        save(run_figure(rundir.path, series=s.series.arrays(), settings=s.settings()), rundir.figure)
+        save(run_figure(s.series.arrays(), s.settings()), rundir.figure)
         usual_mode(rundir.figure)
     return RunResult(rundir.path, s.status, s.step, s.epoch, s.total_steps, s.stop_reason, stop.signum,
                      s.series.final(), {k: round(v, 4) for k, v in s.timers.items()})

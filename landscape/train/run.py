@@ -21,7 +21,6 @@ the state can never disagree.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import pickle
@@ -141,7 +140,7 @@ class RunDir:
     # -------------------------------------------------------------------- state.pt
     def save_state(self, state: dict) -> Path:
         """Write ``state.pt`` atomically."""
-        from ..io.hdf5 import atomic_path
+        from ..io.atomic import atomic_path
 
         self.path.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.state) as tmp:
@@ -184,7 +183,8 @@ class RunDir:
         import h5py
 
         from .. import __version__
-        from ..io.hdf5 import atomic_path
+        from ..io.atomic import atomic_path
+        from ..io.hdf5 import attr_value
 
         attrs = {"format": FORMAT, "version": VERSION, "landscape_version": __version__, **status,
                  **settings}
@@ -192,7 +192,7 @@ class RunDir:
         try:
             with atomic_path(self.h5) as tmp, h5py.File(tmp, "w") as f:
                 for k, v in attrs.items():
-                    f.attrs[k] = _attr(v)
+                    f.attrs[k] = attr_value(v)
                 g = f.create_group("series")
                 for k, v in series.arrays().items():
                     g.create_dataset(k, data=v)
@@ -204,20 +204,6 @@ class RunDir:
                                  "check the folder is writable") from e
         usual_mode(self.h5)
         return self.h5
-
-
-def _attr(value: Any) -> Any:
-    """An HDF5 attribute: numbers and strings as they are, None as "null", the rest as JSON."""
-    from ..results import to_plain
-
-    if isinstance(value, bool) or (isinstance(value, (int, float, str)) and not isinstance(value, bool)):
-        return value
-    value = to_plain(value)
-    if value is None:
-        return "null"
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value)
-    return str(value)
 
 
 def read_run(path: str | os.PathLike) -> dict:
