@@ -33,9 +33,12 @@ def active() -> bool:
 
 
 def rank() -> int:
-    import torch.distributed as dist
+    """This process's rank: the process group's, or torchrun's ``RANK`` before it is joined."""
+    if active():
+        import torch.distributed as dist
 
-    return dist.get_rank() if active() else 0
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0")) if launched() else 0
 
 
 def world_size() -> int:

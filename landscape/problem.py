@@ -367,6 +367,11 @@ class Problem:
         return NumericalError(f"the loss is {value} at these parameters (finite weights and data: the model "
                               "overflows)", "pick an earlier checkpoint, or use --dtype float64")
 
+    def point(self) -> dict:
+        """``{"loss_value", "accuracy"}`` at the problem's parameters: what every result reports
+        of the point it measured (a NaN or infinite loss raises here, before any product)."""
+        return {"loss_value": self.loss_value(), "accuracy": self.accuracy()}
+
     def accuracy(self, theta: torch.Tensor | None = None) -> float | None:
         """Fraction of correct argmax predictions (cross-entropy with class labels only)."""
         if self.loss.name != "cross-entropy":

@@ -60,14 +60,11 @@ for _name, _command in [
 
 
 def main() -> None:
-    """Entry point; under torchrun, join the process group first (see landscape.distributed)."""
-    import sys
-
+    """Entry point. Under torchrun only rank 0 prints; each command joins the process group once
+    its options are parsed, on the backend its ``--device`` calls for (:func:`.common.join`)."""
     from .. import distributed
 
     if distributed.launched():
-        device = next((sys.argv[i + 1] for i, a in enumerate(sys.argv[:-1]) if a == "--device"), None)
-        distributed.init_from_env(device)
         output.quiet_unless_main()
     try:
         app()

@@ -28,13 +28,14 @@ def batch(
     from ..study import parse_study, plan_study, run_study
     from ..study.report import read_study, summary_rows, write_figures
     from ..study.runner import _broadcast
-    from .common import Stopwatch
+    from .common import Stopwatch, join
 
     clock = Stopwatch()
     spec = parse_study(study).select(only)
     if device is not None:
         spec.device = device
     resolve_device(spec.device)  # a missing GPU fails before anything runs
+    join(spec.device)
     from .. import distributed
 
     plan = _broadcast(plan_study(spec, force) if distributed.is_main() else None)

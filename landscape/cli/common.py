@@ -112,6 +112,14 @@ _OPTIONS = [
 ]
 
 
+def join(device: str | None) -> None:
+    """Under torchrun, join the process group (NCCL for a CUDA ``device``, else gloo); nothing in
+    a single process."""
+    from .. import distributed
+
+    distributed.init_from_env(device)
+
+
 def _extend(fn, dest: str, added: list[tuple[str, Any, Any]], build: Callable[[dict], Any]):
     """``fn`` with the options ``added`` (``(name, annotation, default)``) in its signature, placed
     before the output options; their values reach ``fn`` as one argument ``dest = build(values)``."""
@@ -152,7 +160,7 @@ def problem_options(fn=None, *, split: bool = True, params: bool = True, legacy_
 
             output.info("note: --batch-size is deprecated here (it means --product-batch); use --product-batch")
             batch = batch if batch is not None else legacy
-        return ProblemSpec(
+        spec = ProblemSpec(
             model=opts.get("model"), model_kwargs=parse_kv(opts.get("model_arg"), "--model-arg"),
             data=opts.get("data"), data_kwargs=parse_kv(opts.get("data_arg"), "--data-arg"),
             loss=opts.get("loss"), split=opts.get("split", "train"), samples=opts.get("samples"),
@@ -160,6 +168,8 @@ def problem_options(fn=None, *, split: bool = True, params: bool = True, legacy_
             params=opts.get("params"), device=opts.get("device", "cpu"), dtype=opts.get("dtype", "float32"),
             seed=opts.get("seed", 0), train_mode=opts.get("train_mode", False), memory=opts.get("memory"),
             allow_random_data=opts.get("allow_random_data", False))
+        join(spec.device)
+        return spec
 
     def wrap(fn):
         return _extend(fn, "spec", [o for o in _OPTIONS if o[0] not in skip], build)

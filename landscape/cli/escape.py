@@ -12,7 +12,7 @@ import typer
 
 from ..errors import ConfigError
 from . import output
-from .common import KV, Stopwatch, parse_kv
+from .common import KV, Stopwatch, join, parse_kv
 from .options import DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, OutOpt, PlotOpt, SeedOpt
 
 
@@ -90,6 +90,7 @@ def escape(
     from ..escape.experiment import EscapeSettings, build_problem, run_escape
 
     clock = Stopwatch()
+    join(device)
     output.check_writable(out, plot)
     start = from_ or ("checkpoint" if checkpoint is not None else "gd")
     if start == "checkpoint" and checkpoint is None:

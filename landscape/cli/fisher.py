@@ -28,7 +28,7 @@ def fisher(
     output.check_writable(out)
     seed = spec.seed
     ckpt, problem = spec.load(checkpoint)
-    at = {"loss_value": problem.loss_value(), "accuracy": problem.accuracy()}
+    at = problem.point()  # a NaN checkpoint fails here
     state = {"advance": lambda k: None}
     from ..curvature.base import count_products
 

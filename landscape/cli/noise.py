@@ -27,8 +27,7 @@ def noise(
     output.check_writable(out)
     seed = spec.seed
     ckpt, problem = spec.load(checkpoint)
-    at = {"accuracy": problem.accuracy()}
-    problem.loss_value()
+    at = problem.point()  # a NaN checkpoint fails here
     from ..curvature.base import count_products
 
     with output.progress(not json_) as start, count_products(start("alignment (Gram sweep), then s (Lanczos): products", None)):

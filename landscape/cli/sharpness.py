@@ -45,7 +45,7 @@ def sharpness(
 
         plan_cmd.show(ckpt, problem, names, settings, json_=json_)
         return
-    at = {"loss_value": problem.loss_value(), "accuracy": problem.accuracy()}  # a NaN checkpoint fails here
+    at = problem.point()  # a NaN checkpoint fails here
     targets = layer_problems(problem) if per_layer else {"": problem}
     results: dict[str, dict] = {}
     operators = {}
@@ -95,7 +95,8 @@ def sharpness(
             for r in METRICS[name].rows(res[METRICS[name].key]):
                 rows.append(((layer,) if per_layer else ()) + r)
     cols = (["layer"] if per_layer else []) + ["quantity", "value", "± stderr / note", "products"]
-    caption = (f"{problem.n} samples, p = {problem.p}, loss {problem.loss.name}, "
+    acc = "" if at["accuracy"] is None else f", accuracy {at['accuracy']:.4g}"
+    caption = (f"{problem.n} samples, p = {problem.p}, {problem.loss.name} loss {at['loss_value']:.6g}{acc}, "
                f"{str(problem.dtype).replace('torch.', '')} on {problem.device}, {report['seconds']:.2f} s")
     output.table(f"Hessian of {checkpoint}", cols, rows)
     output.info(caption)

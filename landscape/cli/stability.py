@@ -41,12 +41,13 @@ def stability(
         missing = " and ".join(n for n, v in (("--lr", lr), ("--batch-size", batch_size)) if v is None)
         raise ConfigError(f"the checkpoint records no {missing.replace('--', '')}", f"pass {missing}")
     batch_size = int(batch_size)
-    problem.loss_value()
+    at = problem.point()  # a NaN checkpoint fails here
     from ..curvature.base import count_products
 
     with output.progress(not json_) as start, count_products(start("λ_max, ‖H‖_F, s, μ: products", None)):
         result = stability_report(problem, float(lr), batch_size, **settings, seed=seed)
     report = header(ckpt, problem)
+    report.update(at)
     report["settings"] = {"lr": lr, "batch_size": batch_size, **settings, **spec.settings()}
     report.update(result)
     report["seconds"] = clock()

@@ -15,7 +15,7 @@ import typer
 from ..errors import ConfigError
 from ..train.tracking import TRACKERS
 from . import output
-from .common import KV, parse_kv
+from .common import KV, join, parse_kv
 from .options import DebugOpt, DeviceOpt, DtypeOpt, JsonOpt
 
 #: options that may accompany --resume (the stopping rule and output switches)
@@ -79,6 +79,7 @@ def train(
 ) -> None:
     """Train with tracked curvature metrics into a run directory; --resume continues a run."""
     args = dict(locals())
+    join(device)
     from ..train import TrainConfig
     from ..train import resume as resume_run
     from ..train import train as train_run

@@ -184,7 +184,7 @@ def _hessian_metric(ctx: Context, item: Item) -> dict:
     op = ctx.hessian(_problem_settings(item))
     result = METRICS[item.kind].compute(op, s)
     pb = op.problem
-    return {"metric": METRICS[item.kind].key, "params": pb.p, "samples": pb.n, **result.to_dict()}
+    return {"metric": METRICS[item.kind].key, "params": pb.p, "samples": pb.n, **pb.point(), **result.to_dict()}
 
 
 def _fisher(ctx: Context, item: Item) -> dict:
@@ -194,7 +194,7 @@ def _fisher(ctx: Context, item: Item) -> dict:
     pb = ctx.problem(_problem_settings(item))
     out = fisher_report(pb, probes=s["probes"], mc_samples=s["mc_samples"], tol=s["tol"], max_steps=s["max_steps"],
                         seed=s["seed"], chunk=s["chunk"])
-    return {"params": pb.p, "samples": pb.n, **out}
+    return {"params": pb.p, "samples": pb.n, **pb.point(), **out}
 
 
 def _noise(ctx: Context, item: Item) -> dict:
@@ -204,7 +204,7 @@ def _noise(ctx: Context, item: Item) -> dict:
     pb = ctx.problem(_problem_settings(item))
     out = noise_report(pb, s_samples=s["s_samples"], seed=s["seed"], tol=s["tol"], max_steps=s["max_steps"],
                        chunk=s["chunk"], g_rtol=s["g_rtol"], memory=pb.budget.bytes // 2)
-    return {"params": pb.p, "samples": pb.n, **out}
+    return {"params": pb.p, "samples": pb.n, **pb.point(), **out}
 
 
 def _stability(ctx: Context, item: Item) -> dict:
@@ -221,7 +221,7 @@ def _stability(ctx: Context, item: Item) -> dict:
     out = stability_report(pb, float(lr), int(batch), probes=s["probes"], seed=s["seed"], tol=s["tol"],
                            max_steps=s["max_steps"], s_samples=s["s_samples"], chunk=s["chunk"],
                            sufficient=s["sufficient"], sampling=s["sampling"])
-    return {"params": pb.p, "samples": pb.n, **out}
+    return {"params": pb.p, "samples": pb.n, **pb.point(), **out}
 
 
 def _slice(ctx: Context, item: Item) -> dict:
