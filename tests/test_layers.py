@@ -101,3 +101,13 @@ def test_the_cli_starts_without_torch_and_reports_its_version():
 
     r = CliRunner().invoke(app, ["--version"])
     assert r.exit_code == 0 and r.stdout.strip() == f"landscape {landscape.__version__}"
+
+
+@pytest.mark.parametrize("first", ["from landscape import Problem", "import landscape.problem",
+                                   "from landscape import Hessian", "import landscape.estimators",
+                                   "import landscape.study", "from landscape import load"])
+def test_any_entry_point_imports_first_without_a_cycle(first):
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", first], check=True, capture_output=True)

@@ -23,6 +23,7 @@ import typer
 
 from ..errors import ConfigError
 from ..schema import Option, check
+from .options import CheckpointArg
 
 KV = Optional[list[str]]  # noqa: UP045  (Typer reads the annotation at run time)
 
@@ -198,6 +199,81 @@ def declared_options(schema: dict[str, Option]):
         return _extend(fn, "settings", [_typer_option(k, o) for k, o in schema.items()], build)
 
     return wrap
+
+
+@dataclass
+class Outputs:
+    """Where a command's results go: ``--json`` (one object on stdout instead of tables), ``--out``
+    (HDF5), ``--plot`` (a figure), ``--debug`` (tracebacks)."""
+
+    json: bool = False
+    out: Path | None = None
+    plot: Path | None = None
+    debug: bool = False
+
+
+def outputs(fn=None, *, plot: bool = False):
+    """Add ``--json``, ``--out``, ``--plot`` (when ``plot``) and ``--debug`` to a command; it
+    receives them as ``io: Outputs``."""
+    from .options import DebugOpt, JsonOpt, OutOpt, PlotOpt
+
+    added = [("json_", JsonOpt, False), ("out", OutOpt, None)] + ([("plot", PlotOpt, None)] if plot else [])
+    added.append(("debug", DebugOpt, False))
+
+    def build(values: dict) -> Outputs:
+        return Outputs(values.get("json_", False), values.get("out"), values.get("plot"), values.get("debug", False))
+
+    def wrap(fn):
+        return _extend(fn, "io", added, build)
+
+    return wrap(fn) if fn is not None else wrap
+
+
+def report_command(name: str, doc: str, schema: dict[str, Option], compute: Callable, show: Callable, *,
+                   hdf5_keys: tuple[str, ...] | None = None, **problem_kwargs):
+    """A command that measures a report on a checkpoint's problem (``fisher``, ``noise``,
+    ``stability``): its flags are the problem options, the declared ``schema`` and the outputs.
+
+    ``compute(ckpt, problem, settings, start) -> (result, recorded settings, extra report keys)``
+    runs under a progress line (``start(label)`` names the current stage; products are counted);
+    the report is the checkpoint's header, the loss and accuracy at the point, the settings, the
+    result and the time. ``--out`` writes ``hdf5_keys`` of the result as groups (default: the
+    whole result as group ``name``) and the rest as attributes; ``--json`` prints the report;
+    otherwise ``show(report, problem, checkpoint)`` prints its tables."""
+    def command(checkpoint: CheckpointArg, settings: dict | None = None, spec: ProblemSpec = None,
+                io: Outputs = None) -> None:
+        from ..curvature.base import count_products
+        from . import output
+
+        clock = Stopwatch()
+        output.check_writable(io.out)
+        ckpt, problem = spec.load(checkpoint)
+        at = problem.point()  # a NaN checkpoint fails here
+        state = {"advance": lambda k: None}
+        with output.progress(not io.json) as bar, count_products(lambda k: state["advance"](k)):
+            result, recorded, extra = compute(ckpt, problem, settings, lambda label: state.update(advance=bar(label, None)))
+        report = header(ckpt, problem)
+        report.update(at)
+        report["settings"] = {**recorded, **spec.settings()}
+        report.update(extra)
+        report.update(result)
+        report["seconds"] = clock()
+        if io.out is not None:
+            from ..io.hdf5 import write_tree
+
+            keys = hdf5_keys or tuple(result)
+            tree = {k: result[k] for k in hdf5_keys} if hdf5_keys else {name: result}
+            write_tree(io.out, tree, attrs={k: v for k, v in report.items() if k not in keys})
+        if io.json:
+            output.emit_json(report)
+            return
+        show(report, problem, checkpoint)
+        output.written(io.out)
+
+    command.__name__, command.__qualname__, command.__doc__ = name, name, doc
+    from . import output
+
+    return output.handle_errors(problem_options(**problem_kwargs)(declared_options(schema)(outputs(command))))
 
 
 class Stopwatch:

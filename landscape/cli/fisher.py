@@ -5,49 +5,19 @@ from __future__ import annotations
 
 from ..metrics import reports
 from . import output
-from .common import ProblemSpec, Stopwatch, declared_options, header, problem_options
-from .options import CheckpointArg, DebugOpt, JsonOpt, OutOpt
+from .common import report_command
 
 
-@output.handle_errors
-@problem_options
-@declared_options(reports.FISHER)
-def fisher(
-    checkpoint: CheckpointArg,
-    settings: dict | None = None,
-    spec: ProblemSpec = None,
-    json_: JsonOpt = False,
-    out: OutOpt = None,
-    debug: DebugOpt = False,
-) -> None:
-    """Hessian, GGN, Monte-Carlo Fisher and empirical Fisher: trace, λ_max, Frobenius norm, cosines."""
-    from ..metrics.fisher import LABELS, fisher_report
+def _compute(ckpt, problem, settings: dict, start):
+    from ..metrics.fisher import fisher_report
 
-    clock = Stopwatch()
-    probes, mc_samples = settings["probes"], settings["mc_samples"]
-    output.check_writable(out)
-    seed = spec.seed
-    ckpt, problem = spec.load(checkpoint)
-    at = problem.point()  # a NaN checkpoint fails here
-    state = {"advance": lambda k: None}
-    from ..curvature.base import count_products
+    return fisher_report(problem, **settings, seed=problem.seed, on_start=start), settings, {}
 
-    with output.progress(not json_) as start, count_products(lambda k: state["advance"](k)):
-        result = fisher_report(problem, **settings, seed=seed,
-                               on_start=lambda label: state.update(advance=start(label, None)))
-    report = header(ckpt, problem)
-    report.update(at)
-    report["settings"] = {**settings, **spec.settings()}
-    report.update(result)
-    report["seconds"] = clock()
-    if out is not None:
-        from ..io.hdf5 import write_tree
 
-        write_tree(out, {"matrices": result["matrices"], "cosine": result["cosine"]},
-                   attrs={k: v for k, v in report.items() if k not in ("matrices", "cosine")})
-    if json_:
-        output.emit_json(report)
-        return
+def _show(report: dict, problem, checkpoint) -> None:
+    from ..metrics.fisher import LABELS
+
+    result, probes, mc_samples = report, report["settings"]["probes"], report["settings"]["mc_samples"]
     fmt = "{:.6g}".format
     rows = []
     for name, m in result["matrices"].items():
@@ -67,4 +37,8 @@ def fisher(
     output.table("Frobenius cosines ⟨A,B⟩_F / (‖A‖_F ‖B‖_F)", ["pair", "cosine", "± stderr"], crow)
     output.info(f"the Monte-Carlo Fisher's errors cover its label draws (two independent draws per probe group); "
                 f"{result['matrices']['fisher']['lambda_max']['note']}")
-    output.written(out)
+
+
+fisher = report_command(
+    "fisher", "Hessian, GGN, Monte-Carlo Fisher and empirical Fisher: trace, λ_max, Frobenius norm, cosines.",
+    reports.FISHER, _compute, _show, hdf5_keys=("matrices", "cosine"))

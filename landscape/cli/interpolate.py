@@ -9,13 +9,13 @@ from typing import Annotated
 import typer
 
 from . import output
-from .common import ProblemSpec, Stopwatch, header, problem_options
-from .options import DebugOpt, JsonOpt, OutOpt, PlotOpt
+from .common import Outputs, ProblemSpec, Stopwatch, header, outputs, problem_options
 from .slice import BatchPointsOpt, RecomputeBnOpt, TestOpt, build_problems, emit
 
 
 @output.handle_errors
 @problem_options(split=False, params=False, product_batch=1024)
+@outputs(plot=True)
 def interpolate(
     checkpoint_a: Annotated[Path, typer.Argument(help="Checkpoint A (α = 0); its data and loss are used.", show_default=False)],
     checkpoint_b: Annotated[Path, typer.Argument(help="Checkpoint B (α = 1), same architecture.", show_default=False)],
@@ -25,10 +25,7 @@ def interpolate(
     recompute_bn: RecomputeBnOpt = False,
     test: TestOpt = True,
     spec: ProblemSpec = None,
-    json_: JsonOpt = False,
-    out: OutOpt = None,
-    plot: PlotOpt = None,
-    debug: DebugOpt = False,
+    io: Outputs = None,
 ) -> None:
     """Loss and accuracy on the line (1 − α) θ_A + α θ_B through two checkpoints."""
     import numpy as np
@@ -42,7 +39,7 @@ def interpolate(
     clock = Stopwatch()
     if recompute_bn and spec.train_mode:
         raise ConfigError("--recompute-bn re-estimates running statistics for eval mode", "drop --train-mode")
-    output.check_writable(out, plot)
+    output.check_writable(io.out, io.plot)
     ckpt_b = spec.checkpoint(checkpoint_b)
     ckpt_a, problems = build_problems(checkpoint_a, spec, test=test, params=None)
     if ckpt_a.model.get("name") != ckpt_b.model.get("name"):
@@ -64,7 +61,7 @@ def interpolate(
     if not bool(torch.isfinite(theta_b).all()):
         raise ConfigError(f"{checkpoint_b} holds NaN or infinite weights", "interpolate toward a finite checkpoint")
     alphas = axis(range_[0], range_[1], points)
-    with output.progress(not json_) as start:
+    with output.progress(not io.json) as start:
         result = interpolate_line(problems, ckpt_b.state_dict, alphas, batch_points=batch_points,
                                   recompute_bn_stats=recompute_bn, progress=start("interpolation points", points))
     bufs_b = {n: ckpt_b.state_dict[n].to(b) for n, b in train.model.named_buffers() if b.is_floating_point()}
@@ -84,6 +81,6 @@ def interpolate(
              f"{np.nanmin(v):.6g}", f"{np.nanmax(v):.6g}") for k, v in result.values.items()]
     caption = (f"{points} points, ‖θ_B − θ_A‖ = {distance:.4g}, {result.points_per_second:.1f} points/s, "
                f"{train.n} samples, {report['seconds']:.2f} s")
-    emit(report, tree, attrs, json_=json_, out=out, plot=plot, kind="curve",
+    emit(report, tree, attrs, io=io, kind="curve",
          title=f"Interpolation {checkpoint_a} (α = 0) → {checkpoint_b} (α = 1)",
          columns=["quantity", "A", "B", "min on line", "max on line"], rows=rows, caption=caption)

@@ -5,48 +5,20 @@ from __future__ import annotations
 
 from ..metrics import reports
 from . import output
-from .common import ProblemSpec, Stopwatch, declared_options, header, problem_options
-from .options import CheckpointArg, DebugOpt, JsonOpt, OutOpt
+from .common import report_command
 
 
-@output.handle_errors
-@problem_options
-@declared_options(reports.NOISE)
-def noise(
-    checkpoint: CheckpointArg,
-    settings: dict | None = None,
-    spec: ProblemSpec = None,
-    json_: JsonOpt = False,
-    out: OutOpt = None,
-    debug: DebugOpt = False,
-) -> None:
-    """Alignment of the SGD noise with G (α, β, μ; exact, no p x p matrix) and the non-uniformity s."""
+def _compute(ckpt, problem, settings: dict, start):
     from ..metrics.stability import noise_report
 
-    clock = Stopwatch()
-    output.check_writable(out)
-    seed = spec.seed
-    ckpt, problem = spec.load(checkpoint)
-    at = problem.point()  # a NaN checkpoint fails here
-    from ..curvature.base import count_products
-
-    with output.progress(not json_) as start, count_products(start("alignment (Gram sweep), then s (Lanczos): products", None)):
-        result = noise_report(problem, **settings, seed=seed, memory=problem.budget.bytes // 2)
+    start("alignment (Gram sweep), then s (Lanczos): products")
+    result = noise_report(problem, **settings, seed=problem.seed, memory=problem.budget.bytes // 2)
     total = problem.samples_total
-    report = header(ckpt, problem)
-    report.update(at)
-    report["settings"] = {**settings, **spec.settings()}
-    report["samples_total"] = total
-    report["subsample"] = problem.n < total
-    report.update(result)
-    report["seconds"] = clock()
-    if out is not None:
-        from ..io.hdf5 import write_tree
+    return result, settings, {"samples_total": total, "subsample": problem.n < total}
 
-        write_tree(out, {"noise": result}, attrs={k: v for k, v in report.items() if k not in result})
-    if json_:
-        output.emit_json(report)
-        return
+
+def _show(report: dict, problem, checkpoint) -> None:
+    result, total = report, report["samples_total"]
     for note in [*result["alignment"]["notes"], *([sd_note] if (sd_note := result["nonuniformity_detail"].get("note")) else [])]:
         output.info(f"note: {note}")
     f = "{:.6g}".format
@@ -69,4 +41,8 @@ def noise(
     caption = (f"{problem.n} samples{sub}, p = {problem.p}, loss {problem.loss.name}, "
                f"{report['seconds']:.2f} s")
     output.table(f"SGD noise at {checkpoint}", ["quantity", "value", "note"], rows, caption=caption)
-    output.written(out)
+
+
+noise = report_command(
+    "noise", "Alignment of the SGD noise with G (α, β, μ; exact, no p x p matrix) and the non-uniformity s.",
+    reports.NOISE, _compute, _show)

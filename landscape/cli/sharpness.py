@@ -9,13 +9,22 @@ import typer
 
 from ..metrics import declared
 from . import output
-from .common import ProblemSpec, Stopwatch, declared_options, header, problem_options
-from .options import CheckpointArg, DebugOpt, JsonOpt, MetricOpt, OutOpt, PlanOpt, PlotOpt
+from .common import (
+    Outputs,
+    ProblemSpec,
+    Stopwatch,
+    declared_options,
+    header,
+    outputs,
+    problem_options,
+)
+from .options import CheckpointArg, MetricOpt, PlanOpt
 
 
 @output.handle_errors
 @problem_options
 @declared_options(declared())
+@outputs(plot=True)
 def sharpness(
     checkpoint: CheckpointArg,
     metric: MetricOpt = None,
@@ -23,10 +32,7 @@ def sharpness(
     per_layer: Annotated[bool, typer.Option("--per-layer", help="Report every metric for each layer's block of the Hessian.")] = False,
     plan: PlanOpt = False,
     spec: ProblemSpec = None,
-    json_: JsonOpt = False,
-    out: OutOpt = None,
-    plot: PlotOpt = None,
-    debug: DebugOpt = False,
+    io: Outputs = None,
 ) -> None:
     """Hessian trace, extreme eigenvalues, Frobenius norm and spectral density of a checkpoint."""
     from ..errors import ConfigError
@@ -36,20 +42,20 @@ def sharpness(
     clock = Stopwatch()
     names = parse_metrics(metric)
     settings = Settings.of(settings, seed=spec.seed).validate(names)
-    if plot is not None and "density" not in names:
+    if io.plot is not None and "density" not in names:
         raise ConfigError("--plot draws the spectral density", "add --metric density")
-    output.check_writable(out, plot)
+    output.check_writable(io.out, io.plot)
     ckpt, problem = spec.load(checkpoint)
     if plan:
         from . import plan as plan_cmd
 
-        plan_cmd.show(ckpt, problem, names, settings, json_=json_)
+        plan_cmd.show(ckpt, problem, names, settings, json_=io.json)
         return
     at = problem.point()  # a NaN checkpoint fails here
     targets = layer_problems(problem) if per_layer else {"": problem}
     results: dict[str, dict] = {}
     operators = {}
-    with output.progress(not json_) as start:
+    with output.progress(not io.json) as start:
         state = {"advance": lambda k: None}
 
         def on_start(name, total, layer=""):
@@ -74,19 +80,19 @@ def sharpness(
         report["metrics"] = {k: r.to_dict() for k, r in results[""].items()}
     report["seconds"] = clock()
 
-    if out is not None:
+    if io.out is not None:
         from ..io.hdf5 import write_tree
 
         tree = {"metrics": report["metrics"]} if not per_layer else {"layers": report["layers"]}
-        write_tree(out, tree, attrs={k: v for k, v in report.items() if k not in ("metrics", "layers")})
-    if plot is not None:
+        write_tree(io.out, tree, attrs={k: v for k, v in report.items() if k not in ("metrics", "layers")})
+    if io.plot is not None:
         from ..io.figures import density_figure, save
 
         for layer, res in results.items():
-            path = plot if not layer else plot.with_name(f"{plot.stem}-{layer}{plot.suffix}")
+            path = io.plot if not layer else io.plot.with_name(f"{io.plot.stem}-{layer}{io.plot.suffix}")
             save(density_figure(res["density"], title=f"Hessian spectral density{' of ' + layer if layer else ''}"), path)
 
-    if json_:
+    if io.json:
         output.emit_json(report)
         return
     rows = []
@@ -101,4 +107,4 @@ def sharpness(
     output.table(f"Hessian of {checkpoint}", cols, rows)
     output.info(caption)
     output.info(output.products_line(report))
-    output.written(out, plot)
+    output.written(io.out, io.plot)

@@ -10,8 +10,8 @@ from typing import Annotated
 import typer
 
 from . import output
-from .common import ProblemSpec, Stopwatch, header, problem_options
-from .options import CheckpointArg, DebugOpt, JsonOpt, OutOpt, PlotOpt
+from .common import Outputs, ProblemSpec, Stopwatch, header, outputs, problem_options
+from .options import CheckpointArg
 
 RangeOpt = Annotated[tuple[float, float] | None, typer.Option("--range", help="LO HI of each axis (default -1 1; pca: the trajectory's extent; checkpoints: -0.5 1.5).", show_default=False)]
 PointsOpt = Annotated[int | None, typer.Option("--points", help="Grid points per axis (default 51 in 1-D, 31 in 2-D).", show_default=False)]
@@ -42,26 +42,27 @@ def summary_rows(values: dict, origin: dict | None) -> list[tuple]:
     return rows
 
 
-def emit(report: dict, tree: dict, attrs: dict, *, json_: bool, out: Path | None, plot: Path | None,
-         kind: str, title: str, columns: list[str], rows: list[tuple], caption: str) -> None:
+def emit(report: dict, tree: dict, attrs: dict, *, io: Outputs, kind: str, title: str, columns: list[str],
+         rows: list[tuple], caption: str) -> None:
     """Write the HDF5 file and the figure, then print the table or the JSON object."""
-    if out is not None:
+    if io.out is not None:
         from ..io.hdf5 import write_tree
 
-        write_tree(out, tree, attrs=attrs)
-    if plot is not None:
+        write_tree(io.out, tree, attrs=attrs)
+    if io.plot is not None:
         from ..io.slice_figures import save, slice_figure
 
-        save(slice_figure({**attrs, **tree}, kind), plot)
-    if json_:
+        save(slice_figure({**attrs, **tree}, kind), io.plot)
+    if io.json:
         output.emit_json(report)
         return
     output.table(title, columns, rows, caption=caption)
-    output.written(out, plot)
+    output.written(io.out, io.plot)
 
 
 @output.handle_errors
 @problem_options(split=False, product_batch=1024)
+@outputs(plot=True)
 def slice_(
     checkpoint: CheckpointArg,
     dims: Annotated[int, typer.Option("--dims", help="1 (a line) or 2 (a plane).")] = 1,
@@ -80,10 +81,7 @@ def slice_(
     test: TestOpt = True,
     save_directions: Annotated[bool, typer.Option("--save-directions/--no-save-directions", help="Store the [p, k] direction vectors in --out.")] = True,
     spec: ProblemSpec = None,
-    json_: JsonOpt = False,
-    out: OutOpt = None,
-    plot: PlotOpt = None,
-    debug: DebugOpt = False,
+    io: Outputs = None,
 ) -> None:
     """Loss and accuracy on a 1-D or 2-D slice through a checkpoint (Li et al. 2018)."""
 
@@ -102,7 +100,7 @@ def slice_(
         raise ConfigError(f"--dims must be 1 or 2, got {dims}", "pass --dims 1 or --dims 2")
     if recompute_bn and spec.train_mode:
         raise ConfigError("--recompute-bn re-estimates running statistics for eval mode", "drop --train-mode")
-    output.check_writable(out, plot)
+    output.check_writable(io.out, io.plot)
     seed = spec.seed
     ckpt, problems = build_problems(checkpoint, spec, test=test)
     train = problems["train"]
@@ -113,7 +111,7 @@ def slice_(
         output.info("--recompute-bn: re-estimating BatchNorm statistics at each point (one pass over the "
                     "training data per point; slower)")
     head = header(ckpt, train)
-    with output.progress(not json_) as start:
+    with output.progress(not io.json) as start:
         dirs = make_directions(directions, train, dims, seed=seed, norm=norm, include_bias_bn=include_bias_bn,
                                trajectory=trajectory, toward=toward, tol=tol)
         settings = {"include_bias_bn": include_bias_bn, **spec.settings()}
@@ -126,7 +124,7 @@ def slice_(
               **result.to_dict(), "origin": run.origin, "seconds": clock()}
     caption = (f"{run.points}^{dims} = {result.points} points, {result.points_per_second:.1f} points/s, "
                f"{train.n} samples, p = {train.p}, {report['seconds']:.2f} s")
-    emit(report, run.tree, run.attrs, json_=json_, out=out, plot=plot, kind=kind if dims == 2 else "curve",
+    emit(report, run.tree, run.attrs, io=io, kind=kind if dims == 2 else "curve",
          title=f"{dims}-D slice of {checkpoint} ({directions} directions)",
          columns=["quantity", "origin", "min on grid", "max on grid"], rows=summary_rows(result.values, run.origin),
          caption=caption)

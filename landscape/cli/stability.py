@@ -6,8 +6,7 @@ import math
 
 from ..metrics import reports
 from . import output
-from .common import ProblemSpec, Stopwatch, declared_options, header, problem_options
-from .options import CheckpointArg, DebugOpt, JsonOpt, OutOpt
+from .common import report_command
 
 PRETTY = {"gd": "λ_max(H) ≤ 2/η", "sgd_nonuniformity": "s ≤ 1/(η·sqrt(c_B))",
           "alignment": "‖H‖_F ≤ 1/(η·sqrt(c_B·μ))", "matrix_sufficient": "λ_max((I−ηH)² + η²c_B·Σ_H) ≤ 1"}
@@ -15,50 +14,24 @@ KIND = {"gd": "GD: iff", "sgd_nonuniformity": "SGD: necessary", "alignment": "SG
         "matrix_sufficient": "SGD: sufficient only"}
 
 
-@output.handle_errors
-@problem_options(legacy_batch=False)
-@declared_options(reports.STABILITY)
-def stability(
-    checkpoint: CheckpointArg,
-    settings: dict | None = None,
-    spec: ProblemSpec = None,
-    json_: JsonOpt = False,
-    out: OutOpt = None,
-    debug: DebugOpt = False,
-) -> None:
-    """Linear stability of GD and SGD (learning rate η, batch B) at this minimum: the lecture's verdicts."""
+def _compute(ckpt, problem, settings: dict, start):
     from ..errors import ConfigError
     from ..metrics.stability import stability_report
 
-    clock = Stopwatch()
-    output.check_writable(out)
-    seed = spec.seed
-    ckpt, problem = spec.load(checkpoint)
     settings = dict(settings)
     lr = settings.pop("lr") or ckpt.training.get("lr")
     batch_size = settings.pop("sgd_batch_size") or ckpt.training.get("batch_size")
     if lr is None or batch_size is None:
         missing = " and ".join(n for n, v in (("--lr", lr), ("--batch-size", batch_size)) if v is None)
         raise ConfigError(f"the checkpoint records no {missing.replace('--', '')}", f"pass {missing}")
-    batch_size = int(batch_size)
-    at = problem.point()  # a NaN checkpoint fails here
-    from ..curvature.base import count_products
+    start("λ_max, ‖H‖_F, s, μ: products")
+    result = stability_report(problem, float(lr), int(batch_size), **settings, seed=problem.seed)
+    return result, {"lr": lr, "batch_size": int(batch_size), **settings}, {}
 
-    with output.progress(not json_) as start, count_products(start("λ_max, ‖H‖_F, s, μ: products", None)):
-        result = stability_report(problem, float(lr), batch_size, **settings, seed=seed)
-    report = header(ckpt, problem)
-    report.update(at)
-    report["settings"] = {"lr": lr, "batch_size": batch_size, **settings, **spec.settings()}
-    report.update(result)
-    report["seconds"] = clock()
-    if out is not None:
-        from ..io.hdf5 import write_tree
 
-        write_tree(out, {"measured": result["measured"], "verdicts": result["verdicts"]},
-                   attrs={k: v for k, v in report.items() if k not in ("measured", "verdicts")})
-    if json_:
-        output.emit_json(report)
-        return
+def _show(report: dict, problem, checkpoint) -> None:
+    result, settings = report, report["settings"]
+    lr, batch_size = settings["lr"], settings["batch_size"]
     f = "{:.4g}".format
     rows, notes = [], []
     for name, v in result["verdicts"].items():
@@ -89,4 +62,8 @@ def stability(
                  rows, caption=caption)
     for note in notes:
         output.info(note)
-    output.written(out)
+
+
+stability = report_command(
+    "stability", "Linear stability of GD and SGD (learning rate η, batch B) at this minimum: the lecture's verdicts.",
+    reports.STABILITY, _compute, _show, hdf5_keys=("measured", "verdicts"), legacy_batch=False)

@@ -1,16 +1,14 @@
-"""Curvature matrices as linear operators on flat parameter vectors."""
+"""Curvature matrices as linear operators on flat parameter vectors.
 
-from .base import ProblemOperator, as_problem
-from .hessian import Hessian
-from .layout import ParamLayout
-from .operator import DenseOperator, LinearOperator, as_operator
+The names are imported on first use, so that :mod:`landscape.problem` can import the autodiff
+primitives (:mod:`.functional`, :mod:`.layout`) without the operators built on it.
+"""
 
-__all__ = [
-           "DenseOperator",
-           "Hessian",
-           "LinearOperator",
-           "ParamLayout",
-           "ProblemOperator",
-           "as_operator",
-           "as_problem",
-]
+from ..lazy import exports
+
+__all__ = ["DenseOperator", "Hessian", "LinearOperator", "ParamLayout", "ProblemOperator", "as_operator",
+           "as_problem"]
+__getattr__, __dir__ = exports(__name__, {
+    "ProblemOperator": "base", "as_problem": "base", "Hessian": "hessian", "ParamLayout": "layout",
+    "DenseOperator": "operator", "LinearOperator": "operator", "as_operator": "operator",
+})
