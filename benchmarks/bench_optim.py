@@ -4,10 +4,12 @@ Same model, same batches (128 digits images), same base (torch SGD, momentum 0.9
 ``--model mlp`` (64-128-128-10, 26k parameters, ~1 ms/step on one CPU thread: per-step Python and
 kernel-launch costs are a visible part of a step there, and drawing p Gaussian numbers costs ~10%
 of an sgd step) and ``--model cnn`` (LeNet-like, conv 32-64 + dense 128, 85k parameters, where a
-step's arithmetic dominates and the ratios approach the pass counts). Repeats are interleaved round-robin over the optimizers (so a load change on a
+step's arithmetic dominates and the ratios approach the pass counts). Repeats are interleaved
+round-robin over the optimizers (so a load change on a
 shared machine hits all of them alike); the ratio to sgd is taken within each round, and medians
 over the rounds are reported. On CPU the clock
-is the process's CPU time by default (other jobs on a shared machine do not count). Prints a markdown
+is the process's CPU time by default (other jobs on a shared machine do not count). Prints a
+markdown
 table: optimizer, median ms/step, its ratio to sgd, passes/step, target ratio (issue 5). On a
 loaded machine compare ``gd`` with ``sgd`` (the same step here, both with momentum 0.9) to read the
 noise floor.
@@ -30,24 +32,41 @@ from landscape.models import build_model
 from landscape.optim import OPTIMIZERS, build_optimizer
 
 ADAM = "sgd on the Adam base"
-TARGETS = {"sam": 2.1, "asam": 2.1, "fsam": 2.1, "vsam": 2.1, "sgd-tracer": 3.0, "adam-tracer": 3.0,
-           "rsam": 1.3, "mfvi": 1.3}
+TARGETS = {
+    "sam": 2.1,
+    "asam": 2.1,
+    "fsam": 2.1,
+    "vsam": 2.1,
+    "sgd-tracer": 3.0,
+    "adam-tracer": 3.0,
+    "rsam": 1.3,
+    "mfvi": 1.3,
+}
 
 
 def mlp(seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 128),
-                               torch.nn.ReLU(), torch.nn.Linear(128, 10))
+    return torch.nn.Sequential(
+        torch.nn.Linear(64, 128),
+        torch.nn.ReLU(),
+        torch.nn.Linear(128, 128),
+        torch.nn.ReLU(),
+        torch.nn.Linear(128, 10),
+    )
 
 
 def cnn(seed: int = 0) -> torch.nn.Module:
-    return build_model("cnn", seed=seed, in_channels=1, image_size=8, channels=(32, 64), hidden=(128,))
+    return build_model(
+        "cnn", seed=seed, in_channels=1, image_size=8, channels=(32, 64), hidden=(128,)
+    )
 
 
 MODELS = {"mlp": (mlp, "MLP 64-128-128-10"), "cnn": (cnn, "CNN conv 32-64, dense 128")}
 
 
-def batches(device: torch.device, size: int = 128, images: bool = False) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def batches(
+    device: torch.device, size: int = 128, images: bool = False
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
     x, y = load_digits(return_X_y=True)
     x = torch.tensor(x / 16.0, dtype=torch.float32, device=device)
     if images:
@@ -55,7 +74,9 @@ def batches(device: torch.device, size: int = 128, images: bool = False) -> list
     y = torch.tensor(y, device=device)
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(len(x), generator=g).to(device)
-    return [(x[perm[i:i + size]], y[perm[i:i + size]]) for i in range(0, len(x) - size + 1, size)]
+    return [
+        (x[perm[i : i + size]], y[perm[i : i + size]]) for i in range(0, len(x) - size + 1, size)
+    ]
 
 
 def make(name: str, model: torch.nn.Module, n: int):
@@ -86,6 +107,7 @@ def backward_closure(model, opt, x, y):
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         return loss
+
     return closure
 
 
@@ -109,11 +131,20 @@ def main() -> None:
     ap.add_argument("--model", choices=list(MODELS), default="mlp")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=25)
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is stable on a shared box)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (1 is stable on a shared box)",
+    )
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--clock", choices=["cpu", "wall"], default=None,
-                    help="cpu: this process's CPU time (default on CPU: robust to other jobs on a "
-                         "shared machine); wall: elapsed time (default on GPU)")
+    ap.add_argument(
+        "--clock",
+        choices=["cpu", "wall"],
+        default=None,
+        help="cpu: this process's CPU time (default on CPU: robust to other jobs on a "
+        "shared machine); wall: elapsed time (default on GPU)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -137,17 +168,27 @@ def main() -> None:
             times[name].append(run(name, model, opt, data, args.steps, sync, clock))
     med = {name: statistics.median(t) for name, t in times.items()}
     # ratio within each round (neighbouring measurements see the same load), then the median
-    ratio = {name: statistics.median(a / b for a, b in zip(t, times["sgd"])) for name, t in times.items()}
-    print(f"device {device}, {torch.get_num_threads()} thread(s), {clock_name} time, batch 128, "
-          f"{label}, median of {args.repeats} x {args.steps} steps\n")
+    ratio = {
+        name: statistics.median(a / b for a, b in zip(t, times["sgd"])) for name, t in times.items()
+    }
+    print(
+        f"device {device}, {torch.get_num_threads()} thread(s), {clock_name} time, batch 128, "
+        f"{label}, median of {args.repeats} x {args.steps} steps\n"
+    )
     print("| optimizer | ms/step | ratio to sgd | passes/step | target |")
     print("| --- | ---: | ---: | ---: | --- |")
     for name in names:
         opt = setups[name][1]
         passes = getattr(opt, "passes_per_step", 1)
         target = TARGETS.get(name)
-        verdict = "" if target is None else (f"≤ {target}x " + ("ok" if ratio[name] <= target else "MISSED"))
-        if name == "adam-tracer":  # also against its own base, Adam (whose step costs more than SGD's)
+        verdict = (
+            ""
+            if target is None
+            else (f"≤ {target}x " + ("ok" if ratio[name] <= target else "MISSED"))
+        )
+        if (
+            name == "adam-tracer"
+        ):  # also against its own base, Adam (whose step costs more than SGD's)
             own = statistics.median(a / b for a, b in zip(times[name], times[ADAM]))
             verdict += f"; {own:.2f}x the plain Adam step"
         print(f"| {name} | {1e3 * med[name]:.3f} | {ratio[name]:.2f} | {passes} | {verdict} |")

@@ -2,7 +2,8 @@
 digits, all 1797 samples, float32, filter-normalised random directions): several parameter points
 per vmapped forward pass against one point at a time.
 
-    python benchmarks/bench_slice.py [--threads 2] [--points 41] [--samples 1797,256,64] [--repeats 3]
+    python benchmarks/bench_slice.py [--threads 2] [--points 41] [--samples 1797,256,64] [--repeats
+    3]
 
 Columns:
 - ``module loop``: the usual script (Li et al.'s loss-landscape code does this): copy θ + αd₁ + βd₂
@@ -37,7 +38,9 @@ def module_loop(model, X, Y, theta, D, coords, batch=128):
             total, correct = 0.0, 0
             for i in range(0, X.shape[0], batch):
                 out = model(X[i : i + batch])
-                total += float(torch.nn.functional.cross_entropy(out, Y[i : i + batch], reduction="sum"))
+                total += float(
+                    torch.nn.functional.cross_entropy(out, Y[i : i + batch], reduction="sum")
+                )
                 correct += int((out.argmax(1) == Y[i : i + batch]).sum())
             losses.append(total / X.shape[0])
             accs.append(correct / X.shape[0])
@@ -79,7 +82,11 @@ def main() -> None:
     X, Y, model = X.to(args.device), Y.to(args.device), model.to(args.device)
     rows = []
     for n in [int(s) for s in args.samples.split(",")]:
-        idx = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(0))[:n].sort().values.to(X.device)
+        idx = (
+            torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(0))[:n]
+            .sort()
+            .values.to(X.device)
+        )
         Xn, Yn = X[idx], Y[idx]
         pb = Problem(model, "cross-entropy", (Xn, Yn), batch_size=n, device=args.device)
         theta = pb.theta
@@ -92,19 +99,47 @@ def main() -> None:
         best = (float("inf"), None)
         for bp in [int(b) for b in args.batch_points.split(",")]:
             t, out = timed(lambda: landscape_points(pb, theta, D, coords, bp), args.repeats)  # noqa: B023
-            assert torch.allclose(out[0], one[0], rtol=1e-4) and (out[1] - one[1]).abs().max() < 2e-3
+            assert (
+                torch.allclose(out[0], one[0], rtol=1e-4) and (out[1] - one[1]).abs().max() < 2e-3
+            )
             best = min(best, (t, bp), key=lambda r: r[0])
         assert torch.allclose(one[0], ref[0], rtol=1e-4)
         t_b, bp = best
-        rows.append([n, f"{m / t_mod:.0f}", f"{m / t_one:.0f}", f"{m / t_b:.0f} (batch_points={bp})",
-                     f"{t_one / t_b:.2f}x", f"{t_mod / t_b:.2f}x"])
-        print(f"samples={n}: module {m / t_mod:.0f}/s, one-at-a-time {m / t_one:.0f}/s, batched {m / t_b:.0f}/s", flush=True)
+        rows.append(
+            [
+                n,
+                f"{m / t_mod:.0f}",
+                f"{m / t_one:.0f}",
+                f"{m / t_b:.0f} (batch_points={bp})",
+                f"{t_one / t_b:.2f}x",
+                f"{t_mod / t_b:.2f}x",
+            ]
+        )
+        print(
+            f"samples={n}: module {m / t_mod:.0f}/s, one-at-a-time {m / t_one:.0f}/s, batched "
+            f"{m / t_b:.0f}/s",
+            flush=True,
+        )
     print()
-    print(f"{args.points}x{args.points} slice, digits MLP 64-128-128-10, float32, {args.device}, {args.threads} thread(s), "
-          f"best of {args.repeats}; grid points per second")
+    print(
+        f"{args.points}x{args.points} slice, digits MLP 64-128-128-10, float32, {args.device}, "
+        f"{args.threads} thread(s), "
+        f"best of {args.repeats}; grid points per second"
+    )
     print()
-    print(markdown(rows, ["samples", "module loop (batches of 128)", "one point at a time", "batched (vmap)",
-                          "batched / one at a time", "batched / module loop"]))
+    print(
+        markdown(
+            rows,
+            [
+                "samples",
+                "module loop (batches of 128)",
+                "one point at a time",
+                "batched (vmap)",
+                "batched / one at a time",
+                "batched / module loop",
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

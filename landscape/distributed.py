@@ -1,6 +1,7 @@
 """Data-parallel runs under ``torchrun`` (torch.distributed; NCCL on GPUs, gloo on CPUs).
 
-Each rank holds the shard ``indices[rank::world]`` of the data (see :class:`~landscape.problem.Problem`);
+Each rank holds the shard ``indices[rank::world]`` of the data (see
+:class:`~landscape.problem.Problem`);
 operator products and losses are summed with ``all_reduce`` (one p-vector per product and probe);
 probe vectors come from seeded CPU generators, so they are identical on every rank; only rank 0
 prints and writes files.
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
 
 
 def launched() -> bool:
-    """True when this process was started by torchrun (or another launcher setting WORLD_SIZE > 1)."""
+    """True when this process was started by torchrun (or another launcher setting WORLD_SIZE >
+    1)."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
@@ -61,7 +63,9 @@ def init_from_env(device: str | None = None) -> None:
     import torch
     import torch.distributed as dist
 
-    backend = "nccl" if device and device.startswith("cuda") and torch.cuda.is_available() else "gloo"
+    backend = (
+        "nccl" if device and device.startswith("cuda") and torch.cuda.is_available() else "gloo"
+    )
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)
@@ -71,7 +75,8 @@ def shutdown(wait: bool = True) -> None:
     """Leave the process group, after every rank has finished when ``wait`` (a successful run).
 
     A rank that tears its group down while another still talks to it can abort at exit ("terminate
-    called without an active exception"); a failed run does not wait, as torchrun stops the others."""
+    called without an active exception"); a failed run does not wait, as torchrun stops the
+    others."""
     if active():
         import torch.distributed as dist
 

@@ -3,9 +3,11 @@ mean over all n samples is exact whatever the batch sizes (the last batch may be
 
 - ``cross-entropy``: ``l_i = −log softmax(f_i)[y_i]``.
 - ``mse``: ``l_i = ½ ‖f_i − y_i‖²`` (the lecture slides' ``1/(2n) Σ e_i²``; with it H = G at an
-  interpolating minimum, docs/algorithms.md §1 "Loss conventions"). Note PyTorch's ``MSELoss`` has no ½
+  interpolating minimum, docs/algorithms.md §1 "Loss conventions"). Note PyTorch's ``MSELoss`` has
+  no ½
   and also averages over output dimensions.
-- a callable ``loss(outputs, targets)`` returning the MEAN over the batch (like ``nn.CrossEntropyLoss()``);
+- a callable ``loss(outputs, targets)`` returning the MEAN over the batch (like
+``nn.CrossEntropyLoss()``);
   it is multiplied by the batch size.
 """
 
@@ -37,12 +39,14 @@ class Loss:
             if targets.is_floating_point() and targets.shape != outputs.shape:
                 raise ConfigError(
                     "cross-entropy needs integer class labels (or class probabilities of the "
-                    f"output's shape {tuple(outputs.shape)}), got float targets {tuple(targets.shape)}",
+                    f"output's shape {tuple(outputs.shape)}), got float targets "
+                    f"{tuple(targets.shape)}",
                     "use --loss mse for regression targets",
                 )
             if outputs.dim() != 2 or outputs.shape[1] < 2:
                 raise ConfigError(
-                    f"cross-entropy needs [batch, classes] logits, the model gives {tuple(outputs.shape)}",
+                    "cross-entropy needs [batch, classes] logits, the model gives "
+                    f"{tuple(outputs.shape)}",
                     "use --loss mse for a scalar-output model",
                 )
         elif self.name == "mse":
@@ -53,17 +57,21 @@ class Loss:
                 )
             if targets.numel() != outputs.numel():
                 raise ConfigError(
-                    f"mse targets {tuple(targets.shape)} do not match outputs {tuple(outputs.shape)}",
+                    f"mse targets {tuple(targets.shape)} do not match outputs "
+                    f"{tuple(outputs.shape)}",
                     "the model's output size must equal the target dimension",
                 )
 
 
-def rounding_floor(loss: Loss, outputs: torch.Tensor, targets: torch.Tensor, eps: float) -> torch.Tensor:
+def rounding_floor(
+    loss: Loss, outputs: torch.Tensor, targets: torch.Tensor, eps: float
+) -> torch.Tensor:
     """``Σ_i`` over the batch of the smallest per-sample loss the arithmetic resolves at these
     outputs, with ``eps`` the dtype's machine epsilon: below it a per-sample loss (and so its
     gradient, Σ, β and μ) is rounding noise.
 
-    - mse ``½‖f − y‖²``: the residual is known to ``16 eps (‖f‖ + ‖y‖)``, so ``½ (16 eps (‖f‖+‖y‖))²``;
+    - mse ``½‖f − y‖²``: the residual is known to ``16 eps (‖f‖ + ‖y‖)``, so ``½ (16 eps
+    (‖f‖+‖y‖))²``;
     - cross-entropy ``logsumexp(f) − f_y``: the difference of terms of size ``max|f|`` is known to
       ``16 eps max|f|``;
     - other losses: ``16 eps |l_i|`` per sample (their own rounding)."""

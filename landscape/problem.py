@@ -37,10 +37,14 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     except (RuntimeError, TypeError) as e:
         raise ConfigError(f"unknown device {device!r}", "use cpu, cuda, cuda:1 or mps") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LandscapeError("--device cuda was asked for but no CUDA GPU is available",
-                             "use --device cpu, or run on a machine with a GPU")
+        raise LandscapeError(
+            "--device cuda was asked for but no CUDA GPU is available",
+            "use --device cpu, or run on a machine with a GPU",
+        )
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise LandscapeError("--device mps was asked for but MPS is not available", "use --device cpu")
+        raise LandscapeError(
+            "--device mps was asked for but MPS is not available", "use --device cpu"
+        )
     from .distributed import local_device
 
     return local_device(dev)
@@ -103,7 +107,8 @@ class Problem:
 
     Attributes: ``layout`` (:class:`ParamLayout`), ``params`` (dict of the selected tensors),
     ``theta`` (flat ``[p]``), ``batches`` (the device batches, re-read on every pass), ``n``
-    (global count), ``source`` (this process's samples), ``budget`` (:class:`~landscape.memory.Budget`).
+    (global count), ``source`` (this process's samples), ``budget``
+    (:class:`~landscape.memory.Budget`).
     """
 
     def __init__(
@@ -128,9 +133,13 @@ class Problem:
 
         batch_size = DEFAULT_BATCH if batch_size is None else int(batch_size)
         if batch_size < 1:
-            raise ConfigError(f"product batch must be positive, got {batch_size}", "pass --product-batch 256")
+            raise ConfigError(
+                f"product batch must be positive, got {batch_size}", "pass --product-batch 256"
+            )
         if bn_batch is not None and bn_batch < 1:
-            raise ConfigError(f"--bn-batch must be positive, got {bn_batch}", "pass e.g. --bn-batch 128")
+            raise ConfigError(
+                f"--bn-batch must be positive, got {bn_batch}", "pass e.g. --bn-batch 128"
+            )
         self.device = resolve_device(device)
         dt = resolve_dtype(dtype)
         self.loss = get_loss(loss)
@@ -155,24 +164,32 @@ class Problem:
             raise ConfigError("the model has no parameters", "check the model factory")
         chosen = select(list(named), params)
         if not chosen:
-            raise ConfigError(f"--params {params!r} matches no parameter",
-                              f"parameter names: {', '.join(list(named)[:8])}{' ...' if len(named) > 8 else ''}")
+            raise ConfigError(
+                f"--params {params!r} matches no parameter",
+                f"parameter names: {', '.join(list(named)[:8])}{' ...' if len(named) > 8 else ''}",
+            )
         self.params = {n: named[n].detach() for n in chosen}
         self.frozen = {n: t.detach() for n, t in named.items() if n not in self.params}
         self.frozen.update({n: b for n, b in model.named_buffers()})
         self.layout = ParamLayout.from_tensors(self.params)
         self.dtype = next(iter(self.params.values())).dtype
         #: batches couple their samples (BatchNorm batch statistics): products run on bn batches
-        self.coupled = train_mode and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        self.coupled = train_mode and any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
+        )
         self.bn_batch = (bn_batch or batch_size) if self.coupled else None
         self.batch_size = self.bn_batch or batch_size
 
         source = as_source(data)
         n_all = len(source)
         if n_all == 0:
-            raise ConfigError("the data hold no samples", "check the data factory (it returned an empty set)")
+            raise ConfigError(
+                "the data hold no samples", "check the data factory (it returned an empty set)"
+            )
         if samples is not None and samples < 1:
-            raise ConfigError(f"--samples must be positive, got {samples}", "pass e.g. --samples 512")
+            raise ConfigError(
+                f"--samples must be positive, got {samples}", "pass e.g. --samples 512"
+            )
         #: positions of the problem's samples in the data as given (a seeded subset's, or all)
         self.indices = torch.arange(n_all)
         if samples is not None and samples < n_all:
@@ -182,7 +199,9 @@ class Problem:
         self._global = source  # every rank's samples, in order (after --samples)
         self._set_samples(source)
         if not self.allow_random_data and not isinstance(source, TensorSource):
-            check_repeatable(self.source if len(self.source) else self._global, min(self.batch_size, 8))
+            check_repeatable(
+                self.source if len(self.source) else self._global, min(self.batch_size, 8)
+            )
         self._check_fit()
 
     def _set_samples(self, source) -> None:
@@ -191,22 +210,29 @@ class Problem:
 
         self.n = len(source)
         dist = _dist()
-        local = source.select(split_positions(self.n, dist.get_rank(), dist.get_world_size())) \
-            if dist is not None else source
+        local = (
+            source.select(split_positions(self.n, dist.get_rank(), dist.get_world_size()))
+            if dist is not None
+            else source
+        )
         self.source = local
         self._resident = None
         self._plan_residency()
 
     def _check_fit(self) -> None:
-        """One clear error when the model cannot take the data or the targets do not fit the loss."""
+        """One clear error when the model cannot take the data or the targets do not fit the
+        loss."""
         xb, yb = self.source.first(2) if len(self.source) else self._global.first(2)
         xb, yb = self._to_device((xb, yb))
         with torch.no_grad():
             try:
                 out = self.forward(self.params, xb)
             except RuntimeError as e:
-                raise ConfigError(f"the model cannot take these inputs {tuple(xb.shape[1:])}: "
-                                  f"{str(e).splitlines()[0]}", "check that the model and the data fit together") from e
+                raise ConfigError(
+                    f"the model cannot take these inputs {tuple(xb.shape[1:])}: "
+                    f"{str(e).splitlines()[0]}",
+                    "check that the model and the data fit together",
+                ) from e
         self.loss.check(out, yb)
 
     # ---------------------------------------------------------------- data, batch by batch
@@ -237,9 +263,14 @@ class Problem:
         n_local = len(src)
         if n_local == 0:
             return
-        if (self._keep is not False and isinstance(src, TensorSource) and src.index is None and src.x.device == self.device
-                and (not src.x.is_floating_point() or src.x.dtype == self.dtype)
-                and (not src.y.is_floating_point() or src.y.dtype == self.dtype)):
+        if (
+            self._keep is not False
+            and isinstance(src, TensorSource)
+            and src.index is None
+            and src.x.device == self.device
+            and (not src.x.is_floating_point() or src.x.dtype == self.dtype)
+            and (not src.y.is_floating_point() or src.y.dtype == self.dtype)
+        ):
             self._resident = (src.x, src.y)  # the caller's tensors themselves: no copy
             return
         first = self._to_device(src.first(1))
@@ -286,8 +317,10 @@ class Problem:
         if samples is None or samples >= self.n:
             return self
         if samples < 1:
-            raise ConfigError(f"the sample subset must be positive, got {samples}",
-                              "pass a positive number of samples, e.g. 256 (or none: all samples)")
+            raise ConfigError(
+                f"the sample subset must be positive, got {samples}",
+                "pass a positive number of samples, e.g. 256 (or none: all samples)",
+            )
         sub = copy.copy(self)
         pos = seeded_subset(self.n, samples, seed)
         sub.indices = self.indices[pos]
@@ -306,9 +339,12 @@ class Problem:
 
         need = len(self.source) * getattr(self, "sample_bytes", 0)
         if need > self.budget.bytes // 2:
-            raise ConfigError(f"this computation holds all {len(self.source)} samples at once ({fmt_bytes(need)}), "
-                              f"more than half the memory budget {self.budget}",
-                              "use --samples to take a subset, or raise --memory")
+            raise ConfigError(
+                f"this computation holds all {len(self.source)} samples at once "
+                f"({fmt_bytes(need)}), "
+                f"more than half the memory budget {self.budget}",
+                "use --samples to take a subset, or raise --memory",
+            )
         parts = list(self.iter_batches(4096))
         xs, ys = zip(*parts)
         out = (torch.cat(xs), torch.cat(ys)) if len(parts) > 1 else parts[0]
@@ -358,14 +394,22 @@ class Problem:
         for i, (x, y) in enumerate(self.batches):
             for what, t in (("inputs", x), ("targets", y)):
                 if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                    return NumericalError(f"the data hold NaN or infinite {what} (batch {i}), so the loss is {value}",
-                                          "clean the data (the checkpoint is not at fault)")
+                    return NumericalError(
+                        f"the data hold NaN or infinite {what} (batch {i}), so the loss is {value}",
+                        "clean the data (the checkpoint is not at fault)",
+                    )
         bad = [n for n, t in params.items() if not bool(torch.isfinite(t).all())]
         if bad:
-            return NumericalError(f"the parameters hold NaN or infinite values ({', '.join(bad[:3])}), so the loss "
-                                  f"is {value}", "the checkpoint has diverged; pick an earlier one")
-        return NumericalError(f"the loss is {value} at these parameters (finite weights and data: the model "
-                              "overflows)", "pick an earlier checkpoint, or use --dtype float64")
+            return NumericalError(
+                f"the parameters hold NaN or infinite values ({', '.join(bad[:3])}), so the loss "
+                f"is {value}",
+                "the checkpoint has diverged; pick an earlier one",
+            )
+        return NumericalError(
+            f"the loss is {value} at these parameters (finite weights and data: the model "
+            "overflows)",
+            "pick an earlier checkpoint, or use --dtype float64",
+        )
 
     def point(self) -> dict:
         """``{"loss_value", "accuracy"}`` at the problem's parameters: what every result reports
@@ -403,8 +447,10 @@ class Problem:
         named = {**self.params, **{k: v for k, v in self.frozen.items()}}
         chosen = [n for n in select(list(self.params), params)]
         if not chosen:
-            raise ConfigError(f"--params {params!r} matches no parameter under study",
-                              f"parameter names: {', '.join(self.layout.names[:8])}")
+            raise ConfigError(
+                f"--params {params!r} matches no parameter under study",
+                f"parameter names: {', '.join(self.layout.names[:8])}",
+            )
         sub.params = {n: self.params[n] for n in chosen}
         sub.frozen = {n: t for n, t in named.items() if n not in sub.params}
         sub.layout = ParamLayout.from_tensors(sub.params)
@@ -413,12 +459,28 @@ class Problem:
     def data_report(self) -> dict:
         """How the data are read: the source, whether they stay on the device, the batches, the
         BatchNorm statistics batch (train mode), the memory budget."""
-        return {"source": self.source.describe(), "kind": self.source.kind, "resident": self.resident,
-                "product_batch": self.batch_size, "bn_batch": self.bn_batch, "memory": str(self.budget),
-                "memory_bytes": self.budget.bytes, "allow_random_data": self.allow_random_data}
+        return {
+            "source": self.source.describe(),
+            "kind": self.source.kind,
+            "resident": self.resident,
+            "product_batch": self.batch_size,
+            "bn_batch": self.bn_batch,
+            "memory": str(self.budget),
+            "memory_bytes": self.budget.bytes,
+            "allow_random_data": self.allow_random_data,
+        }
 
     def describe(self) -> dict:
-        return {"p": self.p, "n": self.n, "loss": self.loss.name, "batch_size": self.batch_size,
-                "bn_batch": self.bn_batch, "data": self.source.describe(), "resident": self.resident,
-                "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
-                "train_mode": self.train_mode, "params": list(self.layout.names)}
+        return {
+            "p": self.p,
+            "n": self.n,
+            "loss": self.loss.name,
+            "batch_size": self.batch_size,
+            "bn_batch": self.bn_batch,
+            "data": self.source.describe(),
+            "resident": self.resident,
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "train_mode": self.train_mode,
+            "params": list(self.layout.names),
+        }

@@ -50,7 +50,9 @@ def positive(default: Any = None, help: str = "") -> Option:
 
 def choice(*choices: str, default: Any = None, help: str = "") -> Option:
     """One of ``choices`` (default: the first)."""
-    return Option("choice", default if default is not None else choices[0], choices=choices, help=help)
+    return Option(
+        "choice", default if default is not None else choices[0], choices=choices, help=help
+    )
 
 
 def describe(opt: Option) -> str:
@@ -58,7 +60,9 @@ def describe(opt: Option) -> str:
     if opt.kind == "int":
         return "an integer" + (f" >= {int(opt.low)}" if opt.low is not None else "")
     if opt.kind == "float":
-        return "a finite number" + ("" if opt.low is None else f" {'>' if opt.strict else '>='} {opt.low:g}")
+        return "a finite number" + (
+            "" if opt.low is None else f" {'>' if opt.strict else '>='} {opt.low:g}"
+        )
     if opt.kind == "bool":
         return "true or false"
     if opt.kind == "choice":
@@ -74,10 +78,18 @@ def coerce(opt: Option, value: Any) -> tuple[bool, Any]:
     """``(ok, value)``: ``value`` checked against ``opt`` (ints accepted for floats)."""
     k = opt.kind
     if k == "int":
-        ok = isinstance(value, int) and not isinstance(value, bool) and (opt.low is None or value >= opt.low)
+        ok = (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and (opt.low is None or value >= opt.low)
+        )
         return ok, value
     if k == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not math.isfinite(value)
+        ):
             return False, value
         value = float(value)
         return (opt.low is None or (value > opt.low if opt.strict else value >= opt.low)), value
@@ -86,9 +98,15 @@ def coerce(opt: Option, value: Any) -> tuple[bool, Any]:
     if k == "choice":
         return value in opt.choices and not isinstance(value, bool), value
     if k == "range":
-        ok = (isinstance(value, list) and len(value) == 2
-              and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-              and value[0] < value[1])
+        ok = (
+            isinstance(value, list)
+            and len(value) == 2
+            and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                for v in value
+            )
+            and value[0] < value[1]
+        )
         return ok, [float(v) for v in value] if ok else value
     if k in ("paths", "globs"):
         if isinstance(value, str):
@@ -109,8 +127,12 @@ def check(opt: Option, value: Any, flag: str, hint: str = "") -> Any:
     if ok:
         return value
     if opt.kind == "choice":
-        raise ConfigError(f"unknown {flag} {value!r}", f"choose {' or '.join(map(str, opt.choices))}")
-    raise ConfigError(f"{flag} must be {describe(opt)}, got {value!r}", hint or f"pass a valid {flag}")
+        raise ConfigError(
+            f"unknown {flag} {value!r}", f"choose {' or '.join(map(str, opt.choices))}"
+        )
+    raise ConfigError(
+        f"{flag} must be {describe(opt)}, got {value!r}", hint or f"pass a valid {flag}"
+    )
 
 
 __all__ = ["Option", "check", "choice", "coerce", "describe", "integer", "positive"]

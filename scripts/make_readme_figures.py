@@ -1,6 +1,7 @@
 """Write one figure of each kind of `landscape slice` / `interpolate` into docs/figures/.
 
-    python scripts/make_readme_figures.py [--checkpoints checkpoints] [--out docs/figures] [--points 41]
+    python scripts/make_readme_figures.py [--checkpoints checkpoints] [--out docs/figures] [--points
+    41]
 
 Uses the shipped checkpoints (``checkpoints/digits-mlp-sgd.pt`` for the slices, and
 ``digits-mlp-gd.pt`` -> ``digits-mlp-sgd.pt`` for the interpolation: the lecture's Figure 6). The
@@ -20,16 +21,29 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def trajectory_run(work: Path) -> Path:
-    """Minibatch SGD on digits (MLP 64-128-128-10, batch 32, lr 0.1, 8 epochs), checkpoints every 30 steps."""
+    """Minibatch SGD on digits (MLP 64-128-128-10, batch 32, lr 0.1, 8 epochs), checkpoints every 30
+    steps."""
     from landscape.train import TrainConfig, train
 
-    cfg = TrainConfig(model="mlp", model_kwargs={"widths": [128, 128]}, data="digits", optimizer="sgd", lr=0.1,
-                      momentum=0.0, batch_size=32, epochs=8, seed=0, checkpoint_every=30, plot=False)
+    cfg = TrainConfig(
+        model="mlp",
+        model_kwargs={"widths": [128, 128]},
+        data="digits",
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.0,
+        batch_size=32,
+        epochs=8,
+        seed=0,
+        checkpoint_every=30,
+        plot=False,
+    )
     return train(cfg, work / "sgd-digits", force=True).path
 
 
 def train_fallback(work: Path) -> tuple[Path, Path, Path]:
-    """Full-batch GD and minibatch SGD on digits (MLP 64-64-64-10); the SGD run saves its trajectory."""
+    """Full-batch GD and minibatch SGD on digits (MLP 64-64-64-10); the SGD run saves its
+    trajectory."""
     import torch
 
     from landscape.data import load_dataset
@@ -46,19 +60,38 @@ def train_fallback(work: Path) -> tuple[Path, Path, Path]:
         g = torch.Generator().manual_seed(0)
         for t in range(steps + 1):
             if run is not None and t % 25 == 0:
-                make_checkpoint("mlp", kw, "digits", {}, "cross-entropy", model, {"step": t, "optimizer": "sgd"},
-                                split=split).save(run / f"step-{t:06d}.pt")
+                make_checkpoint(
+                    "mlp",
+                    kw,
+                    "digits",
+                    {},
+                    "cross-entropy",
+                    model,
+                    {"step": t, "optimizer": "sgd"},
+                    split=split,
+                ).save(run / f"step-{t:06d}.pt")
             if t == steps:
                 break
-            idx = torch.arange(X.shape[0]) if batch is None else torch.randint(0, X.shape[0], (batch,), generator=g)
+            idx = (
+                torch.arange(X.shape[0])
+                if batch is None
+                else torch.randint(0, X.shape[0], (batch,), generator=g)
+            )
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(X[idx]), Y[idx]).backward()
             opt.step()
         name = "sgd" if batch else "gd"
         out = (run / "final.pt") if run is not None else work / f"{name}.pt"
-        make_checkpoint("mlp", kw, "digits", {}, "cross-entropy", model,
-                        {"step": steps, "optimizer": name, "lr": lr, "batch_size": batch or X.shape[0]},
-                        split=split).save(out)
+        make_checkpoint(
+            "mlp",
+            kw,
+            "digits",
+            {},
+            "cross-entropy",
+            model,
+            {"step": steps, "optimizer": name, "lr": lr, "batch_size": batch or X.shape[0]},
+            split=split,
+        ).save(out)
         return out
 
     run = work / "sgd-digits"
@@ -88,22 +121,92 @@ def main() -> None:
         print(f"training a short SGD run for the PCA plane into {args.work}", flush=True)
         run = trajectory_run(args.work)
     else:
-        print(f"no shipped checkpoints in {args.checkpoints}: training two digits MLPs into {args.work}", flush=True)
+        print(
+            f"no shipped checkpoints in {args.checkpoints}: training two digits MLPs into "
+            f"{args.work}",
+            flush=True,
+        )
         run, a, b = train_fallback(args.work)
     final, fig, n = b, args.out, args.points
     h5 = args.work / "slice-2d.h5"
     h5.parent.mkdir(parents=True, exist_ok=True)
-    cli("slice", final, "--dims", "1", "--directions", "random", "--filter-norm", "--range", "-1", "1",
-        "--points", 51, "--plot", fig / "slice-1d.png")
-    cli("slice", final, "--dims", "2", "--directions", "random", "--filter-norm", "--range", "-1", "1",
-        "--points", n, "--out", h5, "--plot", fig / "slice-2d-contour.png")
+    cli(
+        "slice",
+        final,
+        "--dims",
+        "1",
+        "--directions",
+        "random",
+        "--filter-norm",
+        "--range",
+        "-1",
+        "1",
+        "--points",
+        51,
+        "--plot",
+        fig / "slice-1d.png",
+    )
+    cli(
+        "slice",
+        final,
+        "--dims",
+        "2",
+        "--directions",
+        "random",
+        "--filter-norm",
+        "--range",
+        "-1",
+        "1",
+        "--points",
+        n,
+        "--out",
+        h5,
+        "--plot",
+        fig / "slice-2d-contour.png",
+    )
     cli("plot", h5, "--kind", "heatmap", "--out", fig / "slice-2d-heatmap.png")
     cli("plot", h5, "--kind", "surface", "--out", fig / "slice-2d-surface.png")
-    cli("slice", final, "--dims", "2", "--directions", "eigen", "--range", "-0.5", "0.5", "--points", n,
-        "--plot", fig / "slice-eigen.png")
-    cli("slice", run / "final.pt", "--dims", "2", "--directions", "pca", "--trajectory", run, "--points", n,
-        "--plot", fig / "slice-pca.png")
-    cli("interpolate", a, b, "--range", "-0.5", "1.5", "--points", 81, "--plot", fig / "interpolation.png")
+    cli(
+        "slice",
+        final,
+        "--dims",
+        "2",
+        "--directions",
+        "eigen",
+        "--range",
+        "-0.5",
+        "0.5",
+        "--points",
+        n,
+        "--plot",
+        fig / "slice-eigen.png",
+    )
+    cli(
+        "slice",
+        run / "final.pt",
+        "--dims",
+        "2",
+        "--directions",
+        "pca",
+        "--trajectory",
+        run,
+        "--points",
+        n,
+        "--plot",
+        fig / "slice-pca.png",
+    )
+    cli(
+        "interpolate",
+        a,
+        b,
+        "--range",
+        "-0.5",
+        "1.5",
+        "--points",
+        81,
+        "--plot",
+        fig / "interpolation.png",
+    )
 
 
 if __name__ == "__main__":

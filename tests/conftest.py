@@ -4,11 +4,15 @@ import pytest
 import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-torch.set_num_threads(1)  # tests use tiny tensors: one thread is faster and immune to oversubscription
+torch.set_num_threads(
+    1
+)  # tests use tiny tensors: one thread is faster and immune to oversubscription
 
 
 def pytest_addoption(parser):
-    parser.addoption("--runslow", action="store_true", default=False, help="run slow end-to-end studies")
+    parser.addoption(
+        "--runslow", action="store_true", default=False, help="run slow end-to-end studies"
+    )
 
 
 def pytest_collection_modifyitems(config, items):

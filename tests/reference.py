@@ -59,7 +59,9 @@ def output_hessians(problem: Problem) -> torch.Tensor:
     shape = out.shape[1:]
 
     def one(i: int) -> torch.Tensor:
-        return hessian(lambda f: problem.loss.sum(f.reshape(1, *shape), Y[i : i + 1]))(out[i].reshape(-1))
+        return hessian(lambda f: problem.loss.sum(f.reshape(1, *shape), Y[i : i + 1]))(
+            out[i].reshape(-1)
+        )
 
     return torch.stack([one(i) for i in range(X.shape[0])])
 
@@ -69,7 +71,9 @@ def per_sample_hessians(problem: Problem) -> torch.Tensor:
     X, Y = data(problem)
 
     def one(i: int) -> torch.Tensor:
-        return hessian(lambda t: problem.loss.sum(_outputs(problem, t, X[i : i + 1]), Y[i : i + 1]))(problem.theta)
+        return hessian(
+            lambda t: problem.loss.sum(_outputs(problem, t, X[i : i + 1]), Y[i : i + 1])
+        )(problem.theta)
 
     return torch.stack([one(i) for i in range(X.shape[0])])
 
@@ -88,7 +92,8 @@ def ggn(problem: Problem) -> torch.Tensor:
 def true_fisher(problem: Problem) -> torch.Tensor:
     """``F = (1/n) Σ_i E_{y∼p(y|x_i)} [∇l(f_i, y) ∇l(f_i, y)ᵀ]``, the expectation taken exactly:
     cross-entropy by enumerating the classes (gradients from autodiff at every label, weighted by
-    softmax probabilities); mse with ``y ∼ N(f_i, I)``: ``E[(f−y)(f−y)ᵀ] = I`` so ``F = (1/n) Σ J_iᵀ J_i``."""
+    softmax probabilities); mse with ``y ∼ N(f_i, I)``: ``E[(f−y)(f−y)ᵀ] = I`` so ``F = (1/n) Σ J_iᵀ
+    J_i``."""
     X, _ = data(problem)
     n = X.shape[0]
     if problem.loss.name == "mse":
@@ -104,7 +109,9 @@ def true_fisher(problem: Problem) -> torch.Tensor:
 
         def losses(t, labels=labels):
             out = _outputs(problem, t, X)
-            return torch.stack([problem.loss.sum(out[i : i + 1], labels[i : i + 1]) for i in range(n)])
+            return torch.stack(
+                [problem.loss.sum(out[i : i + 1], labels[i : i + 1]) for i in range(n)]
+            )
 
         Gc = jacrev(losses)(problem.theta)  # [n, p]
         F += torch.einsum("n,np,nq->pq", probs[:, c], Gc, Gc)

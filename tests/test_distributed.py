@@ -29,9 +29,12 @@ from tests import cases
 
 WORLD = 2
 #: optimizers whose step has data-parallel terms of its own, with settings that make them count
-OWN_TERMS = {"sgd-tracer": {"rho": 0.5}, "adam-tracer": {"rho": 0.5},
-             "lb-diag-noise": {"small_batch": 2, "noise_steps": 3},
-             "lb-full-noise": {"small_batch": 2, "noise_steps": 3}}
+OWN_TERMS = {
+    "sgd-tracer": {"rho": 0.5},
+    "adam-tracer": {"rho": 0.5},
+    "lb-diag-noise": {"small_batch": 2, "noise_steps": 3},
+    "lb-full-noise": {"small_batch": 2, "noise_steps": 3},
+}
 
 
 def _free_port() -> int:
@@ -43,10 +46,23 @@ def _free_port() -> int:
 def _train_config():
     from landscape.train import TrainConfig
 
-    return TrainConfig(model="mlp", model_kwargs={"widths": [5]}, data="digits",
-                       data_kwargs={"n_train": 40, "test_fraction": 0.2}, optimizer="sam", lr=0.1,
-                       batch_size=10, steps=2, dtype="float64", eval_every=1, track=["trace"], every=1,
-                       probes=4, track_samples=21, plot=False)
+    return TrainConfig(
+        model="mlp",
+        model_kwargs={"widths": [5]},
+        data="digits",
+        data_kwargs={"n_train": 40, "test_fraction": 0.2},
+        optimizer="sam",
+        lr=0.1,
+        batch_size=10,
+        steps=2,
+        dtype="float64",
+        eval_every=1,
+        track=["trace"],
+        every=1,
+        probes=4,
+        track_samples=21,
+        plot=False,
+    )
 
 
 def compute(run_dir: Path) -> dict:
@@ -73,10 +89,20 @@ def compute(run_dir: Path) -> dict:
         result = train(_train_config(), run_dir)
     finally:
         loop._Session._sharded_closure = original
-    return {"shards": shards, "local_samples": sum(x.shape[0] for x, _ in pb.batches), "n": pb.n,
-            "trace": (tr.value, tr.stderr), "eig": eig.values.tolist(), "residuals": eig.residuals.tolist(),
-            "loss": value, "grad": grad.tolist(), "final": result.final,
-            "own_terms": {name: _three_steps(name, hyper, run_dir) for name, hyper in OWN_TERMS.items()}}
+    return {
+        "shards": shards,
+        "local_samples": sum(x.shape[0] for x, _ in pb.batches),
+        "n": pb.n,
+        "trace": (tr.value, tr.stderr),
+        "eig": eig.values.tolist(),
+        "residuals": eig.residuals.tolist(),
+        "loss": value,
+        "grad": grad.tolist(),
+        "final": result.final,
+        "own_terms": {
+            name: _three_steps(name, hyper, run_dir) for name, hyper in OWN_TERMS.items()
+        },
+    }
 
 
 def _three_steps(name: str, hyper: dict, run_dir: Path) -> dict:
@@ -85,23 +111,44 @@ def _three_steps(name: str, hyper: dict, run_dir: Path) -> dict:
     from landscape.train.loop import _Session
     from landscape.train.run import RunDir
 
-    cfg = TrainConfig(model="mlp", model_kwargs={"widths": [5]}, data="digits",
-                      data_kwargs={"n_train": 40, "test_fraction": 0.2}, optimizer=name, hyper=hyper,
-                      batch_size=10, steps=3, dtype="float64", plot=False)
+    cfg = TrainConfig(
+        model="mlp",
+        model_kwargs={"widths": [5]},
+        data="digits",
+        data_kwargs={"n_train": 40, "test_fraction": 0.2},
+        optimizer=name,
+        hyper=hyper,
+        batch_size=10,
+        steps=3,
+        dtype="float64",
+        plot=False,
+    )
     session = _Session(cfg, RunDir(run_dir / name))
     losses = [session.train_step() for _ in range(3)]
     opt = session.optimizer
     noise = getattr(opt, "last_noise", None)
-    return {"losses": losses, "params": [p.detach().clone() for p in session.model.parameters()],
-            "penalty": float(opt.last_penalty) if hasattr(opt, "last_penalty") else None,
-            "noise": None if noise is None else float(torch.cat([n.flatten() for n in noise]).norm())}
+    return {
+        "losses": losses,
+        "params": [p.detach().clone() for p in session.model.parameters()],
+        "penalty": float(opt.last_penalty) if hasattr(opt, "last_penalty") else None,
+        "noise": None if noise is None else float(torch.cat([n.flatten() for n in noise]).norm()),
+    }
 
 
 def _worker(rank: int, port: int, tmp: str) -> None:
-    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(WORLD),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    os.environ.update(
+        {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(WORLD),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=WORLD, init_method=f"tcp://127.0.0.1:{port}")
+    dist.init_process_group(
+        "gloo", rank=rank, world_size=WORLD, init_method=f"tcp://127.0.0.1:{port}"
+    )
     try:
         out = compute(Path(tmp) / "run2")
         torch.save(out, Path(tmp) / f"rank{rank}.pt")
@@ -111,8 +158,12 @@ def _worker(rank: int, port: int, tmp: str) -> None:
 
 
 def _close(a, b, rtol=1e-10, atol=1e-12) -> None:
-    torch.testing.assert_close(torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64),
-                               rtol=rtol, atol=atol)
+    torch.testing.assert_close(
+        torch.as_tensor(a, dtype=torch.float64),
+        torch.as_tensor(b, dtype=torch.float64),
+        rtol=rtol,
+        atol=atol,
+    )
 
 
 def test_two_gloo_processes_match_one(tmp_path):
@@ -121,8 +172,12 @@ def test_two_gloo_processes_match_one(tmp_path):
     one = compute(tmp_path / "run1")
     # each rank held its shard of the uneven data set; together all of it
     assert [r["local_samples"] for r in ranks] == [19, 18] and all(r["n"] == 37 for r in ranks)
-    # each training step: every rank took half of the global minibatch of 10 (one process: all of it)
-    assert [r["shards"] for r in ranks] == [[(10, 5), (10, 5)]] * 2 and one["shards"] == [(10, 10), (10, 10)]
+    # each training step: every rank took half of the global minibatch of 10 (one process: all of
+    # it)
+    assert [r["shards"] for r in ranks] == [[(10, 5), (10, 5)]] * 2 and one["shards"] == [
+        (10, 10),
+        (10, 10),
+    ]
     for r in ranks:  # every rank returns the global numbers
         _close(r["trace"], one["trace"])
         _close(r["eig"], one["eig"])
@@ -136,9 +191,13 @@ def test_two_gloo_processes_match_one(tmp_path):
     for k in a:
         _close(b[k], a[k])
     first = next(iter(a))
-    assert (a[first].double() - _initial(first)).abs().max() > 1e-4  # the steps did move the parameters
+    assert (
+        a[first].double() - _initial(first)
+    ).abs().max() > 1e-4  # the steps did move the parameters
     assert not list((tmp_path / "run2").glob(".*.tmp"))
-    for name in OWN_TERMS:  # TRACERs and covariance noise: the global minibatch's step on every rank
+    for (
+        name
+    ) in OWN_TERMS:  # TRACERs and covariance noise: the global minibatch's step on every rank
         a, b = one["own_terms"][name], ranks[0]["own_terms"][name]
         for k in ("losses", "penalty", "noise"):
             if a[k] is not None:
@@ -156,7 +215,9 @@ def _initial(name: str) -> torch.Tensor:
 
     cfg = _train_config()
     split = load_dataset(cfg.data, **cfg.data_kwargs)
-    model = build_model(cfg.model, seed=cfg.seed, **model_kwargs_for(cfg.model, split, **cfg.model_kwargs))
+    model = build_model(
+        cfg.model, seed=cfg.seed, **model_kwargs_for(cfg.model, split, **cfg.model_kwargs)
+    )
     return model.state_dict()[name].double()
 
 
@@ -171,20 +232,68 @@ def test_torchrun_command_line_matches_one_process(tmp_path):
     dk = {"n_train": 45, "test_fraction": 0.2}
     kw = {"in_dim": 64, "out_dim": 10, "widths": [6]}
     ck = tmp_path / "tiny.pt"
-    make_checkpoint("mlp", kw, "digits", dk, "cross-entropy", build_model("mlp", seed=0, **kw), {},
-                    split=load_dataset("digits", **dk)).save(ck)
-    args = ["sharpness", str(ck), "-m", "trace,eig", "--probes", "12", "--top-k", "2", "--dtype", "float64",
-            "--batch-size", "8", "--json"]
+    make_checkpoint(
+        "mlp",
+        kw,
+        "digits",
+        dk,
+        "cross-entropy",
+        build_model("mlp", seed=0, **kw),
+        {},
+        split=load_dataset("digits", **dk),
+    ).save(ck)
+    args = [
+        "sharpness",
+        str(ck),
+        "-m",
+        "trace,eig",
+        "--probes",
+        "12",
+        "--top-k",
+        "2",
+        "--dtype",
+        "float64",
+        "--batch-size",
+        "8",
+        "--json",
+    ]
     single = CliRunner().invoke(app, args)
     assert single.exit_code == 0, single.output
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                           str(WORLD), "-m", "landscape", *args, "--out", str(tmp_path / "out.h5")],
-                          capture_output=True, text=True, env=env, timeout=240, cwd=tmp_path, check=False)
-    if proc.returncode != 0 and "Address already in use" in proc.stderr:  # pragma: no cover - port race
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            str(WORLD),
+            "-m",
+            "landscape",
+            *args,
+            "--out",
+            str(tmp_path / "out.h5"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+        cwd=tmp_path,
+        check=False,
+    )
+    if (
+        proc.returncode != 0 and "Address already in use" in proc.stderr
+    ):  # pragma: no cover - port race
         pytest.skip("no free port for the rendezvous")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    a, b = json.loads(single.stdout), json.loads(proc.stdout)  # exactly one JSON object: rank 1 is silent
+    a, b = (
+        json.loads(single.stdout),
+        json.loads(proc.stdout),
+    )  # exactly one JSON object: rank 1 is silent
     assert b["samples"] == a["samples"] == 45
     _close(b["metrics"]["trace"]["estimate"], a["metrics"]["trace"]["estimate"])
     _close(b["metrics"]["trace"]["stderr"], a["metrics"]["trace"]["stderr"])
@@ -205,20 +314,74 @@ def test_torchrun_noise_and_fisher_match_one_process(tmp_path):
     dk = {"n_train": 45, "test_fraction": 0.2}
     kw = {"in_dim": 64, "out_dim": 10, "widths": [6]}
     ck = tmp_path / "tiny.pt"
-    make_checkpoint("mlp", kw, "digits", dk, "cross-entropy", build_model("mlp", seed=0, **kw), {},
-                    split=load_dataset("digits", **dk)).save(ck)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    make_checkpoint(
+        "mlp",
+        kw,
+        "digits",
+        dk,
+        "cross-entropy",
+        build_model("mlp", seed=0, **kw),
+        {},
+        split=load_dataset("digits", **dk),
+    ).save(ck)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
     for args, keys in [
-        (["noise", str(ck), "--dtype", "float64", "--chunk", "7", "--json"],
-         ["alpha", "beta", "mu", "loss", "tr_sigma_g", "sigma_frobenius", "g_frobenius", "nonuniformity"]),
-        (["fisher", str(ck), "--dtype", "float64", "--probes", "8", "--mc-samples", "3", "--json"], None),
+        (
+            ["noise", str(ck), "--dtype", "float64", "--chunk", "7", "--json"],
+            [
+                "alpha",
+                "beta",
+                "mu",
+                "loss",
+                "tr_sigma_g",
+                "sigma_frobenius",
+                "g_frobenius",
+                "nonuniformity",
+            ],
+        ),
+        (
+            [
+                "fisher",
+                str(ck),
+                "--dtype",
+                "float64",
+                "--probes",
+                "8",
+                "--mc-samples",
+                "3",
+                "--json",
+            ],
+            None,
+        ),
     ]:
         single = CliRunner().invoke(app, args)
         assert single.exit_code == 0, single.output
-        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                               str(WORLD), "-m", "landscape", *args],
-                              capture_output=True, text=True, env=env, timeout=240, cwd=tmp_path, check=False)
-        if proc.returncode != 0 and "Address already in use" in proc.stderr:  # pragma: no cover - port race
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc-per-node",
+                str(WORLD),
+                "-m",
+                "landscape",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=240,
+            cwd=tmp_path,
+            check=False,
+        )
+        if (
+            proc.returncode != 0 and "Address already in use" in proc.stderr
+        ):  # pragma: no cover - port race
             pytest.skip("no free port for the rendezvous")
         assert proc.returncode == 0, proc.stderr[-2000:]
         a, b = json.loads(single.stdout), json.loads(proc.stdout)
@@ -227,4 +390,6 @@ def test_torchrun_noise_and_fisher_match_one_process(tmp_path):
                 _close(b[k], a[k], rtol=1e-9)
         else:
             for name, entry in a["matrices"].items():
-                _close(b["matrices"][name]["trace"]["estimate"], entry["trace"]["estimate"], rtol=1e-9)
+                _close(
+                    b["matrices"][name]["trace"]["estimate"], entry["trace"]["estimate"], rtol=1e-9
+                )

@@ -29,9 +29,15 @@ def _files(out, h5name: str, png: str) -> h5py.File:
 def test_eos_gd_rises_to_the_edge_of_stability(tmp_path):
     res = repro_eos.main(["--quick", "--out", str(tmp_path)])
     with _files(tmp_path, "eos.h5", "eos.png") as f:
-        assert set(f) == {"mse", "cross-entropy"} and set(f["cross-entropy"]) == {"lr_0.4", "lr_0.8"}
+        assert set(f) == {"mse", "cross-entropy"} and set(f["cross-entropy"]) == {
+            "lr_0.4",
+            "lr_0.8",
+        }
         g = f["cross-entropy/lr_0.8"]
-        assert g.attrs["two_over_lr"] == pytest.approx(2.5) and g["lambda_max"].shape == g["step"].shape
+        assert (
+            g.attrs["two_over_lr"] == pytest.approx(2.5)
+            and g["lambda_max"].shape == g["step"].shape
+        )
         # what reproduces the file: the command, the torch build, the thread count
         assert "repro_eos" not in f.attrs["command"] or "--quick" in f.attrs["command"]
         assert f.attrs["torch_version"] and f.attrs["threads"] >= 1
@@ -63,7 +69,9 @@ def test_optimizers_all_train_and_report_curvature(tmp_path):
     two_pass = {rows[0]["optimizer"]: rows[0]["passes_per_step"] for rows in res.values()}
     assert two_pass["sam"] == 2 and two_pass["sgd"] == 1 and two_pass["adam-tracer"] == 2
     adam = next(rows for rows in res.values() if rows[0]["optimizer"] == "adam-tracer")
-    assert adam[0]["momentum"] is None and adam[0]["lr"] == pytest.approx(3e-3)  # Adam, not SGD's 0.05
+    assert adam[0]["momentum"] is None and adam[0]["lr"] == pytest.approx(
+        3e-3
+    )  # Adam, not SGD's 0.05
 
 
 def test_escape_sgd_leaves_a_gd_minimum_that_gd_keeps(tmp_path):
@@ -88,10 +96,12 @@ def test_sharpness_nonuniformity_solutions_satisfy_the_gd_bound(tmp_path):
     for r in rows:
         assert r["s"] > 0 and r["lambda_max"] > 0
         assert r["s_low"] <= r["s"] <= r["s_high"]
-        # a point SGD converged to is linearly stable: λ_max ≤ 2/η (10% slack: not exactly a minimum)
+        # a point SGD converged to is linearly stable: λ_max ≤ 2/η (10% slack: not exactly a
+        # minimum)
         assert r["lambda_max"] <= 1.1 * r["lambda_bound"]
-        assert r["s_bound"] == pytest.approx(1 / (r["lr"] * math.sqrt((r["n"] - r["batch_size"])
-                                                                       / (r["batch_size"] * (r["n"] - 1)))))
+        assert r["s_bound"] == pytest.approx(
+            1 / (r["lr"] * math.sqrt((r["n"] - r["batch_size"]) / (r["batch_size"] * (r["n"] - 1))))
+        )
 
 
 def test_fisher_alignment_cosines_and_factors_are_consistent(tmp_path):

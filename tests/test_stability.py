@@ -41,23 +41,35 @@ def test_verdicts_in_one_dimension(lr):
     rep = stability_report(one_dimensional(A, 0.3), lr, B, probes=4, tol=1e-10, sufficient=True)
     v = rep["verdicts"]
     c = (n - B) / (B * (n - 1))
-    assert v["gd"]["value"] == pytest.approx(abar, rel=1e-10) and v["gd"]["bound"] == pytest.approx(2 / lr)
-    assert v["gd"]["holds"] is (abar <= 2 / lr) and v["gd"]["escape_rate"] == pytest.approx(abs(1 - lr * abar))
+    assert v["gd"]["value"] == pytest.approx(abar, rel=1e-10) and v["gd"]["bound"] == pytest.approx(
+        2 / lr
+    )
+    assert v["gd"]["holds"] is (abar <= 2 / lr) and v["gd"]["escape_rate"] == pytest.approx(
+        abs(1 - lr * abar)
+    )
     assert v["sgd_nonuniformity"]["value"] == pytest.approx(s, rel=1e-9)
     assert v["sgd_nonuniformity"]["bound"] == pytest.approx(1 / (lr * math.sqrt(c)))
     assert v["sgd_nonuniformity"]["holds"] is (s <= 1 / (lr * math.sqrt(c)))
     mu = s**2 / abar**2
-    assert v["alignment"]["value"] == pytest.approx(abar, rel=1e-12) and v["alignment"]["error"] == 0
+    assert (
+        v["alignment"]["value"] == pytest.approx(abar, rel=1e-12) and v["alignment"]["error"] == 0
+    )
     assert v["alignment"]["mu"] == pytest.approx(mu, rel=1e-9)
     assert v["alignment"]["bound"] == pytest.approx(1 / (lr * math.sqrt(c * mu)), rel=1e-9)
     assert v["alignment"]["gamma0"] == pytest.approx(lr**2 * c * s**2, rel=1e-9)
-    assert v["alignment"]["escapes"] is (v["alignment"]["gamma0"] > 1) is (not v["alignment"]["holds"])
+    assert (
+        v["alignment"]["escapes"] is (v["alignment"]["gamma0"] > 1) is (not v["alignment"]["holds"])
+    )
     exact = (1 - lr * abar) ** 2 + lr**2 * c * s**2
     assert v["matrix_sufficient"]["value"] == pytest.approx(exact, rel=1e-9)
     assert rep["sgd_necessary_holds"] == (v["gd"]["holds"] and v["sgd_nonuniformity"]["holds"])
     assert all(x["decided"] for x in v.values())
     if lr > 1:  # the violated side is exercised too
-        assert not v["gd"]["holds"] and not v["sgd_nonuniformity"]["holds"] and not v["matrix_sufficient"]["holds"]
+        assert (
+            not v["gd"]["holds"]
+            and not v["sgd_nonuniformity"]["holds"]
+            and not v["matrix_sufficient"]["holds"]
+        )
 
 
 def test_sampling_convention_on_the_quadratic_family():
@@ -72,8 +84,14 @@ def test_sampling_convention_on_the_quadratic_family():
     v = without["verdicts"]["alignment"]
     assert without["sampling"] == "without" and without["noise_factor"] == pytest.approx(2 / 42)
     assert v["gamma0"] == pytest.approx(1 / 3, rel=1e-9) and not v["escapes"] and v["holds"]
-    with_ = stability_report(pb, lr, B, probes=4, tol=1e-12, sampling="with")["verdicts"]["alignment"]
-    assert with_["gamma0"] == pytest.approx(7 / 6, rel=1e-9) and with_["escapes"] and not with_["holds"]
+    with_ = stability_report(pb, lr, B, probes=4, tol=1e-12, sampling="with")["verdicts"][
+        "alignment"
+    ]
+    assert (
+        with_["gamma0"] == pytest.approx(7 / 6, rel=1e-9)
+        and with_["escapes"]
+        and not with_["holds"]
+    )
     g = torch.Generator().manual_seed(0)
     T = 200_000
     idx = torch.stack([torch.randperm(n, generator=g)[:B] for _ in range(T)])
@@ -124,8 +142,9 @@ def test_perturbation_sharpness_is_rho_squared_trace_over_two_on_a_quadratic():
 def test_keskar_sharpness_finds_the_box_maximum_of_a_quadratic():
     """At the least-squares minimum, L(θ* + y) − L* = ½ yᵀHy; the box maximum is at a vertex."""
     g = torch.Generator().manual_seed(0)
-    X = torch.linalg.qr(torch.randn(12, 3, generator=g, dtype=torch.float64))[0] * torch.tensor([1.0, 2.0, 3.0],
-                                                                                               dtype=torch.float64)
+    X = torch.linalg.qr(torch.randn(12, 3, generator=g, dtype=torch.float64))[0] * torch.tensor(
+        [1.0, 2.0, 3.0], dtype=torch.float64
+    )
     Y = torch.randn(12, 1, generator=g, dtype=torch.float64)
     lin = nn.Linear(3, 1, bias=False).double()
     with torch.no_grad():
@@ -135,8 +154,13 @@ def test_keskar_sharpness_finds_the_box_maximum_of_a_quadratic():
     L0 = pb.loss_value()
     eps = 1e-2
     box = eps * (pb.theta.abs() + 1)
-    best = max(0.5 * float(v @ H @ v) for v in (torch.tensor(sg, dtype=torch.float64) * box
-                                                 for sg in itertools.product((-1, 1), repeat=3)))
+    best = max(
+        0.5 * float(v @ H @ v)
+        for v in (
+            torch.tensor(sg, dtype=torch.float64) * box
+            for sg in itertools.product((-1, 1), repeat=3)
+        )
+    )
     est = keskar_sharpness(pb, epsilon=eps, steps=10, seed=0)
     assert est.value == pytest.approx(100 * best / (1 + L0), rel=1e-6)
     sub = keskar_sharpness(pb, epsilon=eps, subspace=1, steps=10, seed=3)  # one random direction a
@@ -148,7 +172,11 @@ def test_keskar_sharpness_finds_the_box_maximum_of_a_quadratic():
 def test_metrics_registered_and_run_through_measure():
     assert {"perturbation", "keskar"} <= set(METRICS)
     pb = quadratic_problem()
-    s = Settings(probes=8, seed=0, extra={"rho": 0.1, "perturbations": 10, "epsilon": 1e-3, "ascent_steps": 4})
+    s = Settings(
+        probes=8,
+        seed=0,
+        extra={"rho": 0.1, "perturbations": 10, "epsilon": 1e-3, "ascent_steps": 4},
+    )
     out = measure(pb, ["perturbation", "keskar"], s, on_product=lambda k: None)
     assert out["perturbation"].extra["rho"] == 0.1 and out["keskar"].extra["steps"] == 4
     for name in ("perturbation", "keskar"):
@@ -160,7 +188,9 @@ def test_metrics_registered_and_run_through_measure():
 def test_stability_cli(tmp_path):
     path = tiny_checkpoint(tmp_path)
     runner = CliRunner()
-    res = runner.invoke(app, ["stability", str(path), "--json", "--dtype", "float64", "--probes", "4"])
+    res = runner.invoke(
+        app, ["stability", str(path), "--json", "--dtype", "float64", "--probes", "4"]
+    )
     assert res.exit_code == 0, res.output
     rep = json.loads(res.stdout)
     assert rep["lr"] == 0.5 and rep["batch_size"] == 8  # the checkpoint's training record
@@ -168,8 +198,24 @@ def test_stability_cli(tmp_path):
     for v in rep["verdicts"].values():
         assert {"condition", "value", "error", "bound", "margin", "holds", "decided"} <= set(v)
     assert {"lambda_max", "nonuniformity", "hessian_frobenius", "mu"} <= set(rep["measured"])
-    res = runner.invoke(app, ["stability", str(path), "--lr", "0.05", "--batch-size", "4", "--sufficient",
-                              "--dtype", "float64", "--probes", "4", "--out", str(tmp_path / "s.h5")])
+    res = runner.invoke(
+        app,
+        [
+            "stability",
+            str(path),
+            "--lr",
+            "0.05",
+            "--batch-size",
+            "4",
+            "--sufficient",
+            "--dtype",
+            "float64",
+            "--probes",
+            "4",
+            "--out",
+            str(tmp_path / "s.h5"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "2/η" in res.stdout and "sufficient" in res.stdout
     assert (tmp_path / "s.h5").exists()
@@ -178,7 +224,8 @@ def test_stability_cli(tmp_path):
 
 
 def test_matrix_condition_is_sufficient_not_necessary():
-    """docs/algorithms.md §2: λ_max{(I − ηH)² + η²(n−B)/(B(n−1)) Σ_H} > 1 while the exact mean-square
+    """docs/algorithms.md §2: λ_max{(I − ηH)² + η²(n−B)/(B(n−1)) Σ_H} > 1 while the exact
+    mean-square
     growth of SGD, the spectral radius of X ↦ E[(I − ηH_i) X (I − ηH_i)], is below 1 (B = 1)."""
     a = torch.tensor([[-0.51, -0.765], [-0.004, -1.572], [0.001, -0.17]], dtype=torch.float64)
     model = nn.Linear(2, 1, bias=False).double()
@@ -193,6 +240,8 @@ def test_matrix_condition_is_sufficient_not_necessary():
     growth = float(torch.linalg.eigvals(step).abs().max())
     matrix = float(torch.linalg.eigvalsh(((eye - lr * Hs) @ (eye - lr * Hs)).mean(0))[-1])
     v = rep["verdicts"]["matrix_sufficient"]
-    assert v["value"] == pytest.approx(matrix, rel=1e-9) and v["value"] > 1.05 and v["holds"] is False
+    assert (
+        v["value"] == pytest.approx(matrix, rel=1e-9) and v["value"] > 1.05 and v["holds"] is False
+    )
     assert growth < 0.97  # yet SGD contracts in mean square: the condition is not necessary
     assert rep["sgd_necessary_holds"] is True

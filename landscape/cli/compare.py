@@ -13,8 +13,22 @@ from . import output
 from .options import DebugOpt, JsonOpt, PlotOpt
 
 #: settings shown for each run, in this order
-SETTINGS = ("model", "data", "optimizer", "base", "lr", "momentum", "weight_decay", "batch_size", "hyper",
-            "seed", "status", "step", "epoch", "passes_per_step")
+SETTINGS = (
+    "model",
+    "data",
+    "optimizer",
+    "base",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "batch_size",
+    "hyper",
+    "seed",
+    "status",
+    "step",
+    "epoch",
+    "passes_per_step",
+)
 #: final values shown first (tracked metrics follow)
 FINALS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 _TIMES = ("train_seconds", "track_seconds", "eval_seconds", "wall_seconds")
@@ -24,7 +38,11 @@ _SKIP = {"step", "epoch", "batch_loss", *_TIMES}
 def summarize(rec: dict) -> dict:
     """One run's settings and final values (``None`` where never measured)."""
     a, final = rec["attrs"], rec["final"]
-    tracked = [k for k in rec["series"] if k not in _SKIP and k not in FINALS and not k.endswith(("_stderr", "_residual"))]
+    tracked = [
+        k
+        for k in rec["series"]
+        if k not in _SKIP and k not in FINALS and not k.endswith(("_stderr", "_residual"))
+    ]
     metrics = {}
     for k in tracked:
         m = {"value": final.get(k)}
@@ -47,18 +65,28 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
     if isinstance(v, dict):
-        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items() if not isinstance(x, (dict, list))) or "-"
+        return (
+            ", ".join(f"{k}={_fmt(x)}" for k, x in v.items() if not isinstance(x, (dict, list)))
+            or "-"
+        )
     return str(v)
 
 
 @output.handle_errors
 def compare(
-    runs: Annotated[list[Path], typer.Argument(help="Run directories written by landscape train --out (or their run.h5).", show_default=False)],
+    runs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Run directories written by landscape train --out (or their run.h5).",
+            show_default=False,
+        ),
+    ],
     json_: JsonOpt = False,
     plot: PlotOpt = None,
     debug: DebugOpt = False,
 ) -> None:
-    """The final metrics of training runs side by side (optimizer, lr, losses, accuracy, λ_max, trace, ...)."""
+    """The final metrics of training runs side by side (optimizer, lr, losses, accuracy, λ_max,
+    trace, ...)."""
     output.check_writable(plot=plot)
     from ..train.run import read_run
 
@@ -88,6 +116,9 @@ def compare(
             else:
                 cells.append(_fmt(v["value"]))
         rows.append((m, *cells))
-    rows += [(f"{k} seconds", *[_fmt(s["seconds"].get(k)) for s in summaries]) for k in ("train", "track")]
+    rows += [
+        (f"{k} seconds", *[_fmt(s["seconds"].get(k)) for s in summaries])
+        for k in ("train", "track")
+    ]
     output.table("run comparison (final values)", ["", *names], rows)
     output.written(plot)

@@ -31,7 +31,9 @@ def parse_to(items: list[str] | None) -> list[str]:
             if name not in names:
                 names.append(name)
     if not names:
-        raise ConfigError("--to names no dynamics", f"pass e.g. --to sgd,gd (choices: {', '.join(DYNAMICS)})")
+        raise ConfigError(
+            "--to names no dynamics", f"pass e.g. --to sgd,gd (choices: {', '.join(DYNAMICS)})"
+        )
     return names
 
 
@@ -49,37 +51,182 @@ def _fmt(x, digits: int = 4) -> str:
 
 @output.handle_errors
 def escape(
-    checkpoint: Annotated[Path | None, typer.Argument(help="Start from this checkpoint (landscape's format, or a state_dict with --model/--data). Without it: --model on --data, trained by GD.", show_default=False)] = None,
-    from_: Annotated[str | None, typer.Option("--from", help="gd: first train full-batch GD at --lr until the loss is below --tol; checkpoint: start at the checkpoint as it is. Default: checkpoint when one is given, else gd.")] = None,
-    to: Annotated[list[str] | None, typer.Option("--to", help="Dynamics, comma-separated or repeated: sgd, isotropic, gd, small-noise, lb-diag-noise, lb-full-noise (default sgd,gd).")] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Without a checkpoint: registry model (mlp, two-layer, ...) or FILE.py:FUNCTION (default mlp). With a foreign state_dict: its model factory.")] = None,
-    model_arg: Annotated[KV, typer.Option("--model-arg", help="Model option key=value (repeatable, JSON values; e.g. widths=[128,128]).")] = None,
-    data: Annotated[str | None, typer.Option("--data", help="Without a checkpoint: registry dataset or FILE.py:FUNCTION (default digits). With a foreign state_dict: its data factory.")] = None,
-    data_arg: Annotated[KV, typer.Option("--data-arg", help="Dataset option key=value (repeatable; e.g. n_train=256).")] = None,
-    loss: Annotated[str | None, typer.Option("--loss", help="cross-entropy or mse (½‖f−y‖² per sample; on one-hot labels for a classification dataset); default from the data or checkpoint.")] = None,
-    samples: Annotated[int | None, typer.Option("--samples", help="Train and escape on a seeded subset of this many training samples (default all).")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="Learning rate of GD and of every trajectory (default: the checkpoint's, else 0.1).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="SGD minibatch size B (drawn without replacement); the noise of the other dynamics is matched to it.")] = 10,
-    trajectories: Annotated[int, typer.Option("--trajectories", "-T", help="Trajectories per dynamics, run together.")] = 200,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Start from this checkpoint (landscape's format, or a state_dict with "
+            "--model/--data). Without it: --model on --data, trained by GD.",
+            show_default=False,
+        ),
+    ] = None,
+    from_: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="gd: first train full-batch GD at --lr until the loss is below --tol; "
+            "checkpoint: start at the checkpoint as it is. Default: checkpoint when one is "
+            "given, else gd.",
+        ),
+    ] = None,
+    to: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--to",
+            help="Dynamics, comma-separated or repeated: sgd, isotropic, gd, small-noise, "
+            "lb-diag-noise, lb-full-noise (default sgd,gd).",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Without a checkpoint: registry model (mlp, two-layer, ...) or FILE.py:FUNCTION "
+            "(default mlp). With a foreign state_dict: its model factory.",
+        ),
+    ] = None,
+    model_arg: Annotated[
+        KV,
+        typer.Option(
+            "--model-arg",
+            help="Model option key=value (repeatable, JSON values; e.g. widths=[128,128]).",
+        ),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data",
+            help="Without a checkpoint: registry dataset or FILE.py:FUNCTION (default digits). "
+            "With a foreign state_dict: its data factory.",
+        ),
+    ] = None,
+    data_arg: Annotated[
+        KV,
+        typer.Option("--data-arg", help="Dataset option key=value (repeatable; e.g. n_train=256)."),
+    ] = None,
+    loss: Annotated[
+        str | None,
+        typer.Option(
+            "--loss",
+            help="cross-entropy or mse (½‖f−y‖² per sample; on one-hot labels for a "
+            "classification dataset); default from the data or checkpoint.",
+        ),
+    ] = None,
+    samples: Annotated[
+        int | None,
+        typer.Option(
+            "--samples",
+            help="Train and escape on a seeded subset of this many training samples (default all).",
+        ),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            "--lr",
+            help="Learning rate of GD and of every trajectory (default: the checkpoint's, else "
+            "0.1).",
+        ),
+    ] = None,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            "--batch-size",
+            help="SGD minibatch size B (drawn without replacement); the noise of the other "
+            "dynamics is matched to it.",
+        ),
+    ] = 10,
+    trajectories: Annotated[
+        int, typer.Option("--trajectories", "-T", help="Trajectories per dynamics, run together.")
+    ] = 200,
     steps: Annotated[int, typer.Option("--steps", help="Steps of every trajectory.")] = 300,
-    tol: Annotated[float, typer.Option("--tol", help="--from gd: stop GD once the training loss is below this.")] = 1e-3,
-    max_gd_steps: Annotated[int, typer.Option("--max-gd-steps", help="--from gd: at most this many GD steps.")] = 20000,
-    eval_samples: Annotated[int | None, typer.Option("--eval-samples", help="Record the loss on a fixed seeded subset of this many samples (default: all).")] = None,
-    eval_every: Annotated[int, typer.Option("--eval-every", help="Record loss and distance every K steps (and at the end).")] = 1,
-    escape_factor: Annotated[float, typer.Option("--escape-factor", help="A trajectory has escaped once its loss exceeds this times its start.")] = 10.0,
-    noise_samples: Annotated[int | None, typer.Option("--noise-samples", help="Per-sample gradients that set each step's noise (isotropic, lb-*): default 64 (lb-full-noise: all).")] = None,
-    control_scale: Annotated[float, typer.Option("--control-scale", help="small-noise: SGD's noise times this (variance times its square).")] = 0.1,
-    track_eig_every: Annotated[int | None, typer.Option("--track-eig-every", help="Also record λ_max of the Hessian every K steps at a few trajectories.")] = None,
-    eig_trajectories: Annotated[int, typer.Option("--eig-trajectories", help="How many trajectories --track-eig-every follows.")] = 3,
-    theory: Annotated[bool, typer.Option("--theory/--no-theory", help="Measure the start: λ_max, ‖H‖_F, tr H, μ, s and the predicted growth γ_0.")] = True,
-    probes: Annotated[int, typer.Option("--probes", help="Probes for ‖H‖_F and tr H at the start.")] = 30,
-    align_samples: Annotated[int, typer.Option("--align-samples", help="Seeded subset for μ (exact Gram identities, cost ∝ samples²; 0: all).")] = 256,
-    s_samples: Annotated[int, typer.Option("--s-samples", help="Seeded subset for the non-uniformity s (0: all; -1: skip s).")] = 128,
-    chunk: Annotated[int, typer.Option("--chunk", help="(trajectory, sample) pairs per vectorised call (memory).")] = 1 << 17,
+    tol: Annotated[
+        float,
+        typer.Option("--tol", help="--from gd: stop GD once the training loss is below this."),
+    ] = 1e-3,
+    max_gd_steps: Annotated[
+        int, typer.Option("--max-gd-steps", help="--from gd: at most this many GD steps.")
+    ] = 20000,
+    eval_samples: Annotated[
+        int | None,
+        typer.Option(
+            "--eval-samples",
+            help="Record the loss on a fixed seeded subset of this many samples (default: all).",
+        ),
+    ] = None,
+    eval_every: Annotated[
+        int,
+        typer.Option(
+            "--eval-every", help="Record loss and distance every K steps (and at the end)."
+        ),
+    ] = 1,
+    escape_factor: Annotated[
+        float,
+        typer.Option(
+            "--escape-factor",
+            help="A trajectory has escaped once its loss exceeds this times its start.",
+        ),
+    ] = 10.0,
+    noise_samples: Annotated[
+        int | None,
+        typer.Option(
+            "--noise-samples",
+            help="Per-sample gradients that set each step's noise (isotropic, lb-*): default 64 "
+            "(lb-full-noise: all).",
+        ),
+    ] = None,
+    control_scale: Annotated[
+        float,
+        typer.Option(
+            "--control-scale",
+            help="small-noise: SGD's noise times this (variance times its square).",
+        ),
+    ] = 0.1,
+    track_eig_every: Annotated[
+        int | None,
+        typer.Option(
+            "--track-eig-every",
+            help="Also record λ_max of the Hessian every K steps at a few trajectories.",
+        ),
+    ] = None,
+    eig_trajectories: Annotated[
+        int,
+        typer.Option("--eig-trajectories", help="How many trajectories --track-eig-every follows."),
+    ] = 3,
+    theory: Annotated[
+        bool,
+        typer.Option(
+            "--theory/--no-theory",
+            help="Measure the start: λ_max, ‖H‖_F, tr H, μ, s and the predicted growth γ_0.",
+        ),
+    ] = True,
+    probes: Annotated[
+        int, typer.Option("--probes", help="Probes for ‖H‖_F and tr H at the start.")
+    ] = 30,
+    align_samples: Annotated[
+        int,
+        typer.Option(
+            "--align-samples",
+            help="Seeded subset for μ (exact Gram identities, cost ∝ samples²; 0: all).",
+        ),
+    ] = 256,
+    s_samples: Annotated[
+        int,
+        typer.Option(
+            "--s-samples", help="Seeded subset for the non-uniformity s (0: all; -1: skip s)."
+        ),
+    ] = 128,
+    chunk: Annotated[
+        int,
+        typer.Option("--chunk", help="(trajectory, sample) pairs per vectorised call (memory)."),
+    ] = 1 << 17,
     seed: SeedOpt = 0,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars on stderr (when it is a terminal).")] = True,
+    progress: Annotated[
+        bool,
+        typer.Option(
+            "--progress/--no-progress", help="Progress bars on stderr (when it is a terminal)."
+        ),
+    ] = True,
     json_: JsonOpt = False,
     out: OutOpt = None,
     plot: PlotOpt = None,
@@ -96,18 +243,44 @@ def escape(
     if start == "checkpoint" and checkpoint is None:
         raise ConfigError("--from checkpoint needs a checkpoint", "pass CHECKPOINT, or --from gd")
     settings = EscapeSettings(
-        to=parse_to(to), start=start, lr=0.1 if lr is None else lr, batch_size=batch_size,
-        trajectories=trajectories, steps=steps, tol=tol, max_gd_steps=max_gd_steps, eval_samples=eval_samples,
-        eval_every=eval_every, escape_factor=escape_factor, noise_samples=noise_samples,
-        control_scale=control_scale, track_eig_every=track_eig_every, eig_trajectories=eig_trajectories,
-        theory=theory, probes=probes, align_samples=align_samples or None, s_samples=s_samples if s_samples > 0 else None,
-        nonuniformity=s_samples >= 0, chunk=chunk, seed=seed).check()
+        to=parse_to(to),
+        start=start,
+        lr=0.1 if lr is None else lr,
+        batch_size=batch_size,
+        trajectories=trajectories,
+        steps=steps,
+        tol=tol,
+        max_gd_steps=max_gd_steps,
+        eval_samples=eval_samples,
+        eval_every=eval_every,
+        escape_factor=escape_factor,
+        noise_samples=noise_samples,
+        control_scale=control_scale,
+        track_eig_every=track_eig_every,
+        eig_trajectories=eig_trajectories,
+        theory=theory,
+        probes=probes,
+        align_samples=align_samples or None,
+        s_samples=s_samples if s_samples > 0 else None,
+        nonuniformity=s_samples >= 0,
+        chunk=chunk,
+        seed=seed,
+    ).check()
     if samples is not None and samples <= 0:
         raise ConfigError(f"--samples must be positive, got {samples}", "pass a positive --samples")
     problem, identity, settings.lr = build_problem(
-        checkpoint, model=model, model_kwargs=parse_kv(model_arg, "--model-arg"), data=data,
-        data_kwargs=parse_kv(data_arg, "--data-arg"), loss=loss, samples=samples, lr=lr, seed=seed,
-        device=device, dtype=dtype)
+        checkpoint,
+        model=model,
+        model_kwargs=parse_kv(model_arg, "--model-arg"),
+        data=data,
+        data_kwargs=parse_kv(data_arg, "--data-arg"),
+        loss=loss,
+        samples=samples,
+        lr=lr,
+        seed=seed,
+        device=device,
+        dtype=dtype,
+    )
     with output.progress(progress and not json_) as bar:
         result = run_escape(problem, settings, progress=bar, warn=output.warn)
     report = result.report(problem, identity)
@@ -115,12 +288,22 @@ def escape(
     if out is not None:
         from ..io.hdf5 import write_tree
 
-        write_tree(out, result.tree(), attrs={"format": "landscape-escape", "version": 1, "identity": identity,
-                                              "settings": report["settings"], "seconds": report["seconds"]})
+        write_tree(
+            out,
+            result.tree(),
+            attrs={
+                "format": "landscape-escape",
+                "version": 1,
+                "identity": identity,
+                "settings": report["settings"],
+                "seconds": report["seconds"],
+            },
+        )
     if plot is not None:
         from ..io.escape_figures import save_escape_figure
 
-        title = f"escape from {'GD' if start == 'gd' else 'checkpoint'} minimum: lr {settings.lr:g}, B {batch_size}"
+        origin = "GD" if start == "gd" else "checkpoint"
+        title = f"escape from {origin} minimum: lr {settings.lr:g}, B {batch_size}"
         save_escape_figure(result.panels(), plot, title)
     if json_:
         output.emit_json(report)
@@ -134,39 +317,106 @@ def _tables(report: dict, stats: dict, summaries: dict, theory: bool) -> None:
     rows = []
     if report["gd"] is not None:
         g = report["gd"]
-        rows.append(("GD to the start", f"{g['steps']} steps, loss {_fmt(g['loss'])}"
-                     + ("" if g["converged"] else " (not converged)")))
+        rows.append(
+            (
+                "GD to the start",
+                f"{g['steps']} steps, loss {_fmt(g['loss'])}"
+                + ("" if g["converged"] else " (not converged)"),
+            )
+        )
     if theory:
         rows += [
             ("loss at start", _fmt(stats["loss"])),
-            ("λ_max(H) vs 2/η", (f"{_fmt(stats['lambda_max'])} vs {_fmt(stats['two_over_lr'])}: "
-             f"{'stable' if stats['gd_stable'] else 'UNSTABLE'} for GD")),
-            ("‖H‖_F", f"{_fmt(stats['hessian_frobenius'])} ± {_fmt(stats['hessian_frobenius_stderr'], 2)}"),
+            (
+                "λ_max(H) vs 2/η",
+                (
+                    f"{_fmt(stats['lambda_max'])} vs {_fmt(stats['two_over_lr'])}: "
+                    f"{'stable' if stats['gd_stable'] else 'UNSTABLE'} for GD"
+                ),
+            ),
+            (
+                "‖H‖_F",
+                (
+                    f"{_fmt(stats['hessian_frobenius'])} ± "
+                    f"{_fmt(stats['hessian_frobenius_stderr'], 2)}"
+                ),
+            ),
             ("tr H", f"{_fmt(stats['hessian_trace'])} ± {_fmt(stats['hessian_trace_stderr'], 2)}"),
-            ("μ (α, β)", (f"{_fmt(stats['mu'])} ({_fmt(stats['alpha'])}, {_fmt(stats['beta'])}) on "
-             f"{_fmt(stats['align_samples'])} samples")),
-            ("non-uniformity s", f"{_fmt(stats['nonuniformity'])}"
-             + (f" on {stats['nonuniformity_samples']} samples" if stats.get("nonuniformity_samples") else "")),
-            ("‖H‖_F bound 1/(η√(c_B μ))", f"{_fmt(stats['alignment_bound'])}: "
-             + ("-" if stats["alignment_bound_holds"] is None else
-                ("holds (necessary for SGD stability, not sufficient)" if stats["alignment_bound_holds"]
-                 else "violated: SGD escapes (Theorem 4)"))),
+            (
+                "μ (α, β)",
+                (
+                    f"{_fmt(stats['mu'])} ({_fmt(stats['alpha'])}, {_fmt(stats['beta'])}) on "
+                    f"{_fmt(stats['align_samples'])} samples"
+                ),
+            ),
+            (
+                "non-uniformity s",
+                f"{_fmt(stats['nonuniformity'])}"
+                + (
+                    f" on {stats['nonuniformity_samples']} samples"
+                    if stats.get("nonuniformity_samples")
+                    else ""
+                ),
+            ),
+            (
+                "‖H‖_F bound 1/(η√(c_B μ))",
+                f"{_fmt(stats['alignment_bound'])}: "
+                + (
+                    "-"
+                    if stats["alignment_bound_holds"] is None
+                    else (
+                        "holds (necessary for SGD stability, not sufficient)"
+                        if stats["alignment_bound_holds"]
+                        else "violated: SGD escapes (Theorem 4)"
+                    )
+                ),
+            ),
             ("γ_0 = η²μ‖H‖_F²/B", _fmt(stats["gamma_0"])),
         ]
-    output.table(f"Start: {s['params']} parameters, {s['samples']} samples, loss {s['loss']}, lr {s['lr']:g}, "
-                 f"B {s['batch_size']}", ["quantity", "value"], rows)
-    cols = ["dynamics", "escaped", "median step", "growth / step", "theory", "final mean loss",
-            "traj x steps / s"]
+    output.table(
+        f"Start: {s['params']} parameters, {s['samples']} samples, loss {s['loss']}, lr "
+        f"{s['lr']:g}, "
+        f"B {s['batch_size']}",
+        ["quantity", "value"],
+        rows,
+    )
+    cols = [
+        "dynamics",
+        "escaped",
+        "median step",
+        "growth / step",
+        "theory",
+        "final mean loss",
+        "traj x steps / s",
+    ]
     body = []
     for name, sm in summaries.items():
-        growth = "-" if sm.growth_rate is None else f"{sm.growth_rate:.4g} ± {sm.growth_rate_stderr:.2g}"
-        body.append((name, f"{sm.escaped}/{sm.trajectories} ({100 * sm.fraction_escaped:.0f}%)",
-                     _fmt(sm.median_step) if sm.median_step is not None else
-                     (f"- (escaped: {_fmt(sm.median_step_escaped)})" if sm.median_step_escaped is not None else "-"),
-                     growth, _fmt(sm.predicted_growth), _fmt(sm.final_mean_loss),
-                     f"{sm.trajectory_steps_per_second:.0f}"))
-    output.table(f"Escape: {s['trajectories']} trajectories x {s['steps']} steps, escape = loss > "
-                 f"{s['escape_factor']:g} x start", cols, body,
-                 caption="growth: per-step factor of the mean loss in its exponential phase; theory: the "
-                 "lecture's factor (sgd: γ_0 of Theorem 4, a lower bound, informative when > 1); "
-                 f"gd is computed once; {report['seconds']:.1f} s")
+        growth = (
+            "-" if sm.growth_rate is None else f"{sm.growth_rate:.4g} ± {sm.growth_rate_stderr:.2g}"
+        )
+        body.append(
+            (
+                name,
+                f"{sm.escaped}/{sm.trajectories} ({100 * sm.fraction_escaped:.0f}%)",
+                _fmt(sm.median_step)
+                if sm.median_step is not None
+                else (
+                    f"- (escaped: {_fmt(sm.median_step_escaped)})"
+                    if sm.median_step_escaped is not None
+                    else "-"
+                ),
+                growth,
+                _fmt(sm.predicted_growth),
+                _fmt(sm.final_mean_loss),
+                f"{sm.trajectory_steps_per_second:.0f}",
+            )
+        )
+    output.table(
+        f"Escape: {s['trajectories']} trajectories x {s['steps']} steps, escape = loss > "
+        f"{s['escape_factor']:g} x start",
+        cols,
+        body,
+        caption="growth: per-step factor of the mean loss in its exponential phase; theory: the "
+        "lecture's factor (sgd: γ_0 of Theorem 4, a lower bound, informative when > 1); "
+        f"gd is computed once; {report['seconds']:.1f} s",
+    )

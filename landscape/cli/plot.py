@@ -14,10 +14,32 @@ from .options import DebugOpt
 
 @output.handle_errors
 def plot(
-    file: Annotated[Path, typer.Argument(help="A result file: slice/interpolate --out, sharpness --out, RUN/run.h5 (or RUN), escape --out.", show_default=False)],
-    kind: Annotated[str, typer.Option("--kind", help="auto (from the file), curve, contour, heatmap, surface, density, run or escape.")] = "auto",
-    out: Annotated[Path | None, typer.Option("--out", help="Figure file (.png, .pdf, .svg); default FILE.png, or FILE-KIND.png with --kind.", show_default=False)] = None,
-    value: Annotated[str, typer.Option("--value", help="2-D slices: draw the loss or the accuracy.")] = "loss",
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A result file: slice/interpolate --out, sharpness --out, RUN/run.h5 (or RUN), "
+            "escape --out.",
+            show_default=False,
+        ),
+    ],
+    kind: Annotated[
+        str,
+        typer.Option(
+            "--kind",
+            help="auto (from the file), curve, contour, heatmap, surface, density, run or escape.",
+        ),
+    ] = "auto",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Figure file (.png, .pdf, .svg); default FILE.png, or FILE-KIND.png with --kind.",
+            show_default=False,
+        ),
+    ] = None,
+    value: Annotated[
+        str, typer.Option("--value", help="2-D slices: draw the loss or the accuracy.")
+    ] = "loss",
     debug: DebugOpt = False,
 ) -> None:
     """Re-draw a result file's figure without recomputing anything."""

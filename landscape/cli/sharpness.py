@@ -29,7 +29,12 @@ def sharpness(
     checkpoint: CheckpointArg,
     metric: MetricOpt = None,
     settings: dict | None = None,
-    per_layer: Annotated[bool, typer.Option("--per-layer", help="Report every metric for each layer's block of the Hessian.")] = False,
+    per_layer: Annotated[
+        bool,
+        typer.Option(
+            "--per-layer", help="Report every metric for each layer's block of the Hessian."
+        ),
+    ] = False,
     plan: PlanOpt = False,
     spec: ProblemSpec = None,
     io: Outputs = None,
@@ -65,17 +70,24 @@ def sharpness(
             from ..curvature.hessian import Hessian
 
             op = operators[layer] = Hessian(pb)
-            results[layer] = measure(pb, names, settings, operator=lambda _pb, op=op: op,
-                                     on_start=lambda n, t, layer=layer: on_start(n, t, layer),
-                                     on_product=lambda k: state["advance"](k))
+            results[layer] = measure(
+                pb,
+                names,
+                settings,
+                operator=lambda _pb, op=op: op,
+                on_start=lambda n, t, layer=layer: on_start(n, t, layer),
+                on_product=lambda k: state["advance"](k),
+            )
 
     report = header(ckpt, problem)
     report.update(at)
     report["settings"] = settings.to_dict() | {"metrics": names, **spec.settings()}
     report["products"] = output.products_report(operators[next(iter(operators))])
     if per_layer:
-        report["layers"] = {layer: {"params": pb.p, "metrics": {k: r.to_dict() for k, r in results[layer].items()}}
-                            for layer, pb in targets.items()}
+        report["layers"] = {
+            layer: {"params": pb.p, "metrics": {k: r.to_dict() for k, r in results[layer].items()}}
+            for layer, pb in targets.items()
+        }
     else:
         report["metrics"] = {k: r.to_dict() for k, r in results[""].items()}
     report["seconds"] = clock()
@@ -84,13 +96,25 @@ def sharpness(
         from ..io.hdf5 import write_tree
 
         tree = {"metrics": report["metrics"]} if not per_layer else {"layers": report["layers"]}
-        write_tree(io.out, tree, attrs={k: v for k, v in report.items() if k not in ("metrics", "layers")})
+        write_tree(
+            io.out, tree, attrs={k: v for k, v in report.items() if k not in ("metrics", "layers")}
+        )
     if io.plot is not None:
         from ..io.figures import density_figure, save
 
         for layer, res in results.items():
-            path = io.plot if not layer else io.plot.with_name(f"{io.plot.stem}-{layer}{io.plot.suffix}")
-            save(density_figure(res["density"], title=f"Hessian spectral density{' of ' + layer if layer else ''}"), path)
+            path = (
+                io.plot
+                if not layer
+                else io.plot.with_name(f"{io.plot.stem}-{layer}{io.plot.suffix}")
+            )
+            save(
+                density_figure(
+                    res["density"],
+                    title=f"Hessian spectral density{' of ' + layer if layer else ''}",
+                ),
+                path,
+            )
 
     if io.json:
         output.emit_json(report)
@@ -102,8 +126,11 @@ def sharpness(
                 rows.append(((layer,) if per_layer else ()) + r)
     cols = (["layer"] if per_layer else []) + ["quantity", "value", "± stderr / note", "products"]
     acc = "" if at["accuracy"] is None else f", accuracy {at['accuracy']:.4g}"
-    caption = (f"{problem.n} samples, p = {problem.p}, {problem.loss.name} loss {at['loss_value']:.6g}{acc}, "
-               f"{str(problem.dtype).replace('torch.', '')} on {problem.device}, {report['seconds']:.2f} s")
+    caption = (
+        f"{problem.n} samples, p = {problem.p}, {problem.loss.name} loss "
+        f"{at['loss_value']:.6g}{acc}, "
+        f"{str(problem.dtype).replace('torch.', '')} on {problem.device}, {report['seconds']:.2f} s"
+    )
     output.table(f"Hessian of {checkpoint}", cols, rows)
     output.info(caption)
     output.info(output.products_line(report))

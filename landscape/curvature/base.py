@@ -64,7 +64,8 @@ class Plan:
     """How products run: ``batch`` samples per batch, ``block`` vectors per pass over the data,
     ``vmap`` vectors per vectorised call, up to ``cache`` bytes of per-batch state kept between
     passes (by passes of ``CACHED_BLOCK`` or more vectors only when ``wide_cache``). ``per_sample``
-    bytes of working memory per sample and per vmapped vector, ``fixed`` bytes per sample besides, ``seconds`` per sample and vector (from the calibration batch);
+    bytes of working memory per sample and per vmapped vector, ``fixed`` bytes per sample besides,
+    ``seconds`` per sample and vector (from the calibration batch);
     ``notes`` say what was changed and why."""
 
     batch: int
@@ -83,8 +84,13 @@ class Plan:
         """Whether a pass of ``width`` vectors keeps per-batch state (within ``cache``)."""
         return width < CACHED_BLOCK or self.wide_cache
 
-    def working(self, batch: int | None = None, block: int | None = None, vmap: int | None = None,
-                p_bytes: int = 0) -> int:
+    def working(
+        self,
+        batch: int | None = None,
+        block: int | None = None,
+        vmap: int | None = None,
+        p_bytes: int = 0,
+    ) -> int:
         """Bytes one pass needs besides the cache: the batch's state and transients, plus the
         block's input, its rows and its output, and the vmapped call's vectors."""
         b, k, w = batch or self.batch, block or self.block, vmap or self.vmap
@@ -94,8 +100,14 @@ class Plan:
         return f"block {self.block} (vmap {self.vmap}), batch {self.batch}"
 
     def to_dict(self) -> dict:
-        return {"batch": self.batch, "block": self.block, "vmap": self.vmap, "cache_bytes": self.cache,
-                "budget_bytes": self.budget, "notes": list(self.notes)}
+        return {
+            "batch": self.batch,
+            "block": self.block,
+            "vmap": self.vmap,
+            "cache_bytes": self.cache,
+            "budget_bytes": self.budget,
+            "notes": list(self.notes),
+        }
 
 
 class ProblemOperator(LinearOperator):
@@ -108,8 +120,16 @@ class ProblemOperator(LinearOperator):
     fixed_factor = 1.0  # state kept across the vectors of a batch, per activation byte
     vector_factor = 2.0  # transient memory of one vmapped vector, per activation byte
 
-    def __init__(self, model_or_problem, loss=None, data=None, *, block_size: int | None = None,
-                 vmap: int | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        model_or_problem,
+        loss=None,
+        data=None,
+        *,
+        block_size: int | None = None,
+        vmap: int | None = None,
+        **kwargs,
+    ) -> None:
         self.problem = as_problem(model_or_problem, loss, data, **kwargs)
         super().__init__(self.problem.p, self.problem.dtype, self.problem.device)
         self._asked = {"block": block_size, "vmap": vmap}
@@ -160,7 +180,11 @@ class ProblemOperator(LinearOperator):
             pb = self.problem
             x, y = pb.batches_of(plan.batch).first()
             V = pb.layout.unflatten_rows(torch.zeros(1, pb.p, dtype=pb.dtype, device=pb.device))
-            sync = (lambda: torch.cuda.synchronize(pb.device)) if pb.device.type == "cuda" else (lambda: None)
+            sync = (
+                (lambda: torch.cuda.synchronize(pb.device))
+                if pb.device.type == "cuda"
+                else (lambda: None)
+            )
             t0 = time.perf_counter()
             state = self._prepare(-1, 0, x, y)
             sync()
@@ -185,23 +209,42 @@ class ProblemOperator(LinearOperator):
         x, y = pb.batches_of(cal).first()
         fixed, per_vec = self._calibrate(x, y)
         cpu = pb.device.type != "cuda"
-        plan = Plan(batch=pb.batch_size, block=1, vmap=1, cache=0, budget=budget, fixed=fixed, per_sample=per_vec)
+        plan = Plan(
+            batch=pb.batch_size,
+            block=1,
+            vmap=1,
+            cache=0,
+            budget=budget,
+            fixed=fixed,
+            per_sample=per_vec,
+        )
         pb_ = self.p_bytes
         # the batch: the problem's, halved until one pass of one vector fits the budget
         b = pb.batch_size
-        while b > 1 and not pb.coupled and plan.working(batch=b, block=1, vmap=1, p_bytes=pb_) > budget:
+        while (
+            b > 1
+            and not pb.coupled
+            and plan.working(batch=b, block=1, vmap=1, p_bytes=pb_) > budget
+        ):
             b //= 2
         if plan.working(batch=b, block=1, vmap=1, p_bytes=pb_) > budget:
             need = plan.working(batch=1 if not pb.coupled else b, block=1, vmap=1, p_bytes=pb_)
-            raise LandscapeError(f"the memory budget {pb.budget} is too small for one "
-                                 f"{'BatchNorm batch' if pb.coupled else 'sample'}'s product, which needs about "
-                                 f"{fmt_bytes(need)}", f"raise --memory to at least {fmt_bytes(need * 1.25)}")
+            raise LandscapeError(
+                f"the memory budget {pb.budget} is too small for one "
+                f"{'BatchNorm batch' if pb.coupled else 'sample'}'s product, which needs about "
+                f"{fmt_bytes(need)}",
+                f"raise --memory to at least {fmt_bytes(need * 1.25)}",
+            )
         # the block: fewer vectors when every batch's state fits the cache (nothing to share
         # after the first pass). Each vector holds two parameter-sized rows: while the block
         # does not fit beside the batch, trade batch (down to 64) for block
         all_state = plan.fixed * len(pb.source)
         plan.wide_cache = all_state <= self._wide_cache_cap()
-        cached = self._caches() and plan.wide_cache and all_state <= budget - plan.working(block=CACHED_BLOCK, p_bytes=pb_)
+        cached = (
+            self._caches()
+            and plan.wide_cache
+            and all_state <= budget - plan.working(block=CACHED_BLOCK, p_bytes=pb_)
+        )
         want = max(1, int(self._asked["block"] or (CACHED_BLOCK if cached else SHARED_BLOCK)))
 
         def fits(k: int, b: int) -> bool:
@@ -229,7 +272,8 @@ class ProblemOperator(LinearOperator):
         return False
 
     def _wide_cache_cap(self) -> float:
-        """Passes of ``CACHED_BLOCK`` or more vectors keep per-batch state only when all of it is at most this."""
+        """Passes of ``CACHED_BLOCK`` or more vectors keep per-batch state only when all of it is at
+        most this."""
         return float("inf")
 
     def _shrink(self, error: BaseException) -> None:
@@ -250,9 +294,12 @@ class ProblemOperator(LinearOperator):
             plan.block //= 2
             plan.notes.append(f"{why}: block -> {plan.block}")
         else:
-            raise OutOfMemory(f"out of memory even with one sample and one vector per product ({why}; budget "
-                              f"{self.problem.budget})", "free memory on the device, measure fewer parameters "
-                              "(--params), or run on a larger device") from error
+            raise OutOfMemory(
+                f"out of memory even with one sample and one vector per product ({why}; budget "
+                f"{self.problem.budget})",
+                "free memory on the device, measure fewer parameters "
+                "(--params), or run on a larger device",
+            ) from error
 
     def _drop_cache(self) -> bool:
         """Free state kept between passes; True if there was any."""
@@ -263,7 +310,8 @@ class ProblemOperator(LinearOperator):
         raise NotImplementedError
 
     def _prepare(self, i: int, start: int, x, y, width: int = 1):
-        """State shared by the ``width`` vectors of a pass on batch ``i`` (first sample ``start``)."""
+        """State shared by the ``width`` vectors of a pass on batch ``i`` (first sample
+        ``start``)."""
 
     def _apply(self, state, x, y, V: dict, last: bool = False) -> dict:
         """The products of the vectors ``V`` on batch ``(x, y)``; ``last``: no product on this
@@ -305,8 +353,10 @@ class ProblemOperator(LinearOperator):
                 if not is_out_of_memory(e):
                     raise
                 if distributed.active():
-                    raise OutOfMemory(f"out of memory in a data-parallel product ({e})",
-                                      "set a smaller --memory (every rank plans from it) or --product-batch") from e
+                    raise OutOfMemory(
+                        f"out of memory in a data-parallel product ({e})",
+                        "set a smaller --memory (every rank plans from it) or --product-batch",
+                    ) from e
                 self._shrink(e)
 
     def _pass(self, V: torch.Tensor) -> torch.Tensor:
@@ -315,16 +365,22 @@ class ProblemOperator(LinearOperator):
         plan = self.plan()
         k = V.shape[1]
         out = torch.zeros(k, pb.p, dtype=pb.dtype, device=pb.device)
-        rows_all = V.T.contiguous()  # [k, p], once per pass: a column copy per batch and vector was 5% of a pass
+        rows_all = (
+            V.T.contiguous()
+        )  # [k, p], once per pass: a column copy per batch and vector was 5% of a pass
         names, offsets = pb.layout.names, pb.layout.offsets
         start = 0
         for i, (x, y) in enumerate(pb.batches_of(plan.batch)):
             state = self._prepare(i, start, x, y, k)
             for j in range(0, k, plan.vmap):
                 rows = rows_all[j : j + plan.vmap]
-                res = self._apply(state, x, y, pb.layout.unflatten_rows(rows), last=j + plan.vmap >= k)
+                res = self._apply(
+                    state, x, y, pb.layout.unflatten_rows(rows), last=j + plan.vmap >= k
+                )
                 for name, o, shape in zip(names, offsets, pb.layout.shapes):
-                    out[j : j + rows.shape[0], o : o + shape.numel()] += res[name].reshape(rows.shape[0], -1)
+                    out[j : j + rows.shape[0], o : o + shape.numel()] += res[name].reshape(
+                        rows.shape[0], -1
+                    )
                 del res, rows
             del state
             start += int(x.shape[0])

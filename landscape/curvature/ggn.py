@@ -1,4 +1,5 @@
-"""The generalised Gauss-Newton matrix ``G = (1/n) Σ_i J_iᵀ (∂²l_i/∂f²) J_i`` as a linear operator."""
+"""The generalised Gauss-Newton matrix ``G = (1/n) Σ_i J_iᵀ (∂²l_i/∂f²) J_i`` as a linear
+operator."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from .base import ProblemOperator
 
 
 class GGN(ProblemOperator):
-    """``G v = (1/n) Σ_i J_iᵀ (∂²l_i/∂f_i²) J_i v`` (Schraudolph 2002; docs/algorithms.md §1 "GGN"), by a
+    """``G v = (1/n) Σ_i J_iᵀ (∂²l_i/∂f_i²) J_i v`` (Schraudolph 2002; docs/algorithms.md §1 "GGN"),
+    by a
     Jacobian-vector product, the loss Hessian in output space and a vector-Jacobian product.
 
     PSD for convex losses; equal to the true Fisher for softmax cross-entropy

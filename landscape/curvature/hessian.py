@@ -35,9 +35,18 @@ class Hessian(ProblemOperator):
     tensor([[9.]])
     """
 
-    def __init__(self, model_or_problem, loss=None, data=None, *, engine: Literal["graph", "jvp"] = "graph",
-                 cache_bytes: int | None = None, block_size: int | None = None, vmap: int | None = None,
-                 **kwargs) -> None:
+    def __init__(
+        self,
+        model_or_problem,
+        loss=None,
+        data=None,
+        *,
+        engine: Literal["graph", "jvp"] = "graph",
+        cache_bytes: int | None = None,
+        block_size: int | None = None,
+        vmap: int | None = None,
+        **kwargs,
+    ) -> None:
         super().__init__(model_or_problem, loss, data, block_size=block_size, vmap=vmap, **kwargs)
         if engine not in ("graph", "jvp"):
             raise ValueError(f"engine must be 'graph' or 'jvp', got {engine!r}")
@@ -64,7 +73,8 @@ class Hessian(ProblemOperator):
         only when all the batches' graphs together take at most ``CPU_WIDE_CACHE``. Measured on
         ResNet-18 and a BatchNorm CNN (1k-16k samples): rebuilding each batch's graph once per pass
         for a block of 16 was 1.1-1.6x faster than reading cached graphs back for a block of 8, at a
-        flat 0.8-1.8 GiB where the cache held up to 15 GiB, and caching part of them (512 MiB) gained
+        flat 0.8-1.8 GiB where the cache held up to 15 GiB, and caching part of them (512 MiB)
+        gained
         nothing; small graphs (the digits models) gain 5-13% from the cache, and so do passes of
         fewer vectors (block Lanczos of 5: 37 s cached against 44 s rebuilt on the CNN), which keep
         the whole budget."""
@@ -101,7 +111,9 @@ class Hessian(ProblemOperator):
             return self._graphs[key]
         # what this graph may take: the budget less the cache, the block's rows and the
         # reverse passes' transients (an OutOfBudget beyond it shrinks the plan)
-        others = (3 * plan.block + 2 * plan.vmap) * self.p_bytes + plan.per_sample * plan.vmap * x.shape[0]
+        others = (
+            3 * plan.block + 2 * plan.vmap
+        ) * self.p_bytes + plan.per_sample * plan.vmap * x.shape[0]
         others += (plan.fixed / 1.3) * 0.3 * x.shape[0]  # the build's own transients
         gg = self._build(x, y, limit=max(int(plan.budget - self._cached - others), 0))
         if plan.keeps(width) and self._cached + gg.nbytes <= plan.cache:

@@ -42,7 +42,10 @@ class ParamLayout:
 
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """``[p] -> dict`` of views."""
-        return {n: flat[o : o + s.numel()].view(s) for n, s, o in zip(self.names, self.shapes, self.offsets)}
+        return {
+            n: flat[o : o + s.numel()].view(s)
+            for n, s, o in zip(self.names, self.shapes, self.offsets)
+        }
 
     def unflatten_rows(self, block: torch.Tensor) -> dict[str, torch.Tensor]:
         """``[k, p] -> dict name -> [k, *shape]`` (views; the leading axis is vmapped over)."""
@@ -75,6 +78,8 @@ def select(names: list[str], pattern: str | None) -> list[str]:
     except re.error as e:
         from ..errors import ConfigError
 
-        raise ConfigError(f"--params {pattern!r} is not a regular expression ({e})",
-                          "escape special characters, e.g. '^fc\\.' for the parameters of module fc") from e
+        raise ConfigError(
+            f"--params {pattern!r} is not a regular expression ({e})",
+            "escape special characters, e.g. '^fc\\.' for the parameters of module fc",
+        ) from e
     return [n for n in names if rx.search(n)]

@@ -82,10 +82,16 @@ def split_from_user(obj: Any, name: str = "user") -> Split:
     if y0.dim() == 1 and not y0.is_floating_point() and not y0.is_complex():
         task = "classification"
         streamed = any(isinstance(p, DataSource) for p in parts)
-        num_classes = None if streamed else int(max(int(p[1].max()) for p in parts if p[1].numel()) + 1)
+        num_classes = (
+            None if streamed else int(max(int(p[1].max()) for p in parts if p[1].numel()) + 1)
+        )
 
         def fix(p):
-            return p.map_targets(lambda y: y.long()) if isinstance(p, DataSource) else (p[0], p[1].long())
+            return (
+                p.map_targets(lambda y: y.long())
+                if isinstance(p, DataSource)
+                else (p[0], p[1].long())
+            )
     else:
         task, num_classes = "regression", None
 
@@ -93,6 +99,7 @@ def split_from_user(obj: Any, name: str = "user") -> Split:
             if isinstance(p, DataSource):
                 return p.map_targets(lambda y: y.reshape(-1, 1) if y.dim() == 1 else y)
             return p[0], p[1].reshape(-1, 1) if p[1].dim() == 1 else p[1]
+
     train = fix(train)
     test = fix(test) if test is not None else None
     return Split(train, test, task, num_classes, tuple(x0.shape[1:]), {"factory": name})

@@ -43,8 +43,16 @@ from ..errors import ConfigError, LandscapeError
 Batch = tuple[Tensor, Tensor]
 
 #: DataLoader settings carried over from a user's loader when landscape re-batches its dataset.
-_LOADER_KEYS = ("num_workers", "pin_memory", "timeout", "worker_init_fn", "multiprocessing_context",
-                "prefetch_factor", "persistent_workers", "in_order")
+_LOADER_KEYS = (
+    "num_workers",
+    "pin_memory",
+    "timeout",
+    "worker_init_fn",
+    "multiprocessing_context",
+    "prefetch_factor",
+    "persistent_workers",
+    "in_order",
+)
 
 
 class RandomDataError(LandscapeError):
@@ -59,8 +67,10 @@ def _tensor(a: Any, what: str) -> Tensor:
     try:
         return torch.as_tensor(a)
     except (TypeError, ValueError, RuntimeError) as e:
-        raise ConfigError(f"the data give {what} of type {type(a).__name__}, not a tensor or array",
-                          "return (inputs, targets) as tensors or NumPy arrays") from e
+        raise ConfigError(
+            f"the data give {what} of type {type(a).__name__}, not a tensor or array",
+            "return (inputs, targets) as tensors or NumPy arrays",
+        ) from e
 
 
 def as_pair(batch: Any, where: str = "a batch") -> Batch:
@@ -69,13 +79,21 @@ def as_pair(batch: Any, where: str = "a batch") -> Batch:
     if isinstance(batch, dict) and "x" in batch and "y" in batch:
         batch = (batch["x"], batch["y"])
     if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
-        kind = f"a dict with keys {sorted(batch)[:5]}" if isinstance(batch, dict) else type(batch).__name__
-        raise ConfigError(f"{where} of the data is {kind}, not an (inputs, targets) pair",
-                          "make the Dataset return (input, target) or the collate_fn (inputs, targets)")
+        kind = (
+            f"a dict with keys {sorted(batch)[:5]}"
+            if isinstance(batch, dict)
+            else type(batch).__name__
+        )
+        raise ConfigError(
+            f"{where} of the data is {kind}, not an (inputs, targets) pair",
+            "make the Dataset return (input, target) or the collate_fn (inputs, targets)",
+        )
     x, y = _tensor(batch[0], "inputs"), _tensor(batch[1], "targets")
     if x.dim() == 0 or y.dim() == 0 or x.shape[0] != y.shape[0]:
-        raise ConfigError(f"{where} of the data has inputs {tuple(x.shape)} and targets {tuple(y.shape)}",
-                          "inputs and targets need the same first (sample) dimension")
+        raise ConfigError(
+            f"{where} of the data has inputs {tuple(x.shape)} and targets {tuple(y.shape)}",
+            "inputs and targets need the same first (sample) dimension",
+        )
     return x, y
 
 
@@ -92,8 +110,11 @@ class DataSource:
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def batches(self, size: int, pin: bool = False) -> Iterator[Batch]:  # pragma: no cover - abstract
-        """CPU ``(inputs, targets)`` batches of ``size`` samples (the last may be smaller), in order;
+    def batches(
+        self, size: int, pin: bool = False
+    ) -> Iterator[Batch]:  # pragma: no cover - abstract
+        """CPU ``(inputs, targets)`` batches of ``size`` samples (the last may be smaller), in
+        order;
         ``pin``: in page-locked memory, for a copy to a GPU that does not block."""
         raise NotImplementedError
 
@@ -103,14 +124,18 @@ class DataSource:
 
     def take(self, positions: Tensor) -> Batch:
         """The samples at ``positions`` as one batch (random-access sources only)."""
-        raise LandscapeError(f"this data ({self.describe()}) can only be read from the start",
-                             "return a map-style Dataset or tensors from the data factory")
+        raise LandscapeError(
+            f"this data ({self.describe()}) can only be read from the start",
+            "return a map-style Dataset or tensors from the data factory",
+        )
 
     def first(self, k: int = 2) -> Batch:
         """The first ``k`` samples (fewer if the source is smaller)."""
         for x, y in self.batches(k):  # a stream yields at most k samples per batch too
             return x[:k], y[:k]
-        raise ConfigError("the data hold no samples", "check the data factory (it returned an empty set)")
+        raise ConfigError(
+            "the data hold no samples", "check the data factory (it returned an empty set)"
+        )
 
     def describe(self) -> str:
         return self.kind
@@ -137,8 +162,10 @@ class TensorSource(DataSource):
 
     def __init__(self, x: Tensor, y: Tensor, index: Tensor | None = None) -> None:
         if x.shape[0] != y.shape[0]:
-            raise ConfigError(f"inputs hold {x.shape[0]} samples but targets {y.shape[0]}",
-                              "inputs and targets must have the same first dimension")
+            raise ConfigError(
+                f"inputs hold {x.shape[0]} samples but targets {y.shape[0]}",
+                "inputs and targets must have the same first dimension",
+            )
         self.x, self.y = x, y
         self.index = _positions(index, x.shape[0])
 
@@ -176,20 +203,28 @@ class DatasetSource(DataSource):
     random_access = True
     kind = "dataset"
 
-    def __init__(self, dataset: Dataset, index: Tensor | None = None, collate: Callable | None = None,
-                 settings: dict | None = None) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        index: Tensor | None = None,
+        collate: Callable | None = None,
+        settings: dict | None = None,
+    ) -> None:
         self.dataset = dataset
         try:
             total = len(dataset)  # type: ignore[arg-type]
         except TypeError as e:
-            raise ConfigError(f"the Dataset {type(dataset).__name__} has no length",
-                              "define __len__, or make it an IterableDataset") from e
+            raise ConfigError(
+                f"the Dataset {type(dataset).__name__} has no length",
+                "define __len__, or make it an IterableDataset",
+            ) from e
         self.index = _positions(index, total)
         self.collate = collate or default_collate
         self.settings = dict(settings or {})
 
     def __len__(self) -> int:
-        return len(self.dataset) if self.index is None else int(self.index.numel())  # type: ignore[arg-type]
+        # type: ignore[arg-type]
+        return len(self.dataset) if self.index is None else int(self.index.numel())
 
     def _loader(self, size: int, pin: bool = False) -> DataLoader:
         data = self.dataset if self.index is None else Subset(self.dataset, self.index.tolist())
@@ -197,7 +232,12 @@ class DatasetSource(DataSource):
         if pin:
             kw["pin_memory"] = True
         if not kw.get("num_workers"):
-            for key in ("prefetch_factor", "persistent_workers", "timeout", "multiprocessing_context"):
+            for key in (
+                "prefetch_factor",
+                "persistent_workers",
+                "timeout",
+                "multiprocessing_context",
+            ):
                 kw.pop(key, None)
         return DataLoader(data, batch_size=size, shuffle=False, collate_fn=self.collate, **kw)
 
@@ -207,8 +247,12 @@ class DatasetSource(DataSource):
 
     def select(self, positions: Tensor) -> DatasetSource:
         pos = _positions(positions, len(self))
-        return DatasetSource(self.dataset, pos if self.index is None else self.index[pos], self.collate,
-                             self.settings)
+        return DatasetSource(
+            self.dataset,
+            pos if self.index is None else self.index[pos],
+            self.collate,
+            self.settings,
+        )
 
     def take(self, positions: Tensor) -> Batch:
         pos = torch.as_tensor(positions, dtype=torch.long, device=torch.device("cpu")).tolist()
@@ -226,7 +270,9 @@ class StreamSource(DataSource):
 
     kind = "stream"
 
-    def __init__(self, loader: Any, positions: Tensor | None = None, count: int | None = None) -> None:
+    def __init__(
+        self, loader: Any, positions: Tensor | None = None, count: int | None = None
+    ) -> None:
         self.loader = loader
         self.positions = None if positions is None else torch.as_tensor(positions, dtype=torch.long)
         self._count = count  # samples of the whole stream, once counted
@@ -366,11 +412,16 @@ def as_source(data: Any) -> DataSource:
     if isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = _tensor(data[0], "inputs"), _tensor(data[1], "targets")
         if x.dim() == 0 or y.dim() == 0:
-            raise ConfigError(f"the data give inputs {tuple(x.shape)} and targets {tuple(y.shape)}",
-                              "inputs and targets need a first (sample) dimension")
+            raise ConfigError(
+                f"the data give inputs {tuple(x.shape)} and targets {tuple(y.shape)}",
+                "inputs and targets need a first (sample) dimension",
+            )
         return TensorSource(x, y)
-    raise ConfigError(f"data must be (inputs, targets) tensors, a Dataset or a DataLoader, got {type(data).__name__}",
-                      "return a tuple (X, Y), a torch Dataset or a DataLoader from the data factory")
+    raise ConfigError(
+        "data must be (inputs, targets) tensors, a Dataset or a DataLoader, got "
+        f"{type(data).__name__}",
+        "return a tuple (X, Y), a torch Dataset or a DataLoader from the data factory",
+    )
 
 
 def _random_stream(loader: DataLoader, why: str) -> StreamSource:
@@ -395,13 +446,16 @@ def _from_loader(loader: DataLoader) -> DataSource:
     else:
         order = list(iter(sampler))
         if order != list(iter(sampler)):
-            return _random_stream(loader, f"the DataLoader's sampler ({type(sampler).__name__}) gives another "
-                                          "order on every pass")
+            return _random_stream(
+                loader,
+                f"the DataLoader's sampler ({type(sampler).__name__}) gives another "
+                "order on every pass",
+            )
         index = torch.as_tensor(order, dtype=torch.long)
     total = len(ds) if index is None else int(index.numel())  # type: ignore[arg-type]
     if bs.drop_last:  # keep exactly the samples the user's loader yields
         kept = (total // bs.batch_size) * bs.batch_size
-        index = (torch.arange(kept) if index is None else index[:kept])
+        index = torch.arange(kept) if index is None else index[:kept]
     return DatasetSource(ds, index, loader.collate_fn, settings)
 
 
@@ -410,15 +464,19 @@ def check_repeatable(source: DataSource, size: int) -> None:
     read twice differs (random augmentation). Every estimate here needs the same loss at every
     pass (Hessian products are averaged over passes, Lanczos needs one fixed matrix)."""
     if source.random:
-        raise RandomDataError(f"{source.random}, so every pass would see other batches",
-                              "build it with shuffle=False, or pass --allow-random-data to measure anyway")
+        raise RandomDataError(
+            f"{source.random}, so every pass would see other batches",
+            "build it with shuffle=False, or pass --allow-random-data to measure anyway",
+        )
     a = next(iter(source.batches(size)))
     b = next(iter(source.batches(size)))
     same = all(u.shape == v.shape and torch.equal(u, v) for u, v in zip(a, b))
     if not same:
-        raise RandomDataError("two reads of the first batch gave different data (the loader shuffles, or the "
-                              "Dataset draws random transforms)",
-                              "use shuffle=False and no random augmentation, or pass --allow-random-data")
+        raise RandomDataError(
+            "two reads of the first batch gave different data (the loader shuffles, or the "
+            "Dataset draws random transforms)",
+            "use shuffle=False and no random augmentation, or pass --allow-random-data",
+        )
 
 
 def batch_nbytes(batch: Batch) -> int:

@@ -84,9 +84,12 @@ class Split:
         if self.task == "classification":
             if self.num_classes is None:  # a streamed part: one pass over its labels
                 parts = [p for p in (self.train, self.test) if p is not None]
-                self.num_classes = 1 + max(int(y.max()) for p in parts
-                                           for _, y in (p.batches(4096) if isinstance(p, DataSource) else [p])
-                                           if y.numel())
+                self.num_classes = 1 + max(
+                    int(y.max())
+                    for p in parts
+                    for _, y in (p.batches(4096) if isinstance(p, DataSource) else [p])
+                    if y.numel()
+                )
             return int(self.num_classes)
         y = first(self.train)[1]
         return 1 if y.dim() < 2 else int(y[0].numel())
@@ -108,7 +111,9 @@ class Split:
         def encode(y: Tensor, like: Tensor) -> Tensor:
             if y.is_floating_point():
                 return y
-            return torch.nn.functional.one_hot(y, k).to(like.dtype if like.is_floating_point() else torch.float32)
+            return torch.nn.functional.one_hot(y, k).to(
+                like.dtype if like.is_floating_point() else torch.float32
+            )
 
         def onehot(pair: Part | None) -> Part | None:
             if pair is None:

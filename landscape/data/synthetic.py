@@ -1,4 +1,5 @@
-"""Generated and shipped datasets: ``digits``, ``gaussian-mixture``, ``teacher-student``, ``parity``.
+"""Generated and shipped datasets: ``digits``, ``gaussian-mixture``, ``teacher-student``,
+``parity``.
 
 All randomness comes from a local ``torch.Generator`` seeded with ``seed``.
 """
@@ -94,7 +95,8 @@ def teacher_student(
     n_test: int = 0,
     seed: int = 0,
 ) -> Split:
-    """Regression targets from a random teacher: ``y = teacher(x) + noise * N(0, 1)``, ``x ~ N(0, I_dim)``.
+    """Regression targets from a random teacher: ``y = teacher(x) + noise * N(0, 1)``, ``x ~ N(0,
+    I_dim)``.
 
     ``teacher="two-layer"``: ``y = A relu(W x) / sqrt(width)`` with ``W ~ N(0, 1/dim)``
     ``[width, dim]`` and ``A ~ N(0, 1)`` ``[out_dim, width]`` (the slides' two-layer net

@@ -4,10 +4,13 @@ stability of SGD" and "An illustrative example"; docs/algorithms.md §2), as per
 
 - :func:`slides_pair`: ``f1 = min(x², 0.1(x−1)²)``, ``f2 = min(x², 1.9(x−1)²)``, ``L = ½(f1 + f2)``,
   printed by the slides both with and without a factor ½; only the version WITHOUT ½ (the default)
-  shows the escape (docs/algorithms.md §5). Near ``x = 1``: ``a_1 = f1'' = 0.2``, ``a_2 = 3.8``, so GD
-  with ``η = 0.7`` multiplies ``x − 1`` by ``1 − 0.7·2 = −0.4`` (stable) while SGD (B = 1) multiplies
+  shows the escape (docs/algorithms.md §5). Near ``x = 1``: ``a_1 = f1'' = 0.2``, ``a_2 = 3.8``, so
+  GD
+  with ``η = 0.7`` multiplies ``x − 1`` by ``1 − 0.7·2 = −0.4`` (stable) while SGD (B = 1)
+  multiplies
   ``E(x − 1)²`` by ``(0.86² + 1.66²)/2 ≈ 1.75`` (it leaves).
-- :func:`quadratic_family`: ``f(x) = (1/2n) Σ_i a_i x²`` (slides eq. 2), per-sample ``l_i = ½ a_i x²``,
+- :func:`quadratic_family`: ``f(x) = (1/2n) Σ_i a_i x²`` (slides eq. 2), per-sample ``l_i = ½ a_i
+x²``,
   for which SGD is ``x_{t+1} = (1 − η ā_{B_t}) x_t`` (eq. 3) and
   ``E x_{t+1}² = [(1 − ηa)² + η² (n−B)/(B(n−1)) s²] E x_t²`` (eq. 5; eq. 6 for batch B) exactly,
   with sharpness ``a = mean a_i`` and non-uniformity ``s = sqrt(mean a_i² − a²)``.
@@ -29,7 +32,8 @@ def slides_pair(half: bool = False, dtype: torch.dtype = torch.float64) -> FlatO
     n = 2 samples, p = 1; ``x = 0`` and ``x = 1`` are global minima.
 
     >>> f = slides_pair()
-    >>> f.loss(torch.tensor([1.0], dtype=torch.float64)), round(f.loss(torch.tensor([0.9], dtype=torch.float64)), 6)
+    >>> at = lambda x: torch.tensor([x], dtype=torch.float64)
+    >>> f.loss(at(1.0)), round(f.loss(at(0.9)), 6)
     (0.0, 0.01)
     """
     c = torch.tensor([0.1, 1.9], dtype=dtype)
@@ -39,7 +43,9 @@ def slides_pair(half: bool = False, dtype: torch.dtype = torch.float64) -> FlatO
         x = theta[0]
         return k * torch.minimum(x * x, c[idx] * (x - 1) ** 2)
 
-    return FlatObjective(fn, n=2, p=1, dtype=dtype, name="slides-pair-half" if half else "slides-pair")
+    return FlatObjective(
+        fn, n=2, p=1, dtype=dtype, name="slides-pair-half" if half else "slides-pair"
+    )
 
 
 def quadratic_family(a: Sequence[float], dtype: torch.dtype = torch.float64) -> FlatObjective:
@@ -74,7 +80,8 @@ def second_moment_factor(a: Sequence[float], lr: float, batch_size: int = 1) -> 
 def quadratic_gamma0(a: Sequence[float], lr: float, batch_size: int = 1) -> float:
     """Theorem 4's ``γ_0 = η² μ c_B ‖H‖_F²`` for the quadratic family, minibatches drawn without
     replacement: ``H = G = a`` and ``Σ = s² x²``, ``L = a x²/2``, so ``μ = tr(ΣG)/(2L‖G‖_F²) =
-    s²/a²`` and ``γ_0 = η² c_B s²``, exactly the noise term of eq. 5 (with ``c_B = (n−B)/(B(n−1))``)."""
+    s²/a²`` and ``γ_0 = η² c_B s²``, exactly the noise term of eq. 5 (with ``c_B =
+    (n−B)/(B(n−1))``)."""
     from ..metrics.stability import sgd_noise_factor
 
     _, s = sharpness_nonuniformity(a)

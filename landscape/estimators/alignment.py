@@ -4,7 +4,8 @@
   lecture "Quantify the alignment strength", eqs. 7-9) EXACTLY, through ``n × n`` Gram identities,
   never a ``p × p`` matrix.
 - :func:`matrix_comparison`: traces, Frobenius norms and pairwise Frobenius cosines of any
-  symmetric operators from one shared set of Rademacher probes (docs/algorithms.md §1 "Comparisons").
+  symmetric operators from one shared set of Rademacher probes (docs/algorithms.md §1
+  "Comparisons").
 """
 
 from __future__ import annotations
@@ -32,10 +33,12 @@ class Alignment:
 
     ``alpha = tr(ΣG)/(‖G‖_F ‖Σ‖_F)`` (direction), ``beta = ‖Σ‖_F/(2L ‖G‖_F)`` (magnitude),
     ``mu = alpha·beta = tr(ΣG)/(2L ‖G‖_F²)``; ``decoupling_error = ‖Σ − 2LG‖_F/‖Σ‖_F`` measures the
-    lecture's approximation ``Σ ≈ 2L G``; ``grad_norm`` is ``‖g‖``. ``g_matrix`` names G; ``g_rows`` is the number of rows of
+    lecture's approximation ``Σ ≈ 2L G``; ``grad_norm`` is ``‖g‖``. ``g_matrix`` names G; ``g_rows``
+    is the number of rows of
     its factor V; ``g_truncation`` is ``tr`` of the part of G dropped with ``rtol`` (0 up to
     rounding by default), which bounds the error of ``g_frobenius`` (and of ``tr(ΣG)`` relative
-    to ``‖Σ‖_F``). ``chunk``/``panel``: samples per Gram block / held in memory. ``subsample`` is True when ``n`` is a seeded subset of the problem's samples.
+    to ``‖Σ‖_F``). ``chunk``/``panel``: samples per Gram block / held in memory. ``subsample`` is
+    True when ``n`` is a seeded subset of the problem's samples.
     Undefined ratios (``L = 0``, ``Σ = 0`` or ``G = 0``) are NaN with a note, and so are all three
     when ``L`` is at or below ``loss_floor``, what the dtype resolves at these outputs.
     """
@@ -61,7 +64,9 @@ class Alignment:
     chunk: int
     panel: int
     notes: tuple = field(default_factory=tuple)
-    loss_floor: float = 0.0  # the smallest loss the dtype resolves at these outputs (losses.rounding_floor)
+    loss_floor: float = (
+        0.0  # the smallest loss the dtype resolves at these outputs (losses.rounding_floor)
+    )
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -71,9 +76,18 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den > 0 and math.isfinite(den) else math.nan
 
 
-def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = None, seed: int = 0,
-              chunk: int | None = None, memory: int = 2 * CHUNK_BYTES, rtol: float = 0.0,
-              **problem_kwargs) -> Alignment:
+def alignment(
+    model_or_problem,
+    loss=None,
+    data=None,
+    *,
+    samples: int | None = None,
+    seed: int = 0,
+    chunk: int | None = None,
+    memory: int = 2 * CHUNK_BYTES,
+    rtol: float = 0.0,
+    **problem_kwargs,
+) -> Alignment:
     """Exact ``α``, ``β``, ``μ``, ``tr(ΣG)``, ``‖Σ‖_F``, ``‖G‖_F`` and ``L`` (lecture eqs. 7-9).
 
     ``Σ = (1/n) Σ_i g_i g_iᵀ − g gᵀ = ŨᵀŨ/n`` with the centred per-sample gradients
@@ -106,8 +120,12 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
     sub = pb.subset(samples, seed)
     n = sub.n
     if n < 2:
-        raise ConfigError(f"the noise covariance of {n} sample is 0 (every gradient is the mean one): alpha, beta and "
-                          "mu are undefined", "use at least 2 samples (--samples)")
+        raise ConfigError(
+            f"the noise covariance of {n} sample is 0 (every gradient is the mean one): alpha, "
+            "beta and "
+            "mu are undefined",
+            "use at least 2 samples (--samples)",
+        )
     X, Y = sub.tensors()  # the subset's Gram blocks pair every two samples: it is held once
     batches = sub.batches
 
@@ -139,7 +157,9 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
     item = torch.finfo(pb.dtype).bits // 8
     per_sample = (1 + k) * pb.p * item
     keep_all = n * per_sample <= memory
-    panel = n if keep_all else max(1, int(memory // (2 * per_sample)))  # samples whose rows are held
+    panel = (
+        n if keep_all else max(1, int(memory // (2 * per_sample)))
+    )  # samples whose rows are held
     if chunk is None:
         chunk = max(1, min(panel, int(memory // (8 * per_sample))))
     elif chunk < 1:
@@ -162,12 +182,18 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
         top = lam.amax(dim=1, keepdim=True).clamp_min(0)
         floor = 1e3 * torch.finfo(torch.float64).eps * max(1.0, float(M.abs().max()))
         if bool((lam < -(floor + 1e-6 * top)).any()):
-            raise NumericalError(f"loss {pb.loss.name!r} is not convex in the model outputs, so its "
-                                 "Gauss-Newton matrix G is not PSD and the alignment is undefined",
-                                 "use cross-entropy or mse")
-        A = (lam.clamp_min(0).sqrt().unsqueeze(2) * Q.transpose(1, 2)).to(pb.dtype)  # rows sqrt(λ_j) q_jᵀ
+            raise NumericalError(
+                f"loss {pb.loss.name!r} is not convex in the model outputs, so its "
+                "Gauss-Newton matrix G is not PSD and the alignment is undefined",
+                "use cross-entropy or mse",
+            )
+        A = (lam.clamp_min(0).sqrt().unsqueeze(2) * Q.transpose(1, 2)).to(
+            pb.dtype
+        )  # rows sqrt(λ_j) q_jᵀ
         keep = lam > rtol * top + floor  # [c, k]
-        grads = fx.per_sample_vjp(pb.forward, pb.params, x, torch.cat([r, A], dim=1))  # name -> [c, 1+k, ...]
+        grads = fx.per_sample_vjp(
+            pb.forward, pb.params, x, torch.cat([r, A], dim=1)
+        )  # name -> [c, 1+k, ...]
         buf = torch.empty(c, 1 + k, pb.p, dtype=pb.dtype, device=pb.device)
         for i, name in enumerate(pb.layout.names):
             o = pb.layout.offsets[i]
@@ -176,8 +202,14 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
         buf[:, 0] -= g
         norms = torch.einsum("ckp,ckp->ck", buf, buf).double()
         W = torch.cat([buf[:, 0], buf[:, 1:][keep]])
-        stats = torch.stack([norms[:, 0].sum(), norms[:, 1:][keep].sum(), norms[:, 1:][~keep].sum(),
-                             keep.sum().double()]).cpu()
+        stats = torch.stack(
+            [
+                norms[:, 0].sum(),
+                norms[:, 1:][keep].sum(),
+                norms[:, 1:][~keep].sum(),
+                keep.sum().double(),
+            ]
+        ).cpu()
         return W, c, stats
 
     starts = list(range(0, n, chunk))
@@ -236,14 +268,20 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
         notes.append("the loss is 0: beta and mu are 0/0, undefined")
     elif L <= floor:
         dtype = str(pb.dtype).replace("torch.", "")
-        notes.append(f"the loss {L:.3g} is below what {dtype} resolves at these outputs ({floor:.2g}): the "
-                     "per-sample losses and gradients are rounding noise, so alpha, beta and mu are undefined here"
-                     + ("; recompute with --dtype float64" if pb.dtype != torch.float64 else ""))
+        notes.append(
+            f"the loss {L:.3g} is below what {dtype} resolves at these outputs ({floor:.2g}): the "
+            "per-sample losses and gradients are rounding noise, so alpha, beta and mu are "
+            "undefined here"
+            + ("; recompute with --dtype float64" if pb.dtype != torch.float64 else "")
+        )
         alpha = beta = mu = math.nan
     elif L < 1e4 * floor:
-        notes.append(f"the loss {L:.3g} is within 1e4 of what {str(pb.dtype).replace('torch.', '')} resolves "
-                     f"({floor:.2g}): beta and mu may be off by up to about {math.sqrt(floor / L):.0%}"
-                     + ("; recompute with --dtype float64" if pb.dtype != torch.float64 else ""))
+        notes.append(
+            f"the loss {L:.3g} is within 1e4 of what {str(pb.dtype).replace('torch.', '')} "
+            "resolves "
+            f"({floor:.2g}): beta and mu may be off by up to about {math.sqrt(floor / L):.0%}"
+            + ("; recompute with --dtype float64" if pb.dtype != torch.float64 else "")
+        )
     if sf == 0:
         notes.append("the gradient noise is 0 (all per-sample gradients equal): alpha is undefined")
     if gf == 0:
@@ -251,9 +289,30 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
     dec2 = suu / n**2 - 4 * L * tr_sigma_g + 4 * L**2 * svv / n**2
     decoupling = _ratio(math.sqrt(max(dec2, 0.0)), sf)
     kind = "ggn" if pb.loss.name != "mse" else "jacobian-gram"
-    return Alignment(alpha, beta, mu, L, tr_sigma_g, sf, gf, tr_s / n, tr_g / n, decoupling,
-                     float(g.double().norm()), n, pb.p, kind,
-                     g_rows, drop, n < pb.n, seed, chunk, per_panel * chunk, tuple(notes), floor)
+    return Alignment(
+        alpha,
+        beta,
+        mu,
+        L,
+        tr_sigma_g,
+        sf,
+        gf,
+        tr_s / n,
+        tr_g / n,
+        decoupling,
+        float(g.double().norm()),
+        n,
+        pb.p,
+        kind,
+        g_rows,
+        drop,
+        n < pb.n,
+        seed,
+        chunk,
+        per_panel * chunk,
+        tuple(notes),
+        floor,
+    )
 
 
 def _all_gather_rows(dist, t: torch.Tensor) -> torch.Tensor:
@@ -287,8 +346,9 @@ def _delta_cosine(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> tuple[fl
     return value, math.sqrt(max(var, 0.0))
 
 
-def matrix_comparison(ops: dict, probes: int = 100, seed: int = 0, block: int | None = None,
-                      groups: int | None = None) -> dict:
+def matrix_comparison(
+    ops: dict, probes: int = 100, seed: int = 0, block: int | None = None, groups: int | None = None
+) -> dict:
     """Traces, Frobenius norms and pairwise cosines of symmetric operators, all from one set of
     ``probes`` Rademacher vectors ``v`` shared by every operator (docs/algorithms.md, comparisons):
 
@@ -308,28 +368,39 @@ def matrix_comparison(ops: dict, probes: int = 100, seed: int = 0, block: int | 
     random one. Returns ``{"trace": {name: Estimate}, "frobenius": {...}, "cosine": {"a~b":
     Estimate}}`` in the order of ``ops``."""
     if probes < 2:
-        raise ConfigError(f"need at least 2 probes for a standard error, got {probes}", "use --probes 2 or more")
+        raise ConfigError(
+            f"need at least 2 probes for a standard error, got {probes}", "use --probes 2 or more"
+        )
     ops = {name: op if hasattr(op, "redraw") else as_operator(op) for name, op in ops.items()}
     names = list(ops)
     first = ops[names[0]]
     p = first.shape[0]
     for name, op in ops.items():
         if tuple(op.shape) != (p, p):
-            raise ConfigError(f"operator {name!r} has shape {tuple(op.shape)}, expected {(p, p)}",
-                              "compare matrices of the same parameter selection")
+            raise ConfigError(
+                f"operator {name!r} has shape {tuple(op.shape)}, expected {(p, p)}",
+                "compare matrices of the same parameter selection",
+            )
     random = [n for n in names if hasattr(ops[n], "redraw")]
     G = int(groups) if groups else (min(10, probes // 2) if random else probes)
     G = max(2, min(G, probes))
     sizes = [probes // G + (1 if i < probes % G else 0) for i in range(G)]
     b = max(1, min(block or min(getattr(op, "block_size", 64) for op in ops.values()), probes))
     g = make_generator(seed)
-    keys = [("quad", n) for n in names] + [("inner", a, c) for i, a in enumerate(names) for c in names[i:]]
+    keys = [("quad", n) for n in names] + [
+        ("inner", a, c) for i, a in enumerate(names) for c in names[i:]
+    ]
     values = {key: [] for key in keys}  # per probe, in order
     # with random operators each group draws its own pair of matrices; otherwise one pass of blocks
     spans = [(gi, size) for gi, size in enumerate(sizes)] if random else [(0, probes)]
     for gi, size in spans:
-        draws = {n: (ops[n].redraw(1_000_003 * (seed + 1) + 2 * gi), ops[n].redraw(1_000_003 * (seed + 1) + 2 * gi + 1))
-                 for n in random}
+        draws = {
+            n: (
+                ops[n].redraw(1_000_003 * (seed + 1) + 2 * gi),
+                ops[n].redraw(1_000_003 * (seed + 1) + 2 * gi + 1),
+            )
+            for n in random
+        }
         done = 0
         while done < size:
             V = rademacher(p, min(b, size - done), g, first.dtype, first.device)
@@ -346,7 +417,9 @@ def matrix_comparison(ops: dict, probes: int = 100, seed: int = 0, block: int | 
                 values[("quad", n)].append((Vd * AV[n]).sum(0).cpu())
             for i, a in enumerate(names):
                 for c in names[i:]:
-                    other = BV[c] if a == c else AV[c]  # the same random matrix twice: independent draws
+                    other = (
+                        BV[c] if a == c else AV[c]
+                    )  # the same random matrix twice: independent draws
                     values[("inner", a, c)].append((AV[a] * other).sum(0).cpu())
     bounds = torch.tensor([0, *sizes]).cumsum(0).tolist()
     means = {}
@@ -367,13 +440,25 @@ def matrix_comparison(ops: dict, probes: int = 100, seed: int = 0, block: int | 
         out["trace"][n] = Estimate(t, se, cost, "hutchinson", dict(how))
         sq, sq_se = mean_se(means[("inner", n, n)])
         f = math.sqrt(max(sq, 0.0))
-        out["frobenius"][n] = Estimate(f, sq_se / (2 * f) if f > 0 else math.nan, cost, "hutchinson",
-                                       {**how, "trace_sq": sq, "trace_sq_stderr": sq_se})
+        out["frobenius"][n] = Estimate(
+            f,
+            sq_se / (2 * f) if f > 0 else math.nan,
+            cost,
+            "hutchinson",
+            {**how, "trace_sq": sq, "trace_sq_stderr": sq_se},
+        )
     for i, a in enumerate(names):
         for c in names[i + 1 :]:
-            value, se = _delta_cosine(means[("inner", a, c)], means[("inner", a, a)], means[("inner", c, c)])
-            out["cosine"][f"{a}~{c}"] = Estimate(value, se, 2 * probes, "hutchinson",
-                                                 {**how, "inner": float(means[("inner", a, c)].mean())})
+            value, se = _delta_cosine(
+                means[("inner", a, c)], means[("inner", a, a)], means[("inner", c, c)]
+            )
+            out["cosine"][f"{a}~{c}"] = Estimate(
+                value,
+                se,
+                2 * probes,
+                "hutchinson",
+                {**how, "inner": float(means[("inner", a, c)].mean())},
+            )
     return out
 
 

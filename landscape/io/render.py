@@ -19,7 +19,8 @@ from .slice_figures import SLICE_FORMAT, slice_figure
 KINDS = ("auto", "curve", "contour", "heatmap", "surface", "density", "run", "escape")
 
 
-# ----------------------------------------------------------------------------- trajectories (generic)
+# ----------------------------------------------------------------------------- trajectories
+# (generic)
 def _trajectory_sets(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
     """Every 2-D float dataset whose name mentions ``loss`` (``[trajectories, steps]``), by path."""
     out = {}
@@ -37,7 +38,9 @@ def trajectories_figure(tree: dict):
     :func:`landscape.io.escape_figures.escape_figure`)."""
     sets = _trajectory_sets(tree)
     if not sets:
-        raise LandscapeError("the file holds no [trajectories, steps] loss arrays", "pass an escape result file")
+        raise LandscapeError(
+            "the file holds no [trajectories, steps] loss arrays", "pass an escape result file"
+        )
     n = len(sets)
     fig, axes = plt.subplots(1, n, figsize=(4.8 * n, 3.8), squeeze=False, sharey=True)
     for ax, (name, L) in zip(axes.flat, sets.items()):
@@ -70,7 +73,8 @@ def _densities(tree: dict) -> dict[str, dict]:
 
 
 def detect(tree: dict) -> str:
-    """What a result file holds: ``slice``, ``interpolation``, ``density``, ``run`` or ``escape``."""
+    """What a result file holds: ``slice``, ``interpolation``, ``density``, ``run`` or
+    ``escape``."""
     fmt = str(tree.get("format") or "")
     if fmt == SLICE_FORMAT or ("grid" in tree and "values" in tree):
         return "interpolation" if tree.get("kind") == "interpolation" else "slice"
@@ -80,12 +84,17 @@ def detect(tree: dict) -> str:
         return "density"
     if "escape" in fmt or _trajectory_sets(tree):
         return "escape"
-    raise LandscapeError("cannot tell what this file holds (no slice grid, density, run series or "
-                         "escape trajectories)", "pass a file written by landscape slice, interpolate, "
-                         "sharpness --out (with --metric density), train or escape")
+    raise LandscapeError(
+        "cannot tell what this file holds (no slice grid, density, run series or "
+        "escape trajectories)",
+        "pass a file written by landscape slice, interpolate, "
+        "sharpness --out (with --metric density), train or escape",
+    )
 
 
-def render(path: str | Path, kind: str = "auto", out: str | Path | None = None, quantity: str = "loss") -> list[Path]:
+def render(
+    path: str | Path, kind: str = "auto", out: str | Path | None = None, quantity: str = "loss"
+) -> list[Path]:
     """Re-draw the figure of any result file without recomputing; returns the files written.
 
     ``kind``: ``auto`` (from the content), ``curve`` (1-D slice, interpolation), ``contour`` /
@@ -102,12 +111,23 @@ def render(path: str | Path, kind: str = "auto", out: str | Path | None = None, 
     path = Path(path)
     tree = read_tree(path)
     what = detect(tree)
-    out = Path(out) if out is not None else path.with_name(path.stem + ("" if kind == "auto" else f"-{kind}") + ".png")
-    allowed = {"slice": ("auto", "curve", "contour", "heatmap", "surface"), "interpolation": ("auto", "curve"),
-               "density": ("auto", "density"), "run": ("auto", "run"), "escape": ("auto", "escape")}[what]
+    out = (
+        Path(out)
+        if out is not None
+        else path.with_name(path.stem + ("" if kind == "auto" else f"-{kind}") + ".png")
+    )
+    allowed = {
+        "slice": ("auto", "curve", "contour", "heatmap", "surface"),
+        "interpolation": ("auto", "curve"),
+        "density": ("auto", "density"),
+        "run": ("auto", "run"),
+        "escape": ("auto", "escape"),
+    }[what]
     if kind not in allowed:
-        raise ConfigError(f"{path} holds a {what}, which cannot be drawn as --kind {kind}",
-                          f"use --kind {' or '.join(allowed)}")
+        raise ConfigError(
+            f"{path} holds a {what}, which cannot be drawn as --kind {kind}",
+            f"use --kind {' or '.join(allowed)}",
+        )
     if what in ("slice", "interpolation"):
         return [save(slice_figure(tree, kind, quantity), out)]
     if what == "run":
@@ -118,8 +138,15 @@ def render(path: str | Path, kind: str = "auto", out: str | Path | None = None, 
         return [save(run_figure(rec["series"], rec["attrs"]), out)]
     if what == "escape":
         runs = tree.get("runs") if isinstance(tree.get("runs"), dict) else {}
-        recorded = [(r["record_steps"], r["losses"], {k: v for k, v in r.items() if not isinstance(v, np.ndarray)})
-                    for r in runs.values() if isinstance(r, dict) and "losses" in r and "record_steps" in r]
+        recorded = [
+            (
+                r["record_steps"],
+                r["losses"],
+                {k: v for k, v in r.items() if not isinstance(v, np.ndarray)},
+            )
+            for r in runs.values()
+            if isinstance(r, dict) and "losses" in r and "record_steps" in r
+        ]
         if recorded:  # landscape escape --out: the lecture's Figure 19, as escape --plot draws it
             from .escape_figures import escape_figure as lecture_figure
 
@@ -130,8 +157,14 @@ def render(path: str | Path, kind: str = "auto", out: str | Path | None = None, 
     written = []
     for layer, dens in _densities(tree).items():
         target = out if not layer else out.with_name(f"{out.stem}-{layer}{out.suffix}")
-        written.append(save(density_figure(dens, title=f"Hessian spectral density{' of ' + layer if layer else ''}"),
-                            target))
+        written.append(
+            save(
+                density_figure(
+                    dens, title=f"Hessian spectral density{' of ' + layer if layer else ''}"
+                ),
+                target,
+            )
+        )
     return written
 
 

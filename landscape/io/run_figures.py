@@ -11,8 +11,19 @@ import numpy as np
 
 from .figures import plt, save  # noqa: F401  (save is re-exported for callers)
 
-_BASE = {"step", "epoch", "wall_seconds", "train_seconds", "eval_seconds", "track_seconds",
-         "batch_loss", "train_loss", "train_accuracy", "test_loss", "test_accuracy"}
+_BASE = {
+    "step",
+    "epoch",
+    "wall_seconds",
+    "train_seconds",
+    "eval_seconds",
+    "track_seconds",
+    "batch_loss",
+    "train_loss",
+    "train_accuracy",
+    "test_loss",
+    "test_accuracy",
+}
 _ERR = ("_stderr", "_residual")
 
 
@@ -78,11 +89,17 @@ def run_figure(series: dict, settings: dict | None = None):
             e = np.asarray(series[err], dtype=float)[keep]
             ax.fill_between(x, y - e, y + e, alpha=0.25)
         if col == "lambda_max" and settings.get("lr") and settings.get("base", "sgd") == "sgd":
-            # GD's linear stability bound (docs/algorithms.md §2); heavy-ball momentum β: 2(1 + β)/lr
+            # GD's linear stability bound (docs/algorithms.md §2); heavy-ball momentum β: 2(1 +
+            # β)/lr
             # (β, not μ: μ is the noise alignment, drawn in a panel of its own)
             beta = float(settings.get("momentum") or 0.0)
-            ax.axhline(2.0 * (1.0 + beta) / float(settings["lr"]), color="k", ls=":", lw=1,
-                       label="2/lr" if beta == 0 else f"2(1+β)/lr, momentum β = {beta:g}")
+            ax.axhline(
+                2.0 * (1.0 + beta) / float(settings["lr"]),
+                color="k",
+                ls=":",
+                lw=1,
+                label="2/lr" if beta == 0 else f"2(1+β)/lr, momentum β = {beta:g}",
+            )
             ax.legend(fontsize=7)
         ax.set_ylabel(col)
         i += 1

@@ -39,15 +39,20 @@ def _title(data: dict) -> str:
         a, b = Path(str(ends.get("a", "A"))).name, Path(str(ends.get("b", "B"))).name
         return f"interpolation (1-α) θ_A + α θ_B, A = {a}, B = {b}"
     kind = d.get("kind", "?")
-    what = {"random": f"random directions, {d.get('norm', '?')} normalisation",
-            "eigen": "top Hessian eigenvectors", "pca": "PCA of the training trajectory",
-            "checkpoints": "toward checkpoints"}.get(kind, str(kind))
+    what = {
+        "random": f"random directions, {d.get('norm', '?')} normalisation",
+        "eigen": "top Hessian eigenvectors",
+        "pca": "PCA of the training trajectory",
+        "checkpoints": "toward checkpoints",
+    }.get(kind, str(kind))
     extra = ""
     ev = d.get("eigenvalues")
     if kind == "eigen" and ev is not None:
         extra = ", λ = " + ", ".join(f"{v:.4g}" for v in _arr(ev).ravel())
     if kind == "pca" and d.get("explained_variance") is not None:
-        extra = ", explained " + ", ".join(f"{100 * v:.1f}%" for v in _arr(d["explained_variance"]).ravel())
+        extra = ", explained " + ", ".join(
+            f"{100 * v:.1f}%" for v in _arr(d["explained_variance"]).ravel()
+        )
     return f"{name}: {what}{extra}".strip(": ")
 
 
@@ -63,7 +68,9 @@ def curve_figure(data: dict):
     train solid, test dashed; the origin (or the end points A and B) marked."""
     x = _arr(data["grid"]["alpha"])
     has_acc = bool(_splits(data, "accuracy"))
-    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(10 if has_acc else 5.5, 3.8), squeeze=False)
+    fig, axes = plt.subplots(
+        1, 2 if has_acc else 1, figsize=(10 if has_acc else 5.5, 3.8), squeeze=False
+    )
     axes = list(axes.flat)
     for ax, q in zip(axes, ["loss", "accuracy"]):
         for s in _splits(data, q):
@@ -73,7 +80,9 @@ def curve_figure(data: dict):
             if x.min() <= m <= x.max():
                 ax.axvline(m, color="gray", lw=0.8, ls=":")
                 if lab:
-                    ax.annotate(lab, (m, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom")
+                    ax.annotate(
+                        lab, (m, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom"
+                    )
         ax.set_xlabel(_axis_label(data, 0))
         ax.set_ylabel(q)
         ax.grid(alpha=0.3)
@@ -147,7 +156,11 @@ def plane_figure(data: dict, kind: Kind2D = "contour", quantity: str = "loss"):
             ax = fig.add_subplot(1, n, i + 1, projection="3d")
             v = Z[np.isfinite(Z)]
             cap = float(np.percentile(v, 98)) if v.size else 1.0
-            cap = cap if v.size and float(v.max()) > 3 * abs(cap) else (float(v.max()) if v.size else 1.0)
+            cap = (
+                cap
+                if v.size and float(v.max()) > 3 * abs(cap)
+                else (float(v.max()) if v.size else 1.0)
+            )
             Zc = np.where(np.isfinite(Z), np.minimum(Z, cap), cap)
             ax.plot_surface(A, B, Zc, cmap="viridis", linewidth=0, antialiased=True, alpha=0.95)
             from matplotlib.ticker import MaxNLocator
@@ -165,9 +178,19 @@ def plane_figure(data: dict, kind: Kind2D = "contour", quantity: str = "loss"):
             else:
                 from matplotlib.colors import LogNorm, Normalize
 
-                norm = LogNorm(levels[0], levels[-1]) if geometric else Normalize(levels[0], levels[-1])
-                mesh = ax.pcolormesh(A, B, np.clip(Z, levels[0], levels[-1]), shading="auto",
-                                     cmap="viridis", norm=norm)
+                norm = (
+                    LogNorm(levels[0], levels[-1])
+                    if geometric
+                    else Normalize(levels[0], levels[-1])
+                )
+                mesh = ax.pcolormesh(
+                    A,
+                    B,
+                    np.clip(Z, levels[0], levels[-1]),
+                    shading="auto",
+                    cmap="viridis",
+                    norm=norm,
+                )
                 fig.colorbar(mesh, ax=ax, label=quantity)
             _overlay(ax, data)
             ax.set_aspect("auto")
@@ -181,14 +204,19 @@ def plane_figure(data: dict, kind: Kind2D = "contour", quantity: str = "loss"):
 
 
 def slice_figure(data: dict, kind: str = "auto", quantity: str = "loss"):
-    """The figure of a slice or interpolation dict: a curve in 1-D, ``kind`` (default contour) in 2-D."""
+    """The figure of a slice or interpolation dict: a curve in 1-D, ``kind`` (default contour) in
+    2-D."""
     dims = len([k for k in ("alpha", "beta") if k in (data.get("grid") or {})])
     if dims == 1:
         if kind not in ("auto", "curve"):
-            raise ConfigError(f"--kind {kind} needs a 2-D slice; this one is 1-D", "use --kind curve")
+            raise ConfigError(
+                f"--kind {kind} needs a 2-D slice; this one is 1-D", "use --kind curve"
+            )
         return curve_figure(data)
     if kind == "curve":
-        raise ConfigError("--kind curve is for 1-D slices and interpolations", "use contour, heatmap or surface")
+        raise ConfigError(
+            "--kind curve is for 1-D slices and interpolations", "use contour, heatmap or surface"
+        )
     return plane_figure(data, "contour" if kind == "auto" else kind, quantity)
 
 

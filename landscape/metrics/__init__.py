@@ -76,7 +76,12 @@ class Settings:
         declared :class:`Option`: one clear error naming the flag; self if fine."""
         for name in names or list(METRICS):
             for key, opt in METRICS[name].options.items():
-                check(opt, self.get(key), opt.flag_for(key), f"pass a valid {opt.flag_for(key)} (metric {name})")
+                check(
+                    opt,
+                    self.get(key),
+                    opt.flag_for(key),
+                    f"pass a valid {opt.flag_for(key)} (metric {name})",
+                )
         return self
 
 
@@ -183,6 +188,7 @@ def stderr_text(r) -> str:
 
 def estimate_rows(label: str) -> Callable[[Any], list[Row]]:
     """Table rows of an Estimate: ``label``, value, stderr, products."""
+
     def rows(r) -> list[Row]:
         return [(label, fmt(r.value), stderr_text(r), str(r.matvecs))]
 
@@ -196,7 +202,12 @@ def parse_metrics(spec: str | list[str] | None, registry: dict[str, Metric] = ME
     """``"trace,eig"`` or repeated names → validated list; ``None`` → the defaults."""
     if not spec:
         return list(DEFAULT_METRICS)
-    names = [m.strip() for part in ([spec] if isinstance(spec, str) else spec) for m in part.split(",") if m.strip()]
+    names = [
+        m.strip()
+        for part in ([spec] if isinstance(spec, str) else spec)
+        for m in part.split(",")
+        if m.strip()
+    ]
     for m in names:
         if m not in registry:
             raise ConfigError(f"unknown metric {m!r}", f"choose from {', '.join(registry)}")

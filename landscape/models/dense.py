@@ -32,7 +32,8 @@ def make_activation(name: str) -> nn.Module:
 
 
 class MLP(nn.Module):
-    """``Flatten -> [Linear -> act] * len(widths) -> Linear``: logits or outputs ``[N, out_dim]``."""
+    """``Flatten -> [Linear -> act] * len(widths) -> Linear``: logits or outputs ``[N,
+    out_dim]``."""
 
     def __init__(
         self,

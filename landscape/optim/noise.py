@@ -70,25 +70,42 @@ class CovarianceNoise(SharpnessAware):
     covariance = "diag"
     uses_rng = True
 
-    def __init__(self, params=None, base="sgd", *, small_batch: int | None = None,
-                 total_steps: int | None = None, noise_fraction: float = 0.25,
-                 noise_steps: int | None = None, loss_fn: Any = None, model=None, seed=None,
-                 **base_kwargs) -> None:
+    def __init__(
+        self,
+        params=None,
+        base="sgd",
+        *,
+        small_batch: int | None = None,
+        total_steps: int | None = None,
+        noise_fraction: float = 0.25,
+        noise_steps: int | None = None,
+        loss_fn: Any = None,
+        model=None,
+        seed=None,
+        **base_kwargs,
+    ) -> None:
         super().__init__(params, base, model=model, seed=seed, **base_kwargs)
         if small_batch is None or not isinstance(small_batch, int) or small_batch < 1:
-            raise ConfigError(f"{self.name} needs small_batch, the batch size M_S to emulate "
-                              f"(got {small_batch!r})", "pass --small-batch 128 (small_batch=128 in Python)")
+            raise ConfigError(
+                f"{self.name} needs small_batch, the batch size M_S to emulate "
+                f"(got {small_batch!r})",
+                "pass --small-batch 128 (small_batch=128 in Python)",
+            )
         self.small_batch = small_batch
         if noise_steps is None:
             if total_steps is None:
-                raise ConfigError(f"{self.name} adds noise during the first part of training and "
-                                  "needs the run's length",
-                                  "pass total_steps=epochs*steps_per_epoch (or noise_steps=)")
+                raise ConfigError(
+                    f"{self.name} adds noise during the first part of training and "
+                    "needs the run's length",
+                    "pass total_steps=epochs*steps_per_epoch (or noise_steps=)",
+                )
             check_positive("noise_fraction", noise_fraction, allow_zero=True)
             noise_steps = math.ceil(noise_fraction * int(total_steps))
         if not isinstance(noise_steps, int) or noise_steps < 0:
-            raise ConfigError(f"noise_steps must be a non-negative integer, got {noise_steps!r}",
-                              "pass total_steps= or noise_steps=")
+            raise ConfigError(
+                f"noise_steps must be a non-negative integer, got {noise_steps!r}",
+                "pass total_steps= or noise_steps=",
+            )
         self.noise_steps = noise_steps
         self.loss_fn = loss_fn
         self.last_noise: list | None = None
@@ -105,8 +122,15 @@ class CovarianceNoise(SharpnessAware):
     def passes_per_step(self) -> int:  # type: ignore[override]
         return 2 if self.noise_active else 1
 
-    def step(self, closure: Callable | None = None, *, batch: tuple[torch.Tensor, torch.Tensor] | None = None,
-             per_sample_grads: Sequence[torch.Tensor] | Callable[[], Sequence[torch.Tensor]] | None = None):
+    def step(
+        self,
+        closure: Callable | None = None,
+        *,
+        batch: tuple[torch.Tensor, torch.Tensor] | None = None,
+        per_sample_grads: Sequence[torch.Tensor]
+        | Callable[[], Sequence[torch.Tensor]]
+        | None = None,
+    ):
         """One step; while the noise is on, the batch's per-sample gradients come from
         ``per_sample_grads`` or are computed from ``batch=(x, y)`` (module docstring)."""
         self._batch, self._psg = batch, per_sample_grads
@@ -128,9 +152,11 @@ class CovarianceNoise(SharpnessAware):
         return scatter(len(params), idx, [g - n for g, n in zip(gs, noise)])
 
     def _diag_noise(self, params, idx, ps) -> list[torch.Tensor]:
-        """``s sqrt(diag F_emp) ⊙ ξ``, ``diag F_emp = (1/M) Σ_i g_i²`` over the global batch (Alg. 1;
+        """``s sqrt(diag F_emp) ⊙ ξ``, ``diag F_emp = (1/M) Σ_i g_i²`` over the global batch (Alg.
+        1;
         as :func:`rules.diag_fisher_noise`): this process's ``Σ_{i∈shard} g_i²``, summed over
-        processes, divided by M; ``ξ ∼ N(0, I)`` from the shared generator, one draw per parameter."""
+        processes, divided by M; ``ξ ∼ N(0, I)`` from the shared generator, one draw per
+        parameter."""
         local = self._linear_squares(ps) if self._psg is None and self._batch is not None else None
         per = None
         if local is None:
@@ -154,13 +180,20 @@ class CovarianceNoise(SharpnessAware):
     def _full_noise(self, params, idx, ps) -> list[torch.Tensor]:
         """``(s/sqrt M) Σ_i σ_i g_i`` with Rademacher ``σ_i`` for the M samples of the global batch
         (App. F; as :func:`rules.full_fisher_noise`): this process's rows ``σ[shard]``, from one
-        backward of ``Σ_{i∈shard} σ_i l_i`` (or from ``per_sample_grads``), summed over processes."""
-        per = None if self._psg is None and self._batch is not None else self._per_sample(params, idx, ps)
+        backward of ``Σ_{i∈shard} σ_i l_i`` (or from ``per_sample_grads``), summed over
+        processes."""
+        per = (
+            None
+            if self._psg is None and self._batch is not None
+            else self._per_sample(params, idx, ps)
+        )
         m = self._rows(per)
         self.last_scale = scale = rules.covariance_noise_scale(m, self.small_batch)
         sigma = rules.rademacher_signs(m, self._generator, ps[0])[self.shard]
         if per is None:
-            local = _signed_sum_grad(self.model, self.loss_fn, ps, self._local_batch(), self.name, sigma)
+            local = _signed_sum_grad(
+                self.model, self.loss_fn, ps, self._local_batch(), self.name, sigma
+            )
         else:
             local = [torch.tensordot(sigma.to(g.dtype), g, dims=1) for g in per]
         summed = split_like(self.sum_over_processes(flat_cat(local)), ps)
@@ -168,20 +201,27 @@ class CovarianceNoise(SharpnessAware):
 
     def _rows(self, per: list[torch.Tensor] | None) -> int:
         """M, the batch size: the rows of the per-sample gradients in one process; with a reducer
-        those of ``batch=``, the global minibatch (``per_sample_grads`` hold only ``batch[shard]``)."""
+        those of ``batch=``, the global minibatch (``per_sample_grads`` hold only
+        ``batch[shard]``)."""
         if self.reducer is None and per is not None:
             return int(per[0].shape[0])
         if self._batch is None:
-            raise ConfigError(f"data-parallel {self.name} needs the global minibatch to count its samples",
-                              "pass batch=(x, y) (the global minibatch) with per_sample_grads= of its shard")
+            raise ConfigError(
+                f"data-parallel {self.name} needs the global minibatch to count its samples",
+                "pass batch=(x, y) (the global minibatch) with per_sample_grads= of its shard",
+            )
         m = int(self._batch[0].shape[0])
         if per is not None and per[0].shape[0] != len(range(m)[self.shard]):
-            raise ConfigError(f"per_sample_grads hold {per[0].shape[0]} samples, but this process's shard "
-                              f"of the batch has {len(range(m)[self.shard])}", "pass those of batch[shard]")
+            raise ConfigError(
+                f"per_sample_grads hold {per[0].shape[0]} samples, but this process's shard "
+                f"of the batch has {len(range(m)[self.shard])}",
+                "pass those of batch[shard]",
+            )
         return m
 
     def _local_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """This process's rows ``batch[shard]`` of the global minibatch (all of it in one process)."""
+        """This process's rows ``batch[shard]`` of the global minibatch (all of it in one
+        process)."""
         x, y = self._batch
         return x[self.shard], y[self.shard]
 
@@ -196,17 +236,23 @@ class CovarianceNoise(SharpnessAware):
             elif len(src) == len(idx):
                 per = src
             else:
-                raise ConfigError(f"per_sample_grads holds {len(src)} tensors for {len(params)} parameters",
-                                  "pass one [M, *shape] tensor per trained parameter, in order")
+                raise ConfigError(
+                    f"per_sample_grads holds {len(src)} tensors for {len(params)} parameters",
+                    "pass one [M, *shape] tensor per trained parameter, in order",
+                )
             for t, p in zip(per, ps):
                 if t is None or tuple(t.shape[1:]) != tuple(p.shape):
-                    raise ConfigError("per_sample_grads do not match the parameters' shapes",
-                                      "pass one [M, *p.shape] tensor per trained parameter")
+                    raise ConfigError(
+                        "per_sample_grads do not match the parameters' shapes",
+                        "pass one [M, *p.shape] tensor per trained parameter",
+                    )
             return [t.detach() for t in per]
         if self._batch is None:
-            raise ConfigError(f"{self.name} needs the per-sample gradients of the batch",
-                              "call opt.step(closure, batch=(x, y)) (with model= and loss_fn= given), "
-                              "or opt.step(closure, per_sample_grads=[...])")
+            raise ConfigError(
+                f"{self.name} needs the per-sample gradients of the batch",
+                "call opt.step(closure, batch=(x, y)) (with model= and loss_fn= given), "
+                "or opt.step(closure, per_sample_grads=[...])",
+            )
         return _per_sample_grads(self.model, self.loss_fn, ps, self._local_batch(), self.name)
 
 
@@ -214,12 +260,16 @@ def _functional(model: nn.Module | None, loss_fn: Any, ps: list[torch.Tensor], n
     """``(forward, loss, params dict, names)``: the model in functional form over the parameters
     ``ps`` (the others and the buffers held fixed)."""
     if model is None or loss_fn is None:
-        raise ConfigError(f"{name} computes per-sample gradients from batch= only with model= and "
-                          "loss_fn= given at construction",
-                          "build it with model=model, loss_fn='cross-entropy' (or pass per_sample_grads=)")
+        raise ConfigError(
+            f"{name} computes per-sample gradients from batch= only with model= and "
+            "loss_fn= given at construction",
+            "build it with model=model, loss_fn='cross-entropy' (or pass per_sample_grads=)",
+        )
     if any(isinstance(m, _BATCHNORMS) and m.training for m in model.modules()):
-        raise ConfigError("per-sample gradients are not defined with BatchNorm in training mode",
-                          "pass per_sample_grads= yourself (e.g. from a ghost-batch model)")
+        raise ConfigError(
+            "per-sample gradients are not defined with BatchNorm in training mode",
+            "pass per_sample_grads= yourself (e.g. from a ghost-batch model)",
+        )
     from ..losses import get_loss
 
     named = dict(model.named_parameters())
@@ -227,8 +277,10 @@ def _functional(model: nn.Module | None, loss_fn: Any, ps: list[torch.Tensor], n
     names = []
     for p in ps:
         if id(p) not in by_id:
-            raise ConfigError("an optimized parameter is not a parameter of model=",
-                              "pass the module whose parameters are optimized")
+            raise ConfigError(
+                "an optimized parameter is not a parameter of model=",
+                "pass the module whose parameters are optimized",
+            )
         names.append(by_id[id(p)])
     chosen = {n: named[n].detach() for n in names}
     frozen = {n: t.detach() for n, t in named.items() if n not in chosen}
@@ -240,8 +292,9 @@ def _functional(model: nn.Module | None, loss_fn: Any, ps: list[torch.Tensor], n
     return forward, get_loss(loss_fn), chosen, names
 
 
-def _per_sample_grads(model: nn.Module | None, loss_fn: Any, ps: list[torch.Tensor], batch, name: str
-                      ) -> list[torch.Tensor]:
+def _per_sample_grads(
+    model: nn.Module | None, loss_fn: Any, ps: list[torch.Tensor], batch, name: str
+) -> list[torch.Tensor]:
     """``[M, *shape]`` per parameter in ``ps``: torch.func vmap(grad(functional_call)) through
     :func:`landscape.curvature.functional.per_sample_grads`."""
     from ..curvature import functional as fx
@@ -252,13 +305,21 @@ def _per_sample_grads(model: nn.Module | None, loss_fn: Any, ps: list[torch.Tens
         with torch.enable_grad():
             g = fx.per_sample_grads(forward, loss, chosen, x, y)
     except RuntimeError as e:
-        raise ConfigError(f"per-sample gradients failed under torch.func: {str(e).splitlines()[0]}",
-                          "pass per_sample_grads= yourself (dropout and some custom layers do not vmap)") from e
+        raise ConfigError(
+            f"per-sample gradients failed under torch.func: {str(e).splitlines()[0]}",
+            "pass per_sample_grads= yourself (dropout and some custom layers do not vmap)",
+        ) from e
     return [g[n] for n in names]
 
 
-def _signed_sum_grad(model: nn.Module | None, loss_fn: Any, ps: list[torch.Tensor], batch, name: str,
-                     sigma: torch.Tensor) -> list[torch.Tensor]:
+def _signed_sum_grad(
+    model: nn.Module | None,
+    loss_fn: Any,
+    ps: list[torch.Tensor],
+    batch,
+    name: str,
+    sigma: torch.Tensor,
+) -> list[torch.Tensor]:
     """``Σ_i σ_i g_i = ∇_θ Σ_i σ_i l_i(θ)`` by ONE reverse pass, without per-sample gradients:
     the full empirical-Fisher noise of sgd-covariance-noise App. F costs a backward, not M."""
     from ..curvature import functional as fx
@@ -266,7 +327,9 @@ def _signed_sum_grad(model: nn.Module | None, loss_fn: Any, ps: list[torch.Tenso
     forward, loss, chosen, names = _functional(model, loss_fn, ps, name)
     x, y = batch
     with torch.enable_grad():
-        g = torch.func.grad(lambda prm: (sigma * fx.per_sample_losses(forward, loss, prm, x, y)).sum())(chosen)
+        g = torch.func.grad(
+            lambda prm: (sigma * fx.per_sample_losses(forward, loss, prm, x, y)).sum()
+        )(chosen)
     return [g[n] for n in names]
 
 

@@ -92,8 +92,10 @@ def build_optimizer(
     if base not in BASES:
         raise ConfigError(f"unknown base optimizer {base!r}", f"choose one of {', '.join(BASES)}")
     if hasattr(cls, "default_base") and base != default_base:
-        raise ConfigError(f"{cls.name} runs on the {default_base} base, not {base!r}",
-                          f"use {base}-tracer" if base in ("sgd", "adam") else "use sgd-tracer or adam-tracer")
+        raise ConfigError(
+            f"{cls.name} runs on the {default_base} base, not {base!r}",
+            f"use {base}-tracer" if base in ("sgd", "adam") else "use sgd-tracer or adam-tracer",
+        )
     base_kwargs: dict[str, Any] = dict(BASE_DEFAULTS[base])
     if lr is not None:
         base_kwargs["lr"] = lr
@@ -103,8 +105,10 @@ def build_optimizer(
         elif cls is GD:
             base_kwargs["momentum"] = 0.0
     elif momentum is not None:
-        raise ConfigError(f"momentum is an SGD setting; the {base} base takes betas=",
-                          "pass betas=(0.9, 0.999) for Adam")
+        raise ConfigError(
+            f"momentum is an SGD setting; the {base} base takes betas=",
+            "pass betas=(0.9, 0.999) for Adam",
+        )
     base_kwargs["weight_decay"] = weight_decay
     own = set(hyperparameters(cls.name)) | _COMMON
     for k, v in hyper.items():
@@ -116,7 +120,9 @@ def build_optimizer(
     accepted = set(inspect.signature(base_cls.__init__).parameters) - {"self", "params"}
     unknown = sorted(set(base_kwargs) - accepted)
     if unknown:
-        raise ConfigError(f"{cls.name} does not take {', '.join(unknown)}",
-                          f"its settings: {', '.join(sorted(own))}; the {base} base's: "
-                          f"{', '.join(sorted(accepted))}")
+        raise ConfigError(
+            f"{cls.name} does not take {', '.join(unknown)}",
+            f"its settings: {', '.join(sorted(own))}; the {base} base's: "
+            f"{', '.join(sorted(accepted))}",
+        )
     return cls(params, base=base, **wrapper_kwargs, **base_kwargs)

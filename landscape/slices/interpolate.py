@@ -1,6 +1,7 @@
 """1-D interpolation between two checkpoints: ``L((1 − α) θ_A + α θ_B)``.
 
-Keskar et al. 2017 (the lecture's Figure 6, GD against SGD solutions; docs/algorithms.md §4). The line
+Keskar et al. 2017 (the lecture's Figure 6, GD against SGD solutions; docs/algorithms.md §4). The
+line
 is the slice through θ_A along ``d = θ_B − θ_A``, so α = 0 is A and α = 1 is B. Floating buffers
 (BatchNorm running statistics) are interpolated the same way, running variances clipped at 0
 outside [0, 1]; ``recompute_bn`` re-estimates them at every point instead.
@@ -23,8 +24,11 @@ def check_same_architecture(a: dict, b: dict, name_a: str = "A", name_b: str = "
     """Raise CheckpointError unless the two state_dicts have the same names and shapes."""
     only_a = [k for k in a if k not in b]
     only_b = [k for k in b if k not in a]
-    shapes = [f"{k} {list(a[k].shape)} vs {list(b[k].shape)}" for k in a
-              if k in b and tuple(a[k].shape) != tuple(b[k].shape)]
+    shapes = [
+        f"{k} {list(a[k].shape)} vs {list(b[k].shape)}"
+        for k in a
+        if k in b and tuple(a[k].shape) != tuple(b[k].shape)
+    ]
     if only_a or only_b or shapes:
         parts = []
         if only_a:
@@ -33,8 +37,10 @@ def check_same_architecture(a: dict, b: dict, name_a: str = "A", name_b: str = "
             parts.append(f"only in {name_b}: {', '.join(only_b[:3])}")
         if shapes:
             parts.append(f"shapes differ: {', '.join(shapes[:3])}")
-        raise CheckpointError(f"the architectures of {name_a} and {name_b} differ ({'; '.join(parts)})",
-                              "interpolate between checkpoints of the same model (same layers and widths)")
+        raise CheckpointError(
+            f"the architectures of {name_a} and {name_b} differ ({'; '.join(parts)})",
+            "interpolate between checkpoints of the same model (same layers and widths)",
+        )
 
 
 def interpolate(
@@ -58,24 +64,38 @@ def interpolate(
     buf_names = [n for n, b in named_bufs.items() if b.is_floating_point()]
     missing = [n for n in buf_names if n not in state_b]
     if missing:
-        raise CheckpointError(f"the architectures differ: checkpoint B has no buffer {missing[0]}",
-                              "interpolate between checkpoints of the same model")
+        raise CheckpointError(
+            f"the architectures differ: checkpoint B has no buffer {missing[0]}",
+            "interpolate between checkpoints of the same model",
+        )
     bufs_a = {n: named_bufs[n].detach() for n in buf_names}
     bufs_b = {n: state_b[n].to(bufs_a[n]) for n in buf_names}
     for n in buf_names:
         if bufs_a[n].shape != bufs_b[n].shape:
-            raise CheckpointError(f"the architectures differ: buffer {n} {list(bufs_b[n].shape)} vs "
-                                  f"{list(bufs_a[n].shape)}", "interpolate between checkpoints of the same model")
+            raise CheckpointError(
+                f"the architectures differ: buffer {n} {list(bufs_b[n].shape)} vs "
+                f"{list(bufs_a[n].shape)}",
+                "interpolate between checkpoints of the same model",
+            )
 
     def buffers(c: torch.Tensor) -> dict[str, torch.Tensor]:
         a = c[:, 0]
         out = {}
         for n in buf_names:
             s = (-1,) + (1,) * bufs_a[n].dim()
-            v = (1 - a).reshape(s).to(bufs_a[n]) * bufs_a[n] + a.reshape(s).to(bufs_a[n]) * bufs_b[n]
+            v = (1 - a).reshape(s).to(bufs_a[n]) * bufs_a[n] + a.reshape(s).to(bufs_a[n]) * bufs_b[
+                n
+            ]
             out[n] = v.clamp_min(0) if n.endswith("running_var") else v
         return out
 
-    return evaluate_grid(problems, theta_a, (theta_b - theta_a)[:, None], [np.asarray(alphas, dtype=np.float64)],
-                         batch_points=batch_points, recompute_bn_stats=recompute_bn_stats,
-                         buffers=buffers if buf_names else None, progress=progress)
+    return evaluate_grid(
+        problems,
+        theta_a,
+        (theta_b - theta_a)[:, None],
+        [np.asarray(alphas, dtype=np.float64)],
+        batch_points=batch_points,
+        recompute_bn_stats=recompute_bn_stats,
+        buffers=buffers if buf_names else None,
+        progress=progress,
+    )

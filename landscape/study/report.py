@@ -50,8 +50,10 @@ def read_study(path: str | Path) -> StudyRecord:
     path = Path(path)
     tree = read_tree(path)
     if tree.get("format") != FORMAT:
-        raise LandscapeError(f"{path} is not a landscape study file (format {tree.get('format')!r})",
-                             "pass the output file of landscape batch")
+        raise LandscapeError(
+            f"{path} is not a landscape study file (format {tree.get('format')!r})",
+            "pass the output file of landscape batch",
+        )
     checkpoints, items = {}, []
     order = _item_order(tree.get("study_text"))
     for label, g in (tree.get("checkpoints") or {}).items():
@@ -63,9 +65,19 @@ def read_study(path: str | Path) -> StudyRecord:
         names.sort(key=lambda n: (order.get(n, math.inf), n))
         for name in names:
             it = g[name]
-            items.append({"label": label, "name": name, "kind": it.get("kind"), "complete": int(it.get("complete", 0)),
-                          "error": it.get("error"), "seconds": it.get("seconds"), "settings": it.get("settings") or {},
-                          "problem": it.get("problem") or {}, "result": it.get("result")})
+            items.append(
+                {
+                    "label": label,
+                    "name": name,
+                    "kind": it.get("kind"),
+                    "complete": int(it.get("complete", 0)),
+                    "error": it.get("error"),
+                    "seconds": it.get("seconds"),
+                    "settings": it.get("settings") or {},
+                    "problem": it.get("problem") or {},
+                    "result": it.get("result"),
+                }
+            )
     attrs = {k: v for k, v in tree.items() if not isinstance(v, dict)}
     return StudyRecord(path, attrs, checkpoints, items)
 
@@ -74,7 +86,9 @@ def _item_order(text: Any) -> dict[str, int]:
     """Item names in the order of the study file's [metrics.*] / [slices.*] tables."""
     if not isinstance(text, str):
         return {}
-    names = re.findall(r"^\s*\[\s*(?:metrics|slices)\.\s*\"?([A-Za-z0-9_.\-]+)\"?\s*\]", text, flags=re.MULTILINE)
+    names = re.findall(
+        r"^\s*\[\s*(?:metrics|slices)\.\s*\"?([A-Za-z0-9_.\-]+)\"?\s*\]", text, flags=re.MULTILINE
+    )
     return {n: i for i, n in enumerate(dict.fromkeys(names))}
 
 
@@ -85,14 +99,18 @@ _f, _est = number, estimate_headline
 def _fisher(r: dict) -> list[Headline]:
     m = r.get("matrices") or {}
     cos = (r.get("cosine") or {}).get("fisher~empirical_fisher")
-    return [_est((m.get("fisher") or {}).get("trace"), "tr F"),
-            _est((m.get("empirical_fisher") or {}).get("trace"), "tr F_emp"),
-            _est(cos, "cos(F, F_emp)")]
+    return [
+        _est((m.get("fisher") or {}).get("trace"), "tr F"),
+        _est((m.get("empirical_fisher") or {}).get("trace"), "tr F_emp"),
+        _est(cos, "cos(F, F_emp)"),
+    ]
 
 
 def _noise(r: dict) -> list[Headline]:
     detail = r.get("nonuniformity_detail") or {}
-    interval = np.asarray(detail.get("interval", [math.nan, math.nan]), dtype=np.float64).reshape(-1)
+    interval = np.asarray(detail.get("interval", [math.nan, math.nan]), dtype=np.float64).reshape(
+        -1
+    )
     err = float((interval[-1] - interval[0]) / 2) if interval.size == 2 else math.nan
     return [("μ", _f(r.get("mu")), math.nan), ("s", _f(r.get("nonuniformity")), err)]
 
@@ -100,7 +118,10 @@ def _noise(r: dict) -> list[Headline]:
 def _stability(r: dict) -> list[Headline]:
     v = r.get("verdicts") or {}
     gd, sgd = v.get("gd") or {}, v.get("sgd_nonuniformity") or {}
-    return [("λ_max / (2/η)", _f(gd.get("ratio")), math.nan), ("s / bound", _f(sgd.get("ratio")), math.nan)]
+    return [
+        ("λ_max / (2/η)", _f(gd.get("ratio")), math.nan),
+        ("s / bound", _f(sgd.get("ratio")), math.nan),
+    ]
 
 
 def _slice(r: dict) -> list[Headline]:
@@ -117,12 +138,15 @@ def _slice(r: dict) -> list[Headline]:
 
 #: The numbers of each kind shown in the summary table and the overview figure.
 #: (the metrics of :data:`landscape.metrics.METRICS` declare theirs)
-HEADLINES: ChainMap[str, Callable[[dict], list[Headline]]] = ChainMap({
-    "fisher": _fisher,
-    "noise": _noise,
-    "stability": _stability,
-    "slice": _slice,
-}, MetricView(lambda name, metric: metric.headlines))
+HEADLINES: ChainMap[str, Callable[[dict], list[Headline]]] = ChainMap(
+    {
+        "fisher": _fisher,
+        "noise": _noise,
+        "stability": _stability,
+        "slice": _slice,
+    },
+    MetricView(lambda name, metric: metric.headlines),
+)
 
 
 def headlines(item: dict) -> list[Headline]:
@@ -157,11 +181,22 @@ def summary_rows(record: StudyRecord) -> list[tuple[str, str, str, str, str, str
     rows = []
     for it in record.items:
         status = "ok" if it["complete"] else "FAILED"
-        text = ("; ".join(f"{q} = {fmt(v, e, q in RESIDUALS)}" for q, v, e in headlines(it)) if it["complete"]
-                else (it["error"] or "incomplete"))
+        text = (
+            "; ".join(f"{q} = {fmt(v, e, q in RESIDUALS)}" for q, v, e in headlines(it))
+            if it["complete"]
+            else (it["error"] or "incomplete")
+        )
         secs = it.get("seconds")
-        rows.append((display(it["label"]), it["name"], str(it["kind"]), status, text,
-                     f"{float(secs):.2f}" if isinstance(secs, (int, float)) else "-"))
+        rows.append(
+            (
+                display(it["label"]),
+                it["name"],
+                str(it["kind"]),
+                status,
+                text,
+                f"{float(secs):.2f}" if isinstance(secs, (int, float)) else "-",
+            )
+        )
     return rows
 
 
@@ -184,8 +219,13 @@ def wide_table(record: StudyRecord) -> tuple[list[str], list[list[str]]]:
     flat = [(name, col) for name, cols in columns.items() for col in (cols or [name])]
     rows = []
     for label in record.checkpoints:
-        rows.append([display(label)] + ["FAILED" if (label, name) in failed else cells.get((label, col), "-")
-                                         for name, col in flat])
+        rows.append(
+            [display(label)]
+            + [
+                "FAILED" if (label, name) in failed else cells.get((label, col), "-")
+                for name, col in flat
+            ]
+        )
     return ["checkpoint"] + [col for _, col in flat], rows
 
 
@@ -196,32 +236,58 @@ def display(label: str) -> str:
 
 def _md_table(columns: list[str], rows: list) -> str:
     esc = lambda s: str(s).replace("|", "\\|")
-    lines = ["| " + " | ".join(esc(c) for c in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines = [
+        "| " + " | ".join(esc(c) for c in columns) + " |",
+        "|" + "|".join("---" for _ in columns) + "|",
+    ]
     lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
-def summary_markdown(record: StudyRecord, figures: list[Path] | None = None, relative_to: Path | None = None) -> str:
+def summary_markdown(
+    record: StudyRecord, figures: list[Path] | None = None, relative_to: Path | None = None
+) -> str:
     """The markdown report: the values table (checkpoints x quantities), every item with its
     status and time, the failures, and the figures."""
     ok = sum(it["complete"] for it in record.items)
     failed = len(record.items) - ok
     title = Path(str(record.attrs.get("study") or record.path)).stem
-    parts = [f"# Study `{title}`", "",
-             f"File `{record.path}`, updated {record.attrs.get('updated', '?')}: {len(record.checkpoints)} "
-             f"checkpoint(s), {len(record.names)} metric(s)/slice(s), {ok} item(s) complete"
-             + (f", {failed} failed" if failed else "") + ".", "", "## Values", ""]
+    parts = [
+        f"# Study `{title}`",
+        "",
+        f"File `{record.path}`, updated {record.attrs.get('updated', '?')}: "
+        f"{len(record.checkpoints)} "
+        f"checkpoint(s), {len(record.names)} metric(s)/slice(s), {ok} item(s) complete"
+        + (f", {failed} failed" if failed else "")
+        + ".",
+        "",
+        "## Values",
+        "",
+    ]
     cols, rows = wide_table(record)
-    note = "Errors after ± are standard errors; an eigenvalue's is its Lanczos residual, written as such."
+    note = (
+        "Errors after ± are standard errors; an eigenvalue's is its Lanczos residual, "
+        "written as such."
+    )
     parts += [_md_table(cols, rows), "", note, "", "## Items", ""]
-    parts += [_md_table(["checkpoint", "item", "kind", "status", "values", "seconds"], summary_rows(record))]
+    parts += [
+        _md_table(
+            ["checkpoint", "item", "kind", "status", "values", "seconds"], summary_rows(record)
+        )
+    ]
     fails = [it for it in record.items if not it["complete"]]
     if fails:
-        parts += ["", "## Failures", ""] + [f"- `{display(it['label'])}` / `{it['name']}`: {it['error']}" for it in fails]
+        parts += ["", "## Failures", ""] + [
+            f"- `{display(it['label'])}` / `{it['name']}`: {it['error']}" for it in fails
+        ]
     if figures:
         parts += ["", "## Figures", ""]
         for p in figures:
-            rel = Path(p).relative_to(relative_to) if relative_to and Path(p).is_relative_to(relative_to) else Path(p)
+            rel = (
+                Path(p).relative_to(relative_to)
+                if relative_to and Path(p).is_relative_to(relative_to)
+                else Path(p)
+            )
             parts.append(f"![{rel.stem}]({rel.as_posix()})")
     return "\n".join(parts) + "\n"
 
@@ -264,10 +330,16 @@ def overview_figure(record: StudyRecord):
 
     def is_run(src: str, labels: list[str]) -> bool:
         """A run directory's checkpoints form one trajectory; a glob's files are unrelated."""
-        return all(str(Path(str(ck.get(lb, {}).get("path", ""))).parent) == str(Path(src)) for lb in labels)
+        return all(
+            str(Path(str(ck.get(lb, {}).get("path", ""))).parent) == str(Path(src)) for lb in labels
+        )
 
-    by_step = all(is_run(src, labels) and np.isfinite([step(lb) for lb in labels]).all()
-                  and len({step(lb) for lb in labels}) > 1 for src, labels in sources.items())
+    by_step = all(
+        is_run(src, labels)
+        and np.isfinite([step(lb) for lb in labels]).all()
+        and len({step(lb) for lb in labels}) > 1
+        for src, labels in sources.items()
+    )
     for ax, ((name, q), pts) in zip(axes.reshape(-1), series.items()):
         if by_step:
             for src, labels in sources.items():
@@ -275,8 +347,15 @@ def overview_figure(record: StudyRecord):
                 if not sel:
                     continue
                 x, y, e = (np.array(c, dtype=np.float64) for c in zip(*sel))
-                ax.errorbar(x, y, yerr=np.where(np.isfinite(e), e, 0.0), marker="o", ms=3, capsize=2,
-                            label=Path(src).name or src)
+                ax.errorbar(
+                    x,
+                    y,
+                    yerr=np.where(np.isfinite(e), e, 0.0),
+                    marker="o",
+                    ms=3,
+                    capsize=2,
+                    label=Path(src).name or src,
+                )
             ax.set_xlabel("training step")
             if len(sources) > 1:
                 ax.legend(fontsize=7)
@@ -286,12 +365,17 @@ def overview_figure(record: StudyRecord):
             e = np.array([err for _, _, err in pts])
             ax.errorbar(x, y, yerr=np.where(np.isfinite(e), e, 0.0), fmt="o", capsize=3)
             ax.set_xticks(x)
-            ax.set_xticklabels([display(lb) for lb, _, _ in pts], rotation=30, ha="right", fontsize=7)
+            ax.set_xticklabels(
+                [display(lb) for lb, _, _ in pts], rotation=30, ha="right", fontsize=7
+            )
         ax.set_title(f"{name}: {q}", fontsize=9)
         ax.grid(alpha=0.3)
     for ax in axes.reshape(-1)[n:]:
         ax.set_visible(False)
-    fig.suptitle(f"{Path(str(record.attrs.get('study') or record.path)).stem}: values across checkpoints", fontsize=10)
+    fig.suptitle(
+        f"{Path(str(record.attrs.get('study') or record.path)).stem}: values across checkpoints",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
@@ -330,7 +414,9 @@ def write_figures(record: StudyRecord, folder: str | Path, fmt: str = "png") -> 
     return written
 
 
-def write_report(path: str | Path, out: str | Path, fmt: str = "png") -> tuple[StudyRecord, list[Path]]:
+def write_report(
+    path: str | Path, out: str | Path, fmt: str = "png"
+) -> tuple[StudyRecord, list[Path]]:
     """``out/summary.md`` and the figures of the study file ``path``; returns the record and the
     files written (markdown first)."""
     from ..io.atomic import atomic_path
@@ -348,11 +434,23 @@ def write_report(path: str | Path, out: str | Path, fmt: str = "png") -> tuple[S
 
 def record_to_dict(record: StudyRecord) -> dict:
     """JSON-ready: the checkpoints and, per item, status, time, error and headline numbers."""
-    return {"file": str(record.path), "updated": record.attrs.get("updated"), "checkpoints": record.checkpoints,
-            "items": [{"checkpoint": it["label"], "name": it["name"], "kind": it["kind"],
-                       "complete": bool(it["complete"]), "error": it["error"], "seconds": it["seconds"],
-                       "values": {q: {"value": v, "error": e} for q, v, e in headlines(it)}}
-                      for it in record.items]}
+    return {
+        "file": str(record.path),
+        "updated": record.attrs.get("updated"),
+        "checkpoints": record.checkpoints,
+        "items": [
+            {
+                "checkpoint": it["label"],
+                "name": it["name"],
+                "kind": it["kind"],
+                "complete": bool(it["complete"]),
+                "error": it["error"],
+                "seconds": it["seconds"],
+                "values": {q: {"value": v, "error": e} for q, v, e in headlines(it)},
+            }
+            for it in record.items
+        ],
+    }
 
 
 __all__ = [

@@ -106,27 +106,47 @@ class TrainConfig:
 
     def validate(self) -> None:
         self.track = parse_track(self.track)
-        for name, v, low in (("--batch-size", self.batch_size, 1), ("--every", self.every, 1),
-                             ("--probes", self.probes, 1), ("--track-batch-size", self.track_batch_size, 1),
-                             ("--epochs", self.epochs, 1), ("--steps", self.steps, 1),
-                             ("--track-samples", self.track_samples, 1), ("--eval-every", self.eval_every, 1),
-                             ("--checkpoint-every", self.checkpoint_every, 1)):
+        for name, v, low in (
+            ("--batch-size", self.batch_size, 1),
+            ("--every", self.every, 1),
+            ("--probes", self.probes, 1),
+            ("--track-batch-size", self.track_batch_size, 1),
+            ("--epochs", self.epochs, 1),
+            ("--steps", self.steps, 1),
+            ("--track-samples", self.track_samples, 1),
+            ("--eval-every", self.eval_every, 1),
+            ("--checkpoint-every", self.checkpoint_every, 1),
+        ):
             if v is not None and (not isinstance(v, int) or v < low):
-                raise ConfigError(f"{name} must be a positive integer, got {v!r}", f"pass e.g. {name} 10")
+                raise ConfigError(
+                    f"{name} must be a positive integer, got {v!r}", f"pass e.g. {name} 10"
+                )
         if self.epochs is not None and self.steps is not None:
             raise ConfigError("both --epochs and --steps were given", "pass only one of them")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"--lr must be positive, got {self.lr}", "pass e.g. --lr 0.1")
         if self.momentum is not None and not (0 <= self.momentum and math.isfinite(self.momentum)):
-            raise ConfigError(f"--momentum must be a finite number >= 0, got {self.momentum}", "pass e.g. --momentum 0.9")
+            raise ConfigError(
+                f"--momentum must be a finite number >= 0, got {self.momentum}",
+                "pass e.g. --momentum 0.9",
+            )
         if self.momentum is not None and self.momentum >= 1:
-            warnings.warn(f"--momentum {self.momentum} >= 1: heavy-ball SGD does not converge (its velocity "
-                          "grows without bound on a quadratic)", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"--momentum {self.momentum} >= 1: heavy-ball SGD does not converge (its velocity "
+                "grows without bound on a quadratic)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise ConfigError(f"--weight-decay must be a finite number >= 0, got {self.weight_decay}",
-                              "pass e.g. --weight-decay 5e-4")
+            raise ConfigError(
+                f"--weight-decay must be a finite number >= 0, got {self.weight_decay}",
+                "pass e.g. --weight-decay 5e-4",
+            )
         if self.until_loss is not None and not self.until_loss > 0:
-            raise ConfigError(f"--until-loss must be positive, got {self.until_loss}", "pass e.g. --until-loss 1e-3")
+            raise ConfigError(
+                f"--until-loss must be positive, got {self.until_loss}",
+                "pass e.g. --until-loss 1e-3",
+            )
         if self.dtype not in ("float32", "float64"):
             raise ConfigError(f"unknown dtype {self.dtype!r}", "choose float32 or float64")
 
@@ -180,15 +200,23 @@ class StopRequest:
 
 
 # ------------------------------------------------------------------------ building blocks
-def evaluate(model: nn.Module, loss, pair: tuple[torch.Tensor, torch.Tensor], classes: bool | None = None,
-             batch_size: int = 1024) -> tuple[float, float | None]:
+def evaluate(
+    model: nn.Module,
+    loss,
+    pair: tuple[torch.Tensor, torch.Tensor],
+    classes: bool | None = None,
+    batch_size: int = 1024,
+) -> tuple[float, float | None]:
     """``(L, accuracy)`` on all of ``pair`` in eval mode (BatchNorm running statistics), with
     exact weights ``L = (1/n) Σ_i l_i``. Accuracy (else None) when ``classes``: the targets are
     class labels, or one-hot rows (mse on classes) compared by argmax; ``None``: integer targets."""
     x, y = pair
     n = x.shape[0]
     if distributed.active():  # this rank's shard; the sums are all-reduced below
-        x, y = x[distributed.rank()::distributed.world_size()], y[distributed.rank()::distributed.world_size()]
+        x, y = (
+            x[distributed.rank() :: distributed.world_size()],
+            y[distributed.rank() :: distributed.world_size()],
+        )
     was = model.training
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=x.device)
@@ -199,10 +227,10 @@ def evaluate(model: nn.Module, loss, pair: tuple[torch.Tensor, torch.Tensor], cl
     try:
         with torch.no_grad():
             for i in range(0, x.shape[0], batch_size):
-                out = model(x[i:i + batch_size])
-                total += loss.sum(out, y[i:i + batch_size]).double()
+                out = model(x[i : i + batch_size])
+                total += loss.sum(out, y[i : i + batch_size]).double()
                 if classes:
-                    correct += (out.argmax(-1) == labels[i:i + batch_size]).sum()
+                    correct += (out.argmax(-1) == labels[i : i + batch_size]).sum()
     finally:
         model.train(was)
     if distributed.active():
@@ -234,16 +262,21 @@ class _Session:
         self.model = model.to(device=self.device, dtype=self.dtype).train()
 
         targets = self.split.for_loss(self.loss_name)  # one-hot labels for mse on classes
-        # training draws random minibatches of the whole set: it holds it (a streamed part is read once)
+        # training draws random minibatches of the whole set: it holds it (a streamed part is read
+        # once)
         self.train_pair = self._to_device(to_tensors(targets.train))
-        self.test_pair = self._to_device(to_tensors(targets.test)) if targets.test is not None else None
+        self.test_pair = (
+            self._to_device(to_tensors(targets.test)) if targets.test is not None else None
+        )
         self.classes = self.split.task == "classification"
         self._check_fit()
         self.n = int(self.train_pair[0].shape[0])
         self.full_batch = cfg.optimizer.lower() in FULL_BATCH
         self.batch_size = self.n if self.full_batch else min(cfg.batch_size, self.n)
         self.steps_per_epoch = 1 if self.full_batch else math.ceil(self.n / self.batch_size)
-        self.total_steps = cfg.steps if cfg.steps is not None else (cfg.epochs or 10) * self.steps_per_epoch
+        self.total_steps = (
+            cfg.steps if cfg.steps is not None else (cfg.epochs or 10) * self.steps_per_epoch
+        )
         if cfg.eval_every is None:
             cfg.eval_every = max(self.steps_per_epoch, math.ceil(self.total_steps / 500))
 
@@ -256,16 +289,26 @@ class _Session:
         if "loss_fn" in own and "loss_fn" not in hyper:
             hyper["loss_fn"] = self.loss_name
         cfg.hyper = hyper  # resolved once: an extended run keeps them
-        self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters(), base=cfg.base, lr=cfg.lr,
-                                         momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                                         model=self.model, seed=cfg.seed, **hyper)
+        self.optimizer = build_optimizer(
+            cfg.optimizer,
+            self.model.parameters(),
+            base=cfg.base,
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            model=self.model,
+            seed=cfg.seed,
+            **hyper,
+        )
         self._step_takes_batch = "batch" in inspect.signature(self.optimizer.step).parameters
         self.world, self.rank = distributed.world_size(), distributed.rank()
         self.shard = slice(self.rank, None, self.world)  # this rank's rows of every minibatch
         if self.world > 1:
             if self.batch_size < self.world:
-                raise ConfigError(f"the batch of {self.batch_size} cannot be shared by {self.world} processes",
-                                  f"pass --batch-size {self.world} or more")
+                raise ConfigError(
+                    f"the batch of {self.batch_size} cannot be shared by {self.world} processes",
+                    f"pass --batch-size {self.world} or more",
+                )
             self.optimizer.set_reducer(distributed.all_reduce_, self.shard)
         group = self.optimizer.param_groups[0]
         self.lr = float(group["lr"])
@@ -297,8 +340,11 @@ class _Session:
             with torch.no_grad():
                 out = self.model(x[:2])
         except RuntimeError as e:
-            raise ConfigError(f"model {self.cfg.model!r} cannot take inputs of shape {tuple(x.shape[1:])}: "
-                              f"{str(e).splitlines()[0]}", "check --model-arg against the data") from e
+            raise ConfigError(
+                f"model {self.cfg.model!r} cannot take inputs of shape {tuple(x.shape[1:])}: "
+                f"{str(e).splitlines()[0]}",
+                "check --model-arg against the data",
+            ) from e
         finally:
             self.model.train(was)
         self.loss.check(out, y[:2])
@@ -307,24 +353,35 @@ class _Session:
     def settings(self) -> dict:
         """The run's settings, resolved (what run.h5 records as attributes)."""
         d = self.cfg.to_dict()
-        d.update(model_kwargs=self.model_kwargs, loss=self.loss_name, lr=self.lr, momentum=self.momentum,
-                 batch_size=self.batch_size, total_steps=self.total_steps,
-                 steps_per_epoch=self.steps_per_epoch, n_train=self.n,
-                 n_test=0 if self.test_pair is None else int(self.test_pair[0].shape[0]),
-                 params=sum(p.numel() for p in self.model.parameters()),
-                 passes_per_step=float(self.optimizer.passes_per_step),
-                 base=self.cfg.base or type(self.optimizer.base).__name__.lower())
+        d.update(
+            model_kwargs=self.model_kwargs,
+            loss=self.loss_name,
+            lr=self.lr,
+            momentum=self.momentum,
+            batch_size=self.batch_size,
+            total_steps=self.total_steps,
+            steps_per_epoch=self.steps_per_epoch,
+            n_train=self.n,
+            n_test=0 if self.test_pair is None else int(self.test_pair[0].shape[0]),
+            params=sum(p.numel() for p in self.model.parameters()),
+            passes_per_step=float(self.optimizer.passes_per_step),
+            base=self.cfg.base or type(self.optimizer.base).__name__.lower(),
+        )
         return d
 
     def state(self) -> dict:
         return {
             "config": self.cfg.to_dict(),
-            "status": self.status, "stop_reason": self.stop_reason,
-            "step": self.step, "pos": self.pos,
+            "status": self.status,
+            "stop_reason": self.stop_reason,
+            "step": self.step,
+            "pos": self.pos,
             "perm": None if self.perm is None else self.perm.clone(),
             "data_rng": self.data_rng.get_state(),
             "global_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "cuda_rng": torch.cuda.get_rng_state(self.device)
+            if self.device.type == "cuda"
+            else None,
             "model": plain_state(self.model.state_dict()),
             "optimizer": plain_state(self.optimizer.state_dict()),
             "series": self.series.to_state(),
@@ -337,9 +394,11 @@ class _Session:
             self.optimizer.load_state_dict(state["optimizer"])
             self.data_rng.set_state(state["data_rng"])
         except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            raise LandscapeError(f"the run state in {self.rundir.state} does not fit this run "
-                                 f"({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})",
-                                 "start the run again with --force") from e
+            raise LandscapeError(
+                f"the run state in {self.rundir.state} does not fit this run "
+                f"({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})",
+                "start the run again with --force",
+            ) from e
         self.step, self.pos = int(state["step"]), int(state["pos"])
         self.perm = state.get("perm")
         self.series = Series.from_state(state["series"])
@@ -352,8 +411,12 @@ class _Session:
         return self.step / self.steps_per_epoch
 
     def status_attrs(self) -> dict:
-        return {"status": self.status, "step": self.step, "epoch": self.epoch,
-                "stop_reason": self.stop_reason}
+        return {
+            "status": self.status,
+            "step": self.step,
+            "epoch": self.epoch,
+            "stop_reason": self.stop_reason,
+        }
 
     # -------------------------------------------------------------------- one step
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -362,7 +425,9 @@ class _Session:
             return x, y
         if self.pos == 0 or self.perm is None:
             self.perm = torch.randperm(self.n, generator=self.data_rng)
-        idx = self.perm[self.pos * self.batch_size:(self.pos + 1) * self.batch_size].to(self.device)
+        idx = self.perm[self.pos * self.batch_size : (self.pos + 1) * self.batch_size].to(
+            self.device
+        )
         return x[idx], y[idx]
 
     def train_step(self) -> float:
@@ -383,7 +448,8 @@ class _Session:
     def _sharded_closure(self, xb: torch.Tensor, yb: torch.Tensor) -> Callable[[], torch.Tensor]:
         """A loss closure (the optimizer differentiates it, landscape.optim.wrapper) on this rank's
         shard ``xb[rank::world]`` (all of it in one process): ``(1/B) Σ_{i∈shard} l_i``, B the
-        global batch size, whose sum over ranks (the optimizer's reducer) is the global mean loss."""
+        global batch size, whose sum over ranks (the optimizer's reducer) is the global mean
+        loss."""
         xs, ys = xb[self.shard], yb[self.shard]
         size = xb.shape[0]
         model, loss = self.model, self.loss
@@ -396,25 +462,42 @@ class _Session:
             flat = distributed.all_reduce_(torch.cat([b.reshape(-1) for b in bufs])) / self.world
             start = 0
             for b in bufs:
-                b.copy_(flat[start:start + b.numel()].view_as(b))
+                b.copy_(flat[start : start + b.numel()].view_as(b))
                 start += b.numel()
 
     # -------------------------------------------------------------------- measurements
     def evaluate_row(self) -> dict:
         row: dict[str, float | None] = {}
-        row["train_loss"], row["train_accuracy"] = evaluate(self.model, self.loss, self.train_pair, self.classes)
+        row["train_loss"], row["train_accuracy"] = evaluate(
+            self.model, self.loss, self.train_pair, self.classes
+        )
         if self.test_pair is not None:
-            row["test_loss"], row["test_accuracy"] = evaluate(self.model, self.loss, self.test_pair, self.classes)
+            row["test_loss"], row["test_accuracy"] = evaluate(
+                self.model, self.loss, self.test_pair, self.classes
+            )
         return row
 
     def track_row(self) -> dict:
         from ..problem import Problem
 
         cfg = self.cfg
-        problem = Problem(self.model, self.loss, self.train_pair, batch_size=cfg.track_batch_size,
-                          samples=cfg.track_samples, seed=cfg.seed, device=self.device, dtype=self.dtype)
+        problem = Problem(
+            self.model,
+            self.loss,
+            self.train_pair,
+            batch_size=cfg.track_batch_size,
+            samples=cfg.track_samples,
+            seed=cfg.seed,
+            device=self.device,
+            dtype=self.dtype,
+        )
         settings = settings_from(cfg.probes, cfg.seed, cfg.track_options)
-        settings.extra = {"lr": self.lr, "batch_size": self.batch_size, "n_train": self.n, "step": self.step}
+        settings.extra = {
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "n_train": self.n,
+            "step": self.step,
+        }
         return track(problem, cfg.track, settings)
 
 
@@ -446,11 +529,16 @@ def train(
         if state is not None and state.get("status") == "finished":
             diff = _config_diff(state.get("config") or {}, config.to_dict())
             if diff:
-                raise ConfigError(f"{rundir.path} holds a finished run with other settings ({'; '.join(diff[:3])})",
-                                  "choose another --out, or pass --force to replace it")
+                raise ConfigError(
+                    f"{rundir.path} holds a finished run with other settings "
+                    f"({'; '.join(diff[:3])})",
+                    "choose another --out, or pass --force to replace it",
+                )
             return _already(rundir, state)
-        raise ConfigError(f"{rundir.path} already holds an unfinished run",
-                          f"continue it with --resume {rundir.path}, or start again with --force")
+        raise ConfigError(
+            f"{rundir.path} already holds an unfinished run",
+            f"continue it with --resume {rundir.path}, or start again with --force",
+        )
     if rundir.path.exists() and not rundir.path.is_dir():
         raise ConfigError(f"--out {rundir.path} is a file", "pass a directory for the run")
     config = TrainConfig.from_dict(config.to_dict())
@@ -484,7 +572,9 @@ def resume(
         cfg.until_loss = until_loss
     session = _Session(cfg, rundir)
     unchanged = epochs is None and steps is None and until_loss is None
-    if session.total_steps <= int(state["step"]) or (state.get("status") == "finished" and unchanged):
+    if session.total_steps <= int(state["step"]) or (
+        state.get("status") == "finished" and unchanged
+    ):
         return _already(rundir, state)
     session.load(state)
     session.status, session.stop_reason = "running", None
@@ -495,7 +585,11 @@ def resume(
 def _config_diff(recorded: dict, new: dict) -> list[str]:
     """The settings in which a new run differs from a recorded one (``name: recorded -> new``);
     optimizer settings the recorded run resolved by default (``hyper``) count only when given."""
-    ignore = {"epochs", "steps", "until_loss"}  # the stopping rule: a finished run may be extended with --resume
+    ignore = {
+        "epochs",
+        "steps",
+        "until_loss",
+    }  # the stopping rule: a finished run may be extended with --resume
     out = []
     for key, value in new.items():
         if key in ignore or value is None:  # None: the default, which the recorded run resolved
@@ -524,17 +618,34 @@ def _already(rundir: RunDir, state: dict) -> RunResult:
     """Nothing to do: the run in ``rundir`` is finished (as far as asked)."""
     series = Series.from_state(state["series"])
     epoch = series.last("epoch") or 0.0
-    return RunResult(rundir.path, "already-finished", int(state["step"]), epoch, int(state["step"]),
-                     state.get("stop_reason"), None, series.final(),
-                     {k: round(float(v), 4) for k, v in state["timers"].items()})
+    return RunResult(
+        rundir.path,
+        "already-finished",
+        int(state["step"]),
+        epoch,
+        int(state["step"]),
+        state.get("stop_reason"),
+        None,
+        series.final(),
+        {k: round(float(v), 4) for k, v in state["timers"].items()},
+    )
 
 
-def _loop(s: _Session, state: dict | None, stop_after: int | None, handle_signals: bool,
-          progress: ProgressFn | None, flush_seconds: float) -> RunResult:
+def _loop(
+    s: _Session,
+    state: dict | None,
+    stop_after: int | None,
+    handle_signals: bool,
+    progress: ProgressFn | None,
+    flush_seconds: float,
+) -> RunResult:
     cfg, rundir = s.cfg, s.rundir
     stop = StopRequest()
-    cuda_index = (s.device.index if s.device.index is not None else torch.cuda.current_device()
-                  ) if s.device.type == "cuda" else None
+    cuda_index = (
+        (s.device.index if s.device.index is not None else torch.cuda.current_device())
+        if s.device.type == "cuda"
+        else None
+    )
     devices = [cuda_index] if cuda_index is not None else []
     t_start = time.perf_counter()
     wall0 = s.timers["wall"]
@@ -614,10 +725,23 @@ def _loop(s: _Session, state: dict | None, stop_after: int | None, handle_signal
                 s.timers["train"] += time.perf_counter() - t
                 record(batch_loss)
                 if progress is not None:
-                    progress({"step": s.step, "total": s.total_steps, "epoch": s.epoch, "loss": batch_loss,
-                              "metric": last_metric})
-                if cfg.until_loss is not None and len(s.series) and s.series.columns["step"][-1] == s.step:
-                    tl = s.series.columns["train_loss"][-1]  # NaN (no evaluation at this step) never stops
+                    progress(
+                        {
+                            "step": s.step,
+                            "total": s.total_steps,
+                            "epoch": s.epoch,
+                            "loss": batch_loss,
+                            "metric": last_metric,
+                        }
+                    )
+                if (
+                    cfg.until_loss is not None
+                    and len(s.series)
+                    and s.series.columns["step"][-1] == s.step
+                ):
+                    tl = s.series.columns["train_loss"][
+                        -1
+                    ]  # NaN (no evaluation at this step) never stops
                     if tl < cfg.until_loss:
                         s.stop_reason = "until_loss"
                         break
@@ -627,9 +751,13 @@ def _loop(s: _Session, state: dict | None, stop_after: int | None, handle_signal
                     flush()
                 elif time.perf_counter() - last_flush > flush_seconds:
                     flush()
-                stopping = stop.signum is not None or (stop_after is not None and s.step >= stop_after)
+                stopping = stop.signum is not None or (
+                    stop_after is not None and s.step >= stop_after
+                )
                 if s.world > 1:  # every rank stops at the same step (a signal may reach them apart)
-                    stopping = bool(distributed.all_reduce_(torch.tensor([int(stopping)], device=s.device))[0])
+                    stopping = bool(
+                        distributed.all_reduce_(torch.tensor([int(stopping)], device=s.device))[0]
+                    )
                 if stopping and s.step < s.total_steps:
                     s.status = "interrupted"
                     s.stop_reason = "signal" if stop.signum is not None else "stop_after"
@@ -649,8 +777,17 @@ def _loop(s: _Session, state: dict | None, stop_after: int | None, handle_signal
 
         save(run_figure(s.series.arrays(), s.settings()), rundir.figure)
         usual_mode(rundir.figure)
-    return RunResult(rundir.path, s.status, s.step, s.epoch, s.total_steps, s.stop_reason, stop.signum,
-                     s.series.final(), {k: round(v, 4) for k, v in s.timers.items()})
+    return RunResult(
+        rundir.path,
+        s.status,
+        s.step,
+        s.epoch,
+        s.total_steps,
+        s.stop_reason,
+        stop.signum,
+        s.series.final(),
+        {k: round(v, 4) for k, v in s.timers.items()},
+    )
 
 
 def _missing(series: Series, names: list[str]) -> bool:
@@ -677,14 +814,36 @@ def _checkpoint(s: _Session):
     cfg = s.cfg
     final = s.series.final()
     training = {
-        "optimizer": cfg.optimizer, "base": s.settings()["base"], "lr": s.lr, "momentum": s.momentum,
-        "weight_decay": cfg.weight_decay, "batch_size": s.batch_size, "step": s.step, "epoch": s.epoch,
-        "seed": cfg.seed, "dtype": cfg.dtype,
+        "optimizer": cfg.optimizer,
+        "base": s.settings()["base"],
+        "lr": s.lr,
+        "momentum": s.momentum,
+        "weight_decay": cfg.weight_decay,
+        "batch_size": s.batch_size,
+        "step": s.step,
+        "epoch": s.epoch,
+        "seed": cfg.seed,
+        "dtype": cfg.dtype,
         "hyper": {k: v for k, v in cfg.hyper.items() if isinstance(v, (int, float, str, bool))},
-        "passes_per_step": float(s.optimizer.passes_per_step), "total_steps": s.total_steps,
-        "run": str(s.rundir.path), "status": "finished" if s.step >= s.total_steps or s.stop_reason == "until_loss" else "running",
-        **{k: final[k] for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
-           if final.get(k) is not None},
+        "passes_per_step": float(s.optimizer.passes_per_step),
+        "total_steps": s.total_steps,
+        "run": str(s.rundir.path),
+        "status": "finished"
+        if s.step >= s.total_steps or s.stop_reason == "until_loss"
+        else "running",
+        **{
+            k: final[k]
+            for k in ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
+            if final.get(k) is not None
+        },
     }
-    return make_checkpoint(cfg.model, s.model_kwargs, cfg.data, cfg.data_kwargs, s.loss_name, s.model,
-                           training, split=s.split)
+    return make_checkpoint(
+        cfg.model,
+        s.model_kwargs,
+        cfg.data,
+        cfg.data_kwargs,
+        s.loss_name,
+        s.model,
+        training,
+        split=s.split,
+    )
