@@ -58,37 +58,18 @@ def _timed(fn, repeats: int) -> float:
     return best
 
 
-def worker(
-    rank: int,
-    world: int,
-    port: int,
-    threads: int,
-    probes: int,
-    repeats: int,
-    out: str,
-    device: str = "cpu",
-) -> None:
-    os.environ.update(
-        {
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(world),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-        }
-    )
+def worker(rank: int, world: int, port: int, threads: int, probes: int, repeats: int, out: str,
+           device: str = "cpu") -> None:
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(1)  # the same pretrained model in every configuration
     cuda = device.startswith("cuda")
     if cuda:  # one GPU per rank, NCCL between them
         torch.cuda.set_device(rank)
         device = f"cuda:{rank}"
     if world > 1:
-        dist.init_process_group(
-            "nccl" if cuda else "gloo",
-            rank=rank,
-            world_size=world,
-            init_method=f"tcp://127.0.0.1:{port}",
-        )
+        dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=world,
+                                init_method=f"tcp://127.0.0.1:{port}")
     from landscape import Hessian, Problem
     from landscape.estimators import top_eigenvalues, trace
 
@@ -129,21 +110,17 @@ def main() -> None:
     ap.add_argument("--probes", type=int, default=100)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--procs", default="1,2")
-    ap.add_argument(
-        "--device", default="cpu", help="cpu (gloo), or cuda: one GPU per process (NCCL)"
-    )
+    ap.add_argument("--device", default="cpu",
+                    help="cpu (gloo), or cuda: one GPU per process (NCCL)")
     args = ap.parse_args()
     configs = [(int(n), 1) for n in args.procs.split(",")] + [(1, 2)]
     rows, base = [], None
     with tempfile.TemporaryDirectory() as tmp:
         for world, threads in configs:
             out = str(Path(tmp) / f"r{world}-{threads}.pt")
-            mp.spawn(
-                worker,
-                args=(world, _free_port(), threads, args.probes, args.repeats, out, args.device),
-                nprocs=world,
-                join=True,
-            )
+            mp.spawn(worker, args=(world, _free_port(), threads, args.probes, args.repeats, out,
+                                   args.device),
+                     nprocs=world, join=True)
             r = torch.load(out, weights_only=False)
             if base is None:
                 base = r
@@ -166,20 +143,9 @@ def main() -> None:
         f"best of {args.repeats}, slowest rank; {os.cpu_count()} CPU cores, load "
         f"{os.getloadavg()[0]:.1f}\n"
     )
-    print(
-        markdown(
-            rows,
-            [
-                "processes x threads",
-                "trace (s)",
-                "speed-up",
-                "top-5 eig (s)",
-                "speed-up",
-                "all-reduce alone",
-                "λ_max",
-            ],
-        )
-    )
+    print(markdown(rows, ["processes x threads", "trace (s)", "speed-up", "top-5 eig (s)",
+                          "speed-up",
+                          "all-reduce alone", "λ_max"]))
 
 
 if __name__ == "__main__":

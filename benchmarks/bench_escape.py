@@ -67,15 +67,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trajectories", type=int, default=200)
     ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument(
-        "--loop-trajectories", type=int, default=16, help="trajectories timed one at a time"
-    )
+    ap.add_argument("--loop-trajectories", type=int, default=16,
+                    help="trajectories timed one at a time")
     ap.add_argument("--eval-samples", type=int, default=256, help="0: the loss on all 1797 samples")
-    ap.add_argument(
-        "--eval-every",
-        default="1,10",
-        help="record the loss every K steps (comma list: one table block each)",
-    )
+    ap.add_argument("--eval-every", default="1,10",
+                    help="record the loss every K steps (comma list: one table block each)")
     ap.add_argument("--dynamics", default="sgd")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3, help="best of this many runs of each method")
@@ -89,9 +85,8 @@ def main() -> None:
     ev = eval_subset(pb.n, args.eval_samples or None, 0)
     T, steps, k = args.trajectories, args.steps, args.loop_trajectories
     seeds = trajectory_seeds(0, T)
-    simulate(
-        pb, pb.theta, "sgd", lr=LR, batch_size=B, steps=2, seeds=seeds[:2], eval_idx=ev
-    )  # warm-up
+    simulate(pb, pb.theta, "sgd", lr=LR, batch_size=B, steps=2, seeds=seeds[:2],
+             eval_idx=ev)  # warm-up
 
     rows = []
     for every in [int(e) for e in args.eval_every.split(",")]:
@@ -99,54 +94,28 @@ def main() -> None:
             kw = {"lr": LR, "batch_size": B, "steps": steps, "eval_idx": ev, "eval_every": every}
             R = range(args.repeats)  # best of R: the shared machine's noise only ever slows a run
             r_vec = max(simulate(pb, pb.theta, dyn, seeds=seeds, **kw).throughput for _ in R)
-            t_one = min(
-                sum(simulate(pb, pb.theta, dyn, seeds=[s], **kw).seconds for s in seeds[:k])
-                for _ in R
-            )
+            t_one = min(sum(simulate(pb, pb.theta, dyn, seeds=[s],
+                                     **kw).seconds for s in seeds[:k]) for _ in R)
             r_one = k * steps / t_one
             r_plain = None
             if dyn == "sgd":  # at its best: small products often run faster on one thread
                 X, Y = pb.tensors()
-
                 def loop(X=X, Y=Y, k=k, every=every):
                     return plain_loop(pb.model, X, Y, ev, seeds[:k], steps, every)
 
-                t_plain = min(
-                    with_threads(n, loop) for n in {1, torch.get_num_threads()} for _ in R
-                )
+                t_plain = min(with_threads(n, loop)
+                              for n in {1, torch.get_num_threads()} for _ in R)
                 r_plain = k * steps / t_plain
             vs_plain = "-" if r_plain is None else f"{r_vec / r_plain:.1f}x"
-            rows.append(
-                [
-                    every,
-                    dyn,
-                    f"vectorised, T = {T}",
-                    f"{r_vec:.0f}",
-                    f"{r_vec / r_one:.1f}x",
-                    vs_plain,
-                ]
-            )
-            rows.append(
-                [
-                    every,
-                    dyn,
-                    "landscape, one trajectory per call",
-                    f"{r_one:.0f}",
-                    "1.0x",
-                    "-" if r_plain is None else f"{r_one / r_plain:.1f}x",
-                ]
-            )
+            rows.append([every, dyn, f"vectorised, T = {T}", f"{r_vec:.0f}",
+                         f"{r_vec / r_one:.1f}x", vs_plain])
+            rows.append([every, dyn, "landscape, one trajectory per call", f"{r_one:.0f}", "1.0x",
+                         "-" if r_plain is None else f"{r_one / r_plain:.1f}x"])
             if r_plain is not None:
-                rows.append(
-                    [
-                        every,
-                        dyn,
-                        "plain PyTorch loop (nn.Module + autograd, best of 1 and N threads)",
-                        f"{r_plain:.0f}",
-                        f"{r_plain / r_one:.1f}x",
-                        "1.0x",
-                    ]
-                )
+                rows.append([every, dyn,
+                             "plain PyTorch loop (nn.Module + autograd, best of 1 and N threads)",
+                                 f"{r_plain:.0f}",
+                             f"{r_plain / r_one:.1f}x", "1.0x"])
     ev_txt = "all 1797" if ev is None else f"{ev.numel()}"
     print(
         f"digits MLP 64-128-128-10 (p = {pb.p}), n = {pb.n}, B = {B}, lr = {LR}, {steps} steps, "
@@ -155,19 +124,9 @@ def main() -> None:
         f"{torch.get_num_threads()} threads; one-at-a-time "
         f"rows time {k} trajectories\n"
     )
-    print(
-        markdown(
-            rows,
-            [
-                "record every K",
-                "dynamics",
-                "method",
-                "traj x steps / s",
-                "vs one per call",
-                "vs plain loop",
-            ],
-        )
-    )
+    print(markdown(rows, ["record every K", "dynamics", "method", "traj x steps / s",
+                          "vs one per call",
+                          "vs plain loop"]))
 
 
 if __name__ == "__main__":

@@ -68,17 +68,9 @@ def run_landscape(model, X, Y, rtol: float) -> dict:
     al = alignment(pb, rtol=rtol)
     t_al = time.perf_counter() - t
     s = nonuniformity(pb, tol=1e-4)
-    return {
-        "alpha": al.alpha,
-        "beta": al.beta,
-        "mu": al.mu,
-        "s": s.value,
-        "t_align": t_al,
-        "t_s": time.perf_counter() - t - t_al,
-        "s_products": s.matvecs,
-        "g_rows": al.g_rows,
-        "g_truncation_rel": al.g_truncation / al.trace_g,
-    }
+    return {"alpha": al.alpha, "beta": al.beta, "mu": al.mu, "s": s.value, "t_align": t_al,
+            "t_s": time.perf_counter() - t - t_al, "s_products": s.matvecs, "g_rows": al.g_rows,
+            "g_truncation_rel": al.g_truncation / al.trace_g}
 
 
 def run_naive(model, X, Y) -> dict:
@@ -94,17 +86,11 @@ def run_naive(model, X, Y) -> dict:
         out = model(X[i : i + 1])[0]
         li = torch.nn.functional.cross_entropy(out[None], Y[i : i + 1])
         total += float(li.detach())
-        U.append(
-            torch.cat([g.reshape(-1) for g in torch.autograd.grad(li, params, retain_graph=True)])
-        )
-        J = torch.stack(
-            [
-                torch.cat(
-                    [g.reshape(-1) for g in torch.autograd.grad(out[c], params, retain_graph=True)]
-                )
-                for c in range(out.numel())
-            ]
-        )
+        U.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(li, params,
+            retain_graph=True)]))
+        J = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(out[c], params,
+            retain_graph=True)])
+                         for c in range(out.numel())])
         pi = torch.softmax(out.detach().double(), 0)
         lam, Q = torch.linalg.eigh(torch.diag(pi) - torch.outer(pi, pi))
         keep = lam > 1e-12
@@ -142,39 +128,25 @@ def run_naive(model, X, Y) -> dict:
 
                 def sample_loss(i):
                     return lambda ps: torch.nn.functional.cross_entropy(
-                        torch.func.functional_call(
-                            model,
-                            dict(zip([k for k, _ in model.named_parameters()], ps)),
-                            (X[i : i + 1],),
-                        ),
-                        Y[i : i + 1],
-                    )
+                        torch.func.functional_call(model, dict(zip([k for k,
+                            _ in model.named_parameters()], ps)),
+                                                   (X[i : i + 1],)), Y[i : i + 1])
 
                 acc = torch.zeros_like(v)
                 for i in range(n):
                     acc += hv(sample_loss(i), hv(sample_loss(i), v))
                 full = lambda ps: torch.nn.functional.cross_entropy(
-                    torch.func.functional_call(
-                        model, dict(zip([k for k, _ in model.named_parameters()], ps)), (X,)
-                    ),
-                    Y,
-                )
+                    torch.func.functional_call(model, dict(zip([k for k,
+                        _ in model.named_parameters()], ps)), (X,)), Y)
                 out[:, j] = acc / n - hv(full, hv(full, v))
             return out
 
     t2 = time.perf_counter()
     e = top_eigenvalues(LoopNonUniformity(p, torch.float32, X.device), k=1, tol=1e-4, seed=0)
-    return {
-        "alpha": tr / (sf * gf),
-        "beta": sf / (2 * L * gf),
-        "mu": tr / (2 * L * gf**2),
-        "s": math.sqrt(max(float(e.values[0]), 0.0)),
-        "t_align": t_al,
-        "t_s": time.perf_counter() - t2,
-        "s_products": e.matvecs,
-        "g_rows": g_rows,
-        "g_truncation_rel": 0.0,
-    }
+    return {"alpha": tr / (sf * gf), "beta": sf / (2 * L * gf), "mu": tr / (2 * L * gf**2),
+            "s": math.sqrt(max(float(e.values[0]), 0.0)), "t_align": t_al,
+                "t_s": time.perf_counter() - t2,
+            "s_products": e.matvecs, "g_rows": g_rows, "g_truncation_rel": 0.0}
 
 
 def child(method: str, samples: int, device: str, queue) -> None:
@@ -211,43 +183,15 @@ def main() -> None:
         r = q.get()
         proc.join()
         print(method, r, flush=True)
-        rows.append(
-            [
-                method,
-                f"{r['seconds']:.0f}",
-                f"{r['cpu_seconds']:.0f}",
-                f"{r['t_align']:.1f}",
-                f"{r['t_s']:.1f} ({r['s_products']})",
-                f"{r['peak_mib']:.0f}",
-                str(r["g_rows"]),
-                f"{r['alpha']:.6f}",
-                f"{r['beta']:.6f}",
-                f"{r['mu']:.6f}",
-                f"{r['s']:.5f}",
-            ]
-        )
-    print(
-        f"\ndigits MLP 64-128-128-10 (p = 26122), n = {args.samples}, cross-entropy, float32, "
-        f"{THREADS} CPU threads\n"
-    )
-    print(
-        markdown(
-            rows,
-            [
-                "method",
-                "wall s",
-                "CPU s",
-                "α, β, μ: wall s",
-                "s: seconds (products)",
-                "peak MiB",
-                "G rows",
-                "α",
-                "β",
-                "μ",
-                "s",
-            ],
-        )
-    )
+        rows.append([method, f"{r['seconds']:.0f}", f"{r['cpu_seconds']:.0f}",
+                     f"{r['t_align']:.1f}", f"{r['t_s']:.1f} ({r['s_products']})",
+                     f"{r['peak_mib']:.0f}", str(r["g_rows"]), f"{r['alpha']:.6f}",
+                         f"{r['beta']:.6f}", f"{r['mu']:.6f}", f"{r['s']:.5f}"])
+    print(f"\ndigits MLP 64-128-128-10 (p = 26122), n = {args.samples}, cross-entropy, float32, "
+          f"{THREADS} CPU threads\n")
+    print(markdown(rows, ["method", "wall s", "CPU s", "α, β, μ: wall s", "s: seconds (products)",
+                          "peak MiB",
+                          "G rows", "α", "β", "μ", "s"]))
 
 
 if __name__ == "__main__":

@@ -32,41 +32,26 @@ from landscape.models import build_model
 from landscape.optim import OPTIMIZERS, build_optimizer
 
 ADAM = "sgd on the Adam base"
-TARGETS = {
-    "sam": 2.1,
-    "asam": 2.1,
-    "fsam": 2.1,
-    "vsam": 2.1,
-    "sgd-tracer": 3.0,
-    "adam-tracer": 3.0,
-    "rsam": 1.3,
-    "mfvi": 1.3,
-}
+TARGETS = {"sam": 2.1, "asam": 2.1, "fsam": 2.1, "vsam": 2.1, "sgd-tracer": 3.0, "adam-tracer": 3.0,
+           "rsam": 1.3, "mfvi": 1.3}
 
 
 def mlp(seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return torch.nn.Sequential(
-        torch.nn.Linear(64, 128),
-        torch.nn.ReLU(),
-        torch.nn.Linear(128, 128),
-        torch.nn.ReLU(),
-        torch.nn.Linear(128, 10),
-    )
+    return torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 128),
+                               torch.nn.ReLU(), torch.nn.Linear(128, 10))
 
 
 def cnn(seed: int = 0) -> torch.nn.Module:
-    return build_model(
-        "cnn", seed=seed, in_channels=1, image_size=8, channels=(32, 64), hidden=(128,)
-    )
+    return build_model("cnn", seed=seed, in_channels=1, image_size=8, channels=(32, 64),
+                       hidden=(128,))
 
 
 MODELS = {"mlp": (mlp, "MLP 64-128-128-10"), "cnn": (cnn, "CNN conv 32-64, dense 128")}
 
 
-def batches(
-    device: torch.device, size: int = 128, images: bool = False
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def batches(device: torch.device, size: int = 128, images: bool = False) -> list[tuple[torch.Tensor,
+    torch.Tensor]]:
     x, y = load_digits(return_X_y=True)
     x = torch.tensor(x / 16.0, dtype=torch.float32, device=device)
     if images:
@@ -74,9 +59,7 @@ def batches(
     y = torch.tensor(y, device=device)
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(len(x), generator=g).to(device)
-    return [
-        (x[perm[i : i + size]], y[perm[i : i + size]]) for i in range(0, len(x) - size + 1, size)
-    ]
+    return [(x[perm[i:i + size]], y[perm[i:i + size]]) for i in range(0, len(x) - size + 1, size)]
 
 
 def make(name: str, model: torch.nn.Module, n: int):
@@ -107,7 +90,6 @@ def backward_closure(model, opt, x, y):
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         return loss
-
     return closure
 
 
@@ -131,20 +113,12 @@ def main() -> None:
     ap.add_argument("--model", choices=list(MODELS), default="mlp")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=25)
-    ap.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch intra-op threads (1 is stable on a shared box)",
-    )
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads (1 is stable on a shared box)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument(
-        "--clock",
-        choices=["cpu", "wall"],
-        default=None,
-        help="cpu: this process's CPU time (default on CPU: robust to other jobs on a "
-        "shared machine); wall: elapsed time (default on GPU)",
-    )
+    ap.add_argument("--clock", choices=["cpu", "wall"], default=None,
+                    help="cpu: this process's CPU time (default on CPU: robust to other jobs on a "
+                         "shared machine); wall: elapsed time (default on GPU)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -168,13 +142,10 @@ def main() -> None:
             times[name].append(run(name, model, opt, data, args.steps, sync, clock))
     med = {name: statistics.median(t) for name, t in times.items()}
     # ratio within each round (neighbouring measurements see the same load), then the median
-    ratio = {
-        name: statistics.median(a / b for a, b in zip(t, times["sgd"])) for name, t in times.items()
-    }
-    print(
-        f"device {device}, {torch.get_num_threads()} thread(s), {clock_name} time, batch 128, "
-        f"{label}, median of {args.repeats} x {args.steps} steps\n"
-    )
+    ratio = {name: statistics.median(a / b for a, b in zip(t, times["sgd"])) for name,
+             t in times.items()}
+    print(f"device {device}, {torch.get_num_threads()} thread(s), {clock_name} time, batch 128, "
+          f"{label}, median of {args.repeats} x {args.steps} steps\n")
     print("| optimizer | ms/step | ratio to sgd | passes/step | target |")
     print("| --- | ---: | ---: | ---: | --- |")
     for name in names:

@@ -74,17 +74,9 @@ def _model(name: str):
     if name == "resnet18":
         net = build_model("resnet18", num_classes=10, seed=0)
     elif name == "cnn":
-        net = build_model(
-            "cnn",
-            in_channels=3,
-            image_size=32,
-            num_classes=10,
-            channels=[32, 64],
-            hidden=[256],
-            kernel_size=3,
-            batchnorm=True,
-            seed=0,
-        )
+        net = build_model("cnn", in_channels=3, image_size=32, num_classes=10, channels=[32, 64],
+                          hidden=[256],
+                          kernel_size=3, batchnorm=True, seed=0)
     else:
         raise SystemExit(f"unknown model {name}")
     with torch.no_grad():  # running statistics of the data, as a trained network has them
@@ -144,22 +136,15 @@ def work(cfg: dict) -> dict:
         from landscape.estimators import top_eigenvalues, trace
 
         memory = cfg.get("memory")
-        H = landscape.Hessian(
-            model,
-            "cross-entropy",
-            _loader(n),
-            batch_size=BATCH,
-            device=device,
-            memory=memory,
-            cache_bytes=cfg.get("cache_bytes"),
-        )
+        H = landscape.Hessian(model, "cross-entropy", _loader(n), batch_size=BATCH, device=device,
+                              memory=memory,
+                              cache_bytes=cfg.get("cache_bytes"))
         if what == "probe":
             est = trace(H, probes=cfg["probes"], seed=1)
             out["estimate"] = est.value
         else:
-            e = top_eigenvalues(
-                H, k=5, tol=1e-6, seed=0, return_vectors=True, block=cfg.get("block")
-            )
+            e = top_eigenvalues(H, k=5, tol=1e-6, seed=0, return_vectors=True,
+                                block=cfg.get("block"))
             out.update(values=e.values.tolist(), products=e.matvecs)
             vectors = e.vectors.float().cpu()
         report = H.plan_report()
@@ -178,14 +163,12 @@ def work(cfg: dict) -> dict:
             # the user had known it)
             for steps in (10, 20, 30, 40, 60, 80, 120):
                 t0, c0 = time.perf_counter(), time.process_time()
-                r = he.lanczos(
-                    op, k=5, which="LA", tol=1e-6, seed=0, max_iter=steps, reorthogonalize=True
-                )
+                r = he.lanczos(op, k=5, which="LA", tol=1e-6, seed=0, max_iter=steps,
+                               reorthogonalize=True)
                 if bool(r.converged.all()):
                     break
-            out.update(
-                values=[float(v) for v in r.eigenvalues], products=int(r.iterations), max_iter=steps
-            )
+            out.update(values=[float(v) for v in r.eigenvalues], products=int(r.iterations),
+                       max_iter=steps)
             vectors = r.eigenvectors.T.cpu()
     elif tool == "pyhessian":
         from pyhessian import hessian as PyHessian
@@ -196,9 +179,8 @@ def work(cfg: dict) -> dict:
         else:
             vals, vecs = ph.eigenvalues(top_n=5, maxIter=100, tol=1e-3)
             out.update(values=[float(v) for v in vals])
-            vectors = torch.stack(
-                [torch.cat([t.reshape(-1) for t in v]) for v in vecs], dim=1
-            ).cpu()
+            vectors = torch.stack([torch.cat([t.reshape(-1) for t in v]) for v in vecs],
+                                  dim=1).cpu()
     elif tool == "curvlinops":
         import numpy as np
         from curvlinops import HessianLinearOperator, hutchinson_trace
@@ -233,21 +215,13 @@ def work(cfg: dict) -> dict:
 
 
 # ----------------------------------------------------------------------------- the driver
-TOOLS = [
-    "landscape",
-    "landscape (no cache)",
-    "landscape (tight)",
-    "landscape (block 1)",
-    "hessian-eigenthings",
-    "pyhessian",
-    "curvlinops",
-]
+TOOLS = ["landscape", "landscape (no cache)", "landscape (tight)", "landscape (block 1)",
+         "hessian-eigenthings", "pyhessian", "curvlinops"]
 
 
 def _key(cfg: dict) -> str:
-    return json.dumps(
-        {k: cfg[k] for k in ("model", "n", "tool", "what", "device", "probes")}, sort_keys=True
-    )
+    return json.dumps({k: cfg[k] for k in ("model", "n", "tool", "what", "device", "probes")},
+                      sort_keys=True)
 
 
 def _done(path: Path) -> dict[str, dict]:
@@ -286,19 +260,12 @@ def run(args) -> None:
             cfg["cache_bytes"] = 0
         if _key(cfg) in done:
             continue
-        print(
-            f"... {cfg['model']} n={cfg['n']} {cfg['tool']} {cfg['what']}",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(f"... {cfg['model']} n={cfg['n']} {cfg['tool']} {cfg['what']}", file=sys.stderr,
+              flush=True)
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONWARNINGS": "ignore"}
-        proc = subprocess.run(
-            [sys.executable, __file__, "--worker", json.dumps(cfg)],
-            capture_output=True,
-            text=True,
-            env=env,
-            check=False,
-        )
+        proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(cfg)],
+                              capture_output=True,
+                              text=True, env=env, check=False)
         if proc.returncode != 0:
             rec = {
                 "config": cfg,
@@ -308,10 +275,8 @@ def run(args) -> None:
             rec = {"config": cfg, **json.loads(proc.stdout.strip().splitlines()[-1])}
         with path.open("a") as f:
             f.write(json.dumps(rec) + "\n")
-        print(
-            f"    {json.dumps({k: v for k, v in rec.items() if k not in ('values', 'config')})}",
-            file=sys.stderr,
-        )
+        print(f"    {json.dumps({k: v for k, v in rec.items() if k not in ('values', 'config')})}",
+              file=sys.stderr)
     table(path)
 
 
@@ -348,36 +313,15 @@ def table(path: Path) -> None:
                     if lowest and r.get("peak_rss") and tool.startswith("landscape")
                     else ""
                 )
-                rows.append(
-                    [
-                        n,
-                        tool + (f" ({r['plan']})" if r.get("plan") else ""),
-                        f"{per:.2f}",
-                        f"{cpu:.2f}",
-                        _gb(r.get("peak_rss")),
-                        _gb(r.get("peak_cuda")),
-                        speed,
-                        mem,
-                    ]
-                )
+                rows.append([n, tool + (f" ({r['plan']})" if r.get("plan") else ""), f"{per:.2f}",
+                             f"{cpu:.2f}",
+                             _gb(r.get("peak_rss")), _gb(r.get("peak_cuda")), speed, mem])
         print(
             f"\n{model}: seconds per Hutchinson probe (one Hessian-vector product over n samples)\n"
         )
-        print(
-            markdown(
-                rows,
-                [
-                    "n",
-                    "tool",
-                    "s / probe",
-                    "CPU s / probe",
-                    "peak RSS GiB",
-                    "peak CUDA GiB",
-                    "fastest peer / landscape",
-                    "peak / lowest peer's",
-                ],
-            )
-        )
+        print(markdown(rows, ["n", "tool", "s / probe", "CPU s / probe", "peak RSS GiB",
+                              "peak CUDA GiB",
+                              "fastest peer / landscape", "peak / lowest peer's"]))
         eig = [r for r in recs if r["config"]["model"] == model and r["config"]["what"] == "eig"]
         if eig:
             rows = []
@@ -391,58 +335,30 @@ def table(path: Path) -> None:
             fastest = min((r["seconds"] for r in peers), default=None)
             for r in sorted(eig, key=lambda r: TOOLS.index(r["config"]["tool"])):
                 if "error" in r:
-                    rows.append(
-                        [
-                            r["config"]["n"],
-                            r["config"]["tool"],
-                            "error: " + r["error"][:60],
-                            "",
-                            "",
-                            "",
-                            "",
-                        ]
-                    )
+                    rows.append([r["config"]["n"], r["config"]["tool"], "error: " + r["error"][:60],
+                                 "", "", "", ""])
                     continue
                 speed = (
                     f"{fastest / r['seconds']:.2f}x"
                     if fastest and r["config"]["tool"].startswith("landscape")
                     else ""
                 )
-                rows.append(
-                    [
-                        r["config"]["n"],
-                        r["config"]["tool"],
-                        f"{r['seconds']:.1f}",
-                        r.get("products") or "",
-                        f"{r.get('max_rel_residual', float('nan')):.1e}",
-                        _gb(r.get("peak_rss")),
-                        speed,
-                    ]
-                )
+                rows.append([r["config"]["n"], r["config"]["tool"], f"{r['seconds']:.1f}",
+                             r.get("products") or "",
+                             f"{r.get('max_rel_residual', float('nan')):.1e}",
+                                 _gb(r.get("peak_rss")), speed])
             print(
                 f"\n{model}: top-5 eigenvalues (relative tolerance 1e-6; residuals checked "
                 "afterwards)\n"
             )
-            print(
-                markdown(
-                    rows,
-                    [
-                        "n",
-                        "tool",
-                        "seconds",
-                        "products",
-                        "max ‖Hv−λv‖/|λ|",
-                        "peak RSS GiB",
-                        "fastest peer at ≤ 1e-5 / landscape",
-                    ],
-                )
-            )
+            print(markdown(rows, ["n", "tool", "seconds", "products", "max ‖Hv−λv‖/|λ|",
+                                  "peak RSS GiB",
+                                  "fastest peer at ≤ 1e-5 / landscape"]))
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--models", default="resnet18,cnn")
     ap.add_argument("--n", default="1024,4096,16384")

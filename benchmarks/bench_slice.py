@@ -38,9 +38,8 @@ def module_loop(model, X, Y, theta, D, coords, batch=128):
             total, correct = 0.0, 0
             for i in range(0, X.shape[0], batch):
                 out = model(X[i : i + batch])
-                total += float(
-                    torch.nn.functional.cross_entropy(out, Y[i : i + batch], reduction="sum")
-                )
+                total += float(torch.nn.functional.cross_entropy(out, Y[i : i + batch],
+                    reduction="sum"))
                 correct += int((out.argmax(1) == Y[i : i + batch]).sum())
             losses.append(total / X.shape[0])
             accs.append(correct / X.shape[0])
@@ -94,27 +93,22 @@ def main() -> None:
         coords = grid_coordinates([axis(-1, 1, args.points)] * 2).to(theta)
         m = coords.shape[0]
         net = digits_mlp().to(args.device)
-        t_mod, ref = timed(lambda: module_loop(net, Xn, Yn, theta, D, coords), args.repeats)  # noqa: B023
-        t_one, one = timed(lambda: landscape_points(pb, theta, D, coords, 1), args.repeats)  # noqa: B023
+        t_mod, ref = timed(lambda: module_loop(net, Xn, Yn, theta, D, coords),  # noqa: B023
+                           args.repeats)
+        t_one, one = timed(lambda: landscape_points(pb, theta, D, coords, 1),  # noqa: B023
+                           args.repeats)
         best = (float("inf"), None)
         for bp in [int(b) for b in args.batch_points.split(",")]:
-            t, out = timed(lambda: landscape_points(pb, theta, D, coords, bp), args.repeats)  # noqa: B023
-            assert (
-                torch.allclose(out[0], one[0], rtol=1e-4) and (out[1] - one[1]).abs().max() < 2e-3
-            )
+            t, out = timed(lambda: landscape_points(pb, theta, D, coords, bp),  # noqa: B023
+                           args.repeats)
+            assert torch.allclose(out[0], one[0],
+                                  rtol=1e-4) and (out[1] - one[1]).abs().max() < 2e-3
             best = min(best, (t, bp), key=lambda r: r[0])
         assert torch.allclose(one[0], ref[0], rtol=1e-4)
         t_b, bp = best
-        rows.append(
-            [
-                n,
-                f"{m / t_mod:.0f}",
-                f"{m / t_one:.0f}",
-                f"{m / t_b:.0f} (batch_points={bp})",
-                f"{t_one / t_b:.2f}x",
-                f"{t_mod / t_b:.2f}x",
-            ]
-        )
+        rows.append([n, f"{m / t_mod:.0f}", f"{m / t_one:.0f}",
+                     f"{m / t_b:.0f} (batch_points={bp})",
+                     f"{t_one / t_b:.2f}x", f"{t_mod / t_b:.2f}x"])
         print(
             f"samples={n}: module {m / t_mod:.0f}/s, one-at-a-time {m / t_one:.0f}/s, batched "
             f"{m / t_b:.0f}/s",
@@ -127,19 +121,9 @@ def main() -> None:
         f"best of {args.repeats}; grid points per second"
     )
     print()
-    print(
-        markdown(
-            rows,
-            [
-                "samples",
-                "module loop (batches of 128)",
-                "one point at a time",
-                "batched (vmap)",
-                "batched / one at a time",
-                "batched / module loop",
-            ],
-        )
-    )
+    print(markdown(rows, ["samples", "module loop (batches of 128)", "one point at a time",
+                          "batched (vmap)",
+                          "batched / one at a time", "batched / module loop"]))
 
 
 if __name__ == "__main__":

@@ -37,42 +37,16 @@ HERE = Path(__file__).resolve().parent
 
 EXAMPLES: dict[str, TrainConfig] = {
     "digits-mlp-gd": TrainConfig(
-        model="mlp",
-        model_kwargs={"widths": [128, 128]},
-        data="digits",
-        optimizer="gd",
-        lr=0.1,
-        steps=5000,
-        until_loss=5e-3,
-        eval_every=25,
-        seed=0,
-        plot=False,
-    ),
+        model="mlp", model_kwargs={"widths": [128, 128]}, data="digits", optimizer="gd", lr=0.1,
+        steps=5000, until_loss=5e-3, eval_every=25, seed=0, plot=False),
     "digits-mlp-sgd": TrainConfig(
-        model="mlp",
-        model_kwargs={"widths": [128, 128]},
-        data="digits",
-        optimizer="sgd",
-        lr=0.1,
-        momentum=0.0,
-        batch_size=32,
-        epochs=30,
-        seed=0,
-        plot=False,
-    ),
+        model="mlp", model_kwargs={"widths": [128, 128]}, data="digits", optimizer="sgd", lr=0.1,
+        momentum=0.0, batch_size=32, epochs=30, seed=0, plot=False),
     "digits-cnn-bn": TrainConfig(
-        model="cnn",
-        model_kwargs={"channels": [8, 16], "hidden": [32], "kernel_size": 3, "batchnorm": True},
-        data="digits",
-        data_kwargs={"image": True},
-        optimizer="sgd",
-        lr=0.05,
-        momentum=0.9,
-        batch_size=64,
-        epochs=15,
-        seed=0,
-        plot=False,
-    ),
+        model="cnn", model_kwargs={"channels": [8, 16], "hidden": [32], "kernel_size": 3,
+                                   "batchnorm": True},
+        data="digits", data_kwargs={"image": True}, optimizer="sgd", lr=0.05, momentum=0.9,
+        batch_size=64, epochs=15, seed=0, plot=False),
 }
 
 
@@ -82,16 +56,13 @@ def make(name: str, out_dir: Path) -> Path:
         result = train(EXAMPLES[name], Path(tmp) / name)
         ckpt = Checkpoint.load(result.path / "final.pt")
     ckpt.training["run"] = None  # the temporary directory is gone
-    ckpt.state_dict = {
-        k: (v.float() if v.is_floating_point() else v) for k, v in ckpt.state_dict.items()
-    }
+    ckpt.state_dict = {k: (v.float() if v.is_floating_point() else v) for k,
+                       v in ckpt.state_dict.items()}
     dest = ckpt.save(out_dir / f"{name}.pt")
     f = result.final
-    print(
-        f"{dest}: {result.step} steps, train loss {f['train_loss']:.3g}, "
-        f"test accuracy {f['test_accuracy']:.3f}, {dest.stat().st_size / 1024:.0f} KiB",
-        file=sys.stderr,
-    )
+    print(f"{dest}: {result.step} steps, train loss {f['train_loss']:.3g}, "
+          f"test accuracy {f['test_accuracy']:.3f}, {dest.stat().st_size / 1024:.0f} KiB",
+              file=sys.stderr)
     return dest
 
 
@@ -99,9 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=sorted(EXAMPLES), action="append", help="make only these")
     parser.add_argument("--out", type=Path, default=HERE, help="folder for the .pt files")
-    parser.add_argument(
-        "--threads", type=int, default=1, help="torch CPU threads (1: the same bits everywhere)"
-    )
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1: the same bits everywhere)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)

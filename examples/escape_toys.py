@@ -39,18 +39,11 @@ def slides_example(out: Path, T: int) -> None:
     r = second_moment_factor(slides_pair_curvatures(), 0.7, 1)
     runs = []
     print("f1 = min(x², 0.1(x−1)²), f2 = min(x², 1.9(x−1)²), η = 0.7, x0 = 1 − 1e-5")
-    for label, f, dyn in [
-        ("GD", slides_pair(), "gd"),
-        ("SGD", slides_pair(), "sgd"),
-        ("SGD, version with ½", slides_pair(half=True), "sgd"),
-    ]:
+    for label, f, dyn in [("GD", slides_pair(), "gd"), ("SGD", slides_pair(), "sgd"),
+                          ("SGD, version with ½", slides_pair(half=True), "sgd")]:
         traj = simulate(f, x0, dyn, lr=0.7, batch_size=1, steps=200, trajectories=T, seed=0)
-        s = summarize(
-            traj,
-            escape_factor=10.0,
-            predicted=r if label == "SGD" else None,
-            prediction="exact 1-D factor at x = 1" if label == "SGD" else None,
-        )
+        s = summarize(traj, escape_factor=10.0, predicted=r if label == "SGD" else None,
+                      prediction="exact 1-D factor at x = 1" if label == "SGD" else None)
         left = traj.distances > 0.5  # crossed into the basin of x = 0
         frac = float(left.any(1).double().mean())
         med = (
@@ -65,9 +58,8 @@ def slides_example(out: Path, T: int) -> None:
         )
         runs.append((traj.record_steps, traj.losses, {**s.to_dict(), "dynamics": label}))
     print(f"  linearised at x = 1: GD factor (1 − 0.7·2)² = 0.16, SGD E(x−1)² factor {r:.4f}")
-    path = save_escape_figure(
-        runs, out / "slides_pair.png", "f1 = min(x², 0.1(x−1)²), f2 = min(x², 1.9(x−1)²), η = 0.7"
-    )
+    path = save_escape_figure(runs, out / "slides_pair.png",
+                              "f1 = min(x², 0.1(x−1)²), f2 = min(x², 1.9(x−1)²), η = 0.7")
     print(f"  wrote {path}")
 
 
@@ -82,58 +74,26 @@ def quadratic_example(out: Path, T: int) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     grid = torch.linspace(0.05, 0.48, 12).tolist()
     fine = torch.linspace(0.02, 0.5, 400).tolist()
-    ax.plot(
-        fine,
-        [(1 - lr * mean) ** 2 for lr in fine],
-        color="gray",
-        lw=1,
-        ls="--",
-        label="GD (1 − ηa)²",
-    )
+    ax.plot(fine, [(1 - lr * mean) ** 2 for lr in fine], color="gray", lw=1, ls="--",
+            label="GD (1 − ηa)²")
     for B, color in [(1, "tab:blue"), (2, "tab:red")]:
-        ax.plot(
-            fine,
-            [second_moment_factor(a, lr, B) for lr in fine],
-            color=color,
-            lw=1,
-            label=f"eq. 6, B = {B}",
-        )
+        ax.plot(fine, [second_moment_factor(a, lr, B) for lr in fine], color=color, lw=1,
+                label=f"eq. 6, B = {B}")
         meas, err = [], []
         for lr in grid:
-            traj = simulate(
-                quadratic_family(a),
-                torch.tensor([1.0], dtype=F64),
-                "sgd",
-                lr=lr,
-                batch_size=B,
-                steps=5,
-                trajectories=10 * T,
-                seed=1,
-            )
+            traj = simulate(quadratic_family(a), torch.tensor([1.0], dtype=F64), "sgd", lr=lr,
+                            batch_size=B,
+                            steps=5, trajectories=10 * T, seed=1)
             ratios = (traj.losses[:, 1:] / traj.losses[:, :-1]).reshape(-1)
             meas.append(float(ratios.mean()))
             err.append(2 * float(ratios.std()) / math.sqrt(ratios.numel()))
-        ax.errorbar(
-            grid,
-            meas,
-            yerr=err,
-            fmt="o",
-            ms=3,
-            capsize=2,
-            color=color,
-            label=f"measured, B = {B} (±2 se)",
-        )
-        worst = max(
-            abs(m - second_moment_factor(a, lr, B)) / (e / 2) for m, e, lr in zip(meas, err, grid)
-        )
-        cross = next(
-            (
-                lr
-                for lr in torch.linspace(0.02, 0.5, 2000).tolist()
-                if second_moment_factor(a, lr, B) > 1
-            ),
-            None,
-        )
+        ax.errorbar(grid, meas, yerr=err, fmt="o", ms=3, capsize=2, color=color,
+                    label=f"measured, B = {B} (±2 se)")
+        worst = max(abs(m - second_moment_factor(a, lr, B)) / (e / 2) for m, e, lr in zip(meas, err,
+            grid))
+        cross = next((lr for lr in torch.linspace(0.02, 0.5,
+                                                  2000).tolist() if second_moment_factor(a, lr,
+                                                      B) > 1), None)
         print(
             f"  B = {B}: SGD unstable for η > {cross:.4f} (GD for η > {2 / mean:g}); measured "
             "factor within "
@@ -143,10 +103,8 @@ def quadratic_example(out: Path, T: int) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("learning rate η")
     ax.set_ylabel("per-step factor E x²(t+1) / E x²(t)")
-    ax.set_title(
-        "quadratic family a = [1, 2, 3, 10]: SGD leaves x* = 0 where the factor exceeds 1",
-        fontsize=9,
-    )
+    ax.set_title("quadratic family a = [1, 2, 3, 10]: SGD leaves x* = 0 where the factor exceeds 1",
+                 fontsize=9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     print(f"  wrote {save(fig, out / 'quadratic_family.png')}")

@@ -22,27 +22,14 @@ except PackageNotFoundError:  # run from a source tree that is not installed
 
 #: public name -> the module that defines it
 _EXPORTS = {
-    "DenseOperator": "curvature",
-    "Hessian": "curvature",
-    "LinearOperator": "curvature",
-    "EmpiricalFisher": "curvature.fisher",
-    "Fisher": "curvature.fisher",
-    "GGN": "curvature.ggn",
-    "NoiseCovariance": "curvature.noise",
-    "NonUniformity": "curvature.noise",
+    "DenseOperator": "curvature", "Hessian": "curvature", "LinearOperator": "curvature",
+    "EmpiricalFisher": "curvature.fisher", "Fisher": "curvature.fisher", "GGN": "curvature.ggn",
+    "NoiseCovariance": "curvature.noise", "NonUniformity": "curvature.noise",
     "LandscapeError": "errors",
-    "frobenius": "estimators",
-    "frobenius_inner": "estimators",
-    "spectral_density": "estimators",
-    "top_eigenvalues": "estimators",
-    "trace": "estimators",
-    "alignment": "estimators.alignment",
-    "Problem": "problem",
-    "Density": "results",
-    "Eigen": "results",
-    "Estimate": "results",
-    "Checkpoint": "io.checkpoint",
-    "load": "io.checkpoint",
+    "frobenius": "estimators", "frobenius_inner": "estimators", "spectral_density": "estimators",
+    "top_eigenvalues": "estimators", "trace": "estimators", "alignment": "estimators.alignment",
+    "Problem": "problem", "Density": "results", "Eigen": "results", "Estimate": "results",
+    "Checkpoint": "io.checkpoint", "load": "io.checkpoint",
 }
 
 __all__ = [
@@ -66,7 +53,7 @@ __all__ = [
     "load",
     "spectral_density",
     "top_eigenvalues",
-    "trace",
+    "trace"
 ]
 
 

@@ -135,13 +135,9 @@ def _call(fn: Callable[..., Any], kind: str, name: str, kwargs: dict) -> Any:
         flag = "--data-arg" if kind == "dataset" else f"--{kind}-arg"
         if ":" not in name:  # a built-in model or dataset: only a bad option value is the user's
             if isinstance(e, (TypeError, ValueError)):
-                raise ConfigError(
-                    f"{kind} {name!r} rejected its options{called}: {first_line(e)}",
-                    f"check the {flag} values",
-                ) from e
+                raise ConfigError(f"{kind} {name!r} rejected its options{called}: {first_line(e)}",
+                                  f"check the {flag} values") from e
             raise
         label = "data" if kind == "dataset" else kind
-        raise LandscapeError(
-            f"the {label} factory {name} raised {first_line(e)}{called}",
-            f"fix the factory or its {flag} options",
-        ) from e
+        raise LandscapeError(f"the {label} factory {name} raised {first_line(e)}{called}",
+                             f"fix the factory or its {flag} options") from e

@@ -13,9 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 
-def exports(
-    package: str, names: dict[str, str]
-) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+def exports(package: str, names: dict[str, str]) -> tuple[Callable[[str], Any], Callable[[],
+    list[str]]]:
     """``(__getattr__, __dir__)`` for ``package``: ``names`` maps a public name to the submodule
     (relative to ``package``) that defines it."""
     module = importlib.import_module(package)

@@ -63,9 +63,8 @@ class Loss:
                 )
 
 
-def rounding_floor(
-    loss: Loss, outputs: torch.Tensor, targets: torch.Tensor, eps: float
-) -> torch.Tensor:
+def rounding_floor(loss: Loss, outputs: torch.Tensor, targets: torch.Tensor,
+                   eps: float) -> torch.Tensor:
     """``Σ_i`` over the batch of the smallest per-sample loss the arithmetic resolves at these
     outputs, with ``eps`` the dtype's machine epsilon: below it a per-sample loss (and so its
     gradient, Σ, β and μ) is rounding noise.

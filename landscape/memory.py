@@ -20,22 +20,9 @@ import torch
 
 from .errors import ConfigError
 
-_UNITS = {
-    "": 1 << 20,
-    "b": 1,
-    "k": 10**3,
-    "kb": 10**3,
-    "kib": 1 << 10,
-    "m": 10**6,
-    "mb": 10**6,
-    "mib": 1 << 20,
-    "g": 10**9,
-    "gb": 10**9,
-    "gib": 1 << 30,
-    "t": 10**12,
-    "tb": 10**12,
-    "tib": 1 << 40,
-}
+_UNITS = {"": 1 << 20, "b": 1, "k": 10**3, "kb": 10**3, "kib": 1 << 10, "m": 10**6, "mb": 10**6,
+          "mib": 1 << 20, "g": 10**9, "gb": 10**9, "gib": 1 << 30, "t": 10**12, "tb": 10**12,
+              "tib": 1 << 40}
 
 
 class OutOfBudget(MemoryError):
@@ -58,21 +45,17 @@ def parse_size(text: str | int | None) -> int | None:
         return None
     if isinstance(text, int) and not isinstance(text, bool):
         if text <= 0:
-            raise ConfigError(
-                f"the memory budget must be positive, got {text}", "pass e.g. memory='4GiB'"
-            )
+            raise ConfigError(f"the memory budget must be positive, got {text}",
+                              "pass e.g. memory='4GiB'")
         return text
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
     if not m or m.group(2).lower() not in _UNITS:
-        raise ConfigError(
-            f"cannot read the memory size {text!r}",
-            "write e.g. --memory 20GiB, 512MiB or 800MB (a plain number is MiB)",
-        )
+        raise ConfigError(f"cannot read the memory size {text!r}",
+                          "write e.g. --memory 20GiB, 512MiB or 800MB (a plain number is MiB)")
     value = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
     if value <= 0:
-        raise ConfigError(
-            f"the memory budget must be positive, got {text!r}", "write e.g. --memory 4GiB"
-        )
+        raise ConfigError(f"the memory budget must be positive, got {text!r}",
+                          "write e.g. --memory 4GiB")
     return value
 
 
@@ -124,9 +107,8 @@ class Budget:
         # the processes of a torchrun job on this node share its RAM
         local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
         share = "half" if local == 1 else f"half / {local} local processes"
-        return cls(
-            int(0.5 * free / local), device, f"{share} of the available RAM ({fmt_bytes(free)})"
-        )
+        return cls(int(0.5 * free / local), device,
+                   f"{share} of the available RAM ({fmt_bytes(free)})")
 
     def __str__(self) -> str:
         return f"{fmt_bytes(self.bytes)} ({self.source})"
@@ -140,9 +122,9 @@ def is_out_of_memory(e: BaseException) -> bool:
     if oom is not None and isinstance(e, oom):
         return True
     text = str(e)
-    return isinstance(e, RuntimeError) and (
-        "out of memory" in text or "can't allocate memory" in text or "DefaultCPUAllocator" in text
-    )
+    return isinstance(e,
+                      RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
+                                            or "DefaultCPUAllocator" in text)
 
 
 def release(device: torch.device) -> None:

@@ -37,14 +37,11 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     except (RuntimeError, TypeError) as e:
         raise ConfigError(f"unknown device {device!r}", "use cpu, cuda, cuda:1 or mps") from e
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LandscapeError(
-            "--device cuda was asked for but no CUDA GPU is available",
-            "use --device cpu, or run on a machine with a GPU",
-        )
+        raise LandscapeError("--device cuda was asked for but no CUDA GPU is available",
+                             "use --device cpu, or run on a machine with a GPU")
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise LandscapeError(
-            "--device mps was asked for but MPS is not available", "use --device cpu"
-        )
+        raise LandscapeError("--device mps was asked for but MPS is not available",
+                             "use --device cpu")
     from .distributed import local_device
 
     return local_device(dev)
@@ -133,13 +130,11 @@ class Problem:
 
         batch_size = DEFAULT_BATCH if batch_size is None else int(batch_size)
         if batch_size < 1:
-            raise ConfigError(
-                f"product batch must be positive, got {batch_size}", "pass --product-batch 256"
-            )
+            raise ConfigError(f"product batch must be positive, got {batch_size}",
+                              "pass --product-batch 256")
         if bn_batch is not None and bn_batch < 1:
-            raise ConfigError(
-                f"--bn-batch must be positive, got {bn_batch}", "pass e.g. --bn-batch 128"
-            )
+            raise ConfigError(f"--bn-batch must be positive, got {bn_batch}",
+                              "pass e.g. --bn-batch 128")
         self.device = resolve_device(device)
         dt = resolve_dtype(dtype)
         self.loss = get_loss(loss)
@@ -183,13 +178,11 @@ class Problem:
         source = as_source(data)
         n_all = len(source)
         if n_all == 0:
-            raise ConfigError(
-                "the data hold no samples", "check the data factory (it returned an empty set)"
-            )
+            raise ConfigError("the data hold no samples",
+                              "check the data factory (it returned an empty set)")
         if samples is not None and samples < 1:
-            raise ConfigError(
-                f"--samples must be positive, got {samples}", "pass e.g. --samples 512"
-            )
+            raise ConfigError(f"--samples must be positive, got {samples}",
+                              "pass e.g. --samples 512")
         #: positions of the problem's samples in the data as given (a seeded subset's, or all)
         self.indices = torch.arange(n_all)
         if samples is not None and samples < n_all:
@@ -199,9 +192,8 @@ class Problem:
         self._global = source  # every rank's samples, in order (after --samples)
         self._set_samples(source)
         if not self.allow_random_data and not isinstance(source, TensorSource):
-            check_repeatable(
-                self.source if len(self.source) else self._global, min(self.batch_size, 8)
-            )
+            check_repeatable(self.source if len(self.source) else self._global, min(self.batch_size,
+                8))
         self._check_fit()
 
     def _set_samples(self, source) -> None:
@@ -210,11 +202,8 @@ class Problem:
 
         self.n = len(source)
         dist = _dist()
-        local = (
-            source.select(split_positions(self.n, dist.get_rank(), dist.get_world_size()))
-            if dist is not None
-            else source
-        )
+        local = source.select(split_positions(self.n, dist.get_rank(), dist.get_world_size())) \
+            if dist is not None else source
         self.source = local
         self._resident = None
         self._plan_residency()
@@ -228,11 +217,9 @@ class Problem:
             try:
                 out = self.forward(self.params, xb)
             except RuntimeError as e:
-                raise ConfigError(
-                    f"the model cannot take these inputs {tuple(xb.shape[1:])}: "
-                    f"{str(e).splitlines()[0]}",
-                    "check that the model and the data fit together",
-                ) from e
+                raise ConfigError(f"the model cannot take these inputs {tuple(xb.shape[1:])}: "
+                                  f"{str(e).splitlines()[0]}",
+                                      "check that the model and the data fit together") from e
         self.loss.check(out, yb)
 
     # ---------------------------------------------------------------- data, batch by batch
@@ -317,10 +304,8 @@ class Problem:
         if samples is None or samples >= self.n:
             return self
         if samples < 1:
-            raise ConfigError(
-                f"the sample subset must be positive, got {samples}",
-                "pass a positive number of samples, e.g. 256 (or none: all samples)",
-            )
+            raise ConfigError(f"the sample subset must be positive, got {samples}",
+                              "pass a positive number of samples, e.g. 256 (or none: all samples)")
         sub = copy.copy(self)
         pos = seeded_subset(self.n, samples, seed)
         sub.indices = self.indices[pos]
@@ -447,10 +432,8 @@ class Problem:
         named = {**self.params, **{k: v for k, v in self.frozen.items()}}
         chosen = [n for n in select(list(self.params), params)]
         if not chosen:
-            raise ConfigError(
-                f"--params {params!r} matches no parameter under study",
-                f"parameter names: {', '.join(self.layout.names[:8])}",
-            )
+            raise ConfigError(f"--params {params!r} matches no parameter under study",
+                              f"parameter names: {', '.join(self.layout.names[:8])}")
         sub.params = {n: self.params[n] for n in chosen}
         sub.frozen = {n: t for n, t in named.items() if n not in sub.params}
         sub.layout = ParamLayout.from_tensors(sub.params)
@@ -459,28 +442,15 @@ class Problem:
     def data_report(self) -> dict:
         """How the data are read: the source, whether they stay on the device, the batches, the
         BatchNorm statistics batch (train mode), the memory budget."""
-        return {
-            "source": self.source.describe(),
-            "kind": self.source.kind,
-            "resident": self.resident,
-            "product_batch": self.batch_size,
-            "bn_batch": self.bn_batch,
-            "memory": str(self.budget),
-            "memory_bytes": self.budget.bytes,
-            "allow_random_data": self.allow_random_data,
-        }
+        return {"source": self.source.describe(), "kind": self.source.kind,
+                "resident": self.resident,
+                "product_batch": self.batch_size, "bn_batch": self.bn_batch,
+                    "memory": str(self.budget),
+                "memory_bytes": self.budget.bytes, "allow_random_data": self.allow_random_data}
 
     def describe(self) -> dict:
-        return {
-            "p": self.p,
-            "n": self.n,
-            "loss": self.loss.name,
-            "batch_size": self.batch_size,
-            "bn_batch": self.bn_batch,
-            "data": self.source.describe(),
-            "resident": self.resident,
-            "device": str(self.device),
-            "dtype": str(self.dtype).replace("torch.", ""),
-            "train_mode": self.train_mode,
-            "params": list(self.layout.names),
-        }
+        return {"p": self.p, "n": self.n, "loss": self.loss.name, "batch_size": self.batch_size,
+                "bn_batch": self.bn_batch, "data": self.source.describe(),
+                    "resident": self.resident,
+                "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
+                "train_mode": self.train_mode, "params": list(self.layout.names)}

@@ -61,12 +61,8 @@ class Estimate:
         return self.value - half, self.value + half
 
     def to_dict(self) -> dict:
-        d = {
-            "estimate": self.value,
-            "stderr": self.stderr,
-            "method": self.method,
-            "matvecs": self.matvecs,
-        }
+        d = {"estimate": self.value, "stderr": self.stderr, "method": self.method,
+             "matvecs": self.matvecs}
         if math.isfinite(self.stderr):
             d["ci95"] = list(self.interval(0.95))
         d.update(to_plain(self.extra))
@@ -88,14 +84,9 @@ class Eigen:
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {
-            "values": to_plain(self.values),
-            "residuals": to_plain(self.residuals),
-            "which": self.which,
-            "method": self.method,
-            "matvecs": self.matvecs,
-            **to_plain(self.extra),
-        }
+        return {"values": to_plain(self.values), "residuals": to_plain(self.residuals),
+                "which": self.which, "method": self.method, "matvecs": self.matvecs,
+                    **to_plain(self.extra)}
 
 
 @dataclass(frozen=True)
@@ -111,14 +102,9 @@ class Density:
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {
-            "nodes": to_plain(self.nodes),
-            "weights": to_plain(self.weights),
-            "runs": self.runs,
-            "steps": self.steps,
-            "matvecs": self.matvecs,
-            **to_plain(self.extra),
-        }
+        return {"nodes": to_plain(self.nodes), "weights": to_plain(self.weights),
+                "runs": self.runs, "steps": self.steps, "matvecs": self.matvecs,
+                    **to_plain(self.extra)}
 
     def curve(self, grid: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
         """Gaussian-broadened density on ``grid``: ``(1/runs) Σ_r Σ_j w_rj N(grid; node_rj, σ²)``.

@@ -50,9 +50,8 @@ def positive(default: Any = None, help: str = "") -> Option:
 
 def choice(*choices: str, default: Any = None, help: str = "") -> Option:
     """One of ``choices`` (default: the first)."""
-    return Option(
-        "choice", default if default is not None else choices[0], choices=choices, help=help
-    )
+    return Option("choice", default if default is not None else choices[0], choices=choices,
+                  help=help)
 
 
 def describe(opt: Option) -> str:
@@ -85,11 +84,8 @@ def coerce(opt: Option, value: Any) -> tuple[bool, Any]:
         )
         return ok, value
     if k == "float":
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not math.isfinite(value)
-        ):
+        if isinstance(value, bool) or not isinstance(value, (int,
+            float)) or not math.isfinite(value):
             return False, value
         value = float(value)
         return (opt.low is None or (value > opt.low if opt.strict else value >= opt.low)), value
@@ -98,15 +94,10 @@ def coerce(opt: Option, value: Any) -> tuple[bool, Any]:
     if k == "choice":
         return value in opt.choices and not isinstance(value, bool), value
     if k == "range":
-        ok = (
-            isinstance(value, list)
-            and len(value) == 2
-            and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                for v in value
-            )
-            and value[0] < value[1]
-        )
+        ok = (isinstance(value, list) and len(value) == 2
+              and all(isinstance(v, (int, float)) and not isinstance(v,
+                  bool) and math.isfinite(v) for v in value)
+              and value[0] < value[1])
         return ok, [float(v) for v in value] if ok else value
     if k in ("paths", "globs"):
         if isinstance(value, str):
@@ -127,12 +118,10 @@ def check(opt: Option, value: Any, flag: str, hint: str = "") -> Any:
     if ok:
         return value
     if opt.kind == "choice":
-        raise ConfigError(
-            f"unknown {flag} {value!r}", f"choose {' or '.join(map(str, opt.choices))}"
-        )
-    raise ConfigError(
-        f"{flag} must be {describe(opt)}, got {value!r}", hint or f"pass a valid {flag}"
-    )
+        raise ConfigError(f"unknown {flag} {value!r}",
+                          f"choose {' or '.join(map(str, opt.choices))}")
+    raise ConfigError(f"{flag} must be {describe(opt)}, got {value!r}",
+                      hint or f"pass a valid {flag}")
 
 
 __all__ = ["Option", "check", "choice", "coerce", "describe", "integer", "positive"]

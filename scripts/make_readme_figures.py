@@ -25,19 +25,10 @@ def trajectory_run(work: Path) -> Path:
     steps."""
     from landscape.train import TrainConfig, train
 
-    cfg = TrainConfig(
-        model="mlp",
-        model_kwargs={"widths": [128, 128]},
-        data="digits",
-        optimizer="sgd",
-        lr=0.1,
-        momentum=0.0,
-        batch_size=32,
-        epochs=8,
-        seed=0,
-        checkpoint_every=30,
-        plot=False,
-    )
+    cfg = TrainConfig(model="mlp", model_kwargs={"widths": [128, 128]}, data="digits",
+                      optimizer="sgd", lr=0.1,
+                      momentum=0.0, batch_size=32, epochs=8, seed=0, checkpoint_every=30,
+                          plot=False)
     return train(cfg, work / "sgd-digits", force=True).path
 
 
@@ -60,38 +51,22 @@ def train_fallback(work: Path) -> tuple[Path, Path, Path]:
         g = torch.Generator().manual_seed(0)
         for t in range(steps + 1):
             if run is not None and t % 25 == 0:
-                make_checkpoint(
-                    "mlp",
-                    kw,
-                    "digits",
-                    {},
-                    "cross-entropy",
-                    model,
-                    {"step": t, "optimizer": "sgd"},
-                    split=split,
-                ).save(run / f"step-{t:06d}.pt")
+                make_checkpoint("mlp", kw, "digits", {}, "cross-entropy", model, {"step": t,
+                    "optimizer": "sgd"},
+                                split=split).save(run / f"step-{t:06d}.pt")
             if t == steps:
                 break
-            idx = (
-                torch.arange(X.shape[0])
-                if batch is None
-                else torch.randint(0, X.shape[0], (batch,), generator=g)
-            )
+            idx = torch.arange(X.shape[0]) if batch is None else torch.randint(0, X.shape[0],
+                (batch,), generator=g)
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(X[idx]), Y[idx]).backward()
             opt.step()
         name = "sgd" if batch else "gd"
         out = (run / "final.pt") if run is not None else work / f"{name}.pt"
-        make_checkpoint(
-            "mlp",
-            kw,
-            "digits",
-            {},
-            "cross-entropy",
-            model,
-            {"step": steps, "optimizer": name, "lr": lr, "batch_size": batch or X.shape[0]},
-            split=split,
-        ).save(out)
+        make_checkpoint("mlp", kw, "digits", {}, "cross-entropy", model,
+                        {"step": steps, "optimizer": name, "lr": lr,
+                         "batch_size": batch or X.shape[0]},
+                        split=split).save(out)
         return out
 
     run = work / "sgd-digits"
@@ -130,83 +105,22 @@ def main() -> None:
     final, fig, n = b, args.out, args.points
     h5 = args.work / "slice-2d.h5"
     h5.parent.mkdir(parents=True, exist_ok=True)
-    cli(
-        "slice",
-        final,
-        "--dims",
+    cli("slice", final, "--dims", "1", "--directions", "random", "--filter-norm", "--range", "-1",
         "1",
-        "--directions",
-        "random",
-        "--filter-norm",
-        "--range",
-        "-1",
+        "--points", 51, "--plot", fig / "slice-1d.png")
+    cli("slice", final, "--dims", "2", "--directions", "random", "--filter-norm", "--range", "-1",
         "1",
-        "--points",
-        51,
-        "--plot",
-        fig / "slice-1d.png",
-    )
-    cli(
-        "slice",
-        final,
-        "--dims",
-        "2",
-        "--directions",
-        "random",
-        "--filter-norm",
-        "--range",
-        "-1",
-        "1",
-        "--points",
-        n,
-        "--out",
-        h5,
-        "--plot",
-        fig / "slice-2d-contour.png",
-    )
+        "--points", n, "--out", h5, "--plot", fig / "slice-2d-contour.png")
     cli("plot", h5, "--kind", "heatmap", "--out", fig / "slice-2d-heatmap.png")
     cli("plot", h5, "--kind", "surface", "--out", fig / "slice-2d-surface.png")
-    cli(
-        "slice",
-        final,
-        "--dims",
-        "2",
-        "--directions",
-        "eigen",
-        "--range",
-        "-0.5",
-        "0.5",
-        "--points",
-        n,
-        "--plot",
-        fig / "slice-eigen.png",
-    )
-    cli(
-        "slice",
-        run / "final.pt",
-        "--dims",
-        "2",
-        "--directions",
-        "pca",
-        "--trajectory",
-        run,
-        "--points",
-        n,
-        "--plot",
-        fig / "slice-pca.png",
-    )
-    cli(
-        "interpolate",
-        a,
-        b,
-        "--range",
-        "-0.5",
-        "1.5",
-        "--points",
-        81,
-        "--plot",
-        fig / "interpolation.png",
-    )
+    cli("slice", final, "--dims", "2", "--directions", "eigen", "--range", "-0.5", "0.5",
+        "--points", n,
+        "--plot", fig / "slice-eigen.png")
+    cli("slice", run / "final.pt", "--dims", "2", "--directions", "pca", "--trajectory", run,
+        "--points", n,
+        "--plot", fig / "slice-pca.png")
+    cli("interpolate", a, b, "--range", "-0.5", "1.5", "--points", 81, "--plot",
+        fig / "interpolation.png")
 
 
 if __name__ == "__main__":

@@ -26,26 +26,15 @@ if str(ROOT) not in sys.path:  # run as ``python scripts/repro_x.py`` from anywh
 def parser(name: str, doc: str | None) -> argparse.ArgumentParser:
     """``--out`` (default ``docs/repro/<name>``), ``--quick`` (test-sized), ``--seed``,
     ``--threads`` (default 1)."""
-    p = argparse.ArgumentParser(
-        description=(doc or "").split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=ROOT / "docs" / "repro" / name,
-        help=f"output folder (default docs/repro/{name})",
-    )
-    p.add_argument(
-        "--quick", action="store_true", help="tiny configuration (seconds; what the tests run)"
-    )
+    p = argparse.ArgumentParser(description=(doc or "").split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "repro" / name,
+                   help=f"output folder (default docs/repro/{name})")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny configuration (seconds; what the tests run)")
     p.add_argument("--seed", type=int, default=0, help="base seed")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads (default 1: the models are tiny and the machine shared)",
-    )
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: the models are tiny and the machine shared)")
     return p
 
 
@@ -68,9 +57,8 @@ class Clock:
 
 
 # ------------------------------------------------------------------------------------------ HDF5
-def write_group(
-    h5, path: str, datasets: dict[str, Any] | None = None, attrs: dict[str, Any] | None = None
-):
+def write_group(h5, path: str, datasets: dict[str, Any] | None = None, attrs: dict[str,
+    Any] | None = None):
     """Create (or replace) group ``path`` with float / int / string arrays and attributes."""
     from landscape.io.hdf5 import attr_value
 

@@ -29,32 +29,13 @@ NAME = "escape"
 
 def config(quick: bool) -> dict:
     if quick:
-        return {
-            "n": 32,
-            "widths": [16],
-            "lr": 0.5,
-            "tol": 1e-3,
-            "max_gd_steps": 3000,
-            "batch": 2,
-            "steps": 30,
-            "trajectories": {"sgd": 8, "isotropic": 4, "small-noise": 4, "gd": 1},
-            "noise_samples": 8,
-            "probes": 5,
-            "s_samples": None,
-        }
-    return {
-        "n": 256,
-        "widths": [128, 128],
-        "lr": 0.5,
-        "tol": 1e-4,
-        "max_gd_steps": 20000,
-        "batch": 10,
-        "steps": 80,
-        "trajectories": {"sgd": 100, "isotropic": 20, "small-noise": 20, "gd": 1},
-        "noise_samples": 16,
-        "probes": 20,
-        "s_samples": 128,
-    }
+        return {"n": 32, "widths": [16], "lr": 0.5, "tol": 1e-3, "max_gd_steps": 3000, "batch": 2,
+                "steps": 30, "trajectories": {"sgd": 8, "isotropic": 4, "small-noise": 4, "gd": 1},
+                "noise_samples": 8, "probes": 5, "s_samples": None}
+    return {"n": 256, "widths": [128, 128], "lr": 0.5, "tol": 1e-4, "max_gd_steps": 20000,
+            "batch": 10,
+            "steps": 80, "trajectories": {"sgd": 100, "isotropic": 20, "small-noise": 20, "gd": 1},
+            "noise_samples": 16, "probes": 20, "s_samples": 128}
 
 
 def problem(cfg: dict, seed: int):
@@ -76,21 +57,12 @@ def run(cfg: dict, seed: int = 0) -> dict:
 
     pb = problem(cfg, seed)
     settings = EscapeSettings(
-        to=list(cfg["trajectories"]),
-        trajectories=cfg["trajectories"],
-        lr=cfg["lr"],
-        batch_size=cfg["batch"],
-        steps=cfg["steps"],
-        tol=cfg["tol"],
-        max_gd_steps=cfg["max_gd_steps"],
-        noise_samples=cfg["noise_samples"],
-        probes=cfg["probes"],
-        align_samples=None,
-        s_samples=cfg["s_samples"],
-        nonuniformity=cfg["s_samples"] is not None,
-        seed=seed,
-        trajectory_seed=seed + 1,
-    )
+        to=list(cfg["trajectories"]), trajectories=cfg["trajectories"], lr=cfg["lr"],
+                              batch_size=cfg["batch"],
+        steps=cfg["steps"], tol=cfg["tol"], max_gd_steps=cfg["max_gd_steps"],
+                              noise_samples=cfg["noise_samples"],
+        probes=cfg["probes"], align_samples=None, s_samples=cfg["s_samples"],
+        nonuniformity=cfg["s_samples"] is not None, seed=seed, trajectory_seed=seed + 1)
     result = run_escape(pb, settings)
     ds, stats = result.descent, dict(result.stats)
     stats.update(gd_steps=ds.steps, gd_converged=ds.converged, gd_seconds=ds.seconds)
@@ -110,33 +82,16 @@ def table(summaries: dict) -> str:
     """``summaries``: ``{dynamics: EscapeSummary.to_dict()}``."""
     rows = []
     for dyn, s in summaries.items():
-        rows.append(
-            [
-                dyn,
-                str(s["trajectories"]),
-                f"{100 * s['fraction_escaped']:.0f}% ± {100 * s['fraction_stderr']:.0f}%",
-                rc.fmt(s["median_step"]),
-                rc.fmt(s["growth_rate"]),
-                rc.fmt(s["predicted_growth"]),
-                rc.fmt(s["final_median_loss"]),
-                str(s["diverged"]),
-                CLAIMS.get(dyn, "–"),
-            ]
-        )
-    return rc.markdown_table(
-        [
-            "dynamics",
-            "trajectories",
-            "escaped (loss > 10× start)",
-            "median escape step",
-            "mean-loss growth / step (fit)",
-            "γ predicted / step",
-            "final median loss",
-            "diverged",
-            "lecture",
-        ],
-        rows,
-    )
+        rows.append([dyn, str(s["trajectories"]),
+                     f"{100 * s['fraction_escaped']:.0f}% ± {100 * s['fraction_stderr']:.0f}%",
+                     rc.fmt(s["median_step"]), rc.fmt(s["growth_rate"]),
+                         rc.fmt(s["predicted_growth"]),
+                     rc.fmt(s["final_median_loss"]), str(s["diverged"]), CLAIMS.get(dyn, "–")])
+    return rc.markdown_table(["dynamics", "trajectories", "escaped (loss > 10× start)",
+                              "median escape step",
+                              "mean-loss growth / step (fit)", "γ predicted / step",
+                                  "final median loss",
+                              "diverged", "lecture"], rows)
 
 
 def figure(h5path, path) -> None:
@@ -171,20 +126,12 @@ def figure(h5path, path) -> None:
 
 
 def start_table(st: dict) -> str:
-    keys = [
-        ("loss", "L at the GD minimum"),
-        ("gd_steps", "GD steps"),
-        ("lambda_max", "λ_max(H)"),
-        ("two_over_lr", "2/η"),
-        ("hessian_trace", "tr H"),
-        ("hessian_frobenius", "‖H‖_F"),
-        ("nonuniformity", "non-uniformity s"),
-        ("nonuniformity_bound", "sqrt(B(n−1)/(n−B))/η"),
-        ("mu", "alignment μ"),
-        ("alignment_bound", "1/(η sqrt(c_B μ))"),
-        ("gamma_0", "γ_0 = η² μ c_B ‖H‖_F²"),
-        ("p", "p"),
-    ]
+    keys = [("loss", "L at the GD minimum"), ("gd_steps", "GD steps"), ("lambda_max", "λ_max(H)"),
+            ("two_over_lr", "2/η"), ("hessian_trace", "tr H"), ("hessian_frobenius", "‖H‖_F"),
+            ("nonuniformity", "non-uniformity s"), ("nonuniformity_bound", "sqrt(B(n−1)/(n−B))/η"),
+            ("mu", "alignment μ"), ("alignment_bound", "1/(η sqrt(c_B μ))"), ("gamma_0",
+                "γ_0 = η² μ c_B ‖H‖_F²"),
+            ("p", "p")]
     rows = [[name, rc.fmt(st.get(k))] for k, name in keys]
     # the slides' condition for isotropic noise of the same total variance ("importance of noise
     # structure")
@@ -194,10 +141,8 @@ def start_table(st: dict) -> str:
 
 
 def _attrs(g) -> dict:
-    return {
-        k: (None if isinstance(v, (str, bytes)) and v in ("None", b"None", "null", b"null") else v)
-        for k, v in g.attrs.items()
-    }
+    return {k: (None if isinstance(v, (str, bytes)) and v in ("None", b"None", "null",
+        b"null") else v) for k, v in g.attrs.items()}
 
 
 def replot(out) -> None:
@@ -216,9 +161,8 @@ def replot(out) -> None:
 
 def main(argv=None) -> dict:
     p = rc.parser(NAME, __doc__)
-    p.add_argument(
-        "--replot", action="store_true", help="only redraw the figure and table from escape.h5"
-    )
+    p.add_argument("--replot", action="store_true",
+                   help="only redraw the figure and table from escape.h5")
     args = p.parse_args(argv)
     out = rc.setup(args)
     if args.replot:
@@ -227,28 +171,17 @@ def main(argv=None) -> dict:
     clock = rc.Clock()
     cfg = config(args.quick)
     res = run(cfg, args.seed)
-    with rc.result_h5(
-        out / "escape.h5", NAME, {**cfg, "seed": args.seed, "quick": args.quick}
-    ) as f:
+    with rc.result_h5(out / "escape.h5", NAME, {**cfg, "seed": args.seed,
+                                                "quick": args.quick}) as f:
         rc.write_group(f, "start", {"gd_losses": res["gd_losses"]}, res["start"])
         for dyn, (traj, s) in res["runs"].items():
-            rc.write_group(
-                f,
-                dyn,
-                {
-                    "record_steps": traj.record_steps.numpy(),
-                    "losses": traj.losses.numpy(),
-                    "distances": traj.distances.numpy(),
-                },
-                s.to_dict(),
-            )
+            rc.write_group(f, dyn, {"record_steps": traj.record_steps.numpy(),
+                                    "losses": traj.losses.numpy(),
+                                    "distances": traj.distances.numpy()}, s.to_dict())
         f.attrs["seconds"] = clock()
     figure(out / "escape.h5", out / "escape.png")
-    text = (
-        start_table(res["start"])
-        + "\n\n"
-        + table({d: s.to_dict() for d, (_, s) in res["runs"].items()})
-    )
+    text = start_table(res["start"]) + "\n\n" + table({d: s.to_dict() for d, (_,
+        s) in res["runs"].items()})
     rc.write_table(out, text)
     print(f"\n{clock():.0f} s")
     return res

@@ -48,20 +48,10 @@ def methods(batch: int, lr: float = 0.05) -> list[tuple[str, str, int, float, di
         ("rsam", "rsam", batch, 1.0, {}),
         ("mfvi", "mfvi", batch, 1.0, {}),
         ("vsam", "vsam", batch, 1.0, {}),
-        (
-            f"lb-diag-noise (B={big}, M_S={batch})",
-            "lb-diag-noise",
-            big,
-            4.0,
-            {"small_batch": batch},
-        ),
-        (
-            f"lb-full-noise (B={big}, M_S={batch})",
-            "lb-full-noise",
-            big,
-            4.0,
-            {"small_batch": batch},
-        ),
+        (f"lb-diag-noise (B={big}, M_S={batch})", "lb-diag-noise", big, 4.0,
+         {"small_batch": batch}),
+        (f"lb-full-noise (B={big}, M_S={batch})", "lb-full-noise", big, 4.0,
+         {"small_batch": batch}),
         (f"sgd (B={big})", "sgd", big, 4.0, {}),
     ]
 
@@ -75,26 +65,12 @@ def momentum_of(opt: str) -> float | None:
 
 def config(quick: bool, seeds: int | None) -> dict:
     if quick:
-        return {
-            "seeds": seeds or 1,
-            "epochs": 4,
-            "batch": 32,
-            "lr": 0.05,
-            "widths": [16],
-            "n_train": 256,
-            "track_samples": 128,
-            "probes": 5,
-        }
-    return {
-        "seeds": seeds or 5,
-        "epochs": 15,
-        "batch": 32,
-        "lr": 0.05,
-        "widths": [32, 32],
-        "n_train": None,
-        "track_samples": 512,
-        "probes": 20,
-    }
+        return {"seeds": seeds or 1, "epochs": 4, "batch": 32, "lr": 0.05, "widths": [16],
+                "n_train": 256,
+                "track_samples": 128, "probes": 5}
+    return {"seeds": seeds or 5, "epochs": 15, "batch": 32, "lr": 0.05, "widths": [32, 32],
+            "n_train": None,
+            "track_samples": 512, "probes": 20}
 
 
 def run(cfg: dict, out, base_seed: int = 0, only: list[str] | None = None) -> dict:
@@ -109,25 +85,13 @@ def run(cfg: dict, out, base_seed: int = 0, only: list[str] | None = None) -> di
         for k in range(cfg["seeds"]):
             seed = base_seed + k
             data_kwargs = {} if cfg["n_train"] is None else {"n_train": cfg["n_train"]}
-            tc = TrainConfig(
-                model="mlp",
-                model_kwargs={"widths": cfg["widths"]},
-                data="digits",
-                data_kwargs=data_kwargs,
-                optimizer=opt,
-                lr=cfg["lr"] * lr_factor,
-                momentum=momentum_of(opt),
-                hyper=dict(hyper),
-                batch_size=batch,
-                epochs=cfg["epochs"],
-                seed=seed,
-                track=["eig", "trace"],
-                every=10**9,
-                track_samples=cfg["track_samples"],
-                probes=cfg["probes"],
-                track_options={"tol": 1e-3},
-                plot=False,
-            )
+            tc = TrainConfig(model="mlp", model_kwargs={"widths": cfg["widths"]}, data="digits",
+                             data_kwargs=data_kwargs, optimizer=opt, lr=cfg["lr"] * lr_factor,
+                             momentum=momentum_of(opt),
+                             hyper=dict(hyper), batch_size=batch, epochs=cfg["epochs"], seed=seed,
+                             track=["eig", "trace"], every=10**9,
+                                 track_samples=cfg["track_samples"],
+                             probes=cfg["probes"], track_options={"tol": 1e-3}, plot=False)
             path = runs / f"{opt}-B{batch}-s{seed}"
             status = "finished"
             try:
@@ -141,25 +105,14 @@ def run(cfg: dict, out, base_seed: int = 0, only: list[str] | None = None) -> di
                 d = {"final": {}, "series": {}, "attrs": {}}
             fin = d["final"]
             st, acc = rc.series_of(d, "test_accuracy")
-            res[label].append(
-                {
-                    "seed": seed,
-                    "status": status,
-                    "optimizer": opt,
-                    "batch_size": batch,
-                    "lr": cfg["lr"] * lr_factor,
-                    "momentum": momentum_of(opt),
-                    "test_accuracy": fin.get("test_accuracy"),
-                    "train_loss": fin.get("train_loss"),
-                    "lambda_max": fin.get("lambda_max"),
-                    "trace": fin.get("trace"),
-                    "trace_stderr": fin.get("trace_stderr"),
-                    "passes_per_step": d["attrs"].get("passes_per_step"),
-                    "train_seconds": fin.get("train_seconds"),
-                    "acc_step": st,
-                    "acc": acc,
-                }
-            )
+            res[label].append({
+                "seed": seed, "status": status, "optimizer": opt, "batch_size": batch,
+                "lr": cfg["lr"] * lr_factor, "momentum": momentum_of(opt),
+                "test_accuracy": fin.get("test_accuracy"),
+                "train_loss": fin.get("train_loss"), "lambda_max": fin.get("lambda_max"),
+                "trace": fin.get("trace"), "trace_stderr": fin.get("trace_stderr"),
+                "passes_per_step": d["attrs"].get("passes_per_step"),
+                "train_seconds": fin.get("train_seconds"), "acc_step": st, "acc": acc})
     shutil.rmtree(runs, ignore_errors=True)
     return res
 
@@ -175,31 +128,14 @@ def table(res: dict) -> str:
     rows = []
     for label, rs in res.items():
         ok = [r for r in rs if r["status"] == "finished"]
-        rows.append(
-            [
-                label,
-                f"{len(ok)}/{len(rs)}",
-                rc.pm([r["test_accuracy"] for r in ok], 3),
-                rc.pm([r["train_loss"] for r in ok], 2),
-                rc.pm([r["lambda_max"] for r in ok], 3),
-                rc.pm([r["trace"] for r in ok], 3),
-                rc.fmt(rs[0]["passes_per_step"]) if rs and rs[0]["passes_per_step"] else "–",
-                rc.pm([r["train_seconds"] for r in ok], 2),
-            ]
-        )
-    return rc.markdown_table(
-        [
-            "optimizer",
-            "runs ok",
-            "test accuracy",
-            "final train loss",
-            "λ_max",
-            "tr(H)",
-            "passes/step",
-            "train s",
-        ],
-        rows,
-    )
+        rows.append([label, f"{len(ok)}/{len(rs)}", rc.pm([r["test_accuracy"] for r in ok], 3),
+                     rc.pm([r["train_loss"] for r in ok], 2), rc.pm([r["lambda_max"] for r in ok],
+                         3),
+                     rc.pm([r["trace"] for r in ok], 3),
+                     rc.fmt(rs[0]["passes_per_step"]) if rs and rs[0]["passes_per_step"] else "–",
+                     rc.pm([r["train_seconds"] for r in ok], 2)])
+    return rc.markdown_table(["optimizer", "runs ok", "test accuracy", "final train loss", "λ_max",
+                              "tr(H)", "passes/step", "train s"], rows)
 
 
 def figure(res: dict, path) -> None:
@@ -207,11 +143,8 @@ def figure(res: dict, path) -> None:
 
     labels = list(res)
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
-    for ax, key, name in zip(
-        axes,
-        ("test_accuracy", "lambda_max", "trace"),
-        ("test accuracy", "λ_max(H) at the end", "tr(H) at the end"),
-    ):
+    for ax, key, name in zip(axes, ("test_accuracy", "lambda_max", "trace"),
+                             ("test accuracy", "λ_max(H) at the end", "tr(H) at the end")):
         for i, lab in enumerate(labels):
             vals = [r[key] for r in res[lab] if r[key] is not None and np.isfinite(r[key])]
             ax.scatter(np.full(len(vals), i), vals, color="tab:blue", s=14, alpha=0.6)
@@ -220,15 +153,8 @@ def figure(res: dict, path) -> None:
                 sd = np.std(vals, ddof=1) if len(vals) > 1 else 0.0
                 ax.errorbar([i], [m], yerr=[sd], color="k", marker="_", ms=18, capsize=3)
         ax.set_xticks(range(len(labels)))
-        ax.set_xticklabels(
-            [
-                lab.split(" (")[0] + ("\n(" + lab.split(" (")[1] if " (" in lab else "")
-                for lab in labels
-            ],
-            rotation=60,
-            fontsize=7,
-            ha="right",
-        )
+        ax.set_xticklabels([lab.split(" (")[0] + ("\n(" + lab.split(" (")[1] if " (" in lab else "")
+                            for lab in labels], rotation=60, fontsize=7, ha="right")
         ax.set_title(name)
         ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
@@ -237,32 +163,26 @@ def figure(res: dict, path) -> None:
 
 def main(argv=None) -> dict:
     p = rc.parser(NAME, __doc__)
-    p.add_argument(
-        "--seeds", type=int, default=None, help="seeds per optimizer (default 5; --quick 1)"
-    )
+    p.add_argument("--seeds", type=int, default=None,
+                   help="seeds per optimizer (default 5; --quick 1)")
     p.add_argument("--only", default=None, help="comma-separated optimizer names (default: all)")
     args = p.parse_args(argv)
     out = rc.setup(args)
     clock = rc.Clock()
     cfg = config(args.quick, args.seeds)
     res = run(cfg, out, args.seed, args.only.split(",") if args.only else None)
-    with rc.result_h5(
-        out / "optimizers.h5", NAME, {**cfg, "seed": args.seed, "quick": args.quick}
-    ) as f:
+    with rc.result_h5(out / "optimizers.h5", NAME, {**cfg, "seed": args.seed,
+                                                    "quick": args.quick}) as f:
         for label, rs in res.items():
             means = {}
             for key in ("test_accuracy", "lambda_max", "trace", "train_loss"):
                 means[f"{key}_mean"], means[f"{key}_std"] = summary(rs, key)
-            g = rc.write_group(
-                f, label.replace("/", "_"), None, {"optimizer": rs[0]["optimizer"], **means}
-            )
+            g = rc.write_group(f, label.replace("/", "_"), None, {"optimizer": rs[0]["optimizer"],
+                **means})
             for r in rs:
-                rc.write_group(
-                    f,
-                    f"{g.name}/seed_{r['seed']}",
-                    {"step": r["acc_step"], "test_accuracy": r["acc"]},
-                    {k: v for k, v in r.items() if k not in ("acc_step", "acc")},
-                )
+                rc.write_group(f, f"{g.name}/seed_{r['seed']}", {"step": r["acc_step"],
+                    "test_accuracy": r["acc"]},
+                               {k: v for k, v in r.items() if k not in ("acc_step", "acc")})
         f.attrs["seconds"] = clock()
     figure(res, out / "optimizers.png")
     rc.write_table(out, table(res))

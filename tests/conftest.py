@@ -10,9 +10,8 @@ torch.set_num_threads(
 
 
 def pytest_addoption(parser):
-    parser.addoption(
-        "--runslow", action="store_true", default=False, help="run slow end-to-end studies"
-    )
+    parser.addoption("--runslow", action="store_true", default=False,
+                     help="run slow end-to-end studies")
 
 
 def pytest_collection_modifyitems(config, items):

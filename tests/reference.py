@@ -59,9 +59,8 @@ def output_hessians(problem: Problem) -> torch.Tensor:
     shape = out.shape[1:]
 
     def one(i: int) -> torch.Tensor:
-        return hessian(lambda f: problem.loss.sum(f.reshape(1, *shape), Y[i : i + 1]))(
-            out[i].reshape(-1)
-        )
+        return hessian(lambda f: problem.loss.sum(f.reshape(1, *shape),
+                                                  Y[i : i + 1]))(out[i].reshape(-1))
 
     return torch.stack([one(i) for i in range(X.shape[0])])
 
@@ -71,9 +70,8 @@ def per_sample_hessians(problem: Problem) -> torch.Tensor:
     X, Y = data(problem)
 
     def one(i: int) -> torch.Tensor:
-        return hessian(
-            lambda t: problem.loss.sum(_outputs(problem, t, X[i : i + 1]), Y[i : i + 1])
-        )(problem.theta)
+        return hessian(lambda t: problem.loss.sum(_outputs(problem, t, X[i : i + 1]),
+                                                  Y[i : i + 1]))(problem.theta)
 
     return torch.stack([one(i) for i in range(X.shape[0])])
 
@@ -109,9 +107,8 @@ def true_fisher(problem: Problem) -> torch.Tensor:
 
         def losses(t, labels=labels):
             out = _outputs(problem, t, X)
-            return torch.stack(
-                [problem.loss.sum(out[i : i + 1], labels[i : i + 1]) for i in range(n)]
-            )
+            return torch.stack([problem.loss.sum(out[i : i + 1],
+                                                 labels[i : i + 1]) for i in range(n)])
 
         Gc = jacrev(losses)(problem.theta)  # [n, p]
         F += torch.einsum("n,np,nq->pq", probs[:, c], Gc, Gc)

@@ -54,87 +54,35 @@ def files(tmp_path_factory):
 def _cases(d: Path) -> list[tuple[list[str], str]]:
     f = d / "factories.py"
     return [
-        (
-            ["sharpness", str(d / "mlp.pt"), "--model", f"{f}:model_raises", "--data", "digits"],
-            "model factory",
-        ),
-        (
-            [
-                "sharpness",
-                str(d / "mlp.pt"),
-                "--model",
-                f"{f}:mlp",
-                "--data",
-                f"{f}:data_raises",
-                "--data-arg",
-                "n=3",
-            ],
-            "data factory",
-        ),
+        (["sharpness", str(d / "mlp.pt"), "--model", f"{f}:model_raises", "--data", "digits"],
+         "model factory"),
+        (["sharpness", str(d / "mlp.pt"), "--model", f"{f}:mlp", "--data", f"{f}:data_raises",
+          "--data-arg", "n=3"],
+         "data factory"),
         (["sharpness", CKPT, "--model-arg", "widths=abc"], "rejected its options"),
         (["sharpness", CKPT, "--device", "tpu"], "unknown device"),
         (["sharpness", CKPT, "--params", "["], "not a regular expression"),
-        (
-            ["sharpness", CKPT, "--metric", "density", "--plot", str(d / "density.xyz")],
-            "cannot write",
-        ),
+        (["sharpness", CKPT, "--metric", "density", "--plot", str(d / "density.xyz")],
+         "cannot write"),
         (["sharpness", CKPT, "--out", str(d)], "is a directory"),
         (["noise", CKPT, "--samples", "1"], "at least 2 samples"),
         (["stability", CKPT, "--lr", "inf", "--batch-size", "8"], "finite number > 0"),
         (["train", "--momentum", "nan", "--steps", "1", "--out", str(d / "r1")], "--momentum"),
-        (
-            ["train", "--weight-decay", "nan", "--steps", "1", "--out", str(d / "r2")],
-            "--weight-decay",
-        ),
+        (["train", "--weight-decay", "nan", "--steps", "1", "--out", str(d / "r2")],
+         "--weight-decay"),
         (["train", "--steps", "1", "--out", str(d / "mlp.pt")], "is a file"),
-        (
-            ["train", "--optimizer", "lb-diag-noise", "--steps", "1", "--out", str(d / "r3")],
-            "--small-batch",
-        ),
+        (["train", "--optimizer", "lb-diag-noise", "--steps", "1", "--out", str(d / "r3")],
+         "--small-batch"),
         (["train", "--resume", str(d / "state-run")], "state.pt"),
-        (
-            [
-                "interpolate",
-                str(d / "mlp.pt"),
-                str(d / "nan.pt"),
-                "--model",
-                f"{f}:mlp",
-                "--data",
-                "digits",
-            ],
-            "NaN or infinite weights",
-        ),
-        (
-            [
-                "escape",
-                str(d / "nan.pt"),
-                "--model",
-                f"{f}:mlp",
-                "--data",
-                "digits",
-                "--from",
-                "checkpoint",
-                "--no-theory",
-                "--steps",
-                "2",
-                "--trajectories",
-                "2",
-            ],
-            "NaN",
-        ),
-        (
-            [
-                "sharpness",
-                str(d / "mlp.pt"),
-                "--model",
-                f"{f}:mlp",
-                "--data",
-                f"{f}:data_nan",
-                "-m",
-                "trace",
-            ],
-            "the data hold NaN",
-        ),
+        (["interpolate", str(d / "mlp.pt"), str(d / "nan.pt"), "--model", f"{f}:mlp", "--data",
+          "digits"],
+         "NaN or infinite weights"),
+        (["escape", str(d / "nan.pt"), "--model", f"{f}:mlp", "--data", "digits", "--from",
+          "checkpoint",
+          "--no-theory", "--steps", "2", "--trajectories", "2"], "NaN"),
+        (["sharpness", str(d / "mlp.pt"), "--model", f"{f}:mlp", "--data", f"{f}:data_nan", "-m",
+          "trace"],
+         "the data hold NaN"),
         (["sharpness", CKPT, "--memory", "1kB"], "raise --memory to at least"),
     ]
 
@@ -156,36 +104,15 @@ def test_the_case_list_is_complete(files):
 def test_messages_print_brackets_as_they_are(files):
     """rich's markup swallowed ``[batch, classes]`` in "cross-entropy needs [batch, classes]
     logits"."""
-    r = CliRunner().invoke(
-        app,
-        [
-            "sharpness",
-            str(files / "scalar.pt"),
-            "--model",
-            f"{files / 'factories.py'}:scalar",
-            "--data",
-            "digits",
-            "--loss",
-            "cross-entropy",
-        ],
-    )
+    r = CliRunner().invoke(app, ["sharpness", str(files / "scalar.pt"), "--model",
+                                 f"{files / 'factories.py'}:scalar",
+                                 "--data", "digits", "--loss", "cross-entropy"])
     assert r.exit_code == 2 and "[batch, classes]" in r.stderr, r.stderr
 
 
 def test_a_warning_is_one_line(files):
-    r = CliRunner().invoke(
-        app,
-        [
-            "train",
-            "--momentum",
-            "1.5",
-            "--steps",
-            "1",
-            "--no-plot",
-            "--out",
-            str(files / "r-momentum"),
-        ],
-    )
+    r = CliRunner().invoke(app, ["train", "--momentum", "1.5", "--steps", "1", "--no-plot", "--out",
+                                 str(files / "r-momentum")])
     assert r.exit_code == 0
     warnings = [ln for ln in r.stderr.splitlines() if "momentum" in ln]
     assert len(warnings) == 1 and warnings[0].startswith("warning:"), r.stderr

@@ -23,9 +23,8 @@ def ckpt(tmp_path_factory):
     kw = {"in_dim": 64, "out_dim": 10, "widths": [12]}
     model = build_model("mlp", **kw)
     path = tmp_path_factory.mktemp("ck") / "tiny.pt"
-    make_checkpoint(
-        "mlp", kw, "digits", data_kwargs, "cross-entropy", model, {"optimizer": "none"}, split=split
-    ).save(path)
+    make_checkpoint("mlp", kw, "digits", data_kwargs, "cross-entropy", model, {"optimizer": "none"},
+                    split=split).save(path)
     return path
 
 
@@ -34,9 +33,8 @@ def run(*args):
 
 
 def test_json_is_one_object_with_the_asked_metrics(ckpt):
-    r = run(
-        "sharpness", ckpt, "--metric", "trace", "--probes", "40", "--dtype", "float64", "--json"
-    )
+    r = run("sharpness", ckpt, "--metric", "trace", "--probes", "40", "--dtype", "float64",
+            "--json")
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert set(d["metrics"]) == {"trace"}
@@ -54,21 +52,8 @@ def test_json_is_one_object_with_the_asked_metrics(ckpt):
 
 
 def test_eigenvalues_match_dense_and_same_seed_same_numbers(ckpt):
-    args = (
-        "sharpness",
-        ckpt,
-        "-m",
-        "eig",
-        "--top-k",
-        "3",
-        "--which",
-        "both",
-        "--tol",
-        "1e-10",
-        "--dtype",
-        "float64",
-        "--json",
-    )
+    args = ("sharpness", ckpt, "-m", "eig", "--top-k", "3", "--which", "both", "--tol", "1e-10",
+            "--dtype", "float64", "--json")
     a, b = run(*args), run(*args)
     assert a.exit_code == 0, a.output
     ea, eb = (
@@ -79,9 +64,8 @@ def test_eigenvalues_match_dense_and_same_seed_same_numbers(ckpt):
     pb = Checkpoint.load(ckpt).problem(dtype="float64")
     ev = torch.linalg.eigvalsh(landscape.Hessian(pb).dense())
     truth = torch.cat([ev[-3:].flip(0), ev[:3]])
-    torch.testing.assert_close(
-        torch.tensor(ea["values"], dtype=torch.float64), truth, rtol=1e-8, atol=1e-10
-    )
+    torch.testing.assert_close(torch.tensor(ea["values"], dtype=torch.float64), truth, rtol=1e-8,
+                               atol=1e-10)
 
 
 def test_per_layer_and_param_subset(ckpt):
@@ -101,20 +85,8 @@ def test_per_layer_and_param_subset(ckpt):
 
 def test_out_h5_and_density_plot(ckpt, tmp_path):
     out, png = tmp_path / "d.h5", tmp_path / "d.png"
-    r = run(
-        "sharpness",
-        ckpt,
-        "-m",
-        "density",
-        "--runs",
-        "3",
-        "--steps",
-        "20",
-        "--out",
-        out,
-        "--plot",
-        png,
-    )
+    r = run("sharpness", ckpt, "-m", "density", "--runs", "3", "--steps", "20", "--out", out,
+            "--plot", png)
     assert r.exit_code == 0, r.output
     assert png.stat().st_size > 1000
     with h5py.File(out) as f:
@@ -131,17 +103,14 @@ def test_table_output(ckpt):
     assert "tr(H)" in r.stdout and "‖H‖_F" in r.stdout
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (("sharpness", "missing.pt"), "not found"),
-        (("sharpness", "CKPT", "--metric", "nope"), "unknown metric"),
-        (("sharpness", "CKPT", "--method", "nope"), "unknown --method"),
-        (("sharpness", "CKPT", "--params", "zzz"), "matches no parameter"),
-        (("sharpness", "CKPT", "--dtype", "float16"), "unknown dtype"),
-        (("info", "missing.pt"), "not found"),
-    ],
-)
+@pytest.mark.parametrize("args, message", [
+    (("sharpness", "missing.pt"), "not found"),
+    (("sharpness", "CKPT", "--metric", "nope"), "unknown metric"),
+    (("sharpness", "CKPT", "--method", "nope"), "unknown --method"),
+    (("sharpness", "CKPT", "--params", "zzz"), "matches no parameter"),
+    (("sharpness", "CKPT", "--dtype", "float16"), "unknown dtype"),
+    (("info", "missing.pt"), "not found"),
+])
 def test_bad_input_one_line_exit_2(ckpt, args, message):
     r = run(*[str(ckpt) if a == "CKPT" else a for a in args])
     assert r.exit_code == 2, r.output
@@ -178,42 +147,25 @@ def test_foreign_state_dict_with_factories(tmp_path):
         "import torch\n"
         "def load():\n"
         "    g = torch.Generator().manual_seed(1)\n"
-        "    return torch.randn(30, 4, generator=g), torch.randint(0, 3, (30,), generator=g)\n"
-    )
+        "    return torch.randn(30, 4, generator=g), torch.randint(0, 3, (30,), generator=g)\n")
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("my_models", tmp_path / "my_models.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     torch.save({"model_state_dict": mod.build().state_dict(), "epoch": 3}, tmp_path / "w.pt")
-    r = run(
-        "sharpness",
-        tmp_path / "w.pt",
-        "--model",
-        f"{tmp_path}/my_models.py:build",
-        "--data",
-        f"{tmp_path}/my_data.py:load",
-        "--loss",
-        "cross-entropy",
-        "-m",
-        "eig",
-        "--json",
-        "--dtype",
-        "float64",
-        "--tol",
-        "1e-10",
-    )
+    r = run("sharpness", tmp_path / "w.pt", "--model", f"{tmp_path}/my_models.py:build",
+            "--data", f"{tmp_path}/my_data.py:load", "--loss", "cross-entropy", "-m", "eig",
+                "--json",
+            "--dtype", "float64", "--tol", "1e-10")
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["params"] == 4 * 6 + 6 + 6 * 3 + 3 and d["samples"] == 30
     model = mod.build()
     g = torch.Generator().manual_seed(1)
     data = (torch.randn(30, 4, generator=g), torch.randint(0, 3, (30,), generator=g))
-    top = float(
-        torch.linalg.eigvalsh(
-            landscape.Hessian(model, "cross-entropy", data, dtype="float64").dense()
-        )[-1]
-    )
+    top = float(torch.linalg.eigvalsh(landscape.Hessian(model, "cross-entropy", data,
+                                                        dtype="float64").dense())[-1])
     assert abs(d["metrics"]["eigenvalues"]["values"][0] - top) < 1e-8 * abs(top)
     r = run("sharpness", tmp_path / "w.pt")
     assert r.exit_code == 2 and "--model" in r.stderr
@@ -226,9 +178,8 @@ def test_nan_checkpoint_is_one_clear_line(tmp_path):
     with torch.no_grad():
         next(model.parameters()).fill_(float("nan"))
     path = tmp_path / "nan.pt"
-    make_checkpoint(
-        "mlp", kw, "digits", {"n_train": 40}, "cross-entropy", model, {}, split=split
-    ).save(path)
+    make_checkpoint("mlp", kw, "digits", {"n_train": 40}, "cross-entropy", model, {},
+                    split=split).save(path)
     r = run("sharpness", path)
     assert (
         r.exit_code == 2 and "loss is nan" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -22,9 +22,8 @@ KW = {"in_dim": 5, "out_dim": 3, "widths": [8]}
 
 def _save(model, path, step=0, kw=KW):
     split = load_dataset("gaussian-mixture", **DATA)
-    make_checkpoint(
-        "mlp", kw, "gaussian-mixture", DATA, "cross-entropy", model, {"step": step}, split=split
-    ).save(path)
+    make_checkpoint("mlp", kw, "gaussian-mixture", DATA, "cross-entropy", model, {"step": step},
+                    split=split).save(path)
     return path
 
 
@@ -56,53 +55,26 @@ def run(*args):
 
 
 def test_slice_json_is_one_object_with_grid_and_values(files):
-    r = run(
-        "slice",
-        files / "run" / "final.pt",
-        "--dims",
-        "1",
-        "--points",
-        "7",
-        "--dtype",
-        "float64",
-        "--json",
-    )
+    r = run("slice", files / "run" / "final.pt", "--dims", "1", "--points", "7", "--dtype",
+            "float64", "--json")
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["grid"]["alpha"] == pytest.approx(np.linspace(-1, 1, 7).tolist())
     assert set(d["values"]) == {"train_loss", "train_accuracy", "test_loss", "test_accuracy"}
     assert d["directions"]["kind"] == "random" and d["directions"]["norm"] == "filter"
     pb = Checkpoint.load(files / "run" / "final.pt").problem(dtype="float64")
-    assert d["values"]["train_loss"][3] == pytest.approx(
-        pb.loss_value(), rel=1e-12
-    )  # α = 0 is the checkpoint
+    assert d["values"]["train_loss"][3] == pytest.approx(pb.loss_value(),
+                                                         rel=1e-12)  # α = 0 is the checkpoint
     assert d["origin"]["train_loss"] == pytest.approx(pb.loss_value(), rel=1e-12)
     assert d["samples"] == 64
 
 
 def test_eigen_slice_writes_hdf5_and_figure_and_plot_rerenders(files, tmp_path):
     out, fig = tmp_path / "s2.h5", tmp_path / "s2.png"
-    r = run(
-        "slice",
-        files / "run" / "final.pt",
-        "--dims",
-        "2",
-        "--directions",
-        "eigen",
-        "--range",
-        "-0.5",
-        "0.5",
-        "--points",
-        "5",
-        "--dtype",
-        "float64",
-        "--out",
-        out,
-        "--plot",
-        fig,
-        "--batch-points",
-        "4",
-    )
+    r = run("slice", files / "run" / "final.pt", "--dims", "2", "--directions", "eigen", "--range",
+            "-0.5", "0.5",
+            "--points", "5", "--dtype", "float64", "--out", out, "--plot", fig, "--batch-points",
+                "4")
     assert r.exit_code == 0, r.output
     assert fig.stat().st_size > 1000
     tree = read_tree(out)
@@ -117,20 +89,9 @@ def test_eigen_slice_writes_hdf5_and_figure_and_plot_rerenders(files, tmp_path):
 
 
 def test_pca_slice_draws_the_trajectory(files):
-    r = run(
-        "slice",
-        files / "run" / "final.pt",
-        "--dims",
-        "2",
-        "--directions",
-        "pca",
-        "--trajectory",
-        files / "run",
-        "--points",
-        "4",
-        "--json",
-        "--no-test",
-    )
+    r = run("slice", files / "run" / "final.pt", "--dims", "2", "--directions", "pca",
+            "--trajectory", files / "run",
+            "--points", "4", "--json", "--no-test")
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     traj = np.asarray(d["directions"]["trajectory"])
@@ -141,21 +102,9 @@ def test_pca_slice_draws_the_trajectory(files):
 
 def test_interpolate_endpoints_are_the_two_checkpoints(files, tmp_path):
     a, b = files / "run" / "final.pt", files / "b.pt"
-    r = run(
-        "interpolate",
-        a,
-        b,
-        "--range",
-        "-0.5",
-        "1.5",
-        "--points",
-        "9",
-        "--dtype",
-        "float64",
-        "--json",
-        "--plot",
-        tmp_path / "i.png",
-    )
+    r = run("interpolate", a, b, "--range", "-0.5", "1.5", "--points", "9", "--dtype", "float64",
+            "--json",
+            "--plot", tmp_path / "i.png")
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     loss = d["values"]["train_loss"]
@@ -167,26 +116,18 @@ def test_interpolate_endpoints_are_the_two_checkpoints(files, tmp_path):
     assert (tmp_path / "i.png").stat().st_size > 1000
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (("slice", "missing.pt"), "not found"),
-        (("interpolate", "RUN/final.pt", "missing.pt"), "not found"),
-        (("interpolate", "RUN/final.pt", "OTHER"), "architectures differ"),
-        (
-            ("slice", "RUN/final.pt", "--directions", "checkpoints", "--toward", "OTHER"),
-            "architectures differ",
-        ),
-        (("slice", "RUN/final.pt", "--directions", "pca"), "--trajectory"),
-        (
-            ("slice", "RUN/final.pt", "--directions", "eigen", "--norm", "layer"),
-            "random directions",
-        ),
-        (("slice", "RUN/final.pt", "--norm", "nope"), "unknown --norm"),
-        (("slice", "RUN/final.pt", "--range", "1", "-1"), "LO < HI"),
-        (("plot", "missing.h5"), "no such file"),
-    ],
-)
+@pytest.mark.parametrize("args, message", [
+    (("slice", "missing.pt"), "not found"),
+    (("interpolate", "RUN/final.pt", "missing.pt"), "not found"),
+    (("interpolate", "RUN/final.pt", "OTHER"), "architectures differ"),
+    (("slice", "RUN/final.pt", "--directions", "checkpoints", "--toward", "OTHER"),
+     "architectures differ"),
+    (("slice", "RUN/final.pt", "--directions", "pca"), "--trajectory"),
+    (("slice", "RUN/final.pt", "--directions", "eigen", "--norm", "layer"), "random directions"),
+    (("slice", "RUN/final.pt", "--norm", "nope"), "unknown --norm"),
+    (("slice", "RUN/final.pt", "--range", "1", "-1"), "LO < HI"),
+    (("plot", "missing.h5"), "no such file"),
+])
 def test_bad_input_one_line_exit_2(files, args, message):
     sub = {"RUN/final.pt": str(files / "run" / "final.pt"), "OTHER": str(files / "other.pt")}
     r = run(*[sub.get(a, a) for a in args])

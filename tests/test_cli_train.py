@@ -34,43 +34,11 @@ def one_line_error(r, *words):
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    a = run(
-        "train",
-        *TINY,
-        "--optimizer",
-        "sgd",
-        "--lr",
-        "0.1",
-        "--epochs",
-        "3",
-        "--track",
-        "gradnorm",
-        "--every",
-        "5",
-        "--no-plot",
-        "--out",
-        root / "sgd",
-        "--json",
-    )
-    b = run(
-        "train",
-        *TINY,
-        "--optimizer",
-        "sam",
-        "--rho",
-        "0.05",
-        "--lr",
-        "0.1",
-        "--epochs",
-        "3",
-        "--track",
-        "gradnorm",
-        "--every",
-        "5",
-        "--out",
-        root / "sam",
-        "--json",
-    )
+    a = run("train", *TINY, "--optimizer", "sgd", "--lr", "0.1", "--epochs", "3", "--track",
+            "gradnorm",
+            "--every", "5", "--no-plot", "--out", root / "sgd", "--json")
+    b = run("train", *TINY, "--optimizer", "sam", "--rho", "0.05", "--lr", "0.1", "--epochs", "3",
+            "--track", "gradnorm", "--every", "5", "--out", root / "sam", "--json")
     return root, a, b
 
 
@@ -83,11 +51,8 @@ def test_train_json_is_one_object(two_runs):
         assert d["final"]["train_loss"] < 2.0 and d["final"]["grad_norm"] > 0
         assert {"train", "track", "eval", "wall"} <= set(d["seconds"])
         attrs = read_run(root / name)["attrs"]
-        assert attrs["optimizer"] == name and attrs["model_kwargs"] == {
-            "widths": [16],
-            "in_dim": 64,
-            "out_dim": 10,
-        }
+        assert attrs["optimizer"] == name and attrs["model_kwargs"] == {"widths": [16],
+            "in_dim": 64, "out_dim": 10}
     assert read_run(root / "sam")["attrs"]["hyper"] == {"rho": 0.05}
     assert (root / "sam" / "run.png").exists() and not (root / "sgd" / "run.png").exists()
     assert (root / "sam" / "final.pt").exists()
@@ -111,55 +76,25 @@ def test_compare_table_json_and_plot(two_runs, tmp_path):
 
 def test_finished_run_is_not_redone(two_runs):
     root, _, _ = two_runs
-    r = run(
-        "train",
-        *TINY,
-        "--optimizer",
-        "sgd",
-        "--lr",
-        "0.1",
-        "--epochs",
-        "3",
-        "--track",
-        "gradnorm",
-        "--every",
-        "5",
-        "--no-plot",
-        "--out",
-        root / "sgd",
-    )
+    r = run("train", *TINY, "--optimizer", "sgd", "--lr", "0.1", "--epochs", "3", "--track",
+            "gradnorm",
+            "--every", "5", "--no-plot", "--out", root / "sgd")
     assert r.exit_code == 0 and "already holds a finished run" in r.stderr
     # other settings onto a finished run: an error naming the difference, not "nothing to do"
-    one_line_error(
-        run(
-            "train",
-            *TINY,
-            "--optimizer",
-            "sgd",
-            "--lr",
-            "0.3",
-            "--epochs",
-            "3",
-            "--out",
-            root / "sgd",
-        ),
-        "other settings",
-        "lr",
-    )
+    one_line_error(run("train", *TINY, "--optimizer", "sgd", "--lr", "0.3", "--epochs", "3",
+                       "--out", root / "sgd"),
+                   "other settings", "lr")
 
 
-@pytest.mark.parametrize(
-    "args,words",
-    [
-        (["--optimizer", "adamx"], ["unknown optimizer", "sam"]),
-        (["--model", "nosuchnet"], ["unknown model", "mlp"]),
-        (["--data", "nosuchdata"], ["unknown dataset", "digits"]),
-        (["--track", "trace,nosuch"], ["unknown tracked metric", "frobenius"]),
-        (["--model-arg", "widths"], ["key=value"]),
-        (["--optimizer", "sgd", "--rho", "0.1"], ["rho"]),
-        (["--epochs", "2", "--steps", "3"], ["--epochs", "--steps"]),
-    ],
-)
+@pytest.mark.parametrize("args,words", [
+    (["--optimizer", "adamx"], ["unknown optimizer", "sam"]),
+    (["--model", "nosuchnet"], ["unknown model", "mlp"]),
+    (["--data", "nosuchdata"], ["unknown dataset", "digits"]),
+    (["--track", "trace,nosuch"], ["unknown tracked metric", "frobenius"]),
+    (["--model-arg", "widths"], ["key=value"]),
+    (["--optimizer", "sgd", "--rho", "0.1"], ["rho"]),
+    (["--epochs", "2", "--steps", "3"], ["--epochs", "--steps"]),
+])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, words):
     one_line_error(run("train", *TINY, *args, "--out", tmp_path / "r"), *words)
     assert not (tmp_path / "r" / "run.h5").exists()

@@ -29,12 +29,9 @@ from tests import cases
 
 WORLD = 2
 #: optimizers whose step has data-parallel terms of its own, with settings that make them count
-OWN_TERMS = {
-    "sgd-tracer": {"rho": 0.5},
-    "adam-tracer": {"rho": 0.5},
-    "lb-diag-noise": {"small_batch": 2, "noise_steps": 3},
-    "lb-full-noise": {"small_batch": 2, "noise_steps": 3},
-}
+OWN_TERMS = {"sgd-tracer": {"rho": 0.5}, "adam-tracer": {"rho": 0.5},
+             "lb-diag-noise": {"small_batch": 2, "noise_steps": 3},
+             "lb-full-noise": {"small_batch": 2, "noise_steps": 3}}
 
 
 def _free_port() -> int:
@@ -46,23 +43,11 @@ def _free_port() -> int:
 def _train_config():
     from landscape.train import TrainConfig
 
-    return TrainConfig(
-        model="mlp",
-        model_kwargs={"widths": [5]},
-        data="digits",
-        data_kwargs={"n_train": 40, "test_fraction": 0.2},
-        optimizer="sam",
-        lr=0.1,
-        batch_size=10,
-        steps=2,
-        dtype="float64",
-        eval_every=1,
-        track=["trace"],
-        every=1,
-        probes=4,
-        track_samples=21,
-        plot=False,
-    )
+    return TrainConfig(model="mlp", model_kwargs={"widths": [5]}, data="digits",
+                       data_kwargs={"n_train": 40, "test_fraction": 0.2}, optimizer="sam", lr=0.1,
+                       batch_size=10, steps=2, dtype="float64", eval_every=1, track=["trace"],
+                           every=1,
+                       probes=4, track_samples=21, plot=False)
 
 
 def compute(run_dir: Path) -> dict:
@@ -89,20 +74,12 @@ def compute(run_dir: Path) -> dict:
         result = train(_train_config(), run_dir)
     finally:
         loop._Session._sharded_closure = original
-    return {
-        "shards": shards,
-        "local_samples": sum(x.shape[0] for x, _ in pb.batches),
-        "n": pb.n,
-        "trace": (tr.value, tr.stderr),
-        "eig": eig.values.tolist(),
-        "residuals": eig.residuals.tolist(),
-        "loss": value,
-        "grad": grad.tolist(),
-        "final": result.final,
-        "own_terms": {
-            name: _three_steps(name, hyper, run_dir) for name, hyper in OWN_TERMS.items()
-        },
-    }
+    return {"shards": shards, "local_samples": sum(x.shape[0] for x, _ in pb.batches), "n": pb.n,
+            "trace": (tr.value, tr.stderr), "eig": eig.values.tolist(),
+                "residuals": eig.residuals.tolist(),
+            "loss": value, "grad": grad.tolist(), "final": result.final,
+            "own_terms": {name: _three_steps(name, hyper, run_dir) for name,
+                          hyper in OWN_TERMS.items()}}
 
 
 def _three_steps(name: str, hyper: dict, run_dir: Path) -> dict:
@@ -111,18 +88,10 @@ def _three_steps(name: str, hyper: dict, run_dir: Path) -> dict:
     from landscape.train.loop import _Session
     from landscape.train.run import RunDir
 
-    cfg = TrainConfig(
-        model="mlp",
-        model_kwargs={"widths": [5]},
-        data="digits",
-        data_kwargs={"n_train": 40, "test_fraction": 0.2},
-        optimizer=name,
-        hyper=hyper,
-        batch_size=10,
-        steps=3,
-        dtype="float64",
-        plot=False,
-    )
+    cfg = TrainConfig(model="mlp", model_kwargs={"widths": [5]}, data="digits",
+                      data_kwargs={"n_train": 40, "test_fraction": 0.2}, optimizer=name,
+                          hyper=hyper,
+                      batch_size=10, steps=3, dtype="float64", plot=False)
     session = _Session(cfg, RunDir(run_dir / name))
     losses = [session.train_step() for _ in range(3)]
     opt = session.optimizer
@@ -136,19 +105,11 @@ def _three_steps(name: str, hyper: dict, run_dir: Path) -> dict:
 
 
 def _worker(rank: int, port: int, tmp: str) -> None:
-    os.environ.update(
-        {
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(WORLD),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-        }
-    )
+    os.environ.update({"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(WORLD),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", rank=rank, world_size=WORLD, init_method=f"tcp://127.0.0.1:{port}"
-    )
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD,
+                            init_method=f"tcp://127.0.0.1:{port}")
     try:
         out = compute(Path(tmp) / "run2")
         torch.save(out, Path(tmp) / f"rank{rank}.pt")
@@ -158,12 +119,9 @@ def _worker(rank: int, port: int, tmp: str) -> None:
 
 
 def _close(a, b, rtol=1e-10, atol=1e-12) -> None:
-    torch.testing.assert_close(
-        torch.as_tensor(a, dtype=torch.float64),
-        torch.as_tensor(b, dtype=torch.float64),
-        rtol=rtol,
-        atol=atol,
-    )
+    torch.testing.assert_close(torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b,
+        dtype=torch.float64),
+                               rtol=rtol, atol=atol)
 
 
 def test_two_gloo_processes_match_one(tmp_path):
@@ -174,10 +132,8 @@ def test_two_gloo_processes_match_one(tmp_path):
     assert [r["local_samples"] for r in ranks] == [19, 18] and all(r["n"] == 37 for r in ranks)
     # each training step: every rank took half of the global minibatch of 10 (one process: all of
     # it)
-    assert [r["shards"] for r in ranks] == [[(10, 5), (10, 5)]] * 2 and one["shards"] == [
-        (10, 10),
-        (10, 10),
-    ]
+    assert [r["shards"] for r in ranks] == [[(10, 5), (10, 5)]] * 2 and one["shards"] == [(10, 10),
+        (10, 10)]
     for r in ranks:  # every rank returns the global numbers
         _close(r["trace"], one["trace"])
         _close(r["eig"], one["eig"])
@@ -215,9 +171,8 @@ def _initial(name: str) -> torch.Tensor:
 
     cfg = _train_config()
     split = load_dataset(cfg.data, **cfg.data_kwargs)
-    model = build_model(
-        cfg.model, seed=cfg.seed, **model_kwargs_for(cfg.model, split, **cfg.model_kwargs)
-    )
+    model = build_model(cfg.model, seed=cfg.seed, **model_kwargs_for(cfg.model, split,
+        **cfg.model_kwargs))
     return model.state_dict()[name].double()
 
 
@@ -232,59 +187,20 @@ def test_torchrun_command_line_matches_one_process(tmp_path):
     dk = {"n_train": 45, "test_fraction": 0.2}
     kw = {"in_dim": 64, "out_dim": 10, "widths": [6]}
     ck = tmp_path / "tiny.pt"
-    make_checkpoint(
-        "mlp",
-        kw,
-        "digits",
-        dk,
-        "cross-entropy",
-        build_model("mlp", seed=0, **kw),
-        {},
-        split=load_dataset("digits", **dk),
-    ).save(ck)
-    args = [
-        "sharpness",
-        str(ck),
-        "-m",
-        "trace,eig",
-        "--probes",
-        "12",
-        "--top-k",
-        "2",
-        "--dtype",
-        "float64",
-        "--batch-size",
-        "8",
-        "--json",
-    ]
+    make_checkpoint("mlp", kw, "digits", dk, "cross-entropy", build_model("mlp", seed=0, **kw), {},
+                    split=load_dataset("digits", **dk)).save(ck)
+    args = ["sharpness", str(ck), "-m", "trace,eig", "--probes", "12", "--top-k", "2", "--dtype",
+            "float64",
+            "--batch-size", "8", "--json"]
     single = CliRunner().invoke(app, args)
     assert single.exit_code == 0, single.output
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-    }
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            str(WORLD),
-            "-m",
-            "landscape",
-            *args,
-            "--out",
-            str(tmp_path / "out.h5"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=240,
-        cwd=tmp_path,
-        check=False,
-    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node",
+                           str(WORLD), "-m", "landscape", *args, "--out", str(tmp_path / "out.h5")],
+                          capture_output=True, text=True, env=env, timeout=240, cwd=tmp_path,
+                              check=False)
     if (
         proc.returncode != 0 and "Address already in use" in proc.stderr
     ):  # pragma: no cover - port race
@@ -314,71 +230,24 @@ def test_torchrun_noise_and_fisher_match_one_process(tmp_path):
     dk = {"n_train": 45, "test_fraction": 0.2}
     kw = {"in_dim": 64, "out_dim": 10, "widths": [6]}
     ck = tmp_path / "tiny.pt"
-    make_checkpoint(
-        "mlp",
-        kw,
-        "digits",
-        dk,
-        "cross-entropy",
-        build_model("mlp", seed=0, **kw),
-        {},
-        split=load_dataset("digits", **dk),
-    ).save(ck)
-    env = {
-        **os.environ,
-        "OMP_NUM_THREADS": "1",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-    }
+    make_checkpoint("mlp", kw, "digits", dk, "cross-entropy", build_model("mlp", seed=0, **kw), {},
+                    split=load_dataset("digits", **dk)).save(ck)
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     for args, keys in [
-        (
-            ["noise", str(ck), "--dtype", "float64", "--chunk", "7", "--json"],
-            [
-                "alpha",
-                "beta",
-                "mu",
-                "loss",
-                "tr_sigma_g",
-                "sigma_frobenius",
-                "g_frobenius",
-                "nonuniformity",
-            ],
-        ),
-        (
-            [
-                "fisher",
-                str(ck),
-                "--dtype",
-                "float64",
-                "--probes",
-                "8",
-                "--mc-samples",
-                "3",
-                "--json",
-            ],
-            None,
-        ),
+        (["noise", str(ck), "--dtype", "float64", "--chunk", "7", "--json"],
+         ["alpha", "beta", "mu", "loss", "tr_sigma_g", "sigma_frobenius", "g_frobenius",
+          "nonuniformity"]),
+        (["fisher", str(ck), "--dtype", "float64", "--probes", "8", "--mc-samples", "3", "--json"],
+         None),
     ]:
         single = CliRunner().invoke(app, args)
         assert single.exit_code == 0, single.output
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "torch.distributed.run",
-                "--standalone",
-                "--nproc-per-node",
-                str(WORLD),
-                "-m",
-                "landscape",
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=240,
-            cwd=tmp_path,
-            check=False,
-        )
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                               "--nproc-per-node",
+                               str(WORLD), "-m", "landscape", *args],
+                              capture_output=True, text=True, env=env, timeout=240, cwd=tmp_path,
+                                  check=False)
         if (
             proc.returncode != 0 and "Address already in use" in proc.stderr
         ):  # pragma: no cover - port race
@@ -390,6 +259,5 @@ def test_torchrun_noise_and_fisher_match_one_process(tmp_path):
                 _close(b[k], a[k], rtol=1e-9)
         else:
             for name, entry in a["matrices"].items():
-                _close(
-                    b["matrices"][name]["trace"]["estimate"], entry["trace"]["estimate"], rtol=1e-9
-                )
+                _close(b["matrices"][name]["trace"]["estimate"], entry["trace"]["estimate"],
+                       rtol=1e-9)

@@ -52,9 +52,8 @@ def test_sharpness_nonuniformity_and_factor():
     assert second_moment_factor([1.0, 2.0, 3.0, 10.0], 0.4, 1) == pytest.approx(0.36 + 0.16 * 12.5)
     # Theorem 4's γ0 = η² μ ‖H‖_F²/B with μ = s²/a², ‖H‖_F = a
     c = (4 - 2) / (2 * 3)  # n = 4, B = 2, without replacement
-    assert quadratic_gamma0([1.0, 2.0, 3.0, 10.0], 0.4, 2) == pytest.approx(
-        gamma0(0.4, 12.5 / 16, 4.0, c)
-    )
+    assert quadratic_gamma0([1.0, 2.0, 3.0, 10.0], 0.4, 2) == pytest.approx(gamma0(0.4, 12.5 / 16,
+        4.0, c))
 
 
 @pytest.mark.parametrize("lr,batch", [(0.25, 1), (0.4, 1), (0.35, 2), (0.45, 2)])
@@ -73,16 +72,9 @@ def test_quadratic_family_second_moment_matches_formula(lr, batch):
     )  # eq. 6 is exact for sampling without replacement
     m2 = sum(f * f for f in factors) / len(factors)
     T, steps = 4000, 4
-    run = simulate(
-        quadratic_family(a),
-        torch.tensor([1.0], dtype=F64),
-        "sgd",
-        lr=lr,
-        batch_size=batch,
-        steps=steps,
-        trajectories=T,
-        seed=7,
-    )
+    run = simulate(quadratic_family(a), torch.tensor([1.0], dtype=F64), "sgd", lr=lr,
+                   batch_size=batch,
+                   steps=steps, trajectories=T, seed=7)
     x2 = 2 * run.losses / 4.0  # L = (a/2) x², a = 4
     for t in range(1, steps + 1):
         se = math.sqrt((m2**t - r ** (2 * t)) / T)
@@ -104,9 +96,8 @@ def test_slides_pair_gd_stays_sgd_leaves():
     )  # |x_t − 1| = 0.4^t · 1e-5: it overshoots once, then stays
     assert bool((gd.losses <= gd.losses[:, :1]).all())
     assert abs(float(gd.final[0, 0]) - 1) < 1e-12
-    sgd = simulate(
-        f, x0, "sgd", lr=0.7, batch_size=1, steps=200, trajectories=100, seed=0, keep_final=True
-    )
+    sgd = simulate(f, x0, "sgd", lr=0.7, batch_size=1, steps=200, trajectories=100, seed=0,
+                   keep_final=True)
     left = sgd.distances > 0.5  # left the basin of x = 1 (towards x = 0)
     assert float(left.any(1).double().mean()) >= 0.95
     first = left.double().argmax(1)[left.any(1)].double()
@@ -114,9 +105,8 @@ def test_slides_pair_gd_stays_sgd_leaves():
     # exponential phase: growth of the mean loss near the exact 1-D factor of the linearisation
     assert second_moment_factor(slides_pair_curvatures(), 0.7, 1) == pytest.approx(1.7476)
     # the version printed WITH ½ is stable for SGD: no escape
-    half = simulate(
-        slides_pair(half=True), x0, "sgd", lr=0.7, batch_size=1, steps=200, trajectories=50, seed=0
-    )
+    half = simulate(slides_pair(half=True), x0, "sgd", lr=0.7, batch_size=1, steps=200,
+                    trajectories=50, seed=0)
     assert float(half.distances.max()) < 2e-5
 
 
@@ -135,10 +125,8 @@ def test_network_minimum_sgd_escapes_gd_and_small_noise_stay(gd_minimum):
     lam = lambda_max(ProblemObjective(pb), ds.theta)
     assert lam <= 2 / lr  # linearly stable for GD, near the edge of stability: λ ≈ 6.1 < 6.67
     kw = {"lr": lr, "steps": 100, "trajectories": 24, "seed": 1}
-    runs = {
-        name: simulate(pb, ds.theta, name, batch_size=2, **kw)
-        for name in ("sgd", "gd", "small-noise")
-    }
+    runs = {name: simulate(pb, ds.theta, name, batch_size=2, **kw) for name in ("sgd", "gd",
+        "small-noise")}
     sums = {k: summarize(r, escape_factor=100.0) for k, r in runs.items()}
     assert sums["sgd"].fraction_escaped >= 0.9
     assert sums["sgd"].growth_rate > 1
@@ -153,9 +141,8 @@ def test_objective_hessian_matches_problem_hessian():
     H = Hessian(pb).dense()
     Ho = ObjectiveHessian(ProblemObjective(pb), pb.theta).dense()
     assert torch.allclose(H, Ho, atol=1e-12, rtol=1e-10)
-    assert lambda_max(ProblemObjective(pb), pb.theta) == pytest.approx(
-        float(torch.linalg.eigvalsh(H).max())
-    )
+    assert lambda_max(ProblemObjective(pb),
+                      pb.theta) == pytest.approx(float(torch.linalg.eigvalsh(H).max()))
 
 
 @pytest.mark.parametrize("dynamics", DYNAMICS)
@@ -174,27 +161,12 @@ def test_noise_total_variance_of_one_step(dynamics):
     tr_sigma = float((G - g).pow(2).sum(1).mean())
     tr_f = float(G.pow(2).sum(1).mean())
     c_B, s2 = sgd_noise_factor(n, B), (n - B) / (n * B)
-    expected = {
-        "gd": 0.0,
-        "sgd": c_B * tr_sigma,
-        "isotropic": c_B * tr_sigma,
-        "small-noise": 0.01 * c_B * tr_sigma,
-        "lb-diag-noise": s2 * tr_f,
-        "lb-full-noise": s2 * tr_f,
-    }[dynamics]
-    run = simulate(
-        pb,
-        pb.theta,
-        dynamics,
-        lr=lr,
-        batch_size=B,
-        steps=1,
-        trajectories=T,
-        seed=5,
-        keep_final=True,
-        noise_samples=4,
-        control_scale=0.1,
-    )
+    expected = {"gd": 0.0, "sgd": c_B * tr_sigma, "isotropic": c_B * tr_sigma,
+                "small-noise": 0.01 * c_B * tr_sigma,
+                "lb-diag-noise": s2 * tr_f, "lb-full-noise": s2 * tr_f}[dynamics]
+    run = simulate(pb, pb.theta, dynamics, lr=lr, batch_size=B, steps=1, trajectories=T, seed=5,
+                   keep_final=True,
+                   noise_samples=4, control_scale=0.1)
     xi = (pb.theta - lr * g - run.final) / lr
     sq = xi.pow(2).sum(1)
     assert (
@@ -229,9 +201,8 @@ def test_trajectory_seeds_prefix_stable():
 # ----------------------------------------------------------------------------- analysis
 def _traj(losses: torch.Tensor) -> Trajectories:
     T, R = losses.shape
-    return Trajectories(
-        "sgd", torch.arange(R), losses.double(), torch.zeros(T, R), tuple(range(T)), {}, 1.0, T
-    )
+    return Trajectories("sgd", torch.arange(R), losses.double(), torch.zeros(T, R), tuple(range(T)),
+                        {}, 1.0, T)
 
 
 def test_escape_steps_and_summary():
@@ -261,69 +232,25 @@ def _cli(args):
     return CliRunner().invoke(app, ["escape", *args])
 
 
-_SMALL = [
-    "--model",
-    "two-layer",
-    "--model-arg",
-    "width=16",
-    "--data",
-    "teacher-student",
-    "--data-arg",
-    "n=16",
-    "--data-arg",
-    "dim=3",
-    "--lr",
-    "0.2",
-    "--batch-size",
-    "2",
-    "-T",
-    "6",
-    "--steps",
-    "15",
-    "--tol",
-    "1e-3",
-    "--dtype",
-    "float64",
-    "--probes",
-    "4",
-    "--no-progress",
-]
+_SMALL = ["--model", "two-layer", "--model-arg", "width=16", "--data", "teacher-student",
+          "--data-arg", "n=16",
+          "--data-arg", "dim=3", "--lr", "0.2", "--batch-size", "2", "-T", "6", "--steps", "15",
+              "--tol", "1e-3",
+          "--dtype", "float64", "--probes", "4", "--no-progress"]
 
 
 def test_cli_json_out_plot(tmp_path):
     out, png = tmp_path / "escape.h5", tmp_path / "escape.png"
-    res = _cli(
-        [
-            *_SMALL,
-            "--to",
-            "sgd,gd",
-            "--to",
-            "isotropic",
-            "--json",
-            "--out",
-            str(out),
-            "--plot",
-            str(png),
-            "--track-eig-every",
-            "5",
-            "--eig-trajectories",
-            "2",
-            "--eval-samples",
-            "10",
-        ]
-    )
+    res = _cli([*_SMALL, "--to", "sgd,gd", "--to", "isotropic", "--json", "--out", str(out),
+                "--plot", str(png),
+                "--track-eig-every", "5", "--eig-trajectories", "2", "--eval-samples", "10"])
     assert res.exit_code == 0, res.output
     rep = json.loads(res.stdout)
     assert set(rep["runs"]) == {"sgd", "gd", "isotropic"}
     assert rep["gd"]["converged"] and rep["gd"]["loss"] < 1e-3
     assert rep["start"]["lambda_max"] > 0 and isinstance(rep["start"]["gd_stable"], bool)
-    for k in (
-        "fraction_escaped",
-        "median_step",
-        "growth_rate",
-        "predicted_growth",
-        "trajectory_steps_per_second",
-    ):
+    for k in ("fraction_escaped", "median_step", "growth_rate", "predicted_growth",
+              "trajectory_steps_per_second"):
         assert k in rep["runs"]["sgd"]
     with h5py.File(out) as f:
         assert f["runs/sgd/losses"].shape == (6, 16)
@@ -342,32 +269,12 @@ def test_cli_from_checkpoint(tmp_path):
     split = load_dataset("teacher-student", **data_kwargs)
     kw = model_kwargs_for("two-layer", split, width=8)
     path = tmp_path / "start.pt"
-    make_checkpoint(
-        "two-layer",
-        kw,
-        "teacher-student",
-        data_kwargs,
-        "mse",
-        build_model("two-layer", **kw),
-        {"lr": 0.05},
-        split=split,
-    ).save(path)
-    res = _cli(
-        [
-            str(path),
-            "--to",
-            "sgd,small-noise",
-            "-T",
-            "4",
-            "--steps",
-            "5",
-            "--batch-size",
-            "3",
-            "--no-theory",
-            "--json",
-            "--no-progress",
-        ]
-    )
+    make_checkpoint("two-layer", kw, "teacher-student", data_kwargs, "mse", build_model("two-layer",
+        **kw),
+                    {"lr": 0.05}, split=split).save(path)
+    res = _cli([str(path), "--to", "sgd,small-noise", "-T", "4", "--steps", "5", "--batch-size",
+                "3", "--no-theory",
+                "--json", "--no-progress"])
     assert res.exit_code == 0, res.output
     rep = json.loads(res.stdout)
     assert (
@@ -379,16 +286,8 @@ def test_cli_from_checkpoint(tmp_path):
     assert rep["runs"]["sgd"]["trajectories"] == 4
 
 
-@pytest.mark.parametrize(
-    "bad",
-    [
-        ["--to", "adam"],
-        ["--lr", "-1"],
-        ["--escape-factor", "0.5"],
-        ["--batch-size", "100"],
-        ["--from", "nowhere"],
-    ],
-)
+@pytest.mark.parametrize("bad", [["--to", "adam"], ["--lr", "-1"], ["--escape-factor", "0.5"],
+                                 ["--batch-size", "100"], ["--from", "nowhere"]])
 def test_cli_bad_input_exit_2(bad):
     res = _cli([*_SMALL, *bad])
     assert res.exit_code == 2, res.output

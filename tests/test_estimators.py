@@ -94,12 +94,8 @@ def test_hutchinson_stderr_covers_at_nominal_rate():
     ev = spectrum("indefinite", 100, seed=1)
     A = with_spectrum(ev, seed=1)
     truth = float(ev.sum())
-    z = torch.tensor(
-        [
-            (e.value - truth) / e.stderr
-            for e in (hutchinson_trace(A, probes=40, seed=s) for s in range(200))
-        ]
-    )
+    z = torch.tensor([(e.value - truth) / e.stderr
+                      for e in (hutchinson_trace(A, probes=40, seed=s) for s in range(200))])
     within2 = float((z.abs() < 2).double().mean())
     assert 0.9 <= within2 <= 0.99, within2
     assert 0.55 <= float((z.abs() < 1).double().mean()) <= 0.8
@@ -168,12 +164,8 @@ def test_frobenius_stderr_coverage():
     ev = spectrum("indefinite", 80, seed=6)
     A = with_spectrum(ev, seed=6)
     truth = float(ev.norm())
-    z = torch.tensor(
-        [
-            (e.value - truth) / e.stderr
-            for e in (frobenius(A, probes=50, seed=s) for s in range(100))
-        ]
-    )
+    z = torch.tensor([(e.value - truth) / e.stderr
+                      for e in (frobenius(A, probes=50, seed=s) for s in range(100))])
     assert 0.85 <= float((z.abs() < 2).double().mean()) <= 1.0
 
 
@@ -247,14 +239,9 @@ def test_multiplicities_at_both_ends_are_found(which):
     """Repeated and clustered eigenvalues at both ends (issue: single-vector Lanczos saw one copy
     of each eigenspace): a triple and a double eigenvalue at each end, a cluster 1e-7 apart
     inside. Block Lanczos (block = k by default) returns every copy."""
-    ev = torch.cat(
-        [
-            torch.tensor(
-                [9.0, 9.0, 9.0, 7.0, 7.0, 6.0, 6.0 + 1e-7, -4.0, -4.0, -4.0, -3.0, -3.0], dtype=DT
-            ),
-            torch.linspace(-2, 5, 188, dtype=DT),
-        ]
-    )
+    ev = torch.cat([torch.tensor([9.0, 9.0, 9.0, 7.0, 7.0, 6.0, 6.0 + 1e-7, -4.0, -4.0, -4.0, -3.0,
+                                  -3.0], dtype=DT),
+                    torch.linspace(-2, 5, 188, dtype=DT)])
     A = with_spectrum(ev, seed=21)
     k = 7
     e = top_eigenvalues(A, k=k, which=which, tol=1e-10)
@@ -278,9 +265,8 @@ def test_rank_deficient_hessian_bottom_is_exactly_zero():
     assert e.values.abs().max() <= 1e-10 * scale, e.values
     single = top_eigenvalues(H, k=3, which="bottom", tol=1e-6, block=1)
     assert single.values.max() > 0.1 * scale
-    ev = torch.cat(
-        [torch.zeros(580, dtype=DT), torch.linspace(1, 5, 20, dtype=DT)]
-    )  # rank 20, p = 600
+    ev = torch.cat([torch.zeros(580, dtype=DT), torch.linspace(1, 5, 20,
+        dtype=DT)])  # rank 20, p = 600
     e = top_eigenvalues(with_spectrum(ev, seed=22), k=3, which="bottom", tol=1e-10)
     assert e.values.abs().max() < 1e-10
 
@@ -328,18 +314,11 @@ def test_power_iteration_finds_largest_magnitude():
 
 def test_eigen_rejects_bad_input():
     A = with_spectrum(spectrum("indefinite", 10))
-    for kwargs in (
-        {"k": 11},
-        {"k": 0},
-        {"which": "middle"},
-        {"method": "arnoldi"},
-        {"tol": 0.0},
-        {"k": 3, "max_basis": 4},
-    ):
+    for kwargs in ({"k": 11}, {"k": 0}, {"which": "middle"}, {"method": "arnoldi"},
+                   {"tol": 0.0}, {"k": 3, "max_basis": 4}):
         with pytest.raises(ConfigError):
             top_eigenvalues(A, **kwargs) if "max_basis" not in kwargs else top_eigenvalues(
-                with_spectrum(spectrum("indefinite", 50)), **kwargs
-            )
+                with_spectrum(spectrum("indefinite", 50)), **kwargs)
 
 
 # ------------------------------------------------------------------------------------- density
@@ -388,13 +367,11 @@ def test_slq_few_distinct_eigenvalues_is_exact():
 
 def test_same_seed_same_numbers_different_seed_different():
     A = with_spectrum(spectrum("indefinite", 60, seed=19), seed=19)
-    for f in (
-        lambda s: trace(A, 20, seed=s).value,
-        lambda s: trace(A, 21, "hutchpp", seed=s).value,
-        lambda s: frobenius(A, 20, seed=s).value,
-        lambda s: frobenius_inner(A, A @ A, 20, seed=s).value,
-        lambda s: spectral_density(A, 3, 10, seed=s).nodes.sum().item(),
-    ):
+    for f in (lambda s: trace(A, 20, seed=s).value,
+              lambda s: trace(A, 21, "hutchpp", seed=s).value,
+              lambda s: frobenius(A, 20, seed=s).value,
+              lambda s: frobenius_inner(A, A @ A, 20, seed=s).value,
+              lambda s: spectral_density(A, 3, 10, seed=s).nodes.sum().item()):
         assert f(1) == f(1) and f(1) != f(2)
 
 
@@ -419,20 +396,15 @@ def test_small_sample_intervals_cover_at_their_nominal_rate(kind):
 
     A = with_spectrum(spectrum(kind, 60, seed=3), seed=3)
     B = with_spectrum(spectrum("indefinite", 60, seed=4), seed=4)
-    truth = {
-        "hutchinson": float(A.trace()),
-        "hutchpp": float(A.trace()),
-        "frobenius": float(A.norm()),
-        "inner": float((A * B).sum()),
-    }
+    truth = {"hutchinson": float(A.trace()), "hutchpp": float(A.trace()),
+             "frobenius": float(A.norm()),
+             "inner": float((A * B).sum())}
     hits = dict.fromkeys(truth, 0)
     for seed in range(300):
-        est = {
-            "hutchinson": trace(A, probes=10, seed=seed),
-            "hutchpp": hutchpp_trace(A, probes=24, seed=seed),
-            "frobenius": frobenius(A, probes=10, seed=seed),
-            "inner": frobenius_inner(A, B, probes=10, seed=seed),
-        }
+        est = {"hutchinson": trace(A, probes=10, seed=seed), "hutchpp": hutchpp_trace(A, probes=24,
+            seed=seed),
+               "frobenius": frobenius(A, probes=10, seed=seed), "inner": frobenius_inner(A, B,
+                   probes=10, seed=seed)}
         for name, e in est.items():
             lo, hi = e.interval(0.95)
             hits[name] += lo <= truth[name] <= hi

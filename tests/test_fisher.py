@@ -36,9 +36,8 @@ def problems():
 def test_ggn_and_empirical_fisher_match_dense(problems, case):
     pb = problems[case]  # batches of 5: the last one is uneven
     torch.testing.assert_close(GGN(pb).dense(), ref.ggn(pb), **CLOSE)
-    torch.testing.assert_close(
-        EmpiricalFisher(pb, chunk=2).dense(), ref.empirical_fisher(pb), **CLOSE
-    )
+    torch.testing.assert_close(EmpiricalFisher(pb, chunk=2).dense(), ref.empirical_fisher(pb),
+                               **CLOSE)
 
 
 @pytest.mark.parametrize("case", ["mlp_ce", "mlp_mse"])
@@ -68,13 +67,9 @@ def test_mc_fisher_converges_to_ggn_at_rate_one_over_sqrt_samples(problems):
     C /= n**2
     seeds = 10
     for m in (2, 32):
-        errs = torch.tensor(
-            [
-                m * float((Fisher(pb, mc_samples=m, seed=s).dense() - G).square().sum())
-                for s in range(seeds)
-            ],
-            dtype=torch.float64,
-        )
+        errs = torch.tensor([m * float((Fisher(pb, mc_samples=m,
+                                               seed=s).dense() - G).square().sum())
+                             for s in range(seeds)], dtype=torch.float64)
         se = float(errs.std()) / math.sqrt(seeds)
         assert abs(float(errs.mean()) - C) < 4 * se, (m, float(errs.mean()), C, se)
     F = Fisher(pb, mc_samples=4, seed=1)
@@ -142,16 +137,10 @@ def test_hessian_equals_ggn_at_an_interpolating_minimum():
 
 def test_matrix_comparison_within_standard_errors(problems):
     pb = problems["mlp_ce"]
-    dense = {
-        "hessian": ref.hessian_matrix(pb),
-        "ggn": ref.ggn(pb),
-        "empirical_fisher": ref.empirical_fisher(pb),
-    }
-    ops = {
-        "hessian": landscape.Hessian(pb),
-        "ggn": GGN(pb),
-        "empirical_fisher": EmpiricalFisher(pb),
-    }
+    dense = {"hessian": ref.hessian_matrix(pb), "ggn": ref.ggn(pb),
+             "empirical_fisher": ref.empirical_fisher(pb)}
+    ops = {"hessian": landscape.Hessian(pb), "ggn": GGN(pb),
+           "empirical_fisher": EmpiricalFisher(pb)}
     out = matrix_comparison(ops, probes=60, seed=3)
     for name, A in dense.items():
         tr, fr = out["trace"][name], out["frobenius"][name]
@@ -177,14 +166,11 @@ def test_monte_carlo_fisher_errors_cover_the_label_draws():
     truth = {"trace": float(G.trace()), "frobenius": float(G.norm()), "cosine": 1.0}
     hits = {k: 0 for k in truth}
     for seed in range(40):
-        out = matrix_comparison(
-            {"ggn": GGN(pb), "fisher": Fisher(pb, mc_samples=1, seed=seed)}, probes=20, seed=seed
-        )
-        est = {
-            "trace": out["trace"]["fisher"],
-            "frobenius": out["frobenius"]["fisher"],
-            "cosine": out["cosine"]["ggn~fisher"],
-        }
+        out = matrix_comparison({"ggn": GGN(pb), "fisher": Fisher(pb, mc_samples=1, seed=seed)},
+                                probes=20,
+                                seed=seed)
+        est = {"trace": out["trace"]["fisher"], "frobenius": out["frobenius"]["fisher"],
+               "cosine": out["cosine"]["ggn~fisher"]}
         for k, e in est.items():
             hits[k] += abs(e.value - truth[k]) < 2 * e.stderr
     assert all(h >= 31 for h in hits.values()), hits
@@ -193,9 +179,8 @@ def test_monte_carlo_fisher_errors_cover_the_label_draws():
 def test_undefined_quantities_are_clear_errors():
     model, _, data = mlp_ce()
     with pytest.raises(LandscapeError, match="likelihood"):
-        Fisher(
-            model, nn.CrossEntropyLoss(), data
-        )  # a custom callable defines no predictive distribution
+        Fisher(model, nn.CrossEntropyLoss(),
+               data)  # a custom callable defines no predictive distribution
     with pytest.raises(LandscapeError, match="integer class labels"):
         GGN(model, "mse", data)  # mse's G on a classifier's labels
     model, loss, data = cnn_bn()
@@ -207,36 +192,17 @@ def test_undefined_quantities_are_clear_errors():
 def test_fisher_cli_json_table_and_hdf5(tmp_path):
     path = tiny_checkpoint(tmp_path)
     runner = CliRunner()
-    res = runner.invoke(
-        app,
-        [
-            "fisher",
-            str(path),
-            "--json",
-            "--probes",
-            "8",
-            "--dtype",
-            "float64",
-            "--mc-samples",
-            "2",
-            "--out",
-            str(tmp_path / "f.h5"),
-        ],
-    )
+    res = runner.invoke(app, ["fisher", str(path), "--json", "--probes", "8", "--dtype", "float64",
+                              "--mc-samples", "2", "--out", str(tmp_path / "f.h5")])
     assert res.exit_code == 0, res.output
     rep = json.loads(res.stdout)
     assert set(rep["matrices"]) == {"hessian", "ggn", "fisher", "empirical_fisher"}
     for m in rep["matrices"].values():
         assert set(m) == {"trace", "lambda_max", "frobenius"}
         assert m["lambda_max"]["estimate"] > 0 and m["frobenius"]["stderr"] >= 0
-    assert set(rep["cosine"]) == {
-        "hessian~ggn",
-        "hessian~fisher",
-        "hessian~empirical_fisher",
-        "ggn~fisher",
-        "ggn~empirical_fisher",
-        "fisher~empirical_fisher",
-    }
+    assert set(rep["cosine"]) == {"hessian~ggn", "hessian~fisher", "hessian~empirical_fisher",
+                                  "ggn~fisher",
+                                  "ggn~empirical_fisher", "fisher~empirical_fisher"}
     assert all(-1 <= c["estimate"] <= 1 + 1e-9 for c in rep["cosine"].values())
     tree = read_tree(tmp_path / "f.h5")
     assert (

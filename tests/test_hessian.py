@@ -67,9 +67,8 @@ def test_samples_subset_is_seeded():
     assert a.n == 10 and torch.equal(a.indices, b.indices) and not torch.equal(a.indices, c.indices)
     X, Y = data
     sub = (X[a.indices], Y[a.indices])
-    torch.testing.assert_close(
-        landscape.Hessian(a).dense(), dense_hessian(model, loss, sub), rtol=1e-10, atol=1e-12
-    )
+    torch.testing.assert_close(landscape.Hessian(a).dense(), dense_hessian(model, loss, sub),
+                               rtol=1e-10, atol=1e-12)
 
 
 def test_slides_example_one_sample():
@@ -94,9 +93,8 @@ def test_slides_example_one_sample():
     m = Product()
     m.w.data.fill_(w)
     ev = torch.linalg.eigvalsh(landscape.Hessian(m, "mse", data).dense())
-    torch.testing.assert_close(
-        ev, torch.tensor([0.0, a * a + w * w], dtype=torch.float64), atol=1e-12, rtol=0
-    )
+    torch.testing.assert_close(ev, torch.tensor([0.0, a * a + w * w], dtype=torch.float64),
+                               atol=1e-12, rtol=0)
 
 
 def test_batchnorm_eval_and_train_mode():

@@ -13,31 +13,13 @@ import landscape
 
 #: bottom to top; a module belongs to the longest prefix listed (README "Architecture")
 LAYERS = [
-    [
-        "landscape",
-        "landscape.errors",
-        "landscape.schema",
-        "landscape.lazy",
-        "landscape.memory",
-        "landscape.distributed",
-        "landscape.factory",
-        "landscape.io.atomic",
-    ],
-    [
-        "landscape.losses",
-        "landscape.results",
-        "landscape.io.hdf5",
-        "landscape.io.figures",
-        "landscape.io.slice_figures",
-        "landscape.io.run_figures",
-        "landscape.io.escape_figures",
-    ],
+    ["landscape", "landscape.errors", "landscape.schema", "landscape.lazy", "landscape.memory",
+     "landscape.distributed", "landscape.factory", "landscape.io.atomic"],
+    ["landscape.losses", "landscape.results", "landscape.io.hdf5", "landscape.io.figures",
+     "landscape.io.slice_figures", "landscape.io.run_figures", "landscape.io.escape_figures"],
     ["landscape.data", "landscape.models"],
-    [
-        "landscape.curvature.functional",
-        "landscape.curvature.layout",
-        "landscape.curvature.operator",
-    ],
+    ["landscape.curvature.functional", "landscape.curvature.layout",
+     "landscape.curvature.operator"],
     ["landscape.problem"],
     ["landscape.curvature"],
     ["landscape.estimators"],
@@ -126,17 +108,9 @@ def test_the_cli_starts_without_torch_and_reports_its_version():
     assert r.exit_code == 0 and r.stdout.strip() == f"landscape {landscape.__version__}"
 
 
-@pytest.mark.parametrize(
-    "first",
-    [
-        "from landscape import Problem",
-        "import landscape.problem",
-        "from landscape import Hessian",
-        "import landscape.estimators",
-        "import landscape.study",
-        "from landscape import load",
-    ],
-)
+@pytest.mark.parametrize("first", ["from landscape import Problem", "import landscape.problem",
+                                   "from landscape import Hessian", "import landscape.estimators",
+                                   "import landscape.study", "from landscape import load"])
 def test_any_entry_point_imports_first_without_a_cycle(first):
     import subprocess
     import sys

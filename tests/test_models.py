@@ -170,15 +170,8 @@ def test_resnet18_has_torchvision_layout():
     net = build_model("resnet18")
     assert sum(p.numel() for p in net.parameters()) == 11_181_642
     names = set(net.state_dict())
-    for key in (
-        "conv1.weight",
-        "bn1.running_var",
-        "layer1.0.conv2.weight",
-        "layer2.0.downsample.0.weight",
-        "layer2.0.downsample.1.running_mean",
-        "layer4.1.bn2.bias",
-        "fc.weight",
-        "fc.bias",
-    ):
+    for key in ("conv1.weight", "bn1.running_var", "layer1.0.conv2.weight",
+                "layer2.0.downsample.0.weight",
+                "layer2.0.downsample.1.running_mean", "layer4.1.bn2.bias", "fc.weight", "fc.bias"):
         assert key in names
     assert len([n for n, _ in net.named_parameters()]) == 62

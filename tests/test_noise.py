@@ -24,9 +24,8 @@ from .cases import CASES, cnn_bn, mlp_ce, mlp_mse
 CLOSE = {"rtol": 1e-10, "atol": 1e-12}
 
 
-def tiny_checkpoint(
-    tmp_path, task: str = "classification", lr: float | None = 0.5, batch_size: int = 8
-):
+def tiny_checkpoint(tmp_path, task: str = "classification", lr: float | None = 0.5,
+                    batch_size: int = 8):
     """A 3-class (or regression) MLP on 40 samples, trained a little, saved with the Checkpoint
     API."""
     from landscape.data import load_dataset
@@ -72,9 +71,8 @@ def test_operators_match_dense(problems, dense, case):
     pb = problems[case]
     torch.testing.assert_close(NoiseCovariance(pb, chunk=3).dense(), dense[case]["Sigma"], **CLOSE)
     V = torch.randn(pb.p, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(
-        NonUniformity(pb, chunk=2).matmat(V), dense[case]["SigmaH"] @ V, **CLOSE
-    )
+    torch.testing.assert_close(NonUniformity(pb, chunk=2).matmat(V), dense[case]["SigmaH"] @ V,
+                               **CLOSE)
 
 
 def test_nonuniformity_subsample_is_seeded(problems):
@@ -96,18 +94,10 @@ def test_alignment_is_exact(problems, dense, case, chunk, memory):
     S, G, L = d["Sigma"], d["G"], d["L"]
     a = alignment(pb, chunk=chunk, memory=memory)
     tr, sf, gf = float((S * G).sum()), float(S.norm()), float(G.norm())
-    truth = {
-        "tr_sigma_g": tr,
-        "sigma_frobenius": sf,
-        "g_frobenius": gf,
-        "loss": L,
-        "alpha": tr / (sf * gf),
-        "beta": sf / (2 * L * gf),
-        "mu": tr / (2 * L * gf**2),
-        "trace_sigma": float(S.trace()),
-        "trace_g": float(G.trace()),
-        "decoupling_error": float((S - 2 * L * G).norm()) / sf,
-    }
+    truth = {"tr_sigma_g": tr, "sigma_frobenius": sf, "g_frobenius": gf, "loss": L,
+             "alpha": tr / (sf * gf),
+             "beta": sf / (2 * L * gf), "mu": tr / (2 * L * gf**2), "trace_sigma": float(S.trace()),
+             "trace_g": float(G.trace()), "decoupling_error": float((S - 2 * L * G).norm()) / sf}
     for key, value in truth.items():
         assert getattr(a, key) == pytest.approx(value, rel=1e-10), key
     assert a.mu == pytest.approx(a.alpha * a.beta, rel=1e-12)
@@ -126,9 +116,8 @@ def test_alignment_subsample_and_truncation(problems):
     assert a.tr_sigma_g == pytest.approx(float((S * G).sum()), rel=1e-10)
     assert a.g_frobenius == pytest.approx(float(G.norm()), rel=1e-10)
     full = alignment(pb)
-    cut = alignment(
-        pb, rtol=0.9
-    )  # drops each sample's smaller curvature direction where they differ
+    cut = alignment(pb,
+                    rtol=0.9)  # drops each sample's smaller curvature direction where they differ
     assert cut.g_rows < full.g_rows and cut.g_truncation > 0
     assert abs(cut.g_frobenius - full.g_frobenius) <= cut.g_truncation  # the reported bound holds
 
@@ -138,12 +127,9 @@ def one_dimensional(a: torch.Tensor, x: float):
     model = nn.Linear(1, 1, bias=False).double()
     with torch.no_grad():
         model.weight.fill_(x)
-    return landscape.Problem(
-        model,
-        "mse",
-        (a.sqrt()[:, None], torch.zeros(a.numel(), 1, dtype=torch.float64)),
-        batch_size=4,
-    )
+    return landscape.Problem(model, "mse", (a.sqrt()[:, None], torch.zeros(a.numel(), 1,
+        dtype=torch.float64)),
+                             batch_size=4)
 
 
 def test_one_dimensional_case_of_the_slides():
@@ -167,11 +153,9 @@ def test_one_dimensional_case_of_the_slides():
 
 def test_per_sample_quantities_refuse_train_mode_batchnorm():
     model, loss, data = cnn_bn()
-    for make in (
-        lambda: NoiseCovariance(model, loss, data, train_mode=True),
-        lambda: NonUniformity(model, loss, data, train_mode=True),
-        lambda: alignment(model, loss, data, train_mode=True),
-    ):
+    for make in (lambda: NoiseCovariance(model, loss, data, train_mode=True),
+                 lambda: NonUniformity(model, loss, data, train_mode=True),
+                 lambda: alignment(model, loss, data, train_mode=True)):
         with pytest.raises(LandscapeError, match="train mode"):
             make()
     model, _, data = mlp_ce()
@@ -182,39 +166,18 @@ def test_per_sample_quantities_refuse_train_mode_batchnorm():
 def test_noise_cli_json_keys_subsample_and_hdf5(tmp_path):
     path = tiny_checkpoint(tmp_path)
     runner = CliRunner()
-    res = runner.invoke(
-        app,
-        [
-            "noise",
-            str(path),
-            "--json",
-            "--dtype",
-            "float64",
-            "--samples",
-            "25",
-            "--out",
-            str(tmp_path / "n.h5"),
-        ],
-    )
+    res = runner.invoke(app, ["noise", str(path), "--json", "--dtype", "float64", "--samples", "25",
+                              "--out", str(tmp_path / "n.h5")])
     assert res.exit_code == 0, res.output
     rep = json.loads(res.stdout)
-    keys = (
-        "alpha",
-        "beta",
-        "mu",
-        "loss",
-        "tr_sigma_g",
-        "sigma_frobenius",
-        "g_frobenius",
-        "nonuniformity",
-    )
+    keys = ("alpha", "beta", "mu", "loss", "tr_sigma_g", "sigma_frobenius", "g_frobenius",
+            "nonuniformity")
     assert all(isinstance(rep[k], float) for k in keys)
     assert rep["samples"] == 25 and rep["samples_total"] == 40 and rep["subsample"] is True
     assert rep["mu"] == pytest.approx(rep["alpha"] * rep["beta"], rel=1e-12)
     assert read_tree(tmp_path / "n.h5")["noise"]["alpha"] == pytest.approx(rep["alpha"])
-    res = runner.invoke(
-        app, ["noise", str(tiny_checkpoint(tmp_path, "regression")), "--dtype", "float64"]
-    )
+    res = runner.invoke(app, ["noise", str(tiny_checkpoint(tmp_path, "regression")), "--dtype",
+                              "float64"])
     assert res.exit_code == 0 and "jacobian-gram" in res.stdout
     # mse on class labels: one-hot targets (Split.for_loss), as train and escape use them
     res = runner.invoke(app, ["noise", str(path), "--loss", "mse", "--json", "--dtype", "float64"])

@@ -64,9 +64,8 @@ def own_kwargs(name: str, net: nn.Module, **over):
 def make(name: str, net: nn.Module, base: str | None = None, lr: float | None = None, **over):
     if lr is None:
         lr = 0.05 if (base == "adam" or name == "adam-tracer") else 0.2
-    return build_optimizer(
-        name, net.parameters(), base=base, lr=lr, **own_kwargs(name, net, **over)
-    )
+    return build_optimizer(name, net.parameters(), base=base, lr=lr, **own_kwargs(name, net,
+        **over))
 
 
 def do_step(opt, name: str, model: nn.Module, x, y, **step_kw):
@@ -102,7 +101,7 @@ def test_decreases_loss(name):
     start = full_loss(model, x, y)
     for t in range(40):
         i = (t * 8) % N
-        xb, yb = (x, y) if name == "gd" else (x[i : i + 16], y[i : i + 16])
+        xb, yb = (x, y) if name == "gd" else (x[i:i + 16], y[i:i + 16])
         do_step(opt, name, model, xb, yb)
     end = full_loss(model, x, y)
     assert end < 0.6 * start, f"{name}: {start:.4f} -> {end:.4f}"
@@ -112,7 +111,7 @@ def test_decreases_loss(name):
 @pytest.mark.parametrize("name,base", [(n, b) for n in NAMES for b in bases_for(n)])
 def test_state_dict_round_trip_bit_exact(name, base):
     x, y = data()
-    batches = [(x[i : i + 16], y[i : i + 16]) for i in (0, 8, 16, 4, 12, 0)]
+    batches = [(x[i:i + 16], y[i:i + 16]) for i in (0, 8, 16, 4, 12, 0)]
     model = mlp()
     kw = {"momentum": 0.9} if base == "sgd" else {}
     opt = make(name, model, base=base, weight_decay=1e-3, **kw)
@@ -129,14 +128,8 @@ def test_state_dict_round_trip_bit_exact(name, base):
     assert saved["opt"]["base"]["state"], "the base optimizer's moments must be saved"
     model2 = mlp(seed=1)
     model2.load_state_dict(saved["model"])
-    opt2 = make(
-        name,
-        model2,
-        base=base,
-        weight_decay=1e-3,
-        **kw,
-        **({"seed": 123} if "seed" in own_kwargs(name, model2) else {}),
-    )
+    opt2 = make(name, model2, base=base, weight_decay=1e-3, **kw,
+                **({"seed": 123} if "seed" in own_kwargs(name, model2) else {}))
     opt2.load_state_dict(saved["opt"])
     assert opt2.steps == 3
     for xb, yb in batches[3:]:
@@ -232,10 +225,8 @@ def test_nan_loss_raises(name):
     model = mlp()
     opt = make(name, model)
     with pytest.raises(NumericalError, match="diverged"):
-        opt.step(
-            lambda: F.cross_entropy(model(x), y) * float("nan"),
-            **({"batch": (x, y)} if name in NOISE else {}),
-        )
+        opt.step(lambda: F.cross_entropy(model(x), y) * float("nan"),
+                 **({"batch": (x, y)} if name in NOISE else {}))
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -262,7 +253,6 @@ def _closure(style, opt, model, x, y):
         if style == "backward":
             loss.backward()
         return loss
-
     return closure
 
 
@@ -360,10 +350,8 @@ def test_asam_scales_weights_only_and_perturbs_zero_weights():
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[0.0, 2.0, -1.0], [0.5, 0.0, 3.0]], dtype=DT))
         model.bias.copy_(torch.tensor([0.0, 4.0], dtype=DT))
-    x, y = (
-        torch.randn(6, 3, dtype=DT, generator=torch.Generator().manual_seed(1)),
-        torch.tensor([0, 1, 1, 0, 1, 0]),
-    )
+    x, y = torch.randn(6, 3, dtype=DT, generator=torch.Generator().manual_seed(1)), torch.tensor([0,
+        1, 1, 0, 1, 0])
     rho, eta = 0.5, 0.01
     gw, gb = _grad(model, x, y)
     tw = model.weight.detach().abs() + eta
@@ -397,9 +385,8 @@ def test_rsam_step_uses_gradient_at_perturbed_point():
     ref = copy.deepcopy(model)
     do_step(opt, "rsam", model, x, y)
     g_eps = _perturbed_grad(ref, x, y, opt.last_perturbation)
-    torch.testing.assert_close(
-        flat(model), theta - 0.3 * torch.cat([g.flatten() for g in g_eps]), rtol=1e-12, atol=1e-14
-    )
+    torch.testing.assert_close(flat(model), theta - 0.3 * torch.cat([g.flatten() for g in g_eps]),
+                               rtol=1e-12, atol=1e-14)
     assert rules.num_params(list(model.parameters())) == sum(p.numel() for p in model.parameters())
 
 
@@ -422,9 +409,8 @@ def test_tracer_penalty_gradient_matches_finite_differences():
     def penalty(params):
         return float(rules.tracer_penalty(grad_at(params), fbar, rho, delta))
 
-    opt = build_optimizer(
-        "sgd-tracer", model.parameters(), lr=lr, momentum=0.0, rho=rho, delta=delta, beta=beta
-    )
+    opt = build_optimizer("sgd-tracer", model.parameters(), lr=lr, momentum=0.0, rho=rho,
+                          delta=delta, beta=beta)
     do_step(opt, "sgd-tracer", model, x, y)
     moved = {n: theta0[n] - p.detach() for n, p in model.named_parameters()}
     h = 1e-5
@@ -518,9 +504,8 @@ def test_gaussian_kl_gradients_match_autograd():
     torch.testing.assert_close(gm[0], dmu, rtol=1e-13, atol=0)
     torch.testing.assert_close(gv[0], dvar, rtol=1e-13, atol=0)
     # KL(N(0, σ₀²) ‖ N(0, σ₀²)) = 0
-    assert float(
-        rules.gaussian_kl([torch.zeros(4, dtype=DT)], [torch.full((4,), 0.49, dtype=DT)], 0.7)
-    ) == pytest.approx(0, abs=1e-14)
+    assert float(rules.gaussian_kl([torch.zeros(4, dtype=DT)], [torch.full((4,), 0.49, dtype=DT)],
+                                   0.7)) == pytest.approx(0, abs=1e-14)
 
 
 def test_mfvi_one_step_matches_autograd_of_the_objective():
@@ -528,17 +513,8 @@ def test_mfvi_one_step_matches_autograd_of_the_objective():
     model = mlp()
     n_data, s0, lr, slr = 50, 0.8, 0.3, 0.05
     mu0 = {n: p.detach().clone() for n, p in model.named_parameters()}
-    opt = build_optimizer(
-        "mfvi",
-        model.parameters(),
-        lr=lr,
-        momentum=0.0,
-        num_data=n_data,
-        prior_std=s0,
-        sigma_lr=slr,
-        rho=0.5,
-        seed=0,
-    )
+    opt = build_optimizer("mfvi", model.parameters(), lr=lr, momentum=0.0, num_data=n_data,
+                          prior_std=s0, sigma_lr=slr, rho=0.5, seed=0)
     logv0 = [s.log() for s in opt.variance()]
     do_step(opt, "mfvi", model, x, y)
     eps = opt.last_perturbation
@@ -547,10 +523,8 @@ def test_mfvi_one_step_matches_autograd_of_the_objective():
     mu = [t.clone().requires_grad_(True) for t in mu0.values()]
     s = [t.clone().requires_grad_(True) for t in logv0]
     sample = {n: m + (si / 2).exp() * z for n, m, si, z in zip(mu0, mu, s, xi)}
-    obj = (
-        F.cross_entropy(torch.func.functional_call(model, sample, (x,)), y)
+    obj = F.cross_entropy(torch.func.functional_call(model, sample, (x,)), y) \
         + rules.gaussian_kl(mu, [si.exp() for si in s], s0) / n_data
-    )
     dmu = torch.autograd.grad(obj, mu, retain_graph=True)
     ds = torch.autograd.grad(obj, s)
     for p, m0, d in zip(model.parameters(), mu0.values(), dmu):
@@ -564,9 +538,8 @@ def test_vsam_sigma_fixed_point():
     c = [torch.randn(4, 3, generator=g, dtype=DT), torch.randn(5, generator=g, dtype=DT)]
     w = [nn.Parameter(torch.zeros(4, 3, dtype=DT)), nn.Parameter(torch.zeros(5, dtype=DT))]
     n_data, s0 = 20, 0.5
-    opt = build_optimizer(
-        "vsam", w, lr=1e-3, momentum=0.0, num_data=n_data, prior_std=s0, sigma_lr=0.5
-    )
+    opt = build_optimizer("vsam", w, lr=1e-3, momentum=0.0, num_data=n_data, prior_std=s0,
+                          sigma_lr=0.5)
     for _ in range(300):  # linear loss: the gradient g = c is fixed
         opt.step(lambda: sum((ci * wi).sum() for ci, wi in zip(c, w)))
     var = opt.variance()
@@ -596,15 +569,8 @@ def test_covariance_noise_scale_and_schedule():
     assert rules.covariance_noise_scale(128, 128) == 0.0
     x, y = data()
     model = mlp()
-    opt = build_optimizer(
-        "lb-diag-noise",
-        model.parameters(),
-        small_batch=4,
-        total_steps=10,
-        model=model,
-        loss_fn="cross-entropy",
-        seed=0,
-    )
+    opt = build_optimizer("lb-diag-noise", model.parameters(), small_batch=4, total_steps=10,
+                          model=model, loss_fn="cross-entropy", seed=0)
     assert opt.noise_steps == 3  # first quarter, rounded up
     for t in range(5):
         do_step(opt, "lb-diag-noise", model, x[:16], y[:16])
@@ -620,45 +586,24 @@ def test_covariance_noise_scale_and_schedule():
 def test_torch_func_per_sample_grads_and_noise_sign():
     x, y = data(n=8)
     model = mlp()
-    opt = build_optimizer(
-        "lb-full-noise",
-        model.parameters(),
-        lr=1.0,
-        momentum=0.0,
-        small_batch=2,
-        total_steps=4,
-        model=model,
-        loss_fn="cross-entropy",
-        seed=0,
-    )
-    per = [
-        torch.stack(list(t))
-        for t in zip(*[_grad(model, x[i : i + 1], y[i : i + 1]) for i in range(8)])
-    ]
+    opt = build_optimizer("lb-full-noise", model.parameters(), lr=1.0, momentum=0.0, small_batch=2,
+                          total_steps=4, model=model, loss_fn="cross-entropy", seed=0)
+    per = [torch.stack(list(t)) for t in zip(*[_grad(model, x[i:i + 1],
+                                                     y[i:i + 1]) for i in range(8)])]
     g = _grad(model, x, y)
     theta = [p.detach().clone() for p in model.parameters()]
     do_step(opt, "lb-full-noise", model, x, y)
     model2 = mlp()
-    opt2 = build_optimizer(
-        "lb-full-noise",
-        model2.parameters(),
-        lr=1.0,
-        momentum=0.0,
-        small_batch=2,
-        total_steps=4,
-        seed=0,
-    )
+    opt2 = build_optimizer("lb-full-noise", model2.parameters(), lr=1.0, momentum=0.0,
+                           small_batch=2,
+                           total_steps=4, seed=0)
     do_step(opt2, "lb-full-noise", model2, x, y, per_sample_grads=per)
     for p, q, t, gi, nz in zip(model.parameters(), model2.parameters(), theta, g, opt.last_noise):
         torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-12, atol=1e-14)
         # θ ← θ − α g + α s C ξ
         torch.testing.assert_close(p.detach(), t - gi + nz, rtol=1e-12, atol=1e-14)
-    torch.testing.assert_close(
-        torch.cat([t.mean(0).flatten() for t in per]),
-        torch.cat([t.flatten() for t in g]),
-        rtol=1e-12,
-        atol=1e-14,
-    )
+    torch.testing.assert_close(torch.cat([t.mean(0).flatten() for t in per]),
+                               torch.cat([t.flatten() for t in g]), rtol=1e-12, atol=1e-14)
 
 
 def test_diag_noise_of_linear_layers_without_per_sample_gradients():
@@ -672,14 +617,11 @@ def test_diag_noise_of_linear_layers_without_per_sample_gradients():
     x, y = data(n=8)
     model, model2 = mlp(), mlp()
     kw = {"lr": 1.0, "momentum": 0.0, "small_batch": 2, "total_steps": 4, "seed": 0}
-    opt = build_optimizer(
-        "lb-diag-noise", model.parameters(), model=model, loss_fn="cross-entropy", **kw
-    )
+    opt = build_optimizer("lb-diag-noise", model.parameters(), model=model, loss_fn="cross-entropy",
+                          **kw)
     opt2 = build_optimizer("lb-diag-noise", model2.parameters(), **kw)
-    per = [
-        torch.stack(list(t))
-        for t in zip(*[_grad(model, x[i : i + 1], y[i : i + 1]) for i in range(8)])
-    ]
+    per = [torch.stack(list(t)) for t in zip(*[_grad(model, x[i:i + 1],
+                                                     y[i:i + 1]) for i in range(8)])]
     do_step(opt, "lb-diag-noise", model, x, y)
     do_step(opt2, "lb-diag-noise", model2, x, y, per_sample_grads=per)
     for p, q in zip(model.parameters(), model2.parameters()):
@@ -687,9 +629,9 @@ def test_diag_noise_of_linear_layers_without_per_sample_gradients():
     # the identity itself, and the cases it does not cover
     net = mlp()
     params = {n: t.detach() for n, t in net.named_parameters()}
-    sq = fx.linear_sum_squared_grads(
-        net, lambda prm, a: functional_call(net, prm, (a,)), get_loss("cross-entropy"), params, x, y
-    )
+    sq = fx.linear_sum_squared_grads(net, lambda prm, a: functional_call(net, prm, (a,)),
+                                     get_loss("cross-entropy"),
+                                     params, x, y)
     for n, t in zip(params, per):
         torch.testing.assert_close(sq[n], (t * t).sum(0), rtol=1e-12, atol=1e-15)
     conv = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, K)).to(DT)
@@ -697,27 +639,17 @@ def test_diag_noise_of_linear_layers_without_per_sample_gradients():
     twice = nn.Sequential(shared, nn.Tanh(), shared, nn.Linear(D, K)).to(DT)
     for net, inp in ((conv, torch.randn(8, 1, 4, 4, dtype=DT)), (twice, x)):
         params = {n: t.detach() for n, t in net.named_parameters()}
-        assert (
-            fx.linear_sum_squared_grads(
-                net,
-                lambda prm, a, net=net: functional_call(net, prm, (a,)),
-                get_loss("cross-entropy"),
-                params,
-                inp,
-                y,
-            )
-            is None
-        )
+        assert fx.linear_sum_squared_grads(net, lambda prm, a, net=net: functional_call(net, prm,
+            (a,)),
+                                           get_loss("cross-entropy"), params, inp, y) is None
 
 
 @pytest.mark.parametrize("kind", ["diag", "full"])
 def test_injected_noise_covariance_matches_empirical_fisher(kind):
     gen = torch.Generator().manual_seed(0)
     m, k, scale = 6, 8000, 0.4
-    per = [
-        torch.randn(m, 2, 2, generator=gen, dtype=DT) + 0.5,
-        torch.randn(m, 3, generator=gen, dtype=DT),
-    ]
+    per = [torch.randn(m, 2, 2, generator=gen, dtype=DT) + 0.5, torch.randn(m, 3, generator=gen,
+        dtype=DT)]
     G = torch.cat([t.reshape(m, -1) for t in per], 1)  # [M, p]
     Femp = G.T @ G / m
     target = scale**2 * (torch.diag(torch.diag(Femp)) if kind == "diag" else Femp)
@@ -780,11 +712,8 @@ def test_sharpness_aware_methods_prefer_the_flat_minimum():
     seeds = range(20)
     base = sum(_ends_flat("sgd", s) for s in seeds)
     assert base <= 14
-    for name, hyper in [
-        ("sam", {"rho": 0.08}),
-        ("asam", {"rho": 0.08}),
-        ("fsam", {"gamma": 0.1, "eta_f": 0.01}),
-        ("sgd-tracer", {"rho": 5.0, "delta": 100.0}),
-    ]:
+    for name, hyper in [("sam", {"rho": 0.08}), ("asam", {"rho": 0.08}),
+                        ("fsam", {"gamma": 0.1, "eta_f": 0.01}), ("sgd-tracer", {"rho": 5.0,
+                            "delta": 100.0})]:
         got = sum(_ends_flat(name, s, **hyper) for s in seeds)
         assert got >= base + 5, f"{name}: {got} flat vs sgd {base} of {len(seeds)}"

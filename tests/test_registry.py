@@ -36,20 +36,11 @@ def _rayleigh(op, s: Settings):
 
 @pytest.fixture
 def toy():
-    register(
-        "toy",
-        Metric(
-            "toy",
-            _rayleigh,
-            estimate_rows("1ᵀH1/p"),
-            lambda s: 1,
-            "Rayleigh quotient along the ones vector",
-            options={"repeats": integer(1, 1, "how often")},
-            scalars=lambda r: {"toy": r.value},
-            primary="toy",
-            headlines=lambda stored: [estimate_headline(stored, "1ᵀH1/p")],
-        ),
-    )
+    register("toy", Metric("toy", _rayleigh, estimate_rows("1ᵀH1/p"), lambda s: 1,
+                           "Rayleigh quotient along the ones vector",
+                           options={"repeats": integer(1, 1, "how often")},
+                           scalars=lambda r: {"toy": r.value}, primary="toy",
+                           headlines=lambda stored: [estimate_headline(stored, "1ᵀH1/p")]))
     yield
     METRICS.pop("toy")
 
@@ -60,16 +51,9 @@ def ckpt(tmp_path_factory) -> Path:
     kw = {"in_dim": 64, "out_dim": 10, "widths": [4]}
     model = landscape_model(kw)
     path = tmp_path_factory.mktemp("ck") / "m.pt"
-    make_checkpoint(
-        "mlp",
-        kw,
-        "digits",
-        data,
-        "cross-entropy",
-        model,
-        {"optimizer": "sgd", "lr": 0.1, "batch_size": 8},
-        split=load_dataset("digits", **data),
-    ).save(path)
+    make_checkpoint("mlp", kw, "digits", data, "cross-entropy", model,
+                    {"optimizer": "sgd", "lr": 0.1, "batch_size": 8},
+                    split=load_dataset("digits", **data)).save(path)
     return path
 
 
@@ -95,10 +79,8 @@ def test_a_registered_metric_runs_in_the_cli(toy, ckpt):
 def test_a_registered_metric_is_a_study_kind_and_a_report_headline(toy, ckpt, tmp_path):
     assert "toy" in KINDS and set(KINDS["toy"].options) == {"repeats", "seed"}
     study = tmp_path / "s.toml"
-    study.write_text(
-        f'[study]\noutput = "s.h5"\nfigures = ""\n[problem]\ndtype = "float64"\n'
-        f'[checkpoints]\nfiles = ["{ckpt}"]\n[metrics.toy]\nrepeats = 2\n'
-    )
+    study.write_text(f'[study]\noutput = "s.h5"\nfigures = ""\n[problem]\ndtype = "float64"\n'
+                     f'[checkpoints]\nfiles = ["{ckpt}"]\n[metrics.toy]\nrepeats = 2\n')
     run_study(parse_study(study))
     (item,) = read_study(tmp_path / "s.h5").items
     ((label, value, _),) = headlines(item)

@@ -51,9 +51,8 @@ def test_verdicts_in_one_dimension(lr):
     assert v["sgd_nonuniformity"]["bound"] == pytest.approx(1 / (lr * math.sqrt(c)))
     assert v["sgd_nonuniformity"]["holds"] is (s <= 1 / (lr * math.sqrt(c)))
     mu = s**2 / abar**2
-    assert (
-        v["alignment"]["value"] == pytest.approx(abar, rel=1e-12) and v["alignment"]["error"] == 0
-    )
+    assert v["alignment"]["value"] == pytest.approx(abar,
+                                                    rel=1e-12) and v["alignment"]["error"] == 0
     assert v["alignment"]["mu"] == pytest.approx(mu, rel=1e-9)
     assert v["alignment"]["bound"] == pytest.approx(1 / (lr * math.sqrt(c * mu)), rel=1e-9)
     assert v["alignment"]["gamma0"] == pytest.approx(lr**2 * c * s**2, rel=1e-9)
@@ -84,14 +83,10 @@ def test_sampling_convention_on_the_quadratic_family():
     v = without["verdicts"]["alignment"]
     assert without["sampling"] == "without" and without["noise_factor"] == pytest.approx(2 / 42)
     assert v["gamma0"] == pytest.approx(1 / 3, rel=1e-9) and not v["escapes"] and v["holds"]
-    with_ = stability_report(pb, lr, B, probes=4, tol=1e-12, sampling="with")["verdicts"][
-        "alignment"
-    ]
-    assert (
-        with_["gamma0"] == pytest.approx(7 / 6, rel=1e-9)
-        and with_["escapes"]
-        and not with_["holds"]
-    )
+    with_ = stability_report(pb, lr, B, probes=4, tol=1e-12,
+                             sampling="with")["verdicts"]["alignment"]
+    assert with_["gamma0"] == pytest.approx(7 / 6,
+                                            rel=1e-9) and with_["escapes"] and not with_["holds"]
     g = torch.Generator().manual_seed(0)
     T = 200_000
     idx = torch.stack([torch.randperm(n, generator=g)[:B] for _ in range(T)])
@@ -154,13 +149,8 @@ def test_keskar_sharpness_finds_the_box_maximum_of_a_quadratic():
     L0 = pb.loss_value()
     eps = 1e-2
     box = eps * (pb.theta.abs() + 1)
-    best = max(
-        0.5 * float(v @ H @ v)
-        for v in (
-            torch.tensor(sg, dtype=torch.float64) * box
-            for sg in itertools.product((-1, 1), repeat=3)
-        )
-    )
+    best = max(0.5 * float(v @ H @ v) for v in (torch.tensor(sg, dtype=torch.float64) * box
+                                                 for sg in itertools.product((-1, 1), repeat=3)))
     est = keskar_sharpness(pb, epsilon=eps, steps=10, seed=0)
     assert est.value == pytest.approx(100 * best / (1 + L0), rel=1e-6)
     sub = keskar_sharpness(pb, epsilon=eps, subspace=1, steps=10, seed=3)  # one random direction a
@@ -172,11 +162,8 @@ def test_keskar_sharpness_finds_the_box_maximum_of_a_quadratic():
 def test_metrics_registered_and_run_through_measure():
     assert {"perturbation", "keskar"} <= set(METRICS)
     pb = quadratic_problem()
-    s = Settings(
-        probes=8,
-        seed=0,
-        extra={"rho": 0.1, "perturbations": 10, "epsilon": 1e-3, "ascent_steps": 4},
-    )
+    s = Settings(probes=8, seed=0, extra={"rho": 0.1, "perturbations": 10, "epsilon": 1e-3,
+                                          "ascent_steps": 4})
     out = measure(pb, ["perturbation", "keskar"], s, on_product=lambda k: None)
     assert out["perturbation"].extra["rho"] == 0.1 and out["keskar"].extra["steps"] == 4
     for name in ("perturbation", "keskar"):
@@ -188,9 +175,8 @@ def test_metrics_registered_and_run_through_measure():
 def test_stability_cli(tmp_path):
     path = tiny_checkpoint(tmp_path)
     runner = CliRunner()
-    res = runner.invoke(
-        app, ["stability", str(path), "--json", "--dtype", "float64", "--probes", "4"]
-    )
+    res = runner.invoke(app, ["stability", str(path), "--json", "--dtype", "float64", "--probes",
+                              "4"])
     assert res.exit_code == 0, res.output
     rep = json.loads(res.stdout)
     assert rep["lr"] == 0.5 and rep["batch_size"] == 8  # the checkpoint's training record
@@ -198,24 +184,10 @@ def test_stability_cli(tmp_path):
     for v in rep["verdicts"].values():
         assert {"condition", "value", "error", "bound", "margin", "holds", "decided"} <= set(v)
     assert {"lambda_max", "nonuniformity", "hessian_frobenius", "mu"} <= set(rep["measured"])
-    res = runner.invoke(
-        app,
-        [
-            "stability",
-            str(path),
-            "--lr",
-            "0.05",
-            "--batch-size",
-            "4",
-            "--sufficient",
-            "--dtype",
-            "float64",
-            "--probes",
-            "4",
-            "--out",
-            str(tmp_path / "s.h5"),
-        ],
-    )
+    res = runner.invoke(app, ["stability", str(path), "--lr", "0.05", "--batch-size", "4",
+                              "--sufficient",
+                              "--dtype", "float64", "--probes", "4", "--out",
+                                  str(tmp_path / "s.h5")])
     assert res.exit_code == 0, res.output
     assert "2/η" in res.stdout and "sufficient" in res.stdout
     assert (tmp_path / "s.h5").exists()
@@ -240,8 +212,7 @@ def test_matrix_condition_is_sufficient_not_necessary():
     growth = float(torch.linalg.eigvals(step).abs().max())
     matrix = float(torch.linalg.eigvalsh(((eye - lr * Hs) @ (eye - lr * Hs)).mean(0))[-1])
     v = rep["verdicts"]["matrix_sufficient"]
-    assert (
-        v["value"] == pytest.approx(matrix, rel=1e-9) and v["value"] > 1.05 and v["holds"] is False
-    )
+    assert v["value"] == pytest.approx(matrix,
+                                       rel=1e-9) and v["value"] > 1.05 and v["holds"] is False
     assert growth < 0.97  # yet SGD contracts in mean square: the condition is not necessary
     assert rep["sgd_necessary_holds"] is True

@@ -83,13 +83,13 @@ DATA = textwrap.dedent("""
         raise ValueError(kind)
 """)
 
-MODEL = textwrap.dedent("""
+MODEL = textwrap.dedent('''
     import torch
     from tests.cases import TinyCNN
 
     def cnn():
         return TinyCNN().double()
-""")
+''')
 
 KINDS = ["dataset", "loader", "stream", "ordered"]
 
@@ -124,21 +124,9 @@ def _run(files: Path, *args: str, kind: str = "tensors", extra=()):
     old = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = env["PYTHONPATH"] + (os.pathsep + old if old else "")
     try:
-        return CliRunner().invoke(
-            app,
-            [
-                *args,
-                "--model",
-                f"{files / 'models.py'}:cnn",
-                "--data",
-                f"{files / 'data.py'}:make",
-                "--data-arg",
-                f"kind={kind}",
-                "--dtype",
-                "float64",
-                *extra,
-            ],
-        )
+        return CliRunner().invoke(app, [*args, "--model", f"{files / 'models.py'}:cnn", "--data",
+                                        f"{files / 'data.py'}:make", "--data-arg", f"kind={kind}",
+                                        "--dtype", "float64", *extra])
     finally:
         if old is None:
             os.environ.pop("PYTHONPATH", None)
@@ -151,9 +139,8 @@ def _run(files: Path, *args: str, kind: str = "tensors", extra=()):
 def _problems(files, kind, **kw):
     model = _model()
     a = landscape.Problem(model, "cross-entropy", _data(files, "tensors"), batch_size=5, **kw)
-    b = landscape.Problem(
-        model, "cross-entropy", _data(files, kind), batch_size=4, resident=False, **kw
-    )
+    b = landscape.Problem(model, "cross-entropy", _data(files, kind), batch_size=4, resident=False,
+                          **kw)
     return a, b
 
 
@@ -167,19 +154,15 @@ def test_streamed_problem_equals_in_memory(files, kind):
 
 
 @pytest.mark.parametrize("kind", ["loader", "stream"])
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda pb: landscape.Hessian(pb),
-        lambda pb: landscape.Hessian(pb, engine="jvp"),
-        lambda pb: landscape.GGN(pb),
-        lambda pb: landscape.Fisher(pb, mc_samples=3, seed=4),
-        lambda pb: landscape.EmpiricalFisher(pb, chunk=3),
-        lambda pb: landscape.NoiseCovariance(pb, chunk=3),
-        lambda pb: landscape.NonUniformity(pb, samples=17, seed=2, chunk=3),
-    ],
-    ids=["hessian", "hessian-jvp", "ggn", "fisher", "empirical-fisher", "noise", "nonuniformity"],
-)
+@pytest.mark.parametrize("make", [
+    lambda pb: landscape.Hessian(pb),
+    lambda pb: landscape.Hessian(pb, engine="jvp"),
+    lambda pb: landscape.GGN(pb),
+    lambda pb: landscape.Fisher(pb, mc_samples=3, seed=4),
+    lambda pb: landscape.EmpiricalFisher(pb, chunk=3),
+    lambda pb: landscape.NoiseCovariance(pb, chunk=3),
+    lambda pb: landscape.NonUniformity(pb, samples=17, seed=2, chunk=3),
+], ids=["hessian", "hessian-jvp", "ggn", "fisher", "empirical-fisher", "noise", "nonuniformity"])
 def test_streamed_products_equal_in_memory(files, kind, make):
     a, b = _problems(files, kind)
     V = torch.randn(a.p, 3, dtype=F64, generator=torch.Generator().manual_seed(0))
@@ -189,14 +172,9 @@ def test_streamed_products_equal_in_memory(files, kind, make):
 
 def test_samples_subset_reads_only_its_samples(files, tmp_path):
     log = tmp_path / "reads.log"
-    pb = landscape.Problem(
-        _model(),
-        "cross-entropy",
-        _data(files, "loader", log=str(log)),
-        samples=10,
-        seed=3,
-        resident=False,
-    )
+    pb = landscape.Problem(_model(), "cross-entropy", _data(files, "loader", log=str(log)),
+                           samples=10, seed=3,
+                           resident=False)
     log.write_text("")
     pb.loss_value()
     read = sorted({int(line.split()[1]) for line in log.read_text().splitlines()})
@@ -229,13 +207,8 @@ def test_bn_batch_is_the_statistics_batch(files):
 
         def loss(t):
             params = train.layout.unflatten(t)
-            return (
-                sum(
-                    train.loss.sum(train.forward(params, X[i : i + group]), Y[i : i + group])
-                    for i in range(0, X.shape[0], group)
-                )
-                / X.shape[0]
-            )
+            return sum(train.loss.sum(train.forward(params, X[i:i + group]), Y[i:i + group])
+                       for i in range(0, X.shape[0], group)) / X.shape[0]
 
         # reverse over reverse: torch.func.hessian (forward over reverse) returns an asymmetric
         # matrix through train-mode batch_norm in torch 2.13
@@ -243,9 +216,8 @@ def test_bn_batch_is_the_statistics_batch(files):
 
     ref8 = dense_reference(8)
     for product_batch in (3, 100):
-        pb = landscape.Problem(
-            model, "cross-entropy", (X, Y), train_mode=True, bn_batch=8, batch_size=product_batch
-        )
+        pb = landscape.Problem(model, "cross-entropy", (X, Y), train_mode=True, bn_batch=8,
+                               batch_size=product_batch)
         assert pb.bn_batch == 8 and [x.shape[0] for x, _ in pb.batches] == [8, 8, 8, 5]
         assert torch.allclose(landscape.Hessian(pb).dense(), ref8, rtol=1e-10, atol=1e-12)
     assert (dense_reference(16) - ref8).abs().max() > 1e-3  # the statistics batch matters
@@ -253,16 +225,8 @@ def test_bn_batch_is_the_statistics_batch(files):
 
 # ----------------------------------------------------------------------------- CLI: every command
 def _numbers(obj, path=""):
-    skip = (
-        "seconds",
-        "data",
-        "products",
-        "settings",
-        "identity",
-        "checkpoint",
-        "points_per_second",
-        "plan",
-    )
+    skip = ("seconds", "data", "products", "settings", "identity", "checkpoint",
+            "points_per_second", "plan")
     if isinstance(obj, dict):
         out = {}
         for k, v in obj.items():
@@ -281,20 +245,9 @@ def _numbers(obj, path=""):
 
 
 COMMANDS = {
-    "sharpness": [
-        "sharpness",
-        "{ck}",
-        "-m",
-        "trace,eig,frobenius,density",
-        "--probes",
-        "6",
-        "--top-k",
-        "2",
-        "--runs",
-        "2",
-        "--steps",
-        "6",
-    ],
+    "sharpness": ["sharpness", "{ck}", "-m", "trace,eig,frobenius,density", "--probes", "6",
+                  "--top-k", "2",
+                  "--runs", "2", "--steps", "6"],
     "fisher": ["fisher", "{ck}", "--probes", "4", "--mc-samples", "2"],
     "noise": ["noise", "{ck}", "--s-samples", "20"],
     "stability": ["stability", "{ck}", "--lr", "0.1", "--batch-size", "4", "--probes", "4"],
@@ -324,27 +277,17 @@ def test_every_command_gives_the_same_numbers_streamed(files, command):
 
 
 def test_factory_arguments_reach_the_factory(files):
-    r = _run(
-        files,
-        "sharpness",
-        str(files / "cnn.pt"),
-        "-m",
-        "trace",
-        "--probes",
-        "3",
-        "--json",
-        kind="loader",
-        extra=["--data-arg", "n=17"],
-    )
+    r = _run(files, "sharpness", str(files / "cnn.pt"), "-m", "trace", "--probes", "3", "--json",
+             kind="loader",
+             extra=["--data-arg", "n=17"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["samples"] == 17
 
 
 # ----------------------------------------------------------------------------- memory
 def test_a_gradient_graph_is_freed_with_its_product():
-    pb = landscape.Problem(
-        _model(), "cross-entropy", (torch.randn(12, 1, 6, 6, dtype=F64), torch.arange(12) % 3)
-    )
+    pb = landscape.Problem(_model(), "cross-entropy", (torch.randn(12, 1, 6, 6, dtype=F64),
+                                                       torch.arange(12) % 3))
     gg = fx.GradientGraph(pb.forward, pb.loss, pb.params, *pb.batches.first())
     ref = weakref.ref(gg)
     del gg
@@ -384,13 +327,9 @@ def test_memory_stays_flat_over_many_products():
     if _rss() is None:
         pytest.skip("no /proc/self/status on this platform")
     g = torch.Generator().manual_seed(0)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(64, 512),
-        torch.nn.Tanh(),
-        torch.nn.Linear(512, 512),
-        torch.nn.Tanh(),
-        torch.nn.Linear(512, 10),
-    )
+    model = torch.nn.Sequential(torch.nn.Linear(64, 512), torch.nn.Tanh(), torch.nn.Linear(512,
+        512),
+                                torch.nn.Tanh(), torch.nn.Linear(512, 10))
     X, Y = torch.randn(768, 64, generator=g), torch.randint(0, 10, (768,), generator=g)
     H = landscape.Hessian(model, "cross-entropy", (X, Y), batch_size=256, cache_bytes=0)
     v = torch.randn(H.shape[0], generator=g)
@@ -415,23 +354,16 @@ def test_a_dataset_four_times_the_budget_runs_within_it(files):
 
         def __getitem__(self, i):
             g = torch.Generator().manual_seed(i)
-            return torch.randn(1, 16, 16, generator=g, dtype=F64), int(
-                torch.randint(0, 10, (1,), generator=g)
-            )
+            return torch.randn(1, 16, 16, generator=g, dtype=F64), int(torch.randint(0, 10, (1,),
+                generator=g))
 
     torch.manual_seed(
         0
     )  # activations far larger than the parameters, as in a real convolutional net
     nn = torch.nn
-    model = nn.Sequential(
-        nn.Conv2d(1, 8, 3),
-        nn.Tanh(),
-        nn.Conv2d(8, 8, 3),
-        nn.Tanh(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(8, 10),
-    ).double()
+    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.Tanh(), nn.Conv2d(8, 8, 3), nn.Tanh(),
+                          nn.AdaptiveAvgPool2d(1),
+                          nn.Flatten(), nn.Linear(8, 10)).double()
     free = landscape.Hessian(model, "cross-entropy", Generated(), batch_size=32)
     per_sample = free.plan().fixed  # measured graph bytes per sample
     budget = int(
@@ -500,43 +432,26 @@ def _one_line_error(r, word: str) -> None:
     assert len(lines) == 1 and word in lines[0], r.output
 
 
-@pytest.mark.parametrize(
-    "kind, word",
-    [
-        ("shuffled", "shuffles"),
-        ("augmented", "different data"),
-        ("dict", "not an (inputs, targets) pair"),
-        ("empty", "no samples"),
-    ],
-)
+@pytest.mark.parametrize("kind, word", [
+    ("shuffled", "shuffles"), ("augmented", "different data"), ("dict",
+        "not an (inputs, targets) pair"),
+    ("empty", "no samples"),
+])
 def test_bad_data_is_refused_in_one_line(files, kind, word):
-    _one_line_error(
-        _run(files, "sharpness", str(files / "cnn.pt"), "-m", "trace", "--probes", "3", kind=kind),
-        word,
-    )
+    _one_line_error(_run(files, "sharpness", str(files / "cnn.pt"), "-m", "trace", "--probes", "3",
+                         kind=kind), word)
 
 
 def test_random_data_can_be_allowed_and_is_recorded(files):
-    r = _run(
-        files,
-        "sharpness",
-        str(files / "cnn.pt"),
-        "-m",
-        "trace",
-        "--probes",
-        "3",
-        "--json",
-        "--allow-random-data",
-        kind="shuffled",
-    )
+    r = _run(files, "sharpness", str(files / "cnn.pt"), "-m", "trace", "--probes", "3", "--json",
+             "--allow-random-data", kind="shuffled")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["data"]["allow_random_data"] is True
 
 
 def test_budget_and_out_of_memory_errors_are_user_errors(files, monkeypatch):
-    r = _run(
-        files, "sharpness", str(files / "cnn.pt"), "-m", "trace", "--probes", "3", "--memory", "2kB"
-    )
+    r = _run(files, "sharpness", str(files / "cnn.pt"), "-m", "trace", "--probes", "3", "--memory",
+             "2kB")
     _one_line_error(r, "raise --memory to at least")
 
     def oom(*a, **k):
@@ -549,21 +464,9 @@ def test_budget_and_out_of_memory_errors_are_user_errors(files, monkeypatch):
 
 
 def test_plan_predicts_before_computing(files):
-    r = _run(
-        files,
-        "sharpness",
-        str(files / "cnn.pt"),
-        "-m",
-        "trace,eig,density",
-        "--probes",
-        "30",
-        "--plan",
-        "--json",
-        "--runs",
-        "3",
-        "--steps",
-        "7",
-    )
+    r = _run(files, "sharpness", str(files / "cnn.pt"), "-m", "trace,eig,density", "--probes", "30",
+             "--plan",
+             "--json", "--runs", "3", "--steps", "7")
     assert r.exit_code == 0, r.output
     plan = json.loads(r.stdout)["plan"]
     assert (
@@ -579,58 +482,23 @@ def test_torchrun_reads_only_each_ranks_shard(files, tmp_path):
     """Two gloo processes on a streamed Dataset: the single-process numbers to 1e-10, and each
     rank reads only its own samples (positions rank, rank + 2, ...)."""
     log = tmp_path / "reads.log"
-    args = [
-        "sharpness",
-        str(files / "cnn.pt"),
-        "-m",
-        "trace,eig",
-        "--probes",
-        "6",
-        "--json",
-        "--model",
-        f"{files / 'models.py'}:cnn",
-        "--data",
-        f"{files / 'data.py'}:make",
-        "--data-arg",
-        "kind=loader",
-        "--data-arg",
-        f"log={log}",
-        "--dtype",
-        "float64",
-        "--product-batch",
-        "4",
-    ]
+    args = ["sharpness", str(files / "cnn.pt"), "-m", "trace,eig", "--probes", "6", "--json",
+            "--model",
+            f"{files / 'models.py'}:cnn", "--data", f"{files / 'data.py'}:make", "--data-arg",
+                "kind=loader",
+            "--data-arg", f"log={log}", "--dtype", "float64", "--product-batch", "4"]
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": root}
-    single = subprocess.run(
-        [sys.executable, "-m", "landscape", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=240,
-        check=False,
-    )
+    single = subprocess.run([sys.executable, "-m", "landscape", *args], capture_output=True,
+                            text=True, env=env,
+                            timeout=240, check=False)
     assert single.returncode == 0, single.stderr[-2000:]
     log.write_text("")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            "-m",
-            "landscape",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=240,
-        cwd=tmp_path,
-        check=False,
-    )
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node", "2",
+                           "-m", "landscape", *args], capture_output=True, text=True, env=env,
+                               timeout=240,
+                          cwd=tmp_path, check=False)
     if (
         proc.returncode != 0 and "Address already in use" in proc.stderr
     ):  # pragma: no cover - port race

@@ -31,16 +31,9 @@ def _checkpoint(path: Path, seed: int, training: dict | None = None) -> Path:
     split = load_dataset("digits", **DATA)
     kw = {"in_dim": 64, "out_dim": 10, "widths": [4]}
     model = build_model("mlp", seed=seed, **kw)
-    make_checkpoint(
-        "mlp",
-        kw,
-        "digits",
-        DATA,
-        "cross-entropy",
-        model,
-        training or {"optimizer": "sgd", "lr": 0.1, "batch_size": 16},
-        split=split,
-    ).save(path)
+    make_checkpoint("mlp", kw, "digits", DATA, "cross-entropy", model,
+                    training or {"optimizer": "sgd", "lr": 0.1, "batch_size": 16},
+                        split=split).save(path)
     return path
 
 
@@ -98,35 +91,22 @@ def _error(tmp_path: Path, text: str) -> str:
     return str(e.value)
 
 
-@pytest.mark.parametrize(
-    "body, line, words",
-    [
-        (
-            "[metrics.trace]\nprbes = 5\n",
-            7,
-            ["unknown key 'prbes'", "[metrics.trace]", "did you mean 'probes'"],
-        ),
-        ("[metrics.trace]\nprobes = 1\n", 7, ["probes must be an integer >= 2", "got 1"]),
-        ('[metrics.trace]\n\nmethod = "hutch"\n', 8, ["method must be one of", '"hutchpp"']),
-        ("[metrics.eig]\ntol = -1.0\n", 7, ["tol must be a finite number > 0"]),
-        ("[metrics.eig]\ntop_k = true\n", 7, ["top_k must be an integer"]),
-        ("[metrics.hessian-trace]\nprobes = 5\n", 6, ["unknown metric kind 'hessian-trace'"]),
-        (
-            '[metrics.t2]\nkind = "trcae"\n',
-            7,
-            ["unknown metric kind 'trcae'", "did you mean 'trace'"],
-        ),
-        ('[slices.s]\ndirections = "pca"\n', 7, ["needs trajectory"]),
-        (
-            '[slices.s]\nnorm = "layer"\ndirections = "eigen"\n',
-            7,
-            ["norm applies to random directions"],
-        ),
-        ("[slices.s]\nrange = [1, -1]\n", 7, ["range must be two numbers [LO, HI]"]),
-        ("[metrics.trace]\nsamples = 0\n", 7, ["samples must be an integer >= 1"]),
-        ('[metrics.trace]\nmodel = "x.py:f"\n', 7, ["unknown key 'model'"]),
-    ],
-)
+@pytest.mark.parametrize("body, line, words", [
+    ('[metrics.trace]\nprbes = 5\n', 7, ["unknown key 'prbes'", "[metrics.trace]",
+                                         "did you mean 'probes'"]),
+    ('[metrics.trace]\nprobes = 1\n', 7, ["probes must be an integer >= 2", "got 1"]),
+    ('[metrics.trace]\n\nmethod = "hutch"\n', 8, ["method must be one of", '"hutchpp"']),
+    ('[metrics.eig]\ntol = -1.0\n', 7, ["tol must be a finite number > 0"]),
+    ('[metrics.eig]\ntop_k = true\n', 7, ["top_k must be an integer"]),
+    ('[metrics.hessian-trace]\nprobes = 5\n', 6, ["unknown metric kind 'hessian-trace'"]),
+    ('[metrics.t2]\nkind = "trcae"\n', 7, ["unknown metric kind 'trcae'", "did you mean 'trace'"]),
+    ('[slices.s]\ndirections = "pca"\n', 7, ['needs trajectory']),
+    ('[slices.s]\nnorm = "layer"\ndirections = "eigen"\n', 7,
+     ["norm applies to random directions"]),
+    ('[slices.s]\nrange = [1, -1]\n', 7, ["range must be two numbers [LO, HI]"]),
+    ('[metrics.trace]\nsamples = 0\n', 7, ["samples must be an integer >= 1"]),
+    ('[metrics.trace]\nmodel = "x.py:f"\n', 7, ["unknown key 'model'"]),
+])
 def test_bad_settings_name_file_line_and_key(tmp_path, ckdir, body, line, words):
     head = f'[study]\nseed = 0\n\n[checkpoints]\nfiles = ["{ckdir}/a.pt"]\n'
     msg = _error(tmp_path, head + body)
@@ -136,9 +116,8 @@ def test_bad_settings_name_file_line_and_key(tmp_path, ckdir, body, line, words)
 
 
 def test_missing_checkpoints_unknown_tables_and_bad_toml(tmp_path, ckdir):
-    msg = _error(
-        tmp_path, f'[checkpoints]\nfiles = ["{ckdir}/a.pt",\n  "nothere/*.pt"]\n[metrics.trace]\n'
-    )
+    msg = _error(tmp_path,
+                 f'[checkpoints]\nfiles = ["{ckdir}/a.pt",\n  "nothere/*.pt"]\n[metrics.trace]\n')
     assert ":2: checkpoint 'nothere/*.pt' matches no file" in msg
     msg = _error(tmp_path, '[checkpoints]\n\nfiles = ["missing.pt"]\n[metrics.trace]\n')
     assert ":3: checkpoint 'missing.pt' does not exist" in msg
@@ -150,25 +129,19 @@ def test_missing_checkpoints_unknown_tables_and_bad_toml(tmp_path, ckdir):
     assert ":4: invalid TOML" in msg
     msg = _error(tmp_path, f'[checkpoints]\nfiles = ["{ckdir}/a.pt"]\n')
     assert "names no metric or slice" in msg
-    msg = _error(
-        tmp_path, f'[checkpoints]\nfiles = ["{ckdir}/a.pt"]\n[metrics.trace]\n[slices.trace]\n'
-    )
+    msg = _error(tmp_path,
+                 f'[checkpoints]\nfiles = ["{ckdir}/a.pt"]\n[metrics.trace]\n[slices.trace]\n')
     assert ":4: 'trace' is both [metrics.trace] and [slices.trace]" in msg
 
 
 def test_key_lines_skip_multiline_values():
-    text = (
-        '# c\n[a]\nx = [1,\n  2, # y = 5\n]\ny = """\nz = 1\n"""\n"q.r" = 3\n[b.c]\nd.e = 1\n'
-        "f = {g = 1}\n[[t]]\nu = 1\n[[t]]\nu = 2\n"
-    )
+    text = ('# c\n[a]\nx = [1,\n  2, # y = 5\n]\ny = """\nz = 1\n"""\n"q.r" = 3\n[b.c]\nd.e = 1\n'
+            'f = {g = 1}\n[[t]]\nu = 1\n[[t]]\nu = 2\n')
     lines = key_lines(text)
     assert lines[("a",)] == 2 and lines[("a", "x")] == 3 and lines[("a", "y")] == 6
     assert ("a", "z") not in lines and lines[("a", "q.r")] == 9
-    assert (
-        lines[("b", "c")] == 10
-        and lines[("b", "c", "d", "e")] == 11
-        and lines[("b", "c", "f")] == 12
-    )
+    assert lines[("b", "c")] == 10 and lines[("b", "c", "d", "e")] == 11 and lines[("b", "c",
+        "f")] == 12
     assert lines[("t", "0", "u")] == 14 and lines[("t", "1", "u")] == 16
 
 
@@ -242,30 +215,21 @@ def test_rerun_skips_complete_items_and_changed_settings_recompute(done, ckdir, 
 
     def stamps():
         with h5py.File(study.output, "r") as f:
-            return {
-                (c, n): f["checkpoints"][c][n].attrs["computed_at"]
-                for c in f["checkpoints"]
-                for n in f["checkpoints"][c]
-            }
+            return {(c, n): f["checkpoints"][c][n].attrs["computed_at"] for c in f["checkpoints"]
+                    for n in f["checkpoints"][c]}
 
     before = stamps()
     again = run_study(parse_study(study.path))
     assert again.count("skipped") == 6 and again.count("computed") == 0
     assert stamps() == before
     # a changed setting recomputes that item only; force recomputes all
-    changed = write(
-        study.path.parent,
-        STUDY.format(ck=ckdir).replace("probes = 40", "probes = 41"),
-        "changed.toml",
-    )
+    changed = write(study.path.parent, STUDY.format(ck=ckdir).replace("probes = 40", "probes = 41"),
+                    "changed.toml")
     s2 = parse_study(changed)
     s2.output = study.output
     plan = plan_study(s2)
-    assert {(p.item.name, p.action) for p in plan} == {
-        ("trace", "compute"),
-        ("eig", "skip"),
-        ("line", "skip"),
-    }
+    assert {(p.item.name, p.action) for p in plan} == {("trace", "compute"), ("eig", "skip"),
+                                                       ("line", "skip")}
     assert {p.reason for p in plan if p.action == "compute"} == {"settings or checkpoint changed"}
     assert all(p.action == "compute" and p.reason == "forced" for p in plan_study(s2, force=True))
 
@@ -308,15 +272,13 @@ def test_a_failing_item_is_reported_and_the_rest_go_on(tmp_path, ckdir):
     md = summary_markdown(rec)
     assert "FAILED" in md and "## Failures" in md
     # a re-run retries the failed item only
-    assert [(p.item.name, p.reason) for p in plan_study(study) if p.action == "compute"] == [
-        ("stability", "failed or incomplete before")
-    ]
+    assert [(p.item.name, p.reason) for p in plan_study(study) if p.action == "compute"] == \
+        [("stability", "failed or incomplete before")]
 
 
 def test_commit_is_atomic_when_writing_fails(tmp_path, ckdir, monkeypatch):
-    study = parse_study(
-        write(tmp_path, STUDY.format(ck=ckdir).replace("[slices.line]", "[slices.line]\nseed = 1"))
-    )
+    study = parse_study(write(tmp_path, STUDY.format(ck=ckdir).replace("[slices.line]",
+        "[slices.line]\nseed = 1")))
     study.items = study.items[:1]
     study.checkpoints = study.checkpoints[:1]
     run_study(study)
@@ -353,9 +315,8 @@ def test_batch_and_report_commands(done, tmp_path):
     assert d["computed"] == 0 and d["skipped"] == 6 and d["failed"] == 0
     vals = {(i["checkpoint"], i["name"]): i["values"] for i in d["results"]}
     assert all("tr(H)" in v for (c, n), v in vals.items() if n == "trace")
-    r = runner.invoke(
-        app, ["batch", str(study.path), "--check", "--only", "trace", "--force", "--json"]
-    )
+    r = runner.invoke(app, ["batch", str(study.path), "--check", "--only", "trace", "--force",
+                            "--json"])
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["compute"] == 2 and {i["name"] for i in d["items"]} == {"trace"}
@@ -370,9 +331,8 @@ def test_batch_and_report_commands(done, tmp_path):
 
 
 def test_batch_exit_codes(tmp_path, ckdir):
-    bad = write(
-        tmp_path, f'[checkpoints]\nfiles = ["{ckdir}/a.pt"]\n[metrics.trace]\nprobes = "many"\n'
-    )
+    bad = write(tmp_path,
+                f'[checkpoints]\nfiles = ["{ckdir}/a.pt"]\n[metrics.trace]\nprobes = "many"\n')
     r = runner.invoke(app, ["batch", str(bad)])
     assert r.exit_code == 2
     assert f"{bad}:4:" in r.output and "probes must be an integer" in r.output
@@ -399,29 +359,15 @@ def test_run_directories_give_checkpoints_by_step_and_a_figure_over_steps(tmp_pa
     from landscape.study.report import overview_figure
     from landscape.train import TrainConfig, train
 
-    cfg = TrainConfig(
-        model="mlp",
-        model_kwargs={"widths": [3]},
-        data="digits",
-        data_kwargs=DATA,
-        optimizer="sgd",
-        batch_size=20,
-        steps=4,
-        checkpoint_every=2,
-        dtype="float64",
-        plot=False,
-    )
+    cfg = TrainConfig(model="mlp", model_kwargs={"widths": [3]}, data="digits", data_kwargs=DATA,
+                      optimizer="sgd",
+                      batch_size=20, steps=4, checkpoint_every=2, dtype="float64", plot=False)
     train(cfg, tmp_path / "runs" / "r1")
-    text = (
-        '[checkpoints]\nruns = ["runs/*"]\n[problem]\ndtype = "float64"\nsamples = 20\n'
-        "[metrics.trace]\nprobes = 4\n"
-    )
+    text = ('[checkpoints]\nruns = ["runs/*"]\n[problem]\ndtype = "float64"\nsamples = 20\n'
+            '[metrics.trace]\nprobes = 4\n')
     study = parse_study(write(tmp_path, text))
-    assert [c.label for c in study.checkpoints] == [
-        "runs|r1|step-000002",
-        "runs|r1|step-000004",
-        "runs|r1|final",
-    ]
+    assert [c.label for c in study.checkpoints] == ["runs|r1|step-000002", "runs|r1|step-000004",
+                                                    "runs|r1|final"]
     final_only = parse_study(
         write(
             tmp_path,
@@ -432,11 +378,8 @@ def test_run_directories_give_checkpoints_by_step_and_a_figure_over_steps(tmp_pa
     assert [c.label for c in final_only.checkpoints] == ["runs|r1|final"]
     run_study(study)
     rec = read_study(study.output)
-    assert [rec.checkpoints[lb]["step"] for lb in rec.checkpoints] == [
-        4,
-        2,
-        4,
-    ]  # file order: by name
+    assert [rec.checkpoints[lb]["step"] for lb in rec.checkpoints] == [4, 2,
+        4]  # file order: by name
     fig = overview_figure(rec)
     ax = fig.axes[0]
     assert ax.get_xlabel() == "training step" and sorted(ax.lines[0].get_xdata()) == [2, 4, 4]

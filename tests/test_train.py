@@ -29,16 +29,9 @@ SMALL = {"n_train": 400}  # digits: 400 training samples, 359 test samples
 
 
 def cfg(**kw) -> TrainConfig:
-    base = {
-        "model": "mlp",
-        "model_kwargs": {"widths": [32]},
-        "data": "digits",
-        "data_kwargs": SMALL,
-        "optimizer": "sgd",
-        "lr": 0.1,
-        "batch_size": 64,
-        "plot": False,
-    }
+    base = {"model": "mlp", "model_kwargs": {"widths": [32]}, "data": "digits",
+            "data_kwargs": SMALL,
+            "optimizer": "sgd", "lr": 0.1, "batch_size": 64, "plot": False}
     base.update(kw)
     if "steps" not in kw:
         base.setdefault("epochs", 3)
@@ -85,34 +78,18 @@ def test_mse_on_class_labels_trains_on_one_hot_targets(tmp_path):
     ck = Checkpoint.load(tmp_path / "run" / "final.pt")
     pb = ck.problem()
     x, y = pb.batches.first()
-    assert (
-        y.is_floating_point()
-        and y.shape == (x.shape[0], 10)
-        and torch.equal(y.sum(1), torch.ones(x.shape[0]))
-    )
+    assert y.is_floating_point() and y.shape == (x.shape[0], 10) and torch.equal(y.sum(1),
+        torch.ones(x.shape[0]))
     assert abs(pb.loss_value() - r.final["train_loss"]) < 1e-5
 
 
-@pytest.mark.parametrize(
-    "optimizer,hyper,stop",
-    [
-        ("sgd", {}, 11),
-        ("sam", {"rho": 0.05}, 7),
-        ("adam-tracer", {}, 13),
-        ("lb-full-noise", {"small_batch": 8}, 9),
-    ],
-)
+@pytest.mark.parametrize("optimizer,hyper,stop", [("sgd", {}, 11), ("sam", {"rho": 0.05}, 7),
+                                                  ("adam-tracer", {}, 13), ("lb-full-noise",
+                                                      {"small_batch": 8}, 9)])
 def test_resume_equals_uninterrupted_to_the_bit(tmp_path, optimizer, hyper, stop):
-    c = cfg(
-        optimizer=optimizer,
-        hyper=hyper,
-        lr=0.05 if "adam" not in optimizer else 1e-3,
-        epochs=3,
-        track=["gradnorm"],
-        every=4,
-        eval_every=5,
-        checkpoint_every=6,
-    )
+    c = cfg(optimizer=optimizer, hyper=hyper, lr=0.05 if "adam" not in optimizer else 1e-3,
+            epochs=3,
+            track=["gradnorm"], every=4, eval_every=5, checkpoint_every=6)
     full = train(c, tmp_path / "full")
     part = train(c, tmp_path / "part", stop_after=stop)  # interrupted mid-epoch (7 steps per epoch)
     assert part.status == "interrupted" and part.step == stop
@@ -173,20 +150,9 @@ def test_sigterm_saves_state_and_flushes(tmp_path, how):
 
 
 def test_run_h5_contents_and_tracked_hessian_metrics(tmp_path):
-    c = cfg(
-        model_kwargs={"widths": [8]},
-        data_kwargs={"n_train": 200},
-        dtype="float64",
-        epochs=2,
-        track=["trace", "eig", "gradnorm"],
-        every=3,
-        track_samples=96,
-        probes=30,
-        eval_every=2,
-        track_options={"tol": 1e-10},
-        plot=True,
-        seed=3,
-    )
+    c = cfg(model_kwargs={"widths": [8]}, data_kwargs={"n_train": 200}, dtype="float64", epochs=2,
+            track=["trace", "eig", "gradnorm"], every=3, track_samples=96, probes=30, eval_every=2,
+            track_options={"tol": 1e-10}, plot=True, seed=3)
     r = train(c, tmp_path / "run")
     with h5py.File(tmp_path / "run" / "run.h5") as f:
         a = dict(f.attrs)
@@ -196,20 +162,9 @@ def test_run_h5_contents_and_tracked_hessian_metrics(tmp_path):
         )
         assert a["n_train"] == 200 and a["steps_per_epoch"] == 4 and a["total_steps"] == 8
         cols = {k: f["series"][k][()] for k in f["series"]}
-    for k in (
-        "step",
-        "epoch",
-        "wall_seconds",
-        "train_seconds",
-        "track_seconds",
-        "train_loss",
-        "test_accuracy",
-        "trace",
-        "trace_stderr",
-        "lambda_max",
-        "lambda_max_residual",
-        "grad_norm",
-    ):
+    for k in ("step", "epoch", "wall_seconds", "train_seconds", "track_seconds", "train_loss",
+              "test_accuracy",
+              "trace", "trace_stderr", "lambda_max", "lambda_max_residual", "grad_norm"):
         assert k in cols, k
     assert len({len(v) for v in cols.values()}) == 1
     steps = cols["step"]
@@ -238,17 +193,9 @@ def test_tracked_nonuniformity_and_mu_equal_dense_values(tmp_path):
     at the last step equal the dense per-sample computation on the final model's tracking subset."""
     from tests import reference as ref
 
-    c = cfg(
-        model_kwargs={"widths": [4]},
-        data_kwargs={"n_train": 200},
-        dtype="float64",
-        steps=6,
-        track=["nonuniformity", "mu"],
-        every=6,
-        track_samples=40,
-        track_options={"tol": 1e-10},
-        seed=1,
-    )
+    c = cfg(model_kwargs={"widths": [4]}, data_kwargs={"n_train": 200}, dtype="float64", steps=6,
+            track=["nonuniformity", "mu"], every=6, track_samples=40, track_options={"tol": 1e-10},
+                seed=1)
     train(c, tmp_path / "run")
     fin = read_run(tmp_path / "run")["final"]
     pb = Checkpoint.load(tmp_path / "run" / "final.pt").problem(samples=40, seed=1, dtype="float64")
@@ -262,24 +209,19 @@ def test_tracked_nonuniformity_and_mu_equal_dense_values(tmp_path):
     from landscape.estimators.alignment import alignment
     from landscape.metrics.stability import nonuniformity
 
-    train(
-        cfg(**{**c.to_dict(), "track_options": {"tol": 1e-10, "noise_samples": 15}}),
-        tmp_path / "sub",
-    )
+    train(cfg(**{**c.to_dict(), "track_options": {"tol": 1e-10, "noise_samples": 15}}),
+          tmp_path / "sub")
     sub = read_run(tmp_path / "sub")["final"]
     assert sub["mu"] == pytest.approx(alignment(pb, samples=15, seed=1).mu, rel=1e-5)
-    assert sub["nonuniformity"] == pytest.approx(
-        nonuniformity(pb, samples=15, seed=1, tol=1e-10).value, rel=1e-5
-    )
+    assert sub["nonuniformity"] == pytest.approx(nonuniformity(pb, samples=15, seed=1,
+        tol=1e-10).value, rel=1e-5)
     assert sub["mu"] != pytest.approx(fin["mu"], rel=1e-3)
 
 
 def test_custom_tracker_and_unknown_names(tmp_path):
-    register_tracker(
-        "const",
-        lambda problem, s: {"const": (float(problem.n), 0.5), "step_seen": s.extra["step"]},
-        "test tracker",
-    )
+    register_tracker("const", lambda problem, s: {"const": (float(problem.n), 0.5),
+                                                  "step_seen": s.extra["step"]},
+                     "test tracker")
     try:
         r = train(cfg(steps=4, track=["const"], every=2, track_samples=50), tmp_path / "run")
         s = read_run(tmp_path / "run")["series"]
@@ -295,19 +237,16 @@ def test_custom_tracker_and_unknown_names(tmp_path):
     # --track-arg values of the wrong type: one clear error naming the option
     from landscape.train.tracking import settings_from
 
-    for options, message in (
-        ({"noise_samples": "abc"}, "noise_samples='abc' is not an integer"),
-        ({"tol": "x"}, "tol='x' is not a number"),
-        ({"top_k": 2.5}, "not an integer"),
-        ({"method": 3}, "not a string"),
-        ({"nosuch": 1}, "unknown tracking option"),
-    ):
+    for options, message in (({"noise_samples": "abc"}, "noise_samples='abc' is not an integer"),
+                             ({"tol": "x"}, "tol='x' is not a number"), ({"top_k": 2.5},
+                                 "not an integer"),
+                             ({"method": 3}, "not a string"), ({"nosuch": 1},
+                                 "unknown tracking option")):
         with pytest.raises(ConfigError, match=message):
             settings_from(20, 0, options)
     s = settings_from(20, 0, {"tol": 1, "noise_samples": 64, "max_steps": None})
-    assert (
-        s.tol == 1.0 and isinstance(s.tol, float) and s.noise_samples == 64 and s.max_steps is None
-    )
+    assert s.tol == 1.0 and isinstance(s.tol,
+                                       float) and s.noise_samples == 64 and s.max_steps is None
 
 
 def test_existing_run_directories(tmp_path):
@@ -323,9 +262,8 @@ def test_existing_run_directories(tmp_path):
 
 
 def test_gd_is_full_batch_and_until_loss_stops(tmp_path):
-    r = train(
-        cfg(optimizer="gd", lr=0.5, epochs=200, until_loss=0.3, eval_every=5), tmp_path / "run"
-    )
+    r = train(cfg(optimizer="gd", lr=0.5, epochs=200, until_loss=0.3, eval_every=5),
+              tmp_path / "run")
     a = read_run(tmp_path / "run")["attrs"]
     assert a["batch_size"] == 400 and a["steps_per_epoch"] == 1 and a["momentum"] == 0
     assert r.status == "finished" and r.stop_reason == "until_loss" and r.step < 200

@@ -33,7 +33,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-
 def _version(value: bool) -> None:
     if value:
         from .. import __version__
@@ -44,31 +43,19 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    version: Annotated[
-        bool,
-        typer.Option(
-            "--version", callback=_version, is_eager=True, help="Print the version and exit."
-        ),
-    ] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
 ) -> None:
     """Measure the geometry of a neural network's loss landscape from its checkpoints, and train
     with sharpness-aware optimizers."""
 
 
 for _name, _command in [
-    ("sharpness", sharpness.sharpness),
-    ("info", info.info),
-    ("train", train.train),
-    ("fisher", fisher.fisher),
-    ("noise", noise.noise),
-    ("stability", stability.stability),
-    ("compare", compare.compare),
-    ("slice", slice.slice_),
-    ("interpolate", interpolate.interpolate),
-    ("plot", plot.plot),
-    ("escape", escape.escape),
-    ("batch", batch.batch),
-    ("report", report.report),
+    ("sharpness", sharpness.sharpness), ("info", info.info), ("train", train.train),
+    ("fisher", fisher.fisher), ("noise", noise.noise), ("stability", stability.stability),
+    ("compare", compare.compare), ("slice", slice.slice_), ("interpolate", interpolate.interpolate),
+    ("plot", plot.plot), ("escape", escape.escape), ("batch", batch.batch), ("report",
+        report.report),
 ]:
     app.command(_name)(_command)
 

@@ -18,7 +18,7 @@ def batch(
         Path,
         typer.Argument(
             help="Study file (TOML): checkpoints, metrics and slices, outputs (see "
-            "examples/study.toml).",
+                 "examples/study.toml).",
             show_default=False,
         ),
     ],
@@ -33,7 +33,7 @@ def batch(
         typer.Option(
             "--only",
             help="Run only these metrics/slices (names of the study's tables; repeated or "
-            "comma-separated).",
+                 "comma-separated).",
         ),
     ] = None,
     check: Annotated[
@@ -41,7 +41,7 @@ def batch(
         typer.Option(
             "--check",
             help="Check the study file and show what would be computed or skipped; compute "
-            "nothing.",
+                 "nothing.",
         ),
     ] = False,
     figures: Annotated[
@@ -52,7 +52,7 @@ def batch(
         typer.Option(
             "--device",
             help="cpu, cuda, cuda:1, ... (overrides the study file's device; under torchrun pass "
-            "--device cuda here).",
+                 "--device cuda here).",
         ),
     ] = None,
     json_: JsonOpt = False,
@@ -77,31 +77,21 @@ def batch(
     plan = _broadcast(plan_study(spec, force) if distributed.is_main() else None)
     todo = sum(p.action == "compute" for p in plan)
     if check:
-        rows = [
-            (p.ref.label.replace("|", "/"), p.item.name, p.item.kind, p.action, p.reason)
-            for p in plan
-        ]
+        rows = [(p.ref.label.replace("|", "/"), p.item.name, p.item.kind, p.action,
+                 p.reason) for p in plan]
         if json_:
-            output.emit_json(
-                {
-                    "study": str(spec.path),
-                    "output": str(spec.output),
-                    "figures": None if spec.figures is None else str(spec.figures),
-                    "compute": todo,
-                    "skip": len(plan) - todo,
-                    "items": [
-                        dict(zip(("checkpoint", "name", "kind", "action", "reason"), r))
-                        for r in rows
-                    ],
-                }
-            )
+            output.emit_json({"study": str(spec.path), "output": str(spec.output),
+                              "figures": None if spec.figures is None else str(spec.figures),
+                              "compute": todo, "skip": len(plan) - todo,
+                              "items": [dict(zip(("checkpoint", "name", "kind", "action", "reason"),
+                                                 r)) for r in rows]})
             return
         output.table(
             f"Plan of {spec.path}",
             ["checkpoint", "item", "kind", "action", "reason"],
             rows,
             caption=f"{len(spec.checkpoints)} checkpoint(s) x {len(spec.items)} item(s): {todo} "
-            "to compute, "
+                    "to compute, "
             f"{len(plan) - todo} complete; output {spec.output}",
         )
         return
@@ -133,12 +123,8 @@ def batch(
     if json_:
         from ..study.report import record_to_dict
 
-        out = {
-            "study": str(spec.path),
-            **result.to_dict(),
-            "figures": [str(p) for p in written],
-            "seconds": clock(),
-        }
+        out = {"study": str(spec.path), **result.to_dict(), "figures": [str(p) for p in written],
+               "seconds": clock()}
         if record is not None:
             out["results"] = record_to_dict(record)["items"]
         output.emit_json(out)
@@ -147,17 +133,14 @@ def batch(
 
         wanted = {(display(p.ref.label), p.item.name) for p in plan}
         status = {(display(o.label), o.name): o.status for o in result.outcomes}
-        rows = [
-            (r[0], r[1], status.get((r[0], r[1]), r[3]) if r[3] == "ok" else r[3], r[4], r[5])
-            for r in summary_rows(record)
-            if (r[0], r[1]) in wanted
-        ]
+        rows = [(r[0], r[1], status.get((r[0], r[1]), r[3]) if r[3] == "ok" else r[3], r[4], r[5])
+                for r in summary_rows(record) if (r[0], r[1]) in wanted]
         output.table(
             f"Study {spec.name}",
             ["checkpoint", "item", "status", "values", "seconds"],
             rows,
             caption=f"{result.count('computed')} computed, {result.count('skipped')} skipped "
-            "(complete), "
+                    "(complete), "
             f"{failed} failed; {clock():.1f} s",
         )
         output.info(f"wrote {spec.output}")

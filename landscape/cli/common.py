@@ -37,9 +37,8 @@ def parse_kv(items: list[str] | None, flag: str) -> dict:
         key, sep, value = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not key:
-            raise ConfigError(
-                f"{flag} {item!r} is not key=value", f"write e.g. {flag} widths=[128,128]"
-            )
+            raise ConfigError(f"{flag} {item!r} is not key=value",
+                              f"write e.g. {flag} widths=[128,128]")
         try:
             out[key] = json.loads(value)
         except ValueError:
@@ -71,30 +70,17 @@ class ProblemSpec:
     def checkpoint(self, path: Path):
         from ..io.checkpoint import Checkpoint
 
-        return Checkpoint.load(
-            path,
-            model=self.model,
-            data=self.data,
-            loss=self.loss,
-            model_kwargs=self.model_kwargs,
-            data_kwargs=self.data_kwargs,
-        )
+        return Checkpoint.load(path, model=self.model, data=self.data, loss=self.loss,
+                               model_kwargs=self.model_kwargs, data_kwargs=self.data_kwargs)
 
     def problem(self, ckpt, split: str | None = None, params: str | None | bool = True):
         """The problem of ``ckpt`` on ``split`` (default: the spec's)."""
-        return ckpt.problem(
-            split=split or self.split,
-            samples=self.samples,
-            seed=self.seed,
-            batch_size=self.product_batch,
-            params=self.params if params is True else params,
-            device=self.device,
-            dtype=self.dtype,
-            train_mode=self.train_mode,
-            bn_batch=self.bn_batch,
-            memory=self.memory,
-            allow_random_data=self.allow_random_data,
-        )
+        return ckpt.problem(split=split or self.split, samples=self.samples, seed=self.seed,
+                            batch_size=self.product_batch,
+                                params=self.params if params is True else params,
+                            device=self.device, dtype=self.dtype, train_mode=self.train_mode,
+                                bn_batch=self.bn_batch,
+                            memory=self.memory, allow_random_data=self.allow_random_data)
 
     def load(self, path: Path, split: str | None = None):
         """``(checkpoint, problem)``."""
@@ -118,7 +104,7 @@ _OPTIONS = [
             typer.Option(
                 "--model",
                 help="Model factory for a foreign state_dict (or to override the checkpoint's): "
-                "FILE.py:FUNCTION or package.module:FUNCTION returning an nn.Module.",
+                     "FILE.py:FUNCTION or package.module:FUNCTION returning an nn.Module.",
             ),
         ],
         None,
@@ -130,7 +116,7 @@ _OPTIONS = [
             typer.Option(
                 "--model-arg",
                 help="Model factory option key=value (repeatable; JSON values, e.g. "
-                "num_classes=100).",
+                     "num_classes=100).",
             ),
         ],
         None,
@@ -142,7 +128,7 @@ _OPTIONS = [
             typer.Option(
                 "--data",
                 help="Data factory: FILE.py:FUNCTION returning (inputs, targets), a Dataset or a "
-                "DataLoader (read batch by batch, never held whole).",
+                     "DataLoader (read batch by batch, never held whole).",
             ),
         ],
         None,
@@ -193,8 +179,8 @@ _OPTIONS = [
             typer.Option(
                 "--product-batch",
                 help="Samples per product batch (memory and speed only: every estimate uses all "
-                "samples with exact weights). Default 256, fewer if the memory budget needs "
-                "it.",
+                     "samples with exact weights). Default 256, fewer if the memory budget needs "
+                     "it.",
                 show_default=False,
             ),
         ],
@@ -217,7 +203,7 @@ _OPTIONS = [
             typer.Option(
                 "--bn-batch",
                 help="With --train-mode: the batch over which BatchNorm takes its statistics (the "
-                "Hessian depends on it; default the product batch).",
+                     "Hessian depends on it; default the product batch).",
                 show_default=False,
             ),
         ],
@@ -250,7 +236,7 @@ _OPTIONS = [
             typer.Option(
                 "--train-mode",
                 help="Evaluate with BatchNorm batch statistics and dropout on (default: eval "
-                "mode, running statistics).",
+                     "mode, running statistics).",
             ),
         ],
         False,
@@ -262,7 +248,7 @@ _OPTIONS = [
             typer.Option(
                 "--memory",
                 help="Memory budget, e.g. 20GiB or 800MB (a plain number is MiB). Default: 90% of "
-                "a GPU's free memory, half the available RAM on a CPU.",
+                     "a GPU's free memory, half the available RAM on a CPU.",
                 show_default=False,
             ),
         ],
@@ -275,7 +261,7 @@ _OPTIONS = [
             typer.Option(
                 "--allow-random-data",
                 help="Measure even if two reads of the data differ (a shuffling loader, random "
-                "augmentation); recorded in the output.",
+                     "augmentation); recorded in the output.",
             ),
         ],
         False,
@@ -297,19 +283,13 @@ def _extend(fn, dest: str, added: list[tuple[str, Any, Any]], build: Callable[[d
     build(values)``."""
     sig = inspect.signature(fn, eval_str=True)  # Typer reads __signature__ as it is
     keep = [p for p in sig.parameters.values() if p.name != dest]
-    new = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
-        for name, ann, default in added
-    ]
+    new = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=ann)
+           for name, ann, default in added]
     names = [p.name for p in new]
     tail = [p for p in keep if p.name in ("json_", "out", "plot", "debug")]
     head = [p for p in keep if p not in tail]
-    params = [
-        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
-        if p.kind == p.POSITIONAL_OR_KEYWORD and p.default is not p.empty
-        else p
-        for p in head
-    ]
+    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) if p.kind == p.POSITIONAL_OR_KEYWORD
+              and p.default is not p.empty else p for p in head]
     params += new + [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in tail]
 
     @functools.wraps(fn)
@@ -321,24 +301,15 @@ def _extend(fn, dest: str, added: list[tuple[str, Any, Any]], build: Callable[[d
     return command
 
 
-def problem_options(
-    fn=None,
-    *,
-    split: bool = True,
-    params: bool = True,
-    legacy_batch: bool = True,
-    product_batch: int | None = None,
-):
+def problem_options(fn=None, *, split: bool = True, params: bool = True, legacy_batch: bool = True,
+                    product_batch: int | None = None):
     """Add the shared problem options to a command; it receives them as ``spec: ProblemSpec``.
 
     ``split`` / ``params``: offer ``--split`` / ``--params``; ``legacy_batch``: accept the old
     ``--batch-size`` for ``--product-batch`` (with a deprecation line); ``product_batch``: this
     command's default product batch."""
-    skip = {
-        n
-        for n, on in (("split", split), ("params", params), ("batch_size", legacy_batch))
-        if not on
-    }
+    skip = {n for n, on in (("split", split), ("params", params), ("batch_size",
+        legacy_batch)) if not on}
 
     def build(opts: dict) -> ProblemSpec:
         legacy = opts.pop("batch_size", None)
@@ -352,23 +323,16 @@ def problem_options(
             )
             batch = batch if batch is not None else legacy
         spec = ProblemSpec(
-            model=opts.get("model"),
-            model_kwargs=parse_kv(opts.get("model_arg"), "--model-arg"),
-            data=opts.get("data"),
-            data_kwargs=parse_kv(opts.get("data_arg"), "--data-arg"),
-            loss=opts.get("loss"),
-            split=opts.get("split", "train"),
-            samples=opts.get("samples"),
+            model=opts.get("model"), model_kwargs=parse_kv(opts.get("model_arg"), "--model-arg"),
+            data=opts.get("data"), data_kwargs=parse_kv(opts.get("data_arg"), "--data-arg"),
+            loss=opts.get("loss"), split=opts.get("split", "train"), samples=opts.get("samples"),
             product_batch=batch if batch is not None else product_batch,
-            bn_batch=opts.get("bn_batch"),
-            params=opts.get("params"),
-            device=opts.get("device", "cpu"),
-            dtype=opts.get("dtype", "float32"),
-            seed=opts.get("seed", 0),
-            train_mode=opts.get("train_mode", False),
-            memory=opts.get("memory"),
-            allow_random_data=opts.get("allow_random_data", False),
-        )
+                           bn_batch=opts.get("bn_batch"),
+            params=opts.get("params"), device=opts.get("device", "cpu"), dtype=opts.get("dtype",
+                "float32"),
+            seed=opts.get("seed", 0), train_mode=opts.get("train_mode", False),
+                           memory=opts.get("memory"),
+            allow_random_data=opts.get("allow_random_data", False))
         join(spec.device)
         return spec
 
@@ -380,16 +344,12 @@ def problem_options(
 
 def _typer_option(key: str, opt: Option) -> tuple[str, Any, Any]:
     """A declared setting as a Typer option ``(name, annotation, default)``."""
-    kind = (
-        type(opt.choices[0])
-        if opt.kind == "choice"
-        else {"int": int, "float": float, "bool": bool}.get(opt.kind, str)
-    )
+    kind = type(opt.choices[0]) if opt.kind == "choice" else {"int": int, "float": float,
+        "bool": bool}.get(opt.kind, str)
     note = f" One of: {', '.join(map(str, opt.choices))}." if opt.kind == "choice" else ""
     annotation = kind if opt.default is not None else Optional[kind]  # noqa: UP045  (read by Typer)
-    option = typer.Option(
-        opt.flag_for(key), help=opt.help + note, show_default=opt.default is not None
-    )
+    option = typer.Option(opt.flag_for(key), help=opt.help + note,
+                          show_default=opt.default is not None)
     return key, Annotated[annotation, option], opt.default
 
 
@@ -399,10 +359,8 @@ def declared_options(schema: dict[str, Option]):
     declarations (one error line naming the flag)."""
 
     def build(values: dict) -> dict:
-        return {
-            key: check(schema[key], value, schema[key].flag_for(key))
-            for key, value in values.items()
-        }
+        return {key: check(schema[key], value, schema[key].flag_for(key)) for key,
+                value in values.items()}
 
     def wrap(fn):
         return _extend(fn, "settings", [_typer_option(k, o) for k, o in schema.items()], build)
@@ -426,18 +384,13 @@ def outputs(fn=None, *, plot: bool = False):
     receives them as ``io: Outputs``."""
     from .options import DebugOpt, JsonOpt, OutOpt, PlotOpt
 
-    added = [("json_", JsonOpt, False), ("out", OutOpt, None)] + (
-        [("plot", PlotOpt, None)] if plot else []
-    )
+    added = [("json_", JsonOpt, False), ("out", OutOpt, None)] + ([("plot", PlotOpt,
+        None)] if plot else [])
     added.append(("debug", DebugOpt, False))
 
     def build(values: dict) -> Outputs:
-        return Outputs(
-            values.get("json_", False),
-            values.get("out"),
-            values.get("plot"),
-            values.get("debug", False),
-        )
+        return Outputs(values.get("json_", False), values.get("out"), values.get("plot"),
+                       values.get("debug", False))
 
     def wrap(fn):
         return _extend(fn, "io", added, build)
@@ -445,16 +398,9 @@ def outputs(fn=None, *, plot: bool = False):
     return wrap(fn) if fn is not None else wrap
 
 
-def report_command(
-    name: str,
-    doc: str,
-    schema: dict[str, Option],
-    compute: Callable,
-    show: Callable,
-    *,
-    hdf5_keys: tuple[str, ...] | None = None,
-    **problem_kwargs,
-):
+def report_command(name: str, doc: str, schema: dict[str, Option], compute: Callable,
+                   show: Callable, *,
+                   hdf5_keys: tuple[str, ...] | None = None, **problem_kwargs):
     """A command that measures a report on a checkpoint's problem (``fisher``, ``noise``,
     ``stability``): its flags are the problem options, the declared ``schema`` and the outputs.
 
@@ -464,13 +410,8 @@ def report_command(
     result and the time. ``--out`` writes ``hdf5_keys`` of the result as groups (default: the
     whole result as group ``name``) and the rest as attributes; ``--json`` prints the report;
     otherwise ``show(report, problem, checkpoint)`` prints its tables."""
-
-    def command(
-        checkpoint: CheckpointArg,
-        settings: dict | None = None,
-        spec: ProblemSpec = None,
-        io: Outputs = None,
-    ) -> None:
+    def command(checkpoint: CheckpointArg, settings: dict | None = None, spec: ProblemSpec = None,
+                io: Outputs = None) -> None:
         from ..curvature.base import count_products
         from . import output
 
@@ -480,9 +421,8 @@ def report_command(
         at = problem.point()  # a NaN checkpoint fails here
         state = {"advance": lambda k: None}
         with output.progress(not io.json) as bar, count_products(lambda k: state["advance"](k)):
-            result, recorded, extra = compute(
-                ckpt, problem, settings, lambda label: state.update(advance=bar(label, None))
-            )
+            result, recorded, extra = compute(ckpt, problem, settings,
+                                              lambda label: state.update(advance=bar(label, None)))
         report = header(ckpt, problem)
         report.update(at)
         report["settings"] = {**recorded, **spec.settings()}

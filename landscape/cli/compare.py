@@ -13,22 +13,9 @@ from . import output
 from .options import DebugOpt, JsonOpt, PlotOpt
 
 #: settings shown for each run, in this order
-SETTINGS = (
-    "model",
-    "data",
-    "optimizer",
-    "base",
-    "lr",
-    "momentum",
-    "weight_decay",
-    "batch_size",
-    "hyper",
-    "seed",
-    "status",
-    "step",
-    "epoch",
-    "passes_per_step",
-)
+SETTINGS = ("model", "data", "optimizer", "base", "lr", "momentum", "weight_decay", "batch_size",
+            "hyper",
+            "seed", "status", "step", "epoch", "passes_per_step")
 #: final values shown first (tracked metrics follow)
 FINALS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 _TIMES = ("train_seconds", "track_seconds", "eval_seconds", "wall_seconds")
@@ -65,10 +52,8 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
     if isinstance(v, dict):
-        return (
-            ", ".join(f"{k}={_fmt(x)}" for k, x in v.items() if not isinstance(x, (dict, list)))
-            or "-"
-        )
+        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items() if not isinstance(x, (dict,
+            list))) or "-"
     return str(v)
 
 
@@ -116,9 +101,7 @@ def compare(
             else:
                 cells.append(_fmt(v["value"]))
         rows.append((m, *cells))
-    rows += [
-        (f"{k} seconds", *[_fmt(s["seconds"].get(k)) for s in summaries])
-        for k in ("train", "track")
-    ]
+    rows += [(f"{k} seconds", *[_fmt(s["seconds"].get(k)) for s in summaries]) for k in ("train",
+        "track")]
     output.table("run comparison (final values)", ["", *names], rows)
     output.written(plot)

@@ -31,9 +31,8 @@ def parse_to(items: list[str] | None) -> list[str]:
             if name not in names:
                 names.append(name)
     if not names:
-        raise ConfigError(
-            "--to names no dynamics", f"pass e.g. --to sgd,gd (choices: {', '.join(DYNAMICS)})"
-        )
+        raise ConfigError("--to names no dynamics",
+                          f"pass e.g. --to sgd,gd (choices: {', '.join(DYNAMICS)})")
     return names
 
 
@@ -55,7 +54,7 @@ def escape(
         Path | None,
         typer.Argument(
             help="Start from this checkpoint (landscape's format, or a state_dict with "
-            "--model/--data). Without it: --model on --data, trained by GD.",
+                 "--model/--data). Without it: --model on --data, trained by GD.",
             show_default=False,
         ),
     ] = None,
@@ -64,8 +63,8 @@ def escape(
         typer.Option(
             "--from",
             help="gd: first train full-batch GD at --lr until the loss is below --tol; "
-            "checkpoint: start at the checkpoint as it is. Default: checkpoint when one is "
-            "given, else gd.",
+                 "checkpoint: start at the checkpoint as it is. Default: checkpoint when one is "
+                 "given, else gd.",
         ),
     ] = None,
     to: Annotated[
@@ -73,7 +72,7 @@ def escape(
         typer.Option(
             "--to",
             help="Dynamics, comma-separated or repeated: sgd, isotropic, gd, small-noise, "
-            "lb-diag-noise, lb-full-noise (default sgd,gd).",
+                 "lb-diag-noise, lb-full-noise (default sgd,gd).",
         ),
     ] = None,
     model: Annotated[
@@ -81,7 +80,7 @@ def escape(
         typer.Option(
             "--model",
             help="Without a checkpoint: registry model (mlp, two-layer, ...) or FILE.py:FUNCTION "
-            "(default mlp). With a foreign state_dict: its model factory.",
+                 "(default mlp). With a foreign state_dict: its model factory.",
         ),
     ] = None,
     model_arg: Annotated[
@@ -96,7 +95,7 @@ def escape(
         typer.Option(
             "--data",
             help="Without a checkpoint: registry dataset or FILE.py:FUNCTION (default digits). "
-            "With a foreign state_dict: its data factory.",
+                 "With a foreign state_dict: its data factory.",
         ),
     ] = None,
     data_arg: Annotated[
@@ -108,7 +107,7 @@ def escape(
         typer.Option(
             "--loss",
             help="cross-entropy or mse (½‖f−y‖² per sample; on one-hot labels for a "
-            "classification dataset); default from the data or checkpoint.",
+                 "classification dataset); default from the data or checkpoint.",
         ),
     ] = None,
     samples: Annotated[
@@ -123,7 +122,7 @@ def escape(
         typer.Option(
             "--lr",
             help="Learning rate of GD and of every trajectory (default: the checkpoint's, else "
-            "0.1).",
+                 "0.1).",
         ),
     ] = None,
     batch_size: Annotated[
@@ -131,7 +130,7 @@ def escape(
         typer.Option(
             "--batch-size",
             help="SGD minibatch size B (drawn without replacement); the noise of the other "
-            "dynamics is matched to it.",
+                 "dynamics is matched to it.",
         ),
     ] = 10,
     trajectories: Annotated[
@@ -170,7 +169,7 @@ def escape(
         typer.Option(
             "--noise-samples",
             help="Per-sample gradients that set each step's noise (isotropic, lb-*): default 64 "
-            "(lb-full-noise: all).",
+                 "(lb-full-noise: all).",
         ),
     ] = None,
     control_scale: Annotated[
@@ -243,44 +242,21 @@ def escape(
     if start == "checkpoint" and checkpoint is None:
         raise ConfigError("--from checkpoint needs a checkpoint", "pass CHECKPOINT, or --from gd")
     settings = EscapeSettings(
-        to=parse_to(to),
-        start=start,
-        lr=0.1 if lr is None else lr,
-        batch_size=batch_size,
-        trajectories=trajectories,
-        steps=steps,
-        tol=tol,
-        max_gd_steps=max_gd_steps,
-        eval_samples=eval_samples,
-        eval_every=eval_every,
-        escape_factor=escape_factor,
-        noise_samples=noise_samples,
-        control_scale=control_scale,
-        track_eig_every=track_eig_every,
-        eig_trajectories=eig_trajectories,
-        theory=theory,
-        probes=probes,
-        align_samples=align_samples or None,
-        s_samples=s_samples if s_samples > 0 else None,
-        nonuniformity=s_samples >= 0,
-        chunk=chunk,
-        seed=seed,
-    ).check()
+        to=parse_to(to), start=start, lr=0.1 if lr is None else lr, batch_size=batch_size,
+        trajectories=trajectories, steps=steps, tol=tol, max_gd_steps=max_gd_steps,
+                              eval_samples=eval_samples,
+        eval_every=eval_every, escape_factor=escape_factor, noise_samples=noise_samples,
+        control_scale=control_scale, track_eig_every=track_eig_every,
+                              eig_trajectories=eig_trajectories,
+        theory=theory, probes=probes, align_samples=align_samples or None,
+                              s_samples=s_samples if s_samples > 0 else None,
+        nonuniformity=s_samples >= 0, chunk=chunk, seed=seed).check()
     if samples is not None and samples <= 0:
         raise ConfigError(f"--samples must be positive, got {samples}", "pass a positive --samples")
     problem, identity, settings.lr = build_problem(
-        checkpoint,
-        model=model,
-        model_kwargs=parse_kv(model_arg, "--model-arg"),
-        data=data,
-        data_kwargs=parse_kv(data_arg, "--data-arg"),
-        loss=loss,
-        samples=samples,
-        lr=lr,
-        seed=seed,
-        device=device,
-        dtype=dtype,
-    )
+        checkpoint, model=model, model_kwargs=parse_kv(model_arg, "--model-arg"), data=data,
+        data_kwargs=parse_kv(data_arg, "--data-arg"), loss=loss, samples=samples, lr=lr, seed=seed,
+        device=device, dtype=dtype)
     with output.progress(progress and not json_) as bar:
         result = run_escape(problem, settings, progress=bar, warn=output.warn)
     report = result.report(problem, identity)
@@ -288,17 +264,10 @@ def escape(
     if out is not None:
         from ..io.hdf5 import write_tree
 
-        write_tree(
-            out,
-            result.tree(),
-            attrs={
-                "format": "landscape-escape",
-                "version": 1,
-                "identity": identity,
-                "settings": report["settings"],
-                "seconds": report["seconds"],
-            },
-        )
+        write_tree(out, result.tree(), attrs={"format": "landscape-escape", "version": 1,
+                                              "identity": identity,
+                                              "settings": report["settings"],
+                                                  "seconds": report["seconds"]})
     if plot is not None:
         from ..io.escape_figures import save_escape_figure
 
@@ -317,13 +286,8 @@ def _tables(report: dict, stats: dict, summaries: dict, theory: bool) -> None:
     rows = []
     if report["gd"] is not None:
         g = report["gd"]
-        rows.append(
-            (
-                "GD to the start",
-                f"{g['steps']} steps, loss {_fmt(g['loss'])}"
-                + ("" if g["converged"] else " (not converged)"),
-            )
-        )
+        rows.append(("GD to the start", f"{g['steps']} steps, loss {_fmt(g['loss'])}"
+                     + ("" if g["converged"] else " (not converged)")))
     if theory:
         rows += [
             ("loss at start", _fmt(stats["loss"])),
@@ -336,10 +300,8 @@ def _tables(report: dict, stats: dict, summaries: dict, theory: bool) -> None:
             ),
             (
                 "‖H‖_F",
-                (
-                    f"{_fmt(stats['hessian_frobenius'])} ± "
-                    f"{_fmt(stats['hessian_frobenius_stderr'], 2)}"
-                ),
+                (f"{_fmt(stats['hessian_frobenius'])} ± "
+                 f"{_fmt(stats['hessian_frobenius_stderr'], 2)}"),
             ),
             ("tr H", f"{_fmt(stats['hessian_trace'])} ± {_fmt(stats['hessian_trace_stderr'], 2)}"),
             (
@@ -380,15 +342,8 @@ def _tables(report: dict, stats: dict, summaries: dict, theory: bool) -> None:
         ["quantity", "value"],
         rows,
     )
-    cols = [
-        "dynamics",
-        "escaped",
-        "median step",
-        "growth / step",
-        "theory",
-        "final mean loss",
-        "traj x steps / s",
-    ]
+    cols = ["dynamics", "escaped", "median step", "growth / step", "theory", "final mean loss",
+            "traj x steps / s"]
     body = []
     for name, sm in summaries.items():
         growth = (

@@ -26,27 +26,17 @@ def _show(report: dict, problem, checkpoint) -> None:
     rows = []
     for name, m in result["matrices"].items():
         lam = m["lambda_max"]
-        rows.append(
-            (
-                LABELS[name],
-                f"{fmt(m['trace']['estimate'])} ± {fmt(m['trace']['stderr'])}",
-                (
-                    f"{fmt(lam['estimate'])} ({'one draw, no error; ' if 'note' in lam else ''}"
-                    f"residual {lam['residual']:.2g})"
-                ),
-                f"{fmt(m['frobenius']['estimate'])} ± {fmt(m['frobenius']['stderr'])}",
-            )
-        )
+        rows.append((LABELS[name], f"{fmt(m['trace']['estimate'])} ± {fmt(m['trace']['stderr'])}",
+                     (f"{fmt(lam['estimate'])} ({'one draw, no error; ' if 'note' in lam else ''}"
+                      f"residual {lam['residual']:.2g})"),
+                     f"{fmt(m['frobenius']['estimate'])} ± {fmt(m['frobenius']['stderr'])}"))
     caption = (
         f"{problem.n} samples, p = {problem.p}, loss {problem.loss.name}, {probes} shared probes, "
         f"Fisher with {mc_samples} label(s) per sample, {report['seconds']:.2f} s"
     )
-    output.table(
-        f"Curvature matrices of {checkpoint}",
-        ["matrix", "trace ± se", "λ_max", "‖·‖_F ± se"],
-        rows,
-        caption=caption,
-    )
+    output.table(f"Curvature matrices of {checkpoint}", ["matrix", "trace ± se", "λ_max",
+                                                         "‖·‖_F ± se"], rows,
+                 caption=caption)
     crow = []
     for key, c in result["cosine"].items():
         a, b = key.split("~")

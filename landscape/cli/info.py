@@ -40,17 +40,9 @@ def info(
     rows = []
     for key, value in desc.items():
         if key == "tensors":
-            rows.append(
-                (
-                    key,
-                    f"{len(value)} tensors: "
-                    + ", ".join(
-                        f"{t['name']} {'x'.join(map(str, t['shape'])) or 'scalar'}"
-                        for t in value[:6]
-                    )
-                    + (", ..." if len(value) > 6 else ""),
-                )
-            )
+            rows.append((key, f"{len(value)} tensors: " + ", ".join(
+                f"{t['name']} {'x'.join(map(str, t['shape'])) or 'scalar'}" for t in value[:6])
+                + (", ..." if len(value) > 6 else "")))
         elif isinstance(value, dict):
             for k, v in value.items():
                 rows.append((f"{key}.{k}", _short(v)))

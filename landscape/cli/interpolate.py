@@ -17,19 +17,13 @@ from .slice import BatchPointsOpt, RecomputeBnOpt, TestOpt, build_problems, emit
 @problem_options(split=False, params=False, product_batch=1024)
 @outputs(plot=True)
 def interpolate(
-    checkpoint_a: Annotated[
-        Path,
-        typer.Argument(
-            help="Checkpoint A (α = 0); its data and loss are used.", show_default=False
-        ),
-    ],
-    checkpoint_b: Annotated[
-        Path, typer.Argument(help="Checkpoint B (α = 1), same architecture.", show_default=False)
-    ],
-    range_: Annotated[tuple[float, float], typer.Option("--range", help="LO HI of α.")] = (
-        -0.5,
-        1.5,
-    ),
+    checkpoint_a: Annotated[Path,
+                            typer.Argument(help="Checkpoint A (α = 0); its data and loss are used.",
+                                           show_default=False)],
+    checkpoint_b: Annotated[Path, typer.Argument(help="Checkpoint B (α = 1), same architecture.",
+                                                 show_default=False)],
+    range_: Annotated[tuple[float, float], typer.Option("--range", help="LO HI of α.")] = (-0.5,
+        1.5),
     points: Annotated[int, typer.Option("--points", help="Values of α.")] = 81,
     batch_points: BatchPointsOpt = None,
     recompute_bn: RecomputeBnOpt = False,
@@ -48,9 +42,8 @@ def interpolate(
 
     clock = Stopwatch()
     if recompute_bn and spec.train_mode:
-        raise ConfigError(
-            "--recompute-bn re-estimates running statistics for eval mode", "drop --train-mode"
-        )
+        raise ConfigError("--recompute-bn re-estimates running statistics for eval mode",
+                          "drop --train-mode")
     output.check_writable(io.out, io.plot)
     ckpt_b = spec.checkpoint(checkpoint_b)
     ckpt_a, problems = build_problems(checkpoint_a, spec, test=test, params=None)
@@ -68,9 +61,8 @@ def interpolate(
             f"the architectures differ: model options {', '.join(diff[:3])} of A and B differ",
             "interpolate between checkpoints of the same model",
         )
-    check_same_architecture(
-        ckpt_a.state_dict, ckpt_b.state_dict, str(checkpoint_a), str(checkpoint_b)
-    )
+    check_same_architecture(ckpt_a.state_dict, ckpt_b.state_dict, str(checkpoint_a),
+                            str(checkpoint_b))
     if ckpt_a.loss != ckpt_b.loss:
         output.info(
             f"note: A was trained with {ckpt_a.loss}, B with {ckpt_b.loss}; using A's "
@@ -79,80 +71,39 @@ def interpolate(
     train = problems["train"]
     train.loss_value()
     theta_a = train.theta
-    theta_b = theta_from_state(
-        ckpt_b.state_dict, train.layout, like=theta_a, where=str(checkpoint_b)
-    )
+    theta_b = theta_from_state(ckpt_b.state_dict, train.layout, like=theta_a,
+                               where=str(checkpoint_b))
     if not bool(torch.isfinite(theta_b).all()):
-        raise ConfigError(
-            f"{checkpoint_b} holds NaN or infinite weights",
-            "interpolate toward a finite checkpoint",
-        )
+        raise ConfigError(f"{checkpoint_b} holds NaN or infinite weights",
+                          "interpolate toward a finite checkpoint")
     alphas = axis(range_[0], range_[1], points)
     with output.progress(not io.json) as start:
-        result = interpolate_line(
-            problems,
-            ckpt_b.state_dict,
-            alphas,
-            batch_points=batch_points,
-            recompute_bn_stats=recompute_bn,
-            progress=start("interpolation points", points),
-        )
-    bufs_b = {
-        n: ckpt_b.state_dict[n].to(b)
-        for n, b in train.model.named_buffers()
-        if b.is_floating_point()
-    }
-    ends = {
-        "a": str(checkpoint_a),
-        "b": str(checkpoint_b),
-        "A": values_at(problems, theta_a, recompute_bn_stats=recompute_bn),
-        "B": values_at(problems, theta_b, bufs_b or None, recompute_bn_stats=recompute_bn),
-    }
-    settings = {
-        "range": list(range_),
-        "points": points,
-        "recompute_bn": recompute_bn,
-        "splits": list(problems),
-        **spec.settings(),
-    }
+        result = interpolate_line(problems, ckpt_b.state_dict, alphas, batch_points=batch_points,
+                                  recompute_bn_stats=recompute_bn,
+                                      progress=start("interpolation points", points))
+    bufs_b = {n: ckpt_b.state_dict[n].to(b) for n,
+              b in train.model.named_buffers() if b.is_floating_point()}
+    ends = {"a": str(checkpoint_a), "b": str(checkpoint_b),
+            "A": values_at(problems, theta_a, recompute_bn_stats=recompute_bn),
+            "B": values_at(problems, theta_b, bufs_b or None, recompute_bn_stats=recompute_bn)}
+    settings = {"range": list(range_), "points": points, "recompute_bn": recompute_bn,
+                "splits": list(problems),
+                **spec.settings()}
     head = header(ckpt_a, train)
     head["identity_b"] = ckpt_b.identity()
     distance = float(torch.linalg.vector_norm((theta_b - theta_a).double()))
-    tree, attrs = slice_tree(
-        result, kind="interpolation", header=head, settings=settings, endpoints=ends
-    )
+    tree, attrs = slice_tree(result, kind="interpolation", header=head, settings=settings,
+                             endpoints=ends)
     attrs["distance"] = distance
-    report = {
-        **head,
-        "kind": "interpolation",
-        "settings": attrs["settings"],
-        "distance": distance,
-        **result.to_dict(),
-        "endpoints": ends,
-        "seconds": clock(),
-    }
-    rows = [
-        (
-            k.replace("_", " "),
-            f"{ends['A'].get(k, float('nan')):.6g}",
-            f"{ends['B'].get(k, float('nan')):.6g}",
-            f"{np.nanmin(v):.6g}",
-            f"{np.nanmax(v):.6g}",
-        )
-        for k, v in result.values.items()
-    ]
+    report = {**head, "kind": "interpolation", "settings": attrs["settings"], "distance": distance,
+              **result.to_dict(), "endpoints": ends, "seconds": clock()}
+    rows = [(k.replace("_", " "), f"{ends['A'].get(k, float('nan')):.6g}",
+             f"{ends['B'].get(k, float('nan')):.6g}",
+             f"{np.nanmin(v):.6g}", f"{np.nanmax(v):.6g}") for k, v in result.values.items()]
     caption = (
         f"{points} points, ‖θ_B − θ_A‖ = {distance:.4g}, {result.points_per_second:.1f} points/s, "
         f"{train.n} samples, {report['seconds']:.2f} s"
     )
-    emit(
-        report,
-        tree,
-        attrs,
-        io=io,
-        kind="curve",
-        title=f"Interpolation {checkpoint_a} (α = 0) → {checkpoint_b} (α = 1)",
-        columns=["quantity", "A", "B", "min on line", "max on line"],
-        rows=rows,
-        caption=caption,
-    )
+    emit(report, tree, attrs, io=io, kind="curve",
+         title=f"Interpolation {checkpoint_a} (α = 0) → {checkpoint_b} (α = 1)",
+         columns=["quantity", "A", "B", "min on line", "max on line"], rows=rows, caption=caption)

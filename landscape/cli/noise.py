@@ -19,10 +19,8 @@ def _compute(ckpt, problem, settings: dict, start):
 
 def _show(report: dict, problem, checkpoint) -> None:
     result, total = report, report["samples_total"]
-    for note in [
-        *result["alignment"]["notes"],
-        *([sd_note] if (sd_note := result["nonuniformity_detail"].get("note")) else []),
-    ]:
+    for note in [*result["alignment"]["notes"],
+                 *([sd_note] if (sd_note := result["nonuniformity_detail"].get("note")) else [])]:
         output.info(f"note: {note}")
     f = "{:.6g}".format
     al, sd = result["alignment"], result["nonuniformity_detail"]
@@ -48,10 +46,8 @@ def _show(report: dict, problem, checkpoint) -> None:
         ),
     ]
     sub = f" (seeded subset of {total})" if report["subsample"] else ""
-    caption = (
-        f"{problem.n} samples{sub}, p = {problem.p}, loss {problem.loss.name}, "
-        f"{report['seconds']:.2f} s"
-    )
+    caption = (f"{problem.n} samples{sub}, p = {problem.p}, loss {problem.loss.name}, "
+               f"{report['seconds']:.2f} s")
     output.table(f"SGD noise at {checkpoint}", ["quantity", "value", "note"], rows, caption=caption)
 
 

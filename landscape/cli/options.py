@@ -21,7 +21,7 @@ ModelOpt = Annotated[
     typer.Option(
         "--model",
         help="Model factory for a foreign state_dict: FILE.py:FUNCTION or package.module:FUNCTION "
-        "(returns an nn.Module).",
+             "(returns an nn.Module).",
     ),
 ]
 DataOpt = Annotated[
@@ -29,7 +29,7 @@ DataOpt = Annotated[
     typer.Option(
         "--data",
         help="Data factory for a foreign state_dict: FILE.py:FUNCTION (returns a Dataset or "
-        "(inputs, targets)).",
+             "(inputs, targets)).",
     ),
 ]
 LossOpt = Annotated[
@@ -38,9 +38,8 @@ LossOpt = Annotated[
         "--loss", help="cross-entropy or mse (½‖f−y‖² per sample); defaults to the checkpoint's."
     ),
 ]
-SplitOpt = Annotated[
-    str, typer.Option("--split", help="Which data split to measure on: train or test.")
-]
+SplitOpt = Annotated[str, typer.Option("--split",
+                                       help="Which data split to measure on: train or test.")]
 SamplesOpt = Annotated[
     int | None,
     typer.Option(
@@ -52,7 +51,7 @@ BatchOpt = Annotated[
     typer.Option(
         "--batch-size",
         help="Samples per product batch (memory only; the estimate uses all samples with exact "
-        "weights).",
+             "weights).",
     ),
 ]
 ParamsOpt = Annotated[
@@ -64,20 +63,18 @@ ParamsOpt = Annotated[
 ]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="float32 or float64.")]
-SeedOpt = Annotated[
-    int, typer.Option("--seed", help="Seed of probes and subsets: same seed, same numbers.")
-]
+SeedOpt = Annotated[int, typer.Option("--seed",
+                                      help="Seed of probes and subsets: same seed, same numbers.")]
 TrainModeOpt = Annotated[
     bool,
     typer.Option(
         "--train-mode",
         help="Evaluate with BatchNorm batch statistics and dropout on (default: eval mode, "
-        "running statistics).",
+             "running statistics).",
     ),
 ]
-JsonOpt = Annotated[
-    bool, typer.Option("--json", help="Print one JSON object on stdout instead of a table.")
-]
+JsonOpt = Annotated[bool, typer.Option("--json",
+                                       help="Print one JSON object on stdout instead of a table.")]
 OutOpt = Annotated[
     Path | None,
     typer.Option("--out", help="Also write the results to this HDF5 file (atomically)."),
@@ -94,12 +91,11 @@ MetricOpt = Annotated[
         "--metric",
         "-m",
         help=f"Metrics, repeated or comma-separated: {', '.join(METRICS)} (default "
-        f"{','.join(DEFAULT_METRICS)}).",
+             f"{','.join(DEFAULT_METRICS)}).",
     ),
 ]
-ProbesOpt = Annotated[
-    int, typer.Option("--probes", help="Random probe vectors for trace and Frobenius norm.")
-]
+ProbesOpt = Annotated[int, typer.Option("--probes",
+                                        help="Random probe vectors for trace and Frobenius norm.")]
 TopKOpt = Annotated[int, typer.Option("--top-k", help="How many eigenvalues at each end.")]
 WhichOpt = Annotated[
     str,
@@ -112,6 +108,6 @@ PlanOpt = Annotated[
     typer.Option(
         "--plan",
         help="Print the plan (products per metric, memory, estimated time from one timed batch) "
-        "and stop before any heavy work.",
+             "and stop before any heavy work.",
     ),
 ]

@@ -54,17 +54,13 @@ def emit_json(obj: dict) -> None:
     sys.stdout.flush()
 
 
-def table(
-    title: str, columns: Iterable[str], rows: Iterable[Iterable[str]], caption: str | None = None
-) -> None:
+def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[str]],
+          caption: str | None = None) -> None:
     t = Table(title=title, caption=caption, title_justify="left")
     for i, c in enumerate(columns):  # numbers are never folded, only the first (label) column
-        t.add_column(
-            c,
-            justify="left" if i == 0 else "right",
-            overflow="fold" if i == 0 else "ellipsis",
-            no_wrap=i > 0,
-        )
+        t.add_column(c, justify="left" if i == 0 else "right",
+                     overflow="fold" if i == 0 else "ellipsis",
+                     no_wrap=i > 0)
     for r in rows:
         t.add_row(*[escape(str(x)) for x in r])
     stdout.print(t)
@@ -87,31 +83,17 @@ def warn(msg: str) -> None:
     stderr.print(f"[yellow]warning:[/] {escape(msg)}", highlight=False, soft_wrap=True)
 
 
-_FIGURE_SUFFIXES = {
-    ".png",
-    ".pdf",
-    ".svg",
-    ".jpg",
-    ".jpeg",
-    ".eps",
-    ".ps",
-    ".tif",
-    ".tiff",
-    ".webp",
-}
+_FIGURE_SUFFIXES = {".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".ps", ".tif", ".tiff",
+                    ".webp"}
 
 
-def check_writable(
-    out: Path | None = None, plot: Path | None = None, folder: Path | None = None
-) -> None:
+def check_writable(out: Path | None = None, plot: Path | None = None,
+                   folder: Path | None = None) -> None:
     """Refuse an output path that cannot be written BEFORE any computation: a file path that is a
     directory, a run directory that is a file, a folder that cannot be created or written, a
     figure format matplotlib does not write."""
-    for path, what, is_folder in (
-        (out, "--out", False),
-        (plot, "--plot", False),
-        (folder, "--out", True),
-    ):
+    for path, what, is_folder in ((out, "--out", False), (plot, "--plot", False), (folder, "--out",
+        True)):
         if path is None:
             continue
         path = Path(path)
@@ -130,9 +112,8 @@ def check_writable(
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
         if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-            raise LandscapeError(
-                f"{what} {path}: the folder {folder} is not writable", "choose another path"
-            )
+            raise LandscapeError(f"{what} {path}: the folder {folder} is not writable",
+                                 "choose another path")
 
 
 def products_report(op) -> dict:
@@ -153,10 +134,8 @@ def products_line(report: dict) -> str:
             f"{pr['cached_graphs']} batch graphs cached ({_mib(pr.get('cached_bytes', 0))})"
         )
     if data:
-        parts.append(
-            ("data resident on the device" if data.get("resident") else "data streamed")
-            + (f" ({data['source']})" if data.get("source") else "")
-        )
+        parts.append(("data resident on the device" if data.get("resident") else "data streamed")
+                     + (f" ({data['source']})" if data.get("source") else ""))
         parts.append(f"memory budget {data.get('memory')}")
     line = "; ".join(parts)
     for note in pr.get("notes", []):
@@ -175,7 +154,6 @@ def progress(enabled: bool = True) -> Iterator[Callable]:
     """A progress bar on stderr. Yields ``start(label, total)``; the returned ``advance(k)``
     moves it by k products (indeterminate when total is None)."""
     if not enabled or not stderr.is_terminal and not os.environ.get("LANDSCAPE_PROGRESS"):
-
         def quiet(label: str, total: int | None):
             global _doing
             _doing = label
@@ -183,15 +161,9 @@ def progress(enabled: bool = True) -> Iterator[Callable]:
 
         yield quiet
         return
-    cols = [
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    ]
+    cols = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn()]
     with Progress(*cols, console=stderr, transient=True) as bar:
-
         def start(label: str, total: int | None):
             global _doing
             _doing = label
@@ -224,9 +196,8 @@ def handle_errors(fn: Callable) -> Callable:
             raise typer.Exit(2)
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
-        except (
-            Exception
-        ) as e:  # an internal error: say so in one line, keep the traceback for --debug
+        # an internal error: say so in one line, keep the traceback for --debug
+        except Exception as e:
             if debug:
                 raise
             from ..memory import is_out_of_memory

@@ -18,26 +18,14 @@ def show(ckpt, problem, names: list[str], settings, *, json_: bool) -> None:
     rows = []
     for name, r in est["metrics"].items():
         secs = "-" if r["seconds"] is None else _duration(r["seconds"])
-        rows.append(
-            (
-                name,
-                str(r["products"]),
-                r["how"],
-                str(r["passes"]),
-                secs,
-                fmt_bytes(r["memory_bytes"]),
-            )
-        )
+        rows.append((name, str(r["products"]), r["how"], str(r["passes"]), secs,
+                     fmt_bytes(r["memory_bytes"])))
     cal = est["calibration"]
-    output.table(
-        f"Plan for {ckpt.path}",
-        ["metric", "products", "count", "passes over the data", "time", "estimator memory"],
-        rows,
-    )
-    output.info(
-        f"p = {est['p']}, n = {est['n']}, {est['dtype']} on {est['device']}; "
-        f"{output.products_line({'products': est['products'], 'data': est['data']})}"
-    )
+    output.table(f"Plan for {ckpt.path}", ["metric", "products", "count", "passes over the data",
+                                           "time",
+                                          "estimator memory"], rows)
+    output.info(f"p = {est['p']}, n = {est['n']}, {est['dtype']} on {est['device']}; "
+                f"{output.products_line({'products': est['products'], 'data': est['data']})}")
     output.info(
         f"one timed batch: {cal['seconds_per_sample_vector'] * 1e3:.3g} ms per sample and vector, "
         f"{cal['setup_seconds_per_sample'] * 1e3:.3g} ms per sample to build a batch's graph "

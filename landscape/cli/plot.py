@@ -18,7 +18,7 @@ def plot(
         Path,
         typer.Argument(
             help="A result file: slice/interpolate --out, sharpness --out, RUN/run.h5 (or RUN), "
-            "escape --out.",
+                 "escape --out.",
             show_default=False,
         ),
     ],

@@ -23,7 +23,7 @@ def report(
         typer.Option(
             "--out",
             help="Report folder: summary.md and the figures (default: STUDY-report beside the "
-            "file).",
+                 "file).",
         ),
     ] = None,
     fmt: Annotated[str, typer.Option("--format", help="Figure format: png, pdf or svg.")] = "png",
@@ -39,9 +39,8 @@ def report(
     out = out if out is not None else study_file.with_name(study_file.stem + "-report")
     record, written = write_report(study_file, out, fmt)
     if json_:
-        output.emit_json(
-            {**record_to_dict(record), "report": str(out), "files": [str(p) for p in written]}
-        )
+        output.emit_json({**record_to_dict(record), "report": str(out),
+                          "files": [str(p) for p in written]})
         return
     rows = [(r[0], r[1], r[3], r[4], r[5]) for r in summary_rows(record)]
     output.table(f"Study {study_file}", ["checkpoint", "item", "status", "values", "seconds"], rows)

@@ -70,24 +70,18 @@ def sharpness(
             from ..curvature.hessian import Hessian
 
             op = operators[layer] = Hessian(pb)
-            results[layer] = measure(
-                pb,
-                names,
-                settings,
-                operator=lambda _pb, op=op: op,
-                on_start=lambda n, t, layer=layer: on_start(n, t, layer),
-                on_product=lambda k: state["advance"](k),
-            )
+            results[layer] = measure(pb, names, settings, operator=lambda _pb, op=op: op,
+                                     on_start=lambda n, t, layer=layer: on_start(n, t, layer),
+                                     on_product=lambda k: state["advance"](k))
 
     report = header(ckpt, problem)
     report.update(at)
     report["settings"] = settings.to_dict() | {"metrics": names, **spec.settings()}
     report["products"] = output.products_report(operators[next(iter(operators))])
     if per_layer:
-        report["layers"] = {
-            layer: {"params": pb.p, "metrics": {k: r.to_dict() for k, r in results[layer].items()}}
-            for layer, pb in targets.items()
-        }
+        report["layers"] = {layer: {"params": pb.p, "metrics": {k: r.to_dict() for k,
+            r in results[layer].items()}}
+                            for layer, pb in targets.items()}
     else:
         report["metrics"] = {k: r.to_dict() for k, r in results[""].items()}
     report["seconds"] = clock()
@@ -96,9 +90,8 @@ def sharpness(
         from ..io.hdf5 import write_tree
 
         tree = {"metrics": report["metrics"]} if not per_layer else {"layers": report["layers"]}
-        write_tree(
-            io.out, tree, attrs={k: v for k, v in report.items() if k not in ("metrics", "layers")}
-        )
+        write_tree(io.out, tree, attrs={k: v for k, v in report.items() if k not in ("metrics",
+            "layers")})
     if io.plot is not None:
         from ..io.figures import density_figure, save
 
@@ -108,13 +101,9 @@ def sharpness(
                 if not layer
                 else io.plot.with_name(f"{io.plot.stem}-{layer}{io.plot.suffix}")
             )
-            save(
-                density_figure(
-                    res["density"],
-                    title=f"Hessian spectral density{' of ' + layer if layer else ''}",
-                ),
-                path,
-            )
+            save(density_figure(res["density"],
+                                title=f"Hessian spectral density{' of ' + layer if layer else ''}"),
+                                    path)
 
     if io.json:
         output.emit_json(report)

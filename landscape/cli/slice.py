@@ -13,15 +13,9 @@ from . import output
 from .common import Outputs, ProblemSpec, Stopwatch, header, outputs, problem_options
 from .options import CheckpointArg
 
-RangeOpt = Annotated[
-    tuple[float, float] | None,
-    typer.Option(
-        "--range",
-        help="LO HI of each axis (default -1 1; pca: the trajectory's extent; checkpoints: -0.5 "
-        "1.5).",
-        show_default=False,
-    ),
-]
+RangeOpt = Annotated[tuple[float, float] | None, typer.Option("--range",
+    help="LO HI of each axis (default -1 1; pca: the trajectory's extent; checkpoints: -0.5 1.5).",
+        show_default=False)]
 PointsOpt = Annotated[
     int | None,
     typer.Option(
@@ -33,7 +27,7 @@ BatchPointsOpt = Annotated[
     typer.Option(
         "--batch-points",
         help="Parameter points per vmapped forward pass (memory grows with it). Default: about "
-        "16384 sample-rows per pass (points x --batch-size), at most 64 points.",
+             "16384 sample-rows per pass (points x --batch-size), at most 64 points.",
         show_default=False,
     ),
 ]
@@ -42,7 +36,7 @@ RecomputeBnOpt = Annotated[
     typer.Option(
         "--recompute-bn",
         help="Re-estimate BatchNorm running statistics at every grid point from the training data "
-        "(one extra pass per point: slower).",
+             "(one extra pass per point: slower).",
     ),
 ]
 TestOpt = Annotated[
@@ -72,29 +66,15 @@ def summary_rows(values: dict, origin: dict | None) -> list[tuple]:
         a = np.asarray(arr, dtype=float)
         fin = a[np.isfinite(a)]
         at0 = (origin or {}).get(key)
-        rows.append(
-            (
-                key.replace("_", " "),
-                "-" if at0 is None else f"{at0:.6g}",
-                f"{fin.min():.6g}" if fin.size else "nan",
-                f"{fin.max():.6g}" if fin.size else "nan",
-            )
-        )
+        rows.append((key.replace("_", " "), "-" if at0 is None else f"{at0:.6g}",
+                     f"{fin.min():.6g}" if fin.size else "nan",
+                         f"{fin.max():.6g}" if fin.size else "nan"))
     return rows
 
 
-def emit(
-    report: dict,
-    tree: dict,
-    attrs: dict,
-    *,
-    io: Outputs,
-    kind: str,
-    title: str,
-    columns: list[str],
-    rows: list[tuple],
-    caption: str,
-) -> None:
+def emit(report: dict, tree: dict, attrs: dict, *, io: Outputs, kind: str, title: str,
+         columns: list[str],
+         rows: list[tuple], caption: str) -> None:
     """Write the HDF5 file and the figure, then print the table or the JSON object."""
     if io.out is not None:
         from ..io.hdf5 import write_tree
@@ -122,7 +102,7 @@ def slice_(
         typer.Option(
             "--directions",
             help="random (Gaussian, normalised), eigen (top Hessian eigenvectors), pca (of "
-            "--trajectory RUN), checkpoints (toward --toward files).",
+                 "--trajectory RUN), checkpoints (toward --toward files).",
         ),
     ] = "random",
     norm: Annotated[
@@ -130,7 +110,7 @@ def slice_(
         typer.Option(
             "--norm",
             help="Random directions: filter (Li et al.: per output unit / channel), layer (per "
-            "tensor) or none. Default filter.",
+                 "tensor) or none. Default filter.",
             show_default=False,
         ),
     ] = None,
@@ -145,7 +125,7 @@ def slice_(
         typer.Option(
             "--include-bias-bn",
             help="Random directions also move biases and normalisation parameters (default: zero "
-            "there).",
+                 "there).",
         ),
     ] = False,
     range_: RangeOpt = None,
@@ -162,7 +142,7 @@ def slice_(
         typer.Option(
             "--toward",
             help="Checkpoint(s) spanning --directions checkpoints (one per dimension; each at "
-            "coordinate 1).",
+                 "coordinate 1).",
         ),
     ] = None,
     tol: Annotated[
@@ -200,9 +180,8 @@ def slice_(
     if dims not in (1, 2):
         raise ConfigError(f"--dims must be 1 or 2, got {dims}", "pass --dims 1 or --dims 2")
     if recompute_bn and spec.train_mode:
-        raise ConfigError(
-            "--recompute-bn re-estimates running statistics for eval mode", "drop --train-mode"
-        )
+        raise ConfigError("--recompute-bn re-estimates running statistics for eval mode",
+                          "drop --train-mode")
     output.check_writable(io.out, io.plot)
     seed = spec.seed
     ckpt, problems = build_problems(checkpoint, spec, test=test)
@@ -217,52 +196,23 @@ def slice_(
         )
     head = header(ckpt, train)
     with output.progress(not io.json) as start:
-        dirs = make_directions(
-            directions,
-            train,
-            dims,
-            seed=seed,
-            norm=norm,
-            include_bias_bn=include_bias_bn,
-            trajectory=trajectory,
-            toward=toward,
-            tol=tol,
-        )
+        dirs = make_directions(directions, train, dims, seed=seed, norm=norm,
+                               include_bias_bn=include_bias_bn,
+                               trajectory=trajectory, toward=toward, tol=tol)
         settings = {"include_bias_bn": include_bias_bn, **spec.settings()}
-        run = compute_slice(
-            problems,
-            dirs,
-            span=range_,
-            points=points,
-            batch_points=batch_points,
-            recompute_bn=recompute_bn,
-            save_vectors=save_directions,
-            header=head,
-            settings=settings,
-            progress=start,
-        )
+        run = compute_slice(problems, dirs, span=range_, points=points, batch_points=batch_points,
+                            recompute_bn=recompute_bn, save_vectors=save_directions, header=head,
+                            settings=settings, progress=start)
     result = run.result
-    report = {
-        **head,
-        "kind": "slice",
-        "settings": run.attrs["settings"],
-        "directions": {k: v for k, v in run.directions.describe().items()},
-        **result.to_dict(),
-        "origin": run.origin,
-        "seconds": clock(),
-    }
+    report = {**head, "kind": "slice", "settings": run.attrs["settings"],
+              "directions": {k: v for k, v in run.directions.describe().items()},
+              **result.to_dict(), "origin": run.origin, "seconds": clock()}
     caption = (
         f"{run.points}^{dims} = {result.points} points, {result.points_per_second:.1f} points/s, "
         f"{train.n} samples, p = {train.p}, {report['seconds']:.2f} s"
     )
-    emit(
-        report,
-        run.tree,
-        run.attrs,
-        io=io,
-        kind=kind if dims == 2 else "curve",
-        title=f"{dims}-D slice of {checkpoint} ({directions} directions)",
-        columns=["quantity", "origin", "min on grid", "max on grid"],
-        rows=summary_rows(result.values, run.origin),
-        caption=caption,
-    )
+    emit(report, run.tree, run.attrs, io=io, kind=kind if dims == 2 else "curve",
+         title=f"{dims}-D slice of {checkpoint} ({directions} directions)",
+         columns=["quantity", "origin", "min on grid", "max on grid"],
+             rows=summary_rows(result.values, run.origin),
+         caption=caption)

@@ -8,18 +8,12 @@ from ..metrics import reports
 from . import output
 from .common import report_command
 
-PRETTY = {
-    "gd": "λ_max(H) ≤ 2/η",
-    "sgd_nonuniformity": "s ≤ 1/(η·sqrt(c_B))",
-    "alignment": "‖H‖_F ≤ 1/(η·sqrt(c_B·μ))",
-    "matrix_sufficient": "λ_max((I−ηH)² + η²c_B·Σ_H) ≤ 1",
-}
-KIND = {
-    "gd": "GD: iff",
-    "sgd_nonuniformity": "SGD: necessary",
-    "alignment": "SGD: necessary (Thm 3)",
-    "matrix_sufficient": "SGD: sufficient only",
-}
+PRETTY = {"gd": "λ_max(H) ≤ 2/η", "sgd_nonuniformity": "s ≤ 1/(η·sqrt(c_B))",
+          "alignment": "‖H‖_F ≤ 1/(η·sqrt(c_B·μ))",
+              "matrix_sufficient": "λ_max((I−ηH)² + η²c_B·Σ_H) ≤ 1"}
+KIND = {"gd": "GD: iff", "sgd_nonuniformity": "SGD: necessary",
+        "alignment": "SGD: necessary (Thm 3)",
+        "matrix_sufficient": "SGD: sufficient only"}
 
 
 def _compute(ckpt, problem, settings: dict, start):
@@ -30,12 +24,10 @@ def _compute(ckpt, problem, settings: dict, start):
     lr = settings.pop("lr") or ckpt.training.get("lr")
     batch_size = settings.pop("sgd_batch_size") or ckpt.training.get("batch_size")
     if lr is None or batch_size is None:
-        missing = " and ".join(
-            n for n, v in (("--lr", lr), ("--batch-size", batch_size)) if v is None
-        )
-        raise ConfigError(
-            f"the checkpoint records no {missing.replace('--', '')}", f"pass {missing}"
-        )
+        missing = " and ".join(n for n, v in (("--lr", lr), ("--batch-size",
+            batch_size)) if v is None)
+        raise ConfigError(f"the checkpoint records no {missing.replace('--', '')}",
+                          f"pass {missing}")
     start("λ_max, ‖H‖_F, s, μ: products")
     result = stability_report(problem, float(lr), int(batch_size), **settings, seed=problem.seed)
     return result, {"lr": lr, "batch_size": int(batch_size), **settings}, {}
@@ -55,10 +47,8 @@ def _show(report: dict, problem, checkpoint) -> None:
                 f"GD leaves this minimum at rate |1 − ηλ_max| = {v['escape_rate']:.3g} per step"
             )
         if name == "alignment":
-            notes.append(
-                f"alignment: μ = {v['mu']:.3g}; γ0 = η²·μ·c_B·‖H‖_F² = {v['gamma0']:.3g}"
-                + (" > 1: SGD escapes, E L_t ≥ γ0^t E L_0" if v["escapes"] else " ≤ 1")
-            )
+            notes.append(f"alignment: μ = {v['mu']:.3g}; γ0 = η²·μ·c_B·‖H‖_F² = {v['gamma0']:.3g}"
+                         + (" > 1: SGD escapes, E L_t ≥ γ0^t E L_0" if v["escapes"] else " ≤ 1"))
         if v.get("note"):
             notes.append(v["note"])
         if name == "matrix_sufficient":
@@ -83,12 +73,9 @@ def _show(report: dict, problem, checkpoint) -> None:
         "every l_i ≈ 0); "
         f"{report['seconds']:.2f} s"
     )
-    output.table(
-        f"Linear stability at {checkpoint}",
-        ["condition", "measured", "bound", "margin", "verdict", "kind"],
-        rows,
-        caption=caption,
-    )
+    output.table(f"Linear stability at {checkpoint}", ["condition", "measured", "bound", "margin",
+                                                       "verdict", "kind"],
+                 rows, caption=caption)
     for note in notes:
         output.info(note)
 

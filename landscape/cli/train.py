@@ -22,16 +22,9 @@ from .options import DebugOpt, DeviceOpt, DtypeOpt, JsonOpt
 _RESUMABLE = {"resume", "epochs", "steps", "until_loss", "json_", "debug", "progress", "ctx"}
 
 #: dedicated hyperparameter flags -> the optimizer's keyword (docs/algorithms.md §3)
-_HYPER_FLAGS = {
-    "rho": "rho",
-    "eta_a": "eta_a",
-    "gamma": "gamma",
-    "eta_f": "eta_f",
-    "delta": "delta",
-    "beta": "beta",
-    "sigma0": "prior_std",
-    "small_batch": "small_batch",
-}
+_HYPER_FLAGS = {"rho": "rho", "eta_a": "eta_a", "gamma": "gamma", "eta_f": "eta_f",
+                "delta": "delta",
+                "beta": "beta", "sigma0": "prior_std", "small_batch": "small_batch"}
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -54,7 +47,7 @@ def train(
         typer.Option(
             "--model-arg",
             help="Model option key=value (repeatable; JSON values, e.g. widths=[128,128]). "
-            "in_dim/out_dim/num_classes/in_channels come from the data unless given.",
+                 "in_dim/out_dim/num_classes/in_channels come from the data unless given.",
         ),
     ] = None,
     data: Annotated[
@@ -62,7 +55,7 @@ def train(
         typer.Option(
             "--data",
             help="Dataset: digits, gaussian-mixture, teacher-student, parity, file, mnist, ... or "
-            "FILE.py:FUNCTION.",
+                 "FILE.py:FUNCTION.",
         ),
     ] = "digits",
     data_arg: Annotated[
@@ -77,8 +70,8 @@ def train(
         typer.Option(
             "--loss",
             help="cross-entropy or mse (½‖f−y‖² per sample; on one-hot labels for a "
-            "classification dataset); default from the data: cross-entropy for "
-            "classification, mse for regression.",
+                 "classification dataset); default from the data: cross-entropy for "
+                 "classification, mse for regression.",
         ),
     ] = None,
     optimizer: Annotated[
@@ -87,7 +80,7 @@ def train(
             "--optimizer",
             "-o",
             help="gd (full batch), sgd (minibatch), sam, asam, fsam, sgd-tracer, adam-tracer, "
-            "rsam, mfvi, vsam, lb-diag-noise, lb-full-noise.",
+                 "rsam, mfvi, vsam, lb-diag-noise, lb-full-noise.",
         ),
     ] = "sgd",
     base: Annotated[
@@ -119,7 +112,8 @@ def train(
         float | None, typer.Option("--eta-f", help="Fisher SAM η_f (0 gives SAM).")
     ] = None,
     delta: Annotated[float | None, typer.Option("--delta", help="G-TRACER damping δ.")] = None,
-    beta: Annotated[float | None, typer.Option("--beta", help="G-TRACER smoothing β of f̄.")] = None,
+    beta: Annotated[float | None, typer.Option("--beta",
+                                               help="G-TRACER smoothing β of f̄.")] = None,
     sigma0: Annotated[
         float | None, typer.Option("--sigma0", help="Prior standard deviation σ₀ (mfvi, vsam).")
     ] = None,
@@ -132,7 +126,7 @@ def train(
         typer.Option(
             "--opt-arg",
             help="Any other optimizer or base setting key=value (repeatable; e.g. sigma_lr=0.02, "
-            "noise_fraction=0.5, nesterov=true).",
+                 "noise_fraction=0.5, nesterov=true).",
         ),
     ] = None,
     batch_size: Annotated[
@@ -155,7 +149,7 @@ def train(
         typer.Option(
             "--until-loss",
             help="Stop earlier once the full training loss is below this (checked at each "
-            "evaluation).",
+                 "evaluation).",
         ),
     ] = None,
     track: Annotated[
@@ -163,7 +157,7 @@ def train(
         typer.Option(
             "--track",
             help="Metrics tracked every --every steps, comma-separated or repeated: "
-            f"{', '.join(TRACKERS)}.",
+                 f"{', '.join(TRACKERS)}.",
         ),
     ] = None,
     every: Annotated[
@@ -193,7 +187,7 @@ def train(
         typer.Option(
             "--track-arg",
             help="Tracking estimator setting key=value (method=hutchpp, tol=1e-4, top_k=3, "
-            "runs=5, steps=40, noise_samples=256: a seeded subset for nonuniformity and mu).",
+                 "runs=5, steps=40, noise_samples=256: a seeded subset for nonuniformity and mu).",
         ),
     ] = None,
     eval_every: Annotated[
@@ -201,7 +195,7 @@ def train(
         typer.Option(
             "--eval-every",
             help="Evaluate full train/test loss and accuracy every K steps (default once an "
-            "epoch, at most 500 times).",
+                 "epoch, at most 500 times).",
         ),
     ] = None,
     checkpoint_every: Annotated[
@@ -213,7 +207,7 @@ def train(
         typer.Option(
             "--seed",
             help="Seed of the initial weights, the data order, the optimizer's draws and the "
-            "tracking probes.",
+                 "tracking probes.",
         ),
     ] = 0,
     device: DeviceOpt = "cpu",
@@ -229,7 +223,7 @@ def train(
         typer.Option(
             "--resume",
             help="Continue the run in this directory from its latest state (with --epochs/--steps "
-            "to train a finished run longer).",
+                 "to train a finished run longer).",
         ),
     ] = None,
     force: Annotated[
@@ -256,7 +250,9 @@ def train(
     from ..train import train as train_run
 
     if resume is not None:
-        given = sorted(name for name in ctx.params if name not in _RESUMABLE and _given(ctx, name))
+        given = sorted(name for name in ctx.params
+                       if name not in _RESUMABLE
+                       and _given(ctx, name))
         if given:
             flags = ", ".join("--" + g.rstrip("_").replace("_", "-") for g in given)
             raise ConfigError(
@@ -265,14 +261,8 @@ def train(
             )
         run_dir = resume
         with _Progress(progress) as bar, _aborted(run_dir):
-            result = resume_run(
-                resume,
-                epochs=epochs,
-                steps=steps,
-                until_loss=until_loss,
-                handle_signals=True,
-                progress=bar,
-            )
+            result = resume_run(resume, epochs=epochs, steps=steps, until_loss=until_loss,
+                                handle_signals=True, progress=bar)
     else:
         if out is None:
             raise ConfigError("no run directory given", "pass --out RUN_DIR (or --resume RUN_DIR)")
@@ -286,54 +276,33 @@ def train(
             raise ConfigError(f"{clash[0]} was given twice (a flag and --opt-arg)", "give it once")
         hyper.update(extra)
         cfg = TrainConfig(
-            model=model,
-            model_kwargs=parse_kv(model_arg, "--model-arg"),
-            data=data,
-            data_kwargs=parse_kv(data_arg, "--data-arg"),
-            loss=loss,
-            optimizer=optimizer,
-            base=base,
-            lr=lr,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            hyper=hyper,
-            batch_size=batch_size,
-            epochs=epochs,
-            steps=steps,
-            until_loss=until_loss,
-            seed=seed,
-            device=device,
-            dtype=dtype,
-            track=track or [],
-            every=every,
-            track_samples=track_samples or None,
-            probes=probes,
-            track_batch_size=track_batch_size,
-            track_options=parse_kv(track_arg, "--track-arg"),
-            eval_every=eval_every,
-            checkpoint_every=checkpoint_every,
-            plot=plot,
-        )
+            model=model, model_kwargs=parse_kv(model_arg, "--model-arg"), data=data,
+            data_kwargs=parse_kv(data_arg, "--data-arg"), loss=loss, optimizer=optimizer, base=base,
+                          lr=lr,
+            momentum=momentum, weight_decay=weight_decay, hyper=hyper, batch_size=batch_size,
+                          epochs=epochs,
+            steps=steps, until_loss=until_loss, seed=seed, device=device, dtype=dtype,
+                          track=track or [],
+            every=every, track_samples=track_samples or None, probes=probes,
+                          track_batch_size=track_batch_size,
+            track_options=parse_kv(track_arg, "--track-arg"), eval_every=eval_every,
+            checkpoint_every=checkpoint_every, plot=plot)
         run_dir = out
         with _Progress(progress) as bar, _aborted(run_dir):
             result = train_run(cfg, out, force=force, handle_signals=True, progress=bar)
 
     report = result.to_dict()
     if result.status == "already-finished":
-        _line(
-            f"{run_dir} already holds a finished run (step {result.step}): nothing to do "
-            f"(--force starts it again; --resume {run_dir} --epochs N trains it longer)"
-        )
+        _line(f"{run_dir} already holds a finished run (step {result.step}): nothing to do "
+                    f"(--force starts it again; --resume {run_dir} --epochs N trains it longer)")
     if json_:
         output.emit_json(report)
     elif result.status != "already-finished":
         _table(result)
     if result.status == "interrupted":
         name = signal.Signals(result.signum).name if result.signum else "stop"
-        _line(
-            f"interrupted ({name}) at step {result.step} of {result.total_steps}: state saved; "
-            f"resume with: landscape train --resume {run_dir}"
-        )
+        _line(f"interrupted ({name}) at step {result.step} of {result.total_steps}: state saved; "
+                    f"resume with: landscape train --resume {run_dir}")
         raise typer.Exit(128 + (result.signum or 2))
 
 
@@ -374,9 +343,8 @@ def _table(result) -> None:
         f"tracking {s.get('track', 0):.1f} s, evaluation {s.get('eval', 0):.1f} s, wall "
         f"{s.get('wall', 0):.1f} s"
     )
-    output.table(
-        f"run {result.path}", ["quantity", "final", "± stderr / note"], rows, caption=caption
-    )
+    output.table(f"run {result.path}", ["quantity", "final", "± stderr / note"], rows,
+                 caption=caption)
 
 
 class _Progress:
@@ -401,24 +369,18 @@ class _Progress:
             TimeRemainingColumn,
         )
 
-        self.bar = Progress(
-            TextColumn("train"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
-            console=output.stderr,
-            transient=True,
-        )
+        self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(),
+                            TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                                console=output.stderr,
+                            transient=True)
         self.bar.__enter__()
         return self
 
     def __call__(self, event: dict) -> None:
         if self.task is None:
-            self.task = self.bar.add_task(
-                "train", total=event["total"], completed=event["step"] - 1, info=""
-            )
+            self.task = self.bar.add_task("train", total=event["total"],
+                                          completed=event["step"] - 1, info="")
         info = f"loss {event['loss']:.4g}"
         if event.get("metric"):
             name, value = event["metric"]

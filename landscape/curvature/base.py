@@ -84,13 +84,8 @@ class Plan:
         """Whether a pass of ``width`` vectors keeps per-batch state (within ``cache``)."""
         return width < CACHED_BLOCK or self.wide_cache
 
-    def working(
-        self,
-        batch: int | None = None,
-        block: int | None = None,
-        vmap: int | None = None,
-        p_bytes: int = 0,
-    ) -> int:
+    def working(self, batch: int | None = None, block: int | None = None, vmap: int | None = None,
+                p_bytes: int = 0) -> int:
         """Bytes one pass needs besides the cache: the batch's state and transients, plus the
         block's input, its rows and its output, and the vmapped call's vectors."""
         b, k, w = batch or self.batch, block or self.block, vmap or self.vmap
@@ -100,14 +95,9 @@ class Plan:
         return f"block {self.block} (vmap {self.vmap}), batch {self.batch}"
 
     def to_dict(self) -> dict:
-        return {
-            "batch": self.batch,
-            "block": self.block,
-            "vmap": self.vmap,
-            "cache_bytes": self.cache,
-            "budget_bytes": self.budget,
-            "notes": list(self.notes),
-        }
+        return {"batch": self.batch, "block": self.block, "vmap": self.vmap,
+                "cache_bytes": self.cache,
+                "budget_bytes": self.budget, "notes": list(self.notes)}
 
 
 class ProblemOperator(LinearOperator):
@@ -120,16 +110,8 @@ class ProblemOperator(LinearOperator):
     fixed_factor = 1.0  # state kept across the vectors of a batch, per activation byte
     vector_factor = 2.0  # transient memory of one vmapped vector, per activation byte
 
-    def __init__(
-        self,
-        model_or_problem,
-        loss=None,
-        data=None,
-        *,
-        block_size: int | None = None,
-        vmap: int | None = None,
-        **kwargs,
-    ) -> None:
+    def __init__(self, model_or_problem, loss=None, data=None, *, block_size: int | None = None,
+                 vmap: int | None = None, **kwargs) -> None:
         self.problem = as_problem(model_or_problem, loss, data, **kwargs)
         super().__init__(self.problem.p, self.problem.dtype, self.problem.device)
         self._asked = {"block": block_size, "vmap": vmap}
@@ -209,23 +191,13 @@ class ProblemOperator(LinearOperator):
         x, y = pb.batches_of(cal).first()
         fixed, per_vec = self._calibrate(x, y)
         cpu = pb.device.type != "cuda"
-        plan = Plan(
-            batch=pb.batch_size,
-            block=1,
-            vmap=1,
-            cache=0,
-            budget=budget,
-            fixed=fixed,
-            per_sample=per_vec,
-        )
+        plan = Plan(batch=pb.batch_size, block=1, vmap=1, cache=0, budget=budget, fixed=fixed,
+                    per_sample=per_vec)
         pb_ = self.p_bytes
         # the batch: the problem's, halved until one pass of one vector fits the budget
         b = pb.batch_size
-        while (
-            b > 1
-            and not pb.coupled
-            and plan.working(batch=b, block=1, vmap=1, p_bytes=pb_) > budget
-        ):
+        while b > 1 and not pb.coupled and plan.working(batch=b, block=1, vmap=1,
+                                                        p_bytes=pb_) > budget:
             b //= 2
         if plan.working(batch=b, block=1, vmap=1, p_bytes=pb_) > budget:
             need = plan.working(batch=1 if not pb.coupled else b, block=1, vmap=1, p_bytes=pb_)
@@ -374,13 +346,11 @@ class ProblemOperator(LinearOperator):
             state = self._prepare(i, start, x, y, k)
             for j in range(0, k, plan.vmap):
                 rows = rows_all[j : j + plan.vmap]
-                res = self._apply(
-                    state, x, y, pb.layout.unflatten_rows(rows), last=j + plan.vmap >= k
-                )
+                res = self._apply(state, x, y, pb.layout.unflatten_rows(rows),
+                                  last=j + plan.vmap >= k)
                 for name, o, shape in zip(names, offsets, pb.layout.shapes):
-                    out[j : j + rows.shape[0], o : o + shape.numel()] += res[name].reshape(
-                        rows.shape[0], -1
-                    )
+                    out[j : j + rows.shape[0],
+                        o : o + shape.numel()] += res[name].reshape(rows.shape[0], -1)
                 del res, rows
             del state
             start += int(x.shape[0])

@@ -30,22 +30,17 @@ def require_per_sample(problem: Problem, what: str) -> None:
     mode) couples the samples of a batch and dropout draws random masks, so ``l_i`` is undefined."""
     if not problem.train_mode:
         return
-    bad = [
-        type(m).__name__
-        for m in problem.model.modules()
-        if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd))
-    ]
+    bad = [type(m).__name__ for m in problem.model.modules()
+           if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd))]
     if bad:
         raise LandscapeError(
             f"{what} needs per-sample losses, which are undefined in train mode with {bad[0]} "
             "(BatchNorm batch statistics couple the samples; dropout is random)",
-            "drop --train-mode (eval mode uses the running statistics)",
-        )
+            "drop --train-mode (eval mode uses the running statistics)")
 
 
-def auto_chunk(
-    problem: Problem, vectors_per_sample: int, chunk: int | None, budget: int = CHUNK_BYTES
-) -> int:
+def auto_chunk(problem: Problem, vectors_per_sample: int, chunk: int | None,
+               budget: int = CHUNK_BYTES) -> int:
     """Samples per vmapped call: ``chunk`` if given, else as many as keep
     ``samples · vectors_per_sample · p`` elements within ``budget`` bytes (and within a quarter
     of the problem's memory budget)."""
@@ -77,10 +72,8 @@ def predictive_draws(problem: Problem, m: int, seed: int) -> torch.Tensor:
     elif name == "mse":
         draws = torch.randn((problem.n, m, *out_shape), generator=g, dtype=torch.float64)
     else:
-        raise LandscapeError(
-            f"the true Fisher needs a likelihood, and loss {name!r} defines none",
-            "use --loss cross-entropy or mse (the GGN is defined for any loss)",
-        )
+        raise LandscapeError(f"the true Fisher needs a likelihood, and loss {name!r} defines none",
+                             "use --loss cross-entropy or mse (the GGN is defined for any loss)")
     d = torch.distributed
     if d.is_available() and d.is_initialized():
         draws = draws[d.get_rank() :: d.get_world_size()]
@@ -115,22 +108,13 @@ class Fisher(ProblemOperator):
     ``‖F_mc − GGN‖_F = O(1/√(m))`` (tested).
     """
 
-    def __init__(
-        self,
-        model_or_problem,
-        loss=None,
-        data=None,
-        *,
-        mc_samples: int = 1,
-        seed: int = 0,
-        block_size: int | None = None,
-        **kwargs,
-    ) -> None:
+    def __init__(self, model_or_problem, loss=None, data=None, *, mc_samples: int = 1,
+                 seed: int = 0,
+                 block_size: int | None = None, **kwargs) -> None:
         super().__init__(model_or_problem, loss, data, block_size=block_size, **kwargs)
         if mc_samples < 1:
-            raise ConfigError(
-                f"mc_samples must be at least 1, got {mc_samples}", "pass --mc-samples 1 or more"
-            )
+            raise ConfigError(f"mc_samples must be at least 1, got {mc_samples}",
+                              "pass --mc-samples 1 or more")
         self.mc_samples = int(mc_samples)
         self.seed = int(seed)
         pb = self.problem
@@ -145,18 +129,16 @@ class Fisher(ProblemOperator):
                 labels = sample_predictive(pb, out, draws[start : start + x.shape[0]])
                 start += x.shape[0]
                 rep = out.repeat_interleave(m, dim=0)
-                r = fx.loss_output_grad(pb.loss, rep, labels).reshape(
-                    out.shape[0], m, -1
-                )  # [B, m, k]
+                r = fx.loss_output_grad(pb.loss, rep, labels).reshape(out.shape[0], m,
+                    -1)  # [B, m, k]
                 factors.append(r.transpose(1, 2).contiguous() / math.sqrt(m))  # [B, k, m]
         self._factors = torch.cat(factors) if len(factors) > 1 else factors[0]
 
     def redraw(self, seed: int) -> Fisher:
         """The same Monte-Carlo Fisher with labels drawn anew from ``seed``: an independent draw,
         for estimates of the true Fisher whose error covers the labels' randomness too."""
-        return Fisher(
-            self.problem, mc_samples=self.mc_samples, seed=seed, block_size=self._asked["block"]
-        )
+        return Fisher(self.problem, mc_samples=self.mc_samples, seed=seed,
+                      block_size=self._asked["block"])
 
     def _prepare(self, i: int, start: int, x, y, width: int = 1):
         return self._factors[start : start + x.shape[0]]
@@ -173,16 +155,8 @@ class EmpiricalFisher(ProblemOperator):
     as many as fit in 256 MiB); each product recomputes them, so memory is ``chunk · p``.
     """
 
-    def __init__(
-        self,
-        model_or_problem,
-        loss=None,
-        data=None,
-        *,
-        chunk: int | None = None,
-        block_size: int | None = None,
-        **kwargs,
-    ) -> None:
+    def __init__(self, model_or_problem, loss=None, data=None, *, chunk: int | None = None,
+                 block_size: int | None = None, **kwargs) -> None:
         super().__init__(model_or_problem, loss, data, block_size=block_size, **kwargs)
         require_per_sample(self.problem, type(self).__name__)
         self.chunk = auto_chunk(self.problem, 1, chunk)

@@ -19,9 +19,8 @@ Params = dict[str, torch.Tensor]
 Forward = Callable[[Params, torch.Tensor], torch.Tensor]
 
 
-def batch_loss(
-    forward: Forward, loss: Loss, params: Params, x: torch.Tensor, y: torch.Tensor
-) -> torch.Tensor:
+def batch_loss(forward: Forward, loss: Loss, params: Params, x: torch.Tensor,
+               y: torch.Tensor) -> torch.Tensor:
     """``Σ_{i∈batch} l_i(θ)``."""
     return loss.sum(forward(params, x), y)
 
@@ -34,9 +33,8 @@ def loss_and_grad(
     return value, g
 
 
-def hvp(
-    forward: Forward, loss: Loss, params: Params, x: torch.Tensor, y: torch.Tensor, V: Params
-) -> Params:
+def hvp(forward: Forward, loss: Loss, params: Params, x: torch.Tensor, y: torch.Tensor,
+        V: Params) -> Params:
     """``Σ_{i∈batch} ∇²l_i · v`` for each of the k vectors in ``V`` (``name -> [k, *shape]``).
 
     Forward-over-reverse (Pearlmutter 1994): ``jvp(grad f, θ, v)``, vmapped over the block."""
@@ -48,9 +46,8 @@ def hvp(
     return vmap(one)(V)
 
 
-def ggn_vp(
-    forward: Forward, loss: Loss, params: Params, x: torch.Tensor, y: torch.Tensor, V: Params
-) -> Params:
+def ggn_vp(forward: Forward, loss: Loss, params: Params, x: torch.Tensor, y: torch.Tensor,
+           V: Params) -> Params:
     """``Σ_i J_iᵀ (∂²l_i/∂f²) J_i v`` (generalised Gauss-Newton, Schraudolph 2002) for a block V.
 
     ``J v`` by a forward-mode product, the loss Hessian in output space by forward-over-reverse
@@ -66,9 +63,8 @@ def ggn_vp(
     return vmap(one)(V)
 
 
-def per_sample_grads(
-    forward: Forward, loss: Loss, params: Params, x: torch.Tensor, y: torch.Tensor
-) -> Params:
+def per_sample_grads(forward: Forward, loss: Loss, params: Params, x: torch.Tensor,
+                     y: torch.Tensor) -> Params:
     """``∇l_i`` for every sample of the batch: ``name -> [B, *shape]`` (vmap over samples)."""
 
     def one(p: Params, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
@@ -78,12 +74,8 @@ def per_sample_grads(
 
 
 def linear_sum_squared_grads(
-    model: torch.nn.Module,
-    forward: Forward,
-    loss: Loss,
-    params: Params,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    model: torch.nn.Module, forward: Forward, loss: Loss, params: Params, x: torch.Tensor,
+                             y: torch.Tensor
 ) -> Params | None:
     """``Σ_i (∇l_i)²`` (elementwise) over the batch without per-sample gradients, when every
     parameter in ``params`` is the weight or bias of an ``nn.Linear`` applied once, to ``[B, in]``
@@ -101,12 +93,9 @@ def linear_sum_squared_grads(
             return None
         owners.setdefault(path, module)
     records: dict[str, list] = {path: [] for path in owners}
-    hooks = [
-        m.register_forward_hook(
-            lambda mod, inp, out, path=path: records[path].append((inp[0], out))
-        )
-        for path, m in owners.items()
-    ]
+    hooks = [m.register_forward_hook(lambda mod, inp, out, path=path: records[path].append((inp[0],
+        out)))
+             for path, m in owners.items()]
     try:
         with torch.enable_grad():
             live = {n: t.detach().requires_grad_() for n, t in params.items()}
@@ -177,15 +166,9 @@ class GradientGraph:
     (double backward), vmapped over a block of vectors. ``nbytes`` is the memory the graph holds
     (the tensors autograd saved), measured while it was built."""
 
-    def __init__(
-        self,
-        forward: Forward,
-        loss: Loss,
-        params: Params,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        meter: SavedBytes | None = None,
-    ) -> None:
+    def __init__(self, forward: Forward, loss: Loss, params: Params, x: torch.Tensor,
+                 y: torch.Tensor,
+                 meter: SavedBytes | None = None) -> None:
         self.leaves = {n: t.detach().requires_grad_(True) for n, t in params.items()}
         # The hooks must not reference ``self``: every saved tensor of the graph keeps them, and a
         # cycle through autograd's C++ nodes is one Python's collector cannot free (every graph
@@ -207,21 +190,14 @@ class GradientGraph:
         vs = [V[n] for n in self.leaves]
         k = vs[0].shape[0]
         if k == 1:
-            out = torch.autograd.grad(
-                self.grad, leaves, [v[0] for v in vs], retain_graph=not last, allow_unused=True
-            )
-            out = [
-                o.unsqueeze(0) if o is not None else torch.zeros_like(v) for o, v in zip(out, vs)
-            ]
+            out = torch.autograd.grad(self.grad, leaves, [v[0] for v in vs], retain_graph=not last,
+                                      allow_unused=True)
+            out = [o.unsqueeze(0) if o is not None else torch.zeros_like(v) for o, v in zip(out,
+                vs)]
         else:
-            out = torch.autograd.grad(
-                self.grad,
-                leaves,
-                vs,
-                retain_graph=not last,
-                is_grads_batched=True,
-                allow_unused=True,
-            )
+            out = torch.autograd.grad(self.grad, leaves, vs, retain_graph=not last,
+                                      is_grads_batched=True,
+                                      allow_unused=True)
             out = [o if o is not None else torch.zeros_like(v) for o, v in zip(out, vs)]
         return dict(zip(self.leaves, out))
 
@@ -243,9 +219,8 @@ def output_loss_hessians(loss: Loss, outputs: torch.Tensor, y: torch.Tensor) -> 
     shape = outputs.shape[1:]
 
     def one(o: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
-        return torch.func.hessian(lambda f: loss.sum(f.reshape(1, *shape), yi.unsqueeze(0)))(
-            o.reshape(-1)
-        )
+        return torch.func.hessian(lambda f: loss.sum(f.reshape(1, *shape),
+                                                     yi.unsqueeze(0)))(o.reshape(-1))
 
     return vmap(one)(outputs.detach(), y)
 
@@ -262,9 +237,9 @@ def per_sample_vjp(forward: Forward, params: Params, x: torch.Tensor, C: torch.T
     return vmap(one)(x, C)
 
 
-def per_sample_hvp_sq(
-    forward: Forward, loss: Loss, params: Params, x: torch.Tensor, y: torch.Tensor, V: Params
-) -> Params:
+def per_sample_hvp_sq(forward: Forward, loss: Loss, params: Params, x: torch.Tensor,
+                      y: torch.Tensor,
+                      V: Params) -> Params:
     """``Σ_{i∈batch} H_i (H_i v)`` for each v of the block (``name -> [k, *shape]``): two
     per-sample Hessian-vector products per sample (the first term of the non-uniformity
     ``Σ_H = (1/n) Σ_i H_i² − H²``, Wu, Ma & E 2018). Memory grows as ``B · k · p``."""
@@ -280,9 +255,8 @@ def per_sample_hvp_sq(
     return {n: t.sum(0) for n, t in vmap(one)(x, y).items()}
 
 
-def jacobian_sandwich_vp(
-    forward: Forward, params: Params, x: torch.Tensor, R: torch.Tensor, V: Params
-) -> Params:
+def jacobian_sandwich_vp(forward: Forward, params: Params, x: torch.Tensor, R: torch.Tensor,
+                         V: Params) -> Params:
     """``Σ_i J_iᵀ R_i R_iᵀ J_i v`` for per-sample output-space factors ``R: [B, k, m]`` (k the
     flattened output size) and each v of the block. With ``R_i`` the output gradients at labels
     drawn from the model, this is the Monte-Carlo Fisher (Martens 2020; covariance-noise paper,
@@ -304,9 +278,8 @@ def jacobian_sandwich_vp(
 # dict)
 
 
-def per_sample_losses(
-    forward: Forward, loss: Loss, params: Params, x: torch.Tensor, y: torch.Tensor
-) -> torch.Tensor:
+def per_sample_losses(forward: Forward, loss: Loss, params: Params, x: torch.Tensor,
+                      y: torch.Tensor) -> torch.Tensor:
     """``[l_i(θ) for i in batch]`` (not summed): ``mse`` ``½‖f_i − y_i‖²`` and ``cross-entropy``
     ``−log softmax(f_i)[y_i]`` directly from one forward pass; any other loss by vmapping its
     batch sum over one-sample batches."""
@@ -317,9 +290,8 @@ def per_sample_losses(
         return 0.5 * (out - y.reshape(out.shape)).pow(2).reshape(out.shape[0], -1).sum(1)
     if loss.fn is get_loss("cross-entropy").fn:
         return torch.nn.functional.cross_entropy(forward(params, x), y, reduction="none")
-    return vmap(lambda xi, yi: batch_loss(forward, loss, params, xi.unsqueeze(0), yi.unsqueeze(0)))(
-        x, y
-    )
+    return vmap(lambda xi, yi: batch_loss(forward, loss, params, xi.unsqueeze(0),
+                                          yi.unsqueeze(0)))(x, y)
 
 
 def weighted_loss_grad(loss_i: Callable, params, idx: torch.Tensor, w: torch.Tensor):

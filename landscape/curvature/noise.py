@@ -23,16 +23,8 @@ class NoiseCovariance(EmpiricalFisher):
     with ``loss_value`` the mean loss there). PSD: ``Σ = (1/n) Σ_i (g_i − g)(g_i − g)ᵀ``.
     """
 
-    def __init__(
-        self,
-        model_or_problem,
-        loss=None,
-        data=None,
-        *,
-        chunk: int | None = None,
-        block_size: int | None = None,
-        **kwargs,
-    ) -> None:
+    def __init__(self, model_or_problem, loss=None, data=None, *, chunk: int | None = None,
+                 block_size: int | None = None, **kwargs) -> None:
         super().__init__(model_or_problem, loss, data, chunk=chunk, block_size=block_size, **kwargs)
         self.loss_value, self.gradient = self.problem.gradient()
 
@@ -55,18 +47,9 @@ class NonUniformity(ProblemOperator):
     In one dimension, ``L = (1/2n) Σ a_i x²`` gives ``Σ_H = mean(a_i²) − mean(a_i)²``.
     """
 
-    def __init__(
-        self,
-        model_or_problem,
-        loss=None,
-        data=None,
-        *,
-        samples: int | None = None,
-        seed: int = 0,
-        chunk: int | None = None,
-        block_size: int | None = None,
-        **kwargs,
-    ) -> None:
+    def __init__(self, model_or_problem, loss=None, data=None, *, samples: int | None = None,
+                 seed: int = 0,
+                 chunk: int | None = None, block_size: int | None = None, **kwargs) -> None:
         super().__init__(model_or_problem, loss, data, block_size=block_size or 8, **kwargs)
         require_per_sample(self.problem, "the non-uniformity")
         self.sub = self.problem.subset(samples, seed)
@@ -95,8 +78,7 @@ class NonUniformity(ProblemOperator):
         sq = torch.zeros_like(rows)
         for x, y in self.sub.batches:
             for xc, yc in _chunks(x, y, chunk):
-                sq += pb.layout.flatten_rows(
-                    fx.per_sample_hvp_sq(pb.forward, pb.loss, pb.params, xc, yc, Vd)
-                )
+                sq += pb.layout.flatten_rows(fx.per_sample_hvp_sq(pb.forward, pb.loss, pb.params,
+                    xc, yc, Vd))
         sq = pb.reduce(sq / self.samples)
         return (sq - self._hvp(self._hvp(rows))).T

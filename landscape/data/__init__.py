@@ -87,11 +87,8 @@ def split_from_user(obj: Any, name: str = "user") -> Split:
         )
 
         def fix(p):
-            return (
-                p.map_targets(lambda y: y.long())
-                if isinstance(p, DataSource)
-                else (p[0], p[1].long())
-            )
+            return p.map_targets(lambda y: y.long()) if isinstance(p, DataSource) else (p[0],
+                p[1].long())
     else:
         task, num_classes = "regression", None
 
@@ -99,7 +96,6 @@ def split_from_user(obj: Any, name: str = "user") -> Split:
             if isinstance(p, DataSource):
                 return p.map_targets(lambda y: y.reshape(-1, 1) if y.dim() == 1 else y)
             return p[0], p[1].reshape(-1, 1) if p[1].dim() == 1 else p[1]
-
     train = fix(train)
     test = fix(test) if test is not None else None
     return Split(train, test, task, num_classes, tuple(x0.shape[1:]), {"factory": name})

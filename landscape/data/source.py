@@ -43,16 +43,8 @@ from ..errors import ConfigError, LandscapeError
 Batch = tuple[Tensor, Tensor]
 
 #: DataLoader settings carried over from a user's loader when landscape re-batches its dataset.
-_LOADER_KEYS = (
-    "num_workers",
-    "pin_memory",
-    "timeout",
-    "worker_init_fn",
-    "multiprocessing_context",
-    "prefetch_factor",
-    "persistent_workers",
-    "in_order",
-)
+_LOADER_KEYS = ("num_workers", "pin_memory", "timeout", "worker_init_fn", "multiprocessing_context",
+                "prefetch_factor", "persistent_workers", "in_order")
 
 
 class RandomDataError(LandscapeError):
@@ -67,10 +59,8 @@ def _tensor(a: Any, what: str) -> Tensor:
     try:
         return torch.as_tensor(a)
     except (TypeError, ValueError, RuntimeError) as e:
-        raise ConfigError(
-            f"the data give {what} of type {type(a).__name__}, not a tensor or array",
-            "return (inputs, targets) as tensors or NumPy arrays",
-        ) from e
+        raise ConfigError(f"the data give {what} of type {type(a).__name__}, not a tensor or array",
+                          "return (inputs, targets) as tensors or NumPy arrays") from e
 
 
 def as_pair(batch: Any, where: str = "a batch") -> Batch:
@@ -79,11 +69,8 @@ def as_pair(batch: Any, where: str = "a batch") -> Batch:
     if isinstance(batch, dict) and "x" in batch and "y" in batch:
         batch = (batch["x"], batch["y"])
     if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
-        kind = (
-            f"a dict with keys {sorted(batch)[:5]}"
-            if isinstance(batch, dict)
-            else type(batch).__name__
-        )
+        kind = f"a dict with keys {sorted(batch)[:5]}" if isinstance(batch,
+            dict) else type(batch).__name__
         raise ConfigError(
             f"{where} of the data is {kind}, not an (inputs, targets) pair",
             "make the Dataset return (input, target) or the collate_fn (inputs, targets)",
@@ -110,9 +97,8 @@ class DataSource:
     def __len__(self) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def batches(
-        self, size: int, pin: bool = False
-    ) -> Iterator[Batch]:  # pragma: no cover - abstract
+    def batches(self, size: int,
+                pin: bool = False) -> Iterator[Batch]:  # pragma: no cover - abstract
         """CPU ``(inputs, targets)`` batches of ``size`` samples (the last may be smaller), in
         order;
         ``pin``: in page-locked memory, for a copy to a GPU that does not block."""
@@ -124,18 +110,15 @@ class DataSource:
 
     def take(self, positions: Tensor) -> Batch:
         """The samples at ``positions`` as one batch (random-access sources only)."""
-        raise LandscapeError(
-            f"this data ({self.describe()}) can only be read from the start",
-            "return a map-style Dataset or tensors from the data factory",
-        )
+        raise LandscapeError(f"this data ({self.describe()}) can only be read from the start",
+                             "return a map-style Dataset or tensors from the data factory")
 
     def first(self, k: int = 2) -> Batch:
         """The first ``k`` samples (fewer if the source is smaller)."""
         for x, y in self.batches(k):  # a stream yields at most k samples per batch too
             return x[:k], y[:k]
-        raise ConfigError(
-            "the data hold no samples", "check the data factory (it returned an empty set)"
-        )
+        raise ConfigError("the data hold no samples",
+                          "check the data factory (it returned an empty set)")
 
     def describe(self) -> str:
         return self.kind
@@ -162,10 +145,8 @@ class TensorSource(DataSource):
 
     def __init__(self, x: Tensor, y: Tensor, index: Tensor | None = None) -> None:
         if x.shape[0] != y.shape[0]:
-            raise ConfigError(
-                f"inputs hold {x.shape[0]} samples but targets {y.shape[0]}",
-                "inputs and targets must have the same first dimension",
-            )
+            raise ConfigError(f"inputs hold {x.shape[0]} samples but targets {y.shape[0]}",
+                              "inputs and targets must have the same first dimension")
         self.x, self.y = x, y
         self.index = _positions(index, x.shape[0])
 
@@ -203,21 +184,15 @@ class DatasetSource(DataSource):
     random_access = True
     kind = "dataset"
 
-    def __init__(
-        self,
-        dataset: Dataset,
-        index: Tensor | None = None,
-        collate: Callable | None = None,
-        settings: dict | None = None,
-    ) -> None:
+    def __init__(self, dataset: Dataset, index: Tensor | None = None,
+                 collate: Callable | None = None,
+                 settings: dict | None = None) -> None:
         self.dataset = dataset
         try:
             total = len(dataset)  # type: ignore[arg-type]
         except TypeError as e:
-            raise ConfigError(
-                f"the Dataset {type(dataset).__name__} has no length",
-                "define __len__, or make it an IterableDataset",
-            ) from e
+            raise ConfigError(f"the Dataset {type(dataset).__name__} has no length",
+                              "define __len__, or make it an IterableDataset") from e
         self.index = _positions(index, total)
         self.collate = collate or default_collate
         self.settings = dict(settings or {})
@@ -232,12 +207,8 @@ class DatasetSource(DataSource):
         if pin:
             kw["pin_memory"] = True
         if not kw.get("num_workers"):
-            for key in (
-                "prefetch_factor",
-                "persistent_workers",
-                "timeout",
-                "multiprocessing_context",
-            ):
+            for key in ("prefetch_factor", "persistent_workers", "timeout",
+                        "multiprocessing_context"):
                 kw.pop(key, None)
         return DataLoader(data, batch_size=size, shuffle=False, collate_fn=self.collate, **kw)
 
@@ -247,12 +218,9 @@ class DatasetSource(DataSource):
 
     def select(self, positions: Tensor) -> DatasetSource:
         pos = _positions(positions, len(self))
-        return DatasetSource(
-            self.dataset,
-            pos if self.index is None else self.index[pos],
-            self.collate,
-            self.settings,
-        )
+        return DatasetSource(self.dataset, pos if self.index is None else self.index[pos],
+                             self.collate,
+                             self.settings)
 
     def take(self, positions: Tensor) -> Batch:
         pos = torch.as_tensor(positions, dtype=torch.long, device=torch.device("cpu")).tolist()
@@ -270,9 +238,8 @@ class StreamSource(DataSource):
 
     kind = "stream"
 
-    def __init__(
-        self, loader: Any, positions: Tensor | None = None, count: int | None = None
-    ) -> None:
+    def __init__(self, loader: Any, positions: Tensor | None = None,
+                 count: int | None = None) -> None:
         self.loader = loader
         self.positions = None if positions is None else torch.as_tensor(positions, dtype=torch.long)
         self._count = count  # samples of the whole stream, once counted
@@ -412,10 +379,8 @@ def as_source(data: Any) -> DataSource:
     if isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = _tensor(data[0], "inputs"), _tensor(data[1], "targets")
         if x.dim() == 0 or y.dim() == 0:
-            raise ConfigError(
-                f"the data give inputs {tuple(x.shape)} and targets {tuple(y.shape)}",
-                "inputs and targets need a first (sample) dimension",
-            )
+            raise ConfigError(f"the data give inputs {tuple(x.shape)} and targets {tuple(y.shape)}",
+                              "inputs and targets need a first (sample) dimension")
         return TensorSource(x, y)
     raise ConfigError(
         "data must be (inputs, targets) tensors, a Dataset or a DataLoader, got "
@@ -455,7 +420,7 @@ def _from_loader(loader: DataLoader) -> DataSource:
     total = len(ds) if index is None else int(index.numel())  # type: ignore[arg-type]
     if bs.drop_last:  # keep exactly the samples the user's loader yields
         kept = (total // bs.batch_size) * bs.batch_size
-        index = torch.arange(kept) if index is None else index[:kept]
+        index = (torch.arange(kept) if index is None else index[:kept])
     return DatasetSource(ds, index, loader.collate_fn, settings)
 
 

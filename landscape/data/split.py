@@ -84,12 +84,10 @@ class Split:
         if self.task == "classification":
             if self.num_classes is None:  # a streamed part: one pass over its labels
                 parts = [p for p in (self.train, self.test) if p is not None]
-                self.num_classes = 1 + max(
-                    int(y.max())
-                    for p in parts
-                    for _, y in (p.batches(4096) if isinstance(p, DataSource) else [p])
-                    if y.numel()
-                )
+                self.num_classes = 1 + max(int(y.max()) for p in parts
+                                           for _, y in (p.batches(4096) if isinstance(p,
+                                               DataSource) else [p])
+                                           if y.numel())
             return int(self.num_classes)
         y = first(self.train)[1]
         return 1 if y.dim() < 2 else int(y[0].numel())

@@ -33,9 +33,8 @@ def escape_steps(traj: Trajectories, escape_factor: float = 10.0) -> torch.Tenso
     """``[T]``: the first recorded step at which ``L(θ_t) > escape_factor · L(θ_0)`` (or the loss
     is not finite), ``inf`` for a trajectory that never escaped."""
     if not escape_factor > 1:
-        raise ConfigError(
-            f"the escape factor must exceed 1, got {escape_factor}", "pass e.g. --escape-factor 10"
-        )
+        raise ConfigError(f"the escape factor must exceed 1, got {escape_factor}",
+                          "pass e.g. --escape-factor 10")
     L = traj.losses
     out = ~(L <= escape_factor * L[:, :1])  # NaN compares False: counted as escaped
     has = out.any(1)
@@ -58,13 +57,8 @@ class GrowthFit:
     points: int
 
 
-def growth_rate(
-    record_steps: torch.Tensor,
-    mean_loss: torch.Tensor,
-    *,
-    upto: float = 0.5,
-    min_rise: float = 100.0,
-) -> GrowthFit | None:
+def growth_rate(record_steps: torch.Tensor, mean_loss: torch.Tensor, *, upto: float = 0.5,
+                min_rise: float = 100.0) -> GrowthFit | None:
     """The per-step growth factor of the mean loss in its exponential phase.
 
     Window: from the first record to the first one where ``log mean L`` has covered ``upto`` of
@@ -129,13 +123,8 @@ class EscapeSummary:
         return asdict(self)
 
 
-def summarize(
-    traj: Trajectories,
-    escape_factor: float = 10.0,
-    predicted: float | None = None,
-    prediction: str | None = None,
-    upto: float = 0.5,
-) -> EscapeSummary:
+def summarize(traj: Trajectories, escape_factor: float = 10.0, predicted: float | None = None,
+              prediction: str | None = None, upto: float = 0.5) -> EscapeSummary:
     """Fraction escaped (± its binomial standard error), median escape step over all trajectories
     (None when fewer than half escaped: the median is then not reached) and over the escaped ones,
     the growth factor of the mean loss (:func:`growth_rate`), and the prediction beside it."""
@@ -152,36 +141,17 @@ def summarize(
     final = traj.losses[:, -1]
     diverged = int((~torch.isfinite(final)).sum())
     return EscapeSummary(
-        traj.dynamics,
-        T,
-        traj.steps,
-        float(escape_factor),
-        traj.start_loss,
-        k,
-        frac,
-        math.sqrt(frac * (1 - frac) / T),
-        median_all,
-        median_esc,
-        None if fit is None else fit.rate,
-        None if fit is None else fit.stderr,
-        None if fit is None else fit.first,
-        None if fit is None else fit.last,
-        predicted,
-        prediction,
-        diverged,
-        float(final.mean()),
-        float(final.median()),
-        float(traj.distances[:, -1].mean()),
-        traj.seconds,
-        traj.computed,
-        traj.throughput,
-    )
+        traj.dynamics, T, traj.steps, float(escape_factor), traj.start_loss, k, frac,
+        math.sqrt(frac * (1 - frac) / T), median_all, median_esc,
+        None if fit is None else fit.rate, None if fit is None else fit.stderr,
+        None if fit is None else fit.first, None if fit is None else fit.last,
+        predicted, prediction, diverged, float(final.mean()), float(final.median()),
+        float(traj.distances[:, -1].mean()), traj.seconds, traj.computed, traj.throughput)
 
 
 # ----------------------------------------------------------------------------- theory
-def predicted_growth(
-    dynamics: str, stats: dict, lr: float, batch_size: int, control_scale: float = 0.1
-) -> tuple[float | None, str | None]:
+def predicted_growth(dynamics: str, stats: dict, lr: float, batch_size: int,
+                     control_scale: float = 0.1) -> tuple[float | None, str | None]:
     """The lecture's predicted per-step factor of the mean loss for ``dynamics`` from the
     starting point's ``stats`` (keys ``mu``, ``hessian_frobenius``, ``hessian_trace``, ``p``):
 
@@ -199,10 +169,8 @@ def predicted_growth(
     if dynamics == "sgd" and g0 is not None:
         return (
             g0,
-            (
-                "gamma_0 = lr^2 mu c_B ||H||_F^2, c_B = (n-B)/(B(n-1)) (Theorem 4, sampling "
-                "without replacement)"
-            ),
+            ("gamma_0 = lr^2 mu c_B ||H||_F^2, c_B = (n-B)/(B(n-1)) (Theorem 4, sampling without "
+             "replacement)"),
         )
     if dynamics == "small-noise" and g0 is not None:
         return control_scale**2 * g0, "kappa^2 gamma_0 (SGD noise scaled by kappa)"
@@ -233,33 +201,15 @@ def problem_at(problem, theta: torch.Tensor):
         for name, t in problem.at(theta).items():
             named[name].copy_(t)
     pattern = "^(" + "|".join(re.escape(nm) for nm in problem.layout.names) + ")$"
-    return Problem(
-        model,
-        problem.loss,
-        problem._global,
-        batch_size=problem.batch_size,
-        params=pattern,
-        device=problem.device,
-        dtype=problem.dtype,
-        memory=problem.budget.bytes,
-        allow_random_data=True,
-    )  # the same samples, already checked
+    return Problem(model, problem.loss, problem._global, batch_size=problem.batch_size,
+                   params=pattern,
+                   device=problem.device, dtype=problem.dtype, memory=problem.budget.bytes,
+                   allow_random_data=True)  # the same samples, already checked
 
 
-def minimum_stats(
-    problem,
-    theta: torch.Tensor,
-    lr: float,
-    batch_size: int,
-    *,
-    probes: int = 30,
-    align_samples: int | None = 256,
-    s_samples: int | None = 128,
-    seed: int = 0,
-    tol: float = 1e-4,
-    nonuniformity: bool = True,
-    alignment: bool = True,
-) -> dict:
+def minimum_stats(problem, theta: torch.Tensor, lr: float, batch_size: int, *, probes: int = 30,
+                  align_samples: int | None = 256, s_samples: int | None = 128, seed: int = 0,
+                  tol: float = 1e-4, nonuniformity: bool = True, alignment: bool = True) -> dict:
     """The starting point of an escape run: ``loss``, ``lambda_max`` (Lanczos, with its residual),
     ``gd_stable`` (``λ_max ≤ 2/η``, lecture "Stability of Gradient Descent"), ``hessian_frobenius``
     and ``hessian_trace`` (Hutchinson ± stderr, ``probes`` probes), the alignment ``mu``
@@ -276,33 +226,16 @@ def minimum_stats(
     fro = frobenius(H, probes=probes, seed=seed)
     tr = trace(H, probes=probes, seed=seed + 1)
     c = sgd_noise_factor(pb.n, batch_size)  # the escape engine's SGD draws without replacement
-    out = {
-        "loss": pb.loss_value(),
-        "n": pb.n,
-        "p": pb.p,
-        "lr": lr,
-        "batch_size": batch_size,
-        "noise_factor": c,
-        "lambda_max": lam,
-        "lambda_max_residual": float(eig.residuals[0]),
-        "two_over_lr": 2.0 / lr,
-        "gd_stable": bool(lam <= 2.0 / lr),
-        "gd_escape_rate": abs(1 - lr * lam),
-        "hessian_frobenius": fro.value,
-        "hessian_frobenius_stderr": fro.stderr,
-        "hessian_trace": tr.value,
-        "hessian_trace_stderr": tr.stderr,
-        "probes": probes,
-        "mu": None,
-        "alpha": None,
-        "beta": None,
-        "align_samples": None,
-        "nonuniformity": None,
-        "nonuniformity_samples": None,
-        "alignment_bound": None,
-        "alignment_bound_holds": None,
-        "gamma_0": None,
-    }
+    out = {"loss": pb.loss_value(), "n": pb.n, "p": pb.p, "lr": lr, "batch_size": batch_size,
+           "noise_factor": c,
+           "lambda_max": lam, "lambda_max_residual": float(eig.residuals[0]),
+               "two_over_lr": 2.0 / lr,
+           "gd_stable": bool(lam <= 2.0 / lr), "gd_escape_rate": abs(1 - lr * lam),
+           "hessian_frobenius": fro.value, "hessian_frobenius_stderr": fro.stderr,
+           "hessian_trace": tr.value, "hessian_trace_stderr": tr.stderr, "probes": probes,
+           "mu": None, "alpha": None, "beta": None, "align_samples": None,
+           "nonuniformity": None, "nonuniformity_samples": None,
+           "alignment_bound": None, "alignment_bound_holds": None, "gamma_0": None}
     if alignment:
         from ..estimators.alignment import alignment as align
 
@@ -310,19 +243,13 @@ def minimum_stats(
         out.update(mu=al.mu, alpha=al.alpha, beta=al.beta, align_samples=al.n)
         if _num(al.mu):
             bound = alignment_bound(lr, al.mu, c)
-            out.update(
-                alignment_bound=bound,
-                alignment_bound_holds=bool(fro.value <= bound),
-                gamma_0=gamma0(lr, al.mu, fro.value, c),
-            )
+            out.update(alignment_bound=bound, alignment_bound_holds=bool(fro.value <= bound),
+                       gamma_0=gamma0(lr, al.mu, fro.value, c))
     if nonuniformity:
         from ..metrics.stability import nonuniformity as nonuni
 
         s = nonuni(pb, samples=s_samples, seed=seed, tol=1e-3)
         n_eff = s.extra["samples"]
-        out.update(
-            nonuniformity=s.value,
-            nonuniformity_samples=n_eff,
-            nonuniformity_bound=1 / (lr * math.sqrt(c)) if c > 0 else math.inf,
-        )
+        out.update(nonuniformity=s.value, nonuniformity_samples=n_eff,
+                   nonuniformity_bound=1 / (lr * math.sqrt(c)) if c > 0 else math.inf)
     return out

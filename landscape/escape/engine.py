@@ -63,14 +63,8 @@ from ..errors import ConfigError, NumericalError
 from ..metrics.stability import sgd_noise_factor
 
 Dynamics = Literal["gd", "sgd", "isotropic", "small-noise", "lb-diag-noise", "lb-full-noise"]
-DYNAMICS: tuple[str, ...] = (
-    "gd",
-    "sgd",
-    "isotropic",
-    "small-noise",
-    "lb-diag-noise",
-    "lb-full-noise",
-)
+DYNAMICS: tuple[str, ...] = ("gd", "sgd", "isotropic", "small-noise", "lb-diag-noise",
+                             "lb-full-noise")
 #: dynamics that need per-sample gradients of a random subset every step
 _PER_SAMPLE = ("isotropic", "lb-diag-noise")
 #: default chunk: (trajectory, sample) pairs per vmapped call
@@ -94,9 +88,8 @@ class Objective:
     device: torch.device
     name: str = "objective"
 
-    def __call__(
-        self, params: Any, idx: torch.Tensor
-    ) -> torch.Tensor:  # pragma: no cover - abstract
+    def __call__(self, params: Any,
+                 idx: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def one(self, flat: torch.Tensor) -> Any:
@@ -115,9 +108,8 @@ class Objective:
         """The tensors of ``params`` in flat order."""
         return [params]
 
-    def loss(
-        self, theta: torch.Tensor, idx: torch.Tensor | None = None, chunk: int = CHUNK
-    ) -> float:
+    def loss(self, theta: torch.Tensor, idx: torch.Tensor | None = None,
+             chunk: int = CHUNK) -> float:
         """``(1/|idx|) Σ_{i∈idx} l_i(θ)`` (all n samples by default)."""
         idx = torch.arange(self.n, device=self.device) if idx is None else idx
         total = 0.0
@@ -136,20 +128,12 @@ class FlatObjective(Objective):
     4.0
     """
 
-    def __init__(
-        self,
-        fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        n: int,
-        p: int,
-        dtype: torch.dtype = torch.float64,
-        device: str | torch.device = "cpu",
-        name: str = "custom",
-    ) -> None:
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], n: int, p: int,
+                 dtype: torch.dtype = torch.float64, device: str | torch.device = "cpu",
+                 name: str = "custom") -> None:
         if n < 1 or p < 1:
-            raise ConfigError(
-                f"a loss needs n ≥ 1 samples and p ≥ 1 parameters, got n={n}, p={p}",
-                "pass n= and p= for a plain function",
-            )
+            raise ConfigError(f"a loss needs n ≥ 1 samples and p ≥ 1 parameters, got n={n}, p={p}",
+                              "pass n= and p= for a plain function")
         self.fn, self.n, self.p = fn, int(n), int(p)
         self.dtype, self.device, self.name = dtype, torch.device(device), name
 
@@ -203,25 +187,19 @@ def as_objective(loss: Any, n: int | None = None, p: int | None = None, **kwargs
         return ProblemObjective(loss)
     if callable(loss):
         if n is None or p is None:
-            raise ConfigError(
-                "a per-sample loss function needs n (samples) and p (parameters)",
-                "call simulate(loss_i, theta0, n=..., ...)",
-            )
+            raise ConfigError("a per-sample loss function needs n (samples) and p (parameters)",
+                              "call simulate(loss_i, theta0, n=..., ...)")
         return FlatObjective(loss, n, p, **kwargs)
-    raise ConfigError(
-        f"cannot run trajectories on a {type(loss).__name__}",
-        "pass a Problem, an Objective or a function loss_i(theta, idx) -> [m]",
-    )
+    raise ConfigError(f"cannot run trajectories on a {type(loss).__name__}",
+                      "pass a Problem, an Objective or a function loss_i(theta, idx) -> [m]")
 
 
 # ----------------------------------------------------------------------------- seeds and subsets
 def trajectory_seeds(seed: int, trajectories: int) -> list[int]:
     """One 63-bit seed per trajectory, ``numpy.random.SeedSequence(seed).spawn(T)``: the first k
     seeds do not depend on T, and different ``seed`` give unrelated streams."""
-    return [
-        int(c.generate_state(1, np.uint64)[0] >> np.uint64(1))
-        for c in np.random.SeedSequence(int(seed)).spawn(int(trajectories))
-    ]
+    return [int(c.generate_state(1, np.uint64)[0] >> np.uint64(1))
+            for c in np.random.SeedSequence(int(seed)).spawn(int(trajectories))]
 
 
 def eval_subset(n: int, samples: int | None, seed: int) -> torch.Tensor | None:
@@ -229,9 +207,8 @@ def eval_subset(n: int, samples: int | None, seed: int) -> torch.Tensor | None:
     if samples is None or samples >= n:
         return None
     if samples < 1:
-        raise ConfigError(
-            f"--eval-samples must be positive, got {samples}", "pass e.g. --eval-samples 256"
-        )
+        raise ConfigError(f"--eval-samples must be positive, got {samples}",
+                          "pass e.g. --eval-samples 256")
     g = torch.Generator().manual_seed(int(seed))
     return torch.randperm(n, generator=g)[:samples].sort().values
 
@@ -279,21 +256,13 @@ class Trajectories:
         return self.computed * self.steps / self.seconds if self.seconds > 0 else math.inf
 
     def to_dict(self) -> dict:
-        return {
-            "dynamics": self.dynamics,
-            "trajectories": self.trajectories,
-            "computed": self.computed,
-            "steps": self.steps,
-            "record_steps": self.record_steps.tolist(),
-            "losses": self.losses.tolist(),
-            "distances": self.distances.tolist(),
-            "seeds": list(self.seeds),
-            "settings": dict(self.settings),
-            "seconds": self.seconds,
-            "trajectory_steps_per_second": self.throughput,
-            "eig_steps": self.eig_steps.tolist(),
-            "eig_values": self.eig_values.tolist(),
-        }
+        return {"dynamics": self.dynamics, "trajectories": self.trajectories,
+                "computed": self.computed,
+                "steps": self.steps, "record_steps": self.record_steps.tolist(),
+                "losses": self.losses.tolist(), "distances": self.distances.tolist(),
+                "seeds": list(self.seeds), "settings": dict(self.settings), "seconds": self.seconds,
+                "trajectory_steps_per_second": self.throughput,
+                "eig_steps": self.eig_steps.tolist(), "eig_values": self.eig_values.tolist()}
 
 
 @dataclass(frozen=True)
@@ -346,9 +315,8 @@ class _Kernels:
         c = self.traj_chunk if per is None else per
         return [(a, min(T, a + c)) for a in range(0, T, c)]
 
-    def full_grad(
-        self, P: Any, T: int, W: torch.Tensor | None
-    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def full_grad(self, P: Any, T: int, W: torch.Tensor | None) -> tuple[list[torch.Tensor],
+        torch.Tensor]:
         """``Σ_i w_ti ∇l_i(θ_t)`` (``w = 1/n`` when W is None) and ``Σ_i l_i(θ_t)`` per
         trajectory."""
         obj = self.obj
@@ -360,13 +328,13 @@ class _Kernels:
             for s in range(0, obj.n, self.sample_chunk):
                 idx = self.all[s : s + self.sample_chunk]
                 if W is None:
-                    g, ls = vmap(
-                        lambda q, i, w: fx.weighted_loss_grad(obj, q, i, w), in_dims=(0, None, None)
-                    )(Pc, idx, uniform[s : s + self.sample_chunk])
+                    g, ls = vmap(lambda q, i, w: fx.weighted_loss_grad(obj, q, i, w), in_dims=(0,
+                        None, None))(
+                        Pc, idx, uniform[s : s + self.sample_chunk])
                 else:
-                    g, ls = vmap(
-                        lambda q, i, w: fx.weighted_loss_grad(obj, q, i, w), in_dims=(0, None, 0)
-                    )(Pc, idx, W[a:b, s : s + self.sample_chunk])
+                    g, ls = vmap(lambda q, i, w: fx.weighted_loss_grad(obj, q, i, w), in_dims=(0,
+                        None, 0))(
+                        Pc, idx, W[a:b, s : s + self.sample_chunk])
                 acc = _add(acc, obj.leaves(g))
                 tot = ls if tot is None else tot + ls
             grads.append(acc)
@@ -380,15 +348,13 @@ class _Kernels:
         per = max(1, self.chunk // idx.shape[1])
         out = []
         for a, b in self._traj(T, per):
-            g, _ = vmap(lambda q, i: fx.weighted_loss_grad(obj, q, i, w))(
-                _slice(obj, P, a, b), idx[a:b]
-            )
+            g, _ = vmap(lambda q, i: fx.weighted_loss_grad(obj, q, i, w))(_slice(obj, P, a, b),
+                idx[a:b])
             out.append(obj.leaves(g))
         return _cat(out)
 
-    def sample_grads(
-        self, P: Any, T: int, idx: torch.Tensor, reduce: Callable[[list[torch.Tensor]], list]
-    ) -> list:
+    def sample_grads(self, P: Any, T: int, idx: torch.Tensor, reduce: Callable[[list[torch.Tensor]],
+        list]) -> list:
         """``reduce`` applied to the per-sample gradients ``[t, m, *shape]`` of ``idx[T, m]``,
         chunked over trajectories so that at most ``memory`` bytes of them exist at once."""
         obj = self.obj
@@ -396,9 +362,8 @@ class _Kernels:
         per = max(1, min(self.chunk // m, self.memory // max(1, m * obj.p * self.itemsize)))
         out = []
         for a, b in self._traj(T, per):
-            g = vmap(lambda q, i: fx.per_sample_param_grads(obj, q, i))(
-                _slice(obj, P, a, b), idx[a:b]
-            )
+            g = vmap(lambda q, i: fx.per_sample_param_grads(obj, q, i))(_slice(obj, P, a, b),
+                idx[a:b])
             out.append(reduce(obj.leaves(g)))
         return _cat(out)
 
@@ -412,9 +377,8 @@ class _Kernels:
                 Pc = _slice(obj, P, a, b)
                 tot = None
                 for s in range(0, idx.numel(), self.sample_chunk):
-                    v = vmap(lambda q, i: obj(q, i).sum(), in_dims=(0, None))(
-                        Pc, idx[s : s + self.sample_chunk]
-                    )
+                    v = vmap(lambda q, i: obj(q, i).sum(), in_dims=(0, None))(Pc,
+                        idx[s : s + self.sample_chunk])
                     tot = v if tot is None else tot + v
                 out.append(tot)
         return (out[0] if len(out) == 1 else torch.cat(out)).double() / idx.numel()
@@ -427,13 +391,8 @@ class ObjectiveHessian(LinearOperator):
 
     block_size = 16
 
-    def __init__(
-        self,
-        obj: Objective,
-        theta: torch.Tensor,
-        idx: torch.Tensor | None = None,
-        chunk: int = 4096,
-    ) -> None:
+    def __init__(self, obj: Objective, theta: torch.Tensor, idx: torch.Tensor | None = None,
+                 chunk: int = 4096) -> None:
         super().__init__(obj.p, obj.dtype, obj.device)
         self.obj, self.theta = obj, theta.detach()
         self.idx = torch.arange(obj.n, device=obj.device) if idx is None else idx
@@ -450,13 +409,9 @@ class ObjectiveHessian(LinearOperator):
         return (out / self.idx.numel()).T
 
 
-def lambda_max(
-    obj: Objective,
-    theta: torch.Tensor,
-    idx: torch.Tensor | None = None,
-    tol: float = 1e-4,
-    seed: int = 0,
-) -> float:
+def lambda_max(obj: Objective, theta: torch.Tensor, idx: torch.Tensor | None = None,
+               tol: float = 1e-4,
+               seed: int = 0) -> float:
     """The largest Hessian eigenvalue at ``theta`` (dense ``eigvalsh`` for p ≤ 64, else Lanczos)."""
     op = ObjectiveHessian(obj, theta, idx)
     if obj.p <= 64:
@@ -467,17 +422,9 @@ def lambda_max(
 
 
 # ----------------------------------------------------------------------------- gradient descent
-def descend(
-    loss: Any,
-    theta0: torch.Tensor,
-    lr: float,
-    *,
-    tol: float,
-    max_steps: int = 10000,
-    n: int | None = None,
-    chunk: int = CHUNK,
-    progress: Callable[[int], None] | None = None,
-) -> Descent:
+def descend(loss: Any, theta0: torch.Tensor, lr: float, *, tol: float, max_steps: int = 10000,
+            n: int | None = None, chunk: int = CHUNK, progress: Callable[[int],
+                None] | None = None) -> Descent:
     """Full-batch gradient descent ``θ ← θ − η ∇L(θ)`` from ``theta0`` until ``L(θ) < tol`` or
     ``max_steps`` steps (the lecture's Figure 19 protocol: GD to near convergence first).
     A loss that turns NaN or infinite raises :class:`~landscape.errors.NumericalError`."""
@@ -501,10 +448,8 @@ def descend(
         value = total / obj.n
         losses.append(value)
         if not math.isfinite(value):
-            raise NumericalError(
-                f"gradient descent diverged at step {step} (loss {value})",
-                "lower --lr: the minimum GD reaches must satisfy λ_max ≤ 2/η",
-            )
+            raise NumericalError(f"gradient descent diverged at step {step} (loss {value})",
+                                 "lower --lr: the minimum GD reaches must satisfy λ_max ≤ 2/η")
         if value < tol:
             converged = True
             break
@@ -514,13 +459,9 @@ def descend(
             leaf.sub_(d.mul_(lr))
         if progress is not None:
             progress(1)
-    return Descent(
-        flat[0].clone(),
-        len(losses) - 1,
-        torch.tensor(losses, dtype=torch.float64),
-        converged,
-        time.perf_counter() - t0,
-    )
+    return Descent(flat[0].clone(), len(losses) - 1, torch.tensor(losses, dtype=torch.float64),
+                   converged,
+                   time.perf_counter() - t0)
 
 
 # ----------------------------------------------------------------------------- the simulation
@@ -575,25 +516,20 @@ def simulate(
     _check_positive("lr", lr)
     for name, v in (("steps", steps), ("eval_every", eval_every)):
         if not isinstance(v, int) or v < 1:
-            raise ConfigError(
-                f"{name} must be a positive integer, got {v!r}",
-                f"pass a positive --{name.replace('_', '-')}",
-            )
+            raise ConfigError(f"{name} must be a positive integer, got {v!r}",
+                              f"pass a positive --{name.replace('_', '-')}")
     if seeds is None:
         if not isinstance(trajectories, int) or trajectories < 1:
-            raise ConfigError(
-                f"trajectories must be a positive integer, got {trajectories!r}",
-                "pass e.g. --trajectories 200",
-            )
+            raise ConfigError(f"trajectories must be a positive integer, got {trajectories!r}",
+                              "pass e.g. --trajectories 200")
         seeds = trajectory_seeds(seed, trajectories)
     seeds = tuple(int(s) for s in seeds)
     if not seeds:
         raise ConfigError("no trajectories to run", "pass at least one seed")
     N, B = obj.n, int(batch_size)
     if not 1 <= B <= N:
-        raise ConfigError(
-            f"batch size {B} is not between 1 and the {N} samples", f"pass --batch-size in 1..{N}"
-        )
+        raise ConfigError(f"batch size {B} is not between 1 and the {N} samples",
+                          f"pass --batch-size in 1..{N}")
     m = default_noise_samples(dynamics, N) if noise_samples is None else int(min(noise_samples, N))
     if dynamics == "isotropic" and m < 2:
         raise ConfigError(
@@ -602,17 +538,14 @@ def simulate(
             "pass --noise-samples 2 or more",
         )
     if m < 1:
-        raise ConfigError(
-            f"noise samples must be positive, got {m}", "pass --noise-samples 1 or more"
-        )
+        raise ConfigError(f"noise samples must be positive, got {m}",
+                          "pass --noise-samples 1 or more")
     if not (math.isfinite(control_scale) and control_scale >= 0):
-        raise ConfigError(
-            f"control scale must be ≥ 0, got {control_scale}", "pass e.g. --control-scale 0.1"
-        )
+        raise ConfigError(f"control scale must be ≥ 0, got {control_scale}",
+                          "pass e.g. --control-scale 0.1")
     if track_eig_every is not None and track_eig_every < 1:
-        raise ConfigError(
-            f"--track-eig-every must be positive, got {track_eig_every}", "pass e.g. 50"
-        )
+        raise ConfigError(f"--track-eig-every must be positive, got {track_eig_every}",
+                          "pass e.g. 50")
 
     t_start = time.perf_counter()
     T_all = len(seeds)
@@ -656,12 +589,9 @@ def simulate(
             dists[:, k] = torch.linalg.vector_norm(delta, dim=1).double().cpu()
         if track_eig_every is not None and step % track_eig_every == 0:
             eig_steps.append(step)
-            vals = [
-                lambda_max(obj, flat[j], eval_idx, tol=1e-3)
-                if bool(torch.isfinite(flat[j]).all())
-                else math.nan
-                for j in range(min(k_eig, T))
-            ]
+            vals = [lambda_max(obj, flat[j], eval_idx,
+                               tol=1e-3) if bool(torch.isfinite(flat[j]).all()) else math.nan
+                    for j in range(min(k_eig, T))]
             eig_vals.append(
                 vals + vals[-1:] * (k_eig - len(vals))
             )  # gd: one trajectory, replicated
@@ -727,35 +657,21 @@ def simulate(
     final = None
     if keep_final:
         final = flat.detach().clone() if not deterministic else flat.expand(T_all, -1).clone()
-    settings = {
-        "lr": float(lr),
-        "batch_size": B,
-        "steps": steps,
-        "trajectories": T_all,
-        "n": N,
-        "p": obj.p,
-        "noise_samples": m if dynamics in ("isotropic", "lb-diag-noise", "lb-full-noise") else None,
-        "control_scale": float(control_scale) if dynamics == "small-noise" else None,
-        "eval_samples": None if eval_idx is None else int(eval_idx.numel()),
-        "eval_every": eval_every,
-        "sgd_noise_factor": c_B,
-        "lb_noise_scale": lb_scale if dynamics.startswith("lb-") else None,
-        "dtype": str(dt).replace("torch.", ""),
-        "device": str(dev),
-    }
-    return Trajectories(
-        dynamics,
-        torch.tensor(record, dtype=torch.int64),
-        losses,
-        dists,
-        seeds,
-        settings,
-        seconds,
-        T,
-        torch.tensor(eig_steps, dtype=torch.int64),
-        torch.tensor(eig_vals, dtype=torch.float64).reshape(len(eig_steps), k_eig),
-        final,
-    )
+    settings = {"lr": float(lr), "batch_size": B, "steps": steps, "trajectories": T_all, "n": N,
+                "p": obj.p,
+                "noise_samples": m if dynamics in ("isotropic", "lb-diag-noise",
+                                                   "lb-full-noise") else None,
+                "control_scale": float(control_scale) if dynamics == "small-noise" else None,
+                "eval_samples": None if eval_idx is None else int(eval_idx.numel()),
+                    "eval_every": eval_every,
+                "sgd_noise_factor": c_B,
+                    "lb_noise_scale": lb_scale if dynamics.startswith("lb-") else None,
+                "dtype": str(dt).replace("torch.", ""), "device": str(dev)}
+    return Trajectories(dynamics, torch.tensor(record, dtype=torch.int64), losses, dists, seeds,
+                        settings,
+                        seconds, T, torch.tensor(eig_steps, dtype=torch.int64),
+                        torch.tensor(eig_vals, dtype=torch.float64).reshape(len(eig_steps), k_eig),
+                            final)
 
 
 def _lb_scale(n: int, batch_size: int) -> float:

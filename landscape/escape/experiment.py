@@ -68,57 +68,37 @@ class EscapeSettings:
             if name not in DYNAMICS:
                 raise ConfigError(f"unknown --to {name!r}", f"choose from {', '.join(DYNAMICS)}")
         if not self.to:
-            raise ConfigError(
-                "--to names no dynamics", f"pass e.g. --to sgd,gd (choices: {', '.join(DYNAMICS)})"
-            )
+            raise ConfigError("--to names no dynamics",
+                              f"pass e.g. --to sgd,gd (choices: {', '.join(DYNAMICS)})")
         if self.start not in ("gd", "checkpoint"):
             raise ConfigError(f"unknown --from {self.start!r}", "choose gd or checkpoint")
-        counts = (
-            self.trajectories.values()
-            if isinstance(self.trajectories, dict)
-            else [self.trajectories]
-        )
-        required = [
-            ("--trajectories", min(counts)),
-            ("--steps", self.steps),
-            ("--batch-size", self.batch_size),
-            ("--eval-every", self.eval_every),
-            ("--tol", self.tol),
-            ("--max-gd-steps", self.max_gd_steps),
-            ("--chunk", self.chunk),
-            ("--eig-trajectories", self.eig_trajectories),
-            ("--lr", self.lr),
-        ]
-        optional = [
-            ("--eval-samples", self.eval_samples),
-            ("--noise-samples", self.noise_samples),
-            ("--track-eig-every", self.track_eig_every),
-        ]
+        counts = self.trajectories.values() if isinstance(self.trajectories,
+                                                          dict) else [self.trajectories]
+        required = [("--trajectories", min(counts)), ("--steps", self.steps), ("--batch-size",
+            self.batch_size),
+                    ("--eval-every", self.eval_every), ("--tol", self.tol), ("--max-gd-steps",
+                        self.max_gd_steps),
+                    ("--chunk", self.chunk), ("--eig-trajectories", self.eig_trajectories), ("--lr",
+                        self.lr)]
+        optional = [("--eval-samples", self.eval_samples), ("--noise-samples", self.noise_samples),
+                    ("--track-eig-every", self.track_eig_every)]
         for flag, v in required + [(f, v) for f, v in optional if v is not None]:
             if v is None or not v > 0 or (isinstance(v, float) and not math.isfinite(v)):
                 raise ConfigError(f"{flag} must be positive, got {v}", f"pass a positive {flag}")
         if not self.escape_factor > 1:
-            raise ConfigError(
-                f"--escape-factor must exceed 1, got {self.escape_factor}",
-                "pass e.g. --escape-factor 10",
-            )
+            raise ConfigError(f"--escape-factor must exceed 1, got {self.escape_factor}",
+                              "pass e.g. --escape-factor 10")
         if self.probes < 2:
-            raise ConfigError(
-                f"--probes must be at least 2, got {self.probes}", "pass e.g. --probes 30"
-            )
+            raise ConfigError(f"--probes must be at least 2, got {self.probes}",
+                              "pass e.g. --probes 30")
         if n is not None and self.batch_size > n:
-            raise ConfigError(
-                f"--batch-size {self.batch_size} exceeds the {n} samples",
-                f"pass --batch-size in 1..{n}",
-            )
+            raise ConfigError(f"--batch-size {self.batch_size} exceeds the {n} samples",
+                              f"pass --batch-size in 1..{n}")
         return self
 
     def count(self, dynamics: str) -> int:
-        return (
-            self.trajectories[dynamics]
-            if isinstance(self.trajectories, dict)
-            else self.trajectories
-        )
+        return self.trajectories[dynamics] if isinstance(self.trajectories,
+                                                         dict) else self.trajectories
 
 
 @dataclass
@@ -136,37 +116,21 @@ class EscapeResult:
     def report(self, problem, identity: dict) -> dict:
         """The JSON report (``landscape escape --json``)."""
         s, d = self.settings, self.descent
-        settings = {
-            "from": s.start,
-            "to": s.to,
-            "lr": s.lr,
-            "batch_size": s.batch_size,
-            "trajectories": s.trajectories,
-            "steps": s.steps,
-            "tol": s.tol if s.start == "gd" else None,
-            "eval_samples": s.eval_samples,
-            "eval_every": s.eval_every,
-            "escape_factor": s.escape_factor,
-            "noise_samples": s.noise_samples,
-            "control_scale": s.control_scale,
-            "track_eig_every": s.track_eig_every,
-            "seed": s.seed,
-            "samples": problem.n,
-            "params": problem.p,
-            "loss": problem.loss.name,
-            "device": str(problem.device),
-            "dtype": str(problem.dtype).replace("torch.", ""),
-        }
-        return {
-            "identity": identity,
-            "settings": settings,
-            "gd": None
-            if d is None
-            else {"steps": d.steps, "loss": d.loss, "converged": d.converged, "seconds": d.seconds},
-            "start": self.stats,
-            "runs": {k: v.to_dict() for k, v in self.summaries.items()},
-            "seconds": self.seconds,
-        }
+        settings = {"from": s.start, "to": s.to, "lr": s.lr, "batch_size": s.batch_size,
+                    "trajectories": s.trajectories, "steps": s.steps,
+                        "tol": s.tol if s.start == "gd" else None,
+                    "eval_samples": s.eval_samples, "eval_every": s.eval_every,
+                        "escape_factor": s.escape_factor,
+                    "noise_samples": s.noise_samples, "control_scale": s.control_scale,
+                    "track_eig_every": s.track_eig_every, "seed": s.seed, "samples": problem.n,
+                    "params": problem.p, "loss": problem.loss.name, "device": str(problem.device),
+                    "dtype": str(problem.dtype).replace("torch.", "")}
+        return {"identity": identity, "settings": settings,
+                "gd": None if d is None else {"steps": d.steps, "loss": d.loss,
+                                              "converged": d.converged,
+                                              "seconds": d.seconds},
+                "start": self.stats, "runs": {k: v.to_dict() for k, v in self.summaries.items()},
+                "seconds": self.seconds}
 
     def tree(self) -> dict:
         """The arrays of the HDF5 file (``landscape escape --out``)."""
@@ -176,42 +140,30 @@ class EscapeResult:
 
         tree: dict = {"start": self.stats, "runs": {}}
         if self.descent is not None:
-            tree["gd"] = {
-                "losses": self.descent.losses.numpy(),
-                "steps": self.descent.steps,
-                "converged": self.descent.converged,
-            }
+            tree["gd"] = {"losses": self.descent.losses.numpy(), "steps": self.descent.steps,
+                          "converged": self.descent.converged}
         for k, traj in self.runs.items():
-            tree["runs"][k] = {
-                **self.summaries[k].to_dict(),
-                "record_steps": traj.record_steps.numpy(),
-                "losses": traj.losses.numpy(),
-                "distances": traj.distances.numpy(),
-                "mean_loss": traj.mean_loss.numpy(),
-                "escape_steps": escape_steps(traj, self.settings.escape_factor).numpy(),
-                "seeds": torch.tensor(traj.seeds, dtype=torch.int64).numpy(),
-            }
+            tree["runs"][k] = {**self.summaries[k].to_dict(),
+                               "record_steps": traj.record_steps.numpy(),
+                               "losses": traj.losses.numpy(), "distances": traj.distances.numpy(),
+                               "mean_loss": traj.mean_loss.numpy(),
+                               "escape_steps": escape_steps(traj,
+                                                            self.settings.escape_factor).numpy(),
+                               "seeds": torch.tensor(traj.seeds, dtype=torch.int64).numpy()}
             if traj.eig_steps.numel():
-                tree["runs"][k].update(
-                    eig_steps=traj.eig_steps.numpy(), eig_values=traj.eig_values.numpy()
-                )
+                tree["runs"][k].update(eig_steps=traj.eig_steps.numpy(),
+                                       eig_values=traj.eig_values.numpy())
         return tree
 
     def panels(self) -> list[tuple]:
         """``(record_steps, losses, summary)`` per dynamics, for
         :func:`~landscape.io.escape_figures.escape_figure`."""
-        return [
-            (t.record_steps, t.losses, self.summaries[k].to_dict()) for k, t in self.runs.items()
-        ]
+        return [(t.record_steps, t.losses, self.summaries[k].to_dict()) for k,
+                t in self.runs.items()]
 
 
-def run_escape(
-    problem,
-    settings: EscapeSettings,
-    *,
-    progress: Progress | None = None,
-    warn: Callable[[str], None] | None = None,
-) -> EscapeResult:
+def run_escape(problem, settings: EscapeSettings, *, progress: Progress | None = None,
+               warn: Callable[[str], None] | None = None) -> EscapeResult:
     """The experiment on ``problem`` from its parameters. ``progress(label, total)`` returns a
     callback advanced by steps; ``warn`` receives the notes a user should see (GD that did not
     converge, a start that is not stable for GD)."""
@@ -219,20 +171,14 @@ def run_escape(
     from .analysis import minimum_stats, predicted_growth, summarize
 
     s = settings.check(problem.n)
-    bar = progress or (lambda label, total: lambda k: None)
+    bar = progress or (lambda label, total: (lambda k: None))
     note = warn or (lambda message: None)
     t0 = time.perf_counter()
     descent = None
     if s.start == "gd":
-        descent = descend(
-            problem,
-            problem.theta,
-            s.lr,
-            tol=s.tol,
-            max_steps=s.max_gd_steps,
-            chunk=s.chunk,
-            progress=bar(f"GD at lr {s.lr:g} to loss < {s.tol:g}", None),
-        )
+        descent = descend(problem, problem.theta, s.lr, tol=s.tol, max_steps=s.max_gd_steps,
+                          chunk=s.chunk,
+                          progress=bar(f"GD at lr {s.lr:g} to loss < {s.tol:g}", None))
         if not descent.converged:
             note(
                 f"GD stopped after {descent.steps} steps at loss {descent.loss:.3g} > --tol "
@@ -245,68 +191,36 @@ def run_escape(
         problem.loss_value()  # a NaN or infinite start is refused here, theory or not
     stats: dict = {"loss": None}
     if s.theory:
-        stats = minimum_stats(
-            problem,
-            theta,
-            s.lr,
-            s.batch_size,
-            probes=s.probes,
-            align_samples=s.align_samples,
-            s_samples=s.s_samples,
-            seed=s.seed,
-            nonuniformity=s.nonuniformity,
-        )
+        stats = minimum_stats(problem, theta, s.lr, s.batch_size, probes=s.probes,
+                              align_samples=s.align_samples,
+                              s_samples=s.s_samples, seed=s.seed, nonuniformity=s.nonuniformity)
         if not stats["gd_stable"]:
-            note(
-                f"λ_max = {stats['lambda_max']:.4g} > 2/η = {2 / s.lr:.4g}: "
-                "the start is not linearly stable for GD, so GD leaves it too"
-            )
+            note(f"λ_max = {stats['lambda_max']:.4g} > 2/η = {2 / s.lr:.4g}: "
+                 "the start is not linearly stable for GD, so GD leaves it too")
     ev = eval_subset(problem.n, s.eval_samples, s.seed)
     runs, summaries = {}, {}
     for name in s.to:
         count = s.count(name)
         seeds = trajectory_seeds(s.seed if s.trajectory_seed is None else s.trajectory_seed, count)
-        traj = simulate(
-            problem,
-            theta,
-            name,
-            lr=s.lr,
-            batch_size=s.batch_size,
-            steps=s.steps,
-            seeds=seeds,
-            noise_samples=s.noise_samples,
-            control_scale=s.control_scale,
-            eval_idx=ev,
-            eval_every=s.eval_every,
-            track_eig_every=s.track_eig_every,
-            eig_trajectories=s.eig_trajectories,
-            chunk=s.chunk,
-            progress=bar(f"{name}: {count} trajectories", s.steps),
-        )
-        pred, how = (
-            predicted_growth(name, stats, s.lr, s.batch_size, s.control_scale)
-            if s.theory
-            else (None, None)
-        )
+        traj = simulate(problem, theta, name, lr=s.lr, batch_size=s.batch_size, steps=s.steps,
+                        seeds=seeds,
+                        noise_samples=s.noise_samples, control_scale=s.control_scale, eval_idx=ev,
+                        eval_every=s.eval_every, track_eig_every=s.track_eig_every,
+                        eig_trajectories=s.eig_trajectories, chunk=s.chunk,
+                        progress=bar(f"{name}: {count} trajectories", s.steps))
+        pred, how = (predicted_growth(name, stats, s.lr, s.batch_size, s.control_scale) if s.theory
+                     else (None, None))
         runs[name] = traj
         summaries[name] = summarize(traj, s.escape_factor, pred, how)
     return EscapeResult(s, descent, stats, runs, summaries, round(time.perf_counter() - t0, 4))
 
 
-def build_problem(
-    checkpoint: str | Path | None = None,
-    *,
-    model: str | None = None,
-    model_kwargs: dict | None = None,
-    data: str | None = None,
-    data_kwargs: dict | None = None,
-    loss: str | None = None,
-    samples: int | None = None,
-    lr: float | None = None,
-    seed: int = 0,
-    device: str = "cpu",
-    dtype: str = "float32",
-) -> tuple[Any, dict, float]:
+def build_problem(checkpoint: str | Path | None = None, *, model: str | None = None,
+                  model_kwargs: dict | None = None, data: str | None = None,
+                      data_kwargs: dict | None = None,
+                  loss: str | None = None, samples: int | None = None, lr: float | None = None,
+                  seed: int = 0, device: str = "cpu", dtype: str = "float32") -> tuple[Any, dict,
+                      float]:
     """``(problem, identity, lr)`` of an escape run: a checkpoint's (its recorded learning rate
     when ``lr`` is None), or a new ``model`` (registry name or ``FILE.py:FUNCTION``, default
     ``mlp``) on ``data`` (default ``digits``; ``mse`` on a classification set uses one-hot
@@ -325,11 +239,8 @@ def build_problem(
         ckpt = Checkpoint.load(checkpoint, model=model, data=data, loss=loss)
         problem = ckpt.problem(samples=samples, seed=seed, device=device, dtype=dtype)
         if lr is None:
-            lr = (
-                ckpt.training.get("lr")
-                if isinstance(ckpt.training.get("lr"), (int, float))
-                else 0.1
-            )
+            lr = ckpt.training.get("lr") if isinstance(ckpt.training.get("lr"), (int,
+                float)) else 0.1
         return problem, ckpt.identity(), float(lr)
     from ..data import load_dataset
     from ..models import build_model, model_kwargs_for
@@ -341,16 +252,11 @@ def build_problem(
     loss_name = get_loss(loss or split.default_loss).name
     train = split.for_loss(loss_name).train  # mse on classes: the lecture's one-hot labels
     problem = Problem(net, loss_name, train, samples=samples, seed=seed, device=device, dtype=dtype)
-    identity = {
-        "path": None,
-        "model": model,
-        "model_kwargs": kwargs,
-        "data": data,
-        "data_kwargs": data_kwargs,
-        "loss": problem.loss.name,
-        "init_seed": seed,
-    }
+    identity = {"path": None, "model": model, "model_kwargs": kwargs, "data": data,
+                "data_kwargs": data_kwargs,
+                "loss": problem.loss.name, "init_seed": seed}
     return problem, identity, float(0.1 if lr is None else lr)
 
 
 __all__ = ["EscapeResult", "EscapeSettings", "build_problem", "run_escape"]
+

@@ -43,9 +43,8 @@ def slides_pair(half: bool = False, dtype: torch.dtype = torch.float64) -> FlatO
         x = theta[0]
         return k * torch.minimum(x * x, c[idx] * (x - 1) ** 2)
 
-    return FlatObjective(
-        fn, n=2, p=1, dtype=dtype, name="slides-pair-half" if half else "slides-pair"
-    )
+    return FlatObjective(fn, n=2, p=1, dtype=dtype,
+                         name="slides-pair-half" if half else "slides-pair")
 
 
 def quadratic_family(a: Sequence[float], dtype: torch.dtype = torch.float64) -> FlatObjective:

@@ -76,18 +76,9 @@ def _ratio(num: float, den: float) -> float:
     return num / den if den > 0 and math.isfinite(den) else math.nan
 
 
-def alignment(
-    model_or_problem,
-    loss=None,
-    data=None,
-    *,
-    samples: int | None = None,
-    seed: int = 0,
-    chunk: int | None = None,
-    memory: int = 2 * CHUNK_BYTES,
-    rtol: float = 0.0,
-    **problem_kwargs,
-) -> Alignment:
+def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = None, seed: int = 0,
+              chunk: int | None = None, memory: int = 2 * CHUNK_BYTES, rtol: float = 0.0,
+              **problem_kwargs) -> Alignment:
     """Exact ``α``, ``β``, ``μ``, ``tr(ΣG)``, ``‖Σ‖_F``, ``‖G‖_F`` and ``L`` (lecture eqs. 7-9).
 
     ``Σ = (1/n) Σ_i g_i g_iᵀ − g gᵀ = ŨᵀŨ/n`` with the centred per-sample gradients
@@ -157,9 +148,8 @@ def alignment(
     item = torch.finfo(pb.dtype).bits // 8
     per_sample = (1 + k) * pb.p * item
     keep_all = n * per_sample <= memory
-    panel = (
-        n if keep_all else max(1, int(memory // (2 * per_sample)))
-    )  # samples whose rows are held
+    panel = n if keep_all else max(1,
+                                   int(memory // (2 * per_sample)))  # samples whose rows are held
     if chunk is None:
         chunk = max(1, min(panel, int(memory // (8 * per_sample))))
     elif chunk < 1:
@@ -187,13 +177,11 @@ def alignment(
                 "Gauss-Newton matrix G is not PSD and the alignment is undefined",
                 "use cross-entropy or mse",
             )
-        A = (lam.clamp_min(0).sqrt().unsqueeze(2) * Q.transpose(1, 2)).to(
-            pb.dtype
-        )  # rows sqrt(λ_j) q_jᵀ
+        A = (lam.clamp_min(0).sqrt().unsqueeze(2) * Q.transpose(1,
+            2)).to(pb.dtype)  # rows sqrt(λ_j) q_jᵀ
         keep = lam > rtol * top + floor  # [c, k]
-        grads = fx.per_sample_vjp(
-            pb.forward, pb.params, x, torch.cat([r, A], dim=1)
-        )  # name -> [c, 1+k, ...]
+        grads = fx.per_sample_vjp(pb.forward, pb.params, x, torch.cat([r, A],
+            dim=1))  # name -> [c, 1+k, ...]
         buf = torch.empty(c, 1 + k, pb.p, dtype=pb.dtype, device=pb.device)
         for i, name in enumerate(pb.layout.names):
             o = pb.layout.offsets[i]
@@ -202,14 +190,8 @@ def alignment(
         buf[:, 0] -= g
         norms = torch.einsum("ckp,ckp->ck", buf, buf).double()
         W = torch.cat([buf[:, 0], buf[:, 1:][keep]])
-        stats = torch.stack(
-            [
-                norms[:, 0].sum(),
-                norms[:, 1:][keep].sum(),
-                norms[:, 1:][~keep].sum(),
-                keep.sum().double(),
-            ]
-        ).cpu()
+        stats = torch.stack([norms[:, 0].sum(), norms[:, 1:][keep].sum(), norms[:, 1:][~keep].sum(),
+                             keep.sum().double()]).cpu()
         return W, c, stats
 
     starts = list(range(0, n, chunk))
@@ -289,30 +271,9 @@ def alignment(
     dec2 = suu / n**2 - 4 * L * tr_sigma_g + 4 * L**2 * svv / n**2
     decoupling = _ratio(math.sqrt(max(dec2, 0.0)), sf)
     kind = "ggn" if pb.loss.name != "mse" else "jacobian-gram"
-    return Alignment(
-        alpha,
-        beta,
-        mu,
-        L,
-        tr_sigma_g,
-        sf,
-        gf,
-        tr_s / n,
-        tr_g / n,
-        decoupling,
-        float(g.double().norm()),
-        n,
-        pb.p,
-        kind,
-        g_rows,
-        drop,
-        n < pb.n,
-        seed,
-        chunk,
-        per_panel * chunk,
-        tuple(notes),
-        floor,
-    )
+    return Alignment(alpha, beta, mu, L, tr_sigma_g, sf, gf, tr_s / n, tr_g / n, decoupling,
+                     float(g.double().norm()), n, pb.p, kind,
+                     g_rows, drop, n < pb.n, seed, chunk, per_panel * chunk, tuple(notes), floor)
 
 
 def _all_gather_rows(dist, t: torch.Tensor) -> torch.Tensor:
@@ -346,9 +307,8 @@ def _delta_cosine(x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> tuple[fl
     return value, math.sqrt(max(var, 0.0))
 
 
-def matrix_comparison(
-    ops: dict, probes: int = 100, seed: int = 0, block: int | None = None, groups: int | None = None
-) -> dict:
+def matrix_comparison(ops: dict, probes: int = 100, seed: int = 0, block: int | None = None,
+                      groups: int | None = None) -> dict:
     """Traces, Frobenius norms and pairwise cosines of symmetric operators, all from one set of
     ``probes`` Rademacher vectors ``v`` shared by every operator (docs/algorithms.md, comparisons):
 
@@ -368,39 +328,31 @@ def matrix_comparison(
     random one. Returns ``{"trace": {name: Estimate}, "frobenius": {...}, "cosine": {"a~b":
     Estimate}}`` in the order of ``ops``."""
     if probes < 2:
-        raise ConfigError(
-            f"need at least 2 probes for a standard error, got {probes}", "use --probes 2 or more"
-        )
+        raise ConfigError(f"need at least 2 probes for a standard error, got {probes}",
+                          "use --probes 2 or more")
     ops = {name: op if hasattr(op, "redraw") else as_operator(op) for name, op in ops.items()}
     names = list(ops)
     first = ops[names[0]]
     p = first.shape[0]
     for name, op in ops.items():
         if tuple(op.shape) != (p, p):
-            raise ConfigError(
-                f"operator {name!r} has shape {tuple(op.shape)}, expected {(p, p)}",
-                "compare matrices of the same parameter selection",
-            )
+            raise ConfigError(f"operator {name!r} has shape {tuple(op.shape)}, expected {(p, p)}",
+                              "compare matrices of the same parameter selection")
     random = [n for n in names if hasattr(ops[n], "redraw")]
     G = int(groups) if groups else (min(10, probes // 2) if random else probes)
     G = max(2, min(G, probes))
     sizes = [probes // G + (1 if i < probes % G else 0) for i in range(G)]
     b = max(1, min(block or min(getattr(op, "block_size", 64) for op in ops.values()), probes))
     g = make_generator(seed)
-    keys = [("quad", n) for n in names] + [
-        ("inner", a, c) for i, a in enumerate(names) for c in names[i:]
-    ]
+    keys = [("quad", n) for n in names] + [("inner", a, c) for i,
+                                           a in enumerate(names) for c in names[i:]]
     values = {key: [] for key in keys}  # per probe, in order
     # with random operators each group draws its own pair of matrices; otherwise one pass of blocks
     spans = [(gi, size) for gi, size in enumerate(sizes)] if random else [(0, probes)]
     for gi, size in spans:
-        draws = {
-            n: (
-                ops[n].redraw(1_000_003 * (seed + 1) + 2 * gi),
-                ops[n].redraw(1_000_003 * (seed + 1) + 2 * gi + 1),
-            )
-            for n in random
-        }
+        draws = {n: (ops[n].redraw(1_000_003 * (seed + 1) + 2 * gi),
+                     ops[n].redraw(1_000_003 * (seed + 1) + 2 * gi + 1))
+                 for n in random}
         done = 0
         while done < size:
             V = rademacher(p, min(b, size - done), g, first.dtype, first.device)
@@ -440,25 +392,16 @@ def matrix_comparison(
         out["trace"][n] = Estimate(t, se, cost, "hutchinson", dict(how))
         sq, sq_se = mean_se(means[("inner", n, n)])
         f = math.sqrt(max(sq, 0.0))
-        out["frobenius"][n] = Estimate(
-            f,
-            sq_se / (2 * f) if f > 0 else math.nan,
-            cost,
-            "hutchinson",
-            {**how, "trace_sq": sq, "trace_sq_stderr": sq_se},
-        )
+        out["frobenius"][n] = Estimate(f, sq_se / (2 * f) if f > 0 else math.nan, cost,
+                                       "hutchinson",
+                                       {**how, "trace_sq": sq, "trace_sq_stderr": sq_se})
     for i, a in enumerate(names):
         for c in names[i + 1 :]:
-            value, se = _delta_cosine(
-                means[("inner", a, c)], means[("inner", a, a)], means[("inner", c, c)]
-            )
-            out["cosine"][f"{a}~{c}"] = Estimate(
-                value,
-                se,
-                2 * probes,
-                "hutchinson",
-                {**how, "inner": float(means[("inner", a, c)].mean())},
-            )
+            value, se = _delta_cosine(means[("inner", a, c)], means[("inner", a, a)],
+                                      means[("inner", c, c)])
+            out["cosine"][f"{a}~{c}"] = Estimate(value, se, 2 * probes, "hutchinson",
+                                                 {**how, "inner": float(means[("inner", a,
+                                                     c)].mean())})
     return out
 
 

@@ -11,9 +11,8 @@ from landscape.estimators.sampling import make_generator
 from landscape.results import Density
 
 
-def spectral_density(
-    op, runs: int = 10, steps: int = 80, seed: int = 0, batch: int | None = None
-) -> Density:
+def spectral_density(op, runs: int = 10, steps: int = 80, seed: int = 0,
+                     batch: int | None = None) -> Density:
     """Eigenvalue density of a symmetric ``A`` by stochastic Lanczos quadrature.
 
     Ghorbani, Krishnan & Xiao 2019 (§2, Eq. 6-8; PyHessian's ``density``): for each run, a
@@ -33,13 +32,11 @@ def spectral_density(
     """
     op = as_operator(op)
     if runs < 1 or steps < 1:
-        raise ConfigError(
-            f"need runs >= 1 and steps >= 1, got runs={runs}, steps={steps}",
-            "use e.g. --runs 10 --steps 80",
-        )
+        raise ConfigError(f"need runs >= 1 and steps >= 1, got runs={runs}, steps={steps}",
+                          "use e.g. --runs 10 --steps 80")
     m = min(int(steps), op.shape[0])
     where, fit = _placement(op, m)
-    batch = min(runs, fit) if batch is None else max(1, min(int(batch), runs))
+    batch = (min(runs, fit) if batch is None else max(1, min(int(batch), runs)))
     g = make_generator(seed)
     nodes = torch.zeros(runs, m, dtype=torch.float64)
     weights = torch.zeros(runs, m, dtype=torch.float64)
@@ -50,19 +47,15 @@ def spectral_density(
         alpha, beta, lengths, _, n = _lanczos_runs(op, V0, m, keep_basis=False, where=where)
         products += n
         for i, L in enumerate(lengths):
-            T = (
-                torch.diag(alpha[i, :L])
-                + torch.diag(beta[i, : L - 1], 1)
-                + torch.diag(beta[i, : L - 1], -1)
-            )
+            T = (torch.diag(alpha[i, :L]) + torch.diag(beta[i, : L - 1], 1)
+                 + torch.diag(beta[i, : L - 1], -1))
             theta, U = torch.linalg.eigh(T)
             r = start + i
             nodes[r, :L] = theta
             nodes[r, L:] = theta[-1]
             weights[r, :L] = U[0] ** 2
-    return Density(
-        nodes, weights, runs, m, products, {"lockstep": batch, "basis_device": str(where)}
-    )
+    return Density(nodes, weights, runs, m, products,
+                   {"lockstep": batch, "basis_device": str(where)})
 
 
 def _placement(op, m: int) -> tuple[torch.device, int]:

@@ -15,10 +15,8 @@ from landscape.results import Estimate
 
 def _check_probes(probes: int) -> None:
     if probes < 2:
-        raise ConfigError(
-            f"need at least 2 probes for a standard error, got {probes}",
-            "use --probes 2 or more (100 is typical)",
-        )
+        raise ConfigError(f"need at least 2 probes for a standard error, got {probes}",
+                          "use --probes 2 or more (100 is typical)")
 
 
 def frobenius(op, probes: int = 100, seed: int = 0, block: int | None = None) -> Estimate:
@@ -41,18 +39,13 @@ def frobenius(op, probes: int = 100, seed: int = 0, block: int | None = None) ->
     tsq, tsq_se = _mean_stderr(torch.cat(vals))
     value = math.sqrt(max(tsq, 0.0))
     se = tsq_se / (2 * value) if value > 0 else (0.0 if tsq_se == 0 else math.inf)
-    return Estimate(
-        value,
-        se,
-        probes,
-        "hutchinson",
-        {"probes": probes, "trace_sq": tsq, "trace_sq_stderr": tsq_se, "dof": probes - 1},
-    )
+    return Estimate(value, se, probes, "hutchinson",
+                    {"probes": probes, "trace_sq": tsq, "trace_sq_stderr": tsq_se,
+                     "dof": probes - 1})
 
 
-def frobenius_inner(
-    opA, opB, probes: int = 100, seed: int = 0, block: int | None = None
-) -> Estimate:
+def frobenius_inner(opA, opB, probes: int = 100, seed: int = 0,
+                    block: int | None = None) -> Estimate:
     """``⟨A, B⟩_F = tr(AB) = E[(A v)ᵀ (B v)]`` for symmetric ``A``, ``B`` and Rademacher ``v``.
 
     docs/algorithms.md §1 (comparisons: ``cos = ⟨A,B⟩_F / (‖A‖_F ‖B‖_F)``). The same probes go to
@@ -61,10 +54,8 @@ def frobenius_inner(
     """
     opA, opB = as_operator(opA), as_operator(opB)
     if tuple(opA.shape) != tuple(opB.shape):
-        raise ConfigError(
-            f"operators differ in shape: {tuple(opA.shape)} vs {tuple(opB.shape)}",
-            "compare matrices of the same parameter selection",
-        )
+        raise ConfigError(f"operators differ in shape: {tuple(opA.shape)} vs {tuple(opB.shape)}",
+                          "compare matrices of the same parameter selection")
     _check_probes(probes)
     g = make_generator(seed)
     p = opA.shape[0]

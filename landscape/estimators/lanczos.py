@@ -46,9 +46,8 @@ class LanczosResult(NamedTuple):
 
     def tridiagonal(self) -> torch.Tensor:
         """The symmetric tridiagonal ``T_m: [m, m]``."""
-        return (
-            torch.diag(self.alpha) + torch.diag(self.beta[:-1], 1) + torch.diag(self.beta[:-1], -1)
-        )
+        return (torch.diag(self.alpha) + torch.diag(self.beta[:-1], 1)
+                + torch.diag(self.beta[:-1], -1))
 
 
 def _cgs2(Q: torch.Tensor, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,10 +62,8 @@ def _cgs2(Q: torch.Tensor, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def _nonfinite() -> NumericalError:
-    return NumericalError(
-        "the operator returned NaN or infinite products",
-        "check the loss at this checkpoint, or use float64",
-    )
+    return NumericalError("the operator returned NaN or infinite products",
+                          "check the loss at this checkpoint, or use float64")
 
 
 def _eps(dtype: torch.dtype) -> float:
@@ -84,10 +81,8 @@ def _start_vectors(op, v0: torch.Tensor | None, b: int, g: torch.Generator) -> t
         if v0.dim() == 2:
             v0 = (v0 / torch.linalg.vector_norm(v0, dim=0)).sum(dim=1)
         if v0.shape != (p,):
-            raise ConfigError(
-                f"start vector has shape {tuple(v0.shape)}, expected ({p},)",
-                "pass a flat parameter-sized vector",
-            )
+            raise ConfigError(f"start vector has shape {tuple(v0.shape)}, expected ({p},)",
+                              "pass a flat parameter-sized vector")
         V = v0.expand(b, p)
     nrm = torch.linalg.vector_norm(V, dim=1, keepdim=True)
     if not bool((nrm > 0).all()):
@@ -95,9 +90,8 @@ def _start_vectors(op, v0: torch.Tensor | None, b: int, g: torch.Generator) -> t
     return V / nrm
 
 
-def _lanczos_runs(
-    op, V0: torch.Tensor, steps: int, keep_basis: bool, where: torch.device | None = None
-):
+def _lanczos_runs(op, V0: torch.Tensor, steps: int, keep_basis: bool,
+                  where: torch.device | None = None):
     """``b`` independent Lanczos runs in lockstep (one ``matmat`` of ``b`` columns per step).
 
     ``V0: [b, p]`` unit start vectors. Returns ``alpha, beta: [b, m]`` (float64, host),
@@ -124,9 +118,8 @@ def _lanczos_runs(
             W = op.matmat(Q[:, j].T.contiguous().to(op.device)).T.to(where)
         else:
             W = torch.zeros(b, p, dtype=op.dtype, device=where)
-            W[active] = op.matmat(Q[active, j].T.contiguous().to(op.device)).T.to(
-                device=where, dtype=op.dtype
-            )
+            W[active] = op.matmat(Q[active, j].T.contiguous().to(op.device)).T.to(device=where,
+                dtype=op.dtype)
         products += len(active)
         W, h = _cgs2(Q[:, : j + 1], W.to(op.dtype))
         nb = torch.linalg.vector_norm(W, dim=1)
@@ -149,9 +142,8 @@ def _lanczos_runs(
     return alpha, beta, lengths, (Q if keep_basis else None), products
 
 
-def lanczos(
-    op, steps: int, v0: torch.Tensor | None = None, seed: int = 0, return_basis: bool = False
-) -> LanczosResult:
+def lanczos(op, steps: int, v0: torch.Tensor | None = None, seed: int = 0,
+            return_basis: bool = False) -> LanczosResult:
     """``steps`` Lanczos steps from ``v0`` (default: Rademacher from ``seed``), normalised.
 
     Recurrence (Golub & Van Loan, Alg. 10.1.1): ``β_j q_{j+1} = A q_j − α_j q_j − β_{j−1} q_{j−1}``
@@ -199,9 +191,8 @@ def _default_basis(p: int, itemsize: int, nw: int, memory: int | None = None) ->
     return max(min(p, 2 * nw + 10, 20), min(p, _BASIS_CAP, fit))
 
 
-def basis_placement(
-    op, vectors_wanted: int, itemsize: int, minimum: int
-) -> tuple[torch.device, int, str]:
+def basis_placement(op, vectors_wanted: int, itemsize: int, minimum: int) -> tuple[torch.device,
+    int, str]:
     """Where the Lanczos basis lives and how many vectors it may hold: on the operator's device
     within its memory share (``op.memory``, default 2 GiB); on a GPU whose share holds fewer than
     ``minimum`` vectors, on the host instead (half its available RAM), each product's vector
@@ -212,29 +203,19 @@ def basis_placement(
     share = op.memory or _BASIS_BYTES
     fit = min(vectors_wanted, share // max(1, p * itemsize))
     if op.device.type != "cuda" or fit >= minimum:
-        return (
-            op.device,
-            max(min(p, minimum), fit),
-            f"{fmt_bytes(share)} share of the budget on {op.device}",
-        )
+        return op.device, max(min(p, minimum),
+                              fit), f"{fmt_bytes(share)} share of the budget on {op.device}"
     host = available(torch.device("cpu")) // 2
     hfit = min(vectors_wanted, host // max(1, p * itemsize))
     if hfit > fit:
-        return (
-            torch.device("cpu"),
-            max(min(p, minimum), hfit),
-            f"on the host: {fit} vectors of {p} fit the device share {fmt_bytes(share)}",
-        )
-    return (
-        op.device,
-        max(min(p, minimum), fit),
-        f"{fmt_bytes(share)} share of the budget on {op.device}",
-    )
+        return torch.device("cpu"), max(min(p, minimum), hfit), \
+            f"on the host: {fit} vectors of {p} fit the device share {fmt_bytes(share)}"
+    return op.device, max(min(p, minimum),
+                          fit), f"{fmt_bytes(share)} share of the budget on {op.device}"
 
 
-def _orthonormal_block(
-    W: torch.Tensor, Q: torch.Tensor, thresh: float, g: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _orthonormal_block(W: torch.Tensor, Q: torch.Tensor, thresh: float, g: torch.Generator
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows ``W: [c, p]`` (already orthogonal to the rows of ``Q``) as ``W = Rᵀ N`` with ``N``
     orthonormal rows, orthogonal to ``Q`` too, and ``R: [c', c]`` (Gram-Schmidt applied twice,
     row by row). A row whose remainder is at most ``thresh`` (an invariant direction) adds no
@@ -284,18 +265,9 @@ def _orthonormal_block(
     return N, torch.tensor(coupling, dtype=torch.float64).reshape(len(rows), c)
 
 
-def _lanczos_eigs(
-    op,
-    k: int,
-    which: str,
-    tol: float,
-    max_steps: int | None,
-    v0: torch.Tensor | None,
-    seed: int,
-    return_vectors: bool,
-    max_basis: int | None,
-    block: int | None = None,
-) -> Eigen:
+def _lanczos_eigs(op, k: int, which: str, tol: float, max_steps: int | None,
+                  v0: torch.Tensor | None, seed: int, return_vectors: bool,
+                  max_basis: int | None, block: int | None = None) -> Eigen:
     """Block Lanczos with full re-orthogonalisation and thick restart (Golub & Underwood 1977;
     restart as Wu & Simon 2000 with blocks, cf. Zhou & Saad 2008): ``b`` vectors are multiplied
     together, so an eigenvalue of multiplicity up to ``b`` has all its copies in the Krylov
@@ -307,9 +279,8 @@ def _lanczos_eigs(
     if max_basis is not None:
         mmax, where, why = min(p, int(max_basis)), op.device, "max_basis"
     else:
-        where, mmax, why = basis_placement(
-            op, _BASIS_CAP, itemsize, min(p, 2 * nw + 10 + 2 * b, 20 + 2 * b)
-        )
+        where, mmax, why = basis_placement(op, _BASIS_CAP, itemsize, min(p, 2 * nw + 10 + 2 * b,
+            20 + 2 * b))
         mmax = min(p, mmax)
     if mmax < p and mmax < nw + 2 * b:
         raise ConfigError(
@@ -368,20 +339,16 @@ def _lanczos_eigs(
         if m >= min(p, nw) and (products >= next_check or full or full_space or out_of_steps):
             theta, S = torch.linalg.eigh(T[:m, :m])
             idx = _wanted(m, k, which)
-            bounds = (
-                torch.linalg.vector_norm(R @ S[j:m][:, idx], dim=0)
-                if R.numel()
-                else torch.zeros(idx.numel(), dtype=torch.float64)
-            )
+            bounds = torch.linalg.vector_norm(R @ S[j:m][:, idx],
+                                              dim=0) if R.numel() else torch.zeros(idx.numel(),
+                                                  dtype=torch.float64)
             scale = max(anorm, float(theta.abs().max()))
             floor = eps ** (2 / 3) * scale  # as ARPACK's dsconv
             floor = max(floor, torch.finfo(torch.float64).tiny)  # A = 0: bounds are 0
             # a bound at rounding level (50 eps ‖A‖) is converged too: a zero eigenvalue's
             # relative test tol·eps^(2/3)‖A‖ can lie below what any residual reaches
-            limit = torch.maximum(
-                tol * theta[idx].abs().clamp_min(floor),
-                torch.tensor(_BREAKDOWN * eps * scale, dtype=torch.float64),
-            )
+            limit = torch.maximum(tol * theta[idx].abs().clamp_min(floor),
+                                  torch.tensor(_BREAKDOWN * eps * scale, dtype=torch.float64))
             q = float((bounds / limit).max())
             if q <= 1.0 or full_space:
                 converged = True
@@ -406,12 +373,8 @@ def _lanczos_eigs(
             Q[m : m + N.shape[0]] = N
             j, m = m, m + N.shape[0]
     if not converged:
-        warnings.warn(
-            f"Lanczos stopped after {products} products without reaching tol={tol}; "
-            "the reported residuals bound the errors",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        warnings.warn(f"Lanczos stopped after {products} products without reaching tol={tol}; "
+                      "the reported residuals bound the errors", RuntimeWarning, stacklevel=3)
     idx = _wanted(m, k, which)
     X = (Q[:m].T @ S[:, idx].to(device=where, dtype=op.dtype)).to(op.device)
     del Q
@@ -420,15 +383,8 @@ def _lanczos_eigs(
     values = theta[idx]
     res = torch.linalg.vector_norm(AX - X * values.to(device=op.device, dtype=op.dtype), dim=0)
     basis = {"vectors": mmax, "device": str(where), "why": why, "restarts": restarts, "block": b}
-    return Eigen(
-        values,
-        res.double().cpu(),
-        products,
-        which,
-        "lanczos",
-        X if return_vectors else None,
-        {"basis": basis},
-    )
+    return Eigen(values, res.double().cpu(), products, which, "lanczos",
+                 X if return_vectors else None, {"basis": basis})
 
 
 def _check_interval(last, products: int, q: float, m: int, p: int) -> int:
@@ -449,15 +405,8 @@ def _check_interval(last, products: int, q: float, m: int, p: int) -> int:
     return int(max(1, min(math.ceil(ideal), math.ceil(0.5 * needed))))
 
 
-def _power_eigs(
-    op,
-    k: int,
-    tol: float,
-    max_steps: int | None,
-    v0: torch.Tensor | None,
-    seed: int,
-    return_vectors: bool,
-) -> Eigen:
+def _power_eigs(op, k: int, tol: float, max_steps: int | None, v0: torch.Tensor | None,
+                seed: int, return_vectors: bool) -> Eigen:
     max_steps = int(max_steps) if max_steps is not None else 1000
     g = make_generator(seed)
     found: list[torch.Tensor] = []
@@ -493,39 +442,21 @@ def _power_eigs(
         converged &= ok
         found.append(deflate(v))
     if not converged:
-        warnings.warn(
-            f"power iteration hit max_steps={max_steps} before a relative change of {tol}",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        warnings.warn(f"power iteration hit max_steps={max_steps} before a relative change of "
+                      f"{tol}", RuntimeWarning, stacklevel=3)
     X = torch.stack(found, dim=1)
     AX = op.matmat(X).to(op.dtype)
     products += k
     values = (X * AX).sum(dim=0)  # Rayleigh quotients of the final unit vectors
     res = torch.linalg.vector_norm(AX - X * values, dim=0)
-    return Eigen(
-        values.double().cpu(),
-        res.double().cpu(),
-        products,
-        "magnitude",
-        "power",
-        X if return_vectors else None,
-    )
+    return Eigen(values.double().cpu(), res.double().cpu(), products, "magnitude", "power",
+                 X if return_vectors else None)
 
 
-def top_eigenvalues(
-    op,
-    k: int = 1,
-    which: Which = "top",
-    tol: float = 1e-6,
-    max_steps: int | None = None,
-    seed: int = 0,
-    return_vectors: bool = False,
-    method: EigenMethod = "lanczos",
-    v0: torch.Tensor | None = None,
-    max_basis: int | None = None,
-    block: int | None = None,
-) -> Eigen:
+def top_eigenvalues(op, k: int = 1, which: Which = "top", tol: float = 1e-6,
+                    max_steps: int | None = None, seed: int = 0, return_vectors: bool = False,
+                    method: EigenMethod = "lanczos", v0: torch.Tensor | None = None,
+                    max_basis: int | None = None, block: int | None = None) -> Eigen:
     """Extreme eigenvalues of a symmetric operator, with the true residual of each pair.
 
     ``method="lanczos"`` (default): Lanczos with full re-orthogonalisation (CGS2) from ``v0``
@@ -571,15 +502,12 @@ def top_eigenvalues(
     if not tol > 0:
         raise ConfigError(f"tol must be positive, got {tol}", "use e.g. --tol 1e-6")
     if method == "lanczos":
-        return _lanczos_eigs(
-            op, k, which, tol, max_steps, v0, seed, return_vectors, max_basis, block
-        )
+        return _lanczos_eigs(op, k, which, tol, max_steps, v0, seed, return_vectors, max_basis,
+                             block)
     if method == "power":
         if which != "top":
-            raise ConfigError(
-                "power iteration finds the largest-magnitude eigenvalues only",
-                "use method='lanczos' for which='bottom' or 'both'",
-            )
+            raise ConfigError("power iteration finds the largest-magnitude eigenvalues only",
+                              "use method='lanczos' for which='bottom' or 'both'")
         return _power_eigs(op, k, tol, max_steps, v0, seed, return_vectors)
     raise ConfigError(f"unknown eigenvalue method {method!r}", "choose 'lanczos' or 'power'")
 

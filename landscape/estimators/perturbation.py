@@ -34,15 +34,8 @@ def problem_of(op) -> Problem:
     return seen.problem
 
 
-def perturbation_sharpness(
-    problem: Problem,
-    rho: float = 0.01,
-    samples: int = 100,
-    seed: int = 0,
-    probes: int = 100,
-    op=None,
-    antithetic: bool = True,
-) -> Estimate:
+def perturbation_sharpness(problem: Problem, rho: float = 0.01, samples: int = 100, seed: int = 0,
+                           probes: int = 100, op=None, antithetic: bool = True) -> Estimate:
     """``E[L(θ+ε)] − L(θ)`` for ``ε ∼ N(0, ρ² I)`` by Monte Carlo over ``samples`` draws, mean ±
     std/√samples. Antithetic pairs (default) average ``L(θ+ε)`` and ``L(θ−ε)``, which removes the
     first-order term ``gᵀε`` from every draw without bias (2 loss evaluations per draw).
@@ -56,10 +49,8 @@ def perturbation_sharpness(
     if not rho > 0:
         raise ConfigError(f"rho must be positive, got {rho}", "pass --rho 0.01")
     if samples < 2:
-        raise ConfigError(
-            f"need at least 2 perturbations for a standard error, got {samples}",
-            "pass --perturbations 2 or more",
-        )
+        raise ConfigError(f"need at least 2 perturbations for a standard error, got {samples}",
+                          "pass --perturbations 2 or more")
     theta = problem.theta
     L0 = problem.loss_value()
     g = make_generator(seed)
@@ -71,33 +62,17 @@ def perturbation_sharpness(
     d = torch.tensor(diffs, dtype=torch.float64)
     mean, se = float(d.mean()), float(d.std(unbiased=True)) / math.sqrt(samples)
     tr = trace(op if op is not None else Hessian(problem), probes=probes, seed=seed)
-    return Estimate(
-        mean,
-        se,
-        tr.matvecs,
-        "monte-carlo",
-        {
-            "rho": rho,
-            "perturbations": samples,
-            "antithetic": antithetic,
-            "loss": L0,
-            "dof": samples - 1,
-            "loss_evaluations": samples * (2 if antithetic else 1) + 1,
-            "quadratic": rho**2 * tr.value / 2,
-            "quadratic_stderr": rho**2 * tr.stderr / 2,
-            "trace": tr.value,
-            "trace_stderr": tr.stderr,
-        },
-    )
+    return Estimate(mean, se, tr.matvecs, "monte-carlo", {
+        "rho": rho, "perturbations": samples, "antithetic": antithetic, "loss": L0,
+                                                          "dof": samples - 1,
+        "loss_evaluations": samples * (2 if antithetic else 1) + 1,
+        "quadratic": rho**2 * tr.value / 2, "quadratic_stderr": rho**2 * tr.stderr / 2,
+        "trace": tr.value, "trace_stderr": tr.stderr})
 
 
-def keskar_sharpness(
-    problem: Problem,
-    epsilon: float = 1e-3,
-    subspace: int | None = None,
-    steps: int = 20,
-    seed: int = 0,
-) -> Estimate:
+def keskar_sharpness(problem: Problem, epsilon: float = 1e-3, subspace: int | None = None,
+                     steps: int = 20,
+                     seed: int = 0) -> Estimate:
     """Keskar et al.'s ε-sharpness ``φ`` in percent (Metric 2.1), maximised by projected sign
     ascent in the box: from a seeded uniform start in ``C_ε``, ``steps`` steps
     ``y ← clip(y + α sign(Aᵀ∇L(θ+Ay)), C_ε)`` with ``α = 2.5 ε_i / steps`` per coordinate (as in
@@ -115,14 +90,11 @@ def keskar_sharpness(
     g = make_generator(seed)
     if subspace:
         if not 1 <= subspace <= problem.p:
-            raise ConfigError(
-                f"subspace dimension must be in [1, {problem.p}], got {subspace}",
-                "pass --subspace 100, or 0 for the full space",
-            )
+            raise ConfigError(f"subspace dimension must be in [1, {problem.p}], got {subspace}",
+                              "pass --subspace 100, or 0 for the full space")
         A = gaussian(problem.p, subspace, g, problem.dtype, problem.device)
-        coords = (
-            torch.linalg.lstsq(A.double(), theta.double()[:, None]).solution[:, 0].to(problem.dtype)
-        )
+        coords = torch.linalg.lstsq(A.double(), theta.double()[:, None]).solution[:,
+            0].to(problem.dtype)
     else:
         A, coords = None, theta
     box = epsilon * (coords.abs() + 1)

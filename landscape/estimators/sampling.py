@@ -24,13 +24,8 @@ def make_generator(seed: int, device: torch.device | str | None = None) -> torch
     return g
 
 
-def rademacher(
-    p: int,
-    k: int,
-    generator: torch.Generator,
-    dtype: torch.dtype = torch.float64,
-    device: torch.device | str = "cpu",
-) -> torch.Tensor:
+def rademacher(p: int, k: int, generator: torch.Generator, dtype: torch.dtype = torch.float64,
+               device: torch.device | str = "cpu") -> torch.Tensor:
     """``[p, k]`` matrix of independent ±1 entries (each with probability 1/2).
 
     E[v vᵀ] = I, and among such probes Rademacher minimises the Hutchinson variance
@@ -41,13 +36,8 @@ def rademacher(
     return V.T.contiguous()
 
 
-def gaussian(
-    p: int,
-    k: int,
-    generator: torch.Generator,
-    dtype: torch.dtype = torch.float64,
-    device: torch.device | str = "cpu",
-) -> torch.Tensor:
+def gaussian(p: int, k: int, generator: torch.Generator, dtype: torch.dtype = torch.float64,
+             device: torch.device | str = "cpu") -> torch.Tensor:
     """``[p, k]`` matrix of independent standard normal entries (drawn in float64, then cast).
 
     Each column is its own draw of ``p`` numbers, so the values do not depend on ``k`` splits.

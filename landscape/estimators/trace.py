@@ -60,10 +60,8 @@ def hutchinson_trace(op, probes: int = 100, seed: int = 0, block: int | None = N
     """
     op = as_operator(op)
     if probes < 2:
-        raise ConfigError(
-            f"hutchinson needs at least 2 probes for a standard error, got {probes}",
-            "use --probes 2 or more (100 is typical)",
-        )
+        raise ConfigError(f"hutchinson needs at least 2 probes for a standard error, got {probes}",
+                          "use --probes 2 or more (100 is typical)")
     g = make_generator(seed)
     vals = _quadratic_forms(op, probes, g, _block_size(op, probes, block))
     value, se = _mean_stderr(vals)
@@ -84,10 +82,8 @@ def hutchpp_trace(op, probes: int = 100, seed: int = 0, block: int | None = None
     """
     op = as_operator(op)
     if probes < 4:
-        raise ConfigError(
-            f"hutch++ needs at least 4 products, got {probes}",
-            "use --probes 4 or more (a multiple of 3, e.g. 99, is natural)",
-        )
+        raise ConfigError(f"hutch++ needs at least 4 products, got {probes}",
+                          "use --probes 4 or more (a multiple of 3, e.g. 99, is natural)")
     p = op.shape[0]
     s = max(1, min(probes // 3, (probes - 10) // 2))  # at least 10 residual probes when m >= 12
     r = probes - 2 * s
@@ -103,23 +99,13 @@ def hutchpp_trace(op, probes: int = 100, seed: int = 0, block: int | None = None
         W = W - Q @ (Q.T @ W)  # (I − QQᵀ) g
         vals.append((W * op.matmat(W)).sum(dim=0))
     mean, se = _mean_stderr(torch.cat(vals))
-    extra = {
-        "probes": probes,
-        "sketch": s,
-        "residual_probes": r,
-        "low_rank_trace": low_rank,
-        "dof": r - 1,
-    }
+    extra = {"probes": probes, "sketch": s, "residual_probes": r, "low_rank_trace": low_rank,
+             "dof": r - 1}
     return Estimate(low_rank + mean, se, s + Q.shape[1] + r, "hutchpp", extra)
 
 
-def trace(
-    op,
-    probes: int = 100,
-    method: TraceMethod = "hutchinson",
-    seed: int = 0,
-    block: int | None = None,
-) -> Estimate:
+def trace(op, probes: int = 100, method: TraceMethod = "hutchinson", seed: int = 0,
+          block: int | None = None) -> Estimate:
     """``tr(A)`` by ``method``: ``"hutchinson"`` (:func:`hutchinson_trace`) or ``"hutchpp"``
     (:func:`hutchpp_trace`), with ``probes`` operator products in total."""
     if method == "hutchinson":

@@ -281,10 +281,8 @@ class Checkpoint:
             if model is not None:
                 ckpt.model = {"name": str(model), "kwargs": dict(model_kwargs or {})}
             elif model_kwargs:
-                ckpt.model = {
-                    **ckpt.model,
-                    "kwargs": {**ckpt.model.get("kwargs", {}), **model_kwargs},
-                }
+                ckpt.model = {**ckpt.model, "kwargs": {**ckpt.model.get("kwargs", {}),
+                                                       **model_kwargs}}
             if data is not None:
                 ckpt.data = {"name": str(data), "kwargs": dict(data_kwargs or {})}
                 ckpt.split = {}
@@ -465,21 +463,11 @@ class Checkpoint:
         data = (
             self.dataset().for_loss(normalize_loss(self.loss)).part(split)
         )  # one-hot for mse on classes
-        return Problem(
-            model,
-            self.loss,
-            data,
-            batch_size=batch_size,
-            samples=samples,
-            seed=seed,
-            params=params,
-            device=device,
-            dtype=dtype,
-            train_mode=train_mode,
-            bn_batch=bn_batch,
-            memory=memory,
-            allow_random_data=allow_random_data,
-        )
+        return Problem(model, self.loss, data, batch_size=batch_size, samples=samples, seed=seed,
+                       params=params,
+                       device=device, dtype=dtype, train_mode=train_mode, bn_batch=bn_batch,
+                           memory=memory,
+                       allow_random_data=allow_random_data)
 
     # ------------------------------------------------------------------ descriptions
 
@@ -562,9 +550,8 @@ def load(
     >>> problem.n, problem.p
     (100, 610)
     """
-    return Checkpoint.load(
-        path, model=model, data=data, loss=loss, model_kwargs=model_kwargs, data_kwargs=data_kwargs
-    )
+    return Checkpoint.load(path, model=model, data=data, loss=loss, model_kwargs=model_kwargs,
+                           data_kwargs=data_kwargs)
 
 
 def _summary(value: Any) -> Any:
@@ -614,15 +601,10 @@ def make_checkpoint(
 def report_header(ckpt: Checkpoint, problem: Any, seconds: float | None = None) -> dict:
     """The keys every report (command output, study item) starts with: the checkpoint, its
     identity and the problem's size, loss, device and dtype."""
-    out = {
-        "checkpoint": str(ckpt.path) if getattr(ckpt, "path", None) else None,
-        "identity": ckpt.identity(),
-        "params": problem.p,
-        "samples": problem.n,
-        "loss": problem.loss.name,
-        "device": str(problem.device),
-        "dtype": str(problem.dtype).replace("torch.", ""),
-    }
+    out = {"checkpoint": str(ckpt.path) if getattr(ckpt, "path", None) else None,
+           "identity": ckpt.identity(), "params": problem.p, "samples": problem.n,
+           "loss": problem.loss.name, "device": str(problem.device),
+           "dtype": str(problem.dtype).replace("torch.", "")}
     if hasattr(problem, "data_report"):
         out["data"] = problem.data_report()
     if seconds is not None:

@@ -33,27 +33,15 @@ def _panel(ax, steps: np.ndarray, losses: np.ndarray, summary: dict, max_lines: 
         and rate > 0
     ):
         t = np.linspace(summary.get("fit_first") or 0, summary["fit_last"], 50)
-        ax.plot(
-            t,
-            mean[0] * rate ** (t - t[0]),
-            color="tab:orange",
-            lw=1.2,
-            ls="-.",
-            label=f"fit {rate:.3g}/step",
-        )
+        ax.plot(t, mean[0] * rate ** (t - t[0]), color="tab:orange", lw=1.2, ls="-.",
+                label=f"fit {rate:.3g}/step")
     if (
         pred and math.isfinite(pred) and pred > 1 and start > 0
     ):  # γ_0 ≤ 1 bounds nothing (Theorem 4)
         end = summary.get("fit_last") or steps[-1]
         t = np.linspace(0, max(end, 1), 50)
-        ax.plot(
-            t,
-            start * pred**t,
-            color="tab:green",
-            lw=1.2,
-            ls=":",
-            label=f"predicted {pred:.3g}/step",
-        )
+        ax.plot(t, start * pred**t, color="tab:green", lw=1.2, ls=":",
+                label=f"predicted {pred:.3g}/step")
     ax.set_yscale("log")
     finite = shown[np.isfinite(shown)]
     if finite.size:  # the data (and the escape threshold) decide the range, not the guide lines
@@ -83,14 +71,9 @@ def escape_figure(runs: Sequence[tuple], title: str | None = None, max_lines: in
     fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.8 * rows), squeeze=False)
     flat = axes.reshape(-1)
     for ax, (steps, losses, summary) in zip(flat, runs):
-        _panel(
-            ax,
-            np.asarray(steps, dtype=float),
-            np.asarray(losses, dtype=float),
-            dict(summary),
-            max_lines,
-        )
-    for ax in flat[len(runs) :]:
+        _panel(ax, np.asarray(steps, dtype=float), np.asarray(losses, dtype=float), dict(summary),
+               max_lines)
+    for ax in flat[len(runs):]:
         ax.set_visible(False)
     for r in range(rows):
         axes[r][0].set_ylabel("training loss (log scale)")

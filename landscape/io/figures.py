@@ -24,25 +24,20 @@ def save(fig, path: str | Path) -> Path:
     return path
 
 
-def density_figure(
-    density: Density | dict, title: str = "Hessian spectral density", sigma: float | None = None
-):
+def density_figure(density: Density | dict, title: str = "Hessian spectral density",
+                   sigma: float | None = None):
     """Gaussian-broadened SLQ density on a log scale, with the Ritz nodes marked."""
     if isinstance(density, dict):
-        density = Density(
-            torch.as_tensor(density["nodes"], dtype=torch.float64),
-            torch.as_tensor(density["weights"], dtype=torch.float64),
-            int(density["runs"]),
-            int(density["steps"]),
-            int(density.get("matvecs", 0)),
-        )
+        density = Density(torch.as_tensor(density["nodes"], dtype=torch.float64),
+                          torch.as_tensor(density["weights"], dtype=torch.float64),
+                          int(density["runs"]), int(density["steps"]), int(density.get("matvecs",
+                              0)))
     nodes = density.nodes.double()
     lo, hi = float(nodes.min()), float(nodes.max())
     pad = 0.05 * max(hi - lo, 1e-12)
     grid = torch.linspace(lo - pad, hi + pad, 2000, dtype=torch.float64)
-    curve = Density(
-        nodes, density.weights.double(), density.runs, density.steps, density.matvecs
-    ).curve(grid, sigma)
+    curve = Density(nodes, density.weights.double(), density.runs, density.steps,
+                    density.matvecs).curve(grid, sigma)
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.semilogy(grid.numpy(), (curve + 1e-12).numpy(), lw=1.2)
     ax.set_xlabel("eigenvalue")

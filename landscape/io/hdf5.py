@@ -71,9 +71,8 @@ def write_tree(path: str | Path, tree: dict, attrs: dict | None = None) -> Path:
                 f.attrs[k] = attr_value(v)
             write_group(f, tree)
     except OSError as e:
-        raise LandscapeError(
-            f"cannot write {path}: {e.strerror or e}", "check the folder exists and is writable"
-        ) from e
+        raise LandscapeError(f"cannot write {path}: {e.strerror or e}",
+                             "check the folder exists and is writable") from e
     return Path(path)
 
 
@@ -110,6 +109,5 @@ def read_tree(path: str | Path) -> dict:
         with h5py.File(path, "r") as f:
             return read_group(f)
     except OSError as e:
-        raise LandscapeError(
-            f"{path} is not a readable HDF5 file", "pass a file written by landscape"
-        ) from e
+        raise LandscapeError(f"{path} is not a readable HDF5 file",
+                             "pass a file written by landscape") from e

@@ -38,9 +38,8 @@ def trajectories_figure(tree: dict):
     :func:`landscape.io.escape_figures.escape_figure`)."""
     sets = _trajectory_sets(tree)
     if not sets:
-        raise LandscapeError(
-            "the file holds no [trajectories, steps] loss arrays", "pass an escape result file"
-        )
+        raise LandscapeError("the file holds no [trajectories, steps] loss arrays",
+                             "pass an escape result file")
     n = len(sets)
     fig, axes = plt.subplots(1, n, figsize=(4.8 * n, 3.8), squeeze=False, sharey=True)
     for ax, (name, L) in zip(axes.flat, sets.items()):
@@ -84,17 +83,14 @@ def detect(tree: dict) -> str:
         return "density"
     if "escape" in fmt or _trajectory_sets(tree):
         return "escape"
-    raise LandscapeError(
-        "cannot tell what this file holds (no slice grid, density, run series or "
-        "escape trajectories)",
-        "pass a file written by landscape slice, interpolate, "
-        "sharpness --out (with --metric density), train or escape",
-    )
+    raise LandscapeError("cannot tell what this file holds (no slice grid, density, run series or "
+                         "escape trajectories)",
+                             "pass a file written by landscape slice, interpolate, "
+                         "sharpness --out (with --metric density), train or escape")
 
 
-def render(
-    path: str | Path, kind: str = "auto", out: str | Path | None = None, quantity: str = "loss"
-) -> list[Path]:
+def render(path: str | Path, kind: str = "auto", out: str | Path | None = None,
+           quantity: str = "loss") -> list[Path]:
     """Re-draw the figure of any result file without recomputing; returns the files written.
 
     ``kind``: ``auto`` (from the content), ``curve`` (1-D slice, interpolation), ``contour`` /
@@ -116,18 +112,13 @@ def render(
         if out is not None
         else path.with_name(path.stem + ("" if kind == "auto" else f"-{kind}") + ".png")
     )
-    allowed = {
-        "slice": ("auto", "curve", "contour", "heatmap", "surface"),
-        "interpolation": ("auto", "curve"),
-        "density": ("auto", "density"),
-        "run": ("auto", "run"),
-        "escape": ("auto", "escape"),
-    }[what]
+    allowed = {"slice": ("auto", "curve", "contour", "heatmap", "surface"),
+               "interpolation": ("auto", "curve"),
+               "density": ("auto", "density"), "run": ("auto", "run"), "escape": ("auto",
+                   "escape")}[what]
     if kind not in allowed:
-        raise ConfigError(
-            f"{path} holds a {what}, which cannot be drawn as --kind {kind}",
-            f"use --kind {' or '.join(allowed)}",
-        )
+        raise ConfigError(f"{path} holds a {what}, which cannot be drawn as --kind {kind}",
+                          f"use --kind {' or '.join(allowed)}")
     if what in ("slice", "interpolation"):
         return [save(slice_figure(tree, kind, quantity), out)]
     if what == "run":

@@ -11,19 +11,8 @@ import numpy as np
 
 from .figures import plt, save  # noqa: F401  (save is re-exported for callers)
 
-_BASE = {
-    "step",
-    "epoch",
-    "wall_seconds",
-    "train_seconds",
-    "eval_seconds",
-    "track_seconds",
-    "batch_loss",
-    "train_loss",
-    "train_accuracy",
-    "test_loss",
-    "test_accuracy",
-}
+_BASE = {"step", "epoch", "wall_seconds", "train_seconds", "eval_seconds", "track_seconds",
+         "batch_loss", "train_loss", "train_accuracy", "test_loss", "test_accuracy"}
 _ERR = ("_stderr", "_residual")
 
 
@@ -93,13 +82,8 @@ def run_figure(series: dict, settings: dict | None = None):
             # β)/lr
             # (β, not μ: μ is the noise alignment, drawn in a panel of its own)
             beta = float(settings.get("momentum") or 0.0)
-            ax.axhline(
-                2.0 * (1.0 + beta) / float(settings["lr"]),
-                color="k",
-                ls=":",
-                lw=1,
-                label="2/lr" if beta == 0 else f"2(1+β)/lr, momentum β = {beta:g}",
-            )
+            ax.axhline(2.0 * (1.0 + beta) / float(settings["lr"]), color="k", ls=":", lw=1,
+                       label="2/lr" if beta == 0 else f"2(1+β)/lr, momentum β = {beta:g}")
             ax.legend(fontsize=7)
         ax.set_ylabel(col)
         i += 1

@@ -39,12 +39,9 @@ def _title(data: dict) -> str:
         a, b = Path(str(ends.get("a", "A"))).name, Path(str(ends.get("b", "B"))).name
         return f"interpolation (1-α) θ_A + α θ_B, A = {a}, B = {b}"
     kind = d.get("kind", "?")
-    what = {
-        "random": f"random directions, {d.get('norm', '?')} normalisation",
-        "eigen": "top Hessian eigenvectors",
-        "pca": "PCA of the training trajectory",
-        "checkpoints": "toward checkpoints",
-    }.get(kind, str(kind))
+    what = {"random": f"random directions, {d.get('norm', '?')} normalisation",
+            "eigen": "top Hessian eigenvectors", "pca": "PCA of the training trajectory",
+            "checkpoints": "toward checkpoints"}.get(kind, str(kind))
     extra = ""
     ev = d.get("eigenvalues")
     if kind == "eigen" and ev is not None:
@@ -68,9 +65,8 @@ def curve_figure(data: dict):
     train solid, test dashed; the origin (or the end points A and B) marked."""
     x = _arr(data["grid"]["alpha"])
     has_acc = bool(_splits(data, "accuracy"))
-    fig, axes = plt.subplots(
-        1, 2 if has_acc else 1, figsize=(10 if has_acc else 5.5, 3.8), squeeze=False
-    )
+    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(10 if has_acc else 5.5, 3.8),
+                             squeeze=False)
     axes = list(axes.flat)
     for ax, q in zip(axes, ["loss", "accuracy"]):
         for s in _splits(data, q):
@@ -80,9 +76,8 @@ def curve_figure(data: dict):
             if x.min() <= m <= x.max():
                 ax.axvline(m, color="gray", lw=0.8, ls=":")
                 if lab:
-                    ax.annotate(
-                        lab, (m, 1.0), xycoords=("data", "axes fraction"), ha="center", va="bottom"
-                    )
+                    ax.annotate(lab, (m, 1.0), xycoords=("data", "axes fraction"), ha="center",
+                                va="bottom")
         ax.set_xlabel(_axis_label(data, 0))
         ax.set_ylabel(q)
         ax.grid(alpha=0.3)
@@ -178,19 +173,10 @@ def plane_figure(data: dict, kind: Kind2D = "contour", quantity: str = "loss"):
             else:
                 from matplotlib.colors import LogNorm, Normalize
 
-                norm = (
-                    LogNorm(levels[0], levels[-1])
-                    if geometric
-                    else Normalize(levels[0], levels[-1])
-                )
-                mesh = ax.pcolormesh(
-                    A,
-                    B,
-                    np.clip(Z, levels[0], levels[-1]),
-                    shading="auto",
-                    cmap="viridis",
-                    norm=norm,
-                )
+                norm = LogNorm(levels[0], levels[-1]) if geometric else Normalize(levels[0],
+                    levels[-1])
+                mesh = ax.pcolormesh(A, B, np.clip(Z, levels[0], levels[-1]), shading="auto",
+                                     cmap="viridis", norm=norm)
                 fig.colorbar(mesh, ax=ax, label=quantity)
             _overlay(ax, data)
             ax.set_aspect("auto")
@@ -209,14 +195,12 @@ def slice_figure(data: dict, kind: str = "auto", quantity: str = "loss"):
     dims = len([k for k in ("alpha", "beta") if k in (data.get("grid") or {})])
     if dims == 1:
         if kind not in ("auto", "curve"):
-            raise ConfigError(
-                f"--kind {kind} needs a 2-D slice; this one is 1-D", "use --kind curve"
-            )
+            raise ConfigError(f"--kind {kind} needs a 2-D slice; this one is 1-D",
+                              "use --kind curve")
         return curve_figure(data)
     if kind == "curve":
-        raise ConfigError(
-            "--kind curve is for 1-D slices and interpolations", "use contour, heatmap or surface"
-        )
+        raise ConfigError("--kind curve is for 1-D slices and interpolations",
+                          "use contour, heatmap or surface")
     return plane_figure(data, "contour" if kind == "auto" else kind, quantity)
 
 

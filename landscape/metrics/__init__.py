@@ -76,12 +76,8 @@ class Settings:
         declared :class:`Option`: one clear error naming the flag; self if fine."""
         for name in names or list(METRICS):
             for key, opt in METRICS[name].options.items():
-                check(
-                    opt,
-                    self.get(key),
-                    opt.flag_for(key),
-                    f"pass a valid {opt.flag_for(key)} (metric {name})",
-                )
+                check(opt, self.get(key), opt.flag_for(key),
+                      f"pass a valid {opt.flag_for(key)} (metric {name})")
         return self
 
 
@@ -188,7 +184,6 @@ def stderr_text(r) -> str:
 
 def estimate_rows(label: str) -> Callable[[Any], list[Row]]:
     """Table rows of an Estimate: ``label``, value, stderr, products."""
-
     def rows(r) -> list[Row]:
         return [(label, fmt(r.value), stderr_text(r), str(r.matvecs))]
 

@@ -24,17 +24,10 @@ LABELS = {"hessian": "H", "ggn": "GGN", "fisher": "F (MC)", "empirical_fisher": 
 MC_SAMPLES = 16
 
 
-def fisher_report(
-    problem: Problem,
-    *,
-    probes: int = 100,
-    mc_samples: int = MC_SAMPLES,
-    tol: float = 1e-4,
-    max_steps: int | None = None,
-    seed: int = 0,
-    chunk: int | None = None,
-    on_start: Callable[[str], None] | None = None,
-) -> dict:
+def fisher_report(problem: Problem, *, probes: int = 100, mc_samples: int = MC_SAMPLES,
+                  tol: float = 1e-4,
+                  max_steps: int | None = None, seed: int = 0, chunk: int | None = None,
+                  on_start: Callable[[str], None] | None = None) -> dict:
     """``{"matrices": {name: {"trace", "lambda_max", "frobenius"}}, "cosine": {"a~b": ...}}`` for
     H, GGN, Fisher (``mc_samples`` labels per sample) and F_emp: traces, Frobenius norms and
     cosines from one shared set of probes
@@ -46,12 +39,9 @@ def fisher_report(
     Fisher's exactly). ``on_start(label)`` is called before each stage (progress)."""
     from ..estimators import top_eigenvalues
 
-    ops = {
-        "hessian": Hessian(problem),
-        "ggn": GGN(problem),
-        "fisher": Fisher(problem, mc_samples=mc_samples, seed=seed),
-        "empirical_fisher": EmpiricalFisher(problem, chunk=chunk),
-    }
+    ops = {"hessian": Hessian(problem), "ggn": GGN(problem),
+           "fisher": Fisher(problem, mc_samples=mc_samples, seed=seed),
+           "empirical_fisher": EmpiricalFisher(problem, chunk=chunk)}
     if on_start:
         on_start("traces, norms, cosines")
     cmp = matrix_comparison(ops, probes=probes, seed=seed)
@@ -60,20 +50,14 @@ def fisher_report(
         if on_start:
             on_start(f"λ_max({LABELS[name]})")
         eig = top_eigenvalues(op, k=1, which="top", tol=tol, max_steps=max_steps, seed=seed)
-        lam = {
-            "estimate": float(eig.values[0]),
-            "residual": float(eig.residuals[0]),
-            "method": eig.method,
-            "matvecs": eig.matvecs,
-        }
+        lam = {"estimate": float(eig.values[0]), "residual": float(eig.residuals[0]),
+               "method": eig.method,
+               "matvecs": eig.matvecs}
         if name == "fisher":
             lam["note"] = (
                 f"one draw of {mc_samples} label(s) per sample: biased upward, no standard error; "
                 "the true Fisher's λ_max is the GGN's"
             )
-        matrices[name] = {
-            "trace": cmp["trace"][name].to_dict(),
-            "lambda_max": lam,
-            "frobenius": cmp["frobenius"][name].to_dict(),
-        }
+        matrices[name] = {"trace": cmp["trace"][name].to_dict(), "lambda_max": lam,
+                          "frobenius": cmp["frobenius"][name].to_dict()}
     return {"matrices": matrices, "cosine": {k: v.to_dict() for k, v in cmp["cosine"].items()}}

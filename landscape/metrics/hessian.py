@@ -19,12 +19,8 @@ from . import (
     register,
 )
 
-PROBES = integer(
-    2,
-    100,
-    "Random probe vectors (one operator product each) of the trace, the "
-    "Frobenius norm and ρ² tr(H)/2.",
-)
+PROBES = integer(2, 100, "Random probe vectors (one operator product each) of the trace, the "
+                         "Frobenius norm and ρ² tr(H)/2.")
 
 
 def _trace(op, s: Settings):
@@ -36,16 +32,8 @@ def _trace(op, s: Settings):
 def _eig(op, s: Settings):
     from ..estimators import top_eigenvalues
 
-    return top_eigenvalues(
-        op,
-        k=s.top_k,
-        which=s.which,
-        tol=s.tol,
-        max_steps=s.max_steps,
-        seed=s.seed,
-        method=s.eig_method,
-        block=s.eig_block,
-    )
+    return top_eigenvalues(op, k=s.top_k, which=s.which, tol=s.tol, max_steps=s.max_steps,
+                           seed=s.seed, method=s.eig_method, block=s.eig_block)
 
 
 def _frobenius(op, s: Settings):
@@ -69,27 +57,17 @@ def _eig_rows(r) -> list[Row]:
     out = []
     k = len(vals) // 2 if r.which == "both" else len(vals)
     for i, (v, e) in enumerate(zip(vals, res)):
-        end, rank = (
-            (r.which, i + 1)
-            if r.which != "both"
-            else (("top", i + 1) if i < k else ("bottom", i - k + 1))
-        )
-        out.append(
-            (f"{name}[{end} {rank}]", fmt(v), f"residual {e:.2g}", matvecs if i == 0 else "")
-        )
+        end, rank = ((r.which, i + 1) if r.which != "both"
+                     else (("top", i + 1) if i < k else ("bottom", i - k + 1)))
+        out.append((f"{name}[{end} {rank}]", fmt(v), f"residual {e:.2g}",
+                    matvecs if i == 0 else ""))
     return out
 
 
 def _density_rows(r) -> list[Row]:
     nodes = r.nodes
-    return [
-        (
-            "density support",
-            f"[{fmt(float(nodes.min()))}, {fmt(float(nodes.max()))}]",
-            f"{r.runs} runs x {r.steps} steps",
-            str(r.matvecs),
-        )
-    ]
+    return [("density support", f"[{fmt(float(nodes.min()))}, {fmt(float(nodes.max()))}]",
+             f"{r.runs} runs x {r.steps} steps", str(r.matvecs))]
 
 
 def _eig_scalars(r) -> dict:
@@ -104,11 +82,8 @@ def _eig_scalars(r) -> dict:
 def _density_scalars(r) -> dict:
     nodes, weights = r.nodes.double(), r.weights.double()
     negative = float((weights * (nodes < 0)).sum() / r.runs)
-    return {
-        "density_min": float(nodes.min()),
-        "density_max": float(nodes.max()),
-        "density_negative": negative,
-    }
+    return {"density_min": float(nodes.min()), "density_max": float(nodes.max()),
+            "density_negative": negative}
 
 
 def _seq(x: Any) -> list[float]:
@@ -136,88 +111,40 @@ def _density_headlines(stored: dict) -> list[Headline]:
     return [("SLQ max Ritz value", max(nodes), number(None))] if nodes else []
 
 
-register(
-    "trace",
-    Metric(
-        "trace",
-        _trace,
-        estimate_rows("tr(H)"),
-        lambda s: s.probes,
-        "Hessian trace (Hutchinson or Hutch++) ± standard error",
-        options={
-            "probes": PROBES,
-            "method": choice("hutchinson", "hutchpp", help="Trace estimator."),
-        },
-        scalars=lambda r: {"trace": (r.value, r.stderr)},
-        primary="trace",
-        headlines=lambda stored: [estimate_headline(stored, "tr(H)")],
-    ),
-)
+register("trace", Metric(
+    "trace", _trace, estimate_rows("tr(H)"), lambda s: s.probes,
+    "Hessian trace (Hutchinson or Hutch++) ± standard error",
+    options={"probes": PROBES,
+             "method": choice("hutchinson", "hutchpp", help="Trace estimator.")},
+    scalars=lambda r: {"trace": (r.value, r.stderr)}, primary="trace",
+    headlines=lambda stored: [estimate_headline(stored, "tr(H)")]))
 
-register(
-    "eig",
-    Metric(
-        "eigenvalues",
-        _eig,
-        _eig_rows,
-        lambda s: None,
-        "extreme eigenvalues (Lanczos, or power iteration) with residuals",
-        options={
-            "top_k": integer(1, 1, "How many eigenvalues at each end."),
-            "which": choice(
-                "top",
-                "bottom",
-                "both",
-                help="Eigenvalues at the top, bottom or both ends of the spectrum.",
-            ),
-            "tol": positive(1e-6, "Relative residual tolerance of Lanczos (or power iteration)."),
-            "eig_method": choice(
-                "lanczos", "power", help="Lanczos, or power iteration (PyHessian's: largest |λ|)."
-            ),
-            "eig_block": integer(
-                1,
-                help="Lanczos block size (default --top-k: every copy of an "
-                "eigenvalue repeated up to k times is found; 1: "
-                "single-vector Lanczos, about half the products, which "
-                "can miss copies).",
-            ),
-            "max_steps": integer(1, help="Cap on Lanczos steps (default: enough for --tol)."),
-        },
-        scalars=_eig_scalars,
-        primary="lambda_max",
-        headlines=_eig_headlines,
-    ),
-)
+register("eig", Metric(
+    "eigenvalues", _eig, _eig_rows, lambda s: None,
+    "extreme eigenvalues (Lanczos, or power iteration) with residuals",
+    options={"top_k": integer(1, 1, "How many eigenvalues at each end."),
+             "which": choice("top", "bottom", "both",
+                             help="Eigenvalues at the top, bottom or both ends of the spectrum."),
+             "tol": positive(1e-6, "Relative residual tolerance of Lanczos (or power iteration)."),
+             "eig_method": choice("lanczos", "power",
+                                  help="Lanczos, or power iteration (PyHessian's: largest |λ|)."),
+             "eig_block": integer(1, help="Lanczos block size (default --top-k: every copy of an "
+                                          "eigenvalue repeated up to k times is found; 1: "
+                                          "single-vector Lanczos, about half the products, which "
+                                          "can miss copies)."),
+             "max_steps": integer(1, help="Cap on Lanczos steps (default: enough for --tol).")},
+    scalars=_eig_scalars, primary="lambda_max", headlines=_eig_headlines))
 
-register(
-    "frobenius",
-    Metric(
-        "frobenius",
-        _frobenius,
-        estimate_rows("‖H‖_F"),
-        lambda s: s.probes,
-        "Frobenius norm sqrt(E‖Hv‖²) ± standard error",
-        options={"probes": PROBES},
-        scalars=lambda r: {"frobenius": (r.value, r.stderr)},
-        primary="frobenius",
-        headlines=lambda stored: [estimate_headline(stored, "‖H‖_F")],
-    ),
-)
+register("frobenius", Metric(
+    "frobenius", _frobenius, estimate_rows("‖H‖_F"), lambda s: s.probes,
+    "Frobenius norm sqrt(E‖Hv‖²) ± standard error",
+    options={"probes": PROBES},
+    scalars=lambda r: {"frobenius": (r.value, r.stderr)}, primary="frobenius",
+    headlines=lambda stored: [estimate_headline(stored, "‖H‖_F")]))
 
-register(
-    "density",
-    Metric(
-        "density",
-        _density,
-        _density_rows,
-        lambda s: s.runs * s.steps,
-        "spectral density by stochastic Lanczos quadrature",
-        options={
-            "runs": integer(1, 10, "Spectral density: SLQ runs."),
-            "steps": integer(2, 80, "Spectral density: Lanczos steps per run."),
-        },
-        scalars=_density_scalars,
-        primary="density_max",
-        headlines=_density_headlines,
-    ),
-)
+register("density", Metric(
+    "density", _density, _density_rows, lambda s: s.runs * s.steps,
+    "spectral density by stochastic Lanczos quadrature",
+    options={"runs": integer(1, 10, "Spectral density: SLQ runs."),
+             "steps": integer(2, 80, "Spectral density: Lanczos steps per run.")},
+    scalars=_density_scalars, primary="density_max", headlines=_density_headlines))

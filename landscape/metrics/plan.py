@@ -44,9 +44,8 @@ def _products(name: str, s: Settings, p: int) -> tuple[int, str]:
     return int(cost or 0), "loss or gradient passes, no Hessian products"
 
 
-def estimate(
-    problem: Problem, names: list[str], settings: Settings, op: Hessian | None = None
-) -> dict:
+def estimate(problem: Problem, names: list[str], settings: Settings,
+             op: Hessian | None = None) -> dict:
     """``{p, n, data, budget, products: plan, metrics: {name: {products, passes, seconds, memory}},
     seconds, peak_bytes}`` for the Hessian metrics ``names`` on ``problem``."""
     op = op or Hessian(problem)
@@ -65,9 +64,8 @@ def estimate(
         extra = 0
         width = plan.block
         if name == "eig":
-            where, vectors, _ = basis_placement(
-                op, _BASIS_CAP, 8, min(p, 2 * settings.top_k + 10, 20)
-            )
+            where, vectors, _ = basis_placement(op, _BASIS_CAP, 8, min(p, 2 * settings.top_k + 10,
+                20))
             extra = vectors * p * 8 if where == problem.device else 0
             width = max(1, settings.eig_block or settings.top_k)
             passes = math.ceil(prods / width)  # one block of vectors per pass
@@ -82,33 +80,15 @@ def estimate(
         hessian = name in ("trace", "frobenius", "eig", "density")
         kept = cached if plan.keeps(width) else 0.0
         secs = (n * (passes * t_setup * (1 - kept) + prods * t_vec)) if hessian else None
-        rows[name] = {
-            "products": prods,
-            "how": how,
-            "passes": passes,
-            "seconds": secs,
-            "memory_bytes": extra,
-        }
+        rows[name] = {"products": prods, "how": how, "passes": passes, "seconds": secs,
+                      "memory_bytes": extra}
         total_s += secs or 0.0
         peak = max(peak, working + (min(plan.cache, graph_bytes) if kept else 0) + extra)
-    return {
-        "p": p,
-        "n": n,
-        "dtype": str(problem.dtype).replace("torch.", ""),
-        "device": str(problem.device),
-        "data": problem.data_report(),
-        "budget": str(problem.budget),
-        "products": op.plan_report(),
-        "calibration": {
-            "seconds_per_sample_vector": t_vec,
-            "setup_seconds_per_sample": t_setup,
-            "graph_bytes_per_sample": plan.fixed,
-            "graphs_cached_fraction": cached,
-            "wide_passes_cache": plan.wide_cache,
-            "wide_width": CACHED_BLOCK,
-        },
-        "metrics": rows,
-        "seconds": total_s,
-        "peak_bytes": int(peak),
-        "peak": fmt_bytes(peak),
-    }
+    return {"p": p, "n": n, "dtype": str(problem.dtype).replace("torch.", ""),
+            "device": str(problem.device),
+            "data": problem.data_report(), "budget": str(problem.budget),
+                "products": op.plan_report(),
+            "calibration": {"seconds_per_sample_vector": t_vec, "setup_seconds_per_sample": t_setup,
+                            "graph_bytes_per_sample": plan.fixed, "graphs_cached_fraction": cached,
+                            "wide_passes_cache": plan.wide_cache, "wide_width": CACHED_BLOCK},
+            "metrics": rows, "seconds": total_s, "peak_bytes": int(peak), "peak": fmt_bytes(peak)}

@@ -51,10 +51,8 @@ def measure(
 
 def layer_problems(problem: Problem) -> dict[str, Problem]:
     """One sub-problem per layer (parameters grouped by module name)."""
-    return {
-        layer: problem.restrict("^(" + "|".join(re.escape(n) for n in names) + ")$")
-        for layer, names in problem.layout.groups().items()
-    }
+    return {layer: problem.restrict("^(" + "|".join(re.escape(n) for n in names) + ")$")
+            for layer, names in problem.layout.groups().items()}
 
 
 def timed(fn, *args, **kwargs):

@@ -20,19 +20,10 @@ from ..problem import Problem
 from ..results import Estimate
 
 
-def nonuniformity(
-    model_or_problem,
-    loss=None,
-    data=None,
-    *,
-    samples: int | None = None,
-    seed: int = 0,
-    tol: float = 1e-4,
-    max_steps: int | None = None,
-    chunk: int | None = None,
-    subsets: int = 4,
-    **problem_kwargs,
-) -> Estimate:
+def nonuniformity(model_or_problem, loss=None, data=None, *, samples: int | None = None,
+                  seed: int = 0,
+                  tol: float = 1e-4, max_steps: int | None = None, chunk: int | None = None,
+                  subsets: int = 4, **problem_kwargs) -> Estimate:
     """The non-uniformity ``s = sqrt(λ_max(Σ_H))`` (Wu, Ma & E 2018; lecture eq. 5) by Lanczos on
     :class:`~landscape.curvature.noise.NonUniformity`.
 
@@ -61,14 +52,9 @@ def nonuniformity(
         lams.append(lam)
         matvecs += eig.matvecs
     s = sum(values) / runs
-    extra = {
-        "lambda_max": sum(lams) / runs,
-        "residual": max(h - l for h, l in zip(his, los)) / 2,
-        "interval": [min(los), max(his)],
-        "samples": op.samples,
-        "subsample": subset,
-        "seed": seed,
-    }
+    extra = {"lambda_max": sum(lams) / runs, "residual": max(h - l for h, l in zip(his, los)) / 2,
+             "interval": [min(los), max(his)], "samples": op.samples, "subsample": subset,
+                 "seed": seed}
     if not subset:
         return Estimate(s, math.nan, matvecs, "lanczos", extra)
     se = float(torch.tensor(values, dtype=torch.float64).std(unbiased=True)) / math.sqrt(runs)
@@ -77,24 +63,17 @@ def nonuniformity(
         subset_values=values,
         dof=runs - 1,
         note=f"s on {runs} seeded subsets of {op.samples} of {problem.n} samples: ± is their "
-        "spread; "
+             "spread; "
         "a subset's s is biased upward (lambda_max of a sample covariance overestimates), so the "
         "full-data s is likely below; measure on all samples for the exact value",
     )
     return Estimate(s, se, matvecs, "lanczos", extra)
 
 
-def noise_report(
-    problem: Problem,
-    *,
-    s_samples: int | None = None,
-    seed: int = 0,
-    tol: float = 1e-4,
-    max_steps: int | None = None,
-    chunk: int | None = None,
-    g_rtol: float = 0.0,
-    memory: int | None = None,
-) -> dict:
+def noise_report(problem: Problem, *, s_samples: int | None = None, seed: int = 0,
+                 tol: float = 1e-4,
+                 max_steps: int | None = None, chunk: int | None = None, g_rtol: float = 0.0,
+                 memory: int | None = None) -> dict:
     """The alignment factors (exact, :func:`~landscape.estimators.alignment.alignment`) and the
     non-uniformity ``s`` (Lanczos, :func:`nonuniformity`). Top-level keys are plain numbers:
     ``alpha, beta, mu, loss, tr_sigma_g, sigma_frobenius, g_frobenius, nonuniformity``; the
@@ -102,18 +81,11 @@ def noise_report(
     kw = {} if memory is None else {"memory": memory}
     al = alignment(problem, chunk=chunk, rtol=g_rtol, **kw)
     s = nonuniformity(problem, samples=s_samples, seed=seed, tol=tol, max_steps=max_steps)
-    return {
-        "alpha": al.alpha,
-        "beta": al.beta,
-        "mu": al.mu,
-        "loss": al.loss,
-        "tr_sigma_g": al.tr_sigma_g,
-        "sigma_frobenius": al.sigma_frobenius,
-        "g_frobenius": al.g_frobenius,
-        "nonuniformity": s.value,
-        "alignment": al.to_dict(),
-        "nonuniformity_detail": s.to_dict(),
-    }
+    return {"alpha": al.alpha, "beta": al.beta, "mu": al.mu, "loss": al.loss,
+            "tr_sigma_g": al.tr_sigma_g,
+            "sigma_frobenius": al.sigma_frobenius, "g_frobenius": al.g_frobenius,
+                "nonuniformity": s.value,
+            "alignment": al.to_dict(), "nonuniformity_detail": s.to_dict()}
 
 
 Sampling = Literal["without", "with"]
@@ -179,35 +151,16 @@ def _verdict(condition: str, kind: str, value: float, error: float, bound: float
         * max(abs(value), abs(bound) if math.isfinite(bound) else 0.0)
     )
     decided = defined and math.isfinite(error) and abs(margin) > max(3 * error, rounding)
-    return {
-        "condition": condition,
-        "kind": kind,
-        "value": value,
-        "error": error,
-        "bound": bound,
-        "margin": margin,
-        "ratio": ratio,
-        "holds": bool(value <= bound) if defined else None,
-        "decided": bool(decided),
-        **extra,
-    }
+    return {"condition": condition, "kind": kind, "value": value, "error": error, "bound": bound,
+            "margin": margin, "ratio": ratio, "holds": bool(value <= bound) if defined else None,
+            "decided": bool(decided), **extra}
 
 
-def stability_report(
-    problem: Problem,
-    lr: float,
-    batch_size: int,
-    *,
-    probes: int = 100,
-    seed: int = 0,
-    tol: float = 1e-4,
-    max_steps: int | None = None,
-    s_samples: int | None = None,
-    chunk: int | None = None,
-    sufficient: bool = False,
-    memory: int | None = None,
-    sampling: Sampling = "without",
-) -> dict:
+def stability_report(problem: Problem, lr: float, batch_size: int, *, probes: int = 100,
+                     seed: int = 0,
+                     tol: float = 1e-4, max_steps: int | None = None, s_samples: int | None = None,
+                     chunk: int | None = None, sufficient: bool = False, memory: int | None = None,
+                     sampling: Sampling = "without") -> dict:
     """Linear-stability verdicts of the lecture for SGD with learning rate ``η`` and batch ``B``
     at this point (meant for a minimum where every ``l_i ≈ 0``; ``loss`` and ``grad_norm`` are
     reported to judge that), for minibatches drawn ``sampling`` replacement (``c_B`` of
@@ -229,78 +182,48 @@ def stability_report(
     from ..estimators import frobenius, top_eigenvalues
 
     if not (lr > 0 and math.isfinite(lr)):
-        raise ConfigError(
-            f"the learning rate must be a positive finite number, got {lr}", "pass --lr 0.1"
-        )
+        raise ConfigError(f"the learning rate must be a positive finite number, got {lr}",
+                          "pass --lr 0.1")
     n = problem.n
     if not 1 <= batch_size <= n:
-        raise ConfigError(
-            f"the SGD batch size must be between 1 and n = {n}, got {batch_size}",
-            f"pass --batch-size B with 1 <= B <= {n}",
-        )
+        raise ConfigError(f"the SGD batch size must be between 1 and n = {n}, got {batch_size}",
+                          f"pass --batch-size B with 1 <= B <= {n}")
     H = Hessian(problem)
     eig = top_eigenvalues(H, k=1, which="top", tol=tol, max_steps=max_steps, seed=seed)
     lam, lam_res = float(eig.values[0]), float(eig.residuals[0])
     fro = frobenius(H, probes=probes, seed=seed)
-    s = nonuniformity(
-        problem, samples=s_samples, seed=seed, tol=tol, max_steps=max_steps, chunk=chunk
-    )
+    s = nonuniformity(problem, samples=s_samples, seed=seed, tol=tol, max_steps=max_steps,
+                      chunk=chunk)
     kw = {} if memory is None else {"memory": memory}
     al = alignment(problem, chunk=chunk, **kw)
     c = sgd_noise_factor(n, batch_size, sampling)
     s_lo, s_hi = s.extra["interval"]
-    s_err = (
-        max(s.value - s_lo, s_hi - s.value)
-        if math.isnan(s.stderr)
-        else max(s.stderr, s.extra["residual"])
-    )
+    s_err = max(s.value - s_lo, s_hi - s.value) if math.isnan(s.stderr) else max(s.stderr,
+        s.extra["residual"])
     verdicts = {
-        "gd": _verdict(
-            "lambda_max(H) <= 2/lr",
-            "necessary and sufficient for GD (linearised)",
-            lam,
-            lam_res,
-            2 / lr,
-            escape_rate=abs(1 - lr * lam),
-        ),
-        "sgd_nonuniformity": _verdict(
-            "s <= 1/(lr sqrt(c_B))",
-            "necessary for SGD (with gd)",
-            s.value,
-            s_err,
-            1 / (lr * math.sqrt(c)) if c else math.inf,
-            **({"note": s.extra["note"]} if "note" in s.extra else {}),
-        ),
+        "gd": _verdict("lambda_max(H) <= 2/lr", "necessary and sufficient for GD (linearised)", lam,
+                       lam_res,
+                       2 / lr, escape_rate=abs(1 - lr * lam)),
+        "sgd_nonuniformity": _verdict("s <= 1/(lr sqrt(c_B))", "necessary for SGD (with gd)",
+                                      s.value, s_err,
+                                      1 / (lr * math.sqrt(c)) if c else math.inf,
+                                      **({"note": s.extra["note"]} if "note" in s.extra else {})),
     }
     mu = al.mu
     g0 = gamma0(lr, mu, fro.value, c) if math.isfinite(mu) else math.nan
-    verdicts["alignment"] = _verdict(
-        "||H||_F <= 1/(lr sqrt(c_B mu))",
-        "necessary given mu(theta) >= mu (Theorem 3)",
-        fro.value,
-        fro.stderr,
-        alignment_bound(lr, mu, c) if math.isfinite(mu) else math.nan,
-        mu=mu,
-        gamma0=g0,
-        escapes=bool(g0 > 1),
-    )
+    verdicts["alignment"] = _verdict("||H||_F <= 1/(lr sqrt(c_B mu))",
+                                     "necessary given mu(theta) >= mu (Theorem 3)",
+                                     fro.value, fro.stderr, alignment_bound(lr, mu,
+                                         c) if math.isfinite(mu) else math.nan,
+                                     mu=mu, gamma0=g0, escapes=bool(g0 > 1))
     if sufficient:
         S = NonUniformity(problem, samples=s_samples, seed=seed, chunk=chunk)
-        e2 = top_eigenvalues(
-            StabilityMatrix(H, S, lr, lr**2 * c),
-            k=1,
-            which="top",
-            tol=tol,
-            max_steps=max_steps,
-            seed=seed,
-        )
+        e2 = top_eigenvalues(StabilityMatrix(H, S, lr, lr**2 * c), k=1, which="top", tol=tol,
+                             max_steps=max_steps, seed=seed)
         verdicts["matrix_sufficient"] = _verdict(
             "lambda_max{(I - lr H)^2 + lr^2 (n-B)/(B(n-1)) Sigma_H} <= 1",
             "sufficient, not necessary (a violation does not prove instability)",
-            float(e2.values[0]),
-            float(e2.residuals[0]),
-            1.0,
-        )
+            float(e2.values[0]), float(e2.residuals[0]), 1.0)
     return {
         "lr": lr,
         "batch_size": batch_size,
@@ -332,12 +255,6 @@ def stability_report(
     }
 
 
-__all__ = [
-    "StabilityMatrix",
-    "alignment_bound",
-    "gamma0",
-    "noise_report",
-    "nonuniformity",
-    "sgd_noise_factor",
-    "stability_report",
-]
+__all__ = ["StabilityMatrix", "alignment_bound", "gamma0", "noise_report", "nonuniformity",
+           "sgd_noise_factor",
+           "stability_report"]

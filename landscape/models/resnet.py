@@ -33,9 +33,8 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.downsample = None
         if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
-            )
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
+                                            nn.BatchNorm2d(cout))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x)
@@ -48,20 +47,13 @@ class TorchvisionResNet(nn.Module):
     """torchvision's ``ResNet`` with basic blocks: stem, four stages of ``blocks[i]`` blocks with
     64, 128, 256, 512 channels (strides 1, 2, 2, 2), global average pooling, ``fc``."""
 
-    def __init__(
-        self,
-        blocks: tuple[int, int, int, int],
-        *,
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        stem: Literal["imagenet", "cifar"] = "imagenet",
-    ) -> None:
+    def __init__(self, blocks: tuple[int, int, int, int], *, num_classes: int = 1000,
+                 in_channels: int = 3,
+                 stem: Literal["imagenet", "cifar"] = "imagenet") -> None:
         super().__init__()
         if stem not in ("imagenet", "cifar"):
-            raise ConfigError(
-                f"unknown resnet stem {stem!r}",
-                "choose imagenet (7x7/2 + max-pool) or cifar (3x3/1)",
-            )
+            raise ConfigError(f"unknown resnet stem {stem!r}",
+                              "choose imagenet (7x7/2 + max-pool) or cifar (3x3/1)")
         if stem == "imagenet":
             self.conv1 = nn.Conv2d(int(in_channels), 64, 7, stride=2, padding=3, bias=False)
             self.maxpool: nn.Module = nn.MaxPool2d(3, stride=2, padding=1)
@@ -90,19 +82,15 @@ class TorchvisionResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
-def resnet18(
-    *, num_classes: int = 10, in_channels: int = 3, stem: Literal["imagenet", "cifar"] = "imagenet"
-) -> TorchvisionResNet:
+def resnet18(*, num_classes: int = 10, in_channels: int = 3, stem: Literal["imagenet",
+    "cifar"] = "imagenet") -> TorchvisionResNet:
     """ResNet-18 (blocks 2, 2, 2, 2) in torchvision's layout."""
-    return TorchvisionResNet(
-        (2, 2, 2, 2), num_classes=num_classes, in_channels=in_channels, stem=stem
-    )
+    return TorchvisionResNet((2, 2, 2, 2), num_classes=num_classes, in_channels=in_channels,
+                             stem=stem)
 
 
-def resnet34(
-    *, num_classes: int = 10, in_channels: int = 3, stem: Literal["imagenet", "cifar"] = "imagenet"
-) -> TorchvisionResNet:
+def resnet34(*, num_classes: int = 10, in_channels: int = 3, stem: Literal["imagenet",
+    "cifar"] = "imagenet") -> TorchvisionResNet:
     """ResNet-34 (blocks 3, 4, 6, 3) in torchvision's layout."""
-    return TorchvisionResNet(
-        (3, 4, 6, 3), num_classes=num_classes, in_channels=in_channels, stem=stem
-    )
+    return TorchvisionResNet((3, 4, 6, 3), num_classes=num_classes, in_channels=in_channels,
+                             stem=stem)

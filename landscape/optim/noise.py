@@ -70,42 +70,26 @@ class CovarianceNoise(SharpnessAware):
     covariance = "diag"
     uses_rng = True
 
-    def __init__(
-        self,
-        params=None,
-        base="sgd",
-        *,
-        small_batch: int | None = None,
-        total_steps: int | None = None,
-        noise_fraction: float = 0.25,
-        noise_steps: int | None = None,
-        loss_fn: Any = None,
-        model=None,
-        seed=None,
-        **base_kwargs,
-    ) -> None:
+    def __init__(self, params=None, base="sgd", *, small_batch: int | None = None,
+                 total_steps: int | None = None, noise_fraction: float = 0.25,
+                 noise_steps: int | None = None, loss_fn: Any = None, model=None, seed=None,
+                 **base_kwargs) -> None:
         super().__init__(params, base, model=model, seed=seed, **base_kwargs)
         if small_batch is None or not isinstance(small_batch, int) or small_batch < 1:
-            raise ConfigError(
-                f"{self.name} needs small_batch, the batch size M_S to emulate "
-                f"(got {small_batch!r})",
-                "pass --small-batch 128 (small_batch=128 in Python)",
-            )
+            raise ConfigError(f"{self.name} needs small_batch, the batch size M_S to emulate "
+                              f"(got {small_batch!r})",
+                                  "pass --small-batch 128 (small_batch=128 in Python)")
         self.small_batch = small_batch
         if noise_steps is None:
             if total_steps is None:
-                raise ConfigError(
-                    f"{self.name} adds noise during the first part of training and "
-                    "needs the run's length",
-                    "pass total_steps=epochs*steps_per_epoch (or noise_steps=)",
-                )
+                raise ConfigError(f"{self.name} adds noise during the first part of training and "
+                                  "needs the run's length",
+                                  "pass total_steps=epochs*steps_per_epoch (or noise_steps=)")
             check_positive("noise_fraction", noise_fraction, allow_zero=True)
             noise_steps = math.ceil(noise_fraction * int(total_steps))
         if not isinstance(noise_steps, int) or noise_steps < 0:
-            raise ConfigError(
-                f"noise_steps must be a non-negative integer, got {noise_steps!r}",
-                "pass total_steps= or noise_steps=",
-            )
+            raise ConfigError(f"noise_steps must be a non-negative integer, got {noise_steps!r}",
+                              "pass total_steps= or noise_steps=")
         self.noise_steps = noise_steps
         self.loss_fn = loss_fn
         self.last_noise: list | None = None
@@ -122,15 +106,10 @@ class CovarianceNoise(SharpnessAware):
     def passes_per_step(self) -> int:  # type: ignore[override]
         return 2 if self.noise_active else 1
 
-    def step(
-        self,
-        closure: Callable | None = None,
-        *,
-        batch: tuple[torch.Tensor, torch.Tensor] | None = None,
-        per_sample_grads: Sequence[torch.Tensor]
-        | Callable[[], Sequence[torch.Tensor]]
-        | None = None,
-    ):
+    def step(self, closure: Callable | None = None, *, batch: tuple[torch.Tensor,
+        torch.Tensor] | None = None,
+             per_sample_grads: Sequence[torch.Tensor] | Callable[[],
+                 Sequence[torch.Tensor]] | None = None):
         """One step; while the noise is on, the batch's per-sample gradients come from
         ``per_sample_grads`` or are computed from ``batch=(x, y)`` (module docstring)."""
         self._batch, self._psg = batch, per_sample_grads
@@ -182,18 +161,14 @@ class CovarianceNoise(SharpnessAware):
         (App. F; as :func:`rules.full_fisher_noise`): this process's rows ``σ[shard]``, from one
         backward of ``Σ_{i∈shard} σ_i l_i`` (or from ``per_sample_grads``), summed over
         processes."""
-        per = (
-            None
-            if self._psg is None and self._batch is not None
-            else self._per_sample(params, idx, ps)
-        )
+        per = None if self._psg is None and self._batch is not None else self._per_sample(params,
+            idx, ps)
         m = self._rows(per)
         self.last_scale = scale = rules.covariance_noise_scale(m, self.small_batch)
         sigma = rules.rademacher_signs(m, self._generator, ps[0])[self.shard]
         if per is None:
-            local = _signed_sum_grad(
-                self.model, self.loss_fn, ps, self._local_batch(), self.name, sigma
-            )
+            local = _signed_sum_grad(self.model, self.loss_fn, ps, self._local_batch(), self.name,
+                                     sigma)
         else:
             local = [torch.tensordot(sigma.to(g.dtype), g, dims=1) for g in per]
         summed = split_like(self.sum_over_processes(flat_cat(local)), ps)
@@ -242,10 +217,8 @@ class CovarianceNoise(SharpnessAware):
                 )
             for t, p in zip(per, ps):
                 if t is None or tuple(t.shape[1:]) != tuple(p.shape):
-                    raise ConfigError(
-                        "per_sample_grads do not match the parameters' shapes",
-                        "pass one [M, *p.shape] tensor per trained parameter",
-                    )
+                    raise ConfigError("per_sample_grads do not match the parameters' shapes",
+                                      "pass one [M, *p.shape] tensor per trained parameter")
             return [t.detach() for t in per]
         if self._batch is None:
             raise ConfigError(
@@ -266,10 +239,8 @@ def _functional(model: nn.Module | None, loss_fn: Any, ps: list[torch.Tensor], n
             "build it with model=model, loss_fn='cross-entropy' (or pass per_sample_grads=)",
         )
     if any(isinstance(m, _BATCHNORMS) and m.training for m in model.modules()):
-        raise ConfigError(
-            "per-sample gradients are not defined with BatchNorm in training mode",
-            "pass per_sample_grads= yourself (e.g. from a ghost-batch model)",
-        )
+        raise ConfigError("per-sample gradients are not defined with BatchNorm in training mode",
+                          "pass per_sample_grads= yourself (e.g. from a ghost-batch model)")
     from ..losses import get_loss
 
     named = dict(model.named_parameters())
@@ -277,10 +248,8 @@ def _functional(model: nn.Module | None, loss_fn: Any, ps: list[torch.Tensor], n
     names = []
     for p in ps:
         if id(p) not in by_id:
-            raise ConfigError(
-                "an optimized parameter is not a parameter of model=",
-                "pass the module whose parameters are optimized",
-            )
+            raise ConfigError("an optimized parameter is not a parameter of model=",
+                              "pass the module whose parameters are optimized")
         names.append(by_id[id(p)])
     chosen = {n: named[n].detach() for n in names}
     frozen = {n: t.detach() for n, t in named.items() if n not in chosen}
@@ -292,9 +261,9 @@ def _functional(model: nn.Module | None, loss_fn: Any, ps: list[torch.Tensor], n
     return forward, get_loss(loss_fn), chosen, names
 
 
-def _per_sample_grads(
-    model: nn.Module | None, loss_fn: Any, ps: list[torch.Tensor], batch, name: str
-) -> list[torch.Tensor]:
+def _per_sample_grads(model: nn.Module | None, loss_fn: Any, ps: list[torch.Tensor], batch,
+                      name: str
+                      ) -> list[torch.Tensor]:
     """``[M, *shape]`` per parameter in ``ps``: torch.func vmap(grad(functional_call)) through
     :func:`landscape.curvature.functional.per_sample_grads`."""
     from ..curvature import functional as fx
@@ -312,14 +281,9 @@ def _per_sample_grads(
     return [g[n] for n in names]
 
 
-def _signed_sum_grad(
-    model: nn.Module | None,
-    loss_fn: Any,
-    ps: list[torch.Tensor],
-    batch,
-    name: str,
-    sigma: torch.Tensor,
-) -> list[torch.Tensor]:
+def _signed_sum_grad(model: nn.Module | None, loss_fn: Any, ps: list[torch.Tensor], batch,
+                     name: str,
+                     sigma: torch.Tensor) -> list[torch.Tensor]:
     """``Σ_i σ_i g_i = ∇_θ Σ_i σ_i l_i(θ)`` by ONE reverse pass, without per-sample gradients:
     the full empirical-Fisher noise of sgd-covariance-noise App. F costs a backward, not M."""
     from ..curvature import functional as fx
@@ -327,9 +291,8 @@ def _signed_sum_grad(
     forward, loss, chosen, names = _functional(model, loss_fn, ps, name)
     x, y = batch
     with torch.enable_grad():
-        g = torch.func.grad(
-            lambda prm: (sigma * fx.per_sample_losses(forward, loss, prm, x, y)).sum()
-        )(chosen)
+        g = torch.func.grad(lambda prm: (sigma * fx.per_sample_losses(forward, loss, prm, x,
+            y)).sum())(chosen)
     return [g[n] for n in names]
 
 

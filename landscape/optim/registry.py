@@ -105,10 +105,8 @@ def build_optimizer(
         elif cls is GD:
             base_kwargs["momentum"] = 0.0
     elif momentum is not None:
-        raise ConfigError(
-            f"momentum is an SGD setting; the {base} base takes betas=",
-            "pass betas=(0.9, 0.999) for Adam",
-        )
+        raise ConfigError(f"momentum is an SGD setting; the {base} base takes betas=",
+                          "pass betas=(0.9, 0.999) for Adam")
     base_kwargs["weight_decay"] = weight_decay
     own = set(hyperparameters(cls.name)) | _COMMON
     for k, v in hyper.items():
@@ -120,9 +118,7 @@ def build_optimizer(
     accepted = set(inspect.signature(base_cls.__init__).parameters) - {"self", "params"}
     unknown = sorted(set(base_kwargs) - accepted)
     if unknown:
-        raise ConfigError(
-            f"{cls.name} does not take {', '.join(unknown)}",
-            f"its settings: {', '.join(sorted(own))}; the {base} base's: "
-            f"{', '.join(sorted(accepted))}",
-        )
+        raise ConfigError(f"{cls.name} does not take {', '.join(unknown)}",
+                          f"its settings: {', '.join(sorted(own))}; the {base} base's: "
+                          f"{', '.join(sorted(accepted))}")
     return cls(params, base=base, **wrapper_kwargs, **base_kwargs)

@@ -44,9 +44,8 @@ def global_dot(a: Tensors, b: Tensors) -> torch.Tensor:
     if len(a) == 1:
         return torch.dot(a[0].reshape(-1), b[0].reshape(-1))
     ref = a[0]
-    return torch.stack(
-        [torch.dot(x.reshape(-1), y.reshape(-1)).to(ref.device) for x, y in zip(a, b)]
-    ).sum()
+    return torch.stack([torch.dot(x.reshape(-1), y.reshape(-1)).to(ref.device) for x, y in zip(a,
+        b)]).sum()
 
 
 def _safe_div(t: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -120,12 +119,9 @@ def gaussian_kl(mu: Tensors, var: Tensors, prior_std: float) -> torch.Tensor:
     """``KL(N(μ, diag Σ) ‖ N(0, σ₀² I)) = ½ Σ_k [Σ_k/σ₀² + μ_k²/σ₀² − 1 − log Σ_k + log σ₀²]``
     (sam-as-VI App. C eq. 53)."""
     s2 = prior_std**2
-    return (
-        0.5
-        * torch.stack(
-            [(v / s2 + m * m / s2 - 1.0 - v.log() + math.log(s2)).sum() for m, v in zip(mu, var)]
-        ).sum()
-    )
+    return 0.5 * torch.stack(
+        [(v / s2 + m * m / s2 - 1.0 - v.log() + math.log(s2)).sum() for m, v in zip(mu, var)]
+    ).sum()
 
 
 def gaussian_kl_grads(
@@ -146,10 +142,8 @@ def mfvi_var_grad(
     ``g̃_k ξ_k / (2 sqrt Σ_k) + (1/σ₀² − 1/Σ_k) / (2N)`` with ``g̃ = ∇L_B(μ + ε)``, ``ε = Σ^½ ξ``
     (so ``ξ_k / sqrt Σ_k = ε_k / Σ_k``)."""
     s2 = prior_std**2
-    return [
-        g * e / (2.0 * v) + 0.5 * (1.0 / s2 - 1.0 / v) / num_data
-        for g, e, v in zip(grads, eps, var)
-    ]
+    return [g * e / (2.0 * v) + 0.5 * (1.0 / s2 - 1.0 / v) / num_data
+            for g, e, v in zip(grads, eps, var)]
 
 
 def vsam_var_grad(
@@ -162,10 +156,8 @@ def vsam_var_grad(
     p = num_params(grads) if p is None else p
     quad = global_dot(grads, [v * g for v, g in zip(var, grads)]).clamp_min(0.0).sqrt()
     s2 = prior_std**2
-    return [
-        math.sqrt(p) * _safe_div(g * g, 2.0 * quad) + 0.5 * (1.0 / s2 - 1.0 / v) / num_data
-        for g, v in zip(grads, var)
-    ]
+    return [math.sqrt(p) * _safe_div(g * g, 2.0 * quad) + 0.5 * (1.0 / s2 - 1.0 / v) / num_data
+            for g, v in zip(grads, var)]
 
 
 def mfvi_log_var_grad(
@@ -177,10 +169,8 @@ def mfvi_log_var_grad(
     stationary points are those of J. This parameterisation is ours: the seed descends on Σ
     directly and gives no rule for keeping it positive (docs/algorithms.md §3)."""
     s2 = prior_std**2
-    return [
-        (v * (0.5 / s2)).sub_(0.5).addcmul_(g, e, value=0.5 * num_data)
-        for g, e, v in zip(grads, eps, var)
-    ]
+    return [(v * (0.5 / s2)).sub_(0.5).addcmul_(g, e, value=0.5 * num_data)
+            for g, e, v in zip(grads, eps, var)]
 
 
 def vsam_log_var_grad(
@@ -238,9 +228,8 @@ def diag_fisher_noise(
     """``scale · sqrt(diag F_emp) ⊙ ξ``, ``ξ ∼ N(0, I)``, with ``diag F_emp = (1/M) Σ_i g_i²``
     (the mean of per-example SQUARED gradients; sgd-covariance-noise Alg. 1).
     ``per_sample``: ``[M, *shape]`` per parameter."""
-    return diag_noise_from_squares(
-        [(g * g).sum(0) for g in per_sample], per_sample[0].shape[0], scale, generator
-    )
+    return diag_noise_from_squares([(g * g).sum(0) for g in per_sample], per_sample[0].shape[0],
+                                   scale, generator)
 
 
 def diag_noise_from_squares(
@@ -261,9 +250,8 @@ def full_fisher_noise(
     ref = per_sample[0]
     m = ref.shape[0]
     sigma = rademacher_signs(m, generator, ref)
-    return [
-        scale / math.sqrt(m) * torch.tensordot(sigma.to(g.dtype), g, dims=1) for g in per_sample
-    ]
+    return [scale / math.sqrt(m) * torch.tensordot(sigma.to(g.dtype), g,
+                                                   dims=1) for g in per_sample]
 
 
 def rademacher_signs(m: int, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
@@ -273,9 +261,8 @@ def rademacher_signs(m: int, generator: torch.Generator, like: torch.Tensor) -> 
 
 def _scale(p: torch.Tensor, adaptive, eta_a: float) -> torch.Tensor | None:
     if isinstance(adaptive, torch.Tensor):
-        return torch.where(
-            adaptive, p.abs() + eta_a, torch.ones((), dtype=p.dtype, device=p.device)
-        )
+        return torch.where(adaptive, p.abs() + eta_a, torch.ones((), dtype=p.dtype,
+            device=p.device))
     return p.abs() + eta_a if adaptive else None
 
 

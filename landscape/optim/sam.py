@@ -22,9 +22,8 @@ class SAM(SharpnessAware):
     two_pass = True
     passes_per_step = 2
 
-    def __init__(
-        self, params=None, base="sgd", *, rho: float = 0.05, model=None, **base_kwargs
-    ) -> None:
+    def __init__(self, params=None, base="sgd", *, rho: float = 0.05, model=None,
+                 **base_kwargs) -> None:
         super().__init__(params, base, model=model, **base_kwargs)
         self.rho = check_positive("rho", rho)
 
@@ -48,17 +47,8 @@ class ASAM(SharpnessAware):
     two_pass = True
     passes_per_step = 2
 
-    def __init__(
-        self,
-        params=None,
-        base="sgd",
-        *,
-        rho: float = 0.5,
-        eta_a: float = 0.01,
-        adaptive_biases: bool = False,
-        model=None,
-        **base_kwargs,
-    ) -> None:
+    def __init__(self, params=None, base="sgd", *, rho: float = 0.5, eta_a: float = 0.01,
+                 adaptive_biases: bool = False, model=None, **base_kwargs) -> None:
         super().__init__(params, base, model=model, **base_kwargs)
         self.rho = check_positive("rho", rho)
         self.eta_a = check_positive("eta_a", eta_a, allow_zero=True)
@@ -70,12 +60,9 @@ class ASAM(SharpnessAware):
         idx, ps, gs = present(params, grads)
         key = tuple(idx)
         if self._mask_key != key:  # which entries are scaled (cached: the same every step)
-            self._mask = flat_cat(
-                [
-                    torch.full_like(p, self.adaptive_biases or p.dim() > 1, dtype=torch.bool)
-                    for p in ps
-                ]
-            )
+            self._mask = flat_cat([torch.full_like(p, self.adaptive_biases or p.dim() > 1,
+                                                   dtype=torch.bool)
+                                   for p in ps])
             self._mask_key = key
         eps = rules.asam_eps([flat_cat(ps)], [flat_cat(gs)], self.rho, self.eta_a, [self._mask])[0]
         return scatter(len(params), idx, split_like(eps, gs))
@@ -91,16 +78,8 @@ class FisherSAM(SharpnessAware):
     two_pass = True
     passes_per_step = 2
 
-    def __init__(
-        self,
-        params=None,
-        base="sgd",
-        *,
-        gamma: float = 0.1,
-        eta_f: float = 1.0,
-        model=None,
-        **base_kwargs,
-    ) -> None:
+    def __init__(self, params=None, base="sgd", *, gamma: float = 0.1, eta_f: float = 1.0,
+                 model=None, **base_kwargs) -> None:
         super().__init__(params, base, model=model, **base_kwargs)
         self.gamma = check_positive("gamma", gamma)
         self.eta_f = check_positive("eta_f", eta_f, allow_zero=True)

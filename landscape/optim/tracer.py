@@ -57,27 +57,14 @@ class Tracer(SharpnessAware):
     passes_per_step = 2
     default_base = "sgd"
 
-    def __init__(
-        self,
-        params=None,
-        base=None,
-        *,
-        rho: float = 0.05,
-        beta: float = 0.01,
-        delta: float = 1.0,
-        fbar: str = "own",
-        model=None,
-        **base_kwargs,
-    ) -> None:
+    def __init__(self, params=None, base=None, *, rho: float = 0.05, beta: float = 0.01,
+                 delta: float = 1.0, fbar: str = "own", model=None, **base_kwargs) -> None:
         if base is None:
             base = self.default_base
         if type(self) is not Tracer and isinstance(base, str) and base.lower() != self.default_base:
-            raise ConfigError(
-                f"{self.name} runs on the {self.default_base} base, not {base!r}",
-                f"use {base.lower()}-tracer"
-                if base.lower() in ("sgd", "adam")
-                else "use sgd-tracer or adam-tracer",
-            )
+            raise ConfigError(f"{self.name} runs on the {self.default_base} base, not {base!r}",
+                              f"use {base.lower()}-tracer" if base.lower() in ("sgd", "adam")
+                              else "use sgd-tracer or adam-tracer")
         super().__init__(params, base, model=model, **base_kwargs)
         self.rho = check_positive("rho", rho, allow_zero=True)
         self.beta = check_positive("beta", beta)
@@ -87,13 +74,11 @@ class Tracer(SharpnessAware):
         if fbar not in ("own", "adam"):
             raise ConfigError(f"fbar must be 'own' or 'adam', got {fbar!r}", "pass fbar='own'")
         if fbar == "adam" and not isinstance(self.base, torch.optim.Adam):
-            raise ConfigError(
-                "fbar='adam' shares Adam's second moment, but the base is not Adam",
-                "use adam-tracer, or fbar='own'",
-            )
+            raise ConfigError("fbar='adam' shares Adam's second moment, but the base is not Adam",
+                              "use adam-tracer, or fbar='own'")
         self.fbar_source = fbar
-        self._fbar: torch.Tensor | None = None  # flat f̄ over all trained parameters
-        self._seen: torch.Tensor | None = None  # entries whose f̄ was initialised (None: all)
+        self._fbar: torch.Tensor | None = None     # flat f̄ over all trained parameters
+        self._seen: torch.Tensor | None = None     # entries whose f̄ was initialised (None: all)
         self._last = None
 
     # ---------------------------------------------------------------- f̄
@@ -103,31 +88,21 @@ class Tracer(SharpnessAware):
 
     def _current_fbar(self, params, present: list[bool], g: torch.Tensor) -> torch.Tensor:
         """f̄_t as a flat vector, initialising entries seen for the first time at g²."""
-        if self.fbar_source == "adam" and all(
-            self.base.state.get(p, {}).get("exp_avg_sq") is not None
-            for p, k in zip(params, present)
-            if k
-        ):
+        if self.fbar_source == "adam" and all(self.base.state.get(p,
+            {}).get("exp_avg_sq") is not None
+                                              for p, k in zip(params, present) if k):
             parts = []
             for p, k in zip(params, present):
                 st = self.base.state.get(p, {})
                 if k:
-                    beta2 = next(
-                        grp["betas"][1]
-                        for grp in self.base.param_groups
-                        if any(q is p for q in grp["params"])
-                    )
+                    beta2 = next(grp["betas"][1] for grp in self.base.param_groups
+                                 if any(q is p for q in grp["params"]))
                     parts.append(st["exp_avg_sq"] / (1.0 - beta2 ** float(st["step"])))
                 else:
                     parts.append(torch.zeros_like(p))
             return flat_cat(parts)
-        mask = (
-            None
-            if all(present)
-            else flat_cat(
-                [torch.full_like(p, k, dtype=torch.bool) for p, k in zip(params, present)]
-            )
-        )
+        mask = None if all(present) else flat_cat([torch.full_like(p, k, dtype=torch.bool)
+                                                   for p, k in zip(params, present)])
         if self._fbar is None:
             self._fbar = g * g  # f̄_0 = g_0²
             self._seen = mask
@@ -150,9 +125,8 @@ class Tracer(SharpnessAware):
         present = [g is not None for g in grads]
         if not any(present):
             return grads
-        g = flat_cat(
-            [t.detach() if t is not None else torch.zeros_like(p) for p, t in zip(params, grads)]
-        )
+        g = flat_cat([t.detach() if t is not None else torch.zeros_like(p) for p, t in zip(params,
+            grads)])
         fbar = self._current_fbar(params, present, g)
         v = rules.tracer_direction([g], [fbar], self.delta)[0]
         hv = self._hvp(params, graph, split_like(v, params))
@@ -160,13 +134,8 @@ class Tracer(SharpnessAware):
         self._last = (g, v)
         if self.fbar_source == "own":
             new = rules.tracer_ema([fbar], [g], self.beta)[0]
-            mask = (
-                None
-                if all(present)
-                else flat_cat(
-                    [torch.full_like(p, k, dtype=torch.bool) for p, k in zip(params, present)]
-                )
-            )
+            mask = None if all(present) else flat_cat([torch.full_like(p, k, dtype=torch.bool)
+                                                       for p, k in zip(params, present)])
             self._fbar = new if mask is None else torch.where(mask, new, fbar)
         return [o if k else None for o, k in zip(split_like(out, params), present)]
 
@@ -180,12 +149,8 @@ class Tracer(SharpnessAware):
         full = [torch.zeros_like(p) for p in params]
         if outs:
             with torch.enable_grad():
-                hv = torch.autograd.grad(
-                    [graph[i] for i in outs],
-                    [params[i] for i in idx],
-                    grad_outputs=[vs[i] for i in outs],
-                    allow_unused=True,
-                )
+                hv = torch.autograd.grad([graph[i] for i in outs], [params[i] for i in idx],
+                                         grad_outputs=[vs[i] for i in outs], allow_unused=True)
             for i, h in zip(idx, hv):
                 if h is not None:
                     full[i] = h
@@ -201,10 +166,8 @@ class Tracer(SharpnessAware):
 
     # ---------------------------------------------------------------- state
     def _extra_state(self) -> dict[str, Any]:
-        return {
-            "fbar": None if self._fbar is None else self._fbar.clone(),
-            "seen": None if self._seen is None else self._seen.clone(),
-        }
+        return {"fbar": None if self._fbar is None else self._fbar.clone(),
+                "seen": None if self._seen is None else self._seen.clone()}
 
     def _load_extra_state(self, extra: dict[str, Any]) -> None:
         fb, seen = extra.get("fbar"), extra.get("seen")

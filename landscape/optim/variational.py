@@ -41,9 +41,8 @@ class RandomSAM(SharpnessAware):
     uses_rng = True
     passes_per_step = 1
 
-    def __init__(
-        self, params=None, base="sgd", *, rho: float = 0.05, seed=None, model=None, **base_kwargs
-    ) -> None:
+    def __init__(self, params=None, base="sgd", *, rho: float = 0.05, seed=None, model=None,
+                 **base_kwargs) -> None:
         super().__init__(params, base, model=model, seed=seed, **base_kwargs)
         self.rho = check_positive("rho", rho)
 
@@ -56,31 +55,16 @@ class RandomSAM(SharpnessAware):
 class _Variational(SharpnessAware):
     """Shared Σ bookkeeping of MFVI and VSAM (flat ``log Σ`` over all trained parameters)."""
 
-    def __init__(
-        self,
-        params=None,
-        base="sgd",
-        *,
-        num_data: int | None = None,
-        rho: float = 0.05,
-        prior_std: float = 1.0,
-        sigma_lr: float = 0.01,
-        seed=None,
-        model=None,
-        **base_kwargs,
-    ) -> None:
+    def __init__(self, params=None, base="sgd", *, num_data: int | None = None, rho: float = 0.05,
+                 prior_std: float = 1.0, sigma_lr: float = 0.01, seed=None, model=None,
+                 **base_kwargs) -> None:
         super().__init__(params, base, model=model, seed=seed, **base_kwargs)
         if num_data is None:
-            raise ConfigError(
-                f"{self.name} needs num_data, the number of training samples N "
-                "(the KL term is divided by it)",
-                "pass num_data=len(train_set)",
-            )
+            raise ConfigError(f"{self.name} needs num_data, the number of training samples N "
+                              "(the KL term is divided by it)", "pass num_data=len(train_set)")
         if isinstance(num_data, bool) or not isinstance(num_data, int) or num_data < 1:
-            raise ConfigError(
-                f"num_data must be a positive integer, got {num_data!r}",
-                "pass num_data=len(train_set)",
-            )
+            raise ConfigError(f"num_data must be a positive integer, got {num_data!r}",
+                              "pass num_data=len(train_set)")
         self.num_data = num_data
         self.rho = check_positive("rho", rho)
         self.prior_std = check_positive("prior_std", prior_std)
@@ -98,9 +82,8 @@ class _Variational(SharpnessAware):
         if self._log_var is None:
             ps = self._params()
             p = sum(q.numel() for q in ps)
-            self._log_var = torch.full(
-                (p,), math.log(self.rho**2 / p), dtype=ps[0].dtype, device=ps[0].device
-            )
+            self._log_var = torch.full((p,), math.log(self.rho**2 / p), dtype=ps[0].dtype,
+                                       device=ps[0].device)
         return self._log_var
 
     def variance(self) -> list[torch.Tensor]:
@@ -113,9 +96,8 @@ class _Variational(SharpnessAware):
         if all(key):
             return None
         if self._mask_key != key:
-            self._mask = flat_cat(
-                [torch.full_like(p, k, dtype=torch.bool) for p, k in zip(params, key)]
-            )
+            self._mask = flat_cat([torch.full_like(p, k, dtype=torch.bool) for p, k in zip(params,
+                key)])
             self._mask_key = key
         return self._mask
 
@@ -128,18 +110,14 @@ class _Variational(SharpnessAware):
         idx = [i for i, g in enumerate(grads) if g is not None]
         if not idx:
             return grads
-        mu_grad = torch._foreach_add(
-            [grads[i] for i in idx],
-            [params[i] for i in idx],
-            alpha=1.0 / (self.prior_std**2 * self.num_data),
-        )
+        mu_grad = torch._foreach_add([grads[i] for i in idx], [params[i] for i in idx],
+                                     alpha=1.0 / (self.prior_std**2 * self.num_data))
         return scatter(len(params), idx, mu_grad)
 
     @staticmethod
     def _flat_grads(params, grads) -> torch.Tensor:
-        return flat_cat(
-            [g if g is not None else torch.zeros_like(p) for p, g in zip(params, grads)]
-        )
+        return flat_cat([g if g is not None else torch.zeros_like(p) for p, g in zip(params,
+            grads)])
 
     def _extra_state(self) -> dict[str, Any]:
         return {"log_var": None if self._log_var is None else self._log_var.clone()}
@@ -147,11 +125,9 @@ class _Variational(SharpnessAware):
     def _load_extra_state(self, extra: dict[str, Any]) -> None:
         lv = extra.get("log_var")
         if lv is not None and lv.numel() != self.num_params():
-            raise CheckpointError(
-                f"the saved Σ has {lv.numel()} entries but {self.num_params()} "
-                "parameters are optimized",
-                "build the optimizer over the same parameters",
-            )
+            raise CheckpointError(f"the saved Σ has {lv.numel()} entries but {self.num_params()} "
+                                  "parameters are optimized",
+                                      "build the optimizer over the same parameters")
         ps = self._params()
         self._log_var = None if lv is None else lv.to(ps[0].device)
 
@@ -176,9 +152,8 @@ class MFVI(_Variational):
     def modify_gradients(self, params, grads):
         g = self._flat_grads(params, grads)
         var = self._std * self._std
-        log_grad = rules.mfvi_log_var_grad([g], [self._eps], [var], self.prior_std, self.num_data)[
-            0
-        ]
+        log_grad = rules.mfvi_log_var_grad([g], [self._eps], [var], self.prior_std,
+                                           self.num_data)[0]
         return self._finish(params, grads, log_grad)
 
 
@@ -200,7 +175,6 @@ class VariationalSAM(_Variational):
         return [e if g is not None else None for e, g in zip(split_like(eps, params), grads)]
 
     def modify_gradients(self, params, grads):
-        log_grad = rules.vsam_log_var_grad(
-            [self._g0], [self._var], self.prior_std, self.num_data, self._g0.numel()
-        )[0]
+        log_grad = rules.vsam_log_var_grad([self._g0], [self._var], self.prior_std, self.num_data,
+                                           self._g0.numel())[0]
         return self._finish(params, grads, log_grad)

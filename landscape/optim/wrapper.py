@@ -82,9 +82,8 @@ BASES: dict[str, type[torch.optim.Optimizer]] = {
 Grads = list["torch.Tensor | None"]
 
 
-def make_base(
-    base: str | type | torch.optim.Optimizer, params, base_kwargs: dict
-) -> torch.optim.Optimizer:
+def make_base(base: str | type | torch.optim.Optimizer, params,
+              base_kwargs: dict) -> torch.optim.Optimizer:
     """The base optimizer: a name in :data:`BASES`, an optimizer class, or a built instance."""
     if isinstance(base, torch.optim.Optimizer):
         if params is not None or base_kwargs:
@@ -95,9 +94,8 @@ def make_base(
         return base
     if isinstance(base, str):
         if base.lower() not in BASES:
-            raise ConfigError(
-                f"unknown base optimizer {base!r}", f"choose one of {', '.join(BASES)}"
-            )
+            raise ConfigError(f"unknown base optimizer {base!r}",
+                              f"choose one of {', '.join(BASES)}")
         cls = BASES[base.lower()]
     elif isinstance(base, type) and issubclass(base, torch.optim.Optimizer):
         cls = base
@@ -107,22 +105,18 @@ def make_base(
             "pass base='sgd' or base='adam'",
         )
     if params is None:
-        raise ConfigError(
-            "no parameters to optimize", "pass model.parameters() as the first argument"
-        )
+        raise ConfigError("no parameters to optimize",
+                          "pass model.parameters() as the first argument")
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "params"}
     unknown = sorted(set(base_kwargs) - accepted)
     if unknown:
-        raise ConfigError(
-            f"{cls.__name__} does not take {', '.join(unknown)}",
-            f"its settings are {', '.join(sorted(accepted))}",
-        )
+        raise ConfigError(f"{cls.__name__} does not take {', '.join(unknown)}",
+                          f"its settings are {', '.join(sorted(accepted))}")
     try:
         return cls(params, **base_kwargs)
     except ValueError as e:
-        raise ConfigError(
-            f"bad settings for {cls.__name__}: {e}", "check lr, momentum, weight_decay"
-        ) from e
+        raise ConfigError(f"bad settings for {cls.__name__}: {e}",
+                          "check lr, momentum, weight_decay") from e
 
 
 class SharpnessAware(torch.optim.Optimizer):
@@ -174,10 +168,8 @@ class SharpnessAware(torch.optim.Optimizer):
         self._wrapping = True
         self.defaults = self.base.defaults
         if model is not None and not isinstance(model, nn.Module):
-            raise ConfigError(
-                f"model= must be an nn.Module, got {type(model).__name__}",
-                "pass the module your closure evaluates",
-            )
+            raise ConfigError(f"model= must be an nn.Module, got {type(model).__name__}",
+                              "pass the module your closure evaluates")
         self.model = model
         self.steps = 0
         self.last_perturbation: Grads | None = None
@@ -237,11 +229,9 @@ class SharpnessAware(torch.optim.Optimizer):
         """One update; returns the loss of the first pass (of the only, perturbed pass for
         one-pass perturbed methods)."""
         if closure is None:
-            raise ConfigError(
-                f"{self.name} needs a closure that evaluates the loss",
-                "call opt.step(closure) with closure() returning the loss "
-                "(see landscape.optim.wrapper)",
-            )
+            raise ConfigError(f"{self.name} needs a closure that evaluates the loss",
+                              "call opt.step(closure) with closure() returning the loss "
+                              "(see landscape.optim.wrapper)")
         params = self._params()
         eps: Grads | None = None
         if self.perturb_first:
@@ -261,9 +251,8 @@ class SharpnessAware(torch.optim.Optimizer):
         self.steps += 1
         return loss.detach() if isinstance(loss, torch.Tensor) else loss
 
-    def set_reducer(
-        self, reduce: Callable[[torch.Tensor], torch.Tensor] | None, shard: slice = slice(None)
-    ) -> None:
+    def set_reducer(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None,
+                    shard: slice = slice(None)) -> None:
         """Data parallel (module docstring): ``reduce(flat)`` sums a flat tensor over processes;
         ``shard``: the rows of ``batch=`` this process's closure evaluates. ``None``: one
         process."""
@@ -298,20 +287,16 @@ class SharpnessAware(torch.optim.Optimizer):
                     f"{self.name} needs an exact Hessian-vector product, but the closure called "
                     "backward() (its graph is gone)",
                     "let the closure return the loss without calling backward: "
-                    "opt.step(lambda: loss_fn(model(x), y))",
-                )
+                    "opt.step(lambda: loss_fn(model(x), y))")
             return [p.grad for p in params]
         if not (isinstance(loss, torch.Tensor) and loss.requires_grad):
-            raise ConfigError(
-                "the closure neither called backward() nor returned a loss that "
-                "depends on the parameters",
-                "return the loss tensor from the closure (with or without calling loss.backward())",
-            )
+            raise ConfigError("the closure neither called backward() nor returned a loss that "
+                              "depends on the parameters",
+                              "return the loss tensor from the closure (with or without calling "
+                              "loss.backward())")
         if loss.numel() != 1:
-            raise ConfigError(
-                f"the closure returned a loss of shape {tuple(loss.shape)}",
-                "return a scalar: reduce the per-sample losses with .mean()",
-            )
+            raise ConfigError(f"the closure returned a loss of shape {tuple(loss.shape)}",
+                              "return a scalar: reduce the per-sample losses with .mean()")
         with torch.enable_grad():
             grads = torch.autograd.grad(loss, params, allow_unused=True, create_graph=create_graph)
         return list(grads)
@@ -324,25 +309,21 @@ class SharpnessAware(torch.optim.Optimizer):
         like = gs[0] if gs else torch.zeros(())
         value = torch.as_tensor(loss.detach() if isinstance(loss, torch.Tensor) else loss).to(like)
         if value.numel() != 1:
-            raise ConfigError(
-                f"the closure returned a loss of shape {tuple(value.shape)}",
-                "return a scalar loss (this process's part of the global loss)",
-            )
+            raise ConfigError(f"the closure returned a loss of shape {tuple(value.shape)}",
+                              "return a scalar loss (this process's part of the global loss)")
         flat = self.sum_over_processes(
             torch.cat([g.detach().reshape(-1) for g in gs] + [value.reshape(1)])
         )
         return flat[-1].clone(), scatter(len(grads), idx, split_like(flat[:-1], gs))
 
-    def _perturbed_pass(
-        self, closure: Callable, params: list[torch.Tensor], eps: Grads | None, freeze_buffers: bool
-    ):
+    def _perturbed_pass(self, closure: Callable, params: list[torch.Tensor], eps: Grads | None,
+                        freeze_buffers: bool):
         moved = [(p, e) for p, e in zip(params, eps or ()) if e is not None]
         ps, es = [p for p, _ in moved], [e for _, e in moved]
         saved = [p.clone() for p in ps]
         if ps:
-            torch._foreach_add_(
-                ps, es
-            )  # one call for all tensors (torch.optim's "foreach" kernels)
+            torch._foreach_add_(ps,
+                                es)  # one call for all tensors (torch.optim's "foreach" kernels)
         buffers = list(self.model.buffers()) if freeze_buffers and self.model is not None else []
         saved_buffers = [b.clone() for b in buffers]
         try:
@@ -365,15 +346,12 @@ class SharpnessAware(torch.optim.Optimizer):
             value = float(loss)
             bad = not math.isfinite(value)
         else:
-            raise ConfigError(
-                f"the closure returned {type(loss).__name__}, not a loss",
-                "return the loss tensor from the closure",
-            )
+            raise ConfigError(f"the closure returned {type(loss).__name__}, not a loss",
+                              "return the loss tensor from the closure")
         if bad:
             raise NumericalError(
                 f"{self.name}: the loss is {value} at step {self.steps}: training diverged",
-                "lower the learning rate (or rho / the noise), or check the data for NaN/inf",
-            )
+                "lower the learning rate (or rho / the noise), or check the data for NaN/inf")
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
@@ -397,15 +375,10 @@ class SharpnessAware(torch.optim.Optimizer):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
-        if (
-            not isinstance(state_dict, dict)
-            or "base" not in state_dict
-            or "wrapper" not in state_dict
-        ):
-            raise CheckpointError(
-                "this is not the state of a landscape optimizer",
-                "load a state saved by the same optimizer's state_dict()",
-            )
+        if not isinstance(state_dict,
+                          dict) or "base" not in state_dict or "wrapper" not in state_dict:
+            raise CheckpointError("this is not the state of a landscape optimizer",
+                                  "load a state saved by the same optimizer's state_dict()")
         if state_dict.get("name") != self.name:
             raise CheckpointError(
                 f"the optimizer state is {state_dict.get('name')!r}, not {self.name!r}",
@@ -423,9 +396,8 @@ class SharpnessAware(torch.optim.Optimizer):
                     "build the optimizer over the same parameters",
                 )
             p = ps[i]
-            self.state[p] = {
-                k: v.to(p.device) if isinstance(v, torch.Tensor) else v for k, v in st.items()
-            }
+            self.state[p] = {k: v.to(p.device) if isinstance(v, torch.Tensor) else v for k,
+                             v in st.items()}
         self.steps = int(w["steps"])
         if self._generator is not None and w.get("generator") is not None:
             self._generator.set_state(w["generator"])
@@ -448,9 +420,8 @@ class SharpnessAware(torch.optim.Optimizer):
 
 
 # ---------------------------------------------------------------------- helpers for variants
-def present(
-    params: Sequence[torch.Tensor], grads: Grads
-) -> tuple[list[int], list[torch.Tensor], list[torch.Tensor]]:
+def present(params: Sequence[torch.Tensor], grads: Grads) -> tuple[list[int], list[torch.Tensor],
+    list[torch.Tensor]]:
     """Indices, parameters and gradients of the parameters that have a gradient."""
     idx = [i for i, g in enumerate(grads) if g is not None]
     return idx, [params[i] for i in idx], [grads[i] for i in idx]  # type: ignore[misc]
@@ -474,10 +445,8 @@ def split_like(flat: torch.Tensor, like: Sequence[torch.Tensor]) -> list[torch.T
     if not flat.is_contiguous():
         flat = flat.contiguous()
     base = flat.storage_offset()
-    return [
-        flat.as_strided(shape, stride, base + offset)  # as_strided: the cheapest view op
-        for shape, stride, offset in _layout(tuple(t.shape for t in like))
-    ]
+    return [flat.as_strided(shape, stride, base + offset)  # as_strided: the cheapest view op
+            for shape, stride, offset in _layout(tuple(t.shape for t in like))]
 
 
 @functools.lru_cache(maxsize=64)

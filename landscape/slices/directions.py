@@ -57,13 +57,9 @@ class Directions:
 
     def describe(self) -> dict:
         """Plain values (without the vectors) for reports and HDF5 attributes."""
-        out = {
-            "kind": self.kind,
-            "dims": self.dims,
-            "norm": self.norm,
-            "include_bias_bn": self.include_bias_bn,
-            "norms": [float(v) for v in self.vectors.double().norm(dim=0)],
-        }
+        out = {"kind": self.kind, "dims": self.dims, "norm": self.norm,
+               "include_bias_bn": self.include_bias_bn,
+               "norms": [float(v) for v in self.vectors.double().norm(dim=0)]}
         out.update(self.info)
         if self.trajectory is not None:
             out["trajectory"] = self.trajectory.double().tolist()
@@ -72,13 +68,8 @@ class Directions:
 
 
 # ----------------------------------------------------------------------------- normalisation
-def normalize(
-    d: torch.Tensor,
-    theta: torch.Tensor,
-    layout: ParamLayout,
-    norm: Norm = "filter",
-    include_bias_bn: bool = False,
-) -> torch.Tensor:
+def normalize(d: torch.Tensor, theta: torch.Tensor, layout: ParamLayout, norm: Norm = "filter",
+              include_bias_bn: bool = False) -> torch.Tensor:
     """Rescale the flat direction ``d`` against the parameters ``theta`` (Li et al. 2018, Sec. 4).
 
     ``filter``: every filter (row ``i`` of a ``dim ≥ 2`` tensor reshaped to ``[out, -1]``) gets
@@ -106,15 +97,8 @@ def normalize(
     return layout.flatten(dd)
 
 
-def random_directions(
-    theta: torch.Tensor,
-    layout: ParamLayout,
-    k: int = 1,
-    *,
-    seed: int = 0,
-    norm: Norm = "filter",
-    include_bias_bn: bool = False,
-) -> torch.Tensor:
+def random_directions(theta: torch.Tensor, layout: ParamLayout, k: int = 1, *, seed: int = 0,
+                      norm: Norm = "filter", include_bias_bn: bool = False) -> torch.Tensor:
     """``[p, k]`` Gaussian directions, each normalised by :func:`normalize`.
 
     Drawn in float64 on the CPU from ``torch.Generator().manual_seed(seed)`` (one seed, the
@@ -122,23 +106,14 @@ def random_directions(
     """
     g = torch.Generator().manual_seed(int(seed))
     th = theta.detach().double().cpu()
-    cols = [
-        normalize(
-            torch.randn(layout.p, generator=g, dtype=torch.float64),
-            th,
-            layout,
-            norm,
-            include_bias_bn,
-        )
-        for _ in range(k)
-    ]
+    cols = [normalize(torch.randn(layout.p, generator=g, dtype=torch.float64), th, layout, norm,
+                      include_bias_bn) for _ in range(k)]
     return torch.stack(cols, dim=1).to(dtype=theta.dtype, device=theta.device)
 
 
 # ----------------------------------------------------------------------------- eigenvectors
-def eigen_directions(
-    problem: Problem, k: int = 1, *, tol: float = 1e-6, seed: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
+def eigen_directions(problem: Problem, k: int = 1, *, tol: float = 1e-6, seed: int = 0
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``k`` top Hessian eigenvectors ``[p, k]`` (unit norm) and their eigenvalues ``[k]``.
 
     Lanczos on :class:`~landscape.curvature.Hessian` (``landscape.estimators.top_eigenvalues``).
@@ -147,42 +122,33 @@ def eigen_directions(
     from ..curvature.hessian import Hessian
     from ..estimators import top_eigenvalues
 
-    eig = top_eigenvalues(
-        Hessian(problem), k=k, which="top", tol=tol, seed=seed, return_vectors=True
-    )
+    eig = top_eigenvalues(Hessian(problem), k=k, which="top", tol=tol, seed=seed,
+                          return_vectors=True)
     V = eig.vectors.to(dtype=problem.dtype, device=problem.device)
     return V / V.norm(dim=0, keepdim=True), eig.values.double()
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def theta_from_state(
-    state_dict: dict[str, torch.Tensor],
-    layout: ParamLayout,
-    *,
-    like: torch.Tensor,
-    where: str = "checkpoint",
-) -> torch.Tensor:
+def theta_from_state(state_dict: dict[str, torch.Tensor], layout: ParamLayout, *,
+                     like: torch.Tensor,
+                     where: str = "checkpoint") -> torch.Tensor:
     """The flat ``[p]`` vector of ``layout``'s parameters read from a ``state_dict``.
 
     A missing name or a different shape raises CheckpointError: the architectures differ.
     """
     missing = [n for n in layout.names if n not in state_dict]
-    shapes = [
-        f"{n} {list(state_dict[n].shape)} vs {list(s)}"
-        for n, s in zip(layout.names, layout.shapes)
-        if n in state_dict and tuple(state_dict[n].shape) != tuple(s)
-    ]
+    shapes = [f"{n} {list(state_dict[n].shape)} vs {list(s)}" for n, s in zip(layout.names,
+        layout.shapes)
+              if n in state_dict and tuple(state_dict[n].shape) != tuple(s)]
     if missing or shapes:
-        parts = ([f"missing {', '.join(missing[:3])}"] if missing else []) + (
-            [f"shapes differ: {', '.join(shapes[:3])}"] if shapes else []
-        )
+        parts = ([f"missing {', '.join(missing[:3])}"] if missing else []) + \
+                ([f"shapes differ: {', '.join(shapes[:3])}"] if shapes else [])
         raise CheckpointError(
             f"the architectures differ: {where} does not fit the model ({'; '.join(parts)})",
             "use checkpoints of the same model (same layers and widths)",
         )
-    return torch.cat([state_dict[n].reshape(-1) for n in layout.names]).to(
-        dtype=like.dtype, device=like.device
-    )
+    return torch.cat([state_dict[n].reshape(-1) for n in layout.names]).to(dtype=like.dtype,
+        device=like.device)
 
 
 def checkpoint_directions(theta: torch.Tensor, others: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -191,10 +157,8 @@ def checkpoint_directions(theta: torch.Tensor, others: Sequence[torch.Tensor]) -
     cols = [o.to(theta) - theta for o in others]
     for i, c in enumerate(cols):
         if float(c.norm()) == 0.0:
-            raise ConfigError(
-                f"checkpoint {i + 1} of --toward equals the origin checkpoint",
-                "pass a different checkpoint",
-            )
+            raise ConfigError(f"checkpoint {i + 1} of --toward equals the origin checkpoint",
+                              "pass a different checkpoint")
     return torch.stack(cols, dim=1)
 
 
@@ -210,21 +174,17 @@ def run_checkpoints(run: str | Path) -> list[Path]:
             f"--trajectory {run} is not a run directory",
             "pass the --out directory of landscape train (holding step-XXXXXX.pt files)",
         )
-    steps = sorted(
-        (int(m.group(1)), p) for p in run.glob("step-*.pt") if (m := _STEP.search(p.name))
-    )
+    steps = sorted((int(m.group(1)),
+                    p) for p in run.glob("step-*.pt") if (m := _STEP.search(p.name)))
     files = [p for _, p in steps] + ([run / "final.pt"] if (run / "final.pt").is_file() else [])
     if len(files) < 2:
-        raise ConfigError(
-            f"{run} holds {len(files)} checkpoint(s); PCA needs at least 2",
-            "train with --checkpoint-every so the run saves its trajectory",
-        )
+        raise ConfigError(f"{run} holds {len(files)} checkpoint(s); PCA needs at least 2",
+                          "train with --checkpoint-every so the run saves its trajectory")
     return files
 
 
-def pca_directions(
-    theta: torch.Tensor, snapshots: torch.Tensor, k: int = 2
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def pca_directions(theta: torch.Tensor, snapshots: torch.Tensor, k: int = 2
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Principal directions of a trajectory around its end point (Li et al. 2018, Sec. 7).
 
     ``M = [θ_0 − θ, …, θ_{T−1} − θ]`` (``snapshots [T, p]``), centred over t; its top ``k`` right
@@ -238,10 +198,8 @@ def pca_directions(
     C = M - M.mean(dim=0, keepdim=True)
     _, S, Vh = torch.linalg.svd(C, full_matrices=False)
     if Vh.shape[0] < k or float(S[k - 1]) <= 1e-12 * float(S[0].clamp_min(1e-300)):
-        raise ConfigError(
-            f"the trajectory spans fewer than {k} directions",
-            "use --dims 1, or a run with more distinct checkpoints",
-        )
+        raise ConfigError(f"the trajectory spans fewer than {k} directions",
+                          "use --dims 1, or a run with more distinct checkpoints")
     D = Vh[:k].T.contiguous()
     # a deterministic sign: the first checkpoint has negative coordinates (starts left/below)
     coords = M @ D
@@ -283,78 +241,46 @@ def make_directions(
     if kind not in KINDS:
         raise ConfigError(f"unknown --directions {kind!r}", f"choose one of {', '.join(KINDS)}")
     if norm is not None and kind != "random":
-        raise ConfigError(
-            f"--norm/--filter-norm applies to random directions, not {kind}",
-            "drop --norm: eigenvectors and principal directions are unit vectors and "
-            "checkpoint directions are differences of checkpoints",
-        )
+        raise ConfigError(f"--norm/--filter-norm applies to random directions, not {kind}",
+                          "drop --norm: eigenvectors and principal directions are unit vectors and "
+                          "checkpoint directions are differences of checkpoints")
     if kind != "pca" and trajectory is not None:
         raise ConfigError("--trajectory is for --directions pca", "add --directions pca")
     if kind != "checkpoints" and toward:
-        raise ConfigError(
-            "--toward is for --directions checkpoints", "add --directions checkpoints"
-        )
+        raise ConfigError("--toward is for --directions checkpoints",
+                          "add --directions checkpoints")
     theta = problem.theta.detach()
     if kind == "random":
         norm = norm or "filter"
-        V = random_directions(
-            theta, problem.layout, dims, seed=seed, norm=norm, include_bias_bn=include_bias_bn
-        )
+        V = random_directions(theta, problem.layout, dims, seed=seed, norm=norm,
+                              include_bias_bn=include_bias_bn)
         return Directions("random", V, theta, norm, include_bias_bn, {"seed": seed})
     if kind == "eigen":
         V, values = eigen_directions(problem, dims, tol=tol, seed=seed)
-        return Directions(
-            "eigen",
-            V,
-            theta,
-            "none",
-            True,
-            {"eigenvalues": values.tolist(), "tol": tol, "seed": seed},
-        )
+        return Directions("eigen", V, theta, "none", True, {"eigenvalues": values.tolist(),
+                                                            "tol": tol, "seed": seed})
     if kind == "checkpoints":
         toward = list(toward or [])
         if len(toward) != dims:
-            raise ConfigError(
-                f"--directions checkpoints with --dims {dims} needs {dims} --toward "
-                f"checkpoint(s), got {len(toward)}",
-                "pass --toward B.pt (and --toward C.pt for 2-D)",
-            )
+            raise ConfigError(f"--directions checkpoints with --dims {dims} needs {dims} --toward "
+                              f"checkpoint(s), got {len(toward)}",
+                                  "pass --toward B.pt (and --toward C.pt for 2-D)")
         others = [_load_theta(p, problem.layout, theta) for p in toward]
         V = checkpoint_directions(theta, others)
         traj = torch.eye(dims, dtype=torch.float64)
-        return Directions(
-            "checkpoints",
-            V,
-            theta,
-            "none",
-            True,
-            {"toward": [str(p) for p in toward]},
-            torch.cat([torch.zeros(1, dims, dtype=torch.float64), traj]),
-            ["origin"] + [Path(p).stem for p in toward],
-        )
+        return Directions("checkpoints", V, theta, "none", True,
+                          {"toward": [str(p) for p in toward]},
+                          torch.cat([torch.zeros(1, dims, dtype=torch.float64), traj]),
+                          ["origin"] + [Path(p).stem for p in toward])
     # pca
     if trajectory is None:
-        raise ConfigError(
-            "--directions pca needs --trajectory RUN", "pass the run directory of landscape train"
-        )
-    files = (
-        run_checkpoints(trajectory)
-        if isinstance(trajectory, (str, Path))
-        else [Path(p) for p in trajectory]
-    )
+        raise ConfigError("--directions pca needs --trajectory RUN",
+                          "pass the run directory of landscape train")
+    files = run_checkpoints(trajectory) if isinstance(trajectory, (str,
+        Path)) else [Path(p) for p in trajectory]
     snaps = torch.stack([_load_theta(p, problem.layout, theta) for p in files])
     V, coords, explained = pca_directions(theta, snaps, dims)
-    return Directions(
-        "pca",
-        V,
-        theta,
-        "none",
-        True,
-        {
-            "explained_variance": explained.tolist(),
-            "run": str(trajectory) if isinstance(trajectory, (str, Path)) else None,
-            "checkpoints": len(files),
-        },
-        coords,
-        [p.stem for p in files],
-    )
+    return Directions("pca", V, theta, "none", True,
+                      {"explained_variance": explained.tolist(),
+                       "run": str(trajectory) if isinstance(trajectory, (str, Path)) else None,
+                       "checkpoints": len(files)}, coords, [p.stem for p in files])

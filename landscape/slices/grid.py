@@ -29,11 +29,8 @@ Progress = Callable[[int], None]
 
 
 def _bn_modules(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
-    return {
-        n: m
-        for n, m in model.named_modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
-    }
+    return {n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and m.track_running_stats}
 
 
 def has_batchnorm(problem: Problem) -> bool:
@@ -68,7 +65,6 @@ def recompute_bn(problem: Problem, params: dict[str, torch.Tensor]) -> dict[str,
             acc[0] = acc[0] + x.sum(dim=dims)
             acc[1] = acc[1] + x.square().sum(dim=dims)
             acc[2] += x.numel() // x.shape[1]
-
         return record
 
     handles = [m.register_forward_pre_hook(hook(n)) for n, m in bns.items()]
@@ -87,9 +83,8 @@ def recompute_bn(problem: Problem, params: dict[str, torch.Tensor]) -> dict[str,
         if name not in sums:
             continue
         s1, s2, count = sums[name]
-        total = problem.reduce(
-            torch.cat([s1, s2, torch.tensor([float(count)], dtype=torch.float64, device=s1.device)])
-        )
+        total = problem.reduce(torch.cat([s1, s2, torch.tensor([float(count)], dtype=torch.float64,
+                                                                device=s1.device)]))
         c = s1.numel()
         s1, s2, count = total[:c], total[c : 2 * c], float(total[-1])
         mean = s1 / count
@@ -121,10 +116,8 @@ class PointEvaluator:
         if batch_points is None:
             batch_points = auto_batch_points(problem)
         if batch_points < 1:
-            raise ConfigError(
-                f"--batch-points must be at least 1, got {batch_points}",
-                "pass e.g. --batch-points 32",
-            )
+            raise ConfigError(f"--batch-points must be at least 1, got {batch_points}",
+                              "pass e.g. --batch-points 32")
         self.problem = problem
         self.batch_points = batch_points
         loss = problem.loss
@@ -141,9 +134,8 @@ class PointEvaluator:
         correct = (out.argmax(-1) == y).sum() if self.with_accuracy else loss.new_zeros(())
         return loss, correct.to(loss.dtype)
 
-    def _chunk(
-        self, thetas: torch.Tensor, bufs: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def _chunk(self, thetas: torch.Tensor, bufs: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
+        torch.Tensor]:
         pb = self.problem
         P = thetas.shape[0]
         total = torch.zeros(P, dtype=torch.float64, device=pb.device)
@@ -166,21 +158,15 @@ class PointEvaluator:
         total, correct = pb.reduce(total), pb.reduce(correct)
         return (total / pb.n).cpu(), (correct / pb.n).cpu()
 
-    def evaluate(
-        self,
-        thetas: torch.Tensor,
-        buffers: dict[str, torch.Tensor] | None = None,
-        progress: Progress | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def evaluate(self, thetas: torch.Tensor, buffers: dict[str, torch.Tensor] | None = None,
+                 progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         pb = self.problem
         thetas = thetas.to(device=pb.device, dtype=pb.dtype)
         losses, accs = [], []
         for i in range(0, thetas.shape[0], self.batch_points):
             chunk = thetas[i : i + self.batch_points]
-            bufs = {
-                n: t[i : i + self.batch_points].to(device=pb.device, dtype=pb.dtype)
-                for n, t in (buffers or {}).items()
-            }
+            bufs = {n: t[i : i + self.batch_points].to(device=pb.device, dtype=pb.dtype)
+                    for n, t in (buffers or {}).items()}
             lv, acc = self._chunk(chunk, bufs)
             losses.append(lv)
             accs.append(acc)
@@ -208,13 +194,10 @@ class GridResult:
 
     def to_dict(self) -> dict:
         names = ["alpha", "beta"][: len(self.axes)]
-        return {
-            "grid": {n: a.tolist() for n, a in zip(names, self.axes)},
-            "values": {k: v.tolist() for k, v in self.values.items()},
-            "points": self.points,
-            "seconds": self.seconds,
-            "points_per_second": self.points_per_second,
-        }
+        return {"grid": {n: a.tolist() for n, a in zip(names, self.axes)},
+                "values": {k: v.tolist() for k, v in self.values.items()},
+                "points": self.points, "seconds": self.seconds,
+                "points_per_second": self.points_per_second}
 
 
 def grid_coordinates(axes: Iterable[np.ndarray]) -> torch.Tensor:
@@ -247,10 +230,8 @@ def evaluate_grid(
         raise ValueError(f"directions {tuple(directions.shape)} do not fit {len(axes)} axes")
     first = problems.get("train") or next(iter(problems.values()))
     if recompute_bn_stats and first.train_mode:
-        raise ConfigError(
-            "--recompute-bn re-estimates running statistics for eval mode",
-            "drop --train-mode (or --recompute-bn)",
-        )
+        raise ConfigError("--recompute-bn re-estimates running statistics for eval mode",
+                          "drop --train-mode (or --recompute-bn)")
     if batch_points is None:
         batch_points = auto_batch_points(first)
     coords = grid_coordinates(axes)
@@ -277,13 +258,9 @@ def evaluate_grid(
     seconds = time.perf_counter() - t0
     shape = tuple(len(a) for a in axes)
     values = {k: torch.cat(v).numpy().reshape(shape) for k, v in out.items()}
-    return GridResult(
-        [np.asarray(a, dtype=np.float64) for a in axes],
-        values,
-        int(coords.shape[0]),
-        seconds,
-        {"batch_points": batch_points, "recompute_bn": bool(do_bn)},
-    )
+    return GridResult([np.asarray(a, dtype=np.float64) for a in axes], values, int(coords.shape[0]),
+                      seconds,
+                      {"batch_points": batch_points, "recompute_bn": bool(do_bn)})
 
 
 def axis(lo: float, hi: float, points: int) -> np.ndarray:
@@ -317,44 +294,30 @@ def slice_tree(
     (checkpoint identity, ...), settings, timing. ``{**attrs, **tree}`` is what the figures read,
     in memory or from ``read_tree(path)``."""
     d = result.to_dict()
-    tree: dict = {
-        "grid": {k: np.asarray(v) for k, v in d["grid"].items()},
-        "values": {k: np.asarray(v, dtype=np.float64) for k, v in result.values.items()},
-    }
+    tree: dict = {"grid": {k: np.asarray(v) for k, v in d["grid"].items()},
+                  "values": {k: np.asarray(v, dtype=np.float64) for k, v in result.values.items()}}
     if directions is not None:
         desc = {k: v for k, v in directions.describe().items() if not k.startswith("trajectory")}
         if save_vectors:
             desc["vectors"] = directions.vectors.detach().double().cpu().numpy()
         tree["directions"] = desc
         if directions.trajectory is not None:
-            tree["trajectory"] = {
-                "coords": directions.trajectory.double().cpu().numpy(),
-                "labels": list(directions.labels),
-            }
+            tree["trajectory"] = {"coords": directions.trajectory.double().cpu().numpy(),
+                                  "labels": list(directions.labels)}
     if origin:
         tree["origin"] = origin
     if endpoints:
         tree["endpoints"] = endpoints
-    attrs = {
-        "format": SLICE_FORMAT,
-        "version": SLICE_VERSION,
-        "kind": kind,
-        "dims": len(result.axes),
-        **(header or {}),
-        "settings": {**(settings or {}), **result.settings},
-        "points": result.points,
-        "seconds": round(result.seconds, 4),
-        "points_per_second": round(result.points_per_second, 2),
-    }
+    attrs = {"format": SLICE_FORMAT, "version": SLICE_VERSION, "kind": kind,
+             "dims": len(result.axes),
+             **(header or {}), "settings": {**(settings or {}), **result.settings},
+             "points": result.points, "seconds": round(result.seconds, 4),
+             "points_per_second": round(result.points_per_second, 2)}
     return tree, attrs
 
 
-def values_at(
-    problems: dict[str, Problem],
-    theta: torch.Tensor,
-    buffers: dict | None = None,
-    recompute_bn_stats: bool = False,
-) -> dict[str, float]:
+def values_at(problems: dict[str, Problem], theta: torch.Tensor, buffers: dict | None = None,
+              recompute_bn_stats: bool = False) -> dict[str, float]:
     """``{"train_loss": ..., "train_accuracy": ..., ...}`` at one parameter vector (with the given
     floating buffers, or BatchNorm statistics re-estimated there)."""
     first = problems.get("train") or next(iter(problems.values()))

@@ -24,11 +24,8 @@ def check_same_architecture(a: dict, b: dict, name_a: str = "A", name_b: str = "
     """Raise CheckpointError unless the two state_dicts have the same names and shapes."""
     only_a = [k for k in a if k not in b]
     only_b = [k for k in b if k not in a]
-    shapes = [
-        f"{k} {list(a[k].shape)} vs {list(b[k].shape)}"
-        for k in a
-        if k in b and tuple(a[k].shape) != tuple(b[k].shape)
-    ]
+    shapes = [f"{k} {list(a[k].shape)} vs {list(b[k].shape)}" for k in a
+              if k in b and tuple(a[k].shape) != tuple(b[k].shape)]
     if only_a or only_b or shapes:
         parts = []
         if only_a:
@@ -64,10 +61,8 @@ def interpolate(
     buf_names = [n for n, b in named_bufs.items() if b.is_floating_point()]
     missing = [n for n in buf_names if n not in state_b]
     if missing:
-        raise CheckpointError(
-            f"the architectures differ: checkpoint B has no buffer {missing[0]}",
-            "interpolate between checkpoints of the same model",
-        )
+        raise CheckpointError(f"the architectures differ: checkpoint B has no buffer {missing[0]}",
+                              "interpolate between checkpoints of the same model")
     bufs_a = {n: named_bufs[n].detach() for n in buf_names}
     bufs_b = {n: state_b[n].to(bufs_a[n]) for n in buf_names}
     for n in buf_names:
@@ -89,13 +84,7 @@ def interpolate(
             out[n] = v.clamp_min(0) if n.endswith("running_var") else v
         return out
 
-    return evaluate_grid(
-        problems,
-        theta_a,
-        (theta_b - theta_a)[:, None],
-        [np.asarray(alphas, dtype=np.float64)],
-        batch_points=batch_points,
-        recompute_bn_stats=recompute_bn_stats,
-        buffers=buffers if buf_names else None,
-        progress=progress,
-    )
+    return evaluate_grid(problems, theta_a, (theta_b - theta_a)[:, None], [np.asarray(alphas,
+        dtype=np.float64)],
+                         batch_points=batch_points, recompute_bn_stats=recompute_bn_stats,
+                         buffers=buffers if buf_names else None, progress=progress)

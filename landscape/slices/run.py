@@ -71,39 +71,20 @@ def compute_slice(
     """
     dims = directions.dims
     n = points if points is not None else (51 if dims == 1 else 31)
-    ranges = (
-        [tuple(span)] * dims
-        if span is not None
-        else default_ranges(directions.kind, directions, dims)
-    )
+    ranges = [tuple(span)] * dims if span is not None else default_ranges(directions.kind,
+        directions, dims)
     axes = [axis(lo, hi, n) for lo, hi in ranges]
-    result = evaluate_grid(
-        problems,
-        directions.theta,
-        directions.vectors,
-        axes,
-        batch_points=batch_points,
-        recompute_bn_stats=recompute_bn,
-        progress=progress("grid points", n**dims) if progress is not None else None,
-    )
+    result = evaluate_grid(problems, directions.theta, directions.vectors, axes,
+                           batch_points=batch_points,
+                           recompute_bn_stats=recompute_bn,
+                           progress=progress("grid points",
+                                             n**dims) if progress is not None else None)
     origin = values_at(problems, directions.theta, recompute_bn_stats=recompute_bn)
-    recorded = {
-        "dims": dims,
-        "directions": directions.kind,
-        "norm": directions.norm,
-        **(settings or {}),
-        "range": [list(r) for r in ranges],
-        "points": n,
-        "recompute_bn": recompute_bn,
-        "splits": list(problems),
-    }
-    tree, attrs = slice_tree(
-        result,
-        kind="slice",
-        directions=directions,
-        header=header,
-        settings=recorded,
-        origin=origin,
-        save_vectors=save_vectors,
-    )
+    recorded = {"dims": dims, "directions": directions.kind, "norm": directions.norm,
+                **(settings or {}),
+                "range": [list(r) for r in ranges], "points": n, "recompute_bn": recompute_bn,
+                "splits": list(problems)}
+    tree, attrs = slice_tree(result, kind="slice", directions=directions, header=header,
+                             settings=recorded,
+                             origin=origin, save_vectors=save_vectors)
     return SliceRun(directions, result, origin, ranges, n, tree, attrs)

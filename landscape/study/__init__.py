@@ -9,31 +9,31 @@ the figures from that file without recomputing (:mod:`landscape.study.report`).
 from __future__ import annotations
 
 from .report import (
-    StudyRecord,
-    read_study,
-    summary_markdown,
-    summary_rows,
-    write_figures,
-    write_report,
+           StudyRecord,
+           read_study,
+           summary_markdown,
+           summary_rows,
+           write_figures,
+           write_report,
 )
 from .runner import COMPUTE, ItemOutcome, StudyResult, plan_study, run_study
 from .spec import KINDS, CheckpointRef, Item, Study, parse_study
 
 __all__ = [
-    "COMPUTE",
-    "KINDS",
-    "CheckpointRef",
-    "Item",
-    "ItemOutcome",
-    "Study",
-    "StudyRecord",
-    "StudyResult",
-    "parse_study",
-    "plan_study",
-    "read_study",
-    "run_study",
-    "summary_markdown",
-    "summary_rows",
-    "write_figures",
-    "write_report",
+           "COMPUTE",
+           "KINDS",
+           "CheckpointRef",
+           "Item",
+           "ItemOutcome",
+           "Study",
+           "StudyRecord",
+           "StudyResult",
+           "parse_study",
+           "plan_study",
+           "read_study",
+           "run_study",
+           "summary_markdown",
+           "summary_rows",
+           "write_figures",
+           "write_report",
 ]

@@ -65,19 +65,11 @@ def read_study(path: str | Path) -> StudyRecord:
         names.sort(key=lambda n: (order.get(n, math.inf), n))
         for name in names:
             it = g[name]
-            items.append(
-                {
-                    "label": label,
-                    "name": name,
-                    "kind": it.get("kind"),
-                    "complete": int(it.get("complete", 0)),
-                    "error": it.get("error"),
-                    "seconds": it.get("seconds"),
-                    "settings": it.get("settings") or {},
-                    "problem": it.get("problem") or {},
-                    "result": it.get("result"),
-                }
-            )
+            items.append({"label": label, "name": name, "kind": it.get("kind"),
+                          "complete": int(it.get("complete", 0)),
+                          "error": it.get("error"), "seconds": it.get("seconds"),
+                              "settings": it.get("settings") or {},
+                          "problem": it.get("problem") or {}, "result": it.get("result")})
     attrs = {k: v for k, v in tree.items() if not isinstance(v, dict)}
     return StudyRecord(path, attrs, checkpoints, items)
 
@@ -86,9 +78,8 @@ def _item_order(text: Any) -> dict[str, int]:
     """Item names in the order of the study file's [metrics.*] / [slices.*] tables."""
     if not isinstance(text, str):
         return {}
-    names = re.findall(
-        r"^\s*\[\s*(?:metrics|slices)\.\s*\"?([A-Za-z0-9_.\-]+)\"?\s*\]", text, flags=re.MULTILINE
-    )
+    names = re.findall(r"^\s*\[\s*(?:metrics|slices)\.\s*\"?([A-Za-z0-9_.\-]+)\"?\s*\]", text,
+                       flags=re.MULTILINE)
     return {n: i for i, n in enumerate(dict.fromkeys(names))}
 
 
@@ -99,18 +90,15 @@ _f, _est = number, estimate_headline
 def _fisher(r: dict) -> list[Headline]:
     m = r.get("matrices") or {}
     cos = (r.get("cosine") or {}).get("fisher~empirical_fisher")
-    return [
-        _est((m.get("fisher") or {}).get("trace"), "tr F"),
-        _est((m.get("empirical_fisher") or {}).get("trace"), "tr F_emp"),
-        _est(cos, "cos(F, F_emp)"),
-    ]
+    return [_est((m.get("fisher") or {}).get("trace"), "tr F"),
+            _est((m.get("empirical_fisher") or {}).get("trace"), "tr F_emp"),
+            _est(cos, "cos(F, F_emp)")]
 
 
 def _noise(r: dict) -> list[Headline]:
     detail = r.get("nonuniformity_detail") or {}
-    interval = np.asarray(detail.get("interval", [math.nan, math.nan]), dtype=np.float64).reshape(
-        -1
-    )
+    interval = np.asarray(detail.get("interval", [math.nan, math.nan]),
+                          dtype=np.float64).reshape(-1)
     err = float((interval[-1] - interval[0]) / 2) if interval.size == 2 else math.nan
     return [("μ", _f(r.get("mu")), math.nan), ("s", _f(r.get("nonuniformity")), err)]
 
@@ -118,10 +106,8 @@ def _noise(r: dict) -> list[Headline]:
 def _stability(r: dict) -> list[Headline]:
     v = r.get("verdicts") or {}
     gd, sgd = v.get("gd") or {}, v.get("sgd_nonuniformity") or {}
-    return [
-        ("λ_max / (2/η)", _f(gd.get("ratio")), math.nan),
-        ("s / bound", _f(sgd.get("ratio")), math.nan),
-    ]
+    return [("λ_max / (2/η)", _f(gd.get("ratio")), math.nan), ("s / bound", _f(sgd.get("ratio")),
+        math.nan)]
 
 
 def _slice(r: dict) -> list[Headline]:
@@ -138,15 +124,12 @@ def _slice(r: dict) -> list[Headline]:
 
 #: The numbers of each kind shown in the summary table and the overview figure.
 #: (the metrics of :data:`landscape.metrics.METRICS` declare theirs)
-HEADLINES: ChainMap[str, Callable[[dict], list[Headline]]] = ChainMap(
-    {
-        "fisher": _fisher,
-        "noise": _noise,
-        "stability": _stability,
-        "slice": _slice,
-    },
-    MetricView(lambda name, metric: metric.headlines),
-)
+HEADLINES: ChainMap[str, Callable[[dict], list[Headline]]] = ChainMap({
+    "fisher": _fisher,
+    "noise": _noise,
+    "stability": _stability,
+    "slice": _slice,
+}, MetricView(lambda name, metric: metric.headlines))
 
 
 def headlines(item: dict) -> list[Headline]:
@@ -181,22 +164,12 @@ def summary_rows(record: StudyRecord) -> list[tuple[str, str, str, str, str, str
     rows = []
     for it in record.items:
         status = "ok" if it["complete"] else "FAILED"
-        text = (
-            "; ".join(f"{q} = {fmt(v, e, q in RESIDUALS)}" for q, v, e in headlines(it))
-            if it["complete"]
-            else (it["error"] or "incomplete")
-        )
+        text = ("; ".join(f"{q} = {fmt(v, e, q in RESIDUALS)}" for q, v,
+                          e in headlines(it)) if it["complete"]
+                else (it["error"] or "incomplete"))
         secs = it.get("seconds")
-        rows.append(
-            (
-                display(it["label"]),
-                it["name"],
-                str(it["kind"]),
-                status,
-                text,
-                f"{float(secs):.2f}" if isinstance(secs, (int, float)) else "-",
-            )
-        )
+        rows.append((display(it["label"]), it["name"], str(it["kind"]), status, text,
+                     f"{float(secs):.2f}" if isinstance(secs, (int, float)) else "-"))
     return rows
 
 
@@ -219,13 +192,9 @@ def wide_table(record: StudyRecord) -> tuple[list[str], list[list[str]]]:
     flat = [(name, col) for name, cols in columns.items() for col in (cols or [name])]
     rows = []
     for label in record.checkpoints:
-        rows.append(
-            [display(label)]
-            + [
-                "FAILED" if (label, name) in failed else cells.get((label, col), "-")
-                for name, col in flat
-            ]
-        )
+        rows.append([display(label)] + ["FAILED" if (label, name) in failed else cells.get((label,
+            col), "-")
+                                         for name, col in flat])
     return ["checkpoint"] + [col for _, col in flat], rows
 
 
@@ -236,17 +205,14 @@ def display(label: str) -> str:
 
 def _md_table(columns: list[str], rows: list) -> str:
     esc = lambda s: str(s).replace("|", "\\|")
-    lines = [
-        "| " + " | ".join(esc(c) for c in columns) + " |",
-        "|" + "|".join("---" for _ in columns) + "|",
-    ]
+    lines = ["| " + " | ".join(esc(c) for c in columns) + " |",
+             "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
-def summary_markdown(
-    record: StudyRecord, figures: list[Path] | None = None, relative_to: Path | None = None
-) -> str:
+def summary_markdown(record: StudyRecord, figures: list[Path] | None = None,
+                     relative_to: Path | None = None) -> str:
     """The markdown report: the values table (checkpoints x quantities), every item with its
     status and time, the failures, and the figures."""
     ok = sum(it["complete"] for it in record.items)
@@ -265,16 +231,11 @@ def summary_markdown(
         "",
     ]
     cols, rows = wide_table(record)
-    note = (
-        "Errors after ± are standard errors; an eigenvalue's is its Lanczos residual, "
-        "written as such."
-    )
+    note = ("Errors after ± are standard errors; an eigenvalue's is its Lanczos residual, "
+            "written as such.")
     parts += [_md_table(cols, rows), "", note, "", "## Items", ""]
-    parts += [
-        _md_table(
-            ["checkpoint", "item", "kind", "status", "values", "seconds"], summary_rows(record)
-        )
-    ]
+    parts += [_md_table(["checkpoint", "item", "kind", "status", "values", "seconds"],
+                        summary_rows(record))]
     fails = [it for it in record.items if not it["complete"]]
     if fails:
         parts += ["", "## Failures", ""] + [
@@ -330,16 +291,11 @@ def overview_figure(record: StudyRecord):
 
     def is_run(src: str, labels: list[str]) -> bool:
         """A run directory's checkpoints form one trajectory; a glob's files are unrelated."""
-        return all(
-            str(Path(str(ck.get(lb, {}).get("path", ""))).parent) == str(Path(src)) for lb in labels
-        )
+        return all(str(Path(str(ck.get(lb, {}).get("path",
+                                                   ""))).parent) == str(Path(src)) for lb in labels)
 
-    by_step = all(
-        is_run(src, labels)
-        and np.isfinite([step(lb) for lb in labels]).all()
-        and len({step(lb) for lb in labels}) > 1
-        for src, labels in sources.items()
-    )
+    by_step = all(is_run(src, labels) and np.isfinite([step(lb) for lb in labels]).all()
+                  and len({step(lb) for lb in labels}) > 1 for src, labels in sources.items())
     for ax, ((name, q), pts) in zip(axes.reshape(-1), series.items()):
         if by_step:
             for src, labels in sources.items():
@@ -347,15 +303,9 @@ def overview_figure(record: StudyRecord):
                 if not sel:
                     continue
                 x, y, e = (np.array(c, dtype=np.float64) for c in zip(*sel))
-                ax.errorbar(
-                    x,
-                    y,
-                    yerr=np.where(np.isfinite(e), e, 0.0),
-                    marker="o",
-                    ms=3,
-                    capsize=2,
-                    label=Path(src).name or src,
-                )
+                ax.errorbar(x, y, yerr=np.where(np.isfinite(e), e, 0.0), marker="o", ms=3,
+                            capsize=2,
+                            label=Path(src).name or src)
             ax.set_xlabel("training step")
             if len(sources) > 1:
                 ax.legend(fontsize=7)
@@ -365,9 +315,8 @@ def overview_figure(record: StudyRecord):
             e = np.array([err for _, _, err in pts])
             ax.errorbar(x, y, yerr=np.where(np.isfinite(e), e, 0.0), fmt="o", capsize=3)
             ax.set_xticks(x)
-            ax.set_xticklabels(
-                [display(lb) for lb, _, _ in pts], rotation=30, ha="right", fontsize=7
-            )
+            ax.set_xticklabels([display(lb) for lb, _, _ in pts], rotation=30, ha="right",
+                               fontsize=7)
         ax.set_title(f"{name}: {q}", fontsize=9)
         ax.grid(alpha=0.3)
     for ax in axes.reshape(-1)[n:]:
@@ -414,9 +363,8 @@ def write_figures(record: StudyRecord, folder: str | Path, fmt: str = "png") -> 
     return written
 
 
-def write_report(
-    path: str | Path, out: str | Path, fmt: str = "png"
-) -> tuple[StudyRecord, list[Path]]:
+def write_report(path: str | Path, out: str | Path, fmt: str = "png") -> tuple[StudyRecord,
+    list[Path]]:
     """``out/summary.md`` and the figures of the study file ``path``; returns the record and the
     files written (markdown first)."""
     from ..io.atomic import atomic_path
@@ -434,23 +382,13 @@ def write_report(
 
 def record_to_dict(record: StudyRecord) -> dict:
     """JSON-ready: the checkpoints and, per item, status, time, error and headline numbers."""
-    return {
-        "file": str(record.path),
-        "updated": record.attrs.get("updated"),
-        "checkpoints": record.checkpoints,
-        "items": [
-            {
-                "checkpoint": it["label"],
-                "name": it["name"],
-                "kind": it["kind"],
-                "complete": bool(it["complete"]),
-                "error": it["error"],
-                "seconds": it["seconds"],
-                "values": {q: {"value": v, "error": e} for q, v, e in headlines(it)},
-            }
-            for it in record.items
-        ],
-    }
+    return {"file": str(record.path), "updated": record.attrs.get("updated"),
+            "checkpoints": record.checkpoints,
+            "items": [{"checkpoint": it["label"], "name": it["name"], "kind": it["kind"],
+                       "complete": bool(it["complete"]), "error": it["error"],
+                           "seconds": it["seconds"],
+                       "values": {q: {"value": v, "error": e} for q, v, e in headlines(it)}}
+                      for it in record.items]}
 
 
 __all__ = [

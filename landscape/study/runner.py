@@ -79,23 +79,17 @@ def read_index(path: Path) -> dict[tuple[str, str], dict]:
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != FORMAT:
-                raise ConfigError(
-                    f"{path} exists and is not a landscape study file",
-                    "set [study] output to a new file, or remove that one",
-                )
+                raise ConfigError(f"{path} exists and is not a landscape study file",
+                                  "set [study] output to a new file, or remove that one")
             out = {}
             for label, g in f.get("checkpoints", {}).items():
                 for name, it in g.items():
-                    out[(label, name)] = {
-                        "complete": int(it.attrs.get("complete", 0)),
-                        "settings_hash": str(it.attrs.get("settings_hash", "")),
-                    }
+                    out[(label, name)] = {"complete": int(it.attrs.get("complete", 0)),
+                                          "settings_hash": str(it.attrs.get("settings_hash", ""))}
             return out
     except OSError as e:
-        raise ConfigError(
-            f"{path} exists and is not a readable HDF5 file ({e})",
-            "set [study] output to a new file, or remove that one",
-        ) from e
+        raise ConfigError(f"{path} exists and is not a readable HDF5 file ({e})",
+                          "set [study] output to a new file, or remove that one") from e
 
 
 @dataclass(frozen=True)
@@ -155,19 +149,13 @@ class Context:
         s = {**settings, **({"split": split} if split else {})}
         key = json.dumps(s, sort_keys=True)
         if key not in self._problems:
-            pb = self.ckpt.problem(
-                split=s["split"],
-                samples=s["samples"],
-                seed=s.get("seed", 0),
-                batch_size=s["batch_size"],
-                params=s["params"],
-                device=self.study.device,
-                dtype=s["dtype"],
-                train_mode=s["train_mode"],
-                bn_batch=s.get("bn_batch"),
-                memory=s.get("memory"),
-                allow_random_data=s.get("allow_random_data", False),
-            )
+            pb = self.ckpt.problem(split=s["split"], samples=s["samples"], seed=s.get("seed", 0),
+                                   batch_size=s["batch_size"], params=s["params"],
+                                       device=self.study.device,
+                                   dtype=s["dtype"], train_mode=s["train_mode"],
+                                       bn_batch=s.get("bn_batch"),
+                                   memory=s.get("memory"),
+                                       allow_random_data=s.get("allow_random_data", False))
             pb.loss_value()  # a diverged checkpoint fails here with one clear line
             self._problems[key] = pb
         return self._problems[key]
@@ -199,13 +187,8 @@ def _hessian_metric(ctx: Context, item: Item) -> dict:
     op = ctx.hessian(_problem_settings(item))
     result = METRICS[item.kind].compute(op, s)
     pb = op.problem
-    return {
-        "metric": METRICS[item.kind].key,
-        "params": pb.p,
-        "samples": pb.n,
-        **pb.point(),
-        **result.to_dict(),
-    }
+    return {"metric": METRICS[item.kind].key, "params": pb.p, "samples": pb.n, **pb.point(),
+            **result.to_dict()}
 
 
 def _fisher(ctx: Context, item: Item) -> dict:
@@ -213,15 +196,9 @@ def _fisher(ctx: Context, item: Item) -> dict:
 
     s = item.settings
     pb = ctx.problem(_problem_settings(item))
-    out = fisher_report(
-        pb,
-        probes=s["probes"],
-        mc_samples=s["mc_samples"],
-        tol=s["tol"],
-        max_steps=s["max_steps"],
-        seed=s["seed"],
-        chunk=s["chunk"],
-    )
+    out = fisher_report(pb, probes=s["probes"], mc_samples=s["mc_samples"], tol=s["tol"],
+                        max_steps=s["max_steps"],
+                        seed=s["seed"], chunk=s["chunk"])
     return {"params": pb.p, "samples": pb.n, **pb.point(), **out}
 
 
@@ -230,16 +207,9 @@ def _noise(ctx: Context, item: Item) -> dict:
 
     s = item.settings
     pb = ctx.problem(_problem_settings(item))
-    out = noise_report(
-        pb,
-        s_samples=s["s_samples"],
-        seed=s["seed"],
-        tol=s["tol"],
-        max_steps=s["max_steps"],
-        chunk=s["chunk"],
-        g_rtol=s["g_rtol"],
-        memory=pb.budget.bytes // 2,
-    )
+    out = noise_report(pb, s_samples=s["s_samples"], seed=s["seed"], tol=s["tol"],
+                       max_steps=s["max_steps"],
+                       chunk=s["chunk"], g_rtol=s["g_rtol"], memory=pb.budget.bytes // 2)
     return {"params": pb.p, "samples": pb.n, **pb.point(), **out}
 
 
@@ -260,19 +230,10 @@ def _stability(ctx: Context, item: Item) -> dict:
             f"set {missing} in [metrics.{item.name}]",
         )
     pb = ctx.problem(_problem_settings(item))
-    out = stability_report(
-        pb,
-        float(lr),
-        int(batch),
-        probes=s["probes"],
-        seed=s["seed"],
-        tol=s["tol"],
-        max_steps=s["max_steps"],
-        s_samples=s["s_samples"],
-        chunk=s["chunk"],
-        sufficient=s["sufficient"],
-        sampling=s["sampling"],
-    )
+    out = stability_report(pb, float(lr), int(batch), probes=s["probes"], seed=s["seed"],
+                           tol=s["tol"],
+                           max_steps=s["max_steps"], s_samples=s["s_samples"], chunk=s["chunk"],
+                           sufficient=s["sufficient"], sampling=s["sampling"])
     return {"params": pb.p, "samples": pb.n, **pb.point(), **out}
 
 
@@ -293,62 +254,35 @@ def _slice(ctx: Context, item: Item) -> dict:
     if trajectory == "run":
         trajectory = str(ctx.ref.path.parent)
     recompute_bn = s["recompute_bn"] and has_batchnorm(train)
-    dirs = make_directions(
-        s["directions"],
-        train,
-        s["dims"],
-        seed=s["seed"],
-        norm=s["norm"],
-        include_bias_bn=s["include_bias_bn"],
-        trajectory=trajectory,
-        toward=s["toward"],
-        tol=s["tol"],
-    )
-    settings = {
-        "include_bias_bn": s["include_bias_bn"],
-        "seed": s["seed"],
-        "samples": ps["samples"],
-        "batch_size": ps["batch_size"],
-        "params_regex": ps["params"],
-        "train_mode": ps["train_mode"],
-    }
-    run = compute_slice(
-        problems,
-        dirs,
-        span=s["range"],
-        points=s["points"],
-        batch_points=s["batch_points"],
-        recompute_bn=recompute_bn,
-        save_vectors=s["save_directions"],
-        header=header(ctx.ckpt, train),
-        settings=settings,
-    )
+    dirs = make_directions(s["directions"], train, s["dims"], seed=s["seed"], norm=s["norm"],
+                           include_bias_bn=s["include_bias_bn"], trajectory=trajectory,
+                               toward=s["toward"],
+                           tol=s["tol"])
+    settings = {"include_bias_bn": s["include_bias_bn"], "seed": s["seed"],
+                "samples": ps["samples"],
+                "batch_size": ps["batch_size"], "params_regex": ps["params"],
+                    "train_mode": ps["train_mode"]}
+    run = compute_slice(problems, dirs, span=s["range"], points=s["points"],
+                        batch_points=s["batch_points"],
+                        recompute_bn=recompute_bn, save_vectors=s["save_directions"],
+                        header=header(ctx.ckpt, train), settings=settings)
     return {**run.attrs, **run.tree}
 
 
 # : How each kind of :data:`landscape.study.spec.KINDS` is computed: ``compute(context, item) ->
 # tree``.
-COMPUTE: ChainMap[str, Callable[[Context, Item], dict]] = ChainMap(
-    {
-        "fisher": _fisher,
-        "noise": _noise,
-        "stability": _stability,
-        "slice": _slice,
-    },
-    MetricView(lambda name, metric: _hessian_metric),
-)
+COMPUTE: ChainMap[str, Callable[[Context, Item], dict]] = ChainMap({
+    "fisher": _fisher,
+    "noise": _noise,
+    "stability": _stability,
+    "slice": _slice,
+}, MetricView(lambda name, metric: _hessian_metric))
 
 
 # ------------------------------------------------------------------------ writing one item
-def commit_item(
-    path: Path,
-    study: Study,
-    label: str,
-    checkpoint_attrs: dict,
-    name: str,
-    attrs: dict,
-    result: dict | None,
-) -> None:
+def commit_item(path: Path, study: Study, label: str, checkpoint_attrs: dict, name: str,
+                attrs: dict,
+                result: dict | None) -> None:
     """Add (or replace) ``/checkpoints/label/name`` in the study file, atomically (copy-on-write:
     a new file with every other group copied, then :func:`~landscape.io.atomic.atomic_path`).
     Rank 0 only."""
@@ -377,14 +311,9 @@ def commit_item(
                         for n, it in g.items():
                             if n != name:
                                 src.copy(it, dg, name=n)
-            root = {
-                "format": FORMAT,
-                "version": VERSION,
-                "landscape_version": __version__,
-                "study": str(study.path),
-                "study_text": study.text,
-                "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            }
+            root = {"format": FORMAT, "version": VERSION, "landscape_version": __version__,
+                    "study": str(study.path), "study_text": study.text,
+                    "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             for k, v in root.items():
                 dst.attrs[k] = attr_value(v)
             cg = dst.require_group("checkpoints").require_group(label)
@@ -396,9 +325,8 @@ def commit_item(
             if result is not None:
                 write_group(ig.create_group("result"), result)
     except OSError as e:
-        raise LandscapeError(
-            f"cannot write {path}: {e.strerror or e}", "check the folder is writable"
-        ) from e
+        raise LandscapeError(f"cannot write {path}: {e.strerror or e}",
+                             "check the folder is writable") from e
 
 
 # ------------------------------------------------------------------------ the run
@@ -434,14 +362,10 @@ class StudyResult:
         return [o for o in self.outcomes if o.status == "failed"]
 
     def to_dict(self) -> dict:
-        return {
-            "output": str(self.output),
-            "seconds": self.seconds,
-            "computed": self.count("computed"),
-            "skipped": self.count("skipped"),
-            "failed": self.count("failed"),
-            "items": [o.to_dict() for o in self.outcomes],
-        }
+        return {"output": str(self.output), "seconds": self.seconds,
+                "computed": self.count("computed"), "skipped": self.count("skipped"),
+                    "failed": self.count("failed"),
+                "items": [o.to_dict() for o in self.outcomes]}
 
 
 def _message(e: BaseException) -> str:
@@ -470,14 +394,9 @@ def _broadcast(obj: Any) -> Any:
     return box[0]
 
 
-def run_study(
-    study: Study,
-    *,
-    force: bool = False,
-    on_event: Event | None = None,
-    debug: bool = False,
-    plan: list[Planned] | None = None,
-) -> StudyResult:
+def run_study(study: Study, *, force: bool = False, on_event: Event | None = None,
+              debug: bool = False,
+              plan: list[Planned] | None = None) -> StudyResult:
     """Compute every item of ``study`` that its file does not already hold complete and valid.
 
     Items run checkpoint by checkpoint (each checkpoint loaded once; Hessian metrics of the same
@@ -489,11 +408,8 @@ def run_study(
     "kind", "status", "seconds", "error"}``.
     """
     t0 = time.perf_counter()
-    plan = (
-        plan
-        if plan is not None
-        else _broadcast(plan_study(study, force) if distributed.is_main() else None)
-    )
+    plan = plan if plan is not None else _broadcast(plan_study(study,
+        force) if distributed.is_main() else None)
     result = StudyResult(study.output)
     todo = [p for p in plan if p.action == "compute"]
     total = len(todo)
@@ -501,9 +417,8 @@ def run_study(
     emit = on_event or (lambda e: None)
     for p in plan:
         if p.action == "skip":
-            result.outcomes.append(
-                ItemOutcome(p.ref.label, p.item.name, p.item.kind, "skipped", p.reason)
-            )
+            result.outcomes.append(ItemOutcome(p.ref.label, p.item.name, p.item.kind, "skipped",
+                                               p.reason))
     world = distributed.world_size()
     for ref in study.checkpoints:
         mine = [p for p in todo if p.ref.label == ref.label]
@@ -521,16 +436,9 @@ def run_study(
         for p in mine:
             done += 1
             item = p.item
-            emit(
-                {
-                    "event": "start",
-                    "index": done,
-                    "total": total,
-                    "label": ref.label,
-                    "name": item.name,
-                    "kind": item.kind,
-                }
-            )
+            emit({"event": "start", "index": done, "total": total, "label": ref.label,
+                  "name": item.name,
+                  "kind": item.kind})
             t = time.perf_counter()
             tree, error = None, None
             if load_error is not None:
@@ -552,43 +460,24 @@ def run_study(
                         else _message(e)
                     )
             seconds = round(time.perf_counter() - t, 4)
-            attrs = {
-                "kind": item.kind,
-                "group": item.group,
-                "settings": item.settings,
-                "problem": item.problem,
-                "settings_hash": p.settings_hash,
-                "complete": 0 if error else 1,
-                "seconds": seconds,
-                "computed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "world_size": world,
-                "device": study.device,
-            }
+            attrs = {"kind": item.kind, "group": item.group, "settings": item.settings,
+                     "problem": item.problem,
+                     "settings_hash": p.settings_hash, "complete": 0 if error else 1,
+                         "seconds": seconds,
+                     "computed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     "world_size": world, "device": study.device}
             if error:
                 attrs["error"] = error
             commit_item(study.output, study, ref.label, ident, item.name, attrs, tree)
             status = "failed" if error else "computed"
-            result.outcomes.append(
-                ItemOutcome(ref.label, item.name, item.kind, status, p.reason, seconds, error)
-            )
-            emit(
-                {
-                    "event": "done",
-                    "index": done,
-                    "total": total,
-                    "label": ref.label,
-                    "name": item.name,
-                    "kind": item.kind,
-                    "status": status,
-                    "seconds": seconds,
-                    "error": error,
-                }
-            )
+            result.outcomes.append(ItemOutcome(ref.label, item.name, item.kind, status, p.reason,
+                                               seconds, error))
+            emit({"event": "done", "index": done, "total": total, "label": ref.label,
+                  "name": item.name,
+                  "kind": item.kind, "status": status, "seconds": seconds, "error": error})
         del ctx
-    order = {
-        (r.label, i.name): k
-        for k, (r, i) in enumerate((r, i) for r in study.checkpoints for i in study.items)
-    }
+    order = {(r.label, i.name): k for k, (r, i) in enumerate((r,
+        i) for r in study.checkpoints for i in study.items)}
     result.outcomes.sort(key=lambda o: order.get((o.label, o.name), math.inf))
     result.seconds = round(time.perf_counter() - t0, 4)
     return result

@@ -86,9 +86,8 @@ PROBLEM_OPTIONS: dict[str, Option] = {
     "params": Option("str", help="regular expression selecting the parameters"),
     "train_mode": Option("bool", False),
     "bn_batch": _int(1, help="with train_mode: BatchNorm's statistics batch (default batch_size)"),
-    "memory": Option(
-        "str", help="memory budget of the products, e.g. 8GiB (default: the device's share)"
-    ),
+    "memory": Option("str",
+                     help="memory budget of the products, e.g. 8GiB (default: the device's share)"),
     "allow_random_data": Option("bool", False, help="measure even if two reads of the data differ"),
     "model": Option("str", help="model factory FILE.py:FUNCTION (foreign state_dicts)"),
     "data": Option("str", help="data factory FILE.py:FUNCTION (foreign state_dicts)"),
@@ -106,9 +105,8 @@ class KindSchema:
     group: str
     options: dict[str, Option]
     help: str
-    check: Callable[[dict], list[tuple[str, str]]] | None = (
-        None  # cross-field checks: [(key, message)]
-    )
+    check: Callable[[dict], list[tuple[str,
+                                       str]]] | None = None  # cross-field checks: [(key, message)]
 
 
 def _check_slice(s: dict) -> list[tuple[str, str]]:
@@ -129,31 +127,22 @@ def _check_slice(s: dict) -> list[tuple[str, str]]:
         bad.append(
             (
                 "toward",
-                (
-                    f'directions = "checkpoints" with dims = {s["dims"]} needs {s["dims"]} '
-                    "toward checkpoint(s)"
-                ),
+                (f'directions = "checkpoints" with dims = {s["dims"]} needs {s["dims"]} toward '
+                 'checkpoint(s)'),
             )
         )
     if d != "checkpoints" and s.get("toward"):
         bad.append(("toward", 'toward is for directions = "checkpoints"'))
     if s.get("recompute_bn") and s.get("train_mode"):
-        bad.append(
-            (
-                "recompute_bn",
-                "recompute_bn re-estimates running statistics for eval mode; drop train_mode",
-            )
-        )
+        bad.append(("recompute_bn",
+                    "recompute_bn re-estimates running statistics for eval mode; drop train_mode"))
     return bad
 
 
 def _metric_kind(name: str, metric) -> KindSchema:
     """The study kind of a registered metric: its declared settings, and the seed."""
-    return KindSchema(
-        "metrics",
-        {**metric.options, "seed": SEED},
-        f"{metric.help} (landscape sharpness -m {name})",
-    )
+    return KindSchema("metrics", {**metric.options, "seed": SEED},
+                      f"{metric.help} (landscape sharpness -m {name})")
 
 
 #: Metric and slice kinds: the settings of each (named as the flags of the matching command);
@@ -201,18 +190,13 @@ KINDS: ChainMap[str, KindSchema] = ChainMap(
 )
 
 STUDY_KEYS = {"study", "problem", "checkpoints", "metrics", "slices"}
-STUDY_OPTIONS = {
-    "output": Option("str"),
-    "figures": Option("text", help='folder of figures ("": none)'),
-    "device": Option("str", "cpu"),
-    "seed": SEED,
-    "name": Option("str"),
-}
-CHECKPOINT_OPTIONS = {
-    "files": Option("globs"),
-    "runs": Option("globs"),
-    "run_checkpoints": _choice("all", "final"),
-}
+STUDY_OPTIONS = {"output": Option("str"), "figures": Option("text",
+                                                            help='folder of figures ("": none)'),
+                                                                "device": Option("str", "cpu"),
+                                                                    "seed": SEED,
+                 "name": Option("str")}
+CHECKPOINT_OPTIONS = {"files": Option("globs"), "runs": Option("globs"),
+                      "run_checkpoints": _choice("all", "final")}
 _STEP = re.compile(r"step-(\d+)\.pt$")
 
 
@@ -273,21 +257,11 @@ class Study:
         names = [n.strip() for part in only for n in part.split(",") if n.strip()]
         unknown = [n for n in names if n not in {i.name for i in self.items}]
         if unknown:
-            raise ConfigError(
-                f"--only {unknown[0]!r} names no metric or slice of {self.path}",
-                f"choose from {', '.join(i.name for i in self.items)}",
-            )
-        return Study(
-            self.path,
-            self.text,
-            self.name,
-            self.output,
-            self.figures,
-            self.device,
-            self.checkpoints,
-            [i for i in self.items if i.name in names],
-            self.load,
-        )
+            raise ConfigError(f"--only {unknown[0]!r} names no metric or slice of {self.path}",
+                              f"choose from {', '.join(i.name for i in self.items)}")
+        return Study(self.path, self.text, self.name, self.output, self.figures, self.device,
+                     self.checkpoints,
+                     [i for i in self.items if i.name in names], self.load)
 
 
 # ------------------------------------------------------------------------ key lines
@@ -422,13 +396,8 @@ def _suggest(key: str, known) -> str:
     return f"did you mean {close[0]!r}? " if close else ""
 
 
-def _check_table(
-    where: _Where,
-    key: tuple[str, ...],
-    table: Any,
-    options: dict[str, Option],
-    extra: tuple[str, ...] = (),
-) -> dict:
+def _check_table(where: _Where, key: tuple[str, ...], table: Any, options: dict[str, Option],
+                 extra: tuple[str, ...] = ()) -> dict:
     """The table's values checked against ``options`` (unknown key or bad value: an error)."""
     if not isinstance(table, dict):
         raise where.error(key, f"{'.'.join(key)} must be a table", f"write it as [{'.'.join(key)}]")
@@ -466,9 +435,8 @@ def run_files(run: Path, which: str) -> list[Path]:
     final = [run / "final.pt"] if (run / "final.pt").is_file() else []
     if which == "final":
         return final
-    steps = sorted(
-        (int(m.group(1)), p) for p in run.glob("step-*.pt") if (m := _STEP.search(p.name))
-    )
+    steps = sorted((int(m.group(1)),
+                    p) for p in run.glob("step-*.pt") if (m := _STEP.search(p.name)))
     return [p for _, p in steps] + final
 
 
@@ -490,11 +458,9 @@ def _checkpoints(where: _Where, base: Path, table: dict) -> list[CheckpointRef]:
         files = [p for p in _glob(base, pattern) if p.is_file()]
         if not files:
             what = "matches no file" if globmod.has_magic(pattern) else "does not exist"
-            raise where.error(
-                ("checkpoints", "files"),
-                f"checkpoint {pattern!r} {what} (relative to {base})",
-                "check the path in [checkpoints] files",
-            )
+            raise where.error(("checkpoints", "files"),
+                              f"checkpoint {pattern!r} {what} (relative to {base})",
+                              "check the path in [checkpoints] files")
         found += [(p, pattern, line) for p in files]
     which = spec.get("run_checkpoints", "all")
     for pattern in spec.get("runs", []):
@@ -519,11 +485,8 @@ def _checkpoints(where: _Where, base: Path, table: dict) -> list[CheckpointRef]:
                 )
             found += [(p, str(d), line) for p in files]
     if not found:
-        raise where.error(
-            ("checkpoints",),
-            "the study names no checkpoint",
-            'add [checkpoints] files = ["path/*.pt"] or runs = ["runs/*"]',
-        )
+        raise where.error(("checkpoints",), "the study names no checkpoint",
+                          'add [checkpoints] files = ["path/*.pt"] or runs = ["runs/*"]')
     refs, seen, labels = [], set(), {}
     for p, source, line in found:
         key = p.resolve()
@@ -545,17 +508,13 @@ def _items(where: _Where, base: Path, data: dict, problem: dict, seed: int) -> l
     for group in ("metrics", "slices"):
         tables = data.get(group, {})
         if not isinstance(tables, dict):
-            raise where.error(
-                (group,), f"{group} must be a table of tables", f"write [{group}.NAME] tables"
-            )
+            raise where.error((group,), f"{group} must be a table of tables",
+                              f"write [{group}.NAME] tables")
         for name, table in tables.items():
             key = (group, name)
             if not isinstance(table, dict):
-                raise where.error(
-                    key,
-                    f"{group}.{name} must be a table",
-                    f"write [{group}.{name}] and its settings below it",
-                )
+                raise where.error(key, f"{group}.{name} must be a table",
+                                  f"write [{group}.{name}] and its settings below it")
             if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
                 raise where.error(
                     key,
@@ -574,12 +533,10 @@ def _items(where: _Where, base: Path, data: dict, problem: dict, seed: int) -> l
             if kind not in KINDS or KINDS[kind].group != group:
                 known = [k for k, s in KINDS.items() if s.group == group]
                 where_key = key + (("kind",) if "kind" in table else ())
-                raise where.error(
-                    where_key,
-                    f"unknown {group[:-1]} kind {kind!r} in {_table_name(key)}",
-                    f"{_suggest(str(kind), known)}kinds: {', '.join(known)} "
-                    f'(name the table after one, or set kind = "...")',
-                )
+                raise where.error(where_key,
+                                  f"unknown {group[:-1]} kind {kind!r} in {_table_name(key)}",
+                                  f"{_suggest(str(kind), known)}kinds: {', '.join(known)} "
+                                  f"(name the table after one, or set kind = \"...\")")
             schema = KINDS[kind]
             item_problem_opts = {k: v for k, v in PROBLEM_OPTIONS.items() if k not in GLOBAL_ONLY}
             options = {**schema.options, **item_problem_opts}
@@ -592,24 +549,16 @@ def _items(where: _Where, base: Path, data: dict, problem: dict, seed: int) -> l
                 if settings.get(k) and settings[k] != "run":
                     settings[k] = _existing(where, key + (k,), base, settings[k], directory=True)
             if settings.get("toward"):
-                settings["toward"] = [
-                    _existing(where, key + ("toward",), base, p, directory=False)
-                    for p in settings["toward"]
-                ]
+                settings["toward"] = [_existing(where, key + ("toward",), base, p, directory=False)
+                                      for p in settings["toward"]]
             if schema.check:
                 for bad_key, message in schema.check({**settings, **pb}):
-                    raise where.error(
-                        key + (bad_key,),
-                        f"{_table_name(key)}: {message}",
-                        f"fix {bad_key} in {where.path}",
-                    )
+                    raise where.error(key + (bad_key,), f"{_table_name(key)}: {message}",
+                                      f"fix {bad_key} in {where.path}")
             items.append(Item(name, kind, settings, pb, where.line(*key)))
     if not items:
-        raise where.error(
-            (),
-            "the study names no metric or slice",
-            "add e.g. [metrics.trace] or [slices.random-1d]",
-        )
+        raise where.error((), "the study names no metric or slice",
+                          "add e.g. [metrics.trace] or [slices.random-1d]")
     return items
 
 
@@ -630,9 +579,8 @@ def _existing(where: _Where, key: tuple[str, ...], base: Path, value: str, direc
 # ------------------------------------------------------------------------ entry point
 def read_text(path: Path) -> str:
     if not path.is_file():
-        raise ConfigError(
-            f"no such study file: {path}", "pass a TOML study file (see examples/study.toml)"
-        )
+        raise ConfigError(f"no such study file: {path}",
+                          "pass a TOML study file (see examples/study.toml)")
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
@@ -661,11 +609,8 @@ def parse_study(path: str | Path, text: str | None = None) -> Study:
     base = path.resolve().parent
     for k in data:
         if k not in STUDY_KEYS:
-            raise where.error(
-                (k,),
-                f"unknown key {k!r} at the top level",
-                f"{_suggest(k, STUDY_KEYS)}tables: {', '.join(sorted(STUDY_KEYS))}",
-            )
+            raise where.error((k,), f"unknown key {k!r} at the top level",
+                              f"{_suggest(k, STUDY_KEYS)}tables: {', '.join(sorted(STUDY_KEYS))}")
     study = _check_table(where, ("study",), data.get("study", {}), STUDY_OPTIONS)
     problem_given = _check_table(where, ("problem",), data.get("problem", {}), PROBLEM_OPTIONS)
     problem = {k: opt.default for k, opt in PROBLEM_OPTIONS.items() if k not in GLOBAL_ONLY}
@@ -688,9 +633,8 @@ def parse_study(path: str | Path, text: str | None = None) -> Study:
         else (Path(figures_value) if Path(figures_value).is_absolute() else base / figures_value)
     )
     if output.exists() and output.is_dir():
-        raise where.error(
-            ("study", "output"), f"output {output} is a directory", "name an .h5 file"
-        )
+        raise where.error(("study", "output"), f"output {output} is a directory",
+                          "name an .h5 file")
     for key, target in (("output", output), ("figures", figures)):
         if target is None:
             continue
@@ -698,14 +642,11 @@ def parse_study(path: str | Path, text: str | None = None) -> Study:
         while not folder.exists() and folder != folder.parent:
             folder = folder.parent
         if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-            raise where.error(
-                ("study", key),
-                f"{key} {target}: the folder {folder} is not writable",
-                "choose another path",
-            )
-    return Study(
-        path, text, name, output, figures, study.get("device", "cpu"), checkpoints, items, load
-    )
+            raise where.error(("study", key),
+                              f"{key} {target}: the folder {folder} is not writable",
+                              "choose another path")
+    return Study(path, text, name, output, figures, study.get("device", "cpu"), checkpoints, items,
+                 load)
 
 
 __all__ = [

@@ -13,14 +13,11 @@ from __future__ import annotations
 from ..lazy import exports
 
 _EXPORTS = {
-    **dict.fromkeys(
-        ["FULL_BATCH", "RunResult", "StopRequest", "TrainConfig", "evaluate", "resume", "train"],
-        "loop",
-    ),
+    **dict.fromkeys(["FULL_BATCH", "RunResult", "StopRequest", "TrainConfig", "evaluate", "resume",
+                     "train"], "loop"),
     **dict.fromkeys(["BASE_COLUMNS", "RunDir", "Series", "read_run"], "run"),
-    **dict.fromkeys(
-        ["TRACKERS", "Tracker", "parse_track", "register_tracker", "track"], "tracking"
-    ),
+    **dict.fromkeys(["TRACKERS", "Tracker", "parse_track", "register_tracker", "track"],
+                    "tracking"),
 }
 __getattr__, __dir__ = exports(__name__, _EXPORTS)
 

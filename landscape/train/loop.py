@@ -106,30 +106,23 @@ class TrainConfig:
 
     def validate(self) -> None:
         self.track = parse_track(self.track)
-        for name, v, low in (
-            ("--batch-size", self.batch_size, 1),
-            ("--every", self.every, 1),
-            ("--probes", self.probes, 1),
-            ("--track-batch-size", self.track_batch_size, 1),
-            ("--epochs", self.epochs, 1),
-            ("--steps", self.steps, 1),
-            ("--track-samples", self.track_samples, 1),
-            ("--eval-every", self.eval_every, 1),
-            ("--checkpoint-every", self.checkpoint_every, 1),
-        ):
+        for name, v, low in (("--batch-size", self.batch_size, 1), ("--every", self.every, 1),
+                             ("--probes", self.probes, 1), ("--track-batch-size",
+                                                            self.track_batch_size, 1),
+                             ("--epochs", self.epochs, 1), ("--steps", self.steps, 1),
+                             ("--track-samples", self.track_samples, 1), ("--eval-every",
+                                 self.eval_every, 1),
+                             ("--checkpoint-every", self.checkpoint_every, 1)):
             if v is not None and (not isinstance(v, int) or v < low):
-                raise ConfigError(
-                    f"{name} must be a positive integer, got {v!r}", f"pass e.g. {name} 10"
-                )
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}",
+                                  f"pass e.g. {name} 10")
         if self.epochs is not None and self.steps is not None:
             raise ConfigError("both --epochs and --steps were given", "pass only one of them")
         if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"--lr must be positive, got {self.lr}", "pass e.g. --lr 0.1")
         if self.momentum is not None and not (0 <= self.momentum and math.isfinite(self.momentum)):
-            raise ConfigError(
-                f"--momentum must be a finite number >= 0, got {self.momentum}",
-                "pass e.g. --momentum 0.9",
-            )
+            raise ConfigError(f"--momentum must be a finite number >= 0, got {self.momentum}",
+                              "pass e.g. --momentum 0.9")
         if self.momentum is not None and self.momentum >= 1:
             warnings.warn(
                 f"--momentum {self.momentum} >= 1: heavy-ball SGD does not converge (its velocity "
@@ -143,10 +136,8 @@ class TrainConfig:
                 "pass e.g. --weight-decay 5e-4",
             )
         if self.until_loss is not None and not self.until_loss > 0:
-            raise ConfigError(
-                f"--until-loss must be positive, got {self.until_loss}",
-                "pass e.g. --until-loss 1e-3",
-            )
+            raise ConfigError(f"--until-loss must be positive, got {self.until_loss}",
+                              "pass e.g. --until-loss 1e-3")
         if self.dtype not in ("float32", "float64"):
             raise ConfigError(f"unknown dtype {self.dtype!r}", "choose float32 or float64")
 
@@ -200,13 +191,9 @@ class StopRequest:
 
 
 # ------------------------------------------------------------------------ building blocks
-def evaluate(
-    model: nn.Module,
-    loss,
-    pair: tuple[torch.Tensor, torch.Tensor],
-    classes: bool | None = None,
-    batch_size: int = 1024,
-) -> tuple[float, float | None]:
+def evaluate(model: nn.Module, loss, pair: tuple[torch.Tensor, torch.Tensor],
+             classes: bool | None = None,
+             batch_size: int = 1024) -> tuple[float, float | None]:
     """``(L, accuracy)`` on all of ``pair`` in eval mode (BatchNorm running statistics), with
     exact weights ``L = (1/n) Σ_i l_i``. Accuracy (else None) when ``classes``: the targets are
     class labels, or one-hot rows (mse on classes) compared by argmax; ``None``: integer targets."""
@@ -227,10 +214,10 @@ def evaluate(
     try:
         with torch.no_grad():
             for i in range(0, x.shape[0], batch_size):
-                out = model(x[i : i + batch_size])
-                total += loss.sum(out, y[i : i + batch_size]).double()
+                out = model(x[i:i + batch_size])
+                total += loss.sum(out, y[i:i + batch_size]).double()
                 if classes:
-                    correct += (out.argmax(-1) == labels[i : i + batch_size]).sum()
+                    correct += (out.argmax(-1) == labels[i:i + batch_size]).sum()
     finally:
         model.train(was)
     if distributed.active():
@@ -289,17 +276,10 @@ class _Session:
         if "loss_fn" in own and "loss_fn" not in hyper:
             hyper["loss_fn"] = self.loss_name
         cfg.hyper = hyper  # resolved once: an extended run keeps them
-        self.optimizer = build_optimizer(
-            cfg.optimizer,
-            self.model.parameters(),
-            base=cfg.base,
-            lr=cfg.lr,
-            momentum=cfg.momentum,
-            weight_decay=cfg.weight_decay,
-            model=self.model,
-            seed=cfg.seed,
-            **hyper,
-        )
+        self.optimizer = build_optimizer(cfg.optimizer, self.model.parameters(), base=cfg.base,
+                                         lr=cfg.lr,
+                                         momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                         model=self.model, seed=cfg.seed, **hyper)
         self._step_takes_batch = "batch" in inspect.signature(self.optimizer.step).parameters
         self.world, self.rank = distributed.world_size(), distributed.rank()
         self.shard = slice(self.rank, None, self.world)  # this rank's rows of every minibatch
@@ -353,20 +333,14 @@ class _Session:
     def settings(self) -> dict:
         """The run's settings, resolved (what run.h5 records as attributes)."""
         d = self.cfg.to_dict()
-        d.update(
-            model_kwargs=self.model_kwargs,
-            loss=self.loss_name,
-            lr=self.lr,
-            momentum=self.momentum,
-            batch_size=self.batch_size,
-            total_steps=self.total_steps,
-            steps_per_epoch=self.steps_per_epoch,
-            n_train=self.n,
-            n_test=0 if self.test_pair is None else int(self.test_pair[0].shape[0]),
-            params=sum(p.numel() for p in self.model.parameters()),
-            passes_per_step=float(self.optimizer.passes_per_step),
-            base=self.cfg.base or type(self.optimizer.base).__name__.lower(),
-        )
+        d.update(model_kwargs=self.model_kwargs, loss=self.loss_name, lr=self.lr,
+                 momentum=self.momentum,
+                 batch_size=self.batch_size, total_steps=self.total_steps,
+                 steps_per_epoch=self.steps_per_epoch, n_train=self.n,
+                 n_test=0 if self.test_pair is None else int(self.test_pair[0].shape[0]),
+                 params=sum(p.numel() for p in self.model.parameters()),
+                 passes_per_step=float(self.optimizer.passes_per_step),
+                 base=self.cfg.base or type(self.optimizer.base).__name__.lower())
         return d
 
     def state(self) -> dict:
@@ -411,12 +385,8 @@ class _Session:
         return self.step / self.steps_per_epoch
 
     def status_attrs(self) -> dict:
-        return {
-            "status": self.status,
-            "step": self.step,
-            "epoch": self.epoch,
-            "stop_reason": self.stop_reason,
-        }
+        return {"status": self.status, "step": self.step, "epoch": self.epoch,
+                "stop_reason": self.stop_reason}
 
     # -------------------------------------------------------------------- one step
     def batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -425,9 +395,7 @@ class _Session:
             return x, y
         if self.pos == 0 or self.perm is None:
             self.perm = torch.randperm(self.n, generator=self.data_rng)
-        idx = self.perm[self.pos * self.batch_size : (self.pos + 1) * self.batch_size].to(
-            self.device
-        )
+        idx = self.perm[self.pos * self.batch_size:(self.pos + 1) * self.batch_size].to(self.device)
         return x[idx], y[idx]
 
     def train_step(self) -> float:
@@ -462,42 +430,29 @@ class _Session:
             flat = distributed.all_reduce_(torch.cat([b.reshape(-1) for b in bufs])) / self.world
             start = 0
             for b in bufs:
-                b.copy_(flat[start : start + b.numel()].view_as(b))
+                b.copy_(flat[start:start + b.numel()].view_as(b))
                 start += b.numel()
 
     # -------------------------------------------------------------------- measurements
     def evaluate_row(self) -> dict:
         row: dict[str, float | None] = {}
-        row["train_loss"], row["train_accuracy"] = evaluate(
-            self.model, self.loss, self.train_pair, self.classes
-        )
+        row["train_loss"], row["train_accuracy"] = evaluate(self.model, self.loss, self.train_pair,
+                                                            self.classes)
         if self.test_pair is not None:
-            row["test_loss"], row["test_accuracy"] = evaluate(
-                self.model, self.loss, self.test_pair, self.classes
-            )
+            row["test_loss"], row["test_accuracy"] = evaluate(self.model, self.loss, self.test_pair,
+                self.classes)
         return row
 
     def track_row(self) -> dict:
         from ..problem import Problem
 
         cfg = self.cfg
-        problem = Problem(
-            self.model,
-            self.loss,
-            self.train_pair,
-            batch_size=cfg.track_batch_size,
-            samples=cfg.track_samples,
-            seed=cfg.seed,
-            device=self.device,
-            dtype=self.dtype,
-        )
+        problem = Problem(self.model, self.loss, self.train_pair, batch_size=cfg.track_batch_size,
+                          samples=cfg.track_samples, seed=cfg.seed, device=self.device,
+                              dtype=self.dtype)
         settings = settings_from(cfg.probes, cfg.seed, cfg.track_options)
-        settings.extra = {
-            "lr": self.lr,
-            "batch_size": self.batch_size,
-            "n_train": self.n,
-            "step": self.step,
-        }
+        settings.extra = {"lr": self.lr, "batch_size": self.batch_size, "n_train": self.n,
+                          "step": self.step}
         return track(problem, cfg.track, settings)
 
 
@@ -535,10 +490,8 @@ def train(
                     "choose another --out, or pass --force to replace it",
                 )
             return _already(rundir, state)
-        raise ConfigError(
-            f"{rundir.path} already holds an unfinished run",
-            f"continue it with --resume {rundir.path}, or start again with --force",
-        )
+        raise ConfigError(f"{rundir.path} already holds an unfinished run",
+                          f"continue it with --resume {rundir.path}, or start again with --force")
     if rundir.path.exists() and not rundir.path.is_dir():
         raise ConfigError(f"--out {rundir.path} is a file", "pass a directory for the run")
     config = TrainConfig.from_dict(config.to_dict())
@@ -585,11 +538,8 @@ def resume(
 def _config_diff(recorded: dict, new: dict) -> list[str]:
     """The settings in which a new run differs from a recorded one (``name: recorded -> new``);
     optimizer settings the recorded run resolved by default (``hyper``) count only when given."""
-    ignore = {
-        "epochs",
-        "steps",
-        "until_loss",
-    }  # the stopping rule: a finished run may be extended with --resume
+    ignore = {"epochs", "steps",
+              "until_loss"}  # the stopping rule: a finished run may be extended with --resume
     out = []
     for key, value in new.items():
         if key in ignore or value is None:  # None: the default, which the recorded run resolved
@@ -618,34 +568,17 @@ def _already(rundir: RunDir, state: dict) -> RunResult:
     """Nothing to do: the run in ``rundir`` is finished (as far as asked)."""
     series = Series.from_state(state["series"])
     epoch = series.last("epoch") or 0.0
-    return RunResult(
-        rundir.path,
-        "already-finished",
-        int(state["step"]),
-        epoch,
-        int(state["step"]),
-        state.get("stop_reason"),
-        None,
-        series.final(),
-        {k: round(float(v), 4) for k, v in state["timers"].items()},
-    )
+    return RunResult(rundir.path, "already-finished", int(state["step"]), epoch, int(state["step"]),
+                     state.get("stop_reason"), None, series.final(),
+                     {k: round(float(v), 4) for k, v in state["timers"].items()})
 
 
-def _loop(
-    s: _Session,
-    state: dict | None,
-    stop_after: int | None,
-    handle_signals: bool,
-    progress: ProgressFn | None,
-    flush_seconds: float,
-) -> RunResult:
+def _loop(s: _Session, state: dict | None, stop_after: int | None, handle_signals: bool,
+          progress: ProgressFn | None, flush_seconds: float) -> RunResult:
     cfg, rundir = s.cfg, s.rundir
     stop = StopRequest()
-    cuda_index = (
-        (s.device.index if s.device.index is not None else torch.cuda.current_device())
-        if s.device.type == "cuda"
-        else None
-    )
+    cuda_index = (s.device.index if s.device.index is not None else torch.cuda.current_device()
+                  ) if s.device.type == "cuda" else None
     devices = [cuda_index] if cuda_index is not None else []
     t_start = time.perf_counter()
     wall0 = s.timers["wall"]
@@ -725,15 +658,9 @@ def _loop(
                 s.timers["train"] += time.perf_counter() - t
                 record(batch_loss)
                 if progress is not None:
-                    progress(
-                        {
-                            "step": s.step,
-                            "total": s.total_steps,
-                            "epoch": s.epoch,
-                            "loss": batch_loss,
-                            "metric": last_metric,
-                        }
-                    )
+                    progress({"step": s.step, "total": s.total_steps, "epoch": s.epoch,
+                              "loss": batch_loss,
+                              "metric": last_metric})
                 if (
                     cfg.until_loss is not None
                     and len(s.series)
@@ -755,9 +682,8 @@ def _loop(
                     stop_after is not None and s.step >= stop_after
                 )
                 if s.world > 1:  # every rank stops at the same step (a signal may reach them apart)
-                    stopping = bool(
-                        distributed.all_reduce_(torch.tensor([int(stopping)], device=s.device))[0]
-                    )
+                    stopping = bool(distributed.all_reduce_(torch.tensor([int(stopping)],
+                        device=s.device))[0])
                 if stopping and s.step < s.total_steps:
                     s.status = "interrupted"
                     s.stop_reason = "signal" if stop.signum is not None else "stop_after"
@@ -777,17 +703,9 @@ def _loop(
 
         save(run_figure(s.series.arrays(), s.settings()), rundir.figure)
         usual_mode(rundir.figure)
-    return RunResult(
-        rundir.path,
-        s.status,
-        s.step,
-        s.epoch,
-        s.total_steps,
-        s.stop_reason,
-        stop.signum,
-        s.series.final(),
-        {k: round(v, 4) for k, v in s.timers.items()},
-    )
+    return RunResult(rundir.path, s.status, s.step, s.epoch, s.total_steps, s.stop_reason,
+                     stop.signum,
+                     s.series.final(), {k: round(v, 4) for k, v in s.timers.items()})
 
 
 def _missing(series: Series, names: list[str]) -> bool:
@@ -837,13 +755,6 @@ def _checkpoint(s: _Session):
             if final.get(k) is not None
         },
     }
-    return make_checkpoint(
-        cfg.model,
-        s.model_kwargs,
-        cfg.data,
-        cfg.data_kwargs,
-        s.loss_name,
-        s.model,
-        training,
-        split=s.split,
-    )
+    return make_checkpoint(cfg.model, s.model_kwargs, cfg.data, cfg.data_kwargs, s.loss_name,
+                           s.model,
+                           training, split=s.split)

@@ -38,19 +38,8 @@ STATE_FORMAT = "landscape-run-state"
 VERSION = 1
 
 #: Columns every run has, in this order; tracked columns follow.
-BASE_COLUMNS = (
-    "step",
-    "epoch",
-    "wall_seconds",
-    "train_seconds",
-    "eval_seconds",
-    "track_seconds",
-    "batch_loss",
-    "train_loss",
-    "train_accuracy",
-    "test_loss",
-    "test_accuracy",
-)
+BASE_COLUMNS = ("step", "epoch", "wall_seconds", "train_seconds", "eval_seconds", "track_seconds",
+                "batch_loss", "train_loss", "train_accuracy", "test_loss", "test_accuracy")
 TIMING_COLUMNS = ("wall_seconds", "train_seconds", "eval_seconds", "track_seconds")
 
 
@@ -64,10 +53,8 @@ class Series:
                 self.columns[k] = [float(x) for x in v]
         n = {len(v) for v in self.columns.values()}
         if len(n) > 1:
-            raise LandscapeError(
-                "the run's time series has columns of different lengths",
-                "the run state is corrupt; start the run again with --force",
-            )
+            raise LandscapeError("the run's time series has columns of different lengths",
+                                 "the run state is corrupt; start the run again with --force")
 
     def __len__(self) -> int:
         return len(self.columns["step"])
@@ -107,9 +94,8 @@ class Series:
 
     @classmethod
     def from_state(cls, d: dict) -> Series:
-        return cls(
-            {k: (v.tolist() if isinstance(v, torch.Tensor) else list(v)) for k, v in d.items()}
-        )
+        return cls({k: (v.tolist() if isinstance(v, torch.Tensor) else list(v)) for k,
+                    v in d.items()})
 
 
 class RunDir:
@@ -166,15 +152,11 @@ class RunDir:
     def load_state(self) -> dict:
         """``state.pt`` (never executing pickled code); a one-line error if absent or broken."""
         if not self.path.exists():
-            raise ConfigError(
-                f"no run to resume: {self.path} does not exist",
-                "pass the --out directory of an earlier landscape train",
-            )
+            raise ConfigError(f"no run to resume: {self.path} does not exist",
+                              "pass the --out directory of an earlier landscape train")
         if not self.state.is_file():
-            raise ConfigError(
-                f"no run to resume in {self.path} (no state.pt)",
-                "pass the --out directory of an earlier landscape train",
-            )
+            raise ConfigError(f"no run to resume in {self.path} (no state.pt)",
+                              "pass the --out directory of an earlier landscape train")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -186,25 +168,18 @@ class RunDir:
                     "state",
                     "it was not written by landscape train; start the run again with --force",
                 ) from e
-            raise LandscapeError(
-                f"{self.state} is corrupt ({first_line(e)})", "start the run again with --force"
-            ) from e
+            raise LandscapeError(f"{self.state} is corrupt ({first_line(e)})",
+                                 "start the run again with --force") from e
         except Exception as e:  # torch raises RuntimeError, EOFError, ... on a truncated file
-            raise LandscapeError(
-                f"{self.state} is truncated or corrupt ({first_line(e)})",
-                "start the run again with --force",
-            ) from e
+            raise LandscapeError(f"{self.state} is truncated or corrupt ({first_line(e)})",
+                                 "start the run again with --force") from e
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise LandscapeError(
-                f"{self.state} is not a landscape run state",
-                "pass the --out directory of landscape train",
-            )
+            raise LandscapeError(f"{self.state} is not a landscape run state",
+                                 "pass the --out directory of landscape train")
         if state.get("version") != VERSION:
-            raise LandscapeError(
-                f"{self.state} has run-state version {state.get('version')!r}, "
-                f"this landscape reads {VERSION}",
-                "resume it with the landscape that wrote it",
-            )
+            raise LandscapeError(f"{self.state} has run-state version {state.get('version')!r}, "
+                                 f"this landscape reads {VERSION}",
+                                     "resume it with the landscape that wrote it")
         return state
 
     # -------------------------------------------------------------------- run.h5
@@ -216,13 +191,8 @@ class RunDir:
         from ..io.atomic import atomic_path
         from ..io.hdf5 import attr_value
 
-        attrs = {
-            "format": FORMAT,
-            "version": VERSION,
-            "landscape_version": __version__,
-            **status,
-            **settings,
-        }
+        attrs = {"format": FORMAT, "version": VERSION, "landscape_version": __version__, **status,
+                 **settings}
         self.path.mkdir(parents=True, exist_ok=True)
         try:
             with atomic_path(self.h5) as tmp, h5py.File(tmp, "w") as f:
@@ -235,9 +205,8 @@ class RunDir:
                 for k, v in series.final().items():
                     fin.attrs[k] = math.nan if v is None else float(v)
         except OSError as e:
-            raise LandscapeError(
-                f"cannot write {self.h5}: {e.strerror or e}", "check the folder is writable"
-            ) from e
+            raise LandscapeError(f"cannot write {self.h5}: {e.strerror or e}",
+                                 "check the folder is writable") from e
         usual_mode(self.h5)
         return self.h5
 
@@ -253,23 +222,16 @@ def read_run(path: str | os.PathLike) -> dict:
     if not p.exists():
         raise ConfigError(f"no such run: {p}", "pass a directory written by landscape train --out")
     if not h5.is_file():
-        raise ConfigError(
-            f"{p} holds no run.h5", "pass a directory written by landscape train --out"
-        )
+        raise ConfigError(f"{p} holds no run.h5",
+                          "pass a directory written by landscape train --out")
     tree = read_tree(h5)
     if tree.get("format") != FORMAT:
-        raise LandscapeError(
-            f"{h5} is not a landscape run file", "pass a directory written by landscape train"
-        )
-    series = {
-        k: np.asarray(v, dtype=np.float64)
-        for k, v in (tree.get("series") or {}).items()
-        if isinstance(v, np.ndarray)
-    }
-    final = {
-        k: (None if isinstance(v, float) and math.isnan(v) else v)
-        for k, v in (tree.get("final") or {}).items()
-    }
+        raise LandscapeError(f"{h5} is not a landscape run file",
+                             "pass a directory written by landscape train")
+    series = {k: np.asarray(v, dtype=np.float64) for k, v in (tree.get("series") or {}).items()
+              if isinstance(v, np.ndarray)}
+    final = {k: (None if isinstance(v, float) and math.isnan(v) else v)
+             for k, v in (tree.get("final") or {}).items()}
     attrs = {k: v for k, v in tree.items() if k not in ("series", "final")}
     return {"path": str(h5.parent), "attrs": attrs, "series": series, "final": final}
 

@@ -83,9 +83,8 @@ def _loss(problem, s: Settings) -> dict:
 def _nonuniformity(problem, s: Settings) -> dict:
     from ..metrics.stability import nonuniformity
 
-    r = nonuniformity(
-        problem, samples=s.noise_samples, seed=s.seed, tol=s.tol, max_steps=s.max_steps
-    )
+    r = nonuniformity(problem, samples=s.noise_samples, seed=s.seed, tol=s.tol,
+                      max_steps=s.max_steps)
     return {"nonuniformity": r.value, "nonuniformity_residual": r.extra["residual"]}
 
 
@@ -98,24 +97,16 @@ def _mu(problem, s: Settings) -> dict:
 
 #: ``--track`` name -> Tracker: the metrics of :data:`landscape.metrics.METRICS` that declare
 #: tracked columns, then the trackers below (and those added by :func:`register_tracker`).
-TRACKERS: ChainMap[str, Tracker] = ChainMap(
-    {
-        "gradnorm": Tracker(
-            "gradnorm", _gradnorm, "full gradient norm on the tracking samples", "grad_norm"
-        ),
-        "loss": Tracker("loss", _loss, "loss on the tracking samples", "track_loss"),
-        "nonuniformity": Tracker(
-            "nonuniformity",
-            _nonuniformity,
-            "SGD non-uniformity s = sqrt(lambda_max(Sigma_H)) (Lanczos)",
-            "nonuniformity",
-        ),
-        "mu": Tracker(
-            "mu", _mu, "alignment mu = alpha*beta of the SGD noise with G (exact; cost ~ n^2)", "mu"
-        ),
-    },
-    MetricView(_metric_tracker),
-)
+TRACKERS: ChainMap[str, Tracker] = ChainMap({
+    "gradnorm": Tracker("gradnorm", _gradnorm, "full gradient norm on the tracking samples",
+                        "grad_norm"),
+    "loss": Tracker("loss", _loss, "loss on the tracking samples", "track_loss"),
+    "nonuniformity": Tracker("nonuniformity", _nonuniformity,
+                             "SGD non-uniformity s = sqrt(lambda_max(Sigma_H)) (Lanczos)",
+                                 "nonuniformity"),
+    "mu": Tracker("mu", _mu,
+                  "alignment mu = alpha*beta of the SGD noise with G (exact; cost ~ n^2)", "mu"),
+}, MetricView(_metric_tracker))
 
 
 def register_tracker(name: str, fn: TrackerFn, help: str, primary: str | None = None) -> None:
@@ -183,15 +174,11 @@ def _checked(key: str, value: Any, default: Any) -> Any:
     elif isinstance(default, float):
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     else:  # int, or None (max_steps, noise_samples)
-        ok = (value is None and default is None) or (
-            isinstance(value, int) and not isinstance(value, bool)
-        )
+        ok = (value is None and default is None) or (isinstance(value,
+            int) and not isinstance(value, bool))
     if not ok:
-        kind = {bool: "true or false", str: "a string", float: "a number"}.get(
-            type(default), "an integer"
-        )
-        raise ConfigError(
-            f"tracking option {key}={value!r} is not {kind}",
-            f"write e.g. --track-arg {key}={default or 256}",
-        )
+        kind = {bool: "true or false", str: "a string", float: "a number"}.get(type(default),
+            "an integer")
+        raise ConfigError(f"tracking option {key}={value!r} is not {kind}",
+                          f"write e.g. --track-arg {key}={default or 256}")
     return float(value) if isinstance(default, float) else value
