@@ -86,14 +86,10 @@ def batch(
                               "items": [dict(zip(("checkpoint", "name", "kind", "action", "reason"),
                                                  r)) for r in rows]})
             return
-        output.table(
-            f"Plan of {spec.path}",
-            ["checkpoint", "item", "kind", "action", "reason"],
-            rows,
-            caption=f"{len(spec.checkpoints)} checkpoint(s) x {len(spec.items)} item(s): {todo} "
-                    "to compute, "
-            f"{len(plan) - todo} complete; output {spec.output}",
-        )
+        caption = (f"{len(spec.checkpoints)} checkpoint(s) x {len(spec.items)} item(s): {todo} "
+                   f"to compute, {len(plan) - todo} complete; output {spec.output}")
+        columns = ["checkpoint", "item", "kind", "action", "reason"]
+        output.table(f"Plan of {spec.path}", columns, rows, caption=caption)
         return
     output.info(
         f"{spec.path}: {len(spec.checkpoints)} checkpoint(s) x {len(spec.items)} item(s): {todo} "
@@ -135,14 +131,10 @@ def batch(
         status = {(display(o.label), o.name): o.status for o in result.outcomes}
         rows = [(r[0], r[1], status.get((r[0], r[1]), r[3]) if r[3] == "ok" else r[3], r[4], r[5])
                 for r in summary_rows(record) if (r[0], r[1]) in wanted]
-        output.table(
-            f"Study {spec.name}",
-            ["checkpoint", "item", "status", "values", "seconds"],
-            rows,
-            caption=f"{result.count('computed')} computed, {result.count('skipped')} skipped "
-                    "(complete), "
-            f"{failed} failed; {clock():.1f} s",
-        )
+        caption = (f"{result.count('computed')} computed, {result.count('skipped')} skipped "
+                   f"(complete), {failed} failed; {clock():.1f} s")
+        columns = ["checkpoint", "item", "status", "values", "seconds"]
+        output.table(f"Study {spec.name}", columns, rows, caption=caption)
         output.info(f"wrote {spec.output}")
         if written:
             output.info(f"wrote {len(written)} figure(s) to {spec.figures}")

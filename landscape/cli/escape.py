@@ -13,7 +13,7 @@ import typer
 from ..errors import ConfigError
 from . import output
 from .common import KV, Stopwatch, join, parse_kv
-from .options import DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, OutOpt, PlotOpt, SeedOpt
+from .options import DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, OutOpt, PlotOpt, ProgressOpt, SeedOpt
 
 
 def parse_to(items: list[str] | None) -> list[str]:
@@ -220,12 +220,7 @@ def escape(
     seed: SeedOpt = 0,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
-    progress: Annotated[
-        bool,
-        typer.Option(
-            "--progress/--no-progress", help="Progress bars on stderr (when it is a terminal)."
-        ),
-    ] = True,
+    progress: ProgressOpt = True,
     json_: JsonOpt = False,
     out: OutOpt = None,
     plot: PlotOpt = None,

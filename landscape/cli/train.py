@@ -16,7 +16,7 @@ from ..errors import ConfigError
 from ..train.tracking import TRACKERS
 from . import output
 from .common import KV, join, parse_kv
-from .options import DebugOpt, DeviceOpt, DtypeOpt, JsonOpt
+from .options import DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, ProgressOpt
 
 #: options that may accompany --resume (the stopping rule and output switches)
 _RESUMABLE = {"resume", "epochs", "steps", "until_loss", "json_", "debug", "progress", "ctx"}
@@ -233,12 +233,7 @@ def train(
         ),
     ] = False,
     plot: Annotated[bool, typer.Option("--plot/--no-plot", help="Write RUN/run.png.")] = True,
-    progress: Annotated[
-        bool,
-        typer.Option(
-            "--progress/--no-progress", help="Progress bar on stderr (when it is a terminal)."
-        ),
-    ] = True,
+    progress: ProgressOpt = True,
     json_: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:

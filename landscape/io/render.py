@@ -85,7 +85,7 @@ def detect(tree: dict) -> str:
         return "escape"
     raise LandscapeError("cannot tell what this file holds (no slice grid, density, run series or "
                          "escape trajectories)",
-                             "pass a file written by landscape slice, interpolate, "
+                         "pass a file written by landscape slice, interpolate, "
                          "sharpness --out (with --metric density), train or escape")
 
 

@@ -15,10 +15,9 @@ _CHUNK = integer(1, help="Samples per chunk of per-sample vectors / Gram block (
 
 FISHER: dict[str, Option] = {
     "probes": integer(2, 100, "Rademacher probes shared by all traces, norms and cosines."),
-    "mc_samples": integer(1, 16,
-                          "Labels drawn from the model per sample for the Monte-Carlo Fisher "
-                                 "(its products cost the same for any number; its errors cover "
-                                 "the draws)."),
+    "mc_samples": integer(1, 16, "Labels drawn from the model per sample for the Monte-Carlo "
+                                 "Fisher (its products cost the same for any number; its errors "
+                                 "cover the draws)."),
     "tol": _TOL,
     "max_steps": _MAX_STEPS,
     "chunk": _CHUNK,

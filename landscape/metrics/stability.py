@@ -63,9 +63,9 @@ def nonuniformity(model_or_problem, loss=None, data=None, *, samples: int | None
         subset_values=values,
         dof=runs - 1,
         note=f"s on {runs} seeded subsets of {op.samples} of {problem.n} samples: ± is their "
-             "spread; "
-        "a subset's s is biased upward (lambda_max of a sample covariance overestimates), so the "
-        "full-data s is likely below; measure on all samples for the exact value",
+        "spread; a subset's s is biased upward (lambda_max of a sample covariance "
+        "overestimates), so the full-data s is likely below; measure on all samples for the "
+        "exact value",
     )
     return Estimate(s, se, matvecs, "lanczos", extra)
 
