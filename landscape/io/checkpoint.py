@@ -526,16 +526,10 @@ class Checkpoint:
         }
 
 
-def load(
-    path: str | os.PathLike,
-    model: str | None = None,
-    data: str | None = None,
-    loss: str | None = None,
-    model_kwargs: dict | None = None,
-    data_kwargs: dict | None = None,
-) -> Checkpoint:
+def load(path: str | os.PathLike, **options: Any) -> Checkpoint:
     """``landscape.load``: read a checkpoint, ours or anyone's ``state_dict`` (then with its
-    ``model`` and ``data`` factories, ``FILE.py:FUNCTION``); see :meth:`Checkpoint.load`.
+    ``model`` and ``data`` factories, ``FILE.py:FUNCTION``). ``options``: ``model``, ``data``,
+    ``loss``, ``model_kwargs``, ``data_kwargs``, as :meth:`Checkpoint.load` takes them.
 
     >>> import landscape, tempfile, os
     >>> from landscape.io.checkpoint import make_checkpoint
@@ -550,8 +544,7 @@ def load(
     >>> problem.n, problem.p
     (100, 610)
     """
-    return Checkpoint.load(path, model=model, data=data, loss=loss, model_kwargs=model_kwargs,
-                           data_kwargs=data_kwargs)
+    return Checkpoint.load(path, **options)
 
 
 def _summary(value: Any) -> Any:
