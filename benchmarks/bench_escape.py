@@ -114,7 +114,7 @@ def main() -> None:
             if r_plain is not None:
                 rows.append([every, dyn,
                              "plain PyTorch loop (nn.Module + autograd, best of 1 and N threads)",
-                                 f"{r_plain:.0f}",
+                             f"{r_plain:.0f}",
                              f"{r_plain / r_one:.1f}x", "1.0x"])
     ev_txt = "all 1797" if ev is None else f"{ev.numel()}"
     print(

@@ -90,7 +90,7 @@ def run_model(name: str, model, X, Y, probes: int, rows_trace: list, rows_eig: l
         t = best_of(lambda: box.update(r=he.lanczos(op, k=5, which="LA", tol=1e-6, seed=0)), 1)
         results_eig["hessian-eigenthings 1.0 (lanczos)"] = (t,
                                                             rel_err(box["r"].eigenvalues.tolist(),
-                                                                ref), None)
+                                                                    ref), None)
     except ImportError:
         pass
 
@@ -116,7 +116,7 @@ def run_model(name: str, model, X, Y, probes: int, rows_trace: list, rows_eig: l
     for k, (t, err, mv) in results_eig.items():
         rows_eig.append([name, k + (f" (tol {args_tol:g})" if k.startswith("landscape") else ""),
                          f"{t:.2f}", f"{err:.1e}", mv if mv is not None else "",
-                             f"{t / t_eig_ours:.2f}x"])
+                         f"{t / t_eig_ours:.2f}x"])
     if fastest_peer_t:
         rows_trace.append([name, "**fastest peer / landscape**", "",
                            f"**{fastest_peer_t / t_ours:.2f}x**"])

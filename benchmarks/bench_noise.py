@@ -87,9 +87,9 @@ def run_naive(model, X, Y) -> dict:
         li = torch.nn.functional.cross_entropy(out[None], Y[i : i + 1])
         total += float(li.detach())
         U.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(li, params,
-            retain_graph=True)]))
+                                                                       retain_graph=True)]))
         J = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(out[c], params,
-            retain_graph=True)])
+                                                                               retain_graph=True)])
                          for c in range(out.numel())])
         pi = torch.softmax(out.detach().double(), 0)
         lam, Q = torch.linalg.eigh(torch.diag(pi) - torch.outer(pi, pi))
@@ -145,7 +145,7 @@ def run_naive(model, X, Y) -> dict:
     e = top_eigenvalues(LoopNonUniformity(p, torch.float32, X.device), k=1, tol=1e-4, seed=0)
     return {"alpha": tr / (sf * gf), "beta": sf / (2 * L * gf), "mu": tr / (2 * L * gf**2),
             "s": math.sqrt(max(float(e.values[0]), 0.0)), "t_align": t_al,
-                "t_s": time.perf_counter() - t2,
+            "t_s": time.perf_counter() - t2,
             "s_products": e.matvecs, "g_rows": g_rows, "g_truncation_rel": 0.0}
 
 
@@ -186,7 +186,7 @@ def main() -> None:
         rows.append([method, f"{r['seconds']:.0f}", f"{r['cpu_seconds']:.0f}",
                      f"{r['t_align']:.1f}", f"{r['t_s']:.1f} ({r['s_products']})",
                      f"{r['peak_mib']:.0f}", str(r["g_rows"]), f"{r['alpha']:.6f}",
-                         f"{r['beta']:.6f}", f"{r['mu']:.6f}", f"{r['s']:.5f}"])
+                     f"{r['beta']:.6f}", f"{r['mu']:.6f}", f"{r['s']:.5f}"])
     print(f"\ndigits MLP 64-128-128-10 (p = 26122), n = {args.samples}, cross-entropy, float32, "
           f"{THREADS} CPU threads\n")
     print(markdown(rows, ["method", "wall s", "CPU s", "α, β, μ: wall s", "s: seconds (products)",

@@ -346,7 +346,7 @@ def table(path: Path) -> None:
                 rows.append([r["config"]["n"], r["config"]["tool"], f"{r['seconds']:.1f}",
                              r.get("products") or "",
                              f"{r.get('max_rel_residual', float('nan')):.1e}",
-                                 _gb(r.get("peak_rss")), speed])
+                             _gb(r.get("peak_rss")), speed])
             print(
                 f"\n{model}: top-5 eigenvalues (relative tolerance 1e-6; residuals checked "
                 "afterwards)\n"

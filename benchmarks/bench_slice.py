@@ -39,7 +39,7 @@ def module_loop(model, X, Y, theta, D, coords, batch=128):
             for i in range(0, X.shape[0], batch):
                 out = model(X[i : i + batch])
                 total += float(torch.nn.functional.cross_entropy(out, Y[i : i + batch],
-                    reduction="sum"))
+                                                                 reduction="sum"))
                 correct += int((out.argmax(1) == Y[i : i + batch]).sum())
             losses.append(total / X.shape[0])
             accs.append(correct / X.shape[0])

@@ -28,7 +28,7 @@ def digits_cnn(seed: int = 0) -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1),
                          nn.ReLU(),
                          nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 16, 64), nn.ReLU(),
-                             nn.Linear(64, 10))
+                         nn.Linear(64, 10))
 
 
 def pretrain(model: nn.Module, X, Y, steps: int = 300, lr: float = 0.1, seed: int = 0) -> nn.Module:

@@ -62,7 +62,7 @@ def make(name: str, out_dir: Path) -> Path:
     f = result.final
     print(f"{dest}: {result.step} steps, train loss {f['train_loss']:.3g}, "
           f"test accuracy {f['test_accuracy']:.3f}, {dest.stat().st_size / 1024:.0f} KiB",
-              file=sys.stderr)
+          file=sys.stderr)
     return dest
 
 

@@ -90,7 +90,7 @@ def quadratic_example(out: Path, T: int) -> None:
         ax.errorbar(grid, meas, yerr=err, fmt="o", ms=3, capsize=2, color=color,
                     label=f"measured, B = {B} (±2 se)")
         worst = max(abs(m - second_moment_factor(a, lr, B)) / (e / 2) for m, e, lr in zip(meas, err,
-            grid))
+                                                                                          grid))
         cross = next((lr for lr in torch.linspace(0.02, 0.5,
                                                   2000).tolist() if second_moment_factor(a, lr,
                                                       B) > 1), None)

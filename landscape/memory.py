@@ -22,7 +22,7 @@ from .errors import ConfigError
 
 _UNITS = {"": 1 << 20, "b": 1, "k": 10**3, "kb": 10**3, "kib": 1 << 10, "m": 10**6, "mb": 10**6,
           "mib": 1 << 20, "g": 10**9, "gb": 10**9, "gib": 1 << 30, "t": 10**12, "tb": 10**12,
-              "tib": 1 << 40}
+          "tib": 1 << 40}
 
 
 class OutOfBudget(MemoryError):

@@ -193,7 +193,7 @@ class Problem:
         self._set_samples(source)
         if not self.allow_random_data and not isinstance(source, TensorSource):
             check_repeatable(self.source if len(self.source) else self._global, min(self.batch_size,
-                8))
+                                                                                    8))
         self._check_fit()
 
     def _set_samples(self, source) -> None:
@@ -219,7 +219,7 @@ class Problem:
             except RuntimeError as e:
                 raise ConfigError(f"the model cannot take these inputs {tuple(xb.shape[1:])}: "
                                   f"{str(e).splitlines()[0]}",
-                                      "check that the model and the data fit together") from e
+                                  "check that the model and the data fit together") from e
         self.loss.check(out, yb)
 
     # ---------------------------------------------------------------- data, batch by batch
@@ -445,12 +445,12 @@ class Problem:
         return {"source": self.source.describe(), "kind": self.source.kind,
                 "resident": self.resident,
                 "product_batch": self.batch_size, "bn_batch": self.bn_batch,
-                    "memory": str(self.budget),
+                "memory": str(self.budget),
                 "memory_bytes": self.budget.bytes, "allow_random_data": self.allow_random_data}
 
     def describe(self) -> dict:
         return {"p": self.p, "n": self.n, "loss": self.loss.name, "batch_size": self.batch_size,
                 "bn_batch": self.bn_batch, "data": self.source.describe(),
-                    "resident": self.resident,
+                "resident": self.resident,
                 "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
                 "train_mode": self.train_mode, "params": list(self.layout.names)}

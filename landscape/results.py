@@ -86,7 +86,7 @@ class Eigen:
     def to_dict(self) -> dict:
         return {"values": to_plain(self.values), "residuals": to_plain(self.residuals),
                 "which": self.which, "method": self.method, "matvecs": self.matvecs,
-                    **to_plain(self.extra)}
+                **to_plain(self.extra)}
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class Density:
     def to_dict(self) -> dict:
         return {"nodes": to_plain(self.nodes), "weights": to_plain(self.weights),
                 "runs": self.runs, "steps": self.steps, "matvecs": self.matvecs,
-                    **to_plain(self.extra)}
+                **to_plain(self.extra)}
 
     def curve(self, grid: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
         """Gaussian-broadened density on ``grid``: ``(1/runs) Σ_r Σ_j w_rj N(grid; node_rj, σ²)``.

@@ -85,7 +85,7 @@ def coerce(opt: Option, value: Any) -> tuple[bool, Any]:
         return ok, value
     if k == "float":
         if isinstance(value, bool) or not isinstance(value, (int,
-            float)) or not math.isfinite(value):
+                                                             float)) or not math.isfinite(value):
             return False, value
         value = float(value)
         return (opt.low is None or (value > opt.low if opt.strict else value >= opt.low)), value

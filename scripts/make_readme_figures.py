@@ -28,7 +28,7 @@ def trajectory_run(work: Path) -> Path:
     cfg = TrainConfig(model="mlp", model_kwargs={"widths": [128, 128]}, data="digits",
                       optimizer="sgd", lr=0.1,
                       momentum=0.0, batch_size=32, epochs=8, seed=0, checkpoint_every=30,
-                          plot=False)
+                      plot=False)
     return train(cfg, work / "sgd-digits", force=True).path
 
 

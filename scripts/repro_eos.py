@@ -65,11 +65,11 @@ def run(cfg: dict, out, seed: int = 0, keep_runs: bool = False) -> dict:
                                    "steps": steps,
                                    "lambda_final": float(lam[-1]), "lambda_peak": float(lam.max()),
                                    "lambda_late": float(late.mean()),
-                                       "lambda_late_std": float(late.std()),
+                                   "lambda_late_std": float(late.std()),
                                    "final_loss": float(train_loss[-1]),
                                    "test_accuracy": d["final"].get("test_accuracy"),
                                    "n_train": int(d["attrs"]["n_train"]),
-                                       "params": int(d["attrs"]["params"])}
+                                   "params": int(d["attrs"]["params"])}
     if not keep_runs:
         shutil.rmtree(runs, ignore_errors=True)
     return results
@@ -106,7 +106,7 @@ def figure(results: dict, path) -> None:
 # measured on a small MLP fitting a sine by regression, not on digits)
 CLAIMS = {0.1: "19.6 (FashionMNIST, slides); 20.8 (sine-regression MLP, reference notes §2)",
           0.2: "10.0 (sine-regression MLP, reference notes §2)",
-              0.4: "5.1 (sine-regression MLP, reference notes §2)",
+          0.4: "5.1 (sine-regression MLP, reference notes §2)",
           0.01: "53.5 vs 200 (slides: stops below)"}
 
 
@@ -115,13 +115,13 @@ def table(results: dict) -> str:
     for (loss, lr), r in sorted(results.items(), key=lambda kv: (kv[0][0] != "mse", kv[0][1])):
         rows.append([loss, f"{lr:g}", f"{2 / lr:.3g}", str(r["steps"]), f"{r['lambda_peak']:.3g}",
                      f"{r['lambda_late']:.3g} ± {r['lambda_late_std']:.2g}",
-                         f"{r['lambda_final']:.3g}",
+                     f"{r['lambda_final']:.3g}",
                      f"{r['lambda_late'] * lr / 2:.2f}", f"{r['final_loss']:.3g}", CLAIMS.get(lr,
-                         "–")])
+                                                                                              "–")])
     return rc.markdown_table(["loss", "η", "2/η", "GD steps", "peak λ_max",
                               "late λ_max (last quarter, mean ± sd)",
                               "final λ_max", "late λ_max / (2/η)", "final train loss",
-                                  "claimed λ_max"], rows)
+                              "claimed λ_max"], rows)
 
 
 def main(argv=None) -> dict:

@@ -85,12 +85,12 @@ def table(summaries: dict) -> str:
         rows.append([dyn, str(s["trajectories"]),
                      f"{100 * s['fraction_escaped']:.0f}% ± {100 * s['fraction_stderr']:.0f}%",
                      rc.fmt(s["median_step"]), rc.fmt(s["growth_rate"]),
-                         rc.fmt(s["predicted_growth"]),
+                     rc.fmt(s["predicted_growth"]),
                      rc.fmt(s["final_median_loss"]), str(s["diverged"]), CLAIMS.get(dyn, "–")])
     return rc.markdown_table(["dynamics", "trajectories", "escaped (loss > 10× start)",
                               "median escape step",
                               "mean-loss growth / step (fit)", "γ predicted / step",
-                                  "final median loss",
+                              "final median loss",
                               "diverged", "lecture"], rows)
 
 

@@ -57,7 +57,7 @@ def run(cfg: dict, out, seed: int = 0) -> list[dict]:
     path = out / "run"
     tc = TrainConfig(model="mlp", model_kwargs={"widths": cfg["widths"]}, data="digits",
                      data_kwargs={"n_train": cfg["n_train"], "seed": seed}, optimizer="sgd",
-                         lr=cfg["lr"],
+                     lr=cfg["lr"],
                      momentum=0.9, batch_size=cfg["batch"], epochs=cfg["epochs"], seed=seed,
                      checkpoint_every=every, plot=False)
     train(tc, path, force=True)
@@ -102,7 +102,7 @@ def figure(rows: list[dict], path) -> None:
     axes[0].set_yscale("log")
     axes[0].set_title("traces (solid, ± s.e.) and λ_max (dashed)")
     for key, label in (("F~F_emp", "cos(F, F_emp)"), ("H~F", "cos(H, F)"), ("H~F_emp",
-        "cos(H, F_emp)")):
+                                                                            "cos(H, F_emp)")):
         axes[1].errorbar(ep, [r[f"cos_{key}"] for r in rows],
                          yerr=[r[f"cos_{key}_stderr"] for r in rows],
                          marker="o", ms=3, capsize=2, label=label)

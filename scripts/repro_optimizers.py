@@ -90,7 +90,7 @@ def run(cfg: dict, out, base_seed: int = 0, only: list[str] | None = None) -> di
                              momentum=momentum_of(opt),
                              hyper=dict(hyper), batch_size=batch, epochs=cfg["epochs"], seed=seed,
                              track=["eig", "trace"], every=10**9,
-                                 track_samples=cfg["track_samples"],
+                             track_samples=cfg["track_samples"],
                              probes=cfg["probes"], track_options={"tol": 1e-3}, plot=False)
             path = runs / f"{opt}-B{batch}-s{seed}"
             status = "finished"
@@ -130,7 +130,7 @@ def table(res: dict) -> str:
         ok = [r for r in rs if r["status"] == "finished"]
         rows.append([label, f"{len(ok)}/{len(rs)}", rc.pm([r["test_accuracy"] for r in ok], 3),
                      rc.pm([r["train_loss"] for r in ok], 2), rc.pm([r["lambda_max"] for r in ok],
-                         3),
+                                                                    3),
                      rc.pm([r["trace"] for r in ok], 3),
                      rc.fmt(rs[0]["passes_per_step"]) if rs and rs[0]["passes_per_step"] else "–",
                      rc.pm([r["train_seconds"] for r in ok], 2)])
@@ -178,10 +178,10 @@ def main(argv=None) -> dict:
             for key in ("test_accuracy", "lambda_max", "trace", "train_loss"):
                 means[f"{key}_mean"], means[f"{key}_std"] = summary(rs, key)
             g = rc.write_group(f, label.replace("/", "_"), None, {"optimizer": rs[0]["optimizer"],
-                **means})
+                                                                  **means})
             for r in rs:
                 rc.write_group(f, f"{g.name}/seed_{r['seed']}", {"step": r["acc_step"],
-                    "test_accuracy": r["acc"]},
+                                                                 "test_accuracy": r["acc"]},
                                {k: v for k, v in r.items() if k not in ("acc_step", "acc")})
         f.attrs["seconds"] = clock()
     figure(res, out / "optimizers.png")

@@ -51,7 +51,7 @@ def run(cfg: dict, out, base_seed: int = 0) -> list[dict]:
                 seed = base_seed + k
                 tc = TrainConfig(model="mlp", model_kwargs={"widths": cfg["widths"]}, data="digits",
                                  data_kwargs={"n_train": cfg["n_train"], "seed": seed},
-                                     optimizer="sgd", lr=lr,
+                                 optimizer="sgd", lr=lr,
                                  momentum=0.0, batch_size=B, steps=cfg["steps"], seed=seed,
                                  eval_every=cfg["steps"], plot=False)
                 path = runs / f"lr{lr:g}_B{B}_s{seed}"
@@ -67,9 +67,9 @@ def run(cfg: dict, out, base_seed: int = 0) -> list[dict]:
                     row.update(n=n, train_loss=res.final.get("train_loss"),
                                train_accuracy=res.final.get("train_accuracy"),
                                lambda_max=float(eig.values[0]),
-                                   lambda_residual=float(eig.residuals[0]),
+                               lambda_residual=float(eig.residuals[0]),
                                s=s.value, s_low=s.extra["interval"][0],
-                                   s_high=s.extra["interval"][1],
+                               s_high=s.extra["interval"][1],
                                s_samples=s.extra["samples"], lambda_bound=2 / lr,
                                s_bound=1 / (lr * math.sqrt(c)) if c > 0 else math.inf,
                                s_bound_approx=math.sqrt(B) / lr)
@@ -127,9 +127,9 @@ def table(rows: list[dict]) -> str:
         lam_ok = all(r["lambda_max"] <= r["lambda_bound"] * 1.05 for r in ok)
         s_ok = all(r["s"] <= r["s_bound"] for r in ok)
         out.append([f"{lr:g}", str(B), f"{len(ok)}/{len(rs)}", rc.pm([r["train_loss"] for r in ok],
-            2),
+                                                                     2),
                     rc.pm([r["lambda_max"] for r in ok], 3), f"{2 / lr:.3g}",
-                        rc.pm([r["s"] for r in ok], 3),
+                    rc.pm([r["s"] for r in ok], 3),
                     rc.fmt(ok[0]["s_bound"]), "yes" if lam_ok else "no", "yes" if s_ok else "no"])
     return rc.markdown_table(["η", "B", "runs ok", "train loss", "λ_max", "2/η", "s", "s bound",
                               "λ_max ≤ 2/η (+5%)", "s ≤ bound"], out)
@@ -148,9 +148,9 @@ def main(argv=None) -> list[dict]:
             rc.write_group(f, f"lr{r['lr']:g}_B{r['batch_size']}_s{r['seed']}", None, r)
         ok = [r for r in rows if r["status"] == "finished"]
         rc.write_group(f, "all", {k: [r[k] for r in ok] for k in ("lr", "batch_size", "seed",
-            "lambda_max", "s",
+                                                                  "lambda_max", "s",
                                                                   "lambda_bound", "s_bound",
-                                                                      "train_loss")})
+                                                                  "train_loss")})
         f.attrs["seconds"] = clock()
     figure(rows, cfg, out / "diagram.png")
     rc.write_table(out, table(rows))

@@ -156,7 +156,7 @@ def test_foreign_state_dict_with_factories(tmp_path):
     torch.save({"model_state_dict": mod.build().state_dict(), "epoch": 3}, tmp_path / "w.pt")
     r = run("sharpness", tmp_path / "w.pt", "--model", f"{tmp_path}/my_models.py:build",
             "--data", f"{tmp_path}/my_data.py:load", "--loss", "cross-entropy", "-m", "eig",
-                "--json",
+            "--json",
             "--dtype", "float64", "--tol", "1e-10")
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)

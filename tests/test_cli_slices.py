@@ -74,7 +74,7 @@ def test_eigen_slice_writes_hdf5_and_figure_and_plot_rerenders(files, tmp_path):
     r = run("slice", files / "run" / "final.pt", "--dims", "2", "--directions", "eigen", "--range",
             "-0.5", "0.5",
             "--points", "5", "--dtype", "float64", "--out", out, "--plot", fig, "--batch-points",
-                "4")
+            "4")
     assert r.exit_code == 0, r.output
     assert fig.stat().st_size > 1000
     tree = read_tree(out)

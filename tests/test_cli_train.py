@@ -52,7 +52,7 @@ def test_train_json_is_one_object(two_runs):
         assert {"train", "track", "eval", "wall"} <= set(d["seconds"])
         attrs = read_run(root / name)["attrs"]
         assert attrs["optimizer"] == name and attrs["model_kwargs"] == {"widths": [16],
-            "in_dim": 64, "out_dim": 10}
+                                                                        "in_dim": 64, "out_dim": 10}
     assert read_run(root / "sam")["attrs"]["hyper"] == {"rho": 0.05}
     assert (root / "sam" / "run.png").exists() and not (root / "sgd" / "run.png").exists()
     assert (root / "sam" / "final.pt").exists()

@@ -46,7 +46,7 @@ def _train_config():
     return TrainConfig(model="mlp", model_kwargs={"widths": [5]}, data="digits",
                        data_kwargs={"n_train": 40, "test_fraction": 0.2}, optimizer="sam", lr=0.1,
                        batch_size=10, steps=2, dtype="float64", eval_every=1, track=["trace"],
-                           every=1,
+                       every=1,
                        probes=4, track_samples=21, plot=False)
 
 
@@ -76,7 +76,7 @@ def compute(run_dir: Path) -> dict:
         loop._Session._sharded_closure = original
     return {"shards": shards, "local_samples": sum(x.shape[0] for x, _ in pb.batches), "n": pb.n,
             "trace": (tr.value, tr.stderr), "eig": eig.values.tolist(),
-                "residuals": eig.residuals.tolist(),
+            "residuals": eig.residuals.tolist(),
             "loss": value, "grad": grad.tolist(), "final": result.final,
             "own_terms": {name: _three_steps(name, hyper, run_dir) for name,
                           hyper in OWN_TERMS.items()}}
@@ -90,7 +90,7 @@ def _three_steps(name: str, hyper: dict, run_dir: Path) -> dict:
 
     cfg = TrainConfig(model="mlp", model_kwargs={"widths": [5]}, data="digits",
                       data_kwargs={"n_train": 40, "test_fraction": 0.2}, optimizer=name,
-                          hyper=hyper,
+                      hyper=hyper,
                       batch_size=10, steps=3, dtype="float64", plot=False)
     session = _Session(cfg, RunDir(run_dir / name))
     losses = [session.train_step() for _ in range(3)]
@@ -133,7 +133,7 @@ def test_two_gloo_processes_match_one(tmp_path):
     # each training step: every rank took half of the global minibatch of 10 (one process: all of
     # it)
     assert [r["shards"] for r in ranks] == [[(10, 5), (10, 5)]] * 2 and one["shards"] == [(10, 10),
-        (10, 10)]
+                                                                                          (10, 10)]
     for r in ranks:  # every rank returns the global numbers
         _close(r["trace"], one["trace"])
         _close(r["eig"], one["eig"])
@@ -172,7 +172,7 @@ def _initial(name: str) -> torch.Tensor:
     cfg = _train_config()
     split = load_dataset(cfg.data, **cfg.data_kwargs)
     model = build_model(cfg.model, seed=cfg.seed, **model_kwargs_for(cfg.model, split,
-        **cfg.model_kwargs))
+                                                                     **cfg.model_kwargs))
     return model.state_dict()[name].double()
 
 
@@ -200,7 +200,7 @@ def test_torchrun_command_line_matches_one_process(tmp_path):
                            "--nproc-per-node",
                            str(WORLD), "-m", "landscape", *args, "--out", str(tmp_path / "out.h5")],
                           capture_output=True, text=True, env=env, timeout=240, cwd=tmp_path,
-                              check=False)
+                          check=False)
     if (
         proc.returncode != 0 and "Address already in use" in proc.stderr
     ):  # pragma: no cover - port race
@@ -247,7 +247,7 @@ def test_torchrun_noise_and_fisher_match_one_process(tmp_path):
                                "--nproc-per-node",
                                str(WORLD), "-m", "landscape", *args],
                               capture_output=True, text=True, env=env, timeout=240, cwd=tmp_path,
-                                  check=False)
+                              check=False)
         if (
             proc.returncode != 0 and "Address already in use" in proc.stderr
         ):  # pragma: no cover - port race

@@ -53,7 +53,7 @@ def test_sharpness_nonuniformity_and_factor():
     # Theorem 4's γ0 = η² μ ‖H‖_F²/B with μ = s²/a², ‖H‖_F = a
     c = (4 - 2) / (2 * 3)  # n = 4, B = 2, without replacement
     assert quadratic_gamma0([1.0, 2.0, 3.0, 10.0], 0.4, 2) == pytest.approx(gamma0(0.4, 12.5 / 16,
-        4.0, c))
+                                                                                   4.0, c))
 
 
 @pytest.mark.parametrize("lr,batch", [(0.25, 1), (0.4, 1), (0.35, 2), (0.45, 2)])
@@ -126,7 +126,7 @@ def test_network_minimum_sgd_escapes_gd_and_small_noise_stay(gd_minimum):
     assert lam <= 2 / lr  # linearly stable for GD, near the edge of stability: λ ≈ 6.1 < 6.67
     kw = {"lr": lr, "steps": 100, "trajectories": 24, "seed": 1}
     runs = {name: simulate(pb, ds.theta, name, batch_size=2, **kw) for name in ("sgd", "gd",
-        "small-noise")}
+                                                                                "small-noise")}
     sums = {k: summarize(r, escape_factor=100.0) for k, r in runs.items()}
     assert sums["sgd"].fraction_escaped >= 0.9
     assert sums["sgd"].growth_rate > 1
@@ -235,7 +235,7 @@ def _cli(args):
 _SMALL = ["--model", "two-layer", "--model-arg", "width=16", "--data", "teacher-student",
           "--data-arg", "n=16",
           "--data-arg", "dim=3", "--lr", "0.2", "--batch-size", "2", "-T", "6", "--steps", "15",
-              "--tol", "1e-3",
+          "--tol", "1e-3",
           "--dtype", "float64", "--probes", "4", "--no-progress"]
 
 
@@ -270,7 +270,7 @@ def test_cli_from_checkpoint(tmp_path):
     kw = model_kwargs_for("two-layer", split, width=8)
     path = tmp_path / "start.pt"
     make_checkpoint("two-layer", kw, "teacher-student", data_kwargs, "mse", build_model("two-layer",
-        **kw),
+                                                                                        **kw),
                     {"lr": 0.05}, split=split).save(path)
     res = _cli([str(path), "--to", "sgd,small-noise", "-T", "4", "--steps", "5", "--batch-size",
                 "3", "--no-theory",

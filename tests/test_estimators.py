@@ -266,7 +266,7 @@ def test_rank_deficient_hessian_bottom_is_exactly_zero():
     single = top_eigenvalues(H, k=3, which="bottom", tol=1e-6, block=1)
     assert single.values.max() > 0.1 * scale
     ev = torch.cat([torch.zeros(580, dtype=DT), torch.linspace(1, 5, 20,
-        dtype=DT)])  # rank 20, p = 600
+                                                               dtype=DT)])  # rank 20, p = 600
     e = top_eigenvalues(with_spectrum(ev, seed=22), k=3, which="bottom", tol=1e-10)
     assert e.values.abs().max() < 1e-10
 
@@ -402,7 +402,7 @@ def test_small_sample_intervals_cover_at_their_nominal_rate(kind):
     hits = dict.fromkeys(truth, 0)
     for seed in range(300):
         est = {"hutchinson": trace(A, probes=10, seed=seed), "hutchpp": hutchpp_trace(A, probes=24,
-            seed=seed),
+                                                                                      seed=seed),
                "frobenius": frobenius(A, probes=10, seed=seed), "inner": frobenius_inner(A, B,
                    probes=10, seed=seed)}
         for name, e in est.items():

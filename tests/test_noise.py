@@ -128,7 +128,7 @@ def one_dimensional(a: torch.Tensor, x: float):
     with torch.no_grad():
         model.weight.fill_(x)
     return landscape.Problem(model, "mse", (a.sqrt()[:, None], torch.zeros(a.numel(), 1,
-        dtype=torch.float64)),
+                                                                           dtype=torch.float64)),
                              batch_size=4)
 
 

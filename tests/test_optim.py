@@ -65,7 +65,7 @@ def make(name: str, net: nn.Module, base: str | None = None, lr: float | None = 
     if lr is None:
         lr = 0.05 if (base == "adam" or name == "adam-tracer") else 0.2
     return build_optimizer(name, net.parameters(), base=base, lr=lr, **own_kwargs(name, net,
-        **over))
+                                                                                  **over))
 
 
 def do_step(opt, name: str, model: nn.Module, x, y, **step_kw):
@@ -640,7 +640,7 @@ def test_diag_noise_of_linear_layers_without_per_sample_gradients():
     for net, inp in ((conv, torch.randn(8, 1, 4, 4, dtype=DT)), (twice, x)):
         params = {n: t.detach() for n, t in net.named_parameters()}
         assert fx.linear_sum_squared_grads(net, lambda prm, a, net=net: functional_call(net, prm,
-            (a,)),
+                                                                                        (a,)),
                                            get_loss("cross-entropy"), params, inp, y) is None
 
 
@@ -649,7 +649,7 @@ def test_injected_noise_covariance_matches_empirical_fisher(kind):
     gen = torch.Generator().manual_seed(0)
     m, k, scale = 6, 8000, 0.4
     per = [torch.randn(m, 2, 2, generator=gen, dtype=DT) + 0.5, torch.randn(m, 3, generator=gen,
-        dtype=DT)]
+                                                                            dtype=DT)]
     G = torch.cat([t.reshape(m, -1) for t in per], 1)  # [M, p]
     Femp = G.T @ G / m
     target = scale**2 * (torch.diag(torch.diag(Femp)) if kind == "diag" else Femp)
@@ -714,6 +714,6 @@ def test_sharpness_aware_methods_prefer_the_flat_minimum():
     assert base <= 14
     for name, hyper in [("sam", {"rho": 0.08}), ("asam", {"rho": 0.08}),
                         ("fsam", {"gamma": 0.1, "eta_f": 0.01}), ("sgd-tracer", {"rho": 5.0,
-                            "delta": 100.0})]:
+                                                                                 "delta": 100.0})]:
         got = sum(_ends_flat(name, s, **hyper) for s in seeds)
         assert got >= base + 5, f"{name}: {got} flat vs sgd {base} of {len(seeds)}"

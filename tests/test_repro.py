@@ -30,7 +30,7 @@ def test_eos_gd_rises_to_the_edge_of_stability(tmp_path):
     res = repro_eos.main(["--quick", "--out", str(tmp_path)])
     with _files(tmp_path, "eos.h5", "eos.png") as f:
         assert set(f) == {"mse", "cross-entropy"} and set(f["cross-entropy"]) == {"lr_0.4",
-            "lr_0.8"}
+                                                                                  "lr_0.8"}
         g = f["cross-entropy/lr_0.8"]
         assert (
             g.attrs["two_over_lr"] == pytest.approx(2.5)

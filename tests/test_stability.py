@@ -187,7 +187,7 @@ def test_stability_cli(tmp_path):
     res = runner.invoke(app, ["stability", str(path), "--lr", "0.05", "--batch-size", "4",
                               "--sufficient",
                               "--dtype", "float64", "--probes", "4", "--out",
-                                  str(tmp_path / "s.h5")])
+                              str(tmp_path / "s.h5")])
     assert res.exit_code == 0, res.output
     assert "2/η" in res.stdout and "sufficient" in res.stdout
     assert (tmp_path / "s.h5").exists()

@@ -328,7 +328,7 @@ def test_memory_stays_flat_over_many_products():
         pytest.skip("no /proc/self/status on this platform")
     g = torch.Generator().manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 512), torch.nn.Tanh(), torch.nn.Linear(512,
-        512),
+                                                                                           512),
                                 torch.nn.Tanh(), torch.nn.Linear(512, 10))
     X, Y = torch.randn(768, 64, generator=g), torch.randint(0, 10, (768,), generator=g)
     H = landscape.Hessian(model, "cross-entropy", (X, Y), batch_size=256, cache_bytes=0)
@@ -355,7 +355,7 @@ def test_a_dataset_four_times_the_budget_runs_within_it(files):
         def __getitem__(self, i):
             g = torch.Generator().manual_seed(i)
             return torch.randn(1, 16, 16, generator=g, dtype=F64), int(torch.randint(0, 10, (1,),
-                generator=g))
+                                                                                     generator=g))
 
     torch.manual_seed(
         0
@@ -434,7 +434,7 @@ def _one_line_error(r, word: str) -> None:
 
 @pytest.mark.parametrize("kind, word", [
     ("shuffled", "shuffles"), ("augmented", "different data"), ("dict",
-        "not an (inputs, targets) pair"),
+                                                                "not an (inputs, targets) pair"),
     ("empty", "no samples"),
 ])
 def test_bad_data_is_refused_in_one_line(files, kind, word):
@@ -485,7 +485,7 @@ def test_torchrun_reads_only_each_ranks_shard(files, tmp_path):
     args = ["sharpness", str(files / "cnn.pt"), "-m", "trace,eig", "--probes", "6", "--json",
             "--model",
             f"{files / 'models.py'}:cnn", "--data", f"{files / 'data.py'}:make", "--data-arg",
-                "kind=loader",
+            "kind=loader",
             "--data-arg", f"log={log}", "--dtype", "float64", "--product-batch", "4"]
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": root}
@@ -497,7 +497,7 @@ def test_torchrun_reads_only_each_ranks_shard(files, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            "--nproc-per-node", "2",
                            "-m", "landscape", *args], capture_output=True, text=True, env=env,
-                               timeout=240,
+                          timeout=240,
                           cwd=tmp_path, check=False)
     if (
         proc.returncode != 0 and "Address already in use" in proc.stderr

@@ -33,7 +33,7 @@ def _checkpoint(path: Path, seed: int, training: dict | None = None) -> Path:
     model = build_model("mlp", seed=seed, **kw)
     make_checkpoint("mlp", kw, "digits", DATA, "cross-entropy", model,
                     training or {"optimizer": "sgd", "lr": 0.1, "batch_size": 16},
-                        split=split).save(path)
+                    split=split).save(path)
     return path
 
 
@@ -141,7 +141,7 @@ def test_key_lines_skip_multiline_values():
     assert lines[("a",)] == 2 and lines[("a", "x")] == 3 and lines[("a", "y")] == 6
     assert ("a", "z") not in lines and lines[("a", "q.r")] == 9
     assert lines[("b", "c")] == 10 and lines[("b", "c", "d", "e")] == 11 and lines[("b", "c",
-        "f")] == 12
+                                                                                    "f")] == 12
     assert lines[("t", "0", "u")] == 14 and lines[("t", "1", "u")] == 16
 
 
@@ -278,7 +278,7 @@ def test_a_failing_item_is_reported_and_the_rest_go_on(tmp_path, ckdir):
 
 def test_commit_is_atomic_when_writing_fails(tmp_path, ckdir, monkeypatch):
     study = parse_study(write(tmp_path, STUDY.format(ck=ckdir).replace("[slices.line]",
-        "[slices.line]\nseed = 1")))
+                                                                       "[slices.line]\nseed = 1")))
     study.items = study.items[:1]
     study.checkpoints = study.checkpoints[:1]
     run_study(study)
@@ -379,7 +379,7 @@ def test_run_directories_give_checkpoints_by_step_and_a_figure_over_steps(tmp_pa
     run_study(study)
     rec = read_study(study.output)
     assert [rec.checkpoints[lb]["step"] for lb in rec.checkpoints] == [4, 2,
-        4]  # file order: by name
+                                                                       4]  # file order: by name
     fig = overview_figure(rec)
     ax = fig.axes[0]
     assert ax.get_xlabel() == "training step" and sorted(ax.lines[0].get_xdata()) == [2, 4, 4]

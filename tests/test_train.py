@@ -85,7 +85,7 @@ def test_mse_on_class_labels_trains_on_one_hot_targets(tmp_path):
 
 @pytest.mark.parametrize("optimizer,hyper,stop", [("sgd", {}, 11), ("sam", {"rho": 0.05}, 7),
                                                   ("adam-tracer", {}, 13), ("lb-full-noise",
-                                                      {"small_batch": 8}, 9)])
+                                                                            {"small_batch": 8}, 9)])
 def test_resume_equals_uninterrupted_to_the_bit(tmp_path, optimizer, hyper, stop):
     c = cfg(optimizer=optimizer, hyper=hyper, lr=0.05 if "adam" not in optimizer else 1e-3,
             epochs=3,
@@ -195,7 +195,7 @@ def test_tracked_nonuniformity_and_mu_equal_dense_values(tmp_path):
 
     c = cfg(model_kwargs={"widths": [4]}, data_kwargs={"n_train": 200}, dtype="float64", steps=6,
             track=["nonuniformity", "mu"], every=6, track_samples=40, track_options={"tol": 1e-10},
-                seed=1)
+            seed=1)
     train(c, tmp_path / "run")
     fin = read_run(tmp_path / "run")["final"]
     pb = Checkpoint.load(tmp_path / "run" / "final.pt").problem(samples=40, seed=1, dtype="float64")
@@ -214,7 +214,7 @@ def test_tracked_nonuniformity_and_mu_equal_dense_values(tmp_path):
     sub = read_run(tmp_path / "sub")["final"]
     assert sub["mu"] == pytest.approx(alignment(pb, samples=15, seed=1).mu, rel=1e-5)
     assert sub["nonuniformity"] == pytest.approx(nonuniformity(pb, samples=15, seed=1,
-        tol=1e-10).value, rel=1e-5)
+                                                               tol=1e-10).value, rel=1e-5)
     assert sub["mu"] != pytest.approx(fin["mu"], rel=1e-3)
 
 
@@ -239,9 +239,9 @@ def test_custom_tracker_and_unknown_names(tmp_path):
 
     for options, message in (({"noise_samples": "abc"}, "noise_samples='abc' is not an integer"),
                              ({"tol": "x"}, "tol='x' is not a number"), ({"top_k": 2.5},
-                                 "not an integer"),
+                                                                         "not an integer"),
                              ({"method": 3}, "not a string"), ({"nosuch": 1},
-                                 "unknown tracking option")):
+                                                               "unknown tracking option")):
         with pytest.raises(ConfigError, match=message):
             settings_from(20, 0, options)
     s = settings_from(20, 0, {"tol": 1, "noise_samples": 64, "max_steps": None})

@@ -77,9 +77,9 @@ class ProblemSpec:
         """The problem of ``ckpt`` on ``split`` (default: the spec's)."""
         return ckpt.problem(split=split or self.split, samples=self.samples, seed=self.seed,
                             batch_size=self.product_batch,
-                                params=self.params if params is True else params,
+                            params=self.params if params is True else params,
                             device=self.device, dtype=self.dtype, train_mode=self.train_mode,
-                                bn_batch=self.bn_batch,
+                            bn_batch=self.bn_batch,
                             memory=self.memory, allow_random_data=self.allow_random_data)
 
     def load(self, path: Path, split: str | None = None):
@@ -309,7 +309,7 @@ def problem_options(fn=None, *, split: bool = True, params: bool = True, legacy_
     ``--batch-size`` for ``--product-batch`` (with a deprecation line); ``product_batch``: this
     command's default product batch."""
     skip = {n for n, on in (("split", split), ("params", params), ("batch_size",
-        legacy_batch)) if not on}
+                                                                   legacy_batch)) if not on}
 
     def build(opts: dict) -> ProblemSpec:
         legacy = opts.pop("batch_size", None)
@@ -329,7 +329,7 @@ def problem_options(fn=None, *, split: bool = True, params: bool = True, legacy_
             product_batch=batch if batch is not None else product_batch,
                            bn_batch=opts.get("bn_batch"),
             params=opts.get("params"), device=opts.get("device", "cpu"), dtype=opts.get("dtype",
-                "float32"),
+                                                                                        "float32"),
             seed=opts.get("seed", 0), train_mode=opts.get("train_mode", False),
                            memory=opts.get("memory"),
             allow_random_data=opts.get("allow_random_data", False))
@@ -345,7 +345,7 @@ def problem_options(fn=None, *, split: bool = True, params: bool = True, legacy_
 def _typer_option(key: str, opt: Option) -> tuple[str, Any, Any]:
     """A declared setting as a Typer option ``(name, annotation, default)``."""
     kind = type(opt.choices[0]) if opt.kind == "choice" else {"int": int, "float": float,
-        "bool": bool}.get(opt.kind, str)
+                                                              "bool": bool}.get(opt.kind, str)
     note = f" One of: {', '.join(map(str, opt.choices))}." if opt.kind == "choice" else ""
     annotation = kind if opt.default is not None else Optional[kind]  # noqa: UP045  (read by Typer)
     option = typer.Option(opt.flag_for(key), help=opt.help + note,
@@ -385,7 +385,7 @@ def outputs(fn=None, *, plot: bool = False):
     from .options import DebugOpt, JsonOpt, OutOpt, PlotOpt
 
     added = [("json_", JsonOpt, False), ("out", OutOpt, None)] + ([("plot", PlotOpt,
-        None)] if plot else [])
+                                                                    None)] if plot else [])
     added.append(("debug", DebugOpt, False))
 
     def build(values: dict) -> Outputs:

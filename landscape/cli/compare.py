@@ -53,7 +53,7 @@ def _fmt(v) -> str:
         return f"{v:.6g}"
     if isinstance(v, dict):
         return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items() if not isinstance(x, (dict,
-            list))) or "-"
+                                                                                      list))) or "-"
     return str(v)
 
 
@@ -102,6 +102,6 @@ def compare(
                 cells.append(_fmt(v["value"]))
         rows.append((m, *cells))
     rows += [(f"{k} seconds", *[_fmt(s["seconds"].get(k)) for s in summaries]) for k in ("train",
-        "track")]
+                                                                                         "track")]
     output.table("run comparison (final values)", ["", *names], rows)
     output.written(plot)

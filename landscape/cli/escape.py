@@ -262,7 +262,7 @@ def escape(
         write_tree(out, result.tree(), attrs={"format": "landscape-escape", "version": 1,
                                               "identity": identity,
                                               "settings": report["settings"],
-                                                  "seconds": report["seconds"]})
+                                              "seconds": report["seconds"]})
     if plot is not None:
         from ..io.escape_figures import save_escape_figure
 

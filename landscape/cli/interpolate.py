@@ -23,7 +23,7 @@ def interpolate(
     checkpoint_b: Annotated[Path, typer.Argument(help="Checkpoint B (α = 1), same architecture.",
                                                  show_default=False)],
     range_: Annotated[tuple[float, float], typer.Option("--range", help="LO HI of α.")] = (-0.5,
-        1.5),
+                                                                                           1.5),
     points: Annotated[int, typer.Option("--points", help="Values of α.")] = 81,
     batch_points: BatchPointsOpt = None,
     recompute_bn: RecomputeBnOpt = False,
@@ -80,7 +80,7 @@ def interpolate(
     with output.progress(not io.json) as start:
         result = interpolate_line(problems, ckpt_b.state_dict, alphas, batch_points=batch_points,
                                   recompute_bn_stats=recompute_bn,
-                                      progress=start("interpolation points", points))
+                                  progress=start("interpolation points", points))
     bufs_b = {n: ckpt_b.state_dict[n].to(b) for n,
               b in train.model.named_buffers() if b.is_floating_point()}
     ends = {"a": str(checkpoint_a), "b": str(checkpoint_b),

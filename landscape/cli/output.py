@@ -93,7 +93,7 @@ def check_writable(out: Path | None = None, plot: Path | None = None,
     directory, a run directory that is a file, a folder that cannot be created or written, a
     figure format matplotlib does not write."""
     for path, what, is_folder in ((out, "--out", False), (plot, "--plot", False), (folder, "--out",
-        True)):
+                                                                                   True)):
         if path is None:
             continue
         path = Path(path)

@@ -23,7 +23,7 @@ def show(ckpt, problem, names: list[str], settings, *, json_: bool) -> None:
     cal = est["calibration"]
     output.table(f"Plan for {ckpt.path}", ["metric", "products", "count", "passes over the data",
                                            "time",
-                                          "estimator memory"], rows)
+                                           "estimator memory"], rows)
     output.info(f"p = {est['p']}, n = {est['n']}, {est['dtype']} on {est['device']}; "
                 f"{output.products_line({'products': est['products'], 'data': est['data']})}")
     output.info(

@@ -80,7 +80,7 @@ def sharpness(
     report["products"] = output.products_report(operators[next(iter(operators))])
     if per_layer:
         report["layers"] = {layer: {"params": pb.p, "metrics": {k: r.to_dict() for k,
-            r in results[layer].items()}}
+                                                                r in results[layer].items()}}
                             for layer, pb in targets.items()}
     else:
         report["metrics"] = {k: r.to_dict() for k, r in results[""].items()}
@@ -91,7 +91,7 @@ def sharpness(
 
         tree = {"metrics": report["metrics"]} if not per_layer else {"layers": report["layers"]}
         write_tree(io.out, tree, attrs={k: v for k, v in report.items() if k not in ("metrics",
-            "layers")})
+                                                                                     "layers")})
     if io.plot is not None:
         from ..io.figures import density_figure, save
 
@@ -103,7 +103,7 @@ def sharpness(
             )
             save(density_figure(res["density"],
                                 title=f"Hessian spectral density{' of ' + layer if layer else ''}"),
-                                    path)
+                 path)
 
     if io.json:
         output.emit_json(report)

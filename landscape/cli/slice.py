@@ -15,7 +15,7 @@ from .options import CheckpointArg
 
 RangeOpt = Annotated[tuple[float, float] | None, typer.Option("--range",
     help="LO HI of each axis (default -1 1; pca: the trajectory's extent; checkpoints: -0.5 1.5).",
-        show_default=False)]
+                                                              show_default=False)]
 PointsOpt = Annotated[
     int | None,
     typer.Option(
@@ -68,7 +68,7 @@ def summary_rows(values: dict, origin: dict | None) -> list[tuple]:
         at0 = (origin or {}).get(key)
         rows.append((key.replace("_", " "), "-" if at0 is None else f"{at0:.6g}",
                      f"{fin.min():.6g}" if fin.size else "nan",
-                         f"{fin.max():.6g}" if fin.size else "nan"))
+                     f"{fin.max():.6g}" if fin.size else "nan"))
     return rows
 
 
@@ -214,5 +214,5 @@ def slice_(
     emit(report, run.tree, run.attrs, io=io, kind=kind if dims == 2 else "curve",
          title=f"{dims}-D slice of {checkpoint} ({directions} directions)",
          columns=["quantity", "origin", "min on grid", "max on grid"],
-             rows=summary_rows(result.values, run.origin),
+         rows=summary_rows(result.values, run.origin),
          caption=caption)

@@ -10,7 +10,7 @@ from .common import report_command
 
 PRETTY = {"gd": "λ_max(H) ≤ 2/η", "sgd_nonuniformity": "s ≤ 1/(η·sqrt(c_B))",
           "alignment": "‖H‖_F ≤ 1/(η·sqrt(c_B·μ))",
-              "matrix_sufficient": "λ_max((I−ηH)² + η²c_B·Σ_H) ≤ 1"}
+          "matrix_sufficient": "λ_max((I−ηH)² + η²c_B·Σ_H) ≤ 1"}
 KIND = {"gd": "GD: iff", "sgd_nonuniformity": "SGD: necessary",
         "alignment": "SGD: necessary (Thm 3)",
         "matrix_sufficient": "SGD: sufficient only"}
@@ -25,7 +25,7 @@ def _compute(ckpt, problem, settings: dict, start):
     batch_size = settings.pop("sgd_batch_size") or ckpt.training.get("batch_size")
     if lr is None or batch_size is None:
         missing = " and ".join(n for n, v in (("--lr", lr), ("--batch-size",
-            batch_size)) if v is None)
+                                                             batch_size)) if v is None)
         raise ConfigError(f"the checkpoint records no {missing.replace('--', '')}",
                           f"pass {missing}")
     start("λ_max, ‖H‖_F, s, μ: products")

@@ -367,7 +367,7 @@ class _Progress:
         self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(),
                             TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                                console=output.stderr,
+                            console=output.stderr,
                             transient=True)
         self.bar.__enter__()
         return self

@@ -130,7 +130,7 @@ class Fisher(ProblemOperator):
                 start += x.shape[0]
                 rep = out.repeat_interleave(m, dim=0)
                 r = fx.loss_output_grad(pb.loss, rep, labels).reshape(out.shape[0], m,
-                    -1)  # [B, m, k]
+                                                                      -1)  # [B, m, k]
                 factors.append(r.transpose(1, 2).contiguous() / math.sqrt(m))  # [B, k, m]
         self._factors = torch.cat(factors) if len(factors) > 1 else factors[0]
 

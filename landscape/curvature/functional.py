@@ -94,7 +94,7 @@ def linear_sum_squared_grads(
         owners.setdefault(path, module)
     records: dict[str, list] = {path: [] for path in owners}
     hooks = [m.register_forward_hook(lambda mod, inp, out, path=path: records[path].append((inp[0],
-        out)))
+                                                                                            out)))
              for path, m in owners.items()]
     try:
         with torch.enable_grad():
@@ -193,7 +193,7 @@ class GradientGraph:
             out = torch.autograd.grad(self.grad, leaves, [v[0] for v in vs], retain_graph=not last,
                                       allow_unused=True)
             out = [o.unsqueeze(0) if o is not None else torch.zeros_like(v) for o, v in zip(out,
-                vs)]
+                                                                                            vs)]
         else:
             out = torch.autograd.grad(self.grad, leaves, vs, retain_graph=not last,
                                       is_grads_batched=True,

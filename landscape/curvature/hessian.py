@@ -36,9 +36,9 @@ class Hessian(ProblemOperator):
     """
 
     def __init__(self, model_or_problem, loss=None, data=None, *, engine: Literal["graph",
-        "jvp"] = "graph",
+                                                                                  "jvp"] = "graph",
                  cache_bytes: int | None = None, block_size: int | None = None,
-                     vmap: int | None = None,
+                 vmap: int | None = None,
                  **kwargs) -> None:
         super().__init__(model_or_problem, loss, data, block_size=block_size, vmap=vmap, **kwargs)
         if engine not in ("graph", "jvp"):

@@ -43,7 +43,7 @@ class ParamLayout:
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """``[p] -> dict`` of views."""
         return {n: flat[o : o + s.numel()].view(s) for n, s, o in zip(self.names, self.shapes,
-            self.offsets)}
+                                                                      self.offsets)}
 
     def unflatten_rows(self, block: torch.Tensor) -> dict[str, torch.Tensor]:
         """``[k, p] -> dict name -> [k, *shape]`` (views; the leading axis is vmapped over)."""

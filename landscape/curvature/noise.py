@@ -79,6 +79,6 @@ class NonUniformity(ProblemOperator):
         for x, y in self.sub.batches:
             for xc, yc in _chunks(x, y, chunk):
                 sq += pb.layout.flatten_rows(fx.per_sample_hvp_sq(pb.forward, pb.loss, pb.params,
-                    xc, yc, Vd))
+                                                                  xc, yc, Vd))
         sq = pb.reduce(sq / self.samples)
         return (sq - self._hvp(self._hvp(rows))).T

@@ -41,7 +41,7 @@ class LinearOperator:
         V = V.to(device=self.device, dtype=self.dtype)
         self.matvecs += V.shape[1]
         out = [self._matmat(V[:, i : i + self.block_size]) for i in range(0, V.shape[1],
-            self.block_size)]
+                                                                          self.block_size)]
         return out[0] if len(out) == 1 else torch.cat(out, dim=1)
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:

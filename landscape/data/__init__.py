@@ -88,7 +88,7 @@ def split_from_user(obj: Any, name: str = "user") -> Split:
 
         def fix(p):
             return p.map_targets(lambda y: y.long()) if isinstance(p, DataSource) else (p[0],
-                p[1].long())
+                                                                                        p[1].long())
     else:
         task, num_classes = "regression", None
 

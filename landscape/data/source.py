@@ -70,7 +70,7 @@ def as_pair(batch: Any, where: str = "a batch") -> Batch:
         batch = (batch["x"], batch["y"])
     if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
         kind = f"a dict with keys {sorted(batch)[:5]}" if isinstance(batch,
-            dict) else type(batch).__name__
+                                                                     dict) else type(batch).__name__
         raise ConfigError(
             f"{where} of the data is {kind}, not an (inputs, targets) pair",
             "make the Dataset return (input, target) or the collate_fn (inputs, targets)",

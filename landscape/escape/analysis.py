@@ -229,7 +229,7 @@ def minimum_stats(problem, theta: torch.Tensor, lr: float, batch_size: int, *, p
     out = {"loss": pb.loss_value(), "n": pb.n, "p": pb.p, "lr": lr, "batch_size": batch_size,
            "noise_factor": c,
            "lambda_max": lam, "lambda_max_residual": float(eig.residuals[0]),
-               "two_over_lr": 2.0 / lr,
+           "two_over_lr": 2.0 / lr,
            "gd_stable": bool(lam <= 2.0 / lr), "gd_escape_rate": abs(1 - lr * lam),
            "hessian_frobenius": fro.value, "hessian_frobenius_stderr": fro.stderr,
            "hessian_trace": tr.value, "hessian_trace_stderr": tr.stderr, "probes": probes,

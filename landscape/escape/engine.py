@@ -316,7 +316,7 @@ class _Kernels:
         return [(a, min(T, a + c)) for a in range(0, T, c)]
 
     def full_grad(self, P: Any, T: int, W: torch.Tensor | None) -> tuple[list[torch.Tensor],
-        torch.Tensor]:
+                                                                         torch.Tensor]:
         """``Σ_i w_ti ∇l_i(θ_t)`` (``w = 1/n`` when W is None) and ``Σ_i l_i(θ_t)`` per
         trajectory."""
         obj = self.obj
@@ -349,12 +349,12 @@ class _Kernels:
         out = []
         for a, b in self._traj(T, per):
             g, _ = vmap(lambda q, i: fx.weighted_loss_grad(obj, q, i, w))(_slice(obj, P, a, b),
-                idx[a:b])
+                                                                          idx[a:b])
             out.append(obj.leaves(g))
         return _cat(out)
 
     def sample_grads(self, P: Any, T: int, idx: torch.Tensor, reduce: Callable[[list[torch.Tensor]],
-        list]) -> list:
+                                                                               list]) -> list:
         """``reduce`` applied to the per-sample gradients ``[t, m, *shape]`` of ``idx[T, m]``,
         chunked over trajectories so that at most ``memory`` bytes of them exist at once."""
         obj = self.obj
@@ -363,7 +363,7 @@ class _Kernels:
         out = []
         for a, b in self._traj(T, per):
             g = vmap(lambda q, i: fx.per_sample_param_grads(obj, q, i))(_slice(obj, P, a, b),
-                idx[a:b])
+                                                                        idx[a:b])
             out.append(reduce(obj.leaves(g)))
         return _cat(out)
 
@@ -663,15 +663,15 @@ def simulate(
                                                    "lb-full-noise") else None,
                 "control_scale": float(control_scale) if dynamics == "small-noise" else None,
                 "eval_samples": None if eval_idx is None else int(eval_idx.numel()),
-                    "eval_every": eval_every,
+                "eval_every": eval_every,
                 "sgd_noise_factor": c_B,
-                    "lb_noise_scale": lb_scale if dynamics.startswith("lb-") else None,
+                "lb_noise_scale": lb_scale if dynamics.startswith("lb-") else None,
                 "dtype": str(dt).replace("torch.", ""), "device": str(dev)}
     return Trajectories(dynamics, torch.tensor(record, dtype=torch.int64), losses, dists, seeds,
                         settings,
                         seconds, T, torch.tensor(eig_steps, dtype=torch.int64),
                         torch.tensor(eig_vals, dtype=torch.float64).reshape(len(eig_steps), k_eig),
-                            final)
+                        final)
 
 
 def _lb_scale(n: int, batch_size: int) -> float:

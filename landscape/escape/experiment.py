@@ -75,9 +75,9 @@ class EscapeSettings:
         counts = self.trajectories.values() if isinstance(self.trajectories,
                                                           dict) else [self.trajectories]
         required = [("--trajectories", min(counts)), ("--steps", self.steps), ("--batch-size",
-            self.batch_size),
+                                                                               self.batch_size),
                     ("--eval-every", self.eval_every), ("--tol", self.tol), ("--max-gd-steps",
-                        self.max_gd_steps),
+                                                                             self.max_gd_steps),
                     ("--chunk", self.chunk), ("--eig-trajectories", self.eig_trajectories), ("--lr",
                         self.lr)]
         optional = [("--eval-samples", self.eval_samples), ("--noise-samples", self.noise_samples),
@@ -118,9 +118,9 @@ class EscapeResult:
         s, d = self.settings, self.descent
         settings = {"from": s.start, "to": s.to, "lr": s.lr, "batch_size": s.batch_size,
                     "trajectories": s.trajectories, "steps": s.steps,
-                        "tol": s.tol if s.start == "gd" else None,
+                    "tol": s.tol if s.start == "gd" else None,
                     "eval_samples": s.eval_samples, "eval_every": s.eval_every,
-                        "escape_factor": s.escape_factor,
+                    "escape_factor": s.escape_factor,
                     "noise_samples": s.noise_samples, "control_scale": s.control_scale,
                     "track_eig_every": s.track_eig_every, "seed": s.seed, "samples": problem.n,
                     "params": problem.p, "loss": problem.loss.name, "device": str(problem.device),
@@ -217,10 +217,10 @@ def run_escape(problem, settings: EscapeSettings, *, progress: Progress | None =
 
 def build_problem(checkpoint: str | Path | None = None, *, model: str | None = None,
                   model_kwargs: dict | None = None, data: str | None = None,
-                      data_kwargs: dict | None = None,
+                  data_kwargs: dict | None = None,
                   loss: str | None = None, samples: int | None = None, lr: float | None = None,
                   seed: int = 0, device: str = "cpu", dtype: str = "float32") -> tuple[Any, dict,
-                      float]:
+                                                                                       float]:
     """``(problem, identity, lr)`` of an escape run: a checkpoint's (its recorded learning rate
     when ``lr`` is None), or a new ``model`` (registry name or ``FILE.py:FUNCTION``, default
     ``mlp``) on ``data`` (default ``digits``; ``mse`` on a classification set uses one-hot
@@ -240,7 +240,7 @@ def build_problem(checkpoint: str | Path | None = None, *, model: str | None = N
         problem = ckpt.problem(samples=samples, seed=seed, device=device, dtype=dtype)
         if lr is None:
             lr = ckpt.training.get("lr") if isinstance(ckpt.training.get("lr"), (int,
-                float)) else 0.1
+                                                                                 float)) else 0.1
         return problem, ckpt.identity(), float(lr)
     from ..data import load_dataset
     from ..models import build_model, model_kwargs_for

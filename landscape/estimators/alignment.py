@@ -401,7 +401,7 @@ def matrix_comparison(ops: dict, probes: int = 100, seed: int = 0, block: int | 
                                       means[("inner", c, c)])
             out["cosine"][f"{a}~{c}"] = Estimate(value, se, 2 * probes, "hutchinson",
                                                  {**how, "inner": float(means[("inner", a,
-                                                     c)].mean())})
+                                                                               c)].mean())})
     return out
 
 

@@ -119,7 +119,7 @@ def _lanczos_runs(op, V0: torch.Tensor, steps: int, keep_basis: bool,
         else:
             W = torch.zeros(b, p, dtype=op.dtype, device=where)
             W[active] = op.matmat(Q[active, j].T.contiguous().to(op.device)).T.to(device=where,
-                dtype=op.dtype)
+                                                                                  dtype=op.dtype)
         products += len(active)
         W, h = _cgs2(Q[:, : j + 1], W.to(op.dtype))
         nb = torch.linalg.vector_norm(W, dim=1)
@@ -192,7 +192,7 @@ def _default_basis(p: int, itemsize: int, nw: int, memory: int | None = None) ->
 
 
 def basis_placement(op, vectors_wanted: int, itemsize: int, minimum: int) -> tuple[torch.device,
-    int, str]:
+                                                                                   int, str]:
     """Where the Lanczos basis lives and how many vectors it may hold: on the operator's device
     within its memory share (``op.memory``, default 2 GiB); on a GPU whose share holds fewer than
     ``minimum`` vectors, on the host instead (half its available RAM), each product's vector
@@ -280,7 +280,7 @@ def _lanczos_eigs(op, k: int, which: str, tol: float, max_steps: int | None,
         mmax, where, why = min(p, int(max_basis)), op.device, "max_basis"
     else:
         where, mmax, why = basis_placement(op, _BASIS_CAP, itemsize, min(p, 2 * nw + 10 + 2 * b,
-            20 + 2 * b))
+                                                                         20 + 2 * b))
         mmax = min(p, mmax)
     if mmax < p and mmax < nw + 2 * b:
         raise ConfigError(

@@ -466,7 +466,7 @@ class Checkpoint:
         return Problem(model, self.loss, data, batch_size=batch_size, samples=samples, seed=seed,
                        params=params,
                        device=device, dtype=dtype, train_mode=train_mode, bn_batch=bn_batch,
-                           memory=memory,
+                       memory=memory,
                        allow_random_data=allow_random_data)
 
     # ------------------------------------------------------------------ descriptions

@@ -115,7 +115,7 @@ def render(path: str | Path, kind: str = "auto", out: str | Path | None = None,
     allowed = {"slice": ("auto", "curve", "contour", "heatmap", "surface"),
                "interpolation": ("auto", "curve"),
                "density": ("auto", "density"), "run": ("auto", "run"), "escape": ("auto",
-                   "escape")}[what]
+                                                                                  "escape")}[what]
     if kind not in allowed:
         raise ConfigError(f"{path} holds a {what}, which cannot be drawn as --kind {kind}",
                           f"use --kind {' or '.join(allowed)}")

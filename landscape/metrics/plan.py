@@ -65,7 +65,7 @@ def estimate(problem: Problem, names: list[str], settings: Settings,
         width = plan.block
         if name == "eig":
             where, vectors, _ = basis_placement(op, _BASIS_CAP, 8, min(p, 2 * settings.top_k + 10,
-                20))
+                                                                       20))
             extra = vectors * p * 8 if where == problem.device else 0
             width = max(1, settings.eig_block or settings.top_k)
             passes = math.ceil(prods / width)  # one block of vectors per pass
@@ -87,7 +87,7 @@ def estimate(problem: Problem, names: list[str], settings: Settings,
     return {"p": p, "n": n, "dtype": str(problem.dtype).replace("torch.", ""),
             "device": str(problem.device),
             "data": problem.data_report(), "budget": str(problem.budget),
-                "products": op.plan_report(),
+            "products": op.plan_report(),
             "calibration": {"seconds_per_sample_vector": t_vec, "setup_seconds_per_sample": t_setup,
                             "graph_bytes_per_sample": plan.fixed, "graphs_cached_fraction": cached,
                             "wide_passes_cache": plan.wide_cache, "wide_width": CACHED_BLOCK},

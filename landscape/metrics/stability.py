@@ -54,7 +54,7 @@ def nonuniformity(model_or_problem, loss=None, data=None, *, samples: int | None
     s = sum(values) / runs
     extra = {"lambda_max": sum(lams) / runs, "residual": max(h - l for h, l in zip(his, los)) / 2,
              "interval": [min(los), max(his)], "samples": op.samples, "subsample": subset,
-                 "seed": seed}
+             "seed": seed}
     if not subset:
         return Estimate(s, math.nan, matvecs, "lanczos", extra)
     se = float(torch.tensor(values, dtype=torch.float64).std(unbiased=True)) / math.sqrt(runs)
@@ -84,7 +84,7 @@ def noise_report(problem: Problem, *, s_samples: int | None = None, seed: int = 
     return {"alpha": al.alpha, "beta": al.beta, "mu": al.mu, "loss": al.loss,
             "tr_sigma_g": al.tr_sigma_g,
             "sigma_frobenius": al.sigma_frobenius, "g_frobenius": al.g_frobenius,
-                "nonuniformity": s.value,
+            "nonuniformity": s.value,
             "alignment": al.to_dict(), "nonuniformity_detail": s.to_dict()}
 
 

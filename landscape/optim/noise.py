@@ -78,7 +78,7 @@ class CovarianceNoise(SharpnessAware):
         if small_batch is None or not isinstance(small_batch, int) or small_batch < 1:
             raise ConfigError(f"{self.name} needs small_batch, the batch size M_S to emulate "
                               f"(got {small_batch!r})",
-                                  "pass --small-batch 128 (small_batch=128 in Python)")
+                              "pass --small-batch 128 (small_batch=128 in Python)")
         self.small_batch = small_batch
         if noise_steps is None:
             if total_steps is None:
@@ -107,7 +107,7 @@ class CovarianceNoise(SharpnessAware):
         return 2 if self.noise_active else 1
 
     def step(self, closure: Callable | None = None, *, batch: tuple[torch.Tensor,
-        torch.Tensor] | None = None,
+                                                                    torch.Tensor] | None = None,
              per_sample_grads: Sequence[torch.Tensor] | Callable[[],
                  Sequence[torch.Tensor]] | None = None):
         """One step; while the noise is on, the batch's per-sample gradients come from
@@ -162,7 +162,7 @@ class CovarianceNoise(SharpnessAware):
         backward of ``Σ_{i∈shard} σ_i l_i`` (or from ``per_sample_grads``), summed over
         processes."""
         per = None if self._psg is None and self._batch is not None else self._per_sample(params,
-            idx, ps)
+                                                                                          idx, ps)
         m = self._rows(per)
         self.last_scale = scale = rules.covariance_noise_scale(m, self.small_batch)
         sigma = rules.rademacher_signs(m, self._generator, ps[0])[self.shard]
@@ -292,7 +292,7 @@ def _signed_sum_grad(model: nn.Module | None, loss_fn: Any, ps: list[torch.Tenso
     x, y = batch
     with torch.enable_grad():
         g = torch.func.grad(lambda prm: (sigma * fx.per_sample_losses(forward, loss, prm, x,
-            y)).sum())(chosen)
+                                                                      y)).sum())(chosen)
     return [g[n] for n in names]
 
 

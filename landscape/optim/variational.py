@@ -97,7 +97,7 @@ class _Variational(SharpnessAware):
             return None
         if self._mask_key != key:
             self._mask = flat_cat([torch.full_like(p, k, dtype=torch.bool) for p, k in zip(params,
-                key)])
+                                                                                           key)])
             self._mask_key = key
         return self._mask
 
@@ -117,7 +117,7 @@ class _Variational(SharpnessAware):
     @staticmethod
     def _flat_grads(params, grads) -> torch.Tensor:
         return flat_cat([g if g is not None else torch.zeros_like(p) for p, g in zip(params,
-            grads)])
+                                                                                     grads)])
 
     def _extra_state(self) -> dict[str, Any]:
         return {"log_var": None if self._log_var is None else self._log_var.clone()}
@@ -127,7 +127,7 @@ class _Variational(SharpnessAware):
         if lv is not None and lv.numel() != self.num_params():
             raise CheckpointError(f"the saved Σ has {lv.numel()} entries but {self.num_params()} "
                                   "parameters are optimized",
-                                      "build the optimizer over the same parameters")
+                                  "build the optimizer over the same parameters")
         ps = self._params()
         self._log_var = None if lv is None else lv.to(ps[0].device)
 

@@ -138,7 +138,7 @@ def theta_from_state(state_dict: dict[str, torch.Tensor], layout: ParamLayout, *
     """
     missing = [n for n in layout.names if n not in state_dict]
     shapes = [f"{n} {list(state_dict[n].shape)} vs {list(s)}" for n, s in zip(layout.names,
-        layout.shapes)
+                                                                              layout.shapes)
               if n in state_dict and tuple(state_dict[n].shape) != tuple(s)]
     if missing or shapes:
         parts = ([f"missing {', '.join(missing[:3])}"] if missing else []) + \
@@ -148,7 +148,7 @@ def theta_from_state(state_dict: dict[str, torch.Tensor], layout: ParamLayout, *
             "use checkpoints of the same model (same layers and widths)",
         )
     return torch.cat([state_dict[n].reshape(-1) for n in layout.names]).to(dtype=like.dtype,
-        device=like.device)
+                                                                           device=like.device)
 
 
 def checkpoint_directions(theta: torch.Tensor, others: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -264,7 +264,7 @@ def make_directions(
         if len(toward) != dims:
             raise ConfigError(f"--directions checkpoints with --dims {dims} needs {dims} --toward "
                               f"checkpoint(s), got {len(toward)}",
-                                  "pass --toward B.pt (and --toward C.pt for 2-D)")
+                              "pass --toward B.pt (and --toward C.pt for 2-D)")
         others = [_load_theta(p, problem.layout, theta) for p in toward]
         V = checkpoint_directions(theta, others)
         traj = torch.eye(dims, dtype=torch.float64)

@@ -84,7 +84,7 @@ def recompute_bn(problem: Problem, params: dict[str, torch.Tensor]) -> dict[str,
             continue
         s1, s2, count = sums[name]
         total = problem.reduce(torch.cat([s1, s2, torch.tensor([float(count)], dtype=torch.float64,
-                                                                device=s1.device)]))
+                                                               device=s1.device)]))
         c = s1.numel()
         s1, s2, count = total[:c], total[c : 2 * c], float(total[-1])
         mean = s1 / count
@@ -135,7 +135,7 @@ class PointEvaluator:
         return loss, correct.to(loss.dtype)
 
     def _chunk(self, thetas: torch.Tensor, bufs: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
-        torch.Tensor]:
+                                                                                   torch.Tensor]:
         pb = self.problem
         P = thetas.shape[0]
         total = torch.zeros(P, dtype=torch.float64, device=pb.device)

@@ -72,7 +72,7 @@ def compute_slice(
     dims = directions.dims
     n = points if points is not None else (51 if dims == 1 else 31)
     ranges = [tuple(span)] * dims if span is not None else default_ranges(directions.kind,
-        directions, dims)
+                                                                          directions, dims)
     axes = [axis(lo, hi, n) for lo, hi in ranges]
     result = evaluate_grid(problems, directions.theta, directions.vectors, axes,
                            batch_points=batch_points,

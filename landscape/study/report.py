@@ -68,7 +68,7 @@ def read_study(path: str | Path) -> StudyRecord:
             items.append({"label": label, "name": name, "kind": it.get("kind"),
                           "complete": int(it.get("complete", 0)),
                           "error": it.get("error"), "seconds": it.get("seconds"),
-                              "settings": it.get("settings") or {},
+                          "settings": it.get("settings") or {},
                           "problem": it.get("problem") or {}, "result": it.get("result")})
     attrs = {k: v for k, v in tree.items() if not isinstance(v, dict)}
     return StudyRecord(path, attrs, checkpoints, items)
@@ -107,7 +107,7 @@ def _stability(r: dict) -> list[Headline]:
     v = r.get("verdicts") or {}
     gd, sgd = v.get("gd") or {}, v.get("sgd_nonuniformity") or {}
     return [("λ_max / (2/η)", _f(gd.get("ratio")), math.nan), ("s / bound", _f(sgd.get("ratio")),
-        math.nan)]
+                                                               math.nan)]
 
 
 def _slice(r: dict) -> list[Headline]:
@@ -364,7 +364,7 @@ def write_figures(record: StudyRecord, folder: str | Path, fmt: str = "png") -> 
 
 
 def write_report(path: str | Path, out: str | Path, fmt: str = "png") -> tuple[StudyRecord,
-    list[Path]]:
+                                                                               list[Path]]:
     """``out/summary.md`` and the figures of the study file ``path``; returns the record and the
     files written (markdown first)."""
     from ..io.atomic import atomic_path
@@ -386,7 +386,7 @@ def record_to_dict(record: StudyRecord) -> dict:
             "checkpoints": record.checkpoints,
             "items": [{"checkpoint": it["label"], "name": it["name"], "kind": it["kind"],
                        "complete": bool(it["complete"]), "error": it["error"],
-                           "seconds": it["seconds"],
+                       "seconds": it["seconds"],
                        "values": {q: {"value": v, "error": e} for q, v, e in headlines(it)}}
                       for it in record.items]}
 

@@ -151,11 +151,11 @@ class Context:
         if key not in self._problems:
             pb = self.ckpt.problem(split=s["split"], samples=s["samples"], seed=s.get("seed", 0),
                                    batch_size=s["batch_size"], params=s["params"],
-                                       device=self.study.device,
+                                   device=self.study.device,
                                    dtype=s["dtype"], train_mode=s["train_mode"],
-                                       bn_batch=s.get("bn_batch"),
+                                   bn_batch=s.get("bn_batch"),
                                    memory=s.get("memory"),
-                                       allow_random_data=s.get("allow_random_data", False))
+                                   allow_random_data=s.get("allow_random_data", False))
             pb.loss_value()  # a diverged checkpoint fails here with one clear line
             self._problems[key] = pb
         return self._problems[key]
@@ -256,12 +256,12 @@ def _slice(ctx: Context, item: Item) -> dict:
     recompute_bn = s["recompute_bn"] and has_batchnorm(train)
     dirs = make_directions(s["directions"], train, s["dims"], seed=s["seed"], norm=s["norm"],
                            include_bias_bn=s["include_bias_bn"], trajectory=trajectory,
-                               toward=s["toward"],
+                           toward=s["toward"],
                            tol=s["tol"])
     settings = {"include_bias_bn": s["include_bias_bn"], "seed": s["seed"],
                 "samples": ps["samples"],
                 "batch_size": ps["batch_size"], "params_regex": ps["params"],
-                    "train_mode": ps["train_mode"]}
+                "train_mode": ps["train_mode"]}
     run = compute_slice(problems, dirs, span=s["range"], points=s["points"],
                         batch_points=s["batch_points"],
                         recompute_bn=recompute_bn, save_vectors=s["save_directions"],
@@ -364,7 +364,7 @@ class StudyResult:
     def to_dict(self) -> dict:
         return {"output": str(self.output), "seconds": self.seconds,
                 "computed": self.count("computed"), "skipped": self.count("skipped"),
-                    "failed": self.count("failed"),
+                "failed": self.count("failed"),
                 "items": [o.to_dict() for o in self.outcomes]}
 
 
@@ -463,7 +463,7 @@ def run_study(study: Study, *, force: bool = False, on_event: Event | None = Non
             attrs = {"kind": item.kind, "group": item.group, "settings": item.settings,
                      "problem": item.problem,
                      "settings_hash": p.settings_hash, "complete": 0 if error else 1,
-                         "seconds": seconds,
+                     "seconds": seconds,
                      "computed_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                      "world_size": world, "device": study.device}
             if error:

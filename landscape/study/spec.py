@@ -192,8 +192,8 @@ KINDS: ChainMap[str, KindSchema] = ChainMap(
 STUDY_KEYS = {"study", "problem", "checkpoints", "metrics", "slices"}
 STUDY_OPTIONS = {"output": Option("str"), "figures": Option("text",
                                                             help='folder of figures ("": none)'),
-                                                                "device": Option("str", "cpu"),
-                                                                    "seed": SEED,
+                 "device": Option("str", "cpu"),
+                 "seed": SEED,
                  "name": Option("str")}
 CHECKPOINT_OPTIONS = {"files": Option("globs"), "runs": Option("globs"),
                       "run_checkpoints": _choice("all", "final")}

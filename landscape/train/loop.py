@@ -111,7 +111,7 @@ class TrainConfig:
                                                             self.track_batch_size, 1),
                              ("--epochs", self.epochs, 1), ("--steps", self.steps, 1),
                              ("--track-samples", self.track_samples, 1), ("--eval-every",
-                                 self.eval_every, 1),
+                                                                          self.eval_every, 1),
                              ("--checkpoint-every", self.checkpoint_every, 1)):
             if v is not None and (not isinstance(v, int) or v < low):
                 raise ConfigError(f"{name} must be a positive integer, got {v!r}",
@@ -440,7 +440,7 @@ class _Session:
                                                             self.classes)
         if self.test_pair is not None:
             row["test_loss"], row["test_accuracy"] = evaluate(self.model, self.loss, self.test_pair,
-                self.classes)
+                                                              self.classes)
         return row
 
     def track_row(self) -> dict:
@@ -449,7 +449,7 @@ class _Session:
         cfg = self.cfg
         problem = Problem(self.model, self.loss, self.train_pair, batch_size=cfg.track_batch_size,
                           samples=cfg.track_samples, seed=cfg.seed, device=self.device,
-                              dtype=self.dtype)
+                          dtype=self.dtype)
         settings = settings_from(cfg.probes, cfg.seed, cfg.track_options)
         settings.extra = {"lr": self.lr, "batch_size": self.batch_size, "n_train": self.n,
                           "step": self.step}
@@ -683,7 +683,7 @@ def _loop(s: _Session, state: dict | None, stop_after: int | None, handle_signal
                 )
                 if s.world > 1:  # every rank stops at the same step (a signal may reach them apart)
                     stopping = bool(distributed.all_reduce_(torch.tensor([int(stopping)],
-                        device=s.device))[0])
+                                                                         device=s.device))[0])
                 if stopping and s.step < s.total_steps:
                     s.status = "interrupted"
                     s.stop_reason = "signal" if stop.signum is not None else "stop_after"

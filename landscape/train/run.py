@@ -179,7 +179,7 @@ class RunDir:
         if state.get("version") != VERSION:
             raise LandscapeError(f"{self.state} has run-state version {state.get('version')!r}, "
                                  f"this landscape reads {VERSION}",
-                                     "resume it with the landscape that wrote it")
+                                 "resume it with the landscape that wrote it")
         return state
 
     # -------------------------------------------------------------------- run.h5

@@ -103,7 +103,7 @@ TRACKERS: ChainMap[str, Tracker] = ChainMap({
     "loss": Tracker("loss", _loss, "loss on the tracking samples", "track_loss"),
     "nonuniformity": Tracker("nonuniformity", _nonuniformity,
                              "SGD non-uniformity s = sqrt(lambda_max(Sigma_H)) (Lanczos)",
-                                 "nonuniformity"),
+                             "nonuniformity"),
     "mu": Tracker("mu", _mu,
                   "alignment mu = alpha*beta of the SGD noise with G (exact; cost ~ n^2)", "mu"),
 }, MetricView(_metric_tracker))
@@ -178,7 +178,7 @@ def _checked(key: str, value: Any, default: Any) -> Any:
             int) and not isinstance(value, bool))
     if not ok:
         kind = {bool: "true or false", str: "a string", float: "a number"}.get(type(default),
-            "an integer")
+                                                                               "an integer")
         raise ConfigError(f"tracking option {key}={value!r} is not {kind}",
                           f"write e.g. --track-arg {key}={default or 256}")
     return float(value) if isinstance(default, float) else value
