@@ -342,28 +342,44 @@ def problem_options(fn=None, *, split: bool = True, params: bool = True, legacy_
     return wrap(fn) if fn is not None else wrap
 
 
-def _typer_option(key: str, opt: Option) -> tuple[str, Any, Any]:
-    """A declared setting as a Typer option ``(name, annotation, default)``."""
-    kind = type(opt.choices[0]) if opt.kind == "choice" else {"int": int, "float": float,
-                                                              "bool": bool}.get(opt.kind, str)
+#: the Python type Typer parses for each kind of declared setting
+_TYPES = {"int": int, "float": float, "bool": bool, "range": tuple[float, float], "path": Path,
+          "paths": list[Path]}
+
+
+def _typer_option(key: str, opt: Option, default: Any) -> tuple[str, Any, Any]:
+    """A declared setting as a Typer option ``(name, annotation, default)``; a boolean that
+    defaults to true gets its ``--no-`` form."""
+    kind = type(opt.choices[0]) if opt.kind == "choice" else _TYPES.get(opt.kind, str)
     note = f" One of: {', '.join(map(str, opt.choices))}." if opt.kind == "choice" else ""
-    annotation = kind if opt.default is not None else Optional[kind]  # noqa: UP045  (read by Typer)
-    option = typer.Option(opt.flag_for(key), help=opt.help + note,
-                          show_default=opt.default is not None)
-    return key, Annotated[annotation, option], opt.default
+    annotation = kind if default is not None else Optional[kind]  # noqa: UP045  (read by Typer)
+    flag = opt.flag_for(key)
+    if opt.kind == "bool" and default:
+        flag = f"{flag}/--no-{flag[2:]}"
+    option = typer.Option(flag, help=opt.help + note, show_default=default is not None)
+    return key, Annotated[annotation, option], default
 
 
-def declared_options(schema: dict[str, Option]):
+def _plain_value(value: Any) -> Any:
+    """A parsed flag as the study file would give it: tuples as lists, paths as strings."""
+    if isinstance(value, (tuple, list)):
+        return [_plain_value(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def declared_options(schema: dict[str, Option], defaults: dict[str, Any] | None = None):
     """Add a flag for each declared setting of ``schema`` (:class:`~landscape.schema.Option`) to a
-    command; it receives their values as ``settings: dict``. The values are checked against the
-    declarations (one error line naming the flag)."""
+    command; it receives their values as ``settings: dict``, checked against the declarations
+    (one error line naming the flag). ``defaults`` overrides declared defaults for this command."""
+    defaults = {k: (defaults or {}).get(k, o.default) for k, o in schema.items()}
 
     def build(values: dict) -> dict:
-        return {key: check(schema[key], value, schema[key].flag_for(key)) for key,
-                value in values.items()}
+        return {key: check(schema[key], _plain_value(value), schema[key].flag_for(key))
+                for key, value in values.items()}
 
     def wrap(fn):
-        return _extend(fn, "settings", [_typer_option(k, o) for k, o in schema.items()], build)
+        added = [_typer_option(k, o, defaults[k]) for k, o in schema.items()]
+        return _extend(fn, "settings", added, build)
 
     return wrap
 

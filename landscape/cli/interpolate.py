@@ -8,13 +8,23 @@ from typing import Annotated
 
 import typer
 
+from ..slices.settings import SLICE
 from . import output
-from .common import Outputs, ProblemSpec, Stopwatch, header, outputs, problem_options
-from .slice import BatchPointsOpt, RecomputeBnOpt, TestOpt, build_problems, emit
+from .common import (
+    Outputs,
+    ProblemSpec,
+    Stopwatch,
+    declared_options,
+    header,
+    outputs,
+    problem_options,
+)
+from .slice import build_problems, emit
 
 
 @output.handle_errors
 @problem_options(split=False, params=False, product_batch=1024)
+@declared_options({k: SLICE[k] for k in ("batch_points", "recompute_bn", "test")})
 @outputs(plot=True)
 def interpolate(
     checkpoint_a: Annotated[Path,
@@ -25,13 +35,13 @@ def interpolate(
     range_: Annotated[tuple[float, float], typer.Option("--range", help="LO HI of α.")] = (-0.5,
                                                                                            1.5),
     points: Annotated[int, typer.Option("--points", help="Values of α.")] = 81,
-    batch_points: BatchPointsOpt = None,
-    recompute_bn: RecomputeBnOpt = False,
-    test: TestOpt = True,
+    settings: dict | None = None,
     spec: ProblemSpec = None,
     io: Outputs = None,
 ) -> None:
     """Loss and accuracy on the line (1 − α) θ_A + α θ_B through two checkpoints."""
+    batch_points, recompute_bn, test = (settings[k] for k in ("batch_points", "recompute_bn",
+                                                              "test"))
     import numpy as np
     import torch
 

@@ -9,43 +9,18 @@ from typing import Annotated
 
 import typer
 
+from ..slices.settings import SLICE, check_slice
 from . import output
-from .common import Outputs, ProblemSpec, Stopwatch, header, outputs, problem_options
+from .common import (
+    Outputs,
+    ProblemSpec,
+    Stopwatch,
+    declared_options,
+    header,
+    outputs,
+    problem_options,
+)
 from .options import CheckpointArg
-
-RangeOpt = Annotated[tuple[float, float] | None, typer.Option("--range",
-    help="LO HI of each axis (default -1 1; pca: the trajectory's extent; checkpoints: -0.5 1.5).",
-                                                              show_default=False)]
-PointsOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--points", help="Grid points per axis (default 51 in 1-D, 31 in 2-D).", show_default=False
-    ),
-]
-BatchPointsOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--batch-points",
-        help="Parameter points per vmapped forward pass (memory grows with it). Default: about "
-             "16384 sample-rows per pass (points x --batch-size), at most 64 points.",
-        show_default=False,
-    ),
-]
-RecomputeBnOpt = Annotated[
-    bool,
-    typer.Option(
-        "--recompute-bn",
-        help="Re-estimate BatchNorm running statistics at every grid point from the training data "
-             "(one extra pass per point: slower).",
-    ),
-]
-TestOpt = Annotated[
-    bool,
-    typer.Option(
-        "--test/--no-test",
-        help="Also evaluate the test split where the checkpoint's data have one.",
-    ),
-]
 
 
 def build_problems(checkpoint: Path, spec: ProblemSpec, *, test: bool, params: bool = True):
@@ -93,74 +68,15 @@ def emit(report: dict, tree: dict, attrs: dict, *, io: Outputs, kind: str, title
 
 @output.handle_errors
 @problem_options(split=False, product_batch=1024)
+@declared_options(SLICE, defaults={"save_directions": True})
 @outputs(plot=True)
 def slice_(
     checkpoint: CheckpointArg,
-    dims: Annotated[int, typer.Option("--dims", help="1 (a line) or 2 (a plane).")] = 1,
-    directions: Annotated[
-        str,
-        typer.Option(
-            "--directions",
-            help="random (Gaussian, normalised), eigen (top Hessian eigenvectors), pca (of "
-                 "--trajectory RUN), checkpoints (toward --toward files).",
-        ),
-    ] = "random",
-    norm: Annotated[
-        str | None,
-        typer.Option(
-            "--norm",
-            help="Random directions: filter (Li et al.: per output unit / channel), layer (per "
-                 "tensor) or none. Default filter.",
-            show_default=False,
-        ),
-    ] = None,
-    filter_norm: Annotated[
-        bool,
-        typer.Option(
-            "--filter-norm", help="Same as --norm filter (the default for random directions)."
-        ),
-    ] = False,
-    include_bias_bn: Annotated[
-        bool,
-        typer.Option(
-            "--include-bias-bn",
-            help="Random directions also move biases and normalisation parameters (default: zero "
-                 "there).",
-        ),
-    ] = False,
-    range_: RangeOpt = None,
-    points: PointsOpt = None,
-    trajectory: Annotated[
-        Path | None,
-        typer.Option(
-            "--trajectory",
-            help="Run directory (landscape train --out) whose checkpoints give the PCA plane.",
-        ),
-    ] = None,
-    toward: Annotated[
-        list[Path] | None,
-        typer.Option(
-            "--toward",
-            help="Checkpoint(s) spanning --directions checkpoints (one per dimension; each at "
-                 "coordinate 1).",
-        ),
-    ] = None,
-    tol: Annotated[
-        float, typer.Option(help="Eigen directions: Lanczos relative residual tolerance.")
-    ] = 1e-6,
-    kind: Annotated[
-        str, typer.Option("--kind", help="2-D figure: contour, heatmap or surface.")
-    ] = "contour",
-    batch_points: BatchPointsOpt = None,
-    recompute_bn: RecomputeBnOpt = False,
-    test: TestOpt = True,
-    save_directions: Annotated[
-        bool,
-        typer.Option(
-            "--save-directions/--no-save-directions",
-            help="Store the [p, k] direction vectors in --out.",
-        ),
-    ] = True,
+    settings: dict | None = None,
+    filter_norm: Annotated[bool, typer.Option("--filter-norm",
+                                              help="Same as --norm filter (deprecated).")] = False,
+    kind: Annotated[str, typer.Option("--kind",
+                                      help="2-D figure: contour, heatmap or surface.")] = "contour",
     spec: ProblemSpec = None,
     io: Outputs = None,
 ) -> None:
@@ -171,38 +87,36 @@ def slice_(
     from ..slices.grid import has_batchnorm
 
     clock = Stopwatch()
+    s = settings
     if filter_norm:
-        if norm not in (None, "filter"):
-            raise ConfigError(f"--filter-norm contradicts --norm {norm}", "pass one of them")
-        norm = "filter"
+        if s["norm"] not in (None, "filter"):
+            raise ConfigError(f"--filter-norm contradicts --norm {s['norm']}", "pass one of them")
+        output.info("note: --filter-norm is deprecated; use --norm filter")
+        s["norm"] = "filter"
     if kind not in ("contour", "heatmap", "surface"):
         raise ConfigError(f"unknown --kind {kind!r}", "choose contour, heatmap or surface")
-    if dims not in (1, 2):
-        raise ConfigError(f"--dims must be 1 or 2, got {dims}", "pass --dims 1 or --dims 2")
-    if recompute_bn and spec.train_mode:
-        raise ConfigError("--recompute-bn re-estimates running statistics for eval mode",
-                          "drop --train-mode")
+    for key, message in check_slice({**s, "train_mode": spec.train_mode}):
+        raise ConfigError(f"--{key.replace('_', '-')}: {message}", "see landscape slice --help")
     output.check_writable(io.out, io.plot)
-    seed = spec.seed
-    ckpt, problems = build_problems(checkpoint, spec, test=test)
+    ckpt, problems = build_problems(checkpoint, spec, test=s["test"])
     train = problems["train"]
     train.loss_value()  # a NaN checkpoint fails here with one clear line
-    if recompute_bn and not has_batchnorm(train):
+    if s["recompute_bn"] and not has_batchnorm(train):
         output.info("--recompute-bn: the model has no BatchNorm layer; nothing to re-estimate")
-    if recompute_bn:
-        output.info(
-            "--recompute-bn: re-estimating BatchNorm statistics at each point (one pass over the "
-            "training data per point; slower)"
-        )
+    if s["recompute_bn"]:
+        output.info("--recompute-bn: re-estimating BatchNorm statistics at each point (one pass "
+                    "over the training data per point; slower)")
     head = header(ckpt, train)
+    dims, directions = s["dims"], s["directions"]
     with output.progress(not io.json) as start:
-        dirs = make_directions(directions, train, dims, seed=seed, norm=norm,
-                               include_bias_bn=include_bias_bn,
-                               trajectory=trajectory, toward=toward, tol=tol)
-        settings = {"include_bias_bn": include_bias_bn, **spec.settings()}
-        run = compute_slice(problems, dirs, span=range_, points=points, batch_points=batch_points,
-                            recompute_bn=recompute_bn, save_vectors=save_directions, header=head,
-                            settings=settings, progress=start)
+        dirs = make_directions(directions, train, dims, seed=spec.seed, norm=s["norm"],
+                               include_bias_bn=s["include_bias_bn"], trajectory=s["trajectory"],
+                               toward=s["toward"], tol=s["tol"])
+        recorded = {"include_bias_bn": s["include_bias_bn"], **spec.settings()}
+        run = compute_slice(problems, dirs, span=s["range"], points=s["points"],
+                            batch_points=s["batch_points"], recompute_bn=s["recompute_bn"],
+                            save_vectors=s["save_directions"], header=head, settings=recorded,
+                            progress=start)
     result = run.result
     report = {**head, "kind": "slice", "settings": run.attrs["settings"],
               "directions": {k: v for k, v in run.directions.describe().items()},

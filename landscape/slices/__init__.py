@@ -8,44 +8,38 @@ and accuracy on a 1-D or 2-D grid, several parameter points per vmapped forward 
 
 from __future__ import annotations
 
-from .directions import (
-                         KINDS,
-                         NORMS,
-                         Directions,
-                         checkpoint_directions,
-                         eigen_directions,
-                         make_directions,
-                         normalize,
-                         pca_directions,
-                         random_directions,
-                         run_checkpoints,
-                         theta_from_state,
-)
-from .grid import GridResult, PointEvaluator, axis, evaluate_grid, grid_coordinates, recompute_bn
-from .interpolate import check_same_architecture, interpolate
-from .run import SliceRun, compute_slice, default_ranges
+from ..lazy import exports
 
 __all__ = [
-                         "KINDS",
-                         "NORMS",
-                         "Directions",
-                         "GridResult",
-                         "PointEvaluator",
-                         "SliceRun",
-                         "axis",
-                         "check_same_architecture",
-                         "checkpoint_directions",
-                         "compute_slice",
-                         "default_ranges",
-                         "eigen_directions",
-                         "evaluate_grid",
-                         "grid_coordinates",
-                         "interpolate",
-                         "make_directions",
-                         "normalize",
-                         "pca_directions",
-                         "random_directions",
-                         "recompute_bn",
-                         "run_checkpoints",
-                         "theta_from_state",
+    "KINDS",
+    "NORMS",
+    "Directions",
+    "GridResult",
+    "PointEvaluator",
+    "SliceRun",
+    "axis",
+    "check_same_architecture",
+    "checkpoint_directions",
+    "compute_slice",
+    "default_ranges",
+    "eigen_directions",
+    "evaluate_grid",
+    "grid_coordinates",
+    "interpolate",
+    "make_directions",
+    "normalize",
+    "pca_directions",
+    "random_directions",
+    "recompute_bn",
+    "run_checkpoints",
+    "theta_from_state"
 ]
+__getattr__, __dir__ = exports(__name__, {
+    **dict.fromkeys(["KINDS", "NORMS", "Directions", "checkpoint_directions",
+                     "eigen_directions", "make_directions", "normalize", "pca_directions",
+                     "random_directions", "run_checkpoints", "theta_from_state"], "directions"),
+    **dict.fromkeys(["GridResult", "PointEvaluator", "axis", "evaluate_grid",
+                     "grid_coordinates", "recompute_bn"], "grid"),
+    **dict.fromkeys(["SliceRun", "compute_slice", "default_ranges"], "run"),
+    **dict.fromkeys(["check_same_architecture", "interpolate"], "line"),
+})

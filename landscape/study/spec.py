@@ -63,6 +63,7 @@ from typing import Any
 from ..errors import ConfigError, LandscapeError
 from ..metrics import MetricView, reports
 from ..schema import Option, choice, coerce, describe, integer, positive
+from ..slices.settings import SLICE, check_slice
 
 try:  # Python >= 3.11
     import tomllib
@@ -109,36 +110,6 @@ class KindSchema:
                                        str]]] | None = None  # cross-field checks: [(key, message)]
 
 
-def _check_slice(s: dict) -> list[tuple[str, str]]:
-    bad = []
-    d = s["directions"]
-    if s.get("norm") is not None and d != "random":
-        bad.append(("norm", f"norm applies to random directions, not {d}"))
-    if d == "pca" and not s.get("trajectory"):
-        bad.append(
-            (
-                "directions",
-                'directions = "pca" needs trajectory = "RUN-DIR" (or "run": the checkpoint\'s run)',
-            )
-        )
-    if d != "pca" and s.get("trajectory"):
-        bad.append(("trajectory", 'trajectory is for directions = "pca"'))
-    if d == "checkpoints" and len(s.get("toward") or []) != s["dims"]:
-        bad.append(
-            (
-                "toward",
-                (f'directions = "checkpoints" with dims = {s["dims"]} needs {s["dims"]} toward '
-                 'checkpoint(s)'),
-            )
-        )
-    if d != "checkpoints" and s.get("toward"):
-        bad.append(("toward", 'toward is for directions = "checkpoints"'))
-    if s.get("recompute_bn") and s.get("train_mode"):
-        bad.append(("recompute_bn",
-                    "recompute_bn re-estimates running statistics for eval mode; drop train_mode"))
-    return bad
-
-
 def _metric_kind(name: str, metric) -> KindSchema:
     """The study kind of a registered metric: its declared settings, and the seed."""
     return KindSchema("metrics", {**metric.options, "seed": SEED},
@@ -164,27 +135,9 @@ KINDS: ChainMap[str, KindSchema] = ChainMap(
             {**reports.STABILITY, "seed": SEED},
             "linear-stability verdicts for GD and SGD (landscape stability)",
         ),
-        "slice": KindSchema(
-            "slices",
-            {
-                "dims": Option("choice", 1, choices=(1, 2)),
-                "directions": _choice("random", "eigen", "pca", "checkpoints"),
-                "norm": Option("choice", None, choices=("filter", "layer", "none")),
-                "include_bias_bn": Option("bool", False),
-                "range": Option("range"),
-                "points": _int(2),
-                "batch_points": _int(1),
-                "recompute_bn": Option("bool", False),
-                "test": Option("bool", True),
-                "tol": _pos(1e-6),
-                "trajectory": Option("path", help='run directory, or "run": the checkpoint\'s own'),
-                "toward": Option("paths"),
-                "save_directions": Option("bool", False),
-                "seed": SEED,
-            },
-            "loss and accuracy on a 1-D or 2-D slice (landscape slice)",
-            _check_slice,
-        ),
+        "slice": KindSchema("slices", {**SLICE, "seed": SEED},
+                            "loss and accuracy on a 1-D or 2-D slice (landscape slice)",
+                            check_slice),
     },
     MetricView(_metric_kind),
 )
