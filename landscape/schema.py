@@ -34,8 +34,8 @@ class Option:
     flag: str | None = None  # the CLI flag when it is not ``--key`` with ``-`` for ``_``
 
     def flag_for(self, key: str) -> str:
-        """This setting's command-line flag."""
-        return self.flag or "--" + key.replace("_", "-")
+        """This setting's command-line flag (``flag`` may add short forms after a space)."""
+        return self.flag.split()[0] if self.flag else "--" + key.replace("_", "-")
 
 
 def integer(low: int, default: Any = None, help: str = "", flag: str | None = None) -> Option:

@@ -353,10 +353,10 @@ def _typer_option(key: str, opt: Option, default: Any) -> tuple[str, Any, Any]:
     kind = type(opt.choices[0]) if opt.kind == "choice" else _TYPES.get(opt.kind, str)
     note = f" One of: {', '.join(map(str, opt.choices))}." if opt.kind == "choice" else ""
     annotation = kind if default is not None else Optional[kind]  # noqa: UP045  (read by Typer)
-    flag = opt.flag_for(key)
+    flag, *short = (opt.flag or opt.flag_for(key)).split()
     if opt.kind == "bool" and default:
         flag = f"{flag}/--no-{flag[2:]}"
-    option = typer.Option(flag, help=opt.help + note, show_default=default is not None)
+    option = typer.Option(flag, *short, help=opt.help + note, show_default=default is not None)
     return key, Annotated[annotation, option], default
 
 

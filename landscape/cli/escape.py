@@ -11,9 +11,10 @@ from typing import Annotated
 import typer
 
 from ..errors import ConfigError
+from ..escape.experiment import ESCAPE
 from . import output
-from .common import KV, Stopwatch, join, parse_kv
-from .options import DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, OutOpt, PlotOpt, ProgressOpt, SeedOpt
+from .common import KV, Outputs, Stopwatch, declared_options, join, outputs, parse_kv
+from .options import DeviceOpt, DtypeOpt, ProgressOpt, SeedOpt
 
 
 def parse_to(items: list[str] | None) -> list[str]:
@@ -49,6 +50,8 @@ def _fmt(x, digits: int = 4) -> str:
 
 
 @output.handle_errors
+@declared_options(ESCAPE)
+@outputs(plot=True)
 def escape(
     checkpoint: Annotated[
         Path | None,
@@ -125,106 +128,12 @@ def escape(
                  "0.1).",
         ),
     ] = None,
-    batch_size: Annotated[
-        int,
-        typer.Option(
-            "--batch-size",
-            help="SGD minibatch size B (drawn without replacement); the noise of the other "
-                 "dynamics is matched to it.",
-        ),
-    ] = 10,
-    trajectories: Annotated[
-        int, typer.Option("--trajectories", "-T", help="Trajectories per dynamics, run together.")
-    ] = 200,
-    steps: Annotated[int, typer.Option("--steps", help="Steps of every trajectory.")] = 300,
-    tol: Annotated[
-        float,
-        typer.Option("--tol", help="--from gd: stop GD once the training loss is below this."),
-    ] = 1e-3,
-    max_gd_steps: Annotated[
-        int, typer.Option("--max-gd-steps", help="--from gd: at most this many GD steps.")
-    ] = 20000,
-    eval_samples: Annotated[
-        int | None,
-        typer.Option(
-            "--eval-samples",
-            help="Record the loss on a fixed seeded subset of this many samples (default: all).",
-        ),
-    ] = None,
-    eval_every: Annotated[
-        int,
-        typer.Option(
-            "--eval-every", help="Record loss and distance every K steps (and at the end)."
-        ),
-    ] = 1,
-    escape_factor: Annotated[
-        float,
-        typer.Option(
-            "--escape-factor",
-            help="A trajectory has escaped once its loss exceeds this times its start.",
-        ),
-    ] = 10.0,
-    noise_samples: Annotated[
-        int | None,
-        typer.Option(
-            "--noise-samples",
-            help="Per-sample gradients that set each step's noise (isotropic, lb-*): default 64 "
-                 "(lb-full-noise: all).",
-        ),
-    ] = None,
-    control_scale: Annotated[
-        float,
-        typer.Option(
-            "--control-scale",
-            help="small-noise: SGD's noise times this (variance times its square).",
-        ),
-    ] = 0.1,
-    track_eig_every: Annotated[
-        int | None,
-        typer.Option(
-            "--track-eig-every",
-            help="Also record λ_max of the Hessian every K steps at a few trajectories.",
-        ),
-    ] = None,
-    eig_trajectories: Annotated[
-        int,
-        typer.Option("--eig-trajectories", help="How many trajectories --track-eig-every follows."),
-    ] = 3,
-    theory: Annotated[
-        bool,
-        typer.Option(
-            "--theory/--no-theory",
-            help="Measure the start: λ_max, ‖H‖_F, tr H, μ, s and the predicted growth γ_0.",
-        ),
-    ] = True,
-    probes: Annotated[
-        int, typer.Option("--probes", help="Probes for ‖H‖_F and tr H at the start.")
-    ] = 30,
-    align_samples: Annotated[
-        int,
-        typer.Option(
-            "--align-samples",
-            help="Seeded subset for μ (exact Gram identities, cost ∝ samples²; 0: all).",
-        ),
-    ] = 256,
-    s_samples: Annotated[
-        int,
-        typer.Option(
-            "--s-samples", help="Seeded subset for the non-uniformity s (0: all; -1: skip s)."
-        ),
-    ] = 128,
-    chunk: Annotated[
-        int,
-        typer.Option("--chunk", help="(trajectory, sample) pairs per vectorised call (memory)."),
-    ] = 1 << 17,
+    settings: dict | None = None,
     seed: SeedOpt = 0,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
     progress: ProgressOpt = True,
-    json_: JsonOpt = False,
-    out: OutOpt = None,
-    plot: PlotOpt = None,
-    debug: DebugOpt = False,
+    io: Outputs = None,
 ) -> None:
     """Escape from a GD minimum: many SGD (or noise-model) trajectories at once, measured against
     the stability theory (fraction escaped, median escape step, growth rate vs γ_0)."""
@@ -232,48 +141,40 @@ def escape(
 
     clock = Stopwatch()
     join(device)
-    output.check_writable(out, plot)
+    output.check_writable(io.out, io.plot)
     start = from_ or ("checkpoint" if checkpoint is not None else "gd")
     if start == "checkpoint" and checkpoint is None:
         raise ConfigError("--from checkpoint needs a checkpoint", "pass CHECKPOINT, or --from gd")
-    settings = EscapeSettings(
-        to=parse_to(to), start=start, lr=0.1 if lr is None else lr, batch_size=batch_size,
-        trajectories=trajectories, steps=steps, tol=tol, max_gd_steps=max_gd_steps,
-                              eval_samples=eval_samples,
-        eval_every=eval_every, escape_factor=escape_factor, noise_samples=noise_samples,
-        control_scale=control_scale, track_eig_every=track_eig_every,
-                              eig_trajectories=eig_trajectories,
-        theory=theory, probes=probes, align_samples=align_samples or None,
-                              s_samples=s_samples if s_samples > 0 else None,
-        nonuniformity=s_samples >= 0, chunk=chunk, seed=seed).check()
+    settings = EscapeSettings.from_flags(settings, to=parse_to(to), start=start,
+                                         lr=0.1 if lr is None else lr, seed=seed).check()
     if samples is not None and samples <= 0:
         raise ConfigError(f"--samples must be positive, got {samples}", "pass a positive --samples")
     problem, identity, settings.lr = build_problem(
         checkpoint, model=model, model_kwargs=parse_kv(model_arg, "--model-arg"), data=data,
         data_kwargs=parse_kv(data_arg, "--data-arg"), loss=loss, samples=samples, lr=lr, seed=seed,
         device=device, dtype=dtype)
-    with output.progress(progress and not json_) as bar:
+    with output.progress(progress and not io.json) as bar:
         result = run_escape(problem, settings, progress=bar, warn=output.warn)
     report = result.report(problem, identity)
     report["seconds"] = clock()
-    if out is not None:
+    if io.out is not None:
         from ..io.hdf5 import write_tree
 
-        write_tree(out, result.tree(), attrs={"format": "landscape-escape", "version": 1,
+        write_tree(io.out, result.tree(), attrs={"format": "landscape-escape", "version": 1,
                                               "identity": identity,
                                               "settings": report["settings"],
                                               "seconds": report["seconds"]})
-    if plot is not None:
+    if io.plot is not None:
         from ..io.escape_figures import save_escape_figure
 
         origin = "GD" if start == "gd" else "checkpoint"
-        title = f"escape from {origin} minimum: lr {settings.lr:g}, B {batch_size}"
-        save_escape_figure(result.panels(), plot, title)
-    if json_:
+        title = f"escape from {origin} minimum: lr {settings.lr:g}, B {settings.batch_size}"
+        save_escape_figure(result.panels(), io.plot, title)
+    if io.json:
         output.emit_json(report)
         return
-    _tables(report, result.stats, result.summaries, theory)
-    output.written(out, plot)
+    _tables(report, result.stats, result.summaries, settings.theory)
+    output.written(io.out, io.plot)
 
 
 def _tables(report: dict, stats: dict, summaries: dict, theory: bool) -> None:

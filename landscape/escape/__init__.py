@@ -12,68 +12,23 @@ perspective" to "Theorem 4"; docs/algorithms.md §2).
 
 from __future__ import annotations
 
-from ..metrics.stability import alignment_bound, gamma0, sgd_noise_factor
-from .analysis import (
-                       EscapeSummary,
-                       GrowthFit,
-                       escape_steps,
-                       growth_rate,
-                       minimum_stats,
-                       predicted_growth,
-                       problem_at,
-                       summarize,
-)
-from .engine import (
-                       DYNAMICS,
-                       Descent,
-                       FlatObjective,
-                       Objective,
-                       ObjectiveHessian,
-                       ProblemObjective,
-                       Trajectories,
-                       as_objective,
-                       descend,
-                       eval_subset,
-                       lambda_max,
-                       simulate,
-                       trajectory_seeds,
-)
-from .toys import (
-                       quadratic_family,
-                       quadratic_gamma0,
-                       second_moment_factor,
-                       sharpness_nonuniformity,
-                       slides_pair,
-)
+from ..lazy import exports
 
 __all__ = [
-                       "DYNAMICS",
-                       "Descent",
-                       "EscapeSummary",
-                       "FlatObjective",
-                       "GrowthFit",
-                       "Objective",
-                       "ObjectiveHessian",
-                       "ProblemObjective",
-                       "Trajectories",
-                       "alignment_bound",
-                       "as_objective",
-                       "descend",
-                       "escape_steps",
-                       "eval_subset",
-                       "gamma0",
-                       "growth_rate",
-                       "lambda_max",
-                       "minimum_stats",
-                       "predicted_growth",
-                       "problem_at",
-                       "quadratic_family",
-                       "quadratic_gamma0",
-                       "second_moment_factor",
-                       "sgd_noise_factor",
-                       "sharpness_nonuniformity",
-                       "simulate",
-                       "slides_pair",
-                       "summarize",
-                       "trajectory_seeds",
+    "DYNAMICS", "Descent", "EscapeSummary", "FlatObjective", "GrowthFit", "Objective",
+    "ObjectiveHessian", "ProblemObjective", "Trajectories", "alignment_bound", "as_objective",
+    "descend", "escape_steps", "eval_subset", "gamma0", "growth_rate", "lambda_max",
+    "minimum_stats", "predicted_growth", "problem_at", "quadratic_family", "quadratic_gamma0",
+    "second_moment_factor", "sgd_noise_factor", "sharpness_nonuniformity", "simulate",
+    "slides_pair", "summarize", "trajectory_seeds"
 ]
+__getattr__, __dir__ = exports(__name__, {
+    **dict.fromkeys(["DYNAMICS", "Descent", "FlatObjective", "Objective", "ObjectiveHessian",
+                     "ProblemObjective", "Trajectories", "as_objective", "descend",
+                     "eval_subset", "lambda_max", "simulate", "trajectory_seeds"], "engine"),
+    **dict.fromkeys(["EscapeSummary", "GrowthFit", "escape_steps", "growth_rate",
+                     "minimum_stats", "predicted_growth", "problem_at", "summarize"], "analysis"),
+    **dict.fromkeys(["alignment_bound", "gamma0", "sgd_noise_factor"], ".metrics.stability"),
+    **dict.fromkeys(["quadratic_family", "quadratic_gamma0", "second_moment_factor",
+                     "sharpness_nonuniformity", "slides_pair"], "toys"),
+})

@@ -22,6 +22,39 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..schema import Option, check, integer, positive
+
+#: The experiment's settings as flags of ``landscape escape`` (declared once; the values of
+#: ``align_samples`` and ``s_samples`` follow the flags: 0 is all samples, -1 skips s).
+ESCAPE: dict[str, Option] = {
+    "batch_size": integer(1, 10, "SGD minibatch size B (drawn without replacement); the noise of "
+                                 "the other dynamics is matched to it."),
+    "trajectories": integer(1, 200, "Trajectories per dynamics, run together.",
+                            flag="--trajectories -T"),
+    "steps": integer(1, 300, "Steps of every trajectory."),
+    "tol": positive(1e-3, "--from gd: stop GD once the training loss is below this."),
+    "max_gd_steps": integer(1, 20000, "--from gd: at most this many GD steps."),
+    "eval_samples": integer(1, help="Record the loss on a fixed seeded subset of this many "
+                                    "samples (default: all)."),
+    "eval_every": integer(1, 1, "Record loss and distance every K steps (and at the end)."),
+    "escape_factor": Option("float", 10.0, 1.0, strict=True,
+                            help="A trajectory has escaped once its loss exceeds this times its "
+                                 "start."),
+    "noise_samples": integer(1, help="Per-sample gradients that set each step's noise (isotropic, "
+                                     "lb-*): default 64 (lb-full-noise: all)."),
+    "control_scale": Option("float", 0.1, 0.0, help="small-noise: SGD's noise times this "
+                                                    "(variance times its square)."),
+    "track_eig_every": integer(1, help="Also record λ_max of the Hessian every K steps at a few "
+                                       "trajectories."),
+    "eig_trajectories": integer(1, 3, "How many trajectories --track-eig-every follows."),
+    "theory": Option("bool", True, help="Measure the start: λ_max, ‖H‖_F, tr H, μ, s and the "
+                                        "predicted growth γ_0."),
+    "probes": integer(2, 30, "Probes for ‖H‖_F and tr H at the start."),
+    "align_samples": integer(0, 256, "Seeded subset for μ (exact Gram identities, cost ∝ "
+                                     "samples²; 0: all)."),
+    "s_samples": integer(-1, 128, "Seeded subset for the non-uniformity s (0: all; -1: skip s)."),
+    "chunk": integer(1, 1 << 17, "(trajectory, sample) pairs per vectorised call (memory)."),
+}
 
 Progress = Callable[[str, int | None], Callable[[int], None]]
 
@@ -72,29 +105,27 @@ class EscapeSettings:
                               f"pass e.g. --to sgd,gd (choices: {', '.join(DYNAMICS)})")
         if self.start not in ("gd", "checkpoint"):
             raise ConfigError(f"unknown --from {self.start!r}", "choose gd or checkpoint")
-        counts = self.trajectories.values() if isinstance(self.trajectories,
-                                                          dict) else [self.trajectories]
-        required = [("--trajectories", min(counts)), ("--steps", self.steps), ("--batch-size",
-                                                                               self.batch_size),
-                    ("--eval-every", self.eval_every), ("--tol", self.tol), ("--max-gd-steps",
-                                                                             self.max_gd_steps),
-                    ("--chunk", self.chunk), ("--eig-trajectories", self.eig_trajectories), ("--lr",
-                        self.lr)]
-        optional = [("--eval-samples", self.eval_samples), ("--noise-samples", self.noise_samples),
-                    ("--track-eig-every", self.track_eig_every)]
-        for flag, v in required + [(f, v) for f, v in optional if v is not None]:
-            if v is None or not v > 0 or (isinstance(v, float) and not math.isfinite(v)):
-                raise ConfigError(f"{flag} must be positive, got {v}", f"pass a positive {flag}")
-        if not self.escape_factor > 1:
-            raise ConfigError(f"--escape-factor must exceed 1, got {self.escape_factor}",
-                              "pass e.g. --escape-factor 10")
-        if self.probes < 2:
-            raise ConfigError(f"--probes must be at least 2, got {self.probes}",
-                              "pass e.g. --probes 30")
+        flags = {**self.__dict__, "align_samples": self.align_samples or None,
+                 "s_samples": self.s_samples if self.nonuniformity else -1}
+        for key, opt in ESCAPE.items():
+            values = flags[key].values() if isinstance(flags[key], dict) else [flags[key]]
+            for value in values:
+                check(opt, value, opt.flag_for(key))
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise ConfigError(f"--lr must be positive, got {self.lr}", "pass a positive --lr")
         if n is not None and self.batch_size > n:
             raise ConfigError(f"--batch-size {self.batch_size} exceeds the {n} samples",
                               f"pass --batch-size in 1..{n}")
         return self
+
+    @classmethod
+    def from_flags(cls, flags: dict, **settings: Any) -> EscapeSettings:
+        """Settings from the declared flags (:data:`ESCAPE`) and the rest (``to``, ``start``,
+        ``lr``, ``seed``)."""
+        flags = dict(flags)
+        s_samples, align = flags.pop("s_samples"), flags.pop("align_samples")
+        return cls(**flags, **settings, align_samples=align or None,
+                   s_samples=s_samples if s_samples > 0 else None, nonuniformity=s_samples >= 0)
 
     def count(self, dynamics: str) -> int:
         return self.trajectories[dynamics] if isinstance(self.trajectories,
