@@ -414,6 +414,22 @@ def outputs(fn=None, *, plot: bool = False):
     return wrap(fn) if fn is not None else wrap
 
 
+def measuring(schema: dict[str, Option] | None = None, *, plot: bool = False,
+              defaults: dict[str, Any] | None = None, **problem_kwargs):
+    """The decorators of a command that measures a checkpoint, in their order: error handling,
+    the problem options (``problem_kwargs`` as :func:`problem_options` takes them), the declared
+    settings of ``schema`` (received as ``settings``) and the outputs (received as ``io``)."""
+    from . import output
+
+    def wrap(fn):
+        fn = outputs(fn, plot=plot)
+        if schema is not None:
+            fn = declared_options(schema, defaults)(fn)
+        return output.handle_errors(problem_options(**problem_kwargs)(fn))
+
+    return wrap
+
+
 def report_command(name: str, doc: str, schema: dict[str, Option], compute: Callable,
                    show: Callable, *,
                    hdf5_keys: tuple[str, ...] | None = None, **problem_kwargs):

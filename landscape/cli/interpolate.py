@@ -10,22 +10,12 @@ import typer
 
 from ..slices.settings import SLICE
 from . import output
-from .common import (
-    Outputs,
-    ProblemSpec,
-    Stopwatch,
-    declared_options,
-    header,
-    outputs,
-    problem_options,
-)
+from .common import Outputs, ProblemSpec, Stopwatch, header, measuring
 from .slice import build_problems, emit
 
 
-@output.handle_errors
-@problem_options(split=False, params=False, product_batch=1024)
-@declared_options({k: SLICE[k] for k in ("batch_points", "recompute_bn", "test")})
-@outputs(plot=True)
+@measuring({k: SLICE[k] for k in ("batch_points", "recompute_bn", "test")}, plot=True, split=False,
+           params=False, product_batch=1024)
 def interpolate(
     checkpoint_a: Annotated[Path,
                             typer.Argument(help="Checkpoint A (α = 0); its data and loss are used.",

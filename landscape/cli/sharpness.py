@@ -9,22 +9,11 @@ import typer
 
 from ..metrics import declared
 from . import output
-from .common import (
-    Outputs,
-    ProblemSpec,
-    Stopwatch,
-    declared_options,
-    header,
-    outputs,
-    problem_options,
-)
+from .common import Outputs, ProblemSpec, Stopwatch, header, measuring
 from .options import CheckpointArg, MetricOpt, PlanOpt
 
 
-@output.handle_errors
-@problem_options
-@declared_options(declared())
-@outputs(plot=True)
+@measuring(declared(), plot=True)
 def sharpness(
     checkpoint: CheckpointArg,
     metric: MetricOpt = None,

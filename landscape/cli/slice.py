@@ -11,15 +11,7 @@ import typer
 
 from ..slices.settings import SLICE, check_slice
 from . import output
-from .common import (
-    Outputs,
-    ProblemSpec,
-    Stopwatch,
-    declared_options,
-    header,
-    outputs,
-    problem_options,
-)
+from .common import Outputs, ProblemSpec, Stopwatch, header, measuring
 from .options import CheckpointArg
 
 
@@ -66,10 +58,7 @@ def emit(report: dict, tree: dict, attrs: dict, *, io: Outputs, kind: str, title
     output.written(io.out, io.plot)
 
 
-@output.handle_errors
-@problem_options(split=False, product_batch=1024)
-@declared_options(SLICE, defaults={"save_directions": True})
-@outputs(plot=True)
+@measuring(SLICE, plot=True, defaults={"save_directions": True}, split=False, product_batch=1024)
 def slice_(
     checkpoint: CheckpointArg,
     settings: dict | None = None,
