@@ -58,11 +58,10 @@ def run(cfg: dict, seed: int = 0) -> dict:
     pb = problem(cfg, seed)
     settings = EscapeSettings(
         to=list(cfg["trajectories"]), trajectories=cfg["trajectories"], lr=cfg["lr"],
-                              batch_size=cfg["batch"],
-        steps=cfg["steps"], tol=cfg["tol"], max_gd_steps=cfg["max_gd_steps"],
-                              noise_samples=cfg["noise_samples"],
-        probes=cfg["probes"], align_samples=None, s_samples=cfg["s_samples"],
-        nonuniformity=cfg["s_samples"] is not None, seed=seed, trajectory_seed=seed + 1)
+        batch_size=cfg["batch"], steps=cfg["steps"], tol=cfg["tol"],
+        max_gd_steps=cfg["max_gd_steps"], noise_samples=cfg["noise_samples"], probes=cfg["probes"],
+        align_samples=None, s_samples=cfg["s_samples"], nonuniformity=cfg["s_samples"] is not None,
+        seed=seed, trajectory_seed=seed + 1)
     result = run_escape(pb, settings)
     ds, stats = result.descent, dict(result.stats)
     stats.update(gd_steps=ds.steps, gd_converged=ds.converged, gd_seconds=ds.seconds)

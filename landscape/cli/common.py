@@ -327,12 +327,10 @@ def problem_options(fn=None, *, split: bool = True, params: bool = True, legacy_
             data=opts.get("data"), data_kwargs=parse_kv(opts.get("data_arg"), "--data-arg"),
             loss=opts.get("loss"), split=opts.get("split", "train"), samples=opts.get("samples"),
             product_batch=batch if batch is not None else product_batch,
-                           bn_batch=opts.get("bn_batch"),
-            params=opts.get("params"), device=opts.get("device", "cpu"), dtype=opts.get("dtype",
-                                                                                        "float32"),
+            bn_batch=opts.get("bn_batch"), params=opts.get("params"),
+            device=opts.get("device", "cpu"), dtype=opts.get("dtype", "float32"),
             seed=opts.get("seed", 0), train_mode=opts.get("train_mode", False),
-                           memory=opts.get("memory"),
-            allow_random_data=opts.get("allow_random_data", False))
+            memory=opts.get("memory"), allow_random_data=opts.get("allow_random_data", False))
         join(spec.device)
         return spec
 

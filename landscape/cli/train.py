@@ -23,8 +23,8 @@ _RESUMABLE = {"resume", "epochs", "steps", "until_loss", "json_", "debug", "prog
 
 #: dedicated hyperparameter flags -> the optimizer's keyword (docs/algorithms.md §3)
 _HYPER_FLAGS = {"rho": "rho", "eta_a": "eta_a", "gamma": "gamma", "eta_f": "eta_f",
-                "delta": "delta",
-                "beta": "beta", "sigma0": "prior_std", "small_batch": "small_batch"}
+                "delta": "delta", "beta": "beta", "sigma0": "prior_std",
+                "small_batch": "small_batch"}
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -245,9 +245,7 @@ def train(
     from ..train import train as train_run
 
     if resume is not None:
-        given = sorted(name for name in ctx.params
-                       if name not in _RESUMABLE
-                       and _given(ctx, name))
+        given = sorted(name for name in ctx.params if name not in _RESUMABLE and _given(ctx, name))
         if given:
             flags = ", ".join("--" + g.rstrip("_").replace("_", "-") for g in given)
             raise ConfigError(
@@ -261,9 +259,7 @@ def train(
     else:
         if out is None:
             raise ConfigError("no run directory given", "pass --out RUN_DIR (or --resume RUN_DIR)")
-        output.check_writable(
-            folder=out
-        )  # before any training: a run that cannot be saved is refused
+        output.check_writable(folder=out)  # a run that cannot be saved is refused before training
         hyper = {key: v for flag, key in _HYPER_FLAGS.items() if (v := args[flag]) is not None}
         extra = parse_kv(opt_arg, "--opt-arg")
         clash = sorted(set(extra) & set(hyper))
@@ -272,14 +268,11 @@ def train(
         hyper.update(extra)
         cfg = TrainConfig(
             model=model, model_kwargs=parse_kv(model_arg, "--model-arg"), data=data,
-            data_kwargs=parse_kv(data_arg, "--data-arg"), loss=loss, optimizer=optimizer, base=base,
-                          lr=lr,
-            momentum=momentum, weight_decay=weight_decay, hyper=hyper, batch_size=batch_size,
-                          epochs=epochs,
-            steps=steps, until_loss=until_loss, seed=seed, device=device, dtype=dtype,
-                          track=track or [],
-            every=every, track_samples=track_samples or None, probes=probes,
-                          track_batch_size=track_batch_size,
+            data_kwargs=parse_kv(data_arg, "--data-arg"), loss=loss, optimizer=optimizer,
+            base=base, lr=lr, momentum=momentum, weight_decay=weight_decay, hyper=hyper,
+            batch_size=batch_size, epochs=epochs, steps=steps, until_loss=until_loss, seed=seed,
+            device=device, dtype=dtype, track=track or [], every=every,
+            track_samples=track_samples or None, probes=probes, track_batch_size=track_batch_size,
             track_options=parse_kv(track_arg, "--track-arg"), eval_every=eval_every,
             checkpoint_every=checkpoint_every, plot=plot)
         run_dir = out
@@ -289,7 +282,7 @@ def train(
     report = result.to_dict()
     if result.status == "already-finished":
         _line(f"{run_dir} already holds a finished run (step {result.step}): nothing to do "
-                    f"(--force starts it again; --resume {run_dir} --epochs N trains it longer)")
+              f"(--force starts it again; --resume {run_dir} --epochs N trains it longer)")
     if json_:
         output.emit_json(report)
     elif result.status != "already-finished":
@@ -297,7 +290,7 @@ def train(
     if result.status == "interrupted":
         name = signal.Signals(result.signum).name if result.signum else "stop"
         _line(f"interrupted ({name}) at step {result.step} of {result.total_steps}: state saved; "
-                    f"resume with: landscape train --resume {run_dir}")
+              f"resume with: landscape train --resume {run_dir}")
         raise typer.Exit(128 + (result.signum or 2))
 
 
@@ -365,9 +358,8 @@ class _Progress:
         )
 
         self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(),
-                            TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                            console=output.stderr,
+                            TimeElapsedColumn(), TimeRemainingColumn(),
+                            TextColumn("{task.fields[info]}"), console=output.stderr,
                             transient=True)
         self.bar.__enter__()
         return self

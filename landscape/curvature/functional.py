@@ -75,7 +75,7 @@ def per_sample_grads(forward: Forward, loss: Loss, params: Params, x: torch.Tens
 
 def linear_sum_squared_grads(
     model: torch.nn.Module, forward: Forward, loss: Loss, params: Params, x: torch.Tensor,
-                             y: torch.Tensor
+    y: torch.Tensor
 ) -> Params | None:
     """``Σ_i (∇l_i)²`` (elementwise) over the batch without per-sample gradients, when every
     parameter in ``params`` is the weight or bias of an ``nn.Linear`` applied once, to ``[B, in]``

@@ -328,13 +328,12 @@ class _Kernels:
             for s in range(0, obj.n, self.sample_chunk):
                 idx = self.all[s : s + self.sample_chunk]
                 if W is None:
-                    g, ls = vmap(lambda q, i, w: fx.weighted_loss_grad(obj, q, i, w), in_dims=(0,
-                        None, None))(
-                        Pc, idx, uniform[s : s + self.sample_chunk])
+                    g, ls = vmap(lambda q, i, w: fx.weighted_loss_grad(obj, q, i, w),
+                                 in_dims=(0, None, None))(Pc, idx,
+                                                          uniform[s : s + self.sample_chunk])
                 else:
-                    g, ls = vmap(lambda q, i, w: fx.weighted_loss_grad(obj, q, i, w), in_dims=(0,
-                        None, 0))(
-                        Pc, idx, W[a:b, s : s + self.sample_chunk])
+                    g, ls = vmap(lambda q, i, w: fx.weighted_loss_grad(obj, q, i, w),
+                                 in_dims=(0, None, 0))(Pc, idx, W[a:b, s : s + self.sample_chunk])
                 acc = _add(acc, obj.leaves(g))
                 tot = ls if tot is None else tot + ls
             grads.append(acc)
