@@ -13,18 +13,14 @@ from typing import Annotated
 import typer
 
 from ..errors import ConfigError
+from ..train.settings import HYPER, HYPER_KEYWORDS, TRAIN
 from ..train.tracking import TRACKERS
 from . import output
-from .common import KV, join, parse_kv
+from .common import KV, declared_options, join, parse_kv
 from .options import DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, ProgressOpt
 
 #: options that may accompany --resume (the stopping rule and output switches)
 _RESUMABLE = {"resume", "epochs", "steps", "until_loss", "json_", "debug", "progress", "ctx"}
-
-#: dedicated hyperparameter flags -> the optimizer's keyword (docs/algorithms.md §3)
-_HYPER_FLAGS = {"rho": "rho", "eta_a": "eta_a", "gamma": "gamma", "eta_f": "eta_f",
-                "delta": "delta", "beta": "beta", "sigma0": "prior_std",
-                "small_batch": "small_batch"}
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -34,14 +30,10 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 
 @output.handle_errors
+@declared_options({**TRAIN, **HYPER})
 def train(
     ctx: typer.Context,
-    model: Annotated[
-        str,
-        typer.Option(
-            "--model", help="Model: mlp, cnn, resnet, two-layer, linear, or FILE.py:FUNCTION."
-        ),
-    ] = "mlp",
+    settings: dict | None = None,
     model_arg: Annotated[
         KV,
         typer.Option(
@@ -50,14 +42,6 @@ def train(
                  "in_dim/out_dim/num_classes/in_channels come from the data unless given.",
         ),
     ] = None,
-    data: Annotated[
-        str,
-        typer.Option(
-            "--data",
-            help="Dataset: digits, gaussian-mixture, teacher-student, parity, file, mnist, ... or "
-                 "FILE.py:FUNCTION.",
-        ),
-    ] = "digits",
     data_arg: Annotated[
         KV,
         typer.Option(
@@ -65,91 +49,12 @@ def train(
             help="Dataset option key=value (repeatable; e.g. image=true, n_train=512).",
         ),
     ] = None,
-    loss: Annotated[
-        str | None,
-        typer.Option(
-            "--loss",
-            help="cross-entropy or mse (½‖f−y‖² per sample; on one-hot labels for a "
-                 "classification dataset); default from the data: cross-entropy for "
-                 "classification, mse for regression.",
-        ),
-    ] = None,
-    optimizer: Annotated[
-        str,
-        typer.Option(
-            "--optimizer",
-            "-o",
-            help="gd (full batch), sgd (minibatch), sam, asam, fsam, sgd-tracer, adam-tracer, "
-                 "rsam, mfvi, vsam, lb-diag-noise, lb-full-noise.",
-        ),
-    ] = "sgd",
-    base: Annotated[
-        str | None, typer.Option("--base", help="Base optimizer: sgd (with momentum) or adam.")
-    ] = None,
-    lr: Annotated[
-        float | None,
-        typer.Option("--lr", help="Learning rate (default 0.1 for the sgd base, 1e-3 for adam)."),
-    ] = None,
-    momentum: Annotated[
-        float | None, typer.Option("--momentum", help="SGD momentum (default 0.9; 0 for gd).")
-    ] = None,
-    weight_decay: Annotated[
-        float,
-        typer.Option("--weight-decay", help="Weight decay, applied once by the base optimizer."),
-    ] = 0.0,
-    rho: Annotated[
-        float | None,
-        typer.Option(
-            "--rho",
-            help="Perturbation radius (sam, asam, rsam, mfvi, vsam) or penalty weight (tracer).",
-        ),
-    ] = None,
-    eta_a: Annotated[
-        float | None, typer.Option("--eta-a", help="ASAM offset in T = |θ| + η_a.")
-    ] = None,
-    gamma: Annotated[float | None, typer.Option("--gamma", help="Fisher SAM radius γ.")] = None,
-    eta_f: Annotated[
-        float | None, typer.Option("--eta-f", help="Fisher SAM η_f (0 gives SAM).")
-    ] = None,
-    delta: Annotated[float | None, typer.Option("--delta", help="G-TRACER damping δ.")] = None,
-    beta: Annotated[float | None, typer.Option("--beta",
-                                               help="G-TRACER smoothing β of f̄.")] = None,
-    sigma0: Annotated[
-        float | None, typer.Option("--sigma0", help="Prior standard deviation σ₀ (mfvi, vsam).")
-    ] = None,
-    small_batch: Annotated[
-        int | None,
-        typer.Option("--small-batch", help="Covariance noise: the small batch M_S to emulate."),
-    ] = None,
     opt_arg: Annotated[
         KV,
         typer.Option(
             "--opt-arg",
             help="Any other optimizer or base setting key=value (repeatable; e.g. sigma_lr=0.02, "
                  "noise_fraction=0.5, nesterov=true).",
-        ),
-    ] = None,
-    batch_size: Annotated[
-        int,
-        typer.Option(
-            "--batch-size", help="Minibatch size (gd always uses the whole training set)."
-        ),
-    ] = 128,
-    epochs: Annotated[
-        int | None,
-        typer.Option(
-            "--epochs", help="Epochs to train (gd: one step per epoch). Default 10 unless --steps."
-        ),
-    ] = None,
-    steps: Annotated[
-        int | None, typer.Option("--steps", help="Optimizer steps to train (instead of --epochs).")
-    ] = None,
-    until_loss: Annotated[
-        float | None,
-        typer.Option(
-            "--until-loss",
-            help="Stop earlier once the full training loss is below this (checked at each "
-                 "evaluation).",
         ),
     ] = None,
     track: Annotated[
@@ -160,28 +65,6 @@ def train(
                  f"{', '.join(TRACKERS)}.",
         ),
     ] = None,
-    every: Annotated[
-        int, typer.Option("--every", help="Track every K steps (and at the end).")
-    ] = 100,
-    track_samples: Annotated[
-        int,
-        typer.Option(
-            "--track-samples", help="Seeded subset of training samples used for tracking (0: all)."
-        ),
-    ] = 1024,
-    probes: Annotated[
-        int,
-        typer.Option(
-            "--probes", help="Random probes per trace / Frobenius estimate when tracking."
-        ),
-    ] = 20,
-    track_batch_size: Annotated[
-        int,
-        typer.Option(
-            "--track-batch-size",
-            help="Samples per Hessian-product batch when tracking (memory only).",
-        ),
-    ] = 512,
     track_arg: Annotated[
         KV,
         typer.Option(
@@ -189,18 +72,6 @@ def train(
             help="Tracking estimator setting key=value (method=hutchpp, tol=1e-4, top_k=3, "
                  "runs=5, steps=40, noise_samples=256: a seeded subset for nonuniformity and mu).",
         ),
-    ] = None,
-    eval_every: Annotated[
-        int | None,
-        typer.Option(
-            "--eval-every",
-            help="Evaluate full train/test loss and accuracy every K steps (default once an "
-                 "epoch, at most 500 times).",
-        ),
-    ] = None,
-    checkpoint_every: Annotated[
-        int | None,
-        typer.Option("--checkpoint-every", help="Also write RUN/step-XXXXXX.pt every K steps."),
     ] = None,
     seed: Annotated[
         int,
@@ -238,7 +109,6 @@ def train(
     debug: DebugOpt = False,
 ) -> None:
     """Train with tracked curvature metrics into a run directory; --resume continues a run."""
-    args = dict(locals())
     join(device)
     from ..train import TrainConfig
     from ..train import resume as resume_run
@@ -254,27 +124,25 @@ def train(
             )
         run_dir = resume
         with _Progress(progress) as bar, _aborted(run_dir):
-            result = resume_run(resume, epochs=epochs, steps=steps, until_loss=until_loss,
+            result = resume_run(resume, epochs=settings["epochs"], steps=settings["steps"],
+                                until_loss=settings["until_loss"],
                                 handle_signals=True, progress=bar)
     else:
         if out is None:
             raise ConfigError("no run directory given", "pass --out RUN_DIR (or --resume RUN_DIR)")
         output.check_writable(folder=out)  # a run that cannot be saved is refused before training
-        hyper = {key: v for flag, key in _HYPER_FLAGS.items() if (v := args[flag]) is not None}
+        s = dict(settings)
+        hyper = {HYPER_KEYWORDS.get(k, k): v for k in HYPER if (v := s.pop(k)) is not None}
         extra = parse_kv(opt_arg, "--opt-arg")
         clash = sorted(set(extra) & set(hyper))
         if clash:
             raise ConfigError(f"{clash[0]} was given twice (a flag and --opt-arg)", "give it once")
         hyper.update(extra)
-        cfg = TrainConfig(
-            model=model, model_kwargs=parse_kv(model_arg, "--model-arg"), data=data,
-            data_kwargs=parse_kv(data_arg, "--data-arg"), loss=loss, optimizer=optimizer,
-            base=base, lr=lr, momentum=momentum, weight_decay=weight_decay, hyper=hyper,
-            batch_size=batch_size, epochs=epochs, steps=steps, until_loss=until_loss, seed=seed,
-            device=device, dtype=dtype, track=track or [], every=every,
-            track_samples=track_samples or None, probes=probes, track_batch_size=track_batch_size,
-            track_options=parse_kv(track_arg, "--track-arg"), eval_every=eval_every,
-            checkpoint_every=checkpoint_every, plot=plot)
+        s["track_samples"] = s["track_samples"] or None
+        cfg = TrainConfig(**s, model_kwargs=parse_kv(model_arg, "--model-arg"),
+                          data_kwargs=parse_kv(data_arg, "--data-arg"), hyper=hyper, seed=seed,
+                          device=device, dtype=dtype, track=track or [],
+                          track_options=parse_kv(track_arg, "--track-arg"), plot=plot)
         run_dir = out
         with _Progress(progress) as bar, _aborted(run_dir):
             result = train_run(cfg, out, force=force, handle_signals=True, progress=bar)

@@ -106,23 +106,13 @@ class TrainConfig:
 
     def validate(self) -> None:
         self.track = parse_track(self.track)
-        for name, v, low in (("--batch-size", self.batch_size, 1), ("--every", self.every, 1),
-                             ("--probes", self.probes, 1), ("--track-batch-size",
-                                                            self.track_batch_size, 1),
-                             ("--epochs", self.epochs, 1), ("--steps", self.steps, 1),
-                             ("--track-samples", self.track_samples, 1), ("--eval-every",
-                                                                          self.eval_every, 1),
-                             ("--checkpoint-every", self.checkpoint_every, 1)):
-            if v is not None and (not isinstance(v, int) or v < low):
-                raise ConfigError(f"{name} must be a positive integer, got {v!r}",
-                                  f"pass e.g. {name} 10")
+        from ..schema import check
+        from .settings import TRAIN
+
+        for key, opt in TRAIN.items():  # the flags' declared bounds (track_samples None: all)
+            check(opt, getattr(self, key), opt.flag_for(key))
         if self.epochs is not None and self.steps is not None:
             raise ConfigError("both --epochs and --steps were given", "pass only one of them")
-        if self.lr is not None and not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"--lr must be positive, got {self.lr}", "pass e.g. --lr 0.1")
-        if self.momentum is not None and not (0 <= self.momentum and math.isfinite(self.momentum)):
-            raise ConfigError(f"--momentum must be a finite number >= 0, got {self.momentum}",
-                              "pass e.g. --momentum 0.9")
         if self.momentum is not None and self.momentum >= 1:
             warnings.warn(
                 f"--momentum {self.momentum} >= 1: heavy-ball SGD does not converge (its velocity "
@@ -130,14 +120,6 @@ class TrainConfig:
                 RuntimeWarning,
                 stacklevel=2,
             )
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise ConfigError(
-                f"--weight-decay must be a finite number >= 0, got {self.weight_decay}",
-                "pass e.g. --weight-decay 5e-4",
-            )
-        if self.until_loss is not None and not self.until_loss > 0:
-            raise ConfigError(f"--until-loss must be positive, got {self.until_loss}",
-                              "pass e.g. --until-loss 1e-3")
         if self.dtype not in ("float32", "float64"):
             raise ConfigError(f"unknown dtype {self.dtype!r}", "choose float32 or float64")
 
