@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from . import output
-from .options import DebugOpt, JsonOpt
+from .options import DebugOpt, JsonOpt, names_option
 
 
 @output.handle_errors
@@ -28,14 +28,8 @@ def batch(
             "--force", help="Recompute every item, even those already complete in the study file."
         ),
     ] = False,
-    only: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--only",
-            help="Run only these metrics/slices (names of the study's tables; repeated or "
-                 "comma-separated).",
-        ),
-    ] = None,
+    only: names_option("--only", "Run only these metrics/slices (names of the study's tables)")
+    = None,
     check: Annotated[
         bool,
         typer.Option(

@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..escape.experiment import ESCAPE
 from . import output
 from .common import KV, Outputs, Stopwatch, declared_options, join, outputs, parse_kv
-from .options import DeviceOpt, DtypeOpt, ProgressOpt, SeedOpt
+from .options import DeviceOpt, DtypeOpt, ProgressOpt, SeedOpt, names_option
 
 
 def parse_to(items: list[str] | None) -> list[str]:
@@ -70,14 +70,8 @@ def escape(
                  "given, else gd.",
         ),
     ] = None,
-    to: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--to",
-            help="Dynamics, comma-separated or repeated: sgd, isotropic, gd, small-noise, "
-                 "lb-diag-noise, lb-full-noise (default sgd,gd).",
-        ),
-    ] = None,
+    to: names_option("--to", "Dynamics: sgd, isotropic, gd, small-noise, lb-diag-noise, "
+                             "lb-full-noise (default sgd,gd)") = None,
     model: Annotated[
         str | None,
         typer.Option(

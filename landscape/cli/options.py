@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -50,3 +50,9 @@ PlanOpt = Annotated[
 ]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress",
                                            help="Progress bars on stderr (when it is a terminal).")]
+
+
+def names_option(flag: str, help: str) -> Any:
+    """A list of names, comma-separated or repeated (``--to sgd,gd``, ``--track a --track b``)."""
+    return Annotated[list[str] | None,
+                     typer.Option(flag, help=f"{help} (comma-separated or repeated).")]

@@ -17,7 +17,7 @@ from ..train.settings import HYPER, HYPER_KEYWORDS, TRAIN
 from ..train.tracking import TRACKERS
 from . import output
 from .common import KV, declared_options, join, parse_kv
-from .options import DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, ProgressOpt
+from .options import DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, ProgressOpt, names_option
 
 #: options that may accompany --resume (the stopping rule and output switches)
 _RESUMABLE = {"resume", "epochs", "steps", "until_loss", "json_", "debug", "progress", "ctx"}
@@ -57,14 +57,8 @@ def train(
                  "noise_fraction=0.5, nesterov=true).",
         ),
     ] = None,
-    track: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--track",
-            help="Metrics tracked every --every steps, comma-separated or repeated: "
-                 f"{', '.join(TRACKERS)}.",
-        ),
-    ] = None,
+    track: names_option("--track", f"Metrics tracked every --every steps: {', '.join(TRACKERS)}")
+    = None,
     track_arg: Annotated[
         KV,
         typer.Option(

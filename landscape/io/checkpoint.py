@@ -111,6 +111,18 @@ def _few(items: list[str], k: int = 3) -> str:
     return ", ".join(items[:k]) + more
 
 
+def state_dict_mismatch(have: dict, want: dict, labels: tuple[str, str, str] = (
+        "missing keys", "unexpected keys", "shape mismatch (checkpoint vs model)")) -> list[str]:
+    """What keeps ``have`` from loading where ``want`` is expected: its missing keys, its
+    unexpected keys and its tensors of another shape (a few of each, under ``labels``)."""
+    missing = [k for k in want if k not in have]
+    unexpected = [k for k in have if k not in want]
+    shapes = [f"{k} {list(have[k].shape)} vs {list(want[k].shape)}" for k in want
+              if k in have and tuple(have[k].shape) != tuple(want[k].shape)]
+    return [f"{label} {_few(items)}" for label, items in zip(labels, (missing, unexpected, shapes))
+            if items]
+
+
 def _is_state_dict(obj: Any) -> bool:
     return (
         isinstance(obj, dict)
@@ -395,21 +407,8 @@ class Checkpoint:
         net = build_model(name, **self.model.get("kwargs", {}))
         own = net.state_dict()
         sd = self.state_dict
-        missing = [k for k in own if k not in sd]
-        unexpected = [k for k in sd if k not in own]
-        shapes = [
-            f"{k} {list(sd[k].shape)} vs {list(own[k].shape)}"
-            for k in own
-            if k in sd and tuple(sd[k].shape) != tuple(own[k].shape)
-        ]
-        if missing or unexpected or shapes:
-            parts = []
-            if missing:
-                parts.append(f"missing keys {_few(missing)}")
-            if unexpected:
-                parts.append(f"unexpected keys {_few(unexpected)}")
-            if shapes:
-                parts.append(f"shape mismatch (checkpoint vs model) {_few(shapes)}")
+        parts = state_dict_mismatch(sd, own)
+        if parts:
             hint = (
                 "the recorded model options do not fit the weights; re-save the checkpoint"
                 if self.native and ":" not in name

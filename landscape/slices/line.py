@@ -22,18 +22,11 @@ from .grid import GridResult, evaluate_grid
 
 def check_same_architecture(a: dict, b: dict, name_a: str = "A", name_b: str = "B") -> None:
     """Raise CheckpointError unless the two state_dicts have the same names and shapes."""
-    only_a = [k for k in a if k not in b]
-    only_b = [k for k in b if k not in a]
-    shapes = [f"{k} {list(a[k].shape)} vs {list(b[k].shape)}" for k in a
-              if k in b and tuple(a[k].shape) != tuple(b[k].shape)]
-    if only_a or only_b or shapes:
-        parts = []
-        if only_a:
-            parts.append(f"only in {name_a}: {', '.join(only_a[:3])}")
-        if only_b:
-            parts.append(f"only in {name_b}: {', '.join(only_b[:3])}")
-        if shapes:
-            parts.append(f"shapes differ: {', '.join(shapes[:3])}")
+    from ..io.checkpoint import state_dict_mismatch
+
+    parts = state_dict_mismatch(b, a, (f"only in {name_a}:", f"only in {name_b}:",
+                                       f"shapes differ ({name_b} vs {name_a}):"))
+    if parts:
         raise CheckpointError(
             f"the architectures of {name_a} and {name_b} differ ({'; '.join(parts)})",
             "interpolate between checkpoints of the same model (same layers and widths)",
