@@ -23,6 +23,7 @@ import typer
 
 from ..errors import ConfigError
 from ..schema import Option, check
+from ..settings import PROBLEM
 from .options import CheckpointArg
 
 KV = Optional[list[str]]  # noqa: UP045  (Typer reads the annotation at run time)
@@ -94,178 +95,20 @@ class ProblemSpec:
         return d
 
 
-# the shared options: (name, annotation, default); ``legacy_batch`` adds the old spelling of
-# --product-batch, and commands without a split or a parameter subset leave those out
+# the problem options besides the declared ones (landscape.settings.PROBLEM): the factories'
+# keyword options, device, seed, and the old spelling of --product-batch
 _OPTIONS = [
-    (
-        "model",
-        Annotated[
-            str | None,
-            typer.Option(
-                "--model",
-                help="Model factory for a foreign state_dict (or to override the checkpoint's): "
-                     "FILE.py:FUNCTION or package.module:FUNCTION returning an nn.Module.",
-            ),
-        ],
-        None,
-    ),
-    (
-        "model_arg",
-        Annotated[
-            KV,
-            typer.Option(
-                "--model-arg",
-                help="Model factory option key=value (repeatable; JSON values, e.g. "
-                     "num_classes=100).",
-            ),
-        ],
-        None,
-    ),
-    (
-        "data",
-        Annotated[
-            str | None,
-            typer.Option(
-                "--data",
-                help="Data factory: FILE.py:FUNCTION returning (inputs, targets), a Dataset or a "
-                     "DataLoader (read batch by batch, never held whole).",
-            ),
-        ],
-        None,
-    ),
-    (
-        "data_arg",
-        Annotated[
-            KV,
-            typer.Option(
-                "--data-arg",
-                help="Data factory option key=value (repeatable; e.g. root=/data/cifar n=4096).",
-            ),
-        ],
-        None,
-    ),
-    (
-        "loss",
-        Annotated[
-            str | None,
-            typer.Option(
-                "--loss",
-                help="cross-entropy or mse (½‖f−y‖² per sample); defaults to the checkpoint's.",
-            ),
-        ],
-        None,
-    ),
-    (
-        "split",
-        Annotated[
-            str, typer.Option("--split", help="Which data split to measure on: train or test.")
-        ],
-        "train",
-    ),
-    (
-        "samples",
-        Annotated[
-            int | None,
-            typer.Option(
-                "--samples", help="Use a seeded random subset of this many samples (default: all)."
-            ),
-        ],
-        None,
-    ),
-    (
-        "product_batch",
-        Annotated[
-            int | None,
-            typer.Option(
-                "--product-batch",
-                help="Samples per product batch (memory and speed only: every estimate uses all "
-                     "samples with exact weights). Default 256, fewer if the memory budget needs "
-                     "it.",
-                show_default=False,
-            ),
-        ],
-        None,
-    ),
-    (
-        "batch_size",
-        Annotated[
-            int | None,
-            typer.Option(
-                "--batch-size", hidden=True, help="Deprecated spelling of --product-batch."
-            ),
-        ],
-        None,
-    ),
-    (
-        "bn_batch",
-        Annotated[
-            int | None,
-            typer.Option(
-                "--bn-batch",
-                help="With --train-mode: the batch over which BatchNorm takes its statistics (the "
-                     "Hessian depends on it; default the product batch).",
-                show_default=False,
-            ),
-        ],
-        None,
-    ),
-    (
-        "params",
-        Annotated[
-            str | None,
-            typer.Option(
-                "--params",
-                help="Regular expression: restrict to the matching parameters (others held fixed).",
-            ),
-        ],
-        None,
-    ),
+    ("model_arg", Annotated[KV, typer.Option("--model-arg", help="Model factory option key=value "
+                                             "(repeatable; JSON values, e.g. num_classes=100).")],
+     None),
+    ("data_arg", Annotated[KV, typer.Option("--data-arg", help="Data factory option key=value "
+                                            "(repeatable; e.g. root=/data/cifar n=4096).")], None),
     ("device", Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")], "cpu"),
-    ("dtype", Annotated[str, typer.Option("--dtype", help="float32 or float64.")], "float32"),
-    (
-        "seed",
-        Annotated[
-            int, typer.Option("--seed", help="Seed of probes and subsets: same seed, same numbers.")
-        ],
-        0,
-    ),
-    (
-        "train_mode",
-        Annotated[
-            bool,
-            typer.Option(
-                "--train-mode",
-                help="Evaluate with BatchNorm batch statistics and dropout on (default: eval "
-                     "mode, running statistics).",
-            ),
-        ],
-        False,
-    ),
-    (
-        "memory",
-        Annotated[
-            str | None,
-            typer.Option(
-                "--memory",
-                help="Memory budget, e.g. 20GiB or 800MB (a plain number is MiB). Default: 90% of "
-                     "a GPU's free memory, half the available RAM on a CPU.",
-                show_default=False,
-            ),
-        ],
-        None,
-    ),
-    (
-        "allow_random_data",
-        Annotated[
-            bool,
-            typer.Option(
-                "--allow-random-data",
-                help="Measure even if two reads of the data differ (a shuffling loader, random "
-                     "augmentation); recorded in the output.",
-            ),
-        ],
-        False,
-    ),
+    ("seed", Annotated[int, typer.Option("--seed", help="Seed of probes and subsets: same seed, "
+                                         "same numbers.")], 0),
+    ("legacy_batch", Annotated[int | None, typer.Option("--batch-size", hidden=True,
+                                                        help="Deprecated: --product-batch.")],
+     None),
 ]
 
 
@@ -308,34 +151,35 @@ def problem_options(fn=None, *, split: bool = True, params: bool = True, legacy_
     ``split`` / ``params``: offer ``--split`` / ``--params``; ``legacy_batch``: accept the old
     ``--batch-size`` for ``--product-batch`` (with a deprecation line); ``product_batch``: this
     command's default product batch."""
-    skip = {n for n, on in (("split", split), ("params", params), ("batch_size",
-                                                                   legacy_batch)) if not on}
+    skip = {n for n, on in (("split", split), ("params", params), ("legacy_batch", legacy_batch))
+            if not on}
 
     def build(opts: dict) -> ProblemSpec:
-        legacy = opts.pop("batch_size", None)
-        batch = opts.pop("product_batch", None)
+        declared = {k: check(PROBLEM[k], opts.get(k), PROBLEM[k].flag_for(k)) for k in PROBLEM}
+        legacy = opts.get("legacy_batch")
+        batch = declared["batch_size"]
         if legacy is not None:
             from . import output
 
-            output.info(
-                "note: --batch-size is deprecated here (it means --product-batch); use "
-                "--product-batch"
-            )
+            output.info("note: --batch-size is deprecated here (it means --product-batch); use "
+                        "--product-batch")
             batch = batch if batch is not None else legacy
         spec = ProblemSpec(
-            model=opts.get("model"), model_kwargs=parse_kv(opts.get("model_arg"), "--model-arg"),
-            data=opts.get("data"), data_kwargs=parse_kv(opts.get("data_arg"), "--data-arg"),
-            loss=opts.get("loss"), split=opts.get("split", "train"), samples=opts.get("samples"),
+            model=declared["model"], model_kwargs=parse_kv(opts.get("model_arg"), "--model-arg"),
+            data=declared["data"], data_kwargs=parse_kv(opts.get("data_arg"), "--data-arg"),
+            loss=declared["loss"], split=declared["split"] or "train", samples=declared["samples"],
             product_batch=batch if batch is not None else product_batch,
-            bn_batch=opts.get("bn_batch"), params=opts.get("params"),
-            device=opts.get("device", "cpu"), dtype=opts.get("dtype", "float32"),
-            seed=opts.get("seed", 0), train_mode=opts.get("train_mode", False),
-            memory=opts.get("memory"), allow_random_data=opts.get("allow_random_data", False))
+            bn_batch=declared["bn_batch"], params=declared["params"],
+            device=opts.get("device", "cpu"), dtype=declared["dtype"] or "float32",
+            seed=opts.get("seed", 0), train_mode=bool(declared["train_mode"]),
+            memory=declared["memory"], allow_random_data=bool(declared["allow_random_data"]))
         join(spec.device)
         return spec
 
     def wrap(fn):
-        return _extend(fn, "spec", [o for o in _OPTIONS if o[0] not in skip], build)
+        added = [_typer_option(k, o, o.default) for k, o in PROBLEM.items() if k not in skip]
+        added += [o for o in _OPTIONS if o[0] not in skip]
+        return _extend(fn, "spec", added, build)
 
     return wrap(fn) if fn is not None else wrap
 

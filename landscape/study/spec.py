@@ -63,6 +63,7 @@ from typing import Any
 from ..errors import ConfigError, LandscapeError
 from ..metrics import MetricView, reports
 from ..schema import Option, choice, coerce, describe, integer, positive
+from ..settings import LOADING, PROBLEM
 from ..slices.settings import SLICE, check_slice
 
 try:  # Python >= 3.11
@@ -79,22 +80,8 @@ _int, _pos, _choice = integer, positive, choice
 
 
 #: How each checkpoint becomes a Problem ([problem], overridable per item except model/data/loss).
-PROBLEM_OPTIONS: dict[str, Option] = {
-    "split": _choice("train", "test", help="data split"),
-    "samples": _int(1, help="seeded subset of this many samples (default all)"),
-    "batch_size": _int(1, 256, "samples per product batch"),
-    "dtype": _choice("float32", "float64"),
-    "params": Option("str", help="regular expression selecting the parameters"),
-    "train_mode": Option("bool", False),
-    "bn_batch": _int(1, help="with train_mode: BatchNorm's statistics batch (default batch_size)"),
-    "memory": Option("str",
-                     help="memory budget of the products, e.g. 8GiB (default: the device's share)"),
-    "allow_random_data": Option("bool", False, help="measure even if two reads of the data differ"),
-    "model": Option("str", help="model factory FILE.py:FUNCTION (foreign state_dicts)"),
-    "data": Option("str", help="data factory FILE.py:FUNCTION (foreign state_dicts)"),
-    "loss": Option("str", help="cross-entropy or mse (foreign state_dicts)"),
-}
-GLOBAL_ONLY = ("model", "data", "loss")  # how a checkpoint loads: the same for every item
+PROBLEM_OPTIONS = PROBLEM
+GLOBAL_ONLY = LOADING
 
 SEED = _int(0, help="seed of probes, subsets and directions (default [study].seed)")
 
