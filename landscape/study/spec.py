@@ -19,7 +19,7 @@ relative to the study file's folder)::
     [problem]                      # how each checkpoint becomes a Problem (defaults of every item)
     split = "train"                # train or test
     samples = 512                  # seeded subset (default: all samples)
-    batch_size = 256               # samples per product batch (memory only)
+    batch_size = 256               # samples per product batch (memory only; default: planned)
     dtype = "float32"              # float32 or float64
     params = "net\\.0"             # regular expression: parameters under study (default: all)
     train_mode = false             # BatchNorm batch statistics / dropout on
