@@ -53,8 +53,8 @@ register("keskar", Metric(
     "keskar", _keskar, _keskar_rows, lambda s: None,
     "Keskar et al.'s ε-sharpness (% loss increase in a box) by projected ascent",
     options={"epsilon": positive(1e-3, "keskar: half-width ε of the box (relative to |θ|+1)."),
-             "subspace": integer(0, 0, "keskar: ascent in a random subspace of this dimension "
-                                       "(0: full space)."),
+             "subspace": integer(0, help="keskar: ascent in a random subspace of this dimension "
+                                         "(default, or 0: the full space)."),
              "ascent_steps": integer(1, 20, "keskar: projected ascent steps.")},
     scalars=lambda r: {"keskar": r.value}, primary="keskar",
     headlines=lambda stored: [("Keskar φ (%)", number(stored.get("estimate")), number(None))]))
