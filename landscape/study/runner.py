@@ -178,12 +178,7 @@ def _hessian_metric(ctx: Context, item: Item) -> dict:
     """A metric of :data:`landscape.metrics.METRICS` on the Hessian."""
     from ..metrics import METRICS, Settings
 
-    s = Settings()
-    for k, v in item.settings.items():
-        if k in s.__dataclass_fields__ and k != "extra":
-            setattr(s, k, v)
-        else:
-            s.extra[k] = v
+    s = Settings.of(item.settings)
     op = ctx.hessian(_problem_settings(item))
     result = METRICS[item.kind].compute(op, s)
     pb = op.problem
