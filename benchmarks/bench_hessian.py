@@ -1,6 +1,5 @@
-"""Hessian trace probes and top-5 eigenvalues: landscape beside PyHessian 0.1,
-hessian-eigenthings 1.0 and curvlinops 3.0 (+ scipy eigsh), in one process, on the same model,
-data and mini-batches.
+"""Hessian trace probes and top-5 eigenvalues: landscape beside PyHessian 0.1, hessian-eigenthings
+1.0 and curvlinops 3.0 (+ scipy eigsh), in one process, on the same model, data and mini-batches.
 
     pip install pyhessian==0.1 hessian-eigenthings==1.0.0a5
     pip install --no-deps curvlinops-for-pytorch==3.0.1 backpack-for-pytorch unfoldNd einconv
@@ -88,9 +87,11 @@ def run_model(name: str, model, X, Y, probes: int, rows_trace: list, rows_eig: l
             num_samples=probes, seed=1), 1) / probes
         box = {}
         t = best_of(lambda: box.update(r=he.lanczos(op, k=5, which="LA", tol=1e-6, seed=0)), 1)
-        results_eig["hessian-eigenthings 1.0 (lanczos)"] = (t,
-                                                            rel_err(box["r"].eigenvalues.tolist(),
-                                                                    ref), None)
+        results_eig["hessian-eigenthings 1.0 (lanczos)"] = (
+            t,
+            rel_err(box["r"].eigenvalues.tolist(), ref),
+            None,
+        )
     except ImportError:
         pass
 

@@ -13,9 +13,8 @@ time and peak memory of landscape's computation against a naive per-sample-gradi
   them; s by the same Lanczos on a product that loops over samples (double backward each).
 
 Each method runs in a fresh process; peak memory is the growth of the resident set during the
-computation (VmHWM after resetting it, minus VmRSS before). Times are single runs: wall seconds
-and CPU seconds (user + system, all threads), the latter less sensitive to a shared machine.
-"""
+computation (VmHWM after resetting it, minus VmRSS before). Times are single runs: wall seconds and
+CPU seconds (user + system, all threads), the latter less sensitive to a shared machine."""
 
 from __future__ import annotations
 
@@ -86,11 +85,17 @@ def run_naive(model, X, Y) -> dict:
         out = model(X[i : i + 1])[0]
         li = torch.nn.functional.cross_entropy(out[None], Y[i : i + 1])
         total += float(li.detach())
-        U.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(li, params,
-                                                                       retain_graph=True)]))
-        J = torch.stack([torch.cat([g.reshape(-1) for g in torch.autograd.grad(out[c], params,
-                                                                               retain_graph=True)])
-                         for c in range(out.numel())])
+        U.append(
+            torch.cat([g.reshape(-1) for g in torch.autograd.grad(li, params, retain_graph=True)])
+        )
+        J = torch.stack(
+            [
+                torch.cat(
+                    [g.reshape(-1) for g in torch.autograd.grad(out[c], params, retain_graph=True)]
+                )
+                for c in range(out.numel())
+            ]
+        )
         pi = torch.softmax(out.detach().double(), 0)
         lam, Q = torch.linalg.eigh(torch.diag(pi) - torch.outer(pi, pi))
         keep = lam > 1e-12

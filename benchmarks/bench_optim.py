@@ -2,17 +2,15 @@
 
 Same model, same batches (128 digits images), same base (torch SGD, momentum 0.9). Two models:
 ``--model mlp`` (64-128-128-10, 26k parameters, ~1 ms/step on one CPU thread: per-step Python and
-kernel-launch costs are a visible part of a step there, and drawing p Gaussian numbers costs ~10%
-of an sgd step) and ``--model cnn`` (LeNet-like, conv 32-64 + dense 128, 85k parameters, where a
-step's arithmetic dominates and the ratios approach the pass counts). Repeats are interleaved
-round-robin over the optimizers (so a load change on a
-shared machine hits all of them alike); the ratio to sgd is taken within each round, and medians
-over the rounds are reported. On CPU the clock
-is the process's CPU time by default (other jobs on a shared machine do not count). Prints a
-markdown
-table: optimizer, median ms/step, its ratio to sgd, passes/step, target ratio (issue 5). On a
-loaded machine compare ``gd`` with ``sgd`` (the same step here, both with momentum 0.9) to read the
-noise floor.
+kernel-launch costs are a visible part of a step there, and drawing p Gaussian numbers costs ~10% of
+an sgd step) and ``--model cnn`` (LeNet-like, conv 32-64 + dense 128, 85k parameters, where a step's
+arithmetic dominates and the ratios approach the pass counts). Repeats are interleaved round-robin
+over the optimizers (so a load change on a shared machine hits all of them alike); the ratio to sgd
+is taken within each round, and medians over the rounds are reported. On CPU the clock is the
+process's CPU time by default (other jobs on a shared machine do not count). Prints a markdown
+table: optimizer, median ms/step, its ratio to sgd, passes/step, target ratio (issue 5). On a loaded
+machine compare ``gd`` with ``sgd`` (the same step here, both with momentum 0.9) to read the noise
+floor.
 
     python benchmarks/bench_optim.py [--model mlp|cnn] [--steps 20] [--repeats 25] [--threads 1]
                                      [--device cpu] [--clock cpu|wall]

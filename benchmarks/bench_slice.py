@@ -13,8 +13,7 @@ Columns:
 - ``batched``: landscape with ``batch_points`` points stacked and pushed through
   ``vmap(functional_call)`` (the best of the listed sizes, which is shown).
 
-Every mode evaluates the loss and the accuracy at every point and must give the same numbers.
-"""
+Every mode evaluates the loss and the accuracy at every point and must give the same numbers."""
 
 from __future__ import annotations
 
@@ -38,8 +37,9 @@ def module_loop(model, X, Y, theta, D, coords, batch=128):
             total, correct = 0.0, 0
             for i in range(0, X.shape[0], batch):
                 out = model(X[i : i + batch])
-                total += float(torch.nn.functional.cross_entropy(out, Y[i : i + batch],
-                                                                 reduction="sum"))
+                total += float(
+                    torch.nn.functional.cross_entropy(out, Y[i : i + batch], reduction="sum")
+                )
                 correct += int((out.argmax(1) == Y[i : i + batch]).sum())
             losses.append(total / X.shape[0])
             accs.append(correct / X.shape[0])

@@ -65,9 +65,8 @@ def slides_example(out: Path, T: int) -> None:
 
 def quadratic_example(out: Path, T: int) -> None:
     """Sweep η across the boundary: the measured per-step factor ``E x²_{t+1} / E x²_t`` (the mean
-    of
-    the iid factors ``x²_{t+1}/x²_t`` over trajectories and steps; ``E x_t²`` itself is heavy-tailed
-    over many steps) against slides eq. 6, for B = 1 and 2."""
+    of the iid factors ``x²_{t+1}/x²_t`` over trajectories and steps; ``E x_t²`` itself is
+    heavy-tailed over many steps) against slides eq. 6, for B = 1 and 2."""
     a = [1.0, 2.0, 3.0, 10.0]
     mean, s = sharpness_nonuniformity(a)
     print(f"\nf = (1/2n) Σ a_i x², a = {a}: sharpness a = {mean:g}, non-uniformity s = {s:.4g}")
@@ -89,8 +88,9 @@ def quadratic_example(out: Path, T: int) -> None:
             err.append(2 * float(ratios.std()) / math.sqrt(ratios.numel()))
         ax.errorbar(grid, meas, yerr=err, fmt="o", ms=3, capsize=2, color=color,
                     label=f"measured, B = {B} (±2 se)")
-        worst = max(abs(m - second_moment_factor(a, lr, B)) / (e / 2) for m, e, lr in zip(meas, err,
-                                                                                          grid))
+        worst = max(
+            abs(m - second_moment_factor(a, lr, B)) / (e / 2) for m, e, lr in zip(meas, err, grid)
+        )
         cross = next((lr for lr in torch.linspace(0.02, 0.5,
                                                   2000).tolist() if second_moment_factor(a, lr,
                                                       B) > 1), None)

@@ -9,8 +9,7 @@ A data factory, called with its options (``--data-arg``), returns one of
 - (for ``landscape.data.load_dataset``) a ``landscape.data.Split``, or a dict
   ``{"train": ..., "test": ...}`` of the above.
 
-Datasets and loaders are read batch by batch (:mod:`landscape.data.source`), never held whole.
-"""
+Datasets and loaders are read batch by batch (:mod:`landscape.data.source`), never held whole."""
 
 from __future__ import annotations
 

@@ -192,8 +192,9 @@ class Problem:
         self._global = source  # every rank's samples, in order (after --samples)
         self._set_samples(source)
         if not self.allow_random_data and not isinstance(source, TensorSource):
-            check_repeatable(self.source if len(self.source) else self._global, min(self.batch_size,
-                                                                                    8))
+            check_repeatable(
+                self.source if len(self.source) else self._global, min(self.batch_size, 8)
+            )
         self._check_fit()
 
     def _set_samples(self, source) -> None:

@@ -1,8 +1,7 @@
 """Shared pieces of the ``scripts/repro_*.py`` reproductions: command line, HDF5 output, markdown
 tables, run helpers. Every script runs the toolkit itself (``landscape.train``,
-``landscape.escape``,
-``landscape.metrics``, ``landscape.estimators``) at CPU scale on scikit-learn's digits.
-"""
+``landscape.escape``, ``landscape.metrics``, ``landscape.estimators``) at CPU scale on
+scikit-learn's digits."""
 
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
 """Experiment 1 — gradient descent ends at the edge of stability (lecture, "A stability
-perspective";
-docs/algorithms.md §2): full-batch GD on a digits MLP at several learning rates, the top Hessian
-eigenvalue λ_max tracked during training (``landscape.train`` with ``track=["eig"]``, Lanczos),
-compared with the linear-stability bound 2/η. Two losses: mse on one-hot labels, the regime where
-Cohen et al. (2021) show GD's λ_max rising to 2/η and hovering there, at three step sizes; and
-cross-entropy, where it reaches 2/η only briefly, at four.
+perspective"; docs/algorithms.md §2): full-batch GD on a digits MLP at several learning rates, the
+top Hessian eigenvalue λ_max tracked during training (``landscape.train`` with ``track=["eig"]``,
+Lanczos), compared with the linear-stability bound 2/η. Two losses: mse on one-hot labels, the
+regime where Cohen et al. (2021) show GD's λ_max rising to 2/η and hovering there, at three step
+sizes; and cross-entropy, where it reaches 2/η only briefly, at four.
 
     python scripts/repro_eos.py [--out docs/repro/eos] [--quick]
 

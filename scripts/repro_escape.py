@@ -3,19 +3,17 @@ isotropic-noise control ("The importance of noise structure"; docs/algorithms.md
 ``landscape.escape.experiment.run_escape`` (the code behind ``landscape escape``): full-batch GD to
 near convergence on a digits MLP (squared error on one-hot labels, ½‖f − y‖² per sample), then many
 trajectories of each dynamics from that point at the same learning rate: SGD with batch B, Gaussian
-isotropic noise with SGD's total
-variance, SGD's noise scaled by 0.1 (small-noise), and GD. The start is measured with
-``minimum_stats`` (λ_max against 2/η, ‖H‖_F, tr H, the non-uniformity s against
-sqrt(B(n−1)/(n−B))/η, the alignment μ, Theorem 4's γ_0, and tr H against sqrt(pB)/η for isotropic
-noise).
+isotropic noise with SGD's total variance, SGD's noise scaled by 0.1 (small-noise), and GD. The
+start is measured with ``minimum_stats`` (λ_max against 2/η, ‖H‖_F, tr H, the non-uniformity s
+against sqrt(B(n−1)/(n−B))/η, the alignment μ, Theorem 4's γ_0, and tr H against sqrt(pB)/η for
+isotropic noise).
 
     python scripts/repro_escape.py [--out docs/repro/escape] [--quick]
 
 Writes ``escape.h5`` (``/start`` attributes: the starting point's statistics and GD's descent;
 ``/<dynamics>``: ``record_steps``, ``losses[T, R]``, ``distances[T, R]`` and the summary as
 attributes), ``escape.png`` (Figure 19: every trajectory thin, the mean bold, log scale) and
-``table.md``.
-"""
+``table.md``."""
 
 from __future__ import annotations
 

@@ -128,12 +128,18 @@ def table(res: dict) -> str:
     rows = []
     for label, rs in res.items():
         ok = [r for r in rs if r["status"] == "finished"]
-        rows.append([label, f"{len(ok)}/{len(rs)}", rc.pm([r["test_accuracy"] for r in ok], 3),
-                     rc.pm([r["train_loss"] for r in ok], 2), rc.pm([r["lambda_max"] for r in ok],
-                                                                    3),
-                     rc.pm([r["trace"] for r in ok], 3),
-                     rc.fmt(rs[0]["passes_per_step"]) if rs and rs[0]["passes_per_step"] else "–",
-                     rc.pm([r["train_seconds"] for r in ok], 2)])
+        rows.append(
+            [
+                label,
+                f"{len(ok)}/{len(rs)}",
+                rc.pm([r["test_accuracy"] for r in ok], 3),
+                rc.pm([r["train_loss"] for r in ok], 2),
+                rc.pm([r["lambda_max"] for r in ok], 3),
+                rc.pm([r["trace"] for r in ok], 3),
+                rc.fmt(rs[0]["passes_per_step"]) if rs and rs[0]["passes_per_step"] else "–",
+                rc.pm([r["train_seconds"] for r in ok], 2),
+            ]
+        )
     return rc.markdown_table(["optimizer", "runs ok", "test accuracy", "final train loss", "λ_max",
                               "tr(H)", "passes/step", "train s"], rows)
 
@@ -177,8 +183,9 @@ def main(argv=None) -> dict:
             means = {}
             for key in ("test_accuracy", "lambda_max", "trace", "train_loss"):
                 means[f"{key}_mean"], means[f"{key}_std"] = summary(rs, key)
-            g = rc.write_group(f, label.replace("/", "_"), None, {"optimizer": rs[0]["optimizer"],
-                                                                  **means})
+            g = rc.write_group(
+                f, label.replace("/", "_"), None, {"optimizer": rs[0]["optimizer"], **means}
+            )
             for r in rs:
                 rc.write_group(f, f"{g.name}/seed_{r['seed']}", {"step": r["acc_step"],
                                                                  "test_accuracy": r["acc"]},

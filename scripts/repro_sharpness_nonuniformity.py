@@ -126,11 +126,20 @@ def table(rows: list[dict]) -> str:
             continue
         lam_ok = all(r["lambda_max"] <= r["lambda_bound"] * 1.05 for r in ok)
         s_ok = all(r["s"] <= r["s_bound"] for r in ok)
-        out.append([f"{lr:g}", str(B), f"{len(ok)}/{len(rs)}", rc.pm([r["train_loss"] for r in ok],
-                                                                     2),
-                    rc.pm([r["lambda_max"] for r in ok], 3), f"{2 / lr:.3g}",
-                    rc.pm([r["s"] for r in ok], 3),
-                    rc.fmt(ok[0]["s_bound"]), "yes" if lam_ok else "no", "yes" if s_ok else "no"])
+        out.append(
+            [
+                f"{lr:g}",
+                str(B),
+                f"{len(ok)}/{len(rs)}",
+                rc.pm([r["train_loss"] for r in ok], 2),
+                rc.pm([r["lambda_max"] for r in ok], 3),
+                f"{2 / lr:.3g}",
+                rc.pm([r["s"] for r in ok], 3),
+                rc.fmt(ok[0]["s_bound"]),
+                "yes" if lam_ok else "no",
+                "yes" if s_ok else "no",
+            ]
+        )
     return rc.markdown_table(["η", "B", "runs ok", "train loss", "λ_max", "2/η", "s", "s bound",
                               "λ_max ≤ 2/η (+5%)", "s ≤ bound"], out)
 

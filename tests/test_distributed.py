@@ -132,8 +132,10 @@ def test_two_gloo_processes_match_one(tmp_path):
     assert [r["local_samples"] for r in ranks] == [19, 18] and all(r["n"] == 37 for r in ranks)
     # each training step: every rank took half of the global minibatch of 10 (one process: all of
     # it)
-    assert [r["shards"] for r in ranks] == [[(10, 5), (10, 5)]] * 2 and one["shards"] == [(10, 10),
-                                                                                          (10, 10)]
+    assert [r["shards"] for r in ranks] == [[(10, 5), (10, 5)]] * 2 and one["shards"] == [
+        (10, 10),
+        (10, 10),
+    ]
     for r in ranks:  # every rank returns the global numbers
         _close(r["trace"], one["trace"])
         _close(r["eig"], one["eig"])
@@ -171,8 +173,9 @@ def _initial(name: str) -> torch.Tensor:
 
     cfg = _train_config()
     split = load_dataset(cfg.data, **cfg.data_kwargs)
-    model = build_model(cfg.model, seed=cfg.seed, **model_kwargs_for(cfg.model, split,
-                                                                     **cfg.model_kwargs))
+    model = build_model(
+        cfg.model, seed=cfg.seed, **model_kwargs_for(cfg.model, split, **cfg.model_kwargs)
+    )
     return model.state_dict()[name].double()
 
 

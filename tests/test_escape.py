@@ -52,8 +52,9 @@ def test_sharpness_nonuniformity_and_factor():
     assert second_moment_factor([1.0, 2.0, 3.0, 10.0], 0.4, 1) == pytest.approx(0.36 + 0.16 * 12.5)
     # Theorem 4's γ0 = η² μ ‖H‖_F²/B with μ = s²/a², ‖H‖_F = a
     c = (4 - 2) / (2 * 3)  # n = 4, B = 2, without replacement
-    assert quadratic_gamma0([1.0, 2.0, 3.0, 10.0], 0.4, 2) == pytest.approx(gamma0(0.4, 12.5 / 16,
-                                                                                   4.0, c))
+    assert quadratic_gamma0([1.0, 2.0, 3.0, 10.0], 0.4, 2) == pytest.approx(
+        gamma0(0.4, 12.5 / 16, 4.0, c)
+    )
 
 
 @pytest.mark.parametrize("lr,batch", [(0.25, 1), (0.4, 1), (0.35, 2), (0.45, 2)])
@@ -269,9 +270,16 @@ def test_cli_from_checkpoint(tmp_path):
     split = load_dataset("teacher-student", **data_kwargs)
     kw = model_kwargs_for("two-layer", split, width=8)
     path = tmp_path / "start.pt"
-    make_checkpoint("two-layer", kw, "teacher-student", data_kwargs, "mse", build_model("two-layer",
-                                                                                        **kw),
-                    {"lr": 0.05}, split=split).save(path)
+    make_checkpoint(
+        "two-layer",
+        kw,
+        "teacher-student",
+        data_kwargs,
+        "mse",
+        build_model("two-layer", **kw),
+        {"lr": 0.05},
+        split=split,
+    ).save(path)
     res = _cli([str(path), "--to", "sgd,small-noise", "-T", "4", "--steps", "5", "--batch-size",
                 "3", "--no-theory",
                 "--json", "--no-progress"])

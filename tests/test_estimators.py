@@ -386,11 +386,11 @@ def test_submodules_are_importable_by_name():
 
 @pytest.mark.parametrize("kind", ["indefinite", "dominant"])
 def test_small_sample_intervals_cover_at_their_nominal_rate(kind):
-    """The 95% intervals of every estimator that prints a ± (Student-t with its degrees of
-    freedom; the Frobenius norm's on a log scale) cover the truth at their nominal rate with ten
-    probes (±1.96 stderr covered 0.82-0.93), and Hutch++ keeps ten residual probes at a budget
-    of 24 (the paper's m/3 split left 8): at least 273 of 300 seeds, 95% less three binomial
-    standard deviations."""
+    """The 95% intervals of every estimator that prints a ± (Student-t with its degrees of freedom;
+    the Frobenius norm's on a log scale) cover the truth at their nominal rate with ten probes
+    (±1.96 stderr covered 0.82-0.93), and Hutch++ keeps ten residual probes at a budget of 24 (the
+    paper's m/3 split left 8): at least 273 of 300 seeds, 95% less three binomial standard
+    deviations."""
     from landscape.estimators.frobenius import frobenius_inner
     from landscape.estimators.trace import hutchpp_trace
 
@@ -401,10 +401,12 @@ def test_small_sample_intervals_cover_at_their_nominal_rate(kind):
              "inner": float((A * B).sum())}
     hits = dict.fromkeys(truth, 0)
     for seed in range(300):
-        est = {"hutchinson": trace(A, probes=10, seed=seed), "hutchpp": hutchpp_trace(A, probes=24,
-                                                                                      seed=seed),
-               "frobenius": frobenius(A, probes=10, seed=seed), "inner": frobenius_inner(A, B,
-                   probes=10, seed=seed)}
+        est = {
+            "hutchinson": trace(A, probes=10, seed=seed),
+            "hutchpp": hutchpp_trace(A, probes=24, seed=seed),
+            "frobenius": frobenius(A, probes=10, seed=seed),
+            "inner": frobenius_inner(A, B, probes=10, seed=seed),
+        }
         for name, e in est.items():
             lo, hi = e.interval(0.95)
             hits[name] += lo <= truth[name] <= hi

@@ -127,9 +127,12 @@ def one_dimensional(a: torch.Tensor, x: float):
     model = nn.Linear(1, 1, bias=False).double()
     with torch.no_grad():
         model.weight.fill_(x)
-    return landscape.Problem(model, "mse", (a.sqrt()[:, None], torch.zeros(a.numel(), 1,
-                                                                           dtype=torch.float64)),
-                             batch_size=4)
+    return landscape.Problem(
+        model,
+        "mse",
+        (a.sqrt()[:, None], torch.zeros(a.numel(), 1, dtype=torch.float64)),
+        batch_size=4,
+    )
 
 
 def test_one_dimensional_case_of_the_slides():

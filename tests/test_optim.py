@@ -64,8 +64,9 @@ def own_kwargs(name: str, net: nn.Module, **over):
 def make(name: str, net: nn.Module, base: str | None = None, lr: float | None = None, **over):
     if lr is None:
         lr = 0.05 if (base == "adam" or name == "adam-tracer") else 0.2
-    return build_optimizer(name, net.parameters(), base=base, lr=lr, **own_kwargs(name, net,
-                                                                                  **over))
+    return build_optimizer(
+        name, net.parameters(), base=base, lr=lr, **own_kwargs(name, net, **over)
+    )
 
 
 def do_step(opt, name: str, model: nn.Module, x, y, **step_kw):
@@ -639,17 +640,27 @@ def test_diag_noise_of_linear_layers_without_per_sample_gradients():
     twice = nn.Sequential(shared, nn.Tanh(), shared, nn.Linear(D, K)).to(DT)
     for net, inp in ((conv, torch.randn(8, 1, 4, 4, dtype=DT)), (twice, x)):
         params = {n: t.detach() for n, t in net.named_parameters()}
-        assert fx.linear_sum_squared_grads(net, lambda prm, a, net=net: functional_call(net, prm,
-                                                                                        (a,)),
-                                           get_loss("cross-entropy"), params, inp, y) is None
+        assert (
+            fx.linear_sum_squared_grads(
+                net,
+                lambda prm, a, net=net: functional_call(net, prm, (a,)),
+                get_loss("cross-entropy"),
+                params,
+                inp,
+                y,
+            )
+            is None
+        )
 
 
 @pytest.mark.parametrize("kind", ["diag", "full"])
 def test_injected_noise_covariance_matches_empirical_fisher(kind):
     gen = torch.Generator().manual_seed(0)
     m, k, scale = 6, 8000, 0.4
-    per = [torch.randn(m, 2, 2, generator=gen, dtype=DT) + 0.5, torch.randn(m, 3, generator=gen,
-                                                                            dtype=DT)]
+    per = [
+        torch.randn(m, 2, 2, generator=gen, dtype=DT) + 0.5,
+        torch.randn(m, 3, generator=gen, dtype=DT),
+    ]
     G = torch.cat([t.reshape(m, -1) for t in per], 1)  # [M, p]
     Femp = G.T @ G / m
     target = scale**2 * (torch.diag(torch.diag(Femp)) if kind == "diag" else Femp)

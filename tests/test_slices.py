@@ -179,8 +179,9 @@ def test_interpolation_between_different_architectures_is_a_clear_error():
     model_a, loss, data = mlp_ce()
     other = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)).double()
     with pytest.raises(CheckpointError, match="architectures differ"):
-        interpolate({"train": Problem(model_a, loss, data)}, other.state_dict(), np.array([0.0,
-                                                                                           1.0]))
+        interpolate(
+            {"train": Problem(model_a, loss, data)}, other.state_dict(), np.array([0.0, 1.0])
+        )
 
 
 def test_pca_recovers_the_plane_and_the_trajectory():
@@ -240,10 +241,20 @@ def test_figures_of_every_kind_are_rendered(tmp_path):
     assert _nonempty(render(tmp_path / "i.h5")[0])
     # a sharpness file with a density, a training run, an escape file
     nodes = torch.linspace(-1, 5, 12).reshape(2, 6)
-    write_tree(tmp_path / "d.h5", {"metrics": {"density": {"nodes": nodes.numpy(),
-                                                           "weights": (torch.ones(2,
-                                                                                  6) / 6).numpy(),
-                                                           "runs": 2, "steps": 6, "matvecs": 12}}})
+    write_tree(
+        tmp_path / "d.h5",
+        {
+            "metrics": {
+                "density": {
+                    "nodes": nodes.numpy(),
+                    "weights": (torch.ones(2, 6) / 6).numpy(),
+                    "runs": 2,
+                    "steps": 6,
+                    "matvecs": 12,
+                }
+            }
+        },
+    )
     assert _nonempty(render(tmp_path / "d.h5")[0])
     from landscape.train.run import RunDir, Series
 

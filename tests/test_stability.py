@@ -197,8 +197,8 @@ def test_stability_cli(tmp_path):
 
 def test_matrix_condition_is_sufficient_not_necessary():
     """docs/algorithms.md §2: λ_max{(I − ηH)² + η²(n−B)/(B(n−1)) Σ_H} > 1 while the exact
-    mean-square
-    growth of SGD, the spectral radius of X ↦ E[(I − ηH_i) X (I − ηH_i)], is below 1 (B = 1)."""
+    mean-square growth of SGD, the spectral radius of X ↦ E[(I − ηH_i) X (I − ηH_i)], is below 1 (B
+    = 1)."""
     a = torch.tensor([[-0.51, -0.765], [-0.004, -1.572], [0.001, -0.17]], dtype=torch.float64)
     model = nn.Linear(2, 1, bias=False).double()
     with torch.no_grad():

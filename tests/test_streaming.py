@@ -134,8 +134,7 @@ def _run(files: Path, *args: str, kind: str = "tensors", extra=()):
             os.environ["PYTHONPATH"] = old
 
 
-# ----------------------------------------------------------------------------- library: streamed =
-# in memory
+# ------------------------------------------------------------- library: streamed = in memory
 def _problems(files, kind, **kw):
     model = _model()
     a = landscape.Problem(model, "cross-entropy", _data(files, "tensors"), batch_size=5, **kw)
@@ -327,9 +326,13 @@ def test_memory_stays_flat_over_many_products():
     if _rss() is None:
         pytest.skip("no /proc/self/status on this platform")
     g = torch.Generator().manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 512), torch.nn.Tanh(), torch.nn.Linear(512,
-                                                                                           512),
-                                torch.nn.Tanh(), torch.nn.Linear(512, 10))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(64, 512),
+        torch.nn.Tanh(),
+        torch.nn.Linear(512, 512),
+        torch.nn.Tanh(),
+        torch.nn.Linear(512, 10),
+    )
     X, Y = torch.randn(768, 64, generator=g), torch.randint(0, 10, (768,), generator=g)
     H = landscape.Hessian(model, "cross-entropy", (X, Y), batch_size=256, cache_bytes=0)
     v = torch.randn(H.shape[0], generator=g)
@@ -354,8 +357,9 @@ def test_a_dataset_four_times_the_budget_runs_within_it(files):
 
         def __getitem__(self, i):
             g = torch.Generator().manual_seed(i)
-            return torch.randn(1, 16, 16, generator=g, dtype=F64), int(torch.randint(0, 10, (1,),
-                                                                                     generator=g))
+            return torch.randn(1, 16, 16, generator=g, dtype=F64), int(
+                torch.randint(0, 10, (1,), generator=g)
+            )
 
     torch.manual_seed(
         0
@@ -424,8 +428,7 @@ def test_out_of_memory_error_shrinks_and_too_small_a_budget_is_refused(monkeypat
         landscape.Hessian(_model(), "cross-entropy", (X, Y), memory=1000).plan()
 
 
-# ----------------------------------------------------------------------------- the command line's
-# checks
+# -------------------------------------------------------------- the command line's checks
 def _one_line_error(r, word: str) -> None:
     assert r.exit_code == 2, r.output
     lines = [ln for ln in r.output.strip().splitlines() if ln.strip()]

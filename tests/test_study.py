@@ -378,8 +378,11 @@ def test_run_directories_give_checkpoints_by_step_and_a_figure_over_steps(tmp_pa
     assert [c.label for c in final_only.checkpoints] == ["runs|r1|final"]
     run_study(study)
     rec = read_study(study.output)
-    assert [rec.checkpoints[lb]["step"] for lb in rec.checkpoints] == [4, 2,
-                                                                       4]  # file order: by name
+    assert [rec.checkpoints[lb]["step"] for lb in rec.checkpoints] == [
+        4,
+        2,
+        4,
+    ]  # file order: by name
     fig = overview_figure(rec)
     ax = fig.axes[0]
     assert ax.get_xlabel() == "training step" and sorted(ax.lines[0].get_xdata()) == [2, 4, 4]

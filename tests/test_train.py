@@ -83,9 +83,15 @@ def test_mse_on_class_labels_trains_on_one_hot_targets(tmp_path):
     assert abs(pb.loss_value() - r.final["train_loss"]) < 1e-5
 
 
-@pytest.mark.parametrize("optimizer,hyper,stop", [("sgd", {}, 11), ("sam", {"rho": 0.05}, 7),
-                                                  ("adam-tracer", {}, 13), ("lb-full-noise",
-                                                                            {"small_batch": 8}, 9)])
+@pytest.mark.parametrize(
+    "optimizer,hyper,stop",
+    [
+        ("sgd", {}, 11),
+        ("sam", {"rho": 0.05}, 7),
+        ("adam-tracer", {}, 13),
+        ("lb-full-noise", {"small_batch": 8}, 9),
+    ],
+)
 def test_resume_equals_uninterrupted_to_the_bit(tmp_path, optimizer, hyper, stop):
     c = cfg(optimizer=optimizer, hyper=hyper, lr=0.05 if "adam" not in optimizer else 1e-3,
             epochs=3,

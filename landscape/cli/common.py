@@ -31,8 +31,7 @@ KV = Optional[list[str]]  # noqa: UP045  (Typer reads the annotation at run time
 
 def parse_kv(items: list[str] | None, flag: str) -> dict:
     """``["widths=[128,128]", "activation=tanh"]`` -> ``{"widths": [128, 128], "activation":
-    "tanh"}``
-    (values parsed as JSON when possible; ``-`` in keys becomes ``_``)."""
+    "tanh"}`` (values parsed as JSON when possible; ``-`` in keys becomes ``_``)."""
     out: dict = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -113,8 +112,8 @@ _OPTIONS = [
 
 
 def join(device: str | None) -> None:
-    """Under torchrun, join the process group (NCCL for a CUDA ``device``, else gloo); nothing in
-    a single process."""
+    """Under torchrun, join the process group (NCCL for a CUDA ``device``, else gloo); nothing in a
+    single process."""
     from .. import distributed
 
     distributed.init_from_env(device)
@@ -242,8 +241,9 @@ def outputs(fn=None, *, plot: bool = False):
     receives them as ``io: Outputs``."""
     from .options import DebugOpt, JsonOpt, OutOpt, PlotOpt
 
-    added = [("json_", JsonOpt, False), ("out", OutOpt, None)] + ([("plot", PlotOpt,
-                                                                    None)] if plot else [])
+    added = [("json_", JsonOpt, False), ("out", OutOpt, None)] + (
+        [("plot", PlotOpt, None)] if plot else []
+    )
     added.append(("debug", DebugOpt, False))
 
     def build(values: dict) -> Outputs:

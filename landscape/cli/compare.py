@@ -52,8 +52,10 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
     if isinstance(v, dict):
-        return ", ".join(f"{k}={_fmt(x)}" for k, x in v.items() if not isinstance(x, (dict,
-                                                                                      list))) or "-"
+        return (
+            ", ".join(f"{k}={_fmt(x)}" for k, x in v.items() if not isinstance(x, (dict, list)))
+            or "-"
+        )
     return str(v)
 
 

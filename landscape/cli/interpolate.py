@@ -14,16 +14,27 @@ from .common import Outputs, ProblemSpec, Stopwatch, header, measuring
 from .slice import build_problems, emit
 
 
-@measuring({k: SLICE[k] for k in ("batch_points", "recompute_bn", "test")}, plot=True, split=False,
-           params=False, product_batch=1024)
+@measuring(
+    {k: SLICE[k] for k in ("batch_points", "recompute_bn", "test")},
+    plot=True,
+    split=False,
+    params=False,
+    product_batch=1024,
+)
 def interpolate(
-    checkpoint_a: Annotated[Path,
-                            typer.Argument(help="Checkpoint A (α = 0); its data and loss are used.",
-                                           show_default=False)],
-    checkpoint_b: Annotated[Path, typer.Argument(help="Checkpoint B (α = 1), same architecture.",
-                                                 show_default=False)],
-    range_: Annotated[tuple[float, float], typer.Option("--range", help="LO HI of α.")] = (-0.5,
-                                                                                           1.5),
+    checkpoint_a: Annotated[
+        Path,
+        typer.Argument(
+            help="Checkpoint A (α = 0); its data and loss are used.", show_default=False
+        ),
+    ],
+    checkpoint_b: Annotated[
+        Path, typer.Argument(help="Checkpoint B (α = 1), same architecture.", show_default=False)
+    ],
+    range_: Annotated[tuple[float, float], typer.Option("--range", help="LO HI of α.")] = (
+        -0.5,
+        1.5,
+    ),
     points: Annotated[int, typer.Option("--points", help="Values of α.")] = 81,
     settings: dict | None = None,
     spec: ProblemSpec = None,

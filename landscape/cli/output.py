@@ -92,8 +92,11 @@ def check_writable(out: Path | None = None, plot: Path | None = None,
     """Refuse an output path that cannot be written BEFORE any computation: a file path that is a
     directory, a run directory that is a file, a folder that cannot be created or written, a
     figure format matplotlib does not write."""
-    for path, what, is_folder in ((out, "--out", False), (plot, "--plot", False), (folder, "--out",
-                                                                                   True)):
+    for path, what, is_folder in (
+        (out, "--out", False),
+        (plot, "--plot", False),
+        (folder, "--out", True),
+    ):
         if path is None:
             continue
         path = Path(path)

@@ -68,9 +68,10 @@ def sharpness(
     report["settings"] = settings.to_dict() | {"metrics": names, **spec.settings()}
     report["products"] = output.products_report(operators[next(iter(operators))])
     if per_layer:
-        report["layers"] = {layer: {"params": pb.p, "metrics": {k: r.to_dict() for k,
-                                                                r in results[layer].items()}}
-                            for layer, pb in targets.items()}
+        report["layers"] = {
+            layer: {"params": pb.p, "metrics": {k: r.to_dict() for k, r in results[layer].items()}}
+            for layer, pb in targets.items()
+        }
     else:
         report["metrics"] = {k: r.to_dict() for k, r in results[""].items()}
     report["seconds"] = clock()

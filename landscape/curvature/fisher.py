@@ -99,14 +99,12 @@ class Fisher(ProblemOperator):
     """Monte-Carlo true Fisher ``F_mc = (1/n) Σ_i (1/m) Σ_s g_is g_isᵀ`` with
     ``g_is = ∇_θ l(f_i, ŷ_is)`` and ``ŷ_is`` drawn from the model (see :func:`sample_predictive`).
 
-    Since ``g_is = J_iᵀ r_is`` with ``r_is = ∂l/∂f`` at the drawn label, the product is
-    ``J_iᵀ (R_i R_iᵀ) J_i v`` with ``R_i = [r_i1 … r_im]/√m`` (:func:`fx.jacobian_sandwich_vp`):
-    one Jacobian-vector and one vector-Jacobian product per batch, whatever ``m``. The labels are
-    drawn once at construction from ``seed``, per global sample (the same under torch.distributed
-    for any number of processes), so repeated products are those of one fixed PSD matrix; ``E F_mc =
-    GGN`` and
-    ``‖F_mc − GGN‖_F = O(1/√(m))`` (tested).
-    """
+    Since ``g_is = J_iᵀ r_is`` with ``r_is = ∂l/∂f`` at the drawn label, the product is ``J_iᵀ (R_i
+    R_iᵀ) J_i v`` with ``R_i = [r_i1 … r_im]/√m`` (:func:`fx.jacobian_sandwich_vp`): one
+    Jacobian-vector and one vector-Jacobian product per batch, whatever ``m``. The labels are drawn
+    once at construction from ``seed``, per global sample (the same under torch.distributed for any
+    number of processes), so repeated products are those of one fixed PSD matrix; ``E F_mc = GGN``
+    and ``‖F_mc − GGN‖_F = O(1/√(m))`` (tested)."""
 
     def __init__(self, model_or_problem, loss=None, data=None, *, mc_samples: int = 1,
                  seed: int = 0,
@@ -129,8 +127,9 @@ class Fisher(ProblemOperator):
                 labels = sample_predictive(pb, out, draws[start : start + x.shape[0]])
                 start += x.shape[0]
                 rep = out.repeat_interleave(m, dim=0)
-                r = fx.loss_output_grad(pb.loss, rep, labels).reshape(out.shape[0], m,
-                                                                      -1)  # [B, m, k]
+                r = fx.loss_output_grad(pb.loss, rep, labels).reshape(
+                    out.shape[0], m, -1
+                )  # [B, m, k]
                 factors.append(r.transpose(1, 2).contiguous() / math.sqrt(m))  # [B, k, m]
         self._factors = torch.cat(factors) if len(factors) > 1 else factors[0]
 
@@ -151,9 +150,8 @@ class Fisher(ProblemOperator):
 class EmpiricalFisher(ProblemOperator):
     """``F_emp v = (1/n) Σ_i g_i (g_iᵀ v)`` with ``g_i = ∇l_i`` at the dataset labels
     (docs/algorithms.md §1 "empirical Fisher"; in this toolkit "empirical Fisher" never means the
-    lecture's G). Per-sample gradients come from vmap in chunks of ``chunk`` samples (default:
-    as many as fit in 256 MiB); each product recomputes them, so memory is ``chunk · p``.
-    """
+    lecture's G). Per-sample gradients come from vmap in chunks of ``chunk`` samples (default: as
+    many as fit in 256 MiB); each product recomputes them, so memory is ``chunk · p``."""
 
     def __init__(self, model_or_problem, loss=None, data=None, *, chunk: int | None = None,
                  block_size: int | None = None, **kwargs) -> None:

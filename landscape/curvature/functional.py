@@ -93,9 +93,12 @@ def linear_sum_squared_grads(
             return None
         owners.setdefault(path, module)
     records: dict[str, list] = {path: [] for path in owners}
-    hooks = [m.register_forward_hook(lambda mod, inp, out, path=path: records[path].append((inp[0],
-                                                                                            out)))
-             for path, m in owners.items()]
+    hooks = [
+        m.register_forward_hook(
+            lambda mod, inp, out, path=path: records[path].append((inp[0], out))
+        )
+        for path, m in owners.items()
+    ]
     try:
         with torch.enable_grad():
             live = {n: t.detach().requires_grad_() for n, t in params.items()}
@@ -192,8 +195,9 @@ class GradientGraph:
         if k == 1:
             out = torch.autograd.grad(self.grad, leaves, [v[0] for v in vs], retain_graph=not last,
                                       allow_unused=True)
-            out = [o.unsqueeze(0) if o is not None else torch.zeros_like(v) for o, v in zip(out,
-                                                                                            vs)]
+            out = [
+                o.unsqueeze(0) if o is not None else torch.zeros_like(v) for o, v in zip(out, vs)
+            ]
         else:
             out = torch.autograd.grad(self.grad, leaves, vs, retain_graph=not last,
                                       is_grads_batched=True,
@@ -202,8 +206,7 @@ class GradientGraph:
         return dict(zip(self.leaves, out))
 
 
-# ---------------------------------------------------------------- per-sample and output-space
-# products
+# -------------------------------------------------------- per-sample and output-space products
 # (Fisher family, SGD noise, non-uniformity, alignment: docs/algorithms.md §1)
 
 
@@ -272,8 +275,7 @@ def jacobian_sandwich_vp(forward: Forward, params: Params, x: torch.Tensor, R: t
     return vmap(one)(V)
 
 
-# ---------------------------------------------------------------- per-sample losses of a parameter
-# pytree
+# ----------------------------------------------------- per-sample losses of a parameter pytree
 # (escape engine, landscape.escape: ``loss_i(params, idx) -> [m]`` with ``params`` a tensor or a
 # dict)
 

@@ -9,8 +9,7 @@ from .base import ProblemOperator
 
 class GGN(ProblemOperator):
     """``G v = (1/n) Σ_i J_iᵀ (∂²l_i/∂f_i²) J_i v`` (Schraudolph 2002; docs/algorithms.md §1 "GGN"),
-    by a
-    Jacobian-vector product, the loss Hessian in output space and a vector-Jacobian product.
+    by a Jacobian-vector product, the loss Hessian in output space and a vector-Jacobian product.
 
     PSD for convex losses; equal to the true Fisher for softmax cross-entropy
     (``∂²l/∂f² = diag π − ππᵀ``) and for mse ``½‖f − y‖²`` (``∂²l/∂f² = I``, so

@@ -62,12 +62,11 @@ class Hessian(ProblemOperator):
         return self.engine == "graph" and self.cache_bytes != 0
 
     def _wide_cache_cap(self) -> float:
-        """On a CPU, unless ``cache_bytes`` is given, passes of 8 or more vectors keep graphs
-        only when all the batches' graphs together take at most ``CPU_WIDE_CACHE``. Measured on
-        ResNet-18 and a BatchNorm CNN (1k-16k samples): rebuilding each batch's graph once per pass
-        for a block of 16 was 1.1-1.6x faster than reading cached graphs back for a block of 8, at a
-        flat 0.8-1.8 GiB where the cache held up to 15 GiB, and caching part of them (512 MiB)
-        gained
+        """On a CPU, unless ``cache_bytes`` is given, passes of 8 or more vectors keep graphs only
+        when all the batches' graphs together take at most ``CPU_WIDE_CACHE``. Measured on ResNet-18
+        and a BatchNorm CNN (1k-16k samples): rebuilding each batch's graph once per pass for a
+        block of 16 was 1.1-1.6x faster than reading cached graphs back for a block of 8, at a flat
+        0.8-1.8 GiB where the cache held up to 15 GiB, and caching part of them (512 MiB) gained
         nothing; small graphs (the digits models) gain 5-13% from the cache, and so do passes of
         fewer vectors (block Lanczos of 5: 37 s cached against 44 s rebuilt on the CNN), which keep
         the whole budget."""

@@ -1,8 +1,7 @@
 """The one place where parameter dicts meet flat vectors.
 
-Public boundaries use flat vectors ``[p]`` and blocks ``[p, k]``; the functional core works on
-dicts ``name -> tensor``. :class:`ParamLayout` converts between the two (names, shapes, offsets).
-"""
+Public boundaries use flat vectors ``[p]`` and blocks ``[p, k]``; the functional core works on dicts
+``name -> tensor``. :class:`ParamLayout` converts between the two (names, shapes, offsets)."""
 
 from __future__ import annotations
 
@@ -42,8 +41,10 @@ class ParamLayout:
 
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """``[p] -> dict`` of views."""
-        return {n: flat[o : o + s.numel()].view(s) for n, s, o in zip(self.names, self.shapes,
-                                                                      self.offsets)}
+        return {
+            n: flat[o : o + s.numel()].view(s)
+            for n, s, o in zip(self.names, self.shapes, self.offsets)
+        }
 
     def unflatten_rows(self, block: torch.Tensor) -> dict[str, torch.Tensor]:
         """``[k, p] -> dict name -> [k, *shape]`` (views; the leading axis is vmapped over)."""

@@ -18,10 +18,9 @@ from .fisher import EmpiricalFisher, _chunks, auto_chunk, require_per_sample
 
 class NoiseCovariance(EmpiricalFisher):
     """``Σ v = (1/n) Σ_i g_i (g_iᵀ v) − g (gᵀ v)``: the covariance of one sample's gradient
-    (population normalisation 1/n), from per-sample gradients in chunks of samples (memory
-    ``chunk · p``) and the full gradient ``g`` computed once at construction (``gradient``,
-    with ``loss_value`` the mean loss there). PSD: ``Σ = (1/n) Σ_i (g_i − g)(g_i − g)ᵀ``.
-    """
+    (population normalisation 1/n), from per-sample gradients in chunks of samples (memory ``chunk ·
+    p``) and the full gradient ``g`` computed once at construction (``gradient``, with
+    ``loss_value`` the mean loss there). PSD: ``Σ = (1/n) Σ_i (g_i − g)(g_i − g)ᵀ``."""
 
     def __init__(self, model_or_problem, loss=None, data=None, *, chunk: int | None = None,
                  block_size: int | None = None, **kwargs) -> None:
@@ -44,8 +43,7 @@ class NonUniformity(ProblemOperator):
     four Hessian-vector products over S. ``s = sqrt(λ_max)``: see
     :func:`landscape.metrics.stability.nonuniformity`.
 
-    In one dimension, ``L = (1/2n) Σ a_i x²`` gives ``Σ_H = mean(a_i²) − mean(a_i)²``.
-    """
+    In one dimension, ``L = (1/2n) Σ a_i x²`` gives ``Σ_H = mean(a_i²) − mean(a_i)²``."""
 
     def __init__(self, model_or_problem, loss=None, data=None, *, samples: int | None = None,
                  seed: int = 0,
@@ -78,7 +76,8 @@ class NonUniformity(ProblemOperator):
         sq = torch.zeros_like(rows)
         for x, y in self.sub.batches:
             for xc, yc in _chunks(x, y, chunk):
-                sq += pb.layout.flatten_rows(fx.per_sample_hvp_sq(pb.forward, pb.loss, pb.params,
-                                                                  xc, yc, Vd))
+                sq += pb.layout.flatten_rows(
+                    fx.per_sample_hvp_sq(pb.forward, pb.loss, pb.params, xc, yc, Vd)
+                )
         sq = pb.reduce(sq / self.samples)
         return (sq - self._hvp(self._hvp(rows))).T

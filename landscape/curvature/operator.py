@@ -40,8 +40,10 @@ class LinearOperator:
             raise ValueError(f"expected a [{self.shape[0]}, k] block, got {tuple(V.shape)}")
         V = V.to(device=self.device, dtype=self.dtype)
         self.matvecs += V.shape[1]
-        out = [self._matmat(V[:, i : i + self.block_size]) for i in range(0, V.shape[1],
-                                                                          self.block_size)]
+        out = [
+            self._matmat(V[:, i : i + self.block_size])
+            for i in range(0, V.shape[1], self.block_size)
+        ]
         return out[0] if len(out) == 1 else torch.cat(out, dim=1)
 
     def matvec(self, v: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Built-in datasets and their registry; nothing is ever downloaded.
 
-``load_dataset(name, **options) -> Split``. ``DATASETS`` maps a name to a loader taking
-keyword options only:
+``load_dataset(name, **options) -> Split``. ``DATASETS`` maps a name to a loader taking keyword
+options only:
 
 ====================  =========================================================================
 ``digits``            scikit-learn's shipped 8x8 digits: test_fraction=0.2, image=False, seed=0
@@ -87,8 +87,11 @@ def split_from_user(obj: Any, name: str = "user") -> Split:
         )
 
         def fix(p):
-            return p.map_targets(lambda y: y.long()) if isinstance(p, DataSource) else (p[0],
-                                                                                        p[1].long())
+            return (
+                p.map_targets(lambda y: y.long())
+                if isinstance(p, DataSource)
+                else (p[0], p[1].long())
+            )
     else:
         task, num_classes = "regression", None
 

@@ -33,10 +33,9 @@ def array_file(
     ``.npz`` or ``.h5`` / ``.hdf5`` file.
 
     ``task`` defaults to classification for integer targets and regression otherwise;
-    ``num_classes`` defaults to ``max(label) + 1``. Inputs become float32; class labels int64;
-    1-D regression targets become ``[N, 1]``. Without test arrays a seeded ``test_fraction``
-    is held out.
-    """
+    ``num_classes`` defaults to ``max(label) + 1``. Inputs become float32; class labels int64; 1-D
+    regression targets become ``[N, 1]``. Without test arrays a seeded ``test_fraction`` is held
+    out."""
     p = Path(path)
     if not p.is_file():
         raise LandscapeError(
@@ -139,8 +138,7 @@ CIFAR_RECORD = 1 + 3 * 32 * 32
 def read_cifar_bin(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Images ``uint8 [N, 3, 32, 32]`` and labels ``uint8 [N]`` from one CIFAR-10 binary batch.
 
-    Each record is 3073 bytes: the label, then 1024 red, 1024 green and 1024 blue pixels.
-    """
+    Each record is 3073 bytes: the label, then 1024 red, 1024 green and 1024 blue pixels."""
     path = Path(path)
     raw = _read_bytes(path)
     if len(raw) == 0 or len(raw) % CIFAR_RECORD:

@@ -14,9 +14,8 @@ A source holds the ``n`` samples in a fixed order (their global positions ``0 â€
 
 :func:`as_source` accepts what a data factory returns. ``select(positions)`` restricts a source to
 some of its positions (a seeded ``--samples`` subset, a rank's shard), ``take(indices)`` reads
-samples by position where the source allows random access (training minibatches, the escape
-engine), and :func:`check_repeatable` refuses a loader that shuffles or augments at random.
-"""
+samples by position where the source allows random access (training minibatches, the escape engine),
+and :func:`check_repeatable` refuses a loader that shuffles or augments at random."""
 
 from __future__ import annotations
 
@@ -69,8 +68,11 @@ def as_pair(batch: Any, where: str = "a batch") -> Batch:
     if isinstance(batch, dict) and "x" in batch and "y" in batch:
         batch = (batch["x"], batch["y"])
     if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
-        kind = f"a dict with keys {sorted(batch)[:5]}" if isinstance(batch,
-                                                                     dict) else type(batch).__name__
+        kind = (
+            f"a dict with keys {sorted(batch)[:5]}"
+            if isinstance(batch, dict)
+            else type(batch).__name__
+        )
         raise ConfigError(
             f"{where} of the data is {kind}, not an (inputs, targets) pair",
             "make the Dataset return (input, target) or the collate_fn (inputs, targets)",
@@ -100,8 +102,7 @@ class DataSource:
     def batches(self, size: int,
                 pin: bool = False) -> Iterator[Batch]:  # pragma: no cover - abstract
         """CPU ``(inputs, targets)`` batches of ``size`` samples (the last may be smaller), in
-        order;
-        ``pin``: in page-locked memory, for a copy to a GPU that does not block."""
+        order; ``pin``: in page-locked memory, for a copy to a GPU that does not block."""
         raise NotImplementedError
 
     def select(self, positions: Tensor) -> DataSource:  # pragma: no cover - abstract
@@ -198,8 +199,8 @@ class DatasetSource(DataSource):
         self.settings = dict(settings or {})
 
     def __len__(self) -> int:
-        # type: ignore[arg-type]
-        return len(self.dataset) if self.index is None else int(self.index.numel())
+        n = self.index
+        return len(self.dataset) if n is None else int(n.numel())  # type: ignore[arg-type]
 
     def _loader(self, size: int, pin: bool = False) -> DataLoader:
         data = self.dataset if self.index is None else Subset(self.dataset, self.index.tolist())

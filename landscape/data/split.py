@@ -44,10 +44,9 @@ def to_tensors(part: Part) -> Pair:
 class Split:
     """Train (and optional test) tensors ``(inputs [N, *input_shape], targets)``.
 
-    Targets are int64 class labels ``[N]`` for ``task="classification"`` and float
-    ``[N, out_dim]`` for ``task="regression"``. ``info`` holds plain values describing the
-    source (name, options, sizes); ``record()`` adds a content fingerprint for checkpoints.
-    """
+    Targets are int64 class labels ``[N]`` for ``task="classification"`` and float ``[N, out_dim]``
+    for ``task="regression"``. ``info`` holds plain values describing the source (name, options,
+    sizes); ``record()`` adds a content fingerprint for checkpoints."""
 
     train: Part
     test: Part | None

@@ -98,12 +98,11 @@ def teacher_student(
     """Regression targets from a random teacher: ``y = teacher(x) + noise * N(0, 1)``, ``x ~ N(0,
     I_dim)``.
 
-    ``teacher="two-layer"``: ``y = A relu(W x) / sqrt(width)`` with ``W ~ N(0, 1/dim)``
-    ``[width, dim]`` and ``A ~ N(0, 1)`` ``[out_dim, width]`` (the slides' two-layer net
-    without bias). ``teacher="linear"``: ``y = M x`` with ``M ~ N(0, 1/dim)``. With ``noise=0`` a
-    student containing the teacher's function class interpolates the data. Targets are float32
-    ``[N, out_dim]``.
-    """
+    ``teacher="two-layer"``: ``y = A relu(W x) / sqrt(width)`` with ``W ~ N(0, 1/dim)`` ``[width,
+    dim]`` and ``A ~ N(0, 1)`` ``[out_dim, width]`` (the slides' two-layer net without bias).
+    ``teacher="linear"``: ``y = M x`` with ``M ~ N(0, 1/dim)``. With ``noise=0`` a student
+    containing the teacher's function class interpolates the data. Targets are float32 ``[N,
+    out_dim]``."""
     n, dim, out_dim = _positive("n", n), _positive("dim", dim), _positive("out_dim", out_dim)
     g = _gen(seed)
     total = n + int(n_test)

@@ -61,11 +61,10 @@ def growth_rate(record_steps: torch.Tensor, mean_loss: torch.Tensor, *, upto: fl
                 min_rise: float = 100.0) -> GrowthFit | None:
     """The per-step growth factor of the mean loss in its exponential phase.
 
-    Window: from the first record to the first one where ``log mean L`` has covered ``upto`` of
-    its rise ``log(max/start)`` (the part before saturation) when the mean rises by more than
-    ``min_rise``; otherwise every record (then a factor ≤ 1 says the loss did not grow).
-    Records after a non-finite mean are dropped. None with fewer than 3 usable records.
-    """
+    Window: from the first record to the first one where ``log mean L`` has covered ``upto`` of its
+    rise ``log(max/start)`` (the part before saturation) when the mean rises by more than
+    ``min_rise``; otherwise every record (then a factor ≤ 1 says the loss did not grow). Records
+    after a non-finite mean are dropped. None with fewer than 3 usable records."""
     L = mean_loss.double()
     t = record_steps.double()
     bad = ~torch.isfinite(L) | (L <= 0)

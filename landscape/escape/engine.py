@@ -267,9 +267,9 @@ class Trajectories:
 
 @dataclass(frozen=True)
 class Descent:
-    """Full-batch gradient descent to a tolerance: the final parameters, the steps taken, the
-    loss at each step (``losses[t] = L(θ_t)``, the last one at ``theta``) and whether the loss fell
-    below the tolerance."""
+    """Full-batch gradient descent to a tolerance: the final parameters, the steps taken, the loss
+    at each step (``losses[t] = L(θ_t)``, the last one at ``theta``) and whether the loss fell below
+    the tolerance."""
 
     theta: torch.Tensor
     steps: int
@@ -315,8 +315,9 @@ class _Kernels:
         c = self.traj_chunk if per is None else per
         return [(a, min(T, a + c)) for a in range(0, T, c)]
 
-    def full_grad(self, P: Any, T: int, W: torch.Tensor | None) -> tuple[list[torch.Tensor],
-                                                                         torch.Tensor]:
+    def full_grad(
+        self, P: Any, T: int, W: torch.Tensor | None
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """``Σ_i w_ti ∇l_i(θ_t)`` (``w = 1/n`` when W is None) and ``Σ_i l_i(θ_t)`` per
         trajectory."""
         obj = self.obj
@@ -347,13 +348,15 @@ class _Kernels:
         per = max(1, self.chunk // idx.shape[1])
         out = []
         for a, b in self._traj(T, per):
-            g, _ = vmap(lambda q, i: fx.weighted_loss_grad(obj, q, i, w))(_slice(obj, P, a, b),
-                                                                          idx[a:b])
+            g, _ = vmap(lambda q, i: fx.weighted_loss_grad(obj, q, i, w))(
+                _slice(obj, P, a, b), idx[a:b]
+            )
             out.append(obj.leaves(g))
         return _cat(out)
 
-    def sample_grads(self, P: Any, T: int, idx: torch.Tensor, reduce: Callable[[list[torch.Tensor]],
-                                                                               list]) -> list:
+    def sample_grads(
+        self, P: Any, T: int, idx: torch.Tensor, reduce: Callable[[list[torch.Tensor]], list]
+    ) -> list:
         """``reduce`` applied to the per-sample gradients ``[t, m, *shape]`` of ``idx[T, m]``,
         chunked over trajectories so that at most ``memory`` bytes of them exist at once."""
         obj = self.obj
@@ -361,8 +364,9 @@ class _Kernels:
         per = max(1, min(self.chunk // m, self.memory // max(1, m * obj.p * self.itemsize)))
         out = []
         for a, b in self._traj(T, per):
-            g = vmap(lambda q, i: fx.per_sample_param_grads(obj, q, i))(_slice(obj, P, a, b),
-                                                                        idx[a:b])
+            g = vmap(lambda q, i: fx.per_sample_param_grads(obj, q, i))(
+                _slice(obj, P, a, b), idx[a:b]
+            )
             out.append(reduce(obj.leaves(g)))
         return _cat(out)
 
@@ -638,8 +642,8 @@ def simulate(
                 sd = var.clamp_min(0).sqrt()
                 noise = [z.mul_(sd.reshape(-1, *([1] * (z.dim() - 1)))) for z in Z]
             else:
-                # s · sqrt(diag F̂) ⊙ z,  diag F̂ = (1/m) Σ_{i∈S} g_i²   (sgd-covariance-noise Alg.
-                # 1)
+                # s · sqrt(diag F̂) ⊙ z,  diag F̂ = (1/m) Σ_{i∈S} g_i²
+                # (sgd-covariance-noise Alg. 1)
                 diag = kern.sample_grads(P, T, S, _mean_square)
                 noise = [z.mul_(d.sqrt_().mul_(lb_scale)) for d, z in zip(diag, Z)]
         if noise is not None:

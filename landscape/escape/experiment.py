@@ -246,16 +246,23 @@ def run_escape(problem, settings: EscapeSettings, *, progress: Progress | None =
     return EscapeResult(s, descent, stats, runs, summaries, round(time.perf_counter() - t0, 4))
 
 
-def build_problem(checkpoint: str | Path | None = None, *, model: str | None = None,
-                  model_kwargs: dict | None = None, data: str | None = None,
-                  data_kwargs: dict | None = None,
-                  loss: str | None = None, samples: int | None = None, lr: float | None = None,
-                  seed: int = 0, device: str = "cpu", dtype: str = "float32") -> tuple[Any, dict,
-                                                                                       float]:
-    """``(problem, identity, lr)`` of an escape run: a checkpoint's (its recorded learning rate
-    when ``lr`` is None), or a new ``model`` (registry name or ``FILE.py:FUNCTION``, default
-    ``mlp``) on ``data`` (default ``digits``; ``mse`` on a classification set uses one-hot
-    labels)."""
+def build_problem(
+    checkpoint: str | Path | None = None,
+    *,
+    model: str | None = None,
+    model_kwargs: dict | None = None,
+    data: str | None = None,
+    data_kwargs: dict | None = None,
+    loss: str | None = None,
+    samples: int | None = None,
+    lr: float | None = None,
+    seed: int = 0,
+    device: str = "cpu",
+    dtype: str = "float32",
+) -> tuple[Any, dict, float]:
+    """``(problem, identity, lr)`` of an escape run: a checkpoint's (its recorded learning rate when
+    ``lr`` is None), or a new ``model`` (registry name or ``FILE.py:FUNCTION``, default ``mlp``) on
+    ``data`` (default ``digits``; ``mse`` on a classification set uses one-hot labels)."""
     from ..losses import get_loss
     from ..problem import Problem
 
@@ -270,8 +277,11 @@ def build_problem(checkpoint: str | Path | None = None, *, model: str | None = N
         ckpt = Checkpoint.load(checkpoint, model=model, data=data, loss=loss)
         problem = ckpt.problem(samples=samples, seed=seed, device=device, dtype=dtype)
         if lr is None:
-            lr = ckpt.training.get("lr") if isinstance(ckpt.training.get("lr"), (int,
-                                                                                 float)) else 0.1
+            lr = (
+                ckpt.training.get("lr")
+                if isinstance(ckpt.training.get("lr"), (int, float))
+                else 0.1
+            )
         return problem, ckpt.identity(), float(lr)
     from ..data import load_dataset
     from ..models import build_model, model_kwargs_for

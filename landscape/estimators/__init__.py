@@ -2,9 +2,8 @@
 
 Each takes an object with ``matmat(V[p, k]) -> [p, k]``, ``shape``, ``dtype``, ``device`` and
 ``matvecs`` (see :mod:`landscape.curvature.operator`), draws its probes from a seeded CPU
-``torch.Generator`` and returns a result record with a standard error or residuals and the
-number of products used.
-"""
+``torch.Generator`` and returns a result record with a standard error or residuals and the number of
+products used."""
 
 from __future__ import annotations
 

@@ -31,17 +31,15 @@ from .sampling import make_generator, rademacher
 class Alignment:
     """The alignment of the SGD noise covariance ``Σ`` with ``G`` on ``n`` samples (exact values).
 
-    ``alpha = tr(ΣG)/(‖G‖_F ‖Σ‖_F)`` (direction), ``beta = ‖Σ‖_F/(2L ‖G‖_F)`` (magnitude),
-    ``mu = alpha·beta = tr(ΣG)/(2L ‖G‖_F²)``; ``decoupling_error = ‖Σ − 2LG‖_F/‖Σ‖_F`` measures the
+    ``alpha = tr(ΣG)/(‖G‖_F ‖Σ‖_F)`` (direction), ``beta = ‖Σ‖_F/(2L ‖G‖_F)`` (magnitude), ``mu =
+    alpha·beta = tr(ΣG)/(2L ‖G‖_F²)``; ``decoupling_error = ‖Σ − 2LG‖_F/‖Σ‖_F`` measures the
     lecture's approximation ``Σ ≈ 2L G``; ``grad_norm`` is ``‖g‖``. ``g_matrix`` names G; ``g_rows``
-    is the number of rows of
-    its factor V; ``g_truncation`` is ``tr`` of the part of G dropped with ``rtol`` (0 up to
-    rounding by default), which bounds the error of ``g_frobenius`` (and of ``tr(ΣG)`` relative
-    to ``‖Σ‖_F``). ``chunk``/``panel``: samples per Gram block / held in memory. ``subsample`` is
-    True when ``n`` is a seeded subset of the problem's samples.
-    Undefined ratios (``L = 0``, ``Σ = 0`` or ``G = 0``) are NaN with a note, and so are all three
-    when ``L`` is at or below ``loss_floor``, what the dtype resolves at these outputs.
-    """
+    is the number of rows of its factor V; ``g_truncation`` is ``tr`` of the part of G dropped with
+    ``rtol`` (0 up to rounding by default), which bounds the error of ``g_frobenius`` (and of
+    ``tr(ΣG)`` relative to ``‖Σ‖_F``). ``chunk``/``panel``: samples per Gram block / held in memory.
+    ``subsample`` is True when ``n`` is a seeded subset of the problem's samples. Undefined ratios
+    (``L = 0``, ``Σ = 0`` or ``G = 0``) are NaN with a note, and so are all three when ``L`` is at
+    or below ``loss_floor``, what the dtype resolves at these outputs."""
 
     alpha: float
     beta: float
@@ -399,9 +397,13 @@ def matrix_comparison(ops: dict, probes: int = 100, seed: int = 0, block: int | 
         for c in names[i + 1 :]:
             value, se = _delta_cosine(means[("inner", a, c)], means[("inner", a, a)],
                                       means[("inner", c, c)])
-            out["cosine"][f"{a}~{c}"] = Estimate(value, se, 2 * probes, "hutchinson",
-                                                 {**how, "inner": float(means[("inner", a,
-                                                                               c)].mean())})
+            out["cosine"][f"{a}~{c}"] = Estimate(
+                value,
+                se,
+                2 * probes,
+                "hutchinson",
+                {**how, "inner": float(means[("inner", a, c)].mean())},
+            )
     return out
 
 

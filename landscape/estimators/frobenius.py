@@ -23,10 +23,9 @@ def frobenius(op, probes: int = 100, seed: int = 0, block: int | None = None) ->
     """``‖A‖_F = sqrt(tr(A²))`` with ``tr(A²) = tr(AᵀA) = E‖A v‖²`` for Rademacher ``v``.
 
     docs/algorithms.md §1 (Frobenius norm). ``tr(A²)`` is the mean of ``‖A v_j‖²`` over ``m`` probes
-    with standard error ``se = std/√m``; the delta method carries it to the square root:
-    ``se(‖A‖_F) ≈ se / (2 sqrt(tr A²))``. ``extra`` holds ``trace_sq`` and ``trace_sq_stderr``.
-    Costs ``m`` products.
-    """
+    with standard error ``se = std/√m``; the delta method carries it to the square root: ``se(‖A‖_F)
+    ≈ se / (2 sqrt(tr A²))``. ``extra`` holds ``trace_sq`` and ``trace_sq_stderr``. Costs ``m``
+    products."""
     op = as_operator(op)
     _check_probes(probes)
     g = make_generator(seed)
@@ -50,8 +49,7 @@ def frobenius_inner(opA, opB, probes: int = 100, seed: int = 0,
 
     docs/algorithms.md §1 (comparisons: ``cos = ⟨A,B⟩_F / (‖A‖_F ‖B‖_F)``). The same probes go to
     both operators, so ``frobenius_inner(A, A)`` reproduces :func:`frobenius`'s ``trace_sq``.
-    Reports mean ± std/√m; costs ``m`` products with each operator (``matvecs = 2m``).
-    """
+    Reports mean ± std/√m; costs ``m`` products with each operator (``matvecs = 2m``)."""
     opA, opB = as_operator(opA), as_operator(opB)
     if tuple(opA.shape) != tuple(opB.shape):
         raise ConfigError(f"operators differ in shape: {tuple(opA.shape)} vs {tuple(opB.shape)}",

@@ -94,11 +94,10 @@ def _lanczos_runs(op, V0: torch.Tensor, steps: int, keep_basis: bool,
                   where: torch.device | None = None):
     """``b`` independent Lanczos runs in lockstep (one ``matmat`` of ``b`` columns per step).
 
-    ``V0: [b, p]`` unit start vectors. Returns ``alpha, beta: [b, m]`` (float64, host),
-    ``lengths: list[int]`` (a run stops early when its Krylov space becomes invariant; its
-    later entries are 0), the basis ``[b, m, p]`` or None, and the number of products. The basis
-    lives on ``where`` (default the operator's device; the host when it does not fit a GPU).
-    """
+    ``V0: [b, p]`` unit start vectors. Returns ``alpha, beta: [b, m]`` (float64, host), ``lengths:
+    list[int]`` (a run stops early when its Krylov space becomes invariant; its later entries are
+    0), the basis ``[b, m, p]`` or None, and the number of products. The basis lives on ``where``
+    (default the operator's device; the host when it does not fit a GPU)."""
     b, p = V0.shape
     m = min(int(steps), p)
     where = op.device if where is None else where
@@ -118,8 +117,9 @@ def _lanczos_runs(op, V0: torch.Tensor, steps: int, keep_basis: bool,
             W = op.matmat(Q[:, j].T.contiguous().to(op.device)).T.to(where)
         else:
             W = torch.zeros(b, p, dtype=op.dtype, device=where)
-            W[active] = op.matmat(Q[active, j].T.contiguous().to(op.device)).T.to(device=where,
-                                                                                  dtype=op.dtype)
+            W[active] = op.matmat(Q[active, j].T.contiguous().to(op.device)).T.to(
+                device=where, dtype=op.dtype
+            )
         products += len(active)
         W, h = _cgs2(Q[:, : j + 1], W.to(op.dtype))
         nb = torch.linalg.vector_norm(W, dim=1)
@@ -191,8 +191,9 @@ def _default_basis(p: int, itemsize: int, nw: int, memory: int | None = None) ->
     return max(min(p, 2 * nw + 10, 20), min(p, _BASIS_CAP, fit))
 
 
-def basis_placement(op, vectors_wanted: int, itemsize: int, minimum: int) -> tuple[torch.device,
-                                                                                   int, str]:
+def basis_placement(
+    op, vectors_wanted: int, itemsize: int, minimum: int
+) -> tuple[torch.device, int, str]:
     """Where the Lanczos basis lives and how many vectors it may hold: on the operator's device
     within its memory share (``op.memory``, default 2 GiB); on a GPU whose share holds fewer than
     ``minimum`` vectors, on the host instead (half its available RAM), each product's vector
@@ -279,8 +280,9 @@ def _lanczos_eigs(op, k: int, which: str, tol: float, max_steps: int | None,
     if max_basis is not None:
         mmax, where, why = min(p, int(max_basis)), op.device, "max_basis"
     else:
-        where, mmax, why = basis_placement(op, _BASIS_CAP, itemsize, min(p, 2 * nw + 10 + 2 * b,
-                                                                         20 + 2 * b))
+        where, mmax, why = basis_placement(
+            op, _BASIS_CAP, itemsize, min(p, 2 * nw + 10 + 2 * b, 20 + 2 * b)
+        )
         mmax = min(p, mmax)
     if mmax < p and mmax < nw + 2 * b:
         raise ConfigError(
@@ -471,9 +473,8 @@ def top_eigenvalues(op, k: int = 1, which: Which = "top", tol: float = 1e-6,
     half the rest from the same end are kept. An invariant subspace continues from a fresh
     random direction, so repeated eigenvalues are found with their multiplicity.
 
-    ``which``: ``"top"`` the ``k`` largest, descending; ``"bottom"`` the ``k`` smallest,
-    ascending (most negative first); ``"both"`` the top ``k`` (descending) then the bottom ``k``
-    (ascending).
+    ``which``: ``"top"`` the ``k`` largest, descending; ``"bottom"`` the ``k`` smallest, ascending
+    (most negative first); ``"both"`` the top ``k`` (descending) then the bottom ``k`` (ascending).
 
     ``method="power"``: PyHessian's power iteration (Yao et al. 2020). It converges to the
     eigenvalue of LARGEST MAGNITUDE, which is the most negative one when ``|λ_min| > λ_max``;
@@ -482,15 +483,14 @@ def top_eigenvalues(op, k: int = 1, which: Which = "top", tol: float = 1e-6,
     the ones found (PyHessian's deflation). Reported with ``which="magnitude"``, values in the
     order found; only ``which="top"`` is accepted.
 
-    Residuals ``‖A x_i − θ_i x_i‖`` of the returned unit vectors come from one extra block
-    product (included in ``matvecs``); ``|θ_i − λ| ≤ ‖r_i‖`` for some eigenvalue ``λ``.
-    ``values`` and ``residuals`` are float64 CPU tensors; ``vectors`` (if asked) are ``[p, k]``
-    on the operator's device, in float64 when the operator is in a narrower dtype: the Krylov
-    vectors are then kept in float64 (each product still runs in the operator's dtype), which
-    removes the orthogonalisation's rounding from the eigenvalues' error. (A float32 basis halves
-    the re-orthogonalisation's memory traffic and made ResNet-18's top-5 1.3-1.4x faster, but its
-    true residuals stalled at 1e-5 to 1e-4 at tol 1e-6, where the float64 basis reaches 9e-7.)
-    """
+    Residuals ``‖A x_i − θ_i x_i‖`` of the returned unit vectors come from one extra block product
+    (included in ``matvecs``); ``|θ_i − λ| ≤ ‖r_i‖`` for some eigenvalue ``λ``. ``values`` and
+    ``residuals`` are float64 CPU tensors; ``vectors`` (if asked) are ``[p, k]`` on the operator's
+    device, in float64 when the operator is in a narrower dtype: the Krylov vectors are then kept in
+    float64 (each product still runs in the operator's dtype), which removes the orthogonalisation's
+    rounding from the eigenvalues' error. (A float32 basis halves the re-orthogonalisation's memory
+    traffic and made ResNet-18's top-5 1.3-1.4x faster, but its true residuals stalled at 1e-5 to
+    1e-4 at tol 1e-6, where the float64 basis reaches 9e-7.)"""
     op = as_operator(op)
     if op.dtype in (torch.float32, torch.float16, torch.bfloat16):
         op = Promoted(op)

@@ -15,9 +15,8 @@ import torch
 def make_generator(seed: int, device: torch.device | str | None = None) -> torch.Generator:
     """A CPU ``torch.Generator`` seeded with ``seed``.
 
-    ``device`` is accepted for symmetry with the samplers and deliberately ignored: probes are
-    drawn on the CPU and moved afterwards, which makes them identical on every device.
-    """
+    ``device`` is accepted for symmetry with the samplers and deliberately ignored: probes are drawn
+    on the CPU and moved afterwards, which makes them identical on every device."""
     del device
     g = torch.Generator(device="cpu")
     g.manual_seed(int(seed))
@@ -40,8 +39,7 @@ def gaussian(p: int, k: int, generator: torch.Generator, dtype: torch.dtype = to
              device: torch.device | str = "cpu") -> torch.Tensor:
     """``[p, k]`` matrix of independent standard normal entries (drawn in float64, then cast).
 
-    Each column is its own draw of ``p`` numbers, so the values do not depend on ``k`` splits.
-    """
+    Each column is its own draw of ``p`` numbers, so the values do not depend on ``k`` splits."""
     cols = [torch.randn(p, generator=generator, dtype=torch.float64) for _ in range(k)]
     V = torch.stack(cols, dim=1) if cols else torch.empty(p, 0, dtype=torch.float64)
     return V.to(device=device, dtype=dtype)

@@ -12,10 +12,9 @@ map_location="cpu")``, so loading never executes pickled code. Version 1 layout:
      "split": {"n_train", "n_test", "task", "num_classes", "input_shape", "fingerprint", ...},
      "extra": {...}}
 
-Values are only tensors, str, int, float, bool, None, lists and dicts. A *foreign* file (a
-plain ``state_dict``, or a dict holding one under ``state_dict`` / ``model_state_dict`` /
-``model``) is read too, given a model factory, a data factory and (optionally) a loss.
-"""
+Values are only tensors, str, int, float, bool, None, lists and dicts. A *foreign* file (a plain
+``state_dict``, or a dict holding one under ``state_dict`` / ``model_state_dict`` / ``model``) is
+read too, given a model factory, a data factory and (optionally) a loss."""
 
 from __future__ import annotations
 
@@ -76,8 +75,7 @@ def plain(value: Any, where: str = "value") -> Any:
     ``torch.load(weights_only=True)`` accepts and tools in other languages can read).
 
     Tuples become lists, NumPy scalars and paths become Python scalars and strings, arrays become
-    tensors, dtypes and devices become strings; anything else raises ``CheckpointError``.
-    """
+    tensors, dtypes and devices become strings; anything else raises ``CheckpointError``."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, Tensor):

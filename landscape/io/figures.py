@@ -28,10 +28,13 @@ def density_figure(density: Density | dict, title: str = "Hessian spectral densi
                    sigma: float | None = None):
     """Gaussian-broadened SLQ density on a log scale, with the Ritz nodes marked."""
     if isinstance(density, dict):
-        density = Density(torch.as_tensor(density["nodes"], dtype=torch.float64),
-                          torch.as_tensor(density["weights"], dtype=torch.float64),
-                          int(density["runs"]), int(density["steps"]), int(density.get("matvecs",
-                                                                                       0)))
+        density = Density(
+            torch.as_tensor(density["nodes"], dtype=torch.float64),
+            torch.as_tensor(density["weights"], dtype=torch.float64),
+            int(density["runs"]),
+            int(density["steps"]),
+            int(density.get("matvecs", 0)),
+        )
     nodes = density.nodes.double()
     lo, hi = float(nodes.min()), float(nodes.max())
     pad = 0.05 * max(hi - lo, 1e-12)

@@ -3,8 +3,7 @@ interrupted run never leaves a half-written file.
 
 ``write_tree(path, tree, attrs)`` stores a nested dict: dicts become groups, numeric lists and
 arrays become datasets, scalars and strings become attributes of their group; ``attrs`` (settings,
-the checkpoint's identity) go on the root, nested values JSON-encoded. ``read_tree`` inverts it.
-"""
+the checkpoint's identity) go on the root, nested values JSON-encoded. ``read_tree`` inverts it."""
 
 from __future__ import annotations
 
@@ -21,9 +20,9 @@ from .atomic import atomic_path
 
 
 def attr_value(value: Any) -> Any:
-    """An HDF5 attribute: numbers and strings as they are (floats encoded as in the JSON), None
-    as "null", lists and dicts as JSON (:func:`~landscape.results.to_plain`), anything else as
-    its string."""
+    """An HDF5 attribute: numbers and strings as they are (floats encoded as in the JSON), None as
+    "null", lists and dicts as JSON (:func:`~landscape.results.to_plain`), anything else as its
+    string."""
     if isinstance(value, (bool, int, str, np.integer)):
         return value
     value = to_plain(value)  # NaN -> None -> "null", ±inf -> ±1e308, as in the JSON

@@ -19,8 +19,7 @@ from .slice_figures import SLICE_FORMAT, slice_figure
 KINDS = ("auto", "curve", "contour", "heatmap", "surface", "density", "run", "escape")
 
 
-# ----------------------------------------------------------------------------- trajectories
-# (generic)
+# ---------------------------------------------------------------------- trajectories (generic)
 def _trajectory_sets(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
     """Every 2-D float dataset whose name mentions ``loss`` (``[trajectories, steps]``), by path."""
     out = {}

@@ -173,8 +173,11 @@ def plane_figure(data: dict, kind: Kind2D = "contour", quantity: str = "loss"):
             else:
                 from matplotlib.colors import LogNorm, Normalize
 
-                norm = LogNorm(levels[0], levels[-1]) if geometric else Normalize(levels[0],
-                                                                                  levels[-1])
+                norm = (
+                    LogNorm(levels[0], levels[-1])
+                    if geometric
+                    else Normalize(levels[0], levels[-1])
+                )
                 mesh = ax.pcolormesh(A, B, np.clip(Z, levels[0], levels[-1]), shading="auto",
                                      cmap="viridis", norm=norm)
                 fig.colorbar(mesh, ax=ax, label=quantity)

@@ -9,8 +9,7 @@ kinds (:data:`landscape.study.spec.KINDS`), ``landscape train --track``
 is one :func:`register` call in a module of this package (see CONTRIBUTING.md).
 
 This module and the declarations import no torch: the estimators are imported when a metric is
-computed.
-"""
+computed."""
 
 from __future__ import annotations
 
@@ -155,8 +154,8 @@ def fmt(x: float) -> str:
 
 
 def number(x: Any) -> float:
-    """A stored value as a float: a number, or the first of an array or list (NaN when missing
-    or not a number)."""
+    """A stored value as a float: a number, or the first of an array or list (NaN when missing or
+    not a number)."""
     if hasattr(x, "reshape"):
         x = x.reshape(-1)[0] if x.size else None
     elif isinstance(x, (list, tuple)):

@@ -1,7 +1,6 @@
 """The Hessian, GGN, Monte-Carlo Fisher and empirical Fisher side by side (the library behind
 ``landscape fisher`` and the study kind ``fisher``): trace, λ_max, Frobenius norm and pairwise
-Frobenius cosines.
-"""
+Frobenius cosines."""
 
 from __future__ import annotations
 

@@ -64,8 +64,9 @@ def estimate(problem: Problem, names: list[str], settings: Settings,
         extra = 0
         width = plan.block
         if name == "eig":
-            where, vectors, _ = basis_placement(op, _BASIS_CAP, 8, min(p, 2 * settings.top_k + 10,
-                                                                       20))
+            where, vectors, _ = basis_placement(
+                op, _BASIS_CAP, 8, min(p, 2 * settings.top_k + 10, 20)
+            )
             extra = vectors * p * 8 if where == problem.device else 0
             width = max(1, settings.eig_block or settings.top_k)
             passes = math.ceil(prods / width)  # one block of vectors per pass

@@ -27,15 +27,14 @@ def nonuniformity(model_or_problem, loss=None, data=None, *, samples: int | None
     """The non-uniformity ``s = sqrt(λ_max(Σ_H))`` (Wu, Ma & E 2018; lecture eq. 5) by Lanczos on
     :class:`~landscape.curvature.noise.NonUniformity`.
 
-    On all samples the value is exact up to Lanczos: with ``θ`` and residual ``r`` some
-    eigenvalue lies in ``[θ − r, θ + r]``, so ``s`` lies in ``[sqrt(θ − r), sqrt(θ + r)]``
-    (``extra["interval"]``; ``stderr`` is NaN). On a subset of ``samples`` (of n) it is measured
-    on ``subsets`` independent seeded subsets (seeds ``seed, seed + 1, …``): the value is their
-    mean and ``stderr`` their standard deviation over sqrt(subsets). A subset's ``s`` is biased
-    upward (``λ_max`` is convex in the matrix, so the λ_max of a sample covariance overestimates,
-    +21% at 12 of 48 samples of a 1-D family), which the error does not cover: ``extra["note"]``
-    says so. One dimension (``L = (1/2n) Σ a_i x²``): ``s = sqrt(mean a_i² − mean(a_i)²)``.
-    """
+    On all samples the value is exact up to Lanczos: with ``θ`` and residual ``r`` some eigenvalue
+    lies in ``[θ − r, θ + r]``, so ``s`` lies in ``[sqrt(θ − r), sqrt(θ + r)]``
+    (``extra["interval"]``; ``stderr`` is NaN). On a subset of ``samples`` (of n) it is measured on
+    ``subsets`` independent seeded subsets (seeds ``seed, seed + 1, …``): the value is their mean
+    and ``stderr`` their standard deviation over sqrt(subsets). A subset's ``s`` is biased upward
+    (``λ_max`` is convex in the matrix, so the λ_max of a sample covariance overestimates, +21% at
+    12 of 48 samples of a 1-D family), which the error does not cover: ``extra["note"]`` says so.
+    One dimension (``L = (1/2n) Σ a_i x²``): ``s = sqrt(mean a_i² − mean(a_i)²)``."""
     from ..estimators import top_eigenvalues
 
     problem = as_problem(model_or_problem, loss, data, **problem_kwargs)
@@ -93,9 +92,9 @@ Sampling = Literal["without", "with"]
 
 def sgd_noise_factor(n: int, batch_size: int, sampling: Sampling = "without") -> float:
     """``c_B``: the covariance of a minibatch mean of B of the n samples is ``c_B Σ`` (Σ the
-    one-sample covariance, docs/algorithms.md §1): ``(n − B)/(B(n − 1))`` drawn without
-    replacement (landscape's SGD, and any epoch-based shuffling; 0 for full batch), ``1/B`` drawn
-    with replacement.
+    one-sample covariance, docs/algorithms.md §1): ``(n − B)/(B(n − 1))`` drawn without replacement
+    (landscape's SGD, and any epoch-based shuffling; 0 for full batch), ``1/B`` drawn with
+    replacement.
 
     >>> sgd_noise_factor(8, 6), sgd_noise_factor(8, 6, "with")
     (0.047619047619047616, 0.16666666666666666)

@@ -17,8 +17,7 @@ that user factory instead (see ``landscape.factory.load_factory``).
 ``linear``      in_dim, out_dim=1, bias=True
 ==============  ==============================================================================
 
-Image models take ``[N, C, H, W]``; ``mlp``, ``two-layer`` and ``linear`` flatten ``[N, ...]``.
-"""
+Image models take ``[N, C, H, W]``; ``mlp``, ``two-layer`` and ``linear`` flatten ``[N, ...]``."""
 
 from __future__ import annotations
 

@@ -24,8 +24,7 @@ def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
 
 class CNN(nn.Module):
     """LeNet-like: ``[conv k x k (same padding) -> (BatchNorm) -> act -> maxpool 2] *
-    len(channels)``
-    then ``Flatten -> [Linear -> act] * len(hidden) -> Linear``.
+    len(channels)`` then ``Flatten -> [Linear -> act] * len(hidden) -> Linear``.
 
     LeCun et al. 1998 (LeNet-5) with 'same' padding so that 8x8 digits, 28x28 MNIST and 32x32
     CIFAR all fit. With ``batchnorm=True`` each conv drops its bias and is followed by

@@ -3,10 +3,8 @@
 Both hand the closure's gradient unchanged to the base optimizer: one forward/backward pass per
 step. They differ only in what the closure evaluates: ``gd`` expects the loss of the whole training
 set (docs/algorithms.md §3), ``sgd`` that of a minibatch. They exist as wrappers so that every
-optimizer
-of the registry shares one interface (closure conventions, ``state_dict``, NaN detection,
-``passes_per_step``).
-"""
+optimizer of the registry shares one interface (closure conventions, ``state_dict``, NaN detection,
+``passes_per_step``)."""
 
 from __future__ import annotations
 

@@ -106,10 +106,15 @@ class CovarianceNoise(SharpnessAware):
     def passes_per_step(self) -> int:  # type: ignore[override]
         return 2 if self.noise_active else 1
 
-    def step(self, closure: Callable | None = None, *, batch: tuple[torch.Tensor,
-                                                                    torch.Tensor] | None = None,
-             per_sample_grads: Sequence[torch.Tensor] | Callable[[],
-                 Sequence[torch.Tensor]] | None = None):
+    def step(
+        self,
+        closure: Callable | None = None,
+        *,
+        batch: tuple[torch.Tensor, torch.Tensor] | None = None,
+        per_sample_grads: Sequence[torch.Tensor]
+        | Callable[[], Sequence[torch.Tensor]]
+        | None = None,
+    ):
         """One step; while the noise is on, the batch's per-sample gradients come from
         ``per_sample_grads`` or are computed from ``batch=(x, y)`` (module docstring)."""
         self._batch, self._psg = batch, per_sample_grads
@@ -161,8 +166,11 @@ class CovarianceNoise(SharpnessAware):
         (App. F; as :func:`rules.full_fisher_noise`): this process's rows ``σ[shard]``, from one
         backward of ``Σ_{i∈shard} σ_i l_i`` (or from ``per_sample_grads``), summed over
         processes."""
-        per = None if self._psg is None and self._batch is not None else self._per_sample(params,
-                                                                                          idx, ps)
+        per = (
+            None
+            if self._psg is None and self._batch is not None
+            else self._per_sample(params, idx, ps)
+        )
         m = self._rows(per)
         self.last_scale = scale = rules.covariance_noise_scale(m, self.small_batch)
         sigma = rules.rademacher_signs(m, self._generator, ps[0])[self.shard]
@@ -291,8 +299,9 @@ def _signed_sum_grad(model: nn.Module | None, loss_fn: Any, ps: list[torch.Tenso
     forward, loss, chosen, names = _functional(model, loss_fn, ps, name)
     x, y = batch
     with torch.enable_grad():
-        g = torch.func.grad(lambda prm: (sigma * fx.per_sample_losses(forward, loss, prm, x,
-                                                                      y)).sum())(chosen)
+        g = torch.func.grad(
+            lambda prm: (sigma * fx.per_sample_losses(forward, loss, prm, x, y)).sum()
+        )(chosen)
     return [g[n] for n in names]
 
 

@@ -261,8 +261,9 @@ def rademacher_signs(m: int, generator: torch.Generator, like: torch.Tensor) -> 
 
 def _scale(p: torch.Tensor, adaptive, eta_a: float) -> torch.Tensor | None:
     if isinstance(adaptive, torch.Tensor):
-        return torch.where(adaptive, p.abs() + eta_a, torch.ones((), dtype=p.dtype,
-                                                                 device=p.device))
+        return torch.where(
+            adaptive, p.abs() + eta_a, torch.ones((), dtype=p.dtype, device=p.device)
+        )
     return p.abs() + eta_a if adaptive else None
 
 

@@ -88,9 +88,11 @@ class Tracer(SharpnessAware):
 
     def _current_fbar(self, params, present: list[bool], g: torch.Tensor) -> torch.Tensor:
         """f̄_t as a flat vector, initialising entries seen for the first time at g²."""
-        if self.fbar_source == "adam" and all(self.base.state.get(p,
-                                                                  {}).get("exp_avg_sq") is not None
-                                              for p, k in zip(params, present) if k):
+        if self.fbar_source == "adam" and all(
+            self.base.state.get(p, {}).get("exp_avg_sq") is not None
+            for p, k in zip(params, present)
+            if k
+        ):
             parts = []
             for p, k in zip(params, present):
                 st = self.base.state.get(p, {})
@@ -125,8 +127,9 @@ class Tracer(SharpnessAware):
         present = [g is not None for g in grads]
         if not any(present):
             return grads
-        g = flat_cat([t.detach() if t is not None else torch.zeros_like(p) for p, t in zip(params,
-                                                                                           grads)])
+        g = flat_cat(
+            [t.detach() if t is not None else torch.zeros_like(p) for p, t in zip(params, grads)]
+        )
         fbar = self._current_fbar(params, present, g)
         v = rules.tracer_direction([g], [fbar], self.delta)[0]
         hv = self._hvp(params, graph, split_like(v, params))

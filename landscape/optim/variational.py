@@ -96,8 +96,9 @@ class _Variational(SharpnessAware):
         if all(key):
             return None
         if self._mask_key != key:
-            self._mask = flat_cat([torch.full_like(p, k, dtype=torch.bool) for p, k in zip(params,
-                                                                                           key)])
+            self._mask = flat_cat(
+                [torch.full_like(p, k, dtype=torch.bool) for p, k in zip(params, key)]
+            )
             self._mask_key = key
         return self._mask
 
@@ -116,8 +117,9 @@ class _Variational(SharpnessAware):
 
     @staticmethod
     def _flat_grads(params, grads) -> torch.Tensor:
-        return flat_cat([g if g is not None else torch.zeros_like(p) for p, g in zip(params,
-                                                                                     grads)])
+        return flat_cat(
+            [g if g is not None else torch.zeros_like(p) for p, g in zip(params, grads)]
+        )
 
     def _extra_state(self) -> dict[str, Any]:
         return {"log_var": None if self._log_var is None else self._log_var.clone()}

@@ -420,8 +420,9 @@ class SharpnessAware(torch.optim.Optimizer):
 
 
 # ---------------------------------------------------------------------- helpers for variants
-def present(params: Sequence[torch.Tensor], grads: Grads) -> tuple[list[int], list[torch.Tensor],
-                                                                   list[torch.Tensor]]:
+def present(
+    params: Sequence[torch.Tensor], grads: Grads
+) -> tuple[list[int], list[torch.Tensor], list[torch.Tensor]]:
     """Indices, parameters and gradients of the parameters that have a gradient."""
     idx = [i for i, g in enumerate(grads) if g is not None]
     return idx, [params[i] for i in idx], [grads[i] for i in idx]  # type: ignore[misc]

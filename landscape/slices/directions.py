@@ -37,10 +37,9 @@ KINDS = ("random", "eigen", "pca", "checkpoints")
 class Directions:
     """A slice's directions: ``vectors [p, k]`` through the origin ``theta [p]``.
 
-    ``trajectory [T, k]`` holds coordinates of points drawn on the slice (a run's checkpoints
-    for PCA, the other checkpoints for ``checkpoints``) with ``labels`` naming them; ``info``
-    holds plain values describing how the directions were made (seed, eigenvalues, ...).
-    """
+    ``trajectory [T, k]`` holds coordinates of points drawn on the slice (a run's checkpoints for
+    PCA, the other checkpoints for ``checkpoints``) with ``labels`` naming them; ``info`` holds
+    plain values describing how the directions were made (seed, eigenvalues, ...)."""
 
     kind: str
     vectors: torch.Tensor
@@ -74,9 +73,8 @@ def normalize(d: torch.Tensor, theta: torch.Tensor, layout: ParamLayout, norm: N
 
     ``filter``: every filter (row ``i`` of a ``dim ≥ 2`` tensor reshaped to ``[out, -1]``) gets
     ``d_f ‖θ_f‖ / ‖d_f‖``; ``layer``: every tensor ``d_W ‖θ_W‖ / ‖d_W‖``; ``none``: unchanged.
-    Parameters with ``dim ≤ 1`` (biases, BatchNorm/LayerNorm scales and shifts) are set to 0
-    unless ``include_bias_bn``; then each is normalised as one filter (``d_b ‖θ_b‖ / ‖d_b‖``).
-    """
+    Parameters with ``dim ≤ 1`` (biases, BatchNorm/LayerNorm scales and shifts) are set to 0 unless
+    ``include_bias_bn``; then each is normalised as one filter (``d_b ‖θ_b‖ / ‖d_b‖``)."""
     if norm not in NORMS:
         raise ConfigError(f"unknown --norm {norm!r}", f"choose one of {', '.join(NORMS)}")
     dd, th = layout.unflatten(d.clone()), layout.unflatten(theta)
@@ -101,9 +99,8 @@ def random_directions(theta: torch.Tensor, layout: ParamLayout, k: int = 1, *, s
                       norm: Norm = "filter", include_bias_bn: bool = False) -> torch.Tensor:
     """``[p, k]`` Gaussian directions, each normalised by :func:`normalize`.
 
-    Drawn in float64 on the CPU from ``torch.Generator().manual_seed(seed)`` (one seed, the
-    same directions on every device and dtype), then cast to ``theta``'s dtype and device.
-    """
+    Drawn in float64 on the CPU from ``torch.Generator().manual_seed(seed)`` (one seed, the same
+    directions on every device and dtype), then cast to ``theta``'s dtype and device."""
     g = torch.Generator().manual_seed(int(seed))
     th = theta.detach().double().cpu()
     cols = [normalize(torch.randn(layout.p, generator=g, dtype=torch.float64), th, layout, norm,
@@ -134,12 +131,13 @@ def theta_from_state(state_dict: dict[str, torch.Tensor], layout: ParamLayout, *
                      where: str = "checkpoint") -> torch.Tensor:
     """The flat ``[p]`` vector of ``layout``'s parameters read from a ``state_dict``.
 
-    A missing name or a different shape raises CheckpointError: the architectures differ.
-    """
+    A missing name or a different shape raises CheckpointError: the architectures differ."""
     missing = [n for n in layout.names if n not in state_dict]
-    shapes = [f"{n} {list(state_dict[n].shape)} vs {list(s)}" for n, s in zip(layout.names,
-                                                                              layout.shapes)
-              if n in state_dict and tuple(state_dict[n].shape) != tuple(s)]
+    shapes = [
+        f"{n} {list(state_dict[n].shape)} vs {list(s)}"
+        for n, s in zip(layout.names, layout.shapes)
+        if n in state_dict and tuple(state_dict[n].shape) != tuple(s)
+    ]
     if missing or shapes:
         parts = ([f"missing {', '.join(missing[:3])}"] if missing else []) + \
                 ([f"shapes differ: {', '.join(shapes[:3])}"] if shapes else [])
@@ -147,8 +145,9 @@ def theta_from_state(state_dict: dict[str, torch.Tensor], layout: ParamLayout, *
             f"the architectures differ: {where} does not fit the model ({'; '.join(parts)})",
             "use checkpoints of the same model (same layers and widths)",
         )
-    return torch.cat([state_dict[n].reshape(-1) for n in layout.names]).to(dtype=like.dtype,
-                                                                           device=like.device)
+    return torch.cat([state_dict[n].reshape(-1) for n in layout.names]).to(
+        dtype=like.dtype, device=like.device
+    )
 
 
 def checkpoint_directions(theta: torch.Tensor, others: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -189,9 +188,8 @@ def pca_directions(theta: torch.Tensor, snapshots: torch.Tensor, k: int = 2
 
     ``M = [θ_0 − θ, …, θ_{T−1} − θ]`` (``snapshots [T, p]``), centred over t; its top ``k`` right
     singular vectors are orthonormal directions ``[p, k]``. Returns them, the trajectory's
-    coordinates ``(θ_t − θ)ᵀ d_i`` (``[T, k]``: exact, since the directions are orthonormal and
-    the plane passes through θ) and the fraction of the variance each direction explains.
-    """
+    coordinates ``(θ_t − θ)ᵀ d_i`` (``[T, k]``: exact, since the directions are orthonormal and the
+    plane passes through θ) and the fraction of the variance each direction explains."""
     M = (snapshots.to(theta) - theta).double()
     if M.shape[0] < 2:
         raise ConfigError("PCA needs at least 2 checkpoints", "train with --checkpoint-every")

@@ -6,9 +6,7 @@ gives ``Σ_{i∈batch} l_i(θ_j)`` and the correct counts for all P points at on
 weights of :class:`~landscape.problem.Problem` (sums over batches divided by n).
 
 Slices (Li et al. 2018; docs/algorithms.md §4): ``L(θ + α d)`` on a line, ``L(θ + α d_1 + β d_2)``
-on a
-plane; the points of a chunk are generated from their coordinates, never all held at once.
-"""
+on a plane; the points of a chunk are generated from their coordinates, never all held at once."""
 
 from __future__ import annotations
 
@@ -46,12 +44,10 @@ def recompute_bn(problem: Problem, params: dict[str, torch.Tensor]) -> dict[str,
     """BatchNorm running statistics re-estimated at ``params`` over ALL of the problem's samples:
     one forward pass over the batches with BatchNorm in training mode (later layers see
     batch-normalised activations, as in ``torch.optim.swa_utils.update_bn``), while hooks sum each
-    BatchNorm input's per-channel values and squares; then ``running_mean = S₁/N`` and
-    ``running_var = (S₂ − N·mean²)/(N − 1)`` (unbiased, as BatchNorm keeps it). The sums are
-    exact whatever the batch sizes and are added over ranks under torch.distributed, so the
-    statistics are the whole data's. Returns the floating buffers ``name -> tensor``. One point at
-    a time (slower).
-    """
+    BatchNorm input's per-channel values and squares; then ``running_mean = S₁/N`` and ``running_var
+    = (S₂ − N·mean²)/(N − 1)`` (unbiased, as BatchNorm keeps it). The sums are exact whatever the
+    batch sizes and are added over ranks under torch.distributed, so the statistics are the whole
+    data's. Returns the floating buffers ``name -> tensor``. One point at a time (slower)."""
     model = copy.deepcopy(problem.model)
     model.eval()
     bns = _bn_modules(model)
@@ -106,11 +102,10 @@ def auto_batch_points(problem: Problem, rows: int = 16384, cap: int = 64) -> int
 class PointEvaluator:
     """``L(θ_j)`` and accuracy at a block of points on one problem (one data split).
 
-    ``evaluate(thetas [m, p], buffers=None)`` -> ``(loss [m], accuracy [m] | None)`` as float64
-    CPU tensors. ``batch_points`` points share each vmapped forward pass; ``batch_points=1`` uses
-    a plain functional call per point (the reference the batched path is tested against).
-    ``buffers`` (``name -> [m, *shape]``) gives per-point floating buffers (BatchNorm statistics).
-    """
+    ``evaluate(thetas [m, p], buffers=None)`` -> ``(loss [m], accuracy [m] | None)`` as float64 CPU
+    tensors. ``batch_points`` points share each vmapped forward pass; ``batch_points=1`` uses a
+    plain functional call per point (the reference the batched path is tested against). ``buffers``
+    (``name -> [m, *shape]``) gives per-point floating buffers (BatchNorm statistics)."""
 
     def __init__(self, problem: Problem, batch_points: int | None = None) -> None:
         if batch_points is None:
@@ -134,8 +129,9 @@ class PointEvaluator:
         correct = (out.argmax(-1) == y).sum() if self.with_accuracy else loss.new_zeros(())
         return loss, correct.to(loss.dtype)
 
-    def _chunk(self, thetas: torch.Tensor, bufs: dict[str, torch.Tensor]) -> tuple[torch.Tensor,
-                                                                                   torch.Tensor]:
+    def _chunk(
+        self, thetas: torch.Tensor, bufs: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         pb = self.problem
         P = thetas.shape[0]
         total = torch.zeros(P, dtype=torch.float64, device=pb.device)
@@ -224,8 +220,7 @@ def evaluate_grid(
     statistics re-estimated at every point on the ``train`` problem's data (one point at a time,
     then evaluated batched). ``batch_points``: points per vmapped pass (None:
     :func:`auto_batch_points`). ``buffers(coords [P, k]) -> name -> [P, ...]`` supplies per-point
-    buffers otherwise (interpolation uses it); by default the checkpoint's buffers are used.
-    """
+    buffers otherwise (interpolation uses it); by default the checkpoint's buffers are used."""
     if directions.dim() != 2 or directions.shape[1] != len(axes):
         raise ValueError(f"directions {tuple(directions.shape)} do not fit {len(axes)} axes")
     first = problems.get("train") or next(iter(problems.values()))

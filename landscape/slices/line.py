@@ -1,11 +1,9 @@
 """1-D interpolation between two checkpoints: ``L((1 − α) θ_A + α θ_B)``.
 
 Keskar et al. 2017 (the lecture's Figure 6, GD against SGD solutions; docs/algorithms.md §4). The
-line
-is the slice through θ_A along ``d = θ_B − θ_A``, so α = 0 is A and α = 1 is B. Floating buffers
-(BatchNorm running statistics) are interpolated the same way, running variances clipped at 0
-outside [0, 1]; ``recompute_bn`` re-estimates them at every point instead.
-"""
+line is the slice through θ_A along ``d = θ_B − θ_A``, so α = 0 is A and α = 1 is B. Floating
+buffers (BatchNorm running statistics) are interpolated the same way, running variances clipped at 0
+outside [0, 1]; ``recompute_bn`` re-estimates them at every point instead."""
 
 from __future__ import annotations
 

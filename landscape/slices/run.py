@@ -29,9 +29,8 @@ class SliceRun:
 
 
 def default_ranges(kind: str, directions: Directions, dims: int) -> list[tuple[float, float]]:
-    """The axis ranges when none is given: the trajectory's extent padded by 15% (``pca``, with
-    the origin included), ``(-0.5, 1.5)`` (``checkpoints``: each at coordinate 1), else ``(-1,
-    1)``."""
+    """The axis ranges when none is given: the trajectory's extent padded by 15% (``pca``, with the
+    origin included), ``(-0.5, 1.5)`` (``checkpoints``: each at coordinate 1), else ``(-1, 1)``."""
     if kind == "pca" and directions.trajectory is not None:
         c = directions.trajectory.double()
         lo, hi = c.min(dim=0).values.clamp(max=0.0), c.max(dim=0).values.clamp(min=0.0)
@@ -71,8 +70,11 @@ def compute_slice(
     """
     dims = directions.dims
     n = points if points is not None else (51 if dims == 1 else 31)
-    ranges = [tuple(span)] * dims if span is not None else default_ranges(directions.kind,
-                                                                          directions, dims)
+    ranges = (
+        [tuple(span)] * dims
+        if span is not None
+        else default_ranges(directions.kind, directions, dims)
+    )
     axes = [axis(lo, hi, n) for lo, hi in ranges]
     result = evaluate_grid(problems, directions.theta, directions.vectors, axes,
                            batch_points=batch_points,

@@ -363,8 +363,9 @@ def write_figures(record: StudyRecord, folder: str | Path, fmt: str = "png") -> 
     return written
 
 
-def write_report(path: str | Path, out: str | Path, fmt: str = "png") -> tuple[StudyRecord,
-                                                                               list[Path]]:
+def write_report(
+    path: str | Path, out: str | Path, fmt: str = "png"
+) -> tuple[StudyRecord, list[Path]]:
     """``out/summary.md`` and the figures of the study file ``path``; returns the record and the
     files written (markdown first)."""
     from ..io.atomic import atomic_path

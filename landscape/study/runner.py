@@ -24,8 +24,7 @@ file, never a half-written one; the cost is one copy of the file per item, which
 because results are small (slices keep their direction vectors only with ``save_directions``).
 
 Under ``torchrun`` every rank runs every item (each on its shard of the data; the products are
-all-reduced) and rank 0 alone reads the plan (broadcast to the others) and writes the file.
-"""
+all-reduced) and rank 0 alone reads the plan (broadcast to the others) and writes the file."""
 
 from __future__ import annotations
 
@@ -264,8 +263,8 @@ def _slice(ctx: Context, item: Item) -> dict:
     return {**run.attrs, **run.tree}
 
 
-# : How each kind of :data:`landscape.study.spec.KINDS` is computed: ``compute(context, item) ->
-# tree``.
+#: How each kind of :data:`landscape.study.spec.KINDS` is computed:
+#: ``compute(context, item) -> tree``.
 COMPUTE: ChainMap[str, Callable[[Context, Item], dict]] = ChainMap({
     "fisher": _fisher,
     "noise": _noise,
@@ -278,9 +277,9 @@ COMPUTE: ChainMap[str, Callable[[Context, Item], dict]] = ChainMap({
 def commit_item(path: Path, study: Study, label: str, checkpoint_attrs: dict, name: str,
                 attrs: dict,
                 result: dict | None) -> None:
-    """Add (or replace) ``/checkpoints/label/name`` in the study file, atomically (copy-on-write:
-    a new file with every other group copied, then :func:`~landscape.io.atomic.atomic_path`).
-    Rank 0 only."""
+    """Add (or replace) ``/checkpoints/label/name`` in the study file, atomically (copy-on-write: a
+    new file with every other group copied, then :func:`~landscape.io.atomic.atomic_path`). Rank 0
+    only."""
     import h5py
 
     from .. import __version__

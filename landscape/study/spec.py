@@ -45,8 +45,7 @@ relative to the study file's folder)::
     dims = 1
     points = 21
 
-Metric kinds and their settings (the flags of the command of the same name) are in :data:`KINDS`.
-"""
+Metric kinds and their settings (the flags of the command of the same name) are in :data:`KINDS`."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The training loop behind ``landscape train``: any optimizer of :data:`landscape.optim.OPTIMIZERS`
-on a registry model and dataset, with evaluation, curvature tracking every K steps, checkpoints,
-and exact resume.
+on a registry model and dataset, with evaluation, curvature tracking every K steps, checkpoints, and
+exact resume.
 
 Reproducibility: the data order comes from a ``torch.Generator`` seeded with ``seed`` (its state
 and the current epoch's permutation are saved), the optimizer's ``state_dict`` holds its base's
@@ -65,8 +65,7 @@ class TrainConfig:
     Stopping: ``steps``, else ``epochs`` (``gd``: one step per epoch; default 10 epochs), and
     earlier when the full training loss falls below ``until_loss`` (checked at evaluations).
     ``every``: tracking period in steps; ``eval_every``: evaluation period (default: once an epoch,
-    at most 500 evaluations); ``checkpoint_every``: also write ``step-XXXXXX.pt`` checkpoints.
-    """
+    at most 500 evaluations); ``checkpoint_every``: also write ``step-XXXXXX.pt`` checkpoints."""
 
     model: str = "mlp"
     model_kwargs: dict = field(default_factory=dict)
@@ -664,8 +663,9 @@ def _loop(s: _Session, state: dict | None, stop_after: int | None, handle_signal
                     stop_after is not None and s.step >= stop_after
                 )
                 if s.world > 1:  # every rank stops at the same step (a signal may reach them apart)
-                    stopping = bool(distributed.all_reduce_(torch.tensor([int(stopping)],
-                                                                         device=s.device))[0])
+                    stopping = bool(
+                        distributed.all_reduce_(torch.tensor([int(stopping)], device=s.device))[0]
+                    )
                 if stopping and s.step < s.total_steps:
                     s.status = "interrupted"
                     s.stop_reason = "signal" if stop.signum is not None else "stop_after"

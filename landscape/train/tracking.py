@@ -27,12 +27,10 @@ time series, ``NAME`` and ``NAME_stderr``. Built in:
 =============  =========================================================================
 
 The Hessian metrics are those of :data:`landscape.metrics.METRICS` that declare tracked columns
-(``Metric.scalars``), computed by :func:`landscape.metrics.run.measure`, the code behind
-``landscape sharpness``; ``nonuniformity``
-and ``mu`` through the functions behind ``landscape noise``. :func:`register_tracker` adds members.
-``settings.extra`` holds the run's context for trackers that need it: ``lr``, ``batch_size``,
-``n_train``, ``step``.
-"""
+(``Metric.scalars``), computed by :func:`landscape.metrics.run.measure`, the code behind ``landscape
+sharpness``; ``nonuniformity`` and ``mu`` through the functions behind ``landscape noise``.
+:func:`register_tracker` adds members. ``settings.extra`` holds the run's context for trackers that
+need it: ``lr``, ``batch_size``, ``n_train``, ``step``."""
 
 from __future__ import annotations
 
