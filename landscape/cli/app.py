@@ -54,7 +54,8 @@ for _name, _command in [
     ("sharpness", sharpness.sharpness), ("info", info.info), ("train", train.train),
     ("fisher", fisher.fisher), ("noise", noise.noise), ("stability", stability.stability),
     ("compare", compare.compare), ("slice", slice.slice_), ("interpolate", interpolate.interpolate),
-    ("plot", plot.plot), ("escape", escape.escape), ("batch", batch.batch), ("report", report.report),
+    ("plot", plot.plot), ("escape", escape.escape), ("batch", batch.batch),
+    ("report", report.report),
 ]:
     app.command(_name)(_command)
 
