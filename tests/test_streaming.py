@@ -345,6 +345,26 @@ def test_memory_stays_flat_over_many_products():
     assert _rss() - before < 48 << 20
 
 
+def test_an_estimate_of_one_pass_keeps_no_graph_and_gives_the_same_numbers():
+    """The estimators tell the Hessian how many passes they will make: a trace whose probes fit
+    one pass keeps no batch graph (it would never be read again), one of many passes keeps them
+    (each is read on every pass), and both give the numbers of an uncached Hessian."""
+    g = torch.Generator().manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 4))
+    X, Y = torch.randn(300, 16, generator=g), torch.randint(0, 4, (300,), generator=g)
+
+    def hessian(**kw):
+        return landscape.Hessian(model, "cross-entropy", (X, Y), batch_size=100,
+                                 dtype="float64", **kw)
+
+    for probes, kept in ((4, False), (40, True)):
+        H, plain = hessian(), hessian(cache_bytes=0)
+        for estimate in (landscape.trace, landscape.frobenius):
+            assert estimate(H, probes=probes, seed=1).value == estimate(plain, probes=probes,
+                                                                         seed=1).value
+        assert (len(H._graphs) > 0) is kept and H.passes_left is None
+
+
 def test_a_dataset_four_times_the_budget_runs_within_it(files):
     """A generated Dataset whose samples' graphs fill four budgets: streamed (not resident), the
     cache holds what fits, every graph counted stays within the budget, and the numbers are the

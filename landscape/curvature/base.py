@@ -355,6 +355,8 @@ class ProblemOperator(LinearOperator):
             del state
             start += int(x.shape[0])
         out /= pb.n
+        if self.passes_left is not None:
+            self.passes_left -= 1
         return pb.reduce(out).T
 
     def plan_report(self) -> dict:

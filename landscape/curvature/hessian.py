@@ -108,7 +108,8 @@ class Hessian(ProblemOperator):
         ) * self.p_bytes + plan.per_sample * plan.vmap * x.shape[0]
         others += (plan.fixed / 1.3) * 0.3 * x.shape[0]  # the build's own transients
         gg = self._build(x, y, limit=max(int(plan.budget - self._cached - others), 0))
-        if plan.keeps(width) and self._cached + gg.nbytes <= plan.cache:
+        revisited = self.passes_left is None or self.passes_left > 1
+        if revisited and plan.keeps(width) and self._cached + gg.nbytes <= plan.cache:
             self._graphs[key] = gg
             self._cached += gg.nbytes
             gg.cached = True

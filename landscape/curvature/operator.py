@@ -9,6 +9,9 @@ them testable on a random 10x10 matrix.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import torch
 
@@ -21,6 +24,9 @@ class LinearOperator:
     """
 
     block_size: int = 64
+    #: passes over the data the running estimate will still make (None: unknown); an operator
+    #: that keeps per-batch state between passes keeps none on the last (:func:`expected_passes`)
+    passes_left: int | None = None
     #: bytes an estimator may spend on its own vectors (Lanczos bases, probe blocks); None: no limit
     #: beyond the estimators' defaults. Problem operators set a share of the memory budget.
     memory: int | None = None
@@ -86,6 +92,23 @@ class DenseOperator(LinearOperator):
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         return self.A @ V
+
+
+@contextmanager
+def expected_passes(op: LinearOperator, n: int) -> Iterator[None]:
+    """Within the block, ``op`` (and any operator it wraps, through ``.op``) will make ``n`` more
+    passes and no more: state kept between passes, such as a Hessian's batch graphs, is not
+    worth keeping on the last one (a one-pass trace then holds no graph beyond its batch)."""
+    chain = [op]
+    while hasattr(chain[-1], "op"):
+        chain.append(chain[-1].op)
+    for o in chain:
+        o.passes_left = n
+    try:
+        yield
+    finally:
+        for o in chain:
+            o.passes_left = None
 
 
 def as_operator(A: LinearOperator | torch.Tensor) -> LinearOperator:

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from landscape.curvature.operator import as_operator
+from landscape.curvature.operator import as_operator, expected_passes
 from landscape.errors import ConfigError
 from landscape.estimators.sampling import make_generator, rademacher
 from landscape.estimators.trace import _block_size, _mean_stderr
@@ -32,9 +32,11 @@ def frobenius(op, probes: int = 100, seed: int = 0, block: int | None = None) ->
     p = op.shape[0]
     b = _block_size(op, probes, block)
     vals = []
-    for start in range(0, probes, b):
-        V = rademacher(p, min(b, probes - start), g, op.dtype, op.device)
-        vals.append(op.matmat(V).double().square().sum(dim=0))
+    blocks = [min(b, probes - start) for start in range(0, probes, b)]
+    with expected_passes(op, sum(-(-k // op.block_size) for k in blocks)):
+        for start in range(0, probes, b):
+            V = rademacher(p, min(b, probes - start), g, op.dtype, op.device)
+            vals.append(op.matmat(V).double().square().sum(dim=0))
     tsq, tsq_se = _mean_stderr(torch.cat(vals))
     value = math.sqrt(max(tsq, 0.0))
     se = tsq_se / (2 * value) if value > 0 else (0.0 if tsq_se == 0 else math.inf)

@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from landscape.curvature.operator import as_operator
+from landscape.curvature.operator import as_operator, expected_passes
 from landscape.errors import ConfigError
 from landscape.estimators.sampling import make_generator, rademacher
 from landscape.results import Estimate
@@ -45,9 +45,11 @@ def _quadratic_forms(op, probes: int, g: torch.Generator, block: int) -> torch.T
     product."""
     p = op.shape[0]
     out = []
-    for k in _even_blocks(probes, block):
-        V = rademacher(p, k, g, op.dtype, op.device)
-        out.append((V * op.matmat(V)).sum(dim=0))
+    blocks = _even_blocks(probes, block)
+    with expected_passes(op, sum(-(-k // op.block_size) for k in blocks)):
+        for k in blocks:
+            V = rademacher(p, k, g, op.dtype, op.device)
+            out.append((V * op.matmat(V)).sum(dim=0))
     return torch.cat(out)
 
 
