@@ -79,7 +79,7 @@ def estimate(problem: Problem, names: list[str], settings: Settings,
             passes = math.ceil(prods / max(1, plan.block)) if prods else 0
             extra = 3 * min(prods, plan.block) * p * item if prods else 0
         hessian = name in ("trace", "frobenius", "eig", "density")
-        kept = cached if plan.keeps(width) else 0.0
+        kept = cached if plan.keeps(width) and passes > 1 else 0.0  # a last pass keeps none
         secs = (n * (passes * t_setup * (1 - kept) + prods * t_vec)) if hessian else None
         rows[name] = {"products": prods, "how": how, "passes": passes, "seconds": secs,
                       "memory_bytes": extra}
