@@ -107,3 +107,29 @@ def test_the_declared_bounds_hold_in_the_cli_and_the_study_alike(ckpt, tmp_path)
     with pytest.raises(ConfigError, match="--probes must be an integer >= 2"):
         Settings(probes=1).validate(["trace"])
     Settings(probes=1).validate(["eig"])  # eig does not read --probes
+
+
+def test_grad_curvature_matches_the_dense_hessian(ckpt):
+    """``gᵀHg/‖g‖²`` against the dense Hessian and the stacked gradient (float64, to 1e-10), and
+    its place between the extreme eigenvalues; through the CLI, as a user runs it."""
+    pb = landscape.load(ckpt).problem(dtype="float64")
+    H = landscape.Hessian(pb).dense()
+    _, g = pb.gradient()
+    exact = float(g @ H @ g / (g @ g))
+    r = runner.invoke(app, ["sharpness", str(ckpt), "-m", "grad-curvature", "--dtype", "float64",
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)["metrics"]["grad_curvature"]
+    assert got["estimate"] == pytest.approx(exact, rel=1e-10, abs=1e-12)
+    assert got["matvecs"] == 1 and got["grad_norm"] == pytest.approx(float(g.norm()), rel=1e-12)
+    ev = torch.linalg.eigvalsh(H)
+    assert float(ev[0]) - 1e-12 <= got["estimate"] <= float(ev[-1]) + 1e-12
+    assert "grad-curvature" in TRACKERS and "grad-curvature" in KINDS
+
+
+def test_grad_curvature_is_the_top_eigenvalue_along_a_top_eigenvector():
+    from landscape.estimators.directional import rayleigh_quotient
+
+    A = torch.diag(torch.tensor([3.0, 1.0, -2.0], dtype=torch.float64))
+    assert rayleigh_quotient(A, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)) == 3.0
+    assert rayleigh_quotient(A, torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64)) == 2.0

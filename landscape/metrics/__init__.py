@@ -13,6 +13,7 @@ computed."""
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -208,5 +209,7 @@ def parse_metrics(spec: str | list[str] | None, registry: dict[str, Metric] = ME
     return names
 
 
-from . import hessian as _hessian  # noqa: F401  (registers trace, eig, frobenius, density)
-from . import perturbation as _perturbation  # noqa: F401  (registers perturbation, keskar)
+# the modules that declare metrics, in the order the metrics are listed: hessian (trace, eig,
+# frobenius, density), perturbation (perturbation, keskar), directional (grad-curvature)
+for _module in ("hessian", "perturbation", "directional"):
+    importlib.import_module(f".{_module}", __name__)
