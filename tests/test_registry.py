@@ -133,3 +133,27 @@ def test_grad_curvature_is_the_top_eigenvalue_along_a_top_eigenvector():
     A = torch.diag(torch.tensor([3.0, 1.0, -2.0], dtype=torch.float64))
     assert rayleigh_quotient(A, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)) == 3.0
     assert rayleigh_quotient(A, torch.tensor([1.0, 1.0, 0.0], dtype=torch.float64)) == 2.0
+
+
+def test_top_subspace_matches_the_dense_eigenvectors(ckpt):
+    """``‖V_kᵀg‖²/‖g‖²`` against the dense top-3 eigenvectors (Lanczos at tol 1e-10)."""
+    pb = landscape.load(ckpt).problem(dtype="float64")
+    H = landscape.Hessian(pb).dense()
+    _, g = pb.gradient()
+    U = torch.linalg.eigh(H).eigenvectors[:, -3:]
+    exact = float((U.T @ g).square().sum() / (g @ g))
+    r = runner.invoke(app, ["sharpness", str(ckpt), "-m", "top-subspace", "--top-k", "3",
+                            "--tol", "1e-10", "--dtype", "float64", "--json"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)["metrics"]["top_subspace"]
+    assert got["estimate"] == pytest.approx(exact, rel=1e-6, abs=1e-9)
+    assert "top-subspace" in TRACKERS and set(KINDS["top-subspace"].options) >= {"top_k", "tol"}
+
+
+def test_subspace_fraction_is_one_in_the_span_and_zero_orthogonal_to_it():
+    from landscape.estimators.directional import subspace_fraction
+
+    V = torch.tensor([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]], dtype=torch.float64)  # not orthonormal
+    assert subspace_fraction(V, torch.tensor([2.0, -3.0, 0.0])) == pytest.approx(1.0, abs=1e-15)
+    assert subspace_fraction(V, torch.tensor([0.0, 0.0, 5.0])) == 0.0
+    assert subspace_fraction(V, torch.tensor([0.0, 1.0, 1.0])) == pytest.approx(0.5, abs=1e-15)

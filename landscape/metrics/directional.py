@@ -1,11 +1,13 @@
-"""Curvature along the gradient (``landscape sharpness --metric grad-curvature``,
-``landscape train --track grad-curvature``): ``gᵀHg / ‖g‖²``, exact, one product. Importing
-this module registers it; it was added by CONTRIBUTING.md's recipe (this declaration, the
-estimator in :mod:`landscape.estimators.directional`, one test)."""
+"""The Hessian along the gradient (``landscape sharpness --metric grad-curvature,top-subspace``,
+``landscape train --track ...``): ``gᵀHg / ‖g‖²`` (exact, one product) and the fraction of
+``‖g‖²`` in the top-k eigenspace. Importing this module registers both; they were added by
+CONTRIBUTING.md's recipe (these declarations, the estimators in
+:mod:`landscape.estimators.directional`, their tests)."""
 
 from __future__ import annotations
 
 from . import Metric, Row, Settings, fmt, number, register
+from .hessian import EIG
 
 
 def _compute(op, s: Settings):
@@ -19,8 +21,28 @@ def _rows(r) -> list[Row]:
              str(r.matvecs))]
 
 
+def _top_subspace(op, s: Settings):
+    from ..estimators.directional import gradient_in_top_subspace
+
+    return gradient_in_top_subspace(op, k=s.top_k, tol=s.tol, seed=s.seed, block=s.eig_block,
+                                    max_steps=s.max_steps)
+
+
+def _top_subspace_rows(r) -> list[Row]:
+    worst = max(r.extra["residuals"]) if r.extra["residuals"] else 0.0
+    return [(f"‖P_k g‖² / ‖g‖², top {r.extra['k']}", fmt(r.value),
+             f"Ritz residuals ≤ {worst:.2g}", str(r.matvecs))]
+
+
 register("grad-curvature", Metric(
     "grad_curvature", _compute, _rows, lambda s: 1,
     "curvature along the gradient gᵀHg/‖g‖² (exact, one product)",
     scalars=lambda r: {"grad_curvature": r.value}, primary="grad_curvature",
     headlines=lambda stored: [("gᵀHg/‖g‖²", number(stored.get("estimate")), number(None))]))
+
+register("top-subspace", Metric(
+    "top_subspace", _top_subspace, _top_subspace_rows, lambda s: None,
+    "fraction of ‖g‖² in the top-k Hessian eigenspace (Lanczos Ritz vectors)",
+    options={k: EIG[k] for k in ("top_k", "tol", "eig_block", "max_steps")},
+    scalars=lambda r: {"top_subspace": r.value}, primary="top_subspace",
+    headlines=lambda stored: [("‖P_k g‖²/‖g‖²", number(stored.get("estimate")), number(None))]))

@@ -111,6 +111,19 @@ def _density_headlines(stored: dict) -> list[Headline]:
     return [("SLQ max Ritz value", max(nodes), number(None))] if nodes else []
 
 
+#: the Lanczos settings (shared by the metrics that compute eigenvectors)
+EIG = {"top_k": integer(1, 1, "How many eigenvalues at each end."),
+       "which": choice("top", "bottom", "both",
+                       help="Eigenvalues at the top, bottom or both ends of the spectrum."),
+       "tol": positive(1e-6, "Relative residual tolerance of Lanczos (or power iteration)."),
+       "eig_method": choice("lanczos", "power",
+                            help="Lanczos, or power iteration (PyHessian's: largest |λ|)."),
+       "eig_block": integer(1, help="Lanczos block size (default --top-k: every copy of an "
+                                    "eigenvalue repeated up to k times is found; 1: single-vector "
+                                    "Lanczos, about half the products, which can miss copies)."),
+       "max_steps": integer(1, help="Cap on Lanczos steps (default: enough for --tol).")}
+
+
 register("trace", Metric(
     "trace", _trace, estimate_rows("tr(H)"), lambda s: s.probes,
     "Hessian trace (Hutchinson or Hutch++) ± standard error",
@@ -122,17 +135,7 @@ register("trace", Metric(
 register("eig", Metric(
     "eigenvalues", _eig, _eig_rows, lambda s: None,
     "extreme eigenvalues (Lanczos, or power iteration) with residuals",
-    options={"top_k": integer(1, 1, "How many eigenvalues at each end."),
-             "which": choice("top", "bottom", "both",
-                             help="Eigenvalues at the top, bottom or both ends of the spectrum."),
-             "tol": positive(1e-6, "Relative residual tolerance of Lanczos (or power iteration)."),
-             "eig_method": choice("lanczos", "power",
-                                  help="Lanczos, or power iteration (PyHessian's: largest |λ|)."),
-             "eig_block": integer(1, help="Lanczos block size (default --top-k: every copy of an "
-                                          "eigenvalue repeated up to k times is found; 1: "
-                                          "single-vector Lanczos, about half the products, which "
-                                          "can miss copies)."),
-             "max_steps": integer(1, help="Cap on Lanczos steps (default: enough for --tol).")},
+    options=EIG,
     scalars=_eig_scalars, primary="lambda_max", headlines=_eig_headlines))
 
 register("frobenius", Metric(
