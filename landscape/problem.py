@@ -365,15 +365,28 @@ class Problem:
     # ---------------------------------------------------------------- scalar quantities
     def loss_value(self, theta: torch.Tensor | None = None) -> float:
         """``L(θ) = (1/n) Σ_i l_i(θ)`` over the problem's samples."""
+        return self._evaluate(theta, accuracy=False, check=True)[0]
+
+    def _evaluate(self, theta: torch.Tensor | None, accuracy: bool,
+                  check: bool) -> tuple[float, float | None]:
+        """``(L(θ), accuracy or None)`` from one pass over the data (one forward per batch); the
+        accuracy only for cross-entropy with class labels; ``check``: a NaN or infinite loss
+        raises."""
         params = self.params if theta is None else self.at(theta)
+        accuracy = accuracy and self.loss.name == "cross-entropy"
         total = torch.zeros((), dtype=self.dtype, device=self.device)
+        correct = torch.zeros((), dtype=torch.float64, device=self.device)
         with torch.no_grad():
             for x, y in self.batches:
-                total += fx.batch_loss(self.forward, self.loss, params, x, y)
+                out = self.forward(params, x)
+                total += self.loss.sum(out, y)
+                accuracy = accuracy and not y.is_floating_point()
+                if accuracy:
+                    correct += (out.argmax(-1) == y).sum()
         value = float(self.reduce(total) / self.n)
-        if not math.isfinite(value):
+        if check and not math.isfinite(value):
             raise self._nonfinite(value, params)
-        return value
+        return value, float(self.reduce(correct) / self.n) if accuracy else None
 
     def _nonfinite(self, value: float, params: dict[str, torch.Tensor]) -> NumericalError:
         """Whose fault a NaN or infinite loss is: the data's, the parameters', or the model's."""
@@ -398,22 +411,17 @@ class Problem:
         )
 
     def point(self) -> dict:
-        """``{"loss_value", "accuracy"}`` at the problem's parameters: what every result reports
-        of the point it measured (a NaN or infinite loss raises here, before any product)."""
-        return {"loss_value": self.loss_value(), "accuracy": self.accuracy()}
+        """``{"loss_value", "accuracy"}`` at the problem's parameters, from one pass: what every
+        result reports of the point it measured (a NaN or infinite loss raises here, before any
+        product)."""
+        loss, acc = self._evaluate(None, accuracy=True, check=True)
+        return {"loss_value": loss, "accuracy": acc}
 
     def accuracy(self, theta: torch.Tensor | None = None) -> float | None:
         """Fraction of correct argmax predictions (cross-entropy with class labels only)."""
         if self.loss.name != "cross-entropy":
             return None
-        params = self.params if theta is None else self.at(theta)
-        correct = torch.zeros((), dtype=torch.float64, device=self.device)
-        with torch.no_grad():
-            for x, y in self.batches:
-                if y.is_floating_point():
-                    return None
-                correct += (self.forward(params, x).argmax(-1) == y).sum()
-        return float(self.reduce(correct) / self.n)
+        return self._evaluate(theta, accuracy=True, check=False)[1]
 
     def gradient(self, theta: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:
         """``(L(θ), ∇L(θ))`` with the gradient flat ``[p]``."""
