@@ -61,7 +61,7 @@ from typing import Any
 
 from ..errors import ConfigError, LandscapeError
 from ..metrics import MetricView, reports
-from ..schema import Option, choice, coerce, describe, integer, positive
+from ..schema import Option, choice, coerce, describe, integer
 from ..settings import LOADING, PROBLEM
 from ..slices.settings import SLICE, check_slice
 
@@ -75,14 +75,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10 with the tomli bac
 
 
 # ------------------------------------------------------------------------ option schema
-_int, _pos, _choice = integer, positive, choice
-
-
-#: How each checkpoint becomes a Problem ([problem], overridable per item except model/data/loss).
-PROBLEM_OPTIONS = PROBLEM
-GLOBAL_ONLY = LOADING
-
-SEED = _int(0, help="seed of probes, subsets and directions (default [study].seed)")
+SEED = integer(0, help="seed of probes, subsets and directions (default [study].seed)")
 
 
 @dataclass(frozen=True)
@@ -135,7 +128,7 @@ STUDY_OPTIONS = {"output": Option("str"), "figures": Option("text",
                  "seed": SEED,
                  "name": Option("str")}
 CHECKPOINT_OPTIONS = {"files": Option("globs"), "runs": Option("globs"),
-                      "run_checkpoints": _choice("all", "final")}
+                      "run_checkpoints": choice("all", "final")}
 _STEP = re.compile(r"step-(\d+)\.pt$")
 
 
@@ -477,7 +470,7 @@ def _items(where: _Where, base: Path, data: dict, problem: dict, seed: int) -> l
                                   f"{_suggest(str(kind), known)}kinds: {', '.join(known)} "
                                   f"(name the table after one, or set kind = \"...\")")
             schema = KINDS[kind]
-            item_problem_opts = {k: v for k, v in PROBLEM_OPTIONS.items() if k not in GLOBAL_ONLY}
+            item_problem_opts = {k: v for k, v in PROBLEM.items() if k not in LOADING}
             options = {**schema.options, **item_problem_opts}
             given = _check_table(where, key, table, options, extra=("kind",))
             settings = {k: opt.default for k, opt in schema.options.items()}
@@ -551,10 +544,10 @@ def parse_study(path: str | Path, text: str | None = None) -> Study:
             raise where.error((k,), f"unknown key {k!r} at the top level",
                               f"{_suggest(k, STUDY_KEYS)}tables: {', '.join(sorted(STUDY_KEYS))}")
     study = _check_table(where, ("study",), data.get("study", {}), STUDY_OPTIONS)
-    problem_given = _check_table(where, ("problem",), data.get("problem", {}), PROBLEM_OPTIONS)
-    problem = {k: opt.default for k, opt in PROBLEM_OPTIONS.items() if k not in GLOBAL_ONLY}
-    problem.update({k: v for k, v in problem_given.items() if k not in GLOBAL_ONLY})
-    load = {k: v for k, v in problem_given.items() if k in GLOBAL_ONLY}
+    problem_given = _check_table(where, ("problem",), data.get("problem", {}), PROBLEM)
+    problem = {k: opt.default for k, opt in PROBLEM.items() if k not in LOADING}
+    problem.update({k: v for k, v in problem_given.items() if k not in LOADING})
+    load = {k: v for k, v in problem_given.items() if k in LOADING}
     for k in ("model", "data"):
         if k in load and ":" in load[k] and load[k].split(":")[0].endswith(".py"):
             file = Path(load[k].rsplit(":", 1)[0])
@@ -590,7 +583,7 @@ def parse_study(path: str | Path, text: str | None = None) -> Study:
 
 __all__ = [
     "KINDS",
-    "PROBLEM_OPTIONS",
+    "PROBLEM",
     "CheckpointRef",
     "Item",
     "KindSchema",
