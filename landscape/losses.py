@@ -4,11 +4,16 @@ mean over all n samples is exact whatever the batch sizes (the last batch may be
 - ``cross-entropy``: ``l_i = −log softmax(f_i)[y_i]``.
 - ``mse``: ``l_i = ½ ‖f_i − y_i‖²`` (the lecture slides' ``1/(2n) Σ e_i²``; with it H = G at an
   interpolating minimum, docs/algorithms.md §1 "Loss conventions"). Note PyTorch's ``MSELoss`` has
-  no ½
-  and also averages over output dimensions.
+  no ½ and also averages over output dimensions.
+- ``causal-lm``: next-token cross-entropy over ``[B, T, V]`` logits: the logits at ``t`` predict
+  the label at ``t+1``, labels −100 are ignored (HF's convention). ``token-ce``: the same without
+  the shift (masked LMs, token classification). A sample is a sequence, and its loss is
+  ``l_i = (n/N) Σ_t ℓ_it`` with ``N`` the counted tokens of all ``n`` sequences, so that
+  ``(1/n) Σ_i l_i = (1/N) Σ_{i,t} ℓ_it``: the per-token mean over the whole data set, weighted
+  exactly across uneven batches and padding (docs/algorithms.md §1 "Sequences"). ``scale = n/N``
+  is set by the problem, which counts the tokens.
 - a callable ``loss(outputs, targets)`` returning the MEAN over the batch (like
-``nn.CrossEntropyLoss()``);
-  it is multiplied by the batch size.
+  ``nn.CrossEntropyLoss()``); it is multiplied by the batch size.
 """
 
 from __future__ import annotations
@@ -19,23 +24,70 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .data.batch import IGNORE
 from .errors import ConfigError
 
-LOSS_NAMES = ("cross-entropy", "mse")
+LOSS_NAMES = ("cross-entropy", "mse", "causal-lm", "token-ce")
+#: losses summed over the tokens of each sequence, normalised by the counted tokens
+TOKEN_LOSSES = ("causal-lm", "token-ce")
+ALIASES = {"ce": "cross-entropy", "crossentropy": "cross-entropy", "squared": "mse",
+           "squared-error": "mse", "clm": "causal-lm", "lm": "causal-lm"}
+
+
+def canonical(name: str) -> str:
+    """The loss's name from itself or an alias (``ce``, ``cross_entropy``, ``squared``, ...)."""
+    key = str(name).strip().lower().replace("_", "-")
+    key = ALIASES.get(key, key)
+    if key not in LOSS_NAMES:
+        raise ConfigError(f"unknown loss {name!r}", f"choose one of {', '.join(LOSS_NAMES)}")
+    return key
 
 
 @dataclass(frozen=True)
 class Loss:
+    """A loss as a batch SUM ``Σ_i l_i``; ``scale`` multiplies it (``n/N`` for the token losses,
+    set by :class:`~landscape.problem.Problem`)."""
+
     name: str
     fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    scale: float = 1.0
+
+    @property
+    def per_token(self) -> bool:
+        return self.name in TOKEN_LOSSES
 
     def sum(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Σ_i l_i over the batch."""
-        return self.fn(outputs, targets)
+        value = self.fn(outputs, targets)
+        return value if self.scale == 1.0 else value * self.scale
+
+    def token_targets(self, targets: torch.Tensor) -> torch.Tensor:
+        """The labels that the token losses count, aligned with the logits they are scored
+        against (``causal-lm``: ``labels[:, 1:]`` against ``logits[:, :-1]``)."""
+        return targets[:, 1:] if self.name == "causal-lm" else targets
+
+    def counted(self, targets: torch.Tensor) -> torch.Tensor:
+        """Tokens (token losses) or samples (the others) that a batch's loss counts."""
+        if self.per_token:
+            return (self.token_targets(targets) != IGNORE).sum()
+        return torch.tensor(targets.shape[0])
+
+    def correct(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
+        """Correct argmax predictions among the counted samples or tokens (cross-entropy with
+        class labels and the token losses; None for the others)."""
+        if self.per_token:
+            y = self.token_targets(targets)
+            f = outputs[:, :-1] if self.name == "causal-lm" else outputs
+            return ((f.argmax(-1) == y) & (y != IGNORE)).sum()
+        if self.name == "cross-entropy" and not targets.is_floating_point():
+            return (outputs.argmax(-1) == targets).sum()
+        return None
 
     def check(self, outputs: torch.Tensor, targets: torch.Tensor) -> None:
         """One clear error when targets do not fit this loss."""
-        if self.name == "cross-entropy":
+        if self.per_token:
+            _check_tokens(self.name, outputs, targets)
+        elif self.name == "cross-entropy":
             if targets.is_floating_point() and targets.shape != outputs.shape:
                 raise ConfigError(
                     "cross-entropy needs integer class labels (or class probabilities of the "
@@ -44,11 +96,11 @@ class Loss:
                     "use --loss mse for regression targets",
                 )
             if outputs.dim() != 2 or outputs.shape[1] < 2:
+                hint = ("use --loss causal-lm (next-token) or token-ce for sequence logits"
+                        if outputs.dim() == 3 else "use --loss mse for a scalar-output model")
                 raise ConfigError(
                     "cross-entropy needs [batch, classes] logits, the model gives "
-                    f"{tuple(outputs.shape)}",
-                    "use --loss mse for a scalar-output model",
-                )
+                    f"{tuple(outputs.shape)}", hint)
         elif self.name == "mse":
             if not targets.is_floating_point():
                 raise ConfigError(
@@ -61,6 +113,25 @@ class Loss:
                     f"{tuple(outputs.shape)}",
                     "the model's output size must equal the target dimension",
                 )
+
+
+def _check_tokens(name: str, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+    """Token logits ``[B, T, V]`` and integer labels ``[B, T]`` within the vocabulary."""
+    if outputs.dim() != 3:
+        raise ConfigError(f"{name} needs [batch, length, vocabulary] logits, the model gives "
+                          f"{tuple(outputs.shape)}",
+                          "use --loss cross-entropy for [batch, classes] logits")
+    if targets.is_floating_point() or tuple(targets.shape) != tuple(outputs.shape[:2]):
+        raise ConfigError(
+            f"{name} needs integer labels [batch, length] = {tuple(outputs.shape[:2])}, got "
+            f"{str(targets.dtype).replace('torch.', '')} labels {tuple(targets.shape)}",
+            "give 'labels' of the input_ids' shape (−100 where no token is scored)")
+    vocab = outputs.shape[-1]
+    bad = (targets != IGNORE) & ((targets < 0) | (targets >= vocab))
+    if bool(bad.any()):
+        raise ConfigError(
+            f"labels hold token {int(targets[bad][0])}, outside the model's vocabulary of "
+            f"{vocab}", "check that the tokenizer and the model's vocabulary size agree")
 
 
 def rounding_floor(loss: Loss, outputs: torch.Tensor, targets: torch.Tensor,
@@ -92,17 +163,28 @@ def _mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return 0.5 * (out - y.reshape(out.shape)).pow(2).sum()
 
 
+def _token_ce(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``Σ_{i,t} −log softmax(f_it)[y_it]`` over the labels that are not −100."""
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), ignore_index=IGNORE,
+                           reduction="sum")
+
+
+def _causal_lm(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy: logits at ``t`` against the label at ``t+1``."""
+    return _token_ce(out[:, :-1], y[:, 1:])
+
+
+_BUILTIN = {"cross-entropy": _cross_entropy, "mse": _mse, "causal-lm": _causal_lm,
+            "token-ce": _token_ce}
+
+
 def get_loss(loss: str | Callable | Loss) -> Loss:
-    """``"cross-entropy"``, ``"mse"``, a :class:`Loss`, or a mean-reduced callable."""
+    """A loss of :data:`LOSS_NAMES` (or an alias), a :class:`Loss`, or a mean-reduced callable."""
     if isinstance(loss, Loss):
         return loss
     if isinstance(loss, str):
-        key = loss.lower().replace("_", "-")
-        if key in ("cross-entropy", "ce", "crossentropy"):
-            return Loss("cross-entropy", _cross_entropy)
-        if key == "mse":
-            return Loss("mse", _mse)
-        raise ConfigError(f"unknown loss {loss!r}", f"choose one of {', '.join(LOSS_NAMES)}")
+        name = canonical(loss)
+        return Loss(name, _BUILTIN[name])
     if callable(loss):
         user = loss
         return Loss(getattr(loss, "__name__", "custom"), lambda o, y: user(o, y) * o.shape[0])

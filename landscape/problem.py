@@ -16,12 +16,16 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.overrides import TorchFunctionMode
 
 from .curvature import functional as fx
 from .curvature.layout import ParamLayout, select
+from .data import batch as B
 from .data.source import TensorSource
 from .errors import ConfigError, LandscapeError, NumericalError
 from .losses import Loss, get_loss
@@ -56,6 +60,17 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 
 
 DEFAULT_BATCH = 256
+
+
+class _AttentionCalls(TorchFunctionMode):
+    """Counts the calls of ``scaled_dot_product_attention`` in the forward passes it watches."""
+
+    count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is torch.nn.functional.scaled_dot_product_attention:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
 
 
 class Batches:
@@ -143,6 +158,7 @@ class Problem:
         self.budget = Budget.resolve(memory, self.device)
         self.allow_random_data = bool(allow_random_data)
         self._keep = resident
+        self.attention: str | None = None
 
         model = copy.deepcopy(model)
         if dt is not None:
@@ -208,25 +224,49 @@ class Problem:
         self.source = local
         self._resident = None
         self._plan_residency()
+        self._count_tokens()
+
+    def _count_tokens(self) -> None:
+        """For a token loss: ``N``, the counted tokens of all ``n`` sequences (one pass over the
+        labels, summed over ranks), and the loss scaled by ``n/N`` so that ``(1/n) Σ_i l_i`` is
+        the mean over tokens (:mod:`landscape.losses`)."""
+        self.tokens = None
+        if not self.loss.per_token:
+            return
+        count = torch.zeros((), dtype=torch.int64)
+        for _, y in (self.iter_batches(4096) if self._resident is not None
+                     else self.source.batches(4096)):
+            count += self.loss.counted(y).cpu()
+        self.tokens = int(self.reduce(count.to(self.device)))
+        if self.tokens == 0:
+            raise ConfigError(f"every label of the {self.n} sequences is ignored (−100), so "
+                              f"{self.loss.name} counts no token",
+                              "check the labels (and the attention_mask, when labels are "
+                              "derived from input_ids)")
+        self.loss = replace(self.loss, scale=self.n / self.tokens)
 
     def _check_fit(self) -> None:
         """One clear error when the model cannot take the data or the targets do not fit the
         loss."""
         xb, yb = self.source.first(2) if len(self.source) else self._global.first(2)
         xb, yb = self._to_device((xb, yb))
-        with torch.no_grad():
+        with torch.no_grad(), _AttentionCalls() as calls:
             try:
                 out = self.forward(self.params, xb)
-            except RuntimeError as e:
-                raise ConfigError(f"the model cannot take these inputs {tuple(xb.shape[1:])}: "
+            except (RuntimeError, TypeError, ValueError) as e:
+                shapes = B.apply(xb, lambda t: tuple(t.shape[1:]))
+                raise ConfigError(f"the model cannot take these inputs {shapes}: "
                                   f"{str(e).splitlines()[0]}",
                                   "check that the model and the data fit together") from e
+        #: the attention kernel of the products: the fused SDPA kernels (flash, memory-efficient)
+        #: have no double backward and no forward-mode derivative, the math kernel has both
+        self.attention = "sdpa-math" if calls.count else None
         self.loss.check(out, yb)
 
     # ---------------------------------------------------------------- data, batch by batch
     def _to_device(self, batch):
         """A CPU batch on the problem's device, floating tensors in its dtype (pinned and copied
-        without blocking on a GPU)."""
+        without blocking on a GPU); dict inputs key by key."""
         x, y = batch
         cuda = self.device.type == "cuda"
 
@@ -239,7 +279,7 @@ class Problem:
                 t = t.to(self.device, non_blocking=cuda)
             return t
 
-        return move(x), move(y)
+        return B.apply(x, move), move(y)
 
     def _plan_residency(self) -> None:
         """Keep this process's samples on the device when they are plain tensors already there,
@@ -255,9 +295,8 @@ class Problem:
             self._keep is not False
             and isinstance(src, TensorSource)
             and src.index is None
-            and src.x.device == self.device
-            and (not src.x.is_floating_point() or src.x.dtype == self.dtype)
-            and (not src.y.is_floating_point() or src.y.dtype == self.dtype)
+            and all(t.device == self.device and (not t.is_floating_point() or t.dtype == self.dtype)
+                    for t in B.tensors(src.x) + [src.y])
         ):
             self._resident = (src.x, src.y)  # the caller's tensors themselves: no copy
             return
@@ -268,7 +307,8 @@ class Problem:
         if self._keep or n_local * self.sample_bytes <= self.budget.bytes // 16:
             parts = [self._to_device(b) for b in src.batches(4096)]
             xs, ys = zip(*parts)
-            self._resident = (torch.cat(xs), torch.cat(ys)) if len(parts) > 1 else parts[0]
+            self._resident = (B.cat(list(xs)), B.cat_targets(list(ys))) if len(parts) > 1 \
+                else parts[0]
 
     @property
     def resident(self) -> bool:
@@ -281,8 +321,8 @@ class Problem:
         size = self.bn_batch or int(size or self.batch_size)
         if self._resident is not None:
             x, y = self._resident
-            for i in range(0, x.shape[0], size):
-                yield x[i : i + size], y[i : i + size]
+            for i in range(0, B.size(x), size):
+                yield B.rows(x, slice(i, i + size)), y[i : i + size]
             return
         pin = self.device.type == "cuda"
         for batch in self.source.batches(size, pin=pin):
@@ -333,14 +373,21 @@ class Problem:
             )
         parts = list(self.iter_batches(4096))
         xs, ys = zip(*parts)
-        out = (torch.cat(xs), torch.cat(ys)) if len(parts) > 1 else parts[0]
-        self.sample_bytes = batch_nbytes(out) // max(1, out[0].shape[0])
+        out = (B.cat(list(xs)), B.cat_targets(list(ys))) if len(parts) > 1 else parts[0]
+        self.sample_bytes = batch_nbytes(out) // max(1, B.size(out[0]))
         return out
 
     # ---------------------------------------------------------------- functional form
-    def forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """``f(x; θ)`` with the selected parameters replaced by ``params``."""
-        return torch.func.functional_call(self.model, (params, self.frozen), (x,))
+    def forward(self, params: dict[str, torch.Tensor], x: B.Inputs) -> torch.Tensor:
+        """``f(x; θ)`` with the selected parameters replaced by ``params`` (a dict ``x`` is
+        passed as keyword arguments; an HF output gives its ``.logits``)."""
+        args, kwargs = ((), x) if isinstance(x, dict) else ((x,), None)
+        if self.attention is None:
+            out = torch.func.functional_call(self.model, (params, self.frozen), args, kwargs)
+        else:
+            with sdpa_kernel([SDPBackend.MATH]):
+                out = torch.func.functional_call(self.model, (params, self.frozen), args, kwargs)
+        return B.logits(out)
 
     @property
     def p(self) -> int:
@@ -373,20 +420,23 @@ class Problem:
         accuracy only for cross-entropy with class labels; ``check``: a NaN or infinite loss
         raises."""
         params = self.params if theta is None else self.at(theta)
-        accuracy = accuracy and self.loss.name == "cross-entropy"
         total = torch.zeros((), dtype=self.dtype, device=self.device)
-        correct = torch.zeros((), dtype=torch.float64, device=self.device)
+        right = torch.zeros(2, dtype=torch.float64, device=self.device)  # correct, counted
         with torch.no_grad():
             for x, y in self.batches:
                 out = self.forward(params, x)
                 total += self.loss.sum(out, y)
-                accuracy = accuracy and not y.is_floating_point()
+                hits = self.loss.correct(out, y) if accuracy else None
+                accuracy = hits is not None
                 if accuracy:
-                    correct += (out.argmax(-1) == y).sum()
+                    right += torch.stack([hits, self.loss.counted(y).to(hits.device)])
         value = float(self.reduce(total) / self.n)
         if check and not math.isfinite(value):
             raise self._nonfinite(value, params)
-        return value, float(self.reduce(correct) / self.n) if accuracy else None
+        if not accuracy:
+            return value, None
+        right = self.reduce(right)
+        return value, float(right[0] / right[1])
 
     def _nonfinite(self, value: float, params: dict[str, torch.Tensor]) -> NumericalError:
         """Whose fault a NaN or infinite loss is: the data's, the parameters', or the model's."""
@@ -418,9 +468,8 @@ class Problem:
         return {"loss_value": loss, "accuracy": acc}
 
     def accuracy(self, theta: torch.Tensor | None = None) -> float | None:
-        """Fraction of correct argmax predictions (cross-entropy with class labels only)."""
-        if self.loss.name != "cross-entropy":
-            return None
+        """Fraction of correct argmax predictions among the counted samples or tokens
+        (cross-entropy with class labels and the token losses; None otherwise)."""
         return self._evaluate(theta, accuracy=True, check=False)[1]
 
     def gradient(self, theta: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:
@@ -462,4 +511,6 @@ class Problem:
                 "bn_batch": self.bn_batch, "data": self.source.describe(),
                 "resident": self.resident,
                 "device": str(self.device), "dtype": str(self.dtype).replace("torch.", ""),
-                "train_mode": self.train_mode, "params": list(self.layout.names)}
+                "train_mode": self.train_mode, "params": list(self.layout.names),
+                **({"tokens": self.tokens} if self.tokens is not None else {}),
+                **({"attention": self.attention} if self.attention else {})}

@@ -12,8 +12,10 @@ PROBLEM: dict[str, Option] = {
                                 "returning an nn.Module."),
     "data": Option("str", help="Data factory: FILE.py:FUNCTION returning (inputs, targets), a "
                                "Dataset or a DataLoader (read batch by batch, never held whole)."),
-    "loss": Option("str", help="cross-entropy or mse (½‖f−y‖² per sample); defaults to the "
-                               "checkpoint's."),
+    "loss": Option("str", help="cross-entropy, mse (½‖f−y‖² per sample), causal-lm "
+                               "(next-token cross-entropy over [B, T, V] logits, labels −100 "
+                               "ignored, the mean over all counted tokens) or token-ce (the same "
+                               "without the shift); defaults to the checkpoint's."),
     "split": choice("train", "test", help="Which data split to measure on."),
     "samples": integer(1, help="Use a seeded random subset of this many samples (default: all)."),
     "batch_size": integer(1, help="Samples per product batch (memory and speed only: every "

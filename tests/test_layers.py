@@ -14,7 +14,7 @@ import landscape
 #: bottom to top; a module belongs to the longest prefix listed (README "Architecture")
 LAYERS = [
     ["landscape", "landscape.errors", "landscape.schema", "landscape.lazy", "landscape.memory",
-     "landscape.distributed", "landscape.factory", "landscape.io.atomic"],
+     "landscape.distributed", "landscape.factory", "landscape.io.atomic", "landscape.data.batch"],
     ["landscape.losses", "landscape.results", "landscape.io.hdf5", "landscape.io.figures",
      "landscape.io.slice_figures", "landscape.io.run_figures", "landscape.io.escape_figures"],
     ["landscape.data", "landscape.models"],

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..data import batch as B
 from ..errors import LandscapeError, OutOfMemory
 from ..memory import OutOfBudget, fmt_bytes, is_out_of_memory, keep_freed_memory, release
 from ..problem import Problem
@@ -147,11 +148,11 @@ class ProblemOperator(LinearOperator):
         pb = self.problem
         from .functional import SavedBytes, batch_loss
 
-        meter = SavedBytes(exclude=[*pb.params.values(), *pb.frozen.values(), x, y])
+        meter = SavedBytes(exclude=[*pb.params.values(), *pb.frozen.values(), *B.tensors(x), y])
         leaves = {n: t.detach().requires_grad_(True) for n, t in pb.params.items()}
         with torch.enable_grad(), meter.hooks():
             batch_loss(pb.forward, pb.loss, leaves, x, y)
-        act = meter.total / x.shape[0]
+        act = meter.total / B.size(x)
         return act * self.fixed_factor, act * self.vector_factor
 
     def timing(self) -> tuple[float, float]:
@@ -177,7 +178,7 @@ class ProblemOperator(LinearOperator):
             self._apply(state, x, y, V, last=True)
             sync()
             t3 = time.perf_counter()
-            b = x.shape[0]
+            b = B.size(x)
             plan.setup_seconds, plan.seconds = (t1 - t0) / b, min(t2 - t1, t3 - t2) / b
             del state
         return plan.setup_seconds, plan.seconds
@@ -353,7 +354,7 @@ class ProblemOperator(LinearOperator):
                         o : o + shape.numel()] += res[name].reshape(rows.shape[0], -1)
                 del res, rows
             del state
-            start += int(x.shape[0])
+            start += B.size(x)
         out /= pb.n
         if self.passes_left is not None:
             self.passes_left -= 1

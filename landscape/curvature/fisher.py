@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 
+from ..data import batch as B
+from ..data.batch import IGNORE
 from ..errors import ConfigError, LandscapeError
 from ..problem import Problem
 from . import functional as fx
@@ -54,8 +57,8 @@ def auto_chunk(problem: Problem, vectors_per_sample: int, chunk: int | None,
 
 
 def _chunks(x: torch.Tensor, y: torch.Tensor, size: int):
-    for i in range(0, x.shape[0], size):
-        yield x[i : i + size], y[i : i + size]
+    for i in range(0, B.size(x), size):
+        yield B.rows(x, slice(i, i + size)), y[i : i + size]
 
 
 def predictive_draws(problem: Problem, m: int, seed: int) -> torch.Tensor:
@@ -64,6 +67,8 @@ def predictive_draws(problem: Problem, m: int, seed: int) -> torch.Tensor:
     all ``n`` global samples from ``seed`` and cut to this rank's rows ``[rank::world]``, so the
     labels are the same whatever the number of processes."""
     name = problem.loss.name
+    if problem.loss.per_token:
+        return None  # drawn per sequence and token, by token_draws
     g = torch.Generator().manual_seed(int(seed))
     with torch.no_grad():
         out_shape = problem.forward(problem.params, problem.batches_of(1).first()[0]).shape[1:]
@@ -78,6 +83,48 @@ def predictive_draws(problem: Problem, m: int, seed: int) -> torch.Tensor:
     if d.is_available() and d.is_initialized():
         draws = draws[d.get_rank() :: d.get_world_size()]
     return draws
+
+
+def token_draws(problem: Problem, start: int, count: int, length: int, m: int,
+                seed: int) -> torch.Tensor:
+    """Uniforms ``[count, length, m]`` for this process's sequences ``start … start+count−1``:
+    each sequence's from a generator of its own, seeded by ``(seed, global position)``, and drawn
+    position-major, so a token's draws depend neither on the batches, nor on the padding, nor on
+    the number of processes."""
+    d = torch.distributed
+    rank, world = (d.get_rank(), d.get_world_size()) if d.is_available() and d.is_initialized() \
+        else (0, 1)
+    out = torch.empty((count, length, m), dtype=torch.float64)
+    for j in range(count):
+        state = np.random.SeedSequence([int(seed), rank + (start + j) * world]).generate_state(2)
+        g = torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+        out[j] = torch.rand((length, m), generator=g, dtype=torch.float64)
+    return out
+
+
+def sample_tokens(loss, outputs: torch.Tensor, y: torch.Tensor,
+                  draws: torch.Tensor) -> torch.Tensor:
+    """Label sequences ``[B·m, T]`` (sample-major) drawn from the model, one token per counted
+    position from the softmax of the logits that score it (``draws``: ``[B, ≥T, m]`` uniforms);
+    the positions the data's labels ignore stay −100."""
+    f = outputs[:, :-1] if loss.name == "causal-lm" else outputs
+    counted = loss.token_targets(y) != IGNORE  # [B, T']
+    cdf = torch.softmax(f.detach().double(), dim=-1).cumsum(-1).cpu()  # [B, T', V]
+    u = draws[:, : f.shape[1]].contiguous()  # [B, T', m]
+    drawn = torch.searchsorted(cdf, u).clamp_(max=cdf.shape[-1] - 1).to(y.device)
+    drawn[~counted] = IGNORE
+    full = torch.full((*y.shape, drawn.shape[-1]), IGNORE, dtype=torch.long, device=y.device)
+    full[:, y.shape[1] - f.shape[1]:] = drawn
+    return full.permute(0, 2, 1).reshape(-1, y.shape[1])
+
+
+def output_factors(problem: Problem, outputs: torch.Tensor, labels: torch.Tensor,
+                   m: int) -> torch.Tensor:
+    """``R_i = [r_i1 … r_im]/√m``, ``[B, k, m]``: the output gradients ``r_is = ∂l/∂f`` at the
+    drawn labels (sample-major ``[B·m, …]``), k the flattened output size."""
+    rep = outputs.repeat_interleave(m, dim=0)
+    r = fx.loss_output_grad(problem.loss, rep, labels).reshape(outputs.shape[0], m, -1)
+    return r.transpose(1, 2).contiguous() / math.sqrt(m)
 
 
 def sample_predictive(problem: Problem, outputs: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
@@ -118,19 +165,18 @@ class Fisher(ProblemOperator):
         pb = self.problem
         m = self.mc_samples
         draws = predictive_draws(pb, m, self.seed)
+        self._factors = None
+        if draws is None:  # token losses: R_i from the outputs of each product's own batch
+            return
         # [n_local, k, m] output-space factors R_i, one row per sample in reading order
         factors = []
         start = 0
         with torch.no_grad():
             for x, _ in pb.batches:
                 out = pb.forward(pb.params, x)
-                labels = sample_predictive(pb, out, draws[start : start + x.shape[0]])
-                start += x.shape[0]
-                rep = out.repeat_interleave(m, dim=0)
-                r = fx.loss_output_grad(pb.loss, rep, labels).reshape(
-                    out.shape[0], m, -1
-                )  # [B, m, k]
-                factors.append(r.transpose(1, 2).contiguous() / math.sqrt(m))  # [B, k, m]
+                labels = sample_predictive(pb, out, draws[start : start + B.size(x)])
+                start += B.size(x)
+                factors.append(output_factors(pb, out, labels, m))
         self._factors = torch.cat(factors) if len(factors) > 1 else factors[0]
 
     def redraw(self, seed: int) -> Fisher:
@@ -140,7 +186,15 @@ class Fisher(ProblemOperator):
                       block_size=self._asked["block"])
 
     def _prepare(self, i: int, start: int, x, y, width: int = 1):
-        return self._factors[start : start + x.shape[0]]
+        if self._factors is not None:
+            return self._factors[start : start + B.size(x)]
+        pb = self.problem
+        with torch.no_grad():
+            out = pb.forward(pb.params, x)
+            draws = token_draws(pb, max(start, 0), B.size(x), y.shape[1], self.mc_samples,
+                                self.seed)
+            labels = sample_tokens(pb.loss, out, y, draws)
+            return output_factors(pb, out, labels, self.mc_samples)
 
     def _apply(self, R, x, y, V, last=False):
         pb = self.problem

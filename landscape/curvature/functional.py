@@ -13,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch.func import grad, grad_and_value, jvp, vjp, vmap
 
+from ..data import batch as B
 from ..losses import Loss
 
 Params = dict[str, torch.Tensor]
@@ -63,14 +64,29 @@ def ggn_vp(forward: Forward, loss: Loss, params: Params, x: torch.Tensor, y: tor
     return vmap(one)(V)
 
 
-def per_sample_grads(forward: Forward, loss: Loss, params: Params, x: torch.Tensor,
+def over_samples(fn: Callable, *batch):
+    """``fn(sample…)`` for every sample of the batch, stacked: ``vmap`` over the first dimension
+    of the ``batch`` tensors (or dicts of them), or one sample at a time for a model whose code
+    branches on its data, which ``vmap`` cannot trace (HF's attention-mask shortcuts)."""
+    try:
+        return vmap(fn)(*batch)
+    except RuntimeError as e:
+        if "vmap" not in str(e) or "data-dependent" not in str(e):
+            raise
+    outs = [fn(*(B.rows(b, i) for b in batch)) for i in range(B.size(batch[0]))]
+    if isinstance(outs[0], dict):
+        return {k: torch.stack([o[k] for o in outs]) for k in outs[0]}
+    return torch.stack(outs)
+
+
+def per_sample_grads(forward: Forward, loss: Loss, params: Params, x: B.Inputs,
                      y: torch.Tensor) -> Params:
     """``∇l_i`` for every sample of the batch: ``name -> [B, *shape]`` (vmap over samples)."""
 
-    def one(p: Params, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
-        return batch_loss(forward, loss, p, xi.unsqueeze(0), yi.unsqueeze(0))
+    def one(xi: B.Inputs, yi: torch.Tensor) -> Params:
+        return grad(lambda p: batch_loss(forward, loss, p, B.one(xi), yi.unsqueeze(0)))(params)
 
-    return vmap(grad(one), in_dims=(None, 0, 0))(params, x, y)
+    return over_samples(one, x, y)
 
 
 def linear_sum_squared_grads(
@@ -233,11 +249,11 @@ def per_sample_vjp(forward: Forward, params: Params, x: torch.Tensor, C: torch.T
     outputs of size k): ``C: [B, r, k] -> name -> [B, r, *shape]``. With ``C[i] = I`` these are the
     rows of the output Jacobian ``J_i``; with ``C[i] = ∂l_i/∂f_i`` the per-sample gradient."""
 
-    def one(xi: torch.Tensor, ci: torch.Tensor) -> Params:
-        out, pull = vjp(lambda p: forward(p, xi.unsqueeze(0)), params)
+    def one(xi: B.Inputs, ci: torch.Tensor) -> Params:
+        out, pull = vjp(lambda p: forward(p, B.one(xi)), params)
         return vmap(lambda c: pull(c.reshape(out.shape))[0])(ci)
 
-    return vmap(one)(x, C)
+    return over_samples(one, x, C)
 
 
 def per_sample_hvp_sq(forward: Forward, loss: Loss, params: Params, x: torch.Tensor,
@@ -247,15 +263,15 @@ def per_sample_hvp_sq(forward: Forward, loss: Loss, params: Params, x: torch.Ten
     per-sample Hessian-vector products per sample (the first term of the non-uniformity
     ``Σ_H = (1/n) Σ_i H_i² − H²``, Wu, Ma & E 2018). Memory grows as ``B · k · p``."""
 
-    def one(xi: torch.Tensor, yi: torch.Tensor) -> Params:
-        g = grad(lambda p: batch_loss(forward, loss, p, xi.unsqueeze(0), yi.unsqueeze(0)))
+    def one(xi: B.Inputs, yi: torch.Tensor) -> Params:
+        g = grad(lambda p: batch_loss(forward, loss, p, B.one(xi), yi.unsqueeze(0)))
 
         def hv(v: Params) -> Params:
             return jvp(g, (params,), (v,))[1]
 
         return vmap(lambda v: hv(hv(v)))(V)
 
-    return {n: t.sum(0) for n, t in vmap(one)(x, y).items()}
+    return {n: t.sum(0) for n, t in over_samples(one, x, y).items()}
 
 
 def jacobian_sandwich_vp(forward: Forward, params: Params, x: torch.Tensor, R: torch.Tensor,
@@ -292,8 +308,8 @@ def per_sample_losses(forward: Forward, loss: Loss, params: Params, x: torch.Ten
         return 0.5 * (out - y.reshape(out.shape)).pow(2).reshape(out.shape[0], -1).sum(1)
     if loss.fn is get_loss("cross-entropy").fn:
         return torch.nn.functional.cross_entropy(forward(params, x), y, reduction="none")
-    return vmap(lambda xi, yi: batch_loss(forward, loss, params, xi.unsqueeze(0),
-                                          yi.unsqueeze(0)))(x, y)
+    return over_samples(lambda xi, yi: batch_loss(forward, loss, params, B.one(xi),
+                                                  yi.unsqueeze(0)), x, y)
 
 
 def weighted_loss_grad(loss_i: Callable, params, idx: torch.Tensor, w: torch.Tensor):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from ..data import batch as B
 from . import functional as fx
 from .base import ProblemOperator
 
@@ -55,7 +56,7 @@ class Hessian(ProblemOperator):
         # the graph's saved activations, counted; a build and one reverse pass through it peak at
         # 2.7-3.3x that (resident memory measured on ResNet-18 and a BatchNorm CNN at batch 128):
         # 1.3x while building, 1.5x more per vmapped vector
-        per = self._build(x, y, limit=None).nbytes / x.shape[0]
+        per = self._build(x, y, limit=None).nbytes / B.size(x)
         return 1.3 * per, 1.5 * per
 
     def _caches(self) -> bool:
@@ -89,7 +90,8 @@ class Hessian(ProblemOperator):
     # ------------------------------------------------------------------ products
     def _build(self, x, y, limit: int | None) -> fx.GradientGraph:
         pb = self.problem
-        meter = fx.SavedBytes(limit=limit, exclude=[*pb.params.values(), *pb.frozen.values(), x, y])
+        meter = fx.SavedBytes(limit=limit, exclude=[*pb.params.values(), *pb.frozen.values(),
+                                                    *B.tensors(x), y])
         return fx.GradientGraph(pb.forward, pb.loss, pb.params, x, y, meter=meter)
 
     def _prepare(self, i: int, start: int, x, y, width: int = 1):
@@ -105,8 +107,8 @@ class Hessian(ProblemOperator):
         # reverse passes' transients (an OutOfBudget beyond it shrinks the plan)
         others = (
             3 * plan.block + 2 * plan.vmap
-        ) * self.p_bytes + plan.per_sample * plan.vmap * x.shape[0]
-        others += (plan.fixed / 1.3) * 0.3 * x.shape[0]  # the build's own transients
+        ) * self.p_bytes + plan.per_sample * plan.vmap * B.size(x)
+        others += (plan.fixed / 1.3) * 0.3 * B.size(x)  # the build's own transients
         gg = self._build(x, y, limit=max(int(plan.budget - self._cached - others), 0))
         revisited = self.passes_left is None or self.passes_left > 1
         if revisited and plan.keeps(width) and self._cached + gg.nbytes <= plan.cache:

@@ -79,7 +79,12 @@ def split_from_user(obj: Any, name: str = "user") -> Split:
         train, test = _user_part(obj), None
     parts = [train] + ([test] if test is not None else [])
     x0, y0 = first(train, 1)  # one sample tells the shapes and the task
-    if y0.dim() == 1 and not y0.is_floating_point() and not y0.is_complex():
+    if y0.dim() >= 2 and not y0.is_floating_point() and not y0.is_complex():
+        task, num_classes = "tokens", None  # token labels [N, T]: a sequence task
+
+        def fix(p):
+            return p
+    elif y0.dim() == 1 and not y0.is_floating_point() and not y0.is_complex():
         task = "classification"
         streamed = any(isinstance(p, DataSource) for p in parts)
         num_classes = (
@@ -101,7 +106,8 @@ def split_from_user(obj: Any, name: str = "user") -> Split:
             return p[0], p[1].reshape(-1, 1) if p[1].dim() == 1 else p[1]
     train = fix(train)
     test = fix(test) if test is not None else None
-    return Split(train, test, task, num_classes, tuple(x0.shape[1:]), {"factory": name})
+    shape = next(iter(x0.values())).shape if isinstance(x0, dict) else x0.shape
+    return Split(train, test, task, num_classes, tuple(shape[1:]), {"factory": name})
 
 
 def _user_part(obj: Any):

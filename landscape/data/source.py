@@ -38,8 +38,10 @@ from torch.utils.data import (
 )
 
 from ..errors import ConfigError, LandscapeError
+from . import batch as B
+from .batch import IGNORE
 
-Batch = tuple[Tensor, Tensor]
+Batch = tuple[B.Inputs, Tensor]
 
 #: DataLoader settings carried over from a user's loader when landscape re-batches its dataset.
 _LOADER_KEYS = ("num_workers", "pin_memory", "timeout", "worker_init_fn", "multiprocessing_context",
@@ -63,18 +65,18 @@ def _tensor(a: Any, what: str) -> Tensor:
 
 
 def as_pair(batch: Any, where: str = "a batch") -> Batch:
-    """``(inputs, targets)`` tensors from a collated batch: a tuple or list of two (extra trailing
-    items such as sample ids are ignored), or a dict with keys ``x`` and ``y``."""
+    """``(inputs, targets)`` from a collated batch: a tuple or list of two (extra trailing items
+    such as sample ids are ignored), a dict with keys ``x`` and ``y``, or a dict of model keyword
+    inputs (an HF batch: ``input_ids``, ``attention_mask``, ...) whose ``labels`` are the targets
+    and are not passed to the model; without ``labels``, the ``input_ids`` with every position of
+    ``attention_mask`` 0 set to −100 (the language-model convention)."""
     if isinstance(batch, dict) and "x" in batch and "y" in batch:
         batch = (batch["x"], batch["y"])
+    elif isinstance(batch, dict):
+        return _keyword_pair(batch, where)
     if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
-        kind = (
-            f"a dict with keys {sorted(batch)[:5]}"
-            if isinstance(batch, dict)
-            else type(batch).__name__
-        )
         raise ConfigError(
-            f"{where} of the data is {kind}, not an (inputs, targets) pair",
+            f"{where} of the data is {type(batch).__name__}, not an (inputs, targets) pair",
             "make the Dataset return (input, target) or the collate_fn (inputs, targets)",
         )
     x, y = _tensor(batch[0], "inputs"), _tensor(batch[1], "targets")
@@ -84,6 +86,33 @@ def as_pair(batch: Any, where: str = "a batch") -> Batch:
             "inputs and targets need the same first (sample) dimension",
         )
     return x, y
+
+
+def _keyword_pair(batch: dict, where: str) -> Batch:
+    """``(model keyword inputs, labels)`` from a dict batch (see :func:`as_pair`)."""
+    if "labels" not in batch and "input_ids" not in batch:
+        raise ConfigError(
+            f"{where} of the data is a dict with keys {sorted(map(str, batch))[:6]} and no "
+            "'labels' (or 'input_ids'), so it is not an (inputs, targets) pair",
+            "return 'labels' (or 'input_ids' for a language model) in each batch, or an "
+            "(inputs, targets) pair",
+        )
+    inputs = {str(k): _tensor(v, f"{k!r}") for k, v in batch.items() if k != "labels"}
+    if "labels" in batch:
+        y = _tensor(batch["labels"], "'labels'")
+    else:
+        y = inputs["input_ids"].clone()
+        if "attention_mask" in inputs:
+            y[inputs["attention_mask"] == 0] = IGNORE
+    n = {k: int(v.shape[0]) if v.dim() else 0 for k, v in inputs.items()}
+    if not inputs or len(set(n.values())) != 1 or 0 in n.values() or y.dim() == 0 \
+            or y.shape[0] != next(iter(n.values())):
+        raise ConfigError(
+            f"{where} of the data has inputs of first dimensions {n} and labels "
+            f"{tuple(y.shape)}",
+            "every entry of a dict batch needs the same first (sample) dimension",
+        )
+    return inputs, y
 
 
 class DataSource:
@@ -117,7 +146,7 @@ class DataSource:
     def first(self, k: int = 2) -> Batch:
         """The first ``k`` samples (fewer if the source is smaller)."""
         for x, y in self.batches(k):  # a stream yields at most k samples per batch too
-            return x[:k], y[:k]
+            return B.rows(x, slice(0, k)), y[:k]
         raise ConfigError("the data hold no samples",
                           "check the data factory (it returned an empty set)")
 
@@ -145,24 +174,26 @@ class TensorSource(DataSource):
     kind = "tensors"
 
     def __init__(self, x: Tensor, y: Tensor, index: Tensor | None = None) -> None:
-        if x.shape[0] != y.shape[0]:
-            raise ConfigError(f"inputs hold {x.shape[0]} samples but targets {y.shape[0]}",
+        if B.size(x) != y.shape[0]:
+            raise ConfigError(f"inputs hold {B.size(x)} samples but targets {y.shape[0]}",
                               "inputs and targets must have the same first dimension")
         self.x, self.y = x, y
-        self.index = _positions(index, x.shape[0])
+        self.index = _positions(index, B.size(x))
 
     def __len__(self) -> int:
-        return int(self.x.shape[0] if self.index is None else self.index.numel())
+        return int(B.size(self.x) if self.index is None else self.index.numel())
 
     def batches(self, size: int, pin: bool = False) -> Iterator[Batch]:
         n = len(self)
         for i in range(0, n, size):
             if self.index is None:
-                x, y = self.x[i : i + size], self.y[i : i + size]
+                x, y = B.rows(self.x, slice(i, i + size)), self.y[i : i + size]
             else:
                 idx = self.index[i : i + size]
-                x, y = self.x[idx], self.y[idx]
-            yield (x.pin_memory(), y.pin_memory()) if pin and x.device.type == "cpu" else (x, y)
+                x, y = B.rows(self.x, idx), self.y[idx]
+            if pin and y.device.type == "cpu":
+                x, y = B.apply(x, Tensor.pin_memory), y.pin_memory()
+            yield x, y
 
     def select(self, positions: Tensor) -> TensorSource:
         pos = _positions(positions, len(self))
@@ -171,10 +202,12 @@ class TensorSource(DataSource):
     def take(self, positions: Tensor) -> Batch:
         pos = torch.as_tensor(positions, dtype=torch.long, device=torch.device("cpu"))
         rows = pos if self.index is None else self.index[pos]
-        return self.x[rows], self.y[rows]
+        return B.rows(self.x, rows), self.y[rows]
 
     def describe(self) -> str:
-        return f"tensors {tuple(self.x.shape)}"
+        shapes = {k: tuple(v.shape) for k, v in self.x.items()} if isinstance(self.x, dict) \
+            else tuple(self.x.shape)
+        return f"tensors {shapes}"
 
 
 class DatasetSource(DataSource):
@@ -252,7 +285,7 @@ class StreamSource(DataSource):
     def total(self) -> int:
         """Samples in the whole stream (one pass over it the first time)."""
         if self._count is None:
-            self._count = sum(int(x.shape[0]) for x, _ in self._raw())
+            self._count = sum(B.size(x) for x, _ in self._raw())
         return self._count
 
     def __len__(self) -> int:
@@ -264,7 +297,7 @@ class StreamSource(DataSource):
         start = 0
         pos = self.positions
         for x, y in self._raw():
-            b = int(x.shape[0])
+            b = B.size(x)
             if pos is not None:
                 lo, hi = torch.searchsorted(pos, torch.tensor([start, start + b])).tolist()
                 keep = pos[lo:hi] - start
@@ -272,11 +305,11 @@ class StreamSource(DataSource):
                 if keep.numel() == 0:
                     continue
                 if keep.numel() < b:
-                    x, y = x[keep], y[keep]
+                    x, y = B.rows(x, keep), y[keep]
             else:
                 start += b
             pending.append((x, y))
-            held += int(x.shape[0])
+            held += B.size(x)
             while held >= size:
                 out, pending, held = _cut(pending, size)
                 yield out
@@ -309,19 +342,19 @@ def _cut(pending: list[Batch], size: int) -> tuple[Batch, list[Batch], int]:
         if need <= 0:
             rest.extend(pending[i:])
             break
-        if x.shape[0] <= need:
+        if B.size(x) <= need:
             xs.append(x)
             ys.append(y)
-            got += int(x.shape[0])
+            got += B.size(x)
         else:
-            xs.append(x[:need])
+            xs.append(B.rows(x, slice(0, need)))
             ys.append(y[:need])
-            rest.append((x[need:], y[need:]))
+            rest.append((B.rows(x, slice(need, None)), y[need:]))
             rest.extend(pending[i + 1 :])
             got = size
             break
-    out = (xs[0], ys[0]) if len(xs) == 1 else (torch.cat(xs), torch.cat(ys))
-    return out, rest, sum(int(x.shape[0]) for x, _ in rest)
+    out = (xs[0], ys[0]) if len(xs) == 1 else (B.cat(xs), B.cat_targets(ys))
+    return out, rest, sum(B.size(x) for x, _ in rest)
 
 
 class Mapped(DataSource):
@@ -377,6 +410,8 @@ def as_source(data: Any) -> DataSource:
         return DatasetSource(data)
     if isinstance(data, dict) and "x" in data and "y" in data:
         data = (data["x"], data["y"])
+    elif isinstance(data, dict):  # whole-data keyword inputs with their labels (see as_pair)
+        return TensorSource(*_keyword_pair(data, "the data"))
     if isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = _tensor(data[0], "inputs"), _tensor(data[1], "targets")
         if x.dim() == 0 or y.dim() == 0:
@@ -436,7 +471,7 @@ def check_repeatable(source: DataSource, size: int) -> None:
         )
     a = next(iter(source.batches(size)))
     b = next(iter(source.batches(size)))
-    same = all(u.shape == v.shape and torch.equal(u, v) for u, v in zip(a, b))
+    same = B.equal(a[0], b[0]) and B.equal(a[1], b[1])
     if not same:
         raise RandomDataError(
             "two reads of the first batch gave different data (the loader shuffles, or the "
@@ -446,7 +481,7 @@ def check_repeatable(source: DataSource, size: int) -> None:
 
 
 def batch_nbytes(batch: Batch) -> int:
-    return sum(t.numel() * t.element_size() for t in batch)
+    return B.nbytes(*batch)
 
 
 def split_positions(n: int, rank: int, world: int) -> Tensor:

@@ -14,22 +14,24 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from landscape.data import batch as B
 from landscape.data.source import DataSource
 from landscape.errors import ConfigError, LandscapeError
 
-Task = Literal["classification", "regression"]
+Task = Literal["classification", "regression", "tokens"]
 Pair = tuple[Tensor, Tensor]
 Part = Pair | DataSource
 
 
 def part_len(part: Part) -> int:
     """Samples in a part."""
-    return len(part) if isinstance(part, DataSource) else int(part[0].shape[0])
+    return len(part) if isinstance(part, DataSource) else B.size(part[0])
 
 
 def first(part: Part, k: int = 2) -> Pair:
     """Its first ``k`` samples."""
-    return part.first(k) if isinstance(part, DataSource) else (part[0][:k], part[1][:k])
+    return part.first(k) if isinstance(part, DataSource) else (B.rows(part[0], slice(0, k)),
+                                                               part[1][:k])
 
 
 def to_tensors(part: Part) -> Pair:
@@ -37,7 +39,7 @@ def to_tensors(part: Part) -> Pair:
     if not isinstance(part, DataSource):
         return part
     xs, ys = zip(*part.batches(4096))
-    return (torch.cat(xs), torch.cat(ys)) if len(xs) > 1 else (xs[0], ys[0])
+    return (B.cat(list(xs)), B.cat_targets(list(ys))) if len(xs) > 1 else (xs[0], ys[0])
 
 
 @dataclass
@@ -56,16 +58,17 @@ class Split:
     info: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.task not in ("classification", "regression"):
-            raise ConfigError(f"unknown task {self.task!r}", "use classification or regression")
+        if self.task not in ("classification", "regression", "tokens"):
+            raise ConfigError(f"unknown task {self.task!r}",
+                              "use classification, regression or tokens")
         self.input_shape = tuple(int(s) for s in self.input_shape)
         for part, pair in (("train", self.train), ("test", self.test)):
             if pair is None or isinstance(pair, DataSource):
                 continue
             x, y = pair
-            if x.shape[0] != y.shape[0]:
+            if B.size(x) != y.shape[0]:
                 raise LandscapeError(
-                    f"{part} inputs have {x.shape[0]} samples but targets have {y.shape[0]}",
+                    f"{part} inputs have {B.size(x)} samples but targets have {y.shape[0]}",
                     "inputs and targets must have the same first dimension",
                 )
 
@@ -93,8 +96,9 @@ class Split:
 
     @property
     def default_loss(self) -> str:
-        """``cross-entropy`` for classification, ``mse`` for regression."""
-        return "cross-entropy" if self.task == "classification" else "mse"
+        """``cross-entropy`` for classification, ``mse`` for regression, ``causal-lm`` for token
+        labels."""
+        return {"classification": "cross-entropy", "tokens": "causal-lm"}.get(self.task, "mse")
 
     def for_loss(self, loss: str) -> Split:
         """The split with targets fit for ``loss``: for ``mse`` on a classification task, the class
@@ -155,7 +159,7 @@ def fingerprint(pair: Part) -> str:
     if isinstance(pair, DataSource):
         h.update(f"stream {len(pair)}".encode())
         pair = pair.first(64)
-    for t in pair:
+    for t in [t for part in pair for t in B.tensors(part)]:
         t = t.detach().cpu().contiguous()
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().data if t.numel() else b"")
@@ -164,7 +168,7 @@ def fingerprint(pair: Part) -> str:
 
 def take(pair: Pair, idx: Tensor) -> Pair:
     """Rows ``idx`` of both tensors."""
-    return pair[0][idx], pair[1][idx]
+    return B.rows(pair[0], idx), pair[1][idx]
 
 
 def random_split(
@@ -175,7 +179,7 @@ def random_split(
         raise ConfigError(
             f"test_fraction must be in [0, 1), got {test_fraction}", "e.g. test_fraction=0.2"
         )
-    n = pair[0].shape[0]
+    n = B.size(pair[0])
     n_test = round(float(test_fraction) * n)
     if n_test == 0:
         return pair, None

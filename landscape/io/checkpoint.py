@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.errors import CheckpointError, ConfigError, first_line
+from landscape.errors import CheckpointError, first_line
 from landscape.io.atomic import atomic_path
 
 if TYPE_CHECKING:
@@ -41,17 +41,7 @@ if TYPE_CHECKING:
 
 FORMAT = "landscape-checkpoint"
 VERSION = 1
-LOSSES = ("cross-entropy", "mse")
 FOREIGN_KEYS = ("state_dict", "model_state_dict", "model")
-_LOSS_ALIASES = {
-    "cross-entropy": "cross-entropy",
-    "cross_entropy": "cross-entropy",
-    "crossentropy": "cross-entropy",
-    "ce": "cross-entropy",
-    "mse": "mse",
-    "squared": "mse",
-    "squared-error": "mse",
-}
 _FOREIGN_HINT = (
     "pass --model FILE.py:FUNCTION and --data FILE.py:FUNCTION, and --loss unless the data's "
     "targets decide it"
@@ -63,11 +53,10 @@ _RESAVE_HINT = (
 
 
 def normalize_loss(loss: str) -> str:
-    """``cross-entropy`` or ``mse`` from a name or alias (``ce``, ``cross_entropy``, ...)."""
-    try:
-        return _LOSS_ALIASES[str(loss).strip().lower()]
-    except KeyError:
-        raise ConfigError(f"unknown loss {loss!r}", f"use one of {', '.join(LOSSES)}") from None
+    """The loss's name from itself or an alias (:func:`landscape.losses.canonical`)."""
+    from landscape.losses import canonical
+
+    return canonical(loss)
 
 
 def plain(value: Any, where: str = "value") -> Any:
@@ -222,6 +211,7 @@ class Checkpoint:
     native: bool = True
     path: Path | None = None
     _dataset: Any = field(default=None, repr=False, compare=False)
+    _module: nn.Module | None = field(default=None, repr=False, compare=False)
     _sha256: str | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------ file format
@@ -284,6 +274,10 @@ class Checkpoint:
         are the factories' keyword options (``--model-arg`` / ``--data-arg``): with a new factory
         they are its options, without one they update the recorded ones.
         """
+        from landscape.models import hf
+
+        if str(path).startswith(hf.PREFIX):
+            return cls._from_hf(str(path)[len(hf.PREFIX):], data, loss, data_kwargs)
         p = Path(path)
         obj = _read(p)
         if isinstance(obj, dict) and obj.get("format") == FORMAT:
@@ -346,6 +340,26 @@ class Checkpoint:
         )
 
     @classmethod
+    def _from_hf(cls, directory: str, data: str | None, loss: str | None,
+                 data_kwargs: dict | None) -> Checkpoint:
+        """A local Hugging Face directory (:mod:`landscape.models.hf`) with a data factory."""
+        from landscape.models import hf
+
+        if data is None:
+            raise CheckpointError(f"hf:{directory} holds a model but no data, and needs --data",
+                                  "pass --data FILE.py:FUNCTION returning token batches")
+        net = hf.load_pretrained(directory)
+        ckpt = cls(model={"name": hf.PREFIX + directory, "kwargs": {}},
+                   data={"name": str(data), "kwargs": dict(data_kwargs or {})},
+                   loss="", state_dict=net.state_dict(),
+                   extra={"architecture": hf.architecture(directory)}, native=False,
+                   path=Path(directory).expanduser())
+        ckpt._module = net
+        ckpt.loss = normalize_loss(loss or hf.default_loss(directory)
+                                   or ckpt.dataset().default_loss)
+        return ckpt
+
+    @classmethod
     def _from_foreign(cls, obj: Any, p: Path, model: str | None, data: str | None) -> Checkpoint:
         where, key_used, sd = "", "", None
         if _is_state_dict(obj):
@@ -401,6 +415,8 @@ class Checkpoint:
         """
         from landscape.models import build_model
 
+        if self._module is not None:  # an hf: model, loaded with its weights
+            return self._module.eval()
         name = self.model["name"]
         net = build_model(name, **self.model.get("kwargs", {}))
         own = net.state_dict()
@@ -474,9 +490,12 @@ class Checkpoint:
             return None
         if self._sha256 is None:
             h = hashlib.sha256()
-            with open(self.path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
+            files = sorted(f for f in self.path.iterdir() if f.is_file()
+                           and not f.name.startswith(".")) if self.path.is_dir() else [self.path]
+            for file in files:  # a model directory: its files in name order
+                with open(file, "rb") as f:
+                    for chunk in iter(lambda f=f: f.read(1 << 20), b""):
+                        h.update(chunk)
             self._sha256 = h.hexdigest()[:16]
         return self._sha256
 
@@ -485,7 +504,8 @@ class Checkpoint:
         return {
             "path": None if self.path is None else str(self.path),
             "sha256": self.sha256(),
-            "format": FORMAT if self.native else "foreign-state-dict",
+            "format": FORMAT if self.native else (
+                "hf" if self._module is not None else "foreign-state-dict"),
             "version": self.version if self.native else None,
             "model": self.model["name"],
             "data": self.data["name"],
