@@ -21,7 +21,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .curvature import functional as fx
 from .curvature.layout import ParamLayout, select
@@ -62,13 +62,15 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
 DEFAULT_BATCH = 256
 
 
-class _AttentionCalls(TorchFunctionMode):
-    """Counts the calls of ``scaled_dot_product_attention`` in the forward passes it watches."""
+class _FusedAttention(TorchDispatchMode):
+    """Counts the fused attention kernels (``aten._scaled_dot_product_{flash,efficient,cudnn}…``)
+    that the operations it watches run: they have no double backward and no forward-mode
+    derivative, where SDPA's math kernel (plain matmul and softmax) has both."""
 
     count = 0
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func is torch.nn.functional.scaled_dot_product_attention:
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if "_scaled_dot_product_" in str(func):
             self.count += 1
         return func(*args, **(kwargs or {}))
 
@@ -250,9 +252,11 @@ class Problem:
         loss."""
         xb, yb = self.source.first(2) if len(self.source) else self._global.first(2)
         xb, yb = self._to_device((xb, yb))
-        with torch.no_grad(), _AttentionCalls() as calls:
+        # with autograd on, as in the products (torch's fused fast paths run only without it)
+        live = {n: t.detach().requires_grad_() for n, t in self.params.items()}
+        with torch.enable_grad(), _FusedAttention() as calls:
             try:
-                out = self.forward(self.params, xb)
+                out = self.forward(live, xb).detach()
             except (RuntimeError, TypeError, ValueError) as e:
                 shapes = B.apply(xb, lambda t: tuple(t.shape[1:]))
                 raise ConfigError(f"the model cannot take these inputs {shapes}: "
@@ -379,15 +383,21 @@ class Problem:
 
     # ---------------------------------------------------------------- functional form
     def forward(self, params: dict[str, torch.Tensor], x: B.Inputs) -> torch.Tensor:
-        """``f(x; θ)`` with the selected parameters replaced by ``params`` (a dict ``x`` is
-        passed as keyword arguments; an HF output gives its ``.logits``)."""
+        """``f(x; θ)`` with the selected parameters replaced by ``params``."""
+        return self.call((params, self.frozen), x)
+
+    def call(self, tensors: tuple[dict[str, torch.Tensor], ...], x: B.Inputs,
+             model: nn.Module | None = None) -> torch.Tensor:
+        """The output tensor of the model (or of ``model``, a copy of it) with its parameters and
+        buffers taken from ``tensors`` (dicts, as ``torch.func.functional_call`` takes them): a
+        dict ``x`` is passed as keyword arguments, an HF output gives its ``.logits``, and
+        attention runs on SDPA's math kernel when the model uses a fused one (``attention``)."""
+        model = self.model if model is None else model
         args, kwargs = ((), x) if isinstance(x, dict) else ((x,), None)
         if self.attention is None:
-            out = torch.func.functional_call(self.model, (params, self.frozen), args, kwargs)
-        else:
-            with sdpa_kernel([SDPBackend.MATH]):
-                out = torch.func.functional_call(self.model, (params, self.frozen), args, kwargs)
-        return B.logits(out)
+            return B.logits(torch.func.functional_call(model, tensors, args, kwargs))
+        with sdpa_kernel([SDPBackend.MATH]):
+            return B.logits(torch.func.functional_call(model, tensors, args, kwargs))
 
     @property
     def p(self) -> int:
@@ -497,6 +507,12 @@ class Problem:
         sub.layout = ParamLayout.from_tensors(sub.params)
         return sub
 
+    def count_text(self) -> str:
+        """``"256 samples"``, or for a token loss ``"256 sequences (15,360 tokens)"``."""
+        if self.tokens is None:
+            return f"{self.n} samples"
+        return f"{self.n} sequences ({self.tokens:,} tokens)"
+
     def data_report(self) -> dict:
         """How the data are read: the source, whether they stay on the device, the batches, the
         BatchNorm statistics batch (train mode), the memory budget."""
@@ -504,7 +520,8 @@ class Problem:
                 "resident": self.resident,
                 "product_batch": self.batch_size, "bn_batch": self.bn_batch,
                 "memory": str(self.budget),
-                "memory_bytes": self.budget.bytes, "allow_random_data": self.allow_random_data}
+                "memory_bytes": self.budget.bytes, "allow_random_data": self.allow_random_data,
+                "tokens": self.tokens, "attention": self.attention}
 
     def describe(self) -> dict:
         return {"p": self.p, "n": self.n, "loss": self.loss.name, "batch_size": self.batch_size,

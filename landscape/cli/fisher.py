@@ -31,7 +31,8 @@ def _show(report: dict, problem, checkpoint) -> None:
                       f"residual {lam['residual']:.2g})"),
                      f"{fmt(m['frobenius']['estimate'])} ± {fmt(m['frobenius']['stderr'])}"))
     caption = (
-        f"{problem.n} samples, p = {problem.p}, loss {problem.loss.name}, {probes} shared probes, "
+        f"{problem.count_text()}, p = {problem.p}, loss {problem.loss.name}, "
+        f"{probes} shared probes, "
         f"Fisher with {mc_samples} label(s) per sample, {report['seconds']:.2f} s"
     )
     output.table(f"Curvature matrices of {checkpoint}", ["matrix", "trace ± se", "λ_max",

@@ -113,7 +113,7 @@ def interpolate(
              f"{np.nanmin(v):.6g}", f"{np.nanmax(v):.6g}") for k, v in result.values.items()]
     caption = (
         f"{points} points, ‖θ_B − θ_A‖ = {distance:.4g}, {result.points_per_second:.1f} points/s, "
-        f"{train.n} samples, {report['seconds']:.2f} s"
+        f"{train.count_text()}, {report['seconds']:.2f} s"
     )
     emit(report, tree, attrs, io=io, kind="curve",
          title=f"Interpolation {checkpoint_a} (α = 0) → {checkpoint_b} (α = 1)",

@@ -46,7 +46,7 @@ def _show(report: dict, problem, checkpoint) -> None:
         ),
     ]
     sub = f" (seeded subset of {total})" if report["subsample"] else ""
-    caption = (f"{problem.n} samples{sub}, p = {problem.p}, loss {problem.loss.name}, "
+    caption = (f"{problem.count_text()}{sub}, p = {problem.p}, loss {problem.loss.name}, "
                f"{report['seconds']:.2f} s")
     output.table(f"SGD noise at {checkpoint}", ["quantity", "value", "note"], rows, caption=caption)
 

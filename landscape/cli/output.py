@@ -141,6 +141,9 @@ def products_line(report: dict) -> str:
                      + (f" ({data['source']})" if data.get("source") else ""))
         parts.append(f"memory budget {data.get('memory')}")
     line = "; ".join(parts)
+    if data.get("attention"):
+        line += ("\nattention: SDPA's math kernel for the products (its fused kernels have no "
+                 "double backward)")
     for note in pr.get("notes", []):
         line += f"\nnote: {note}"
     return line

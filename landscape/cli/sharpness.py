@@ -31,7 +31,7 @@ def sharpness(
     """Hessian trace, extreme eigenvalues, Frobenius norm and spectral density of a checkpoint."""
     from ..errors import ConfigError
     from ..metrics import METRICS, Settings, parse_metrics
-    from ..metrics.run import layer_problems, measure
+    from ..metrics.run import layer_operators, measure
 
     clock = Stopwatch()
     names = parse_metrics(metric)
@@ -46,20 +46,18 @@ def sharpness(
         plan_cmd.show(ckpt, problem, names, settings, json_=io.json)
         return
     at = problem.point()  # a NaN checkpoint fails here
-    targets = layer_problems(problem) if per_layer else {"": problem}
+    from ..curvature.hessian import Hessian
+
+    operators = layer_operators(problem) if per_layer else {"": Hessian(problem)}
     results: dict[str, dict] = {}
-    operators = {}
     with output.progress(not io.json) as start:
         state = {"advance": lambda k: None}
 
         def on_start(name, total, layer=""):
             state["advance"] = start(f"{layer + ': ' if layer else ''}{name}", total)
 
-        for layer, pb in targets.items():
-            from ..curvature.hessian import Hessian
-
-            op = operators[layer] = Hessian(pb)
-            results[layer] = measure(pb, names, settings, operator=lambda _pb, op=op: op,
+        for layer, op in operators.items():
+            results[layer] = measure(problem, names, settings, operator=lambda _pb, op=op: op,
                                      on_start=lambda n, t, layer=layer: on_start(n, t, layer),
                                      on_product=lambda k: state["advance"](k))
 
@@ -69,8 +67,9 @@ def sharpness(
     report["products"] = output.products_report(operators[next(iter(operators))])
     if per_layer:
         report["layers"] = {
-            layer: {"params": pb.p, "metrics": {k: r.to_dict() for k, r in results[layer].items()}}
-            for layer, pb in targets.items()
+            layer: {"params": op.shape[0],
+                    "metrics": {k: r.to_dict() for k, r in results[layer].items()}}
+            for layer, op in operators.items()
         }
     else:
         report["metrics"] = {k: r.to_dict() for k, r in results[""].items()}
@@ -83,17 +82,10 @@ def sharpness(
         write_tree(io.out, tree, attrs={k: v for k, v in report.items() if k not in ("metrics",
                                                                                      "layers")})
     if io.plot is not None:
-        from ..io.figures import density_figure, save
+        from ..io.figures import blocks_density_figure, density_figure, save
 
-        for layer, res in results.items():
-            path = (
-                io.plot
-                if not layer
-                else io.plot.with_name(f"{io.plot.stem}-{layer}{io.plot.suffix}")
-            )
-            save(density_figure(res["density"],
-                                title=f"Hessian spectral density{' of ' + layer if layer else ''}"),
-                 path)
+        save(blocks_density_figure({layer: res["density"] for layer, res in results.items()})
+             if per_layer else density_figure(results[""]["density"]), io.plot)
 
     if io.json:
         output.emit_json(report)
@@ -106,7 +98,7 @@ def sharpness(
     cols = (["layer"] if per_layer else []) + ["quantity", "value", "± stderr / note", "products"]
     acc = "" if at["accuracy"] is None else f", accuracy {at['accuracy']:.4g}"
     caption = (
-        f"{problem.n} samples, p = {problem.p}, {problem.loss.name} loss "
+        f"{problem.count_text()}, p = {problem.p}, {problem.loss.name} loss "
         f"{at['loss_value']:.6g}{acc}, "
         f"{str(problem.dtype).replace('torch.', '')} on {problem.device}, {report['seconds']:.2f} s"
     )

@@ -112,7 +112,7 @@ def slice_(
               **result.to_dict(), "origin": run.origin, "seconds": clock()}
     caption = (
         f"{run.points}^{dims} = {result.points} points, {result.points_per_second:.1f} points/s, "
-        f"{train.n} samples, p = {train.p}, {report['seconds']:.2f} s"
+        f"{train.count_text()}, p = {train.p}, {report['seconds']:.2f} s"
     )
     emit(report, run.tree, run.attrs, io=io, kind=kind if dims == 2 else "curve",
          title=f"{dims}-D slice of {checkpoint} ({directions} directions)",

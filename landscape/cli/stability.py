@@ -46,7 +46,9 @@ def _show(report: dict, problem, checkpoint) -> None:
             notes.append(
                 f"GD leaves this minimum at rate |1 − ηλ_max| = {v['escape_rate']:.3g} per step"
             )
-        if name == "alignment":
+        if name == "alignment" and not math.isfinite(v["mu"]):
+            notes.append("alignment: μ is not available for a token loss (undecided)")
+        elif name == "alignment":
             notes.append(f"alignment: μ = {v['mu']:.3g}; γ0 = η²·μ·c_B·‖H‖_F² = {v['gamma0']:.3g}"
                          + (" > 1: SGD escapes, E L_t ≥ γ0^t E L_0" if v["escapes"] else " ≤ 1"))
         if v.get("note"):

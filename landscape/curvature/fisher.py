@@ -121,10 +121,14 @@ def sample_tokens(loss, outputs: torch.Tensor, y: torch.Tensor,
 def output_factors(problem: Problem, outputs: torch.Tensor, labels: torch.Tensor,
                    m: int) -> torch.Tensor:
     """``R_i = [r_i1 … r_im]/√m``, ``[B, k, m]``: the output gradients ``r_is = ∂l/∂f`` at the
-    drawn labels (sample-major ``[B·m, …]``), k the flattened output size."""
+    drawn labels (sample-major ``[B·m, …]``), k the flattened output size.
+
+    A token loss ``l_i = c Σ_t ℓ_it`` (``c = n/N``) is a sum of log-likelihoods scaled by ``c``,
+    so its Fisher is ``c Σ_t E[∇ℓ_it ∇ℓ_itᵀ]``, not ``E[∇l_i ∇l_iᵀ]`` (which has ``c²``): the
+    factors are ``r/√c``, and ``E F_mc = GGN`` (docs/algorithms.md §1 "Sequences")."""
     rep = outputs.repeat_interleave(m, dim=0)
     r = fx.loss_output_grad(problem.loss, rep, labels).reshape(outputs.shape[0], m, -1)
-    return r.transpose(1, 2).contiguous() / math.sqrt(m)
+    return r.transpose(1, 2).contiguous() / math.sqrt(m * problem.loss.scale)
 
 
 def sample_predictive(problem: Problem, outputs: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:

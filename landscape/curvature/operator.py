@@ -133,3 +133,20 @@ class Promoted(LinearOperator):
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         return self.op.matmat(V.to(self.op.dtype)).to(self.dtype)
+
+
+class Restricted(LinearOperator):
+    """The principal block ``A[idx, idx]`` of ``op``: a vector of the block's coordinates is
+    placed into zeros of ``op``'s size, multiplied, and read back at ``idx``. A block of one
+    parameter tensor (the query part of a fused attention projection) costs what ``op`` costs."""
+
+    def __init__(self, op: LinearOperator, idx: torch.Tensor) -> None:
+        super().__init__(int(idx.numel()), op.dtype, op.device)
+        self.op, self.idx = op, idx.to(op.device)
+        self.block_size = op.block_size
+        self.memory = op.memory
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        full = V.new_zeros(self.op.shape[0], V.shape[1])
+        full[self.idx] = V
+        return self.op.matmat(full)[self.idx]

@@ -20,7 +20,7 @@ from ..curvature import functional as fx
 from ..curvature.base import as_problem
 from ..curvature.fisher import CHUNK_BYTES, require_per_sample
 from ..curvature.operator import as_operator
-from ..errors import ConfigError, NumericalError
+from ..errors import ConfigError, LandscapeError, NumericalError
 from ..losses import rounding_floor
 from ..problem import _dist
 from ..results import Estimate
@@ -103,6 +103,13 @@ def alignment(model_or_problem, loss=None, data=None, *, samples: int | None = N
     """
     problem = as_problem(model_or_problem, loss, data, **problem_kwargs)
     require_per_sample(problem, "the alignment factors")
+    if problem.loss.per_token:
+        raise LandscapeError(
+            f"the alignment factors (α, β, μ) are not available for {problem.loss.name}: their "
+            "exact Gram form needs 1 + T·V per-sequence vectors of p numbers (the output Hessian "
+            "of a whole sequence)",
+            "for a language model, landscape stability gives the non-uniformity and λ_max, and "
+            "landscape fisher the gradients' second moment (F_emp)")
     if rtol < 0:
         raise ConfigError(f"rtol must be non-negative, got {rtol}", "pass 0 for the exact value")
     pb = problem

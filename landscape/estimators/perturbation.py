@@ -25,6 +25,11 @@ def problem_of(op) -> Problem:
     """The :class:`Problem` behind an operator (through wrappers that keep theirs in ``.op``)."""
     seen = op
     while not hasattr(seen, "problem"):
+        if hasattr(seen, "idx"):  # a Restricted block: part of its problem's parameters
+            raise ConfigError(
+                "this metric evaluates the loss and its gradient over a problem's parameters, "
+                "not over a block cut out of one tensor (the q, k, v blocks of --per-layer)",
+                "measure it without --per-layer, or restrict with --params")
         seen = getattr(seen, "op", None)
         if seen is None:
             raise ConfigError(

@@ -24,28 +24,56 @@ def save(fig, path: str | Path) -> Path:
     return path
 
 
-def density_figure(density: Density | dict, title: str = "Hessian spectral density",
-                   sigma: float | None = None):
-    """Gaussian-broadened SLQ density on a log scale, with the Ritz nodes marked."""
+def _density(density: Density | dict) -> Density:
     if isinstance(density, dict):
-        density = Density(
-            torch.as_tensor(density["nodes"], dtype=torch.float64),
-            torch.as_tensor(density["weights"], dtype=torch.float64),
-            int(density["runs"]),
-            int(density["steps"]),
-            int(density.get("matvecs", 0)),
-        )
+        return Density(torch.as_tensor(density["nodes"], dtype=torch.float64),
+                       torch.as_tensor(density["weights"], dtype=torch.float64),
+                       int(density["runs"]), int(density["steps"]),
+                       int(density.get("matvecs", 0)))
+    return density
+
+
+def _draw_density(ax, density: Density, sigma: float | None = None) -> None:
+    """The Gaussian-broadened SLQ density on a log scale."""
     nodes = density.nodes.double()
     lo, hi = float(nodes.min()), float(nodes.max())
     pad = 0.05 * max(hi - lo, 1e-12)
     grid = torch.linspace(lo - pad, hi + pad, 2000, dtype=torch.float64)
     curve = Density(nodes, density.weights.double(), density.runs, density.steps,
                     density.matvecs).curve(grid, sigma)
-    fig, ax = plt.subplots(figsize=(6, 4))
     ax.semilogy(grid.numpy(), (curve + 1e-12).numpy(), lw=1.2)
+    ax.set_ylim(bottom=1e-8)
+    ax.grid(alpha=0.3)
+
+
+def density_figure(density: Density | dict, title: str = "Hessian spectral density",
+                   sigma: float | None = None):
+    """Gaussian-broadened SLQ density on a log scale."""
+    density = _density(density)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    _draw_density(ax, density, sigma)
     ax.set_xlabel("eigenvalue")
     ax.set_ylabel("density (log scale)")
     ax.set_title(f"{title}\n{density.runs} SLQ runs x {density.steps} Lanczos steps")
-    ax.set_ylim(bottom=1e-8)
-    ax.grid(alpha=0.3)
+    return fig
+
+
+def blocks_density_figure(densities: dict[str, Density | dict],
+                          title: str = "Hessian spectral density by block"):
+    """The densities of the Hessian's diagonal blocks side by side, one small panel each with
+    its own eigenvalue axis (as in Zhang et al. 2024, Fig. 3)."""
+    names = list(densities)
+    cols = min(4, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        _draw_density(ax, _density(densities[name]))
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_visible(False)
+    first = _density(densities[names[0]])
+    fig.suptitle(f"{title} ({first.runs} SLQ runs x {first.steps} Lanczos steps; "
+                 "density on a log scale)", fontsize=10)
+    fig.tight_layout()
     return fig

@@ -95,7 +95,7 @@ def render(path: str | Path, kind: str = "auto", out: str | Path | None = None,
     ``kind``: ``auto`` (from the content), ``curve`` (1-D slice, interpolation), ``contour`` /
     ``heatmap`` / ``surface`` (2-D slice), ``density``, ``run``, ``escape``. ``out`` defaults to
     the file's name with ``.png`` (``-KIND.png`` when a kind is named). A sharpness file with
-    per-layer densities gives one file per layer (``OUT-LAYER.png``).
+    per-layer densities gives one figure of all blocks side by side.
     """
     from .hdf5 import read_tree
 
@@ -142,20 +142,12 @@ def render(path: str | Path, kind: str = "auto", out: str | Path | None = None,
 
             return [save(lecture_figure(recorded, title=f"escape runs of {path.name}"), out)]
         return [save(trajectories_figure(tree), out)]
-    from .figures import density_figure
+    from .figures import blocks_density_figure, density_figure
 
-    written = []
-    for layer, dens in _densities(tree).items():
-        target = out if not layer else out.with_name(f"{out.stem}-{layer}{out.suffix}")
-        written.append(
-            save(
-                density_figure(
-                    dens, title=f"Hessian spectral density{' of ' + layer if layer else ''}"
-                ),
-                target,
-            )
-        )
-    return written
+    found = _densities(tree)
+    if "" in found:
+        return [save(density_figure(found[""]), out)]
+    return [save(blocks_density_figure(found), out)]
 
 
 __all__ = ["KINDS", "detect", "render", "trajectories_figure"]

@@ -6,8 +6,10 @@ import re
 import time
 from collections.abc import Callable
 
+import torch
+
 from ..curvature.hessian import Hessian
-from ..curvature.operator import LinearOperator
+from ..curvature.operator import LinearOperator, Restricted
 from ..problem import Problem
 from . import METRICS, Metric, Settings
 
@@ -53,6 +55,49 @@ def layer_problems(problem: Problem) -> dict[str, Problem]:
     """One sub-problem per layer (parameters grouped by module name)."""
     return {layer: problem.restrict("^(" + "|".join(re.escape(n) for n in names) + ")$")
             for layer, names in problem.layout.groups().items()}
+
+
+def layer_operators(problem: Problem,
+                    operator: Callable[[Problem], LinearOperator] = Hessian
+                    ) -> dict[str, LinearOperator]:
+    """The diagonal blocks of ``operator`` by layer, as in Zhang et al. 2024 ("Why Transformers
+    Need Adam: A Hessian Perspective", §3): one per module, except that a fused attention input
+    projection is cut into its query, key and value blocks (GPT-2's ``c_attn``, a ``Conv1D``
+    whose output columns are ``[q | k | v]``; ``nn.MultiheadAttention``'s ``in_proj_weight``,
+    whose rows are). Every block of one module shares that module's operator."""
+    modules = dict(problem.model.named_modules())
+    out: dict[str, LinearOperator] = {}
+    for layer, sub in layer_problems(problem).items():
+        op = operator(sub)
+        split = _qkv_indices(modules.get(layer), layer, sub)
+        if split is None:
+            out[layer] = op
+            continue
+        for part, idx in split.items():
+            out[f"{layer}.{part}"] = Restricted(op, idx)
+    return out
+
+
+def _qkv_indices(module, layer: str, sub: Problem) -> dict[str, torch.Tensor] | None:
+    """``{"q", "k", "v"[, "rest"]}`` coordinates of a fused projection's sub-problem, or None."""
+    names = sub.layout.names
+    if type(module).__name__ == "Conv1D" and layer.endswith("c_attn"):
+        keys = {f"{layer}.weight": 1, f"{layer}.bias": 0}  # the axis of q | k | v
+    elif isinstance(module, torch.nn.MultiheadAttention) and module._qkv_same_embed_dim:
+        keys = {f"{layer}.in_proj_weight": 0, f"{layer}.in_proj_bias": 0}
+    else:
+        return None
+    parts: dict[str, list[torch.Tensor]] = {"q": [], "k": [], "v": [], "rest": []}
+    for i, name in enumerate(names):
+        shape, start = sub.layout.shapes[i], sub.layout.offsets[i]
+        flat = torch.arange(start, start + shape.numel()).reshape(shape)
+        dim = keys.get(name)
+        if dim is None or shape[dim] % 3:
+            parts["rest"].append(flat.reshape(-1))
+            continue
+        for part, piece in zip("qkv", flat.chunk(3, dim=dim)):
+            parts[part].append(piece.reshape(-1))
+    return {k: torch.cat(v) for k, v in parts.items() if v}
 
 
 def timed(fn, *args, **kwargs):

@@ -194,7 +194,14 @@ def stability_report(problem: Problem, lr: float, batch_size: int, *, probes: in
     s = nonuniformity(problem, samples=s_samples, seed=seed, tol=tol, max_steps=max_steps,
                       chunk=chunk)
     kw = {} if memory is None else {"memory": memory}
-    al = alignment(problem, chunk=chunk, **kw)
+    if problem.loss.per_token:  # no alignment for sequences (estimators.alignment): undecided
+        loss_value, grad = problem.gradient()
+        point = {"mu": math.nan, "alpha": math.nan, "beta": math.nan, "loss": loss_value,
+                 "grad_norm": float(grad.norm())}
+    else:
+        al = alignment(problem, chunk=chunk, **kw)
+        point = {"mu": al.mu, "alpha": al.alpha, "beta": al.beta, "loss": al.loss,
+                 "grad_norm": al.grad_norm}
     c = sgd_noise_factor(n, batch_size, sampling)
     s_lo, s_hi = s.extra["interval"]
     s_err = max(s.value - s_lo, s_hi - s.value) if math.isnan(s.stderr) else max(s.stderr,
@@ -208,7 +215,7 @@ def stability_report(problem: Problem, lr: float, batch_size: int, *, probes: in
                                       1 / (lr * math.sqrt(c)) if c else math.inf,
                                       **({"note": s.extra["note"]} if "note" in s.extra else {})),
     }
-    mu = al.mu
+    mu = point["mu"]
     g0 = gamma0(lr, mu, fro.value, c) if math.isfinite(mu) else math.nan
     verdicts["alignment"] = _verdict("||H||_F <= 1/(lr sqrt(c_B mu))",
                                      "necessary given mu(theta) >= mu (Theorem 3)",
@@ -238,11 +245,7 @@ def stability_report(problem: Problem, lr: float, batch_size: int, *, probes: in
             "nonuniformity_stderr": s.stderr,
             "hessian_frobenius": fro.value,
             "hessian_frobenius_stderr": fro.stderr,
-            "mu": mu,
-            "alpha": al.alpha,
-            "beta": al.beta,
-            "loss": al.loss,
-            "grad_norm": al.grad_norm,
+            **point,
             "nonuniformity_samples": s.extra["samples"],
         },
         "verdicts": verdicts,

@@ -82,7 +82,8 @@ def seeded(seed: int | None) -> Iterator[None]:
 
 
 def build_model(name: str, *, seed: int | None = 0, **kwargs: Any) -> nn.Module:
-    """Build registry model ``name`` (or a ``FILE.py:FUNCTION`` factory) with ``kwargs``.
+    """Build registry model ``name`` (or a ``FILE.py:FUNCTION`` factory, or ``hf:DIR``, a local
+    Hugging Face directory with its own weights) with ``kwargs``.
 
     The initial weights depend only on ``seed`` (default 0): they are drawn under
     ``seeded(seed)``, so two calls with equal arguments give bitwise equal models.
@@ -90,6 +91,10 @@ def build_model(name: str, *, seed: int | None = 0, **kwargs: Any) -> nn.Module:
     >>> build_model("linear", in_dim=3, out_dim=2)(torch.zeros(4, 3)).shape
     torch.Size([4, 2])
     """
+    if name.startswith("hf:"):  # a local Hugging Face directory, with its weights
+        from .hf import load_pretrained
+
+        return load_pretrained(name[3:])
     if name in MODELS:
         fn = MODELS[name]
     elif ":" in name:

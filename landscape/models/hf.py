@@ -53,6 +53,7 @@ def load_pretrained(directory: str | os.PathLike) -> nn.Module:
     """The model of the directory, in the class its config names (else the causal-LM auto
     class), in eval mode, from local files only."""
     transformers = _transformers()
+    transformers.utils.logging.disable_progress_bar()
     config = _config(directory)
     arch = (getattr(config, "architectures", None) or [None])[0]
     cls = getattr(transformers, arch, None) if arch else None

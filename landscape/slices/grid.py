@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
 from ..errors import ConfigError
 from ..problem import Problem
@@ -71,7 +71,7 @@ def recompute_bn(problem: Problem, params: dict[str, torch.Tensor]) -> dict[str,
     try:
         with torch.no_grad():
             for x, _ in problem.batches:
-                functional_call(model, (params, frozen), (x,))
+                problem.call((params, frozen), x, model)
     finally:
         for h in handles:
             h.remove()
@@ -115,18 +115,19 @@ class PointEvaluator:
                               "pass e.g. --batch-points 32")
         self.problem = problem
         self.batch_points = batch_points
-        loss = problem.loss
-        self.with_accuracy = (
-            loss.name == "cross-entropy"
-            and not problem.batches_of(1).first()[1].is_floating_point()
-        )
+        x, y = problem.batches_of(1).first()
+        with torch.no_grad():
+            self.with_accuracy = problem.loss.correct(problem.forward(problem.params, x),
+                                                      y) is not None
+        #: what the accuracy counts: samples, or the tokens of a token loss
+        self.counted = problem.tokens or problem.n
 
     def _one(self, params, bufs, x, y):
         pb = self.problem
         frozen = {n: t for n, t in pb.frozen.items() if n not in bufs}
-        out = functional_call(pb.model, (params, frozen, bufs), (x,))
+        out = pb.call((params, frozen, bufs), x)
         loss = pb.loss.sum(out, y)
-        correct = (out.argmax(-1) == y).sum() if self.with_accuracy else loss.new_zeros(())
+        correct = pb.loss.correct(out, y) if self.with_accuracy else loss.new_zeros(())
         return loss, correct.to(loss.dtype)
 
     def _chunk(
@@ -152,7 +153,7 @@ class PointEvaluator:
                     total += lv.double()
                     correct += c.double()
         total, correct = pb.reduce(total), pb.reduce(correct)
-        return (total / pb.n).cpu(), (correct / pb.n).cpu()
+        return (total / pb.n).cpu(), (correct / self.counted).cpu()
 
     def evaluate(self, thetas: torch.Tensor, buffers: dict[str, torch.Tensor] | None = None,
                  progress: Progress | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -38,7 +38,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from .. import distributed
+from ..data import batch as B
 from ..errors import ConfigError, LandscapeError, NumericalError
 from ..losses import get_loss
 from .run import RunDir, Series, plain_state, usual_mode
@@ -179,32 +180,31 @@ def evaluate(model: nn.Module, loss, pair: tuple[torch.Tensor, torch.Tensor],
     exact weights ``L = (1/n) Σ_i l_i``. Accuracy (else None) when ``classes``: the targets are
     class labels, or one-hot rows (mse on classes) compared by argmax; ``None``: integer targets."""
     x, y = pair
-    n = x.shape[0]
     if distributed.active():  # this rank's shard; the sums are all-reduced below
-        x, y = (
-            x[distributed.rank() :: distributed.world_size()],
-            y[distributed.rank() :: distributed.world_size()],
-        )
+        shard = slice(distributed.rank(), None, distributed.world_size())
+        x, y = B.rows(x, shard), y[shard]
     was = model.training
     model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=x.device)
-    correct = torch.zeros((), dtype=torch.float64, device=x.device)
+    loss = replace(loss, scale=1.0)  # token losses: divided by the counted tokens below
+    sums = torch.zeros(3, dtype=torch.float64, device=y.device)  # loss, correct, counted
     if classes is None:
         classes = not y.is_floating_point()
+    classes = classes or loss.per_token
     labels = y.argmax(-1) if classes and y.is_floating_point() else y
     try:
         with torch.no_grad():
-            for i in range(0, x.shape[0], batch_size):
-                out = model(x[i:i + batch_size])
-                total += loss.sum(out, y[i:i + batch_size]).double()
-                if classes:
-                    correct += (out.argmax(-1) == labels[i:i + batch_size]).sum()
+            for i in range(0, B.size(x), batch_size):
+                out = B.call(model, B.rows(x, slice(i, i + batch_size)))
+                yb, lb = y[i:i + batch_size], labels[i:i + batch_size]
+                hits = loss.correct(out, lb) if loss.per_token else (out.argmax(-1) == lb).sum()
+                sums += torch.stack([loss.sum(out, yb).double(),
+                                     hits.double() if classes else sums.new_zeros(()),
+                                     loss.counted(yb).to(sums)])
     finally:
         model.train(was)
     if distributed.active():
-        sums = distributed.all_reduce_(torch.stack([total, correct]))
-        total, correct = sums[0], sums[1]
-    return float(total / n), (float(correct / n) if classes else None)
+        sums = distributed.all_reduce_(sums)
+    return float(sums[0] / sums[2]), (float(sums[1] / sums[2]) if classes else None)
 
 
 class _Session:
@@ -236,9 +236,12 @@ class _Session:
         self.test_pair = (
             self._to_device(to_tensors(targets.test)) if targets.test is not None else None
         )
-        self.classes = self.split.task == "classification"
+        self.classes = self.split.task in ("classification", "tokens")
         self._check_fit()
-        self.n = int(self.train_pair[0].shape[0])
+        self.n = B.size(self.train_pair[0])
+        if self.loss.per_token:  # minibatch losses estimate the mean over all training tokens
+            tokens = int(self.loss.counted(self.train_pair[1]))
+            self.loss = replace(self.loss, scale=self.n / max(tokens, 1))
         self.full_batch = cfg.optimizer.lower() in FULL_BATCH
         self.batch_size = self.n if self.full_batch else min(cfg.batch_size, self.n)
         self.steps_per_epoch = 1 if self.full_batch else math.ceil(self.n / self.batch_size)
@@ -286,12 +289,11 @@ class _Session:
         self.stop_reason: str | None = None
 
     def _to_device(self, pair):
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(self.device, self.dtype if t.is_floating_point() else t.dtype)
+
         x, y = pair
-        if x.is_floating_point():
-            x = x.to(self.dtype)
-        if y.is_floating_point():
-            y = y.to(self.dtype)
-        return x.to(self.device), y.to(self.device)
+        return B.apply(x, move), move(y)
 
     def _check_fit(self) -> None:
         x, y = self.train_pair
@@ -299,10 +301,11 @@ class _Session:
         self.model.eval()
         try:
             with torch.no_grad():
-                out = self.model(x[:2])
-        except RuntimeError as e:
+                out = B.call(self.model, B.rows(x, slice(0, 2)))
+        except (RuntimeError, TypeError, ValueError) as e:
+            shapes = B.apply(x, lambda t: tuple(t.shape[1:]))
             raise ConfigError(
-                f"model {self.cfg.model!r} cannot take inputs of shape {tuple(x.shape[1:])}: "
+                f"model {self.cfg.model!r} cannot take inputs of shape {shapes}: "
                 f"{str(e).splitlines()[0]}",
                 "check --model-arg against the data",
             ) from e
@@ -377,7 +380,7 @@ class _Session:
         if self.pos == 0 or self.perm is None:
             self.perm = torch.randperm(self.n, generator=self.data_rng)
         idx = self.perm[self.pos * self.batch_size:(self.pos + 1) * self.batch_size].to(self.device)
-        return x[idx], y[idx]
+        return B.rows(x, idx), y[idx]
 
     def train_step(self) -> float:
         xb, yb = self.batch()
@@ -399,10 +402,10 @@ class _Session:
         shard ``xb[rank::world]`` (all of it in one process): ``(1/B) Σ_{i∈shard} l_i``, B the
         global batch size, whose sum over ranks (the optimizer's reducer) is the global mean
         loss."""
-        xs, ys = xb[self.shard], yb[self.shard]
-        size = xb.shape[0]
+        xs, ys = B.rows(xb, self.shard), yb[self.shard]
+        size = B.size(xb)
         model, loss = self.model, self.loss
-        return lambda: loss.sum(model(xs), ys) / size
+        return lambda: loss.sum(B.call(model, xs), ys) / size
 
     def _average_buffers(self) -> None:
         """BatchNorm running statistics averaged over ranks (each saw only its shard)."""
