@@ -5,7 +5,9 @@ uneven, differently padded batches."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -108,6 +110,7 @@ def test_loss_and_gradient_are_the_per_token_mean_over_all_sequences(reference):
         assert pb.tokens == sum(n - 1 for n in LENGTHS)
         assert pb.loss_value() == pytest.approx(reference["loss"], rel=1e-13, abs=0)
         value, g = pb.gradient()
+        assert value == pytest.approx(reference["loss"], rel=1e-13, abs=0)
         assert torch.allclose(g, reference["grad"], rtol=0, atol=1e-13)
 
 
@@ -283,3 +286,100 @@ def test_labels_default_to_the_input_ids_without_the_padding():
     assert without.tokens == with_labels.tokens
     assert without.loss_value() == pytest.approx(with_labels.loss_value(), rel=1e-14)
     assert landscape.problem.Problem is Problem
+
+
+# ----------------------------------------------------------------------------- blocks and the CLI
+def test_blocks_cut_the_fused_attention_projection_into_q_k_v(reference):
+    """``--per-layer``'s blocks of a GPT-2: one per module, with ``c_attn`` cut into its query,
+    key and value columns; each block's operator is the principal block of the dense Hessian."""
+    from landscape.metrics.run import layer_operators
+
+    pb = problem(reference["model"])
+    ops = layer_operators(pb)
+    names = list(ops)
+    assert {"transformer.h.0.attn.c_attn.q", "transformer.h.0.attn.c_attn.k",
+            "transformer.h.0.attn.c_attn.v", "transformer.h.0.attn.c_proj",
+            "transformer.wte", "transformer.ln_f"} <= set(names)
+    assert sum(op.shape[0] for op in ops.values()) == pb.p
+    H = reference["H"]
+    offsets = dict(zip(pb.layout.names, pb.layout.offsets))
+    w = offsets["transformer.h.0.attn.c_attn.weight"]
+    b = offsets["transformer.h.0.attn.c_attn.bias"]
+    d = 8  # n_embd: the weight is [d, 3d], the key columns are d … 2d−1
+    key = torch.cat([w + torch.arange(d)[:, None] * 3 * d + torch.arange(d, 2 * d),
+                     (b + torch.arange(d, 2 * d))[None]]).reshape(-1)
+    got = ops["transformer.h.0.attn.c_attn.k"].dense()
+    assert torch.allclose(got, H[key][:, key], rtol=0, atol=1e-13)
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    """A saved tiny GPT-2 (``save_pretrained``) and a data factory file beside it."""
+    folder = tmp_path_factory.mktemp("hf")
+    tiny_gpt2("sdpa").save_pretrained(folder / "model")
+    (folder / "tokens.py").write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_lm import loader\n"
+        "def tokens():\n    return loader()\n")
+    return folder
+
+
+def cli(*args):
+    from typer.testing import CliRunner
+
+    from landscape.cli.app import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_sharpness_of_a_local_hf_directory(hf_dir, reference, tmp_path):
+    r = cli("sharpness", f"hf:{hf_dir / 'model'}", "--data", f"{hf_dir / 'tokens.py'}:tokens",
+            "--metric", "eig", "--top-k", "2", "--tol", "1e-10", "--dtype", "float64", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    exact = torch.linalg.eigvalsh(reference["H"]).flip(0)[:2]
+    got = torch.tensor(out["metrics"]["eigenvalues"]["values"], dtype=torch.float64)
+    assert torch.allclose(got, exact, rtol=0, atol=1e-10)
+    assert out["settings"]["loss"] == "causal-lm" or out["identity"]["loss"] == "causal-lm"
+    assert out["data"]["tokens"] == sum(n - 1 for n in LENGTHS)
+    assert out["data"]["attention"] == "sdpa-math"
+
+
+def test_per_block_density_figure_and_file(hf_dir, tmp_path):
+    plot, h5 = tmp_path / "blocks.png", tmp_path / "blocks.h5"
+    r = cli("sharpness", f"hf:{hf_dir / 'model'}", "--data", f"{hf_dir / 'tokens.py'}:tokens",
+            "--metric", "density", "--runs", "2", "--steps", "6", "--per-layer", "--plot", plot,
+            "--out", h5)
+    assert r.exit_code == 0, r.output
+    assert plot.stat().st_size > 10_000
+    again = cli("plot", h5, "--out", tmp_path / "again.png")
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "again.png").exists() and not list(tmp_path.glob("again-*.png"))
+
+
+def test_train_an_hf_model_with_sam_then_measure_its_checkpoint(hf_dir, tmp_path):
+    run = tmp_path / "run"
+    r = cli("train", "--model", f"hf:{hf_dir / 'model'}", "--data",
+            f"{hf_dir / 'tokens.py'}:tokens", "--optimizer", "sam", "--lr", "0.05",
+            "--batch-size", "3", "--steps", "4", "--out", run, "--dtype", "float64")
+    assert r.exit_code == 0, r.output
+    ckpt = landscape.load(run / "final.pt")
+    pb = ckpt.problem(dtype="float64")
+    import h5py
+
+    with h5py.File(run / "run.h5") as f:
+        final = float(f["series/train_loss"][-1])
+    assert pb.loss.name == "causal-lm"
+    assert pb.loss_value() == pytest.approx(final, rel=1e-12)
+
+
+@pytest.mark.parametrize("make, word", [
+    (lambda d: d / "missing", "not found"),
+    (lambda d: d, "no config.json"),
+])
+def test_bad_hf_directory_is_one_line(hf_dir, make, word):
+    r = cli("sharpness", f"hf:{make(hf_dir)}", "--data", f"{hf_dir / 'tokens.py'}:tokens")
+    assert r.exit_code == 2, r.output
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and word in lines[0], r.output

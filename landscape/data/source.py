@@ -412,6 +412,8 @@ def as_source(data: Any) -> DataSource:
         data = (data["x"], data["y"])
     elif isinstance(data, dict):  # whole-data keyword inputs with their labels (see as_pair)
         return TensorSource(*_keyword_pair(data, "the data"))
+    if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], dict):
+        return TensorSource(*_keyword_pair({**data[0], "labels": data[1]}, "the data"))
     if isinstance(data, (tuple, list)) and len(data) == 2:
         x, y = _tensor(data[0], "inputs"), _tensor(data[1], "targets")
         if x.dim() == 0 or y.dim() == 0:
