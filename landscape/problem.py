@@ -31,7 +31,15 @@ from .errors import ConfigError, LandscapeError, NumericalError
 from .losses import Loss, get_loss
 from .memory import Budget
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
+DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
+          "float16": torch.float16}
+#: products in these run in them, but sums over batches and the estimators' vectors are float32
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype sums are kept in: float32 for a low-precision problem, else its own."""
+    return torch.float32 if dtype in LOW_PRECISION else dtype
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -55,7 +63,7 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r}", "choose float32 or float64")
+        raise ConfigError(f"unknown dtype {dtype!r}", f"choose one of {', '.join(DTYPES)}")
     return DTYPES[dtype]
 
 
@@ -161,6 +169,8 @@ class Problem:
         self.allow_random_data = bool(allow_random_data)
         self._keep = resident
         self.attention: str | None = None
+        #: agreement of low-precision products with float32's, when checked (precision_check)
+        self.precision: dict | None = None
 
         model = copy.deepcopy(model)
         if dt is not None:
@@ -430,7 +440,7 @@ class Problem:
         accuracy only for cross-entropy with class labels; ``check``: a NaN or infinite loss
         raises."""
         params = self.params if theta is None else self.at(theta)
-        total = torch.zeros((), dtype=self.dtype, device=self.device)
+        total = torch.zeros((), dtype=accumulation_dtype(self.dtype), device=self.device)
         right = torch.zeros(2, dtype=torch.float64, device=self.device)  # correct, counted
         with torch.no_grad():
             for x, y in self.batches:
@@ -485,8 +495,9 @@ class Problem:
     def gradient(self, theta: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:
         """``(L(θ), ∇L(θ))`` with the gradient flat ``[p]``."""
         params = self.params if theta is None else self.at(theta)
-        value = torch.zeros((), dtype=self.dtype, device=self.device)
-        g = torch.zeros(self.p, dtype=self.dtype, device=self.device)
+        acc = accumulation_dtype(self.dtype)
+        value = torch.zeros((), dtype=acc, device=self.device)
+        g = torch.zeros(self.p, dtype=acc, device=self.device)
         for x, y in self.batches:
             v, gd = fx.loss_and_grad(self.forward, self.loss, params, x, y)
             value += v.detach()
@@ -513,6 +524,25 @@ class Problem:
             return f"{self.n} samples"
         return f"{self.n} sequences ({self.tokens:,} tokens)"
 
+    def retyped(self, dtype: torch.dtype) -> Problem:
+        """The same problem in another precision (a copy of the model cast to ``dtype``; the
+        samples, the subset and the token count are shared)."""
+        sub = copy.copy(self)
+        sub.model = copy.deepcopy(self.model).to(dtype=dtype)
+        named = dict(sub.model.named_parameters())
+        sub.params = {n: named[n].detach() for n in self.params}
+        sub.frozen = {n: t.detach() for n, t in named.items() if n not in sub.params}
+        sub.frozen.update(dict(sub.model.named_buffers()))
+        sub.layout = ParamLayout.from_tensors(sub.params)
+        sub.dtype = dtype
+
+        def cast(t: torch.Tensor) -> torch.Tensor:
+            return t.to(dtype) if t.is_floating_point() else t
+
+        if self._resident is not None:
+            sub._resident = (B.apply(self._resident[0], cast), cast(self._resident[1]))
+        return sub
+
     def data_report(self) -> dict:
         """How the data are read: the source, whether they stay on the device, the batches, the
         BatchNorm statistics batch (train mode), the memory budget."""
@@ -521,7 +551,8 @@ class Problem:
                 "product_batch": self.batch_size, "bn_batch": self.bn_batch,
                 "memory": str(self.budget),
                 "memory_bytes": self.budget.bytes, "allow_random_data": self.allow_random_data,
-                "tokens": self.tokens, "attention": self.attention}
+                "tokens": self.tokens, "attention": self.attention,
+                **({"precision": self.precision} if self.precision else {})}
 
     def describe(self) -> dict:
         return {"p": self.p, "n": self.n, "loss": self.loss.name, "batch_size": self.batch_size,

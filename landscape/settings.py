@@ -26,7 +26,11 @@ PROBLEM: dict[str, Option] = {
                                 "batch)."),
     "params": Option("str", help="Regular expression: restrict to the matching parameters (others "
                                  "held fixed)."),
-    "dtype": choice("float32", "float64", help="Precision of the model and the products."),
+    "dtype": choice("float32", "float64", "bfloat16", "float16",
+                    help="Precision of the model and the products (bfloat16/float16: the "
+                         "products in it, their sums and the estimators in float32)."),
+    "check_precision": Option("bool", False, help="With --dtype bfloat16/float16: report how far "
+                                                  "a few products are from float32's."),
     "train_mode": Option("bool", False, help="Evaluate with BatchNorm batch statistics and dropout "
                                              "on (default: eval mode, running statistics)."),
     "memory": Option("str", help="Memory budget, e.g. 20GiB or 800MB (a plain number is MiB). "

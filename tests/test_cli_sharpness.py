@@ -108,7 +108,7 @@ def test_table_output(ckpt):
     (("sharpness", "CKPT", "--metric", "nope"), "unknown metric"),
     (("sharpness", "CKPT", "--method", "nope"), "unknown --method"),
     (("sharpness", "CKPT", "--params", "zzz"), "matches no parameter"),
-    (("sharpness", "CKPT", "--dtype", "float16"), "unknown --dtype"),
+    (("sharpness", "CKPT", "--dtype", "float8"), "unknown --dtype"),
     (("info", "missing.pt"), "not found"),
 ])
 def test_bad_input_one_line_exit_2(ckpt, args, message):

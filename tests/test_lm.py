@@ -383,3 +383,43 @@ def test_bad_hf_directory_is_one_line(hf_dir, make, word):
     assert r.exit_code == 2, r.output
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and word in lines[0], r.output
+
+
+def test_bfloat16_products_are_summed_in_float32_and_checked_against_float32(reference):
+    """``--dtype bfloat16``: the model and its products in bfloat16, the batches' sum and the
+    estimators' vectors in float32; the precision check compares a few products with float32's
+    (bfloat16 keeps 8 bits: a product is good to a few percent)."""
+    from landscape.curvature.hessian import precision_check
+
+    pb = problem(tiny_gpt2().float(), dtype="bfloat16")
+    H = Hessian(pb)
+    assert pb.dtype == torch.bfloat16 and H.dtype == torch.float32
+    v = torch.randn(pb.p, generator=torch.Generator().manual_seed(0))
+    exact = reference["H"].float() @ v
+    got = H.matvec(v)
+    assert got.dtype == torch.float32
+    rel = float((got - exact).norm() / exact.norm())
+    assert 1e-4 < rel < 0.1  # bfloat16 rounding: visible, bounded
+    check = precision_check(pb, products=2)
+    assert check["dtype"] == "bfloat16" and len(check["relative_difference"]) == 2
+    assert 1e-4 < check["max_relative_difference"] < 0.1
+    assert pb.loss_value() == pytest.approx(reference["loss"], rel=0.02)
+
+
+def test_check_precision_needs_a_low_precision_dtype(hf_dir):
+    r = cli("sharpness", f"hf:{hf_dir / 'model'}", "--data", f"{hf_dir / 'tokens.py'}:tokens",
+            "--check-precision")
+    assert r.exit_code == 2 and "--dtype bfloat16" in r.output, r.output
+
+
+def test_block_spread_names_the_extreme_blocks():
+    from landscape.metrics.run import block_spread
+
+    layers = {name: {"metrics": {"eigenvalues": {"values": [lam], "which": "top"},
+                                 "trace": {"estimate": tr}}}
+              for name, lam, tr in (("a", 1.0, 10.0), ("b", 4.0, 20.0), ("c", 2.0, 30.0))}
+    spread = block_spread(layers)
+    assert spread["lambda_max"]["max_block"] == "b" and spread["lambda_max"]["min_block"] == "a"
+    assert spread["lambda_max"]["ratio"] == 4.0
+    t = torch.tensor([10.0, 20.0, 30.0], dtype=torch.float64)
+    assert spread["trace"]["cv"] == pytest.approx(float(t.std() / t.mean()))

@@ -66,6 +66,7 @@ class ProblemSpec:
     train_mode: bool = False
     memory: str | None = None
     allow_random_data: bool = False
+    check_precision: bool = False
 
     def checkpoint(self, path: Path):
         from ..io.checkpoint import Checkpoint
@@ -85,7 +86,19 @@ class ProblemSpec:
     def load(self, path: Path, split: str | None = None):
         """``(checkpoint, problem)``."""
         ckpt = self.checkpoint(path)
-        return ckpt, self.problem(ckpt, split)
+        problem = self.problem(ckpt, split)
+        if self.check_precision:
+            from ..curvature.hessian import precision_check
+            from ..problem import LOW_PRECISION
+
+            if problem.dtype not in LOW_PRECISION:
+                from ..errors import ConfigError
+
+                raise ConfigError("--check-precision compares bfloat16 or float16 products with "
+                                  f"float32's, and the products run in {self.dtype}",
+                                  "add --dtype bfloat16 (or float16)")
+            problem.precision = precision_check(problem)
+        return ckpt, problem
 
     def settings(self) -> dict:
         """What a report records of these options."""
@@ -171,7 +184,8 @@ def problem_options(fn=None, *, split: bool = True, params: bool = True, legacy_
             bn_batch=declared["bn_batch"], params=declared["params"],
             device=opts.get("device", "cpu"), dtype=declared["dtype"] or "float32",
             seed=opts.get("seed", 0), train_mode=bool(declared["train_mode"]),
-            memory=declared["memory"], allow_random_data=bool(declared["allow_random_data"]))
+            memory=declared["memory"], allow_random_data=bool(declared["allow_random_data"]),
+            check_precision=bool(declared["check_precision"]))
         join(spec.device)
         return spec
 

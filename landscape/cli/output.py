@@ -141,6 +141,11 @@ def products_line(report: dict) -> str:
                      + (f" ({data['source']})" if data.get("source") else ""))
         parts.append(f"memory budget {data.get('memory')}")
     line = "; ".join(parts)
+    if data.get("precision"):
+        pr_ = data["precision"]
+        line += (f"\nprecision: {pr_['dtype']} products differ from float32's by "
+                 f"{pr_['max_relative_difference']:.2g} (largest relative difference of "
+                 f"{pr_['products']} products)")
     if data.get("attention"):
         line += ("\nattention: SDPA's math kernel for the products (its fused kernels have no "
                  "double backward)")

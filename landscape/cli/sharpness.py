@@ -31,7 +31,7 @@ def sharpness(
     """Hessian trace, extreme eigenvalues, Frobenius norm and spectral density of a checkpoint."""
     from ..errors import ConfigError
     from ..metrics import METRICS, Settings, parse_metrics
-    from ..metrics.run import layer_operators, measure
+    from ..metrics.run import block_spread, layer_operators, measure
 
     clock = Stopwatch()
     names = parse_metrics(metric)
@@ -71,6 +71,7 @@ def sharpness(
                     "metrics": {k: r.to_dict() for k, r in results[layer].items()}}
             for layer, op in operators.items()
         }
+        report["blocks"] = block_spread(report["layers"])
     else:
         report["metrics"] = {k: r.to_dict() for k, r in results[""].items()}
     report["seconds"] = clock()
@@ -104,5 +105,11 @@ def sharpness(
     )
     output.table(f"Hessian of {checkpoint}", cols, rows)
     output.info(caption)
+    for name, sp in (report.get("blocks") or {}).items():
+        label = {"lambda_max": "λ_max", "trace": "tr(H)"}[name]
+        ratio = f", ratio {sp['ratio']:.3g}" if sp["ratio"] else ""
+        cv = f", coefficient of variation {sp['cv']:.3g}" if sp["cv"] is not None else ""
+        output.info(f"blocks: {label} from {sp['min']:.4g} ({sp['min_block']}) to "
+                    f"{sp['max']:.4g} ({sp['max_block']}){ratio}{cv}")
     output.info(output.products_line(report))
     output.written(io.out, io.plot)

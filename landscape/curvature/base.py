@@ -25,7 +25,7 @@ import torch
 from ..data import batch as B
 from ..errors import LandscapeError, OutOfMemory
 from ..memory import OutOfBudget, fmt_bytes, is_out_of_memory, keep_freed_memory, release
-from ..problem import Problem
+from ..problem import Problem, accumulation_dtype
 from .operator import LinearOperator
 
 #: vectors per pass when the per-batch state is rebuilt on every pass: the work they share
@@ -114,7 +114,9 @@ class ProblemOperator(LinearOperator):
     def __init__(self, model_or_problem, loss=None, data=None, *, block_size: int | None = None,
                  vmap: int | None = None, **kwargs) -> None:
         self.problem = as_problem(model_or_problem, loss, data, **kwargs)
-        super().__init__(self.problem.p, self.problem.dtype, self.problem.device)
+        # a bfloat16/float16 problem: products in it, the batches' sum and the vectors in float32
+        super().__init__(self.problem.p, accumulation_dtype(self.problem.dtype),
+                         self.problem.device)
         self._asked = {"block": block_size, "vmap": vmap}
         self._plan: Plan | None = None
         self.products_seconds = 0.0
@@ -337,10 +339,10 @@ class ProblemOperator(LinearOperator):
         pb = self.problem
         plan = self.plan()
         k = V.shape[1]
-        out = torch.zeros(k, pb.p, dtype=pb.dtype, device=pb.device)
-        rows_all = (
-            V.T.contiguous()
-        )  # [k, p], once per pass: a column copy per batch and vector was 5% of a pass
+        out = torch.zeros(k, pb.p, dtype=self.dtype, device=pb.device)
+        # [k, p] in the products' dtype, once per pass: a column copy per batch and vector was 5%
+        # of a pass
+        rows_all = V.T.to(pb.dtype).contiguous()
         names, offsets = pb.layout.names, pb.layout.offsets
         start = 0
         for i, (x, y) in enumerate(pb.batches_of(plan.batch)):

@@ -61,11 +61,12 @@ def _chunks(x: torch.Tensor, y: torch.Tensor, size: int):
         yield B.rows(x, slice(i, i + size)), y[i : i + size]
 
 
-def predictive_draws(problem: Problem, m: int, seed: int) -> torch.Tensor:
+def predictive_draws(problem: Problem, m: int, seed: int) -> torch.Tensor | None:
     """The randomness of ``m`` predictive draws for each of this process's samples: uniforms
     ``[n_local, m]`` (cross-entropy) or standard normals ``[n_local, m, *out]`` (mse), drawn for
     all ``n`` global samples from ``seed`` and cut to this rank's rows ``[rank::world]``, so the
-    labels are the same whatever the number of processes."""
+    labels are the same whatever the number of processes. None for a token loss, whose draws
+    :func:`token_draws` makes per sequence as its batches are read."""
     name = problem.loss.name
     if problem.loss.per_token:
         return None  # drawn per sequence and token, by token_draws
@@ -232,7 +233,7 @@ class EmpiricalFisher(ProblemOperator):
         for x, y in pb.batches:
             for xc, yc in _chunks(x, y, self.chunk):
                 U = self.per_sample_gradients(xc, yc)
-                out += U.T @ (U @ V)
+                out += U.T @ (U @ V.to(U.dtype))  # summed in V's dtype (float32 for bfloat16)
         out /= pb.n
         return pb.reduce(out)
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+import torch
+
 from ..data import batch as B
+from ..problem import Problem
 from . import functional as fx
 from .base import ProblemOperator
 
@@ -129,3 +132,19 @@ class Hessian(ProblemOperator):
     def cache_report(self) -> dict:
         """How many batches' graphs are cached and their measured bytes."""
         return {"cached_graphs": len(self._graphs), "cached_bytes": self._cached}
+
+
+def precision_check(problem: Problem, products: int = 3, seed: int = 0) -> dict:
+    """How far Hessian products in the problem's low precision (bfloat16, float16) are from
+    float32's: ``‖H_low v − H_32 v‖ / ‖H_32 v‖`` for ``products`` Rademacher vectors ``v`` (the
+    same data, the model cast to float32)."""
+    g = torch.Generator().manual_seed(int(seed))
+    V = (torch.randint(0, 2, (problem.p, products), generator=g) * 2 - 1).to(
+        device=problem.device, dtype=torch.float32)  # Rademacher
+    ref = Hessian(problem.retyped(torch.float32))
+    low = Hessian(problem)
+    want, got = ref.matmat(V), low.matmat(V)
+    rel = (torch.linalg.vector_norm(got - want, dim=0)
+           / torch.linalg.vector_norm(want, dim=0)).tolist()
+    return {"dtype": str(problem.dtype).replace("torch.", ""), "products": products,
+            "relative_difference": rel, "max_relative_difference": max(rel)}

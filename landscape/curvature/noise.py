@@ -62,7 +62,7 @@ class NonUniformity(ProblemOperator):
     def _hvp(self, rows: torch.Tensor) -> torch.Tensor:
         """``H_S`` applied to the rows ``[k, p]``."""
         pb = self.problem
-        Vd = pb.layout.unflatten_rows(rows)
+        Vd = pb.layout.unflatten_rows(rows.to(pb.dtype))
         out = torch.zeros_like(rows)
         for x, y in self.sub.batches:
             out += pb.layout.flatten_rows(fx.hvp(pb.forward, pb.loss, pb.params, x, y, Vd))
@@ -71,7 +71,7 @@ class NonUniformity(ProblemOperator):
     def _pass(self, V: torch.Tensor) -> torch.Tensor:
         pb = self.problem
         rows = V.T.contiguous()
-        Vd = pb.layout.unflatten_rows(rows)
+        Vd = pb.layout.unflatten_rows(rows.to(pb.dtype))
         chunk = auto_chunk(pb, 4 * rows.shape[0], self._chunk)
         sq = torch.zeros_like(rows)
         for x, y in self.sub.batches:

@@ -78,6 +78,29 @@ def layer_operators(problem: Problem,
     return out
 
 
+def block_spread(layers: dict[str, dict]) -> dict[str, dict]:
+    """How the blocks differ (the heterogeneity Zhang et al. 2024 relate to Adam's advantage):
+    for λ_max and tr(H) of ``{block: {"metrics": ...}}``, the largest and smallest block, their
+    ratio and the coefficient of variation (standard deviation / mean) across blocks."""
+    values: dict[str, dict[str, float]] = {"lambda_max": {}, "trace": {}}
+    for block, rec in layers.items():
+        m = rec.get("metrics", {})
+        if "eigenvalues" in m and m["eigenvalues"].get("which") in ("top", "both"):
+            values["lambda_max"][block] = float(m["eigenvalues"]["values"][0])
+        if "trace" in m:
+            values["trace"][block] = float(m["trace"]["estimate"])
+    out = {}
+    for name, v in values.items():
+        if len(v) < 2:
+            continue
+        t = torch.tensor(list(v.values()), dtype=torch.float64)
+        hi, lo = max(v, key=v.get), min(v, key=v.get)
+        out[name] = {"max": v[hi], "max_block": hi, "min": v[lo], "min_block": lo,
+                     "ratio": v[hi] / v[lo] if v[lo] > 0 else None,
+                     "cv": float(t.std() / t.mean().abs()) if float(t.mean()) else None}
+    return out
+
+
 def _qkv_indices(module, layer: str, sub: Problem) -> dict[str, torch.Tensor] | None:
     """``{"q", "k", "v"[, "rest"]}`` coordinates of a fused projection's sub-problem, or None."""
     names = sub.layout.names

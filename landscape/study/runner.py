@@ -143,7 +143,8 @@ class Context:
         self._ops: dict[str, Any] = {}
 
     def problem(self, settings: dict, split: str | None = None):
-        from ..problem import Problem  # noqa: F401 - the type built here
+        from ..curvature.hessian import precision_check
+        from ..problem import LOW_PRECISION, Problem  # noqa: F401 - the type built here
 
         s = {**settings, **({"split": split} if split else {})}
         key = json.dumps(s, sort_keys=True)
@@ -156,6 +157,8 @@ class Context:
                                    memory=s.get("memory"),
                                    allow_random_data=s.get("allow_random_data", False))
             pb.loss_value()  # a diverged checkpoint fails here with one clear line
+            if s.get("check_precision") and pb.dtype in LOW_PRECISION:
+                pb.precision = precision_check(pb)
             self._problems[key] = pb
         return self._problems[key]
 
