@@ -75,5 +75,5 @@ def blocks_density_figure(densities: dict[str, Density | dict],
     first = _density(densities[names[0]])
     fig.suptitle(f"{title} ({first.runs} SLQ runs x {first.steps} Lanczos steps; "
                  "density on a log scale)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title
     return fig
