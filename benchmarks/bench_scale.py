@@ -373,12 +373,9 @@ def main() -> None:
     ap.add_argument("--table", action="store_true")
     args = ap.parse_args()
     sys.path.insert(0, str(HERE))
-    if args.worker:
-        print(json.dumps(work(json.loads(args.worker))))
-    elif args.table:
-        table(Path(args.results))
-    else:
-        run(args)
+    from common import dispatch
+
+    dispatch(args, work, run, table)
 
 
 if __name__ == "__main__":

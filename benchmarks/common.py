@@ -57,3 +57,18 @@ def markdown(rows: list[list], header: list[str]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
+
+
+def dispatch(args, work, run, table) -> None:
+    """The main of a benchmark whose measurements run in worker processes: ``--worker CONFIG``
+    measures one configuration and prints its JSON line, ``--table`` prints the tables of
+    ``--results``, otherwise ``run`` measures what is missing."""
+    import json
+    from pathlib import Path
+
+    if args.worker:
+        print(json.dumps(work(json.loads(args.worker))))
+    elif args.table:
+        table(Path(args.results))
+    else:
+        run(args)
