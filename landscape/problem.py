@@ -248,6 +248,11 @@ class Problem:
         count = torch.zeros((), dtype=torch.int64)
         for _, y in (self.iter_batches(4096) if self._resident is not None
                      else self.source.batches(4096)):
+            if y.dim() < 2 or y.is_floating_point():
+                raise ConfigError(
+                    f"{self.loss.name} needs integer token labels [batch, length], the data give "
+                    f"{str(y.dtype).replace('torch.', '')} targets {tuple(y.shape)}",
+                    "use --loss cross-entropy for class labels (mse for regression)")
             count += self.loss.counted(y).cpu()
         self.tokens = int(self.reduce(count.to(self.device)))
         if self.tokens == 0:

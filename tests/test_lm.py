@@ -423,3 +423,8 @@ def test_block_spread_names_the_extreme_blocks():
     assert spread["lambda_max"]["ratio"] == 4.0
     t = torch.tensor([10.0, 20.0, 30.0], dtype=torch.float64)
     assert spread["trace"]["cv"] == pytest.approx(float(t.std() / t.mean()))
+
+
+def test_a_token_loss_on_class_labels_is_one_clear_error():
+    with pytest.raises(ConfigError, match="needs integer token labels"):
+        Problem(torch.nn.Linear(3, 4), "causal-lm", (torch.zeros(5, 3), torch.zeros(5).long()))
