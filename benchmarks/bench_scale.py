@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -262,21 +260,9 @@ def run(args) -> None:
             continue
         print(f"... {cfg['model']} n={cfg['n']} {cfg['tool']} {cfg['what']}", file=sys.stderr,
               flush=True)
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONWARNINGS": "ignore"}
-        proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(cfg)],
-                              capture_output=True,
-                              text=True, env=env, check=False)
-        if proc.returncode != 0:
-            rec = {
-                "config": cfg,
-                "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed",
-            }
-        else:
-            rec = {"config": cfg, **json.loads(proc.stdout.strip().splitlines()[-1])}
-        with path.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
-        print(f"    {json.dumps({k: v for k, v in rec.items() if k not in ('values', 'config')})}",
-              file=sys.stderr)
+        from common import measure_in_worker
+
+        measure_in_worker(__file__, cfg, args.threads, path, hide=("values", "config"))
     table(path)
 
 

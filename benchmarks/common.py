@@ -72,3 +72,25 @@ def dispatch(args, work, run, table) -> None:
         table(Path(args.results))
     else:
         run(args)
+
+
+def measure_in_worker(script: str, cfg: dict, threads: int, path, hide=("config",)) -> dict:
+    """Run ``script --worker CFG`` in a fresh process (its peak memory its own), append its record
+    (or its last error line) to the JSON-lines file ``path`` and echo it on stderr."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, script, "--worker", json.dumps(cfg)],
+                          capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        lines = proc.stderr.strip().splitlines()
+        rec = {"config": cfg, "error": lines[-1] if lines else "failed"}
+    else:
+        rec = {"config": cfg, **json.loads(proc.stdout.strip().splitlines()[-1])}
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    print(f"    {json.dumps({k: v for k, v in rec.items() if k not in hide})}", file=sys.stderr)
+    return rec
