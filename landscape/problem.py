@@ -171,6 +171,9 @@ class Problem:
         self.attention: str | None = None
         #: agreement of low-precision products with float32's, when checked (precision_check)
         self.precision: dict | None = None
+        #: the optimizer's last update ``θ_t − θ_{t−1}`` by parameter name, when known (a
+        #: checkpoint of ``landscape train``, or the running session); see :meth:`update_vector`
+        self.update: dict[str, torch.Tensor] | None = None
 
         model = copy.deepcopy(model)
         if dt is not None:
@@ -509,6 +512,18 @@ class Problem:
             g += self.layout.flatten(gd)
         out = self.reduce(torch.cat([value.reshape(1), g])) / self.n
         return float(out[0]), out[1:]
+
+    def update_vector(self) -> torch.Tensor:
+        """The optimizer's last update, flat ``[p]`` in this problem's layout (a ConfigError when
+        the checkpoint holds none, or not for every parameter under study)."""
+        missing = [n for n in self.layout.names if n not in (self.update or {})]
+        if self.update is None or missing:
+            raise ConfigError(
+                "update-curvature needs the optimizer's last update, and the checkpoint holds none"
+                + (f" for {', '.join(missing[:3])}" if self.update is not None else ""),
+                "measure a checkpoint written by landscape train (it stores the last step's "
+                "update), or use --metric grad-curvature")
+        return self.layout.flatten(self.update).to(device=self.device, dtype=self.dtype)
 
     def restrict(self, params: str) -> Problem:
         """The same problem with only the parameters matching ``params`` under study."""

@@ -151,7 +151,7 @@ def test_top_subspace_matches_the_dense_eigenvectors(ckpt):
 
 
 def test_subspace_fraction_is_one_in_the_span_and_zero_orthogonal_to_it():
-    from landscape.estimators.directional import subspace_fraction
+    from landscape.estimators.subspace import subspace_fraction
 
     V = torch.tensor([[1.0, 1.0], [0.0, 1.0], [0.0, 0.0]], dtype=torch.float64)  # not orthonormal
     assert subspace_fraction(V, torch.tensor([2.0, -3.0, 0.0])) == pytest.approx(1.0, abs=1e-15)

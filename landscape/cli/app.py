@@ -15,6 +15,7 @@ from . import (
     interpolate,
     noise,
     output,
+    overlap,
     plot,
     report,
     sharpness,
@@ -55,7 +56,7 @@ for _name, _command in [
     ("fisher", fisher.fisher), ("noise", noise.noise), ("stability", stability.stability),
     ("compare", compare.compare), ("slice", slice.slice_), ("interpolate", interpolate.interpolate),
     ("plot", plot.plot), ("escape", escape.escape), ("batch", batch.batch),
-    ("report", report.report),
+    ("report", report.report), ("overlap", overlap.overlap),
 ]:
     app.command(_name)(_command)
 

@@ -80,6 +80,11 @@ def sharpness(
         from ..io.hdf5 import write_tree
 
         tree = {"metrics": report["metrics"]} if not per_layer else {"layers": report["layers"]}
+        eig = results.get("", {}).get("eigenvalues")
+        if eig is not None and eig.vectors is not None:  # the Ritz vectors, for landscape overlap
+            from ..io.eigenvectors import eigenspace_tree
+
+            tree["eigenvectors"] = eigenspace_tree(eig, problem.layout)
         write_tree(io.out, tree, attrs={k: v for k, v in report.items() if k not in ("metrics",
                                                                                      "layers")})
     if io.plot is not None:

@@ -31,14 +31,17 @@ def gradient_curvature(op) -> Estimate:
     return Estimate(value, 0.0, 1, "exact", {"grad_norm": float(g.double().norm()), "loss": loss})
 
 
-def subspace_fraction(V: torch.Tensor, v: torch.Tensor) -> float:
-    """``‖P v‖² / ‖v‖²`` with ``P`` the orthogonal projection onto the span of the columns of
-    ``V: [p, k]`` (orthonormalised here, in float64): 1 for ``v`` in the span, 0 orthogonal to
-    it."""
-    Q, _ = torch.linalg.qr(V.double())
-    v = v.reshape(-1).double().to(Q.device)
-    vv = float(v @ v)
-    return float((Q.T @ v).square().sum()) / vv if vv > 0 else 0.0
+def update_curvature(op) -> Estimate:
+    """``uᵀHu / ‖u‖²`` along the optimizer's last update ``u = θ_t − θ_{t−1}`` (stored by
+    ``landscape train``; init2winit's "update curvature"): exact, one product, NaN when ``u = 0``
+    (no step taken); like λ_max, it is compared with ``2/η`` (docs/algorithms.md §1).
+    ``extra``: ``update_norm``."""
+    from landscape.estimators.perturbation import problem_of
+
+    u = problem_of(op).update_vector()
+    norm = float(u.double().norm())
+    value = rayleigh_quotient(op, u) if norm > 0 else float("nan")
+    return Estimate(value, 0.0, 1 if norm > 0 else 0, "exact", {"update_norm": norm})
 
 
 def gradient_in_top_subspace(op, k: int = 1, tol: float = 1e-6, seed: int = 0,
@@ -49,6 +52,7 @@ def gradient_in_top_subspace(op, k: int = 1, tol: float = 1e-6, seed: int = 0,
     eigenvectors; no sampling, so no standard error."""
     from landscape.estimators.lanczos import top_eigenvalues
     from landscape.estimators.perturbation import problem_of
+    from landscape.estimators.subspace import subspace_fraction
 
     problem = problem_of(op)
     eig = top_eigenvalues(op, k=k, which="top", tol=tol, seed=seed, block=block,
@@ -60,4 +64,4 @@ def gradient_in_top_subspace(op, k: int = 1, tol: float = 1e-6, seed: int = 0,
 
 
 __all__ = ["gradient_curvature", "gradient_in_top_subspace", "rayleigh_quotient",
-           "subspace_fraction"]
+           "update_curvature"]

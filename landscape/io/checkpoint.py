@@ -476,11 +476,12 @@ class Checkpoint:
         data = (
             self.dataset().for_loss(normalize_loss(self.loss)).part(split)
         )  # one-hot for mse on classes
-        return Problem(model, self.loss, data, batch_size=batch_size, samples=samples, seed=seed,
-                       params=params,
-                       device=device, dtype=dtype, train_mode=train_mode, bn_batch=bn_batch,
-                       memory=memory,
-                       allow_random_data=allow_random_data)
+        problem = Problem(model, self.loss, data, batch_size=batch_size, samples=samples,
+                          seed=seed, params=params, device=device, dtype=dtype,
+                          train_mode=train_mode, bn_batch=bn_batch, memory=memory,
+                          allow_random_data=allow_random_data)
+        problem.update = self.extra.get("update")  # the last step's update (landscape train)
+        return problem
 
     # ------------------------------------------------------------------ descriptions
 

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 
 from ..results import Density
@@ -76,4 +77,31 @@ def blocks_density_figure(densities: dict[str, Density | dict],
     fig.suptitle(f"{title} ({first.runs} SLQ runs x {first.steps} Lanczos steps; "
                  "density on a log scale)", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title
+    return fig
+
+
+def overlap_figure(matrix, cosines, labels: tuple[str, str] = ("A", "B"),
+                   title: str = "Overlap of two Hessian eigenspaces"):
+    """The squared overlaps ``(a_iᵀb_j)²`` of two sets of eigenvectors as a heat map (values
+    written in the cells up to 12 × 12), and the principal angles' cosines."""
+    m = torch.as_tensor(matrix, dtype=torch.float64).numpy()
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(9, 4), gridspec_kw={"width_ratios": [3, 2]})
+    im = ax.imshow(m, vmin=0.0, vmax=1.0, cmap="viridis")
+    if max(m.shape) <= 12:
+        for (i, j), v in np.ndenumerate(m):
+            ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7,
+                    color="white" if v < 0.6 else "black")
+    ax.set_xticks(range(m.shape[1]), [str(j + 1) for j in range(m.shape[1])])
+    ax.set_yticks(range(m.shape[0]), [str(i + 1) for i in range(m.shape[0])])
+    ax.set_xlabel(f"eigenvector of {labels[1]}")
+    ax.set_ylabel(f"eigenvector of {labels[0]}")
+    fig.colorbar(im, ax=ax, label="squared overlap")
+    c = torch.as_tensor(cosines, dtype=torch.float64).numpy()
+    bx.bar(range(1, len(c) + 1), c)
+    bx.set_ylim(0, 1.05)
+    bx.set_xlabel("principal angle")
+    bx.set_ylabel("cosine")
+    bx.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     return fig

@@ -1,6 +1,7 @@
-"""The Hessian along the gradient (``landscape sharpness --metric grad-curvature,top-subspace``,
-``landscape train --track ...``): ``gᵀHg / ‖g‖²`` (exact, one product) and the fraction of
-``‖g‖²`` in the top-k eigenspace. Importing this module registers both; they were added by
+"""The Hessian where the optimizer moves (``landscape sharpness --metric grad-curvature,
+update-curvature,top-subspace``, ``landscape train --track ...``): ``gᵀHg / ‖g‖²`` and
+``uᵀHu / ‖u‖²`` for the last update ``u`` (exact, one product each), and the fraction of ``‖g‖²``
+in the top-k eigenspace. Importing this module registers them; they were added by
 CONTRIBUTING.md's recipe (these declarations, the estimators in
 :mod:`landscape.estimators.directional`, their tests)."""
 
@@ -21,6 +22,17 @@ def _rows(r) -> list[Row]:
              str(r.matvecs))]
 
 
+def _update(op, s: Settings):
+    from ..estimators.directional import update_curvature
+
+    return update_curvature(op)
+
+
+def _update_rows(r) -> list[Row]:
+    return [("uᵀHu / ‖u‖², last update", fmt(r.value),
+             f"exact; ‖u‖ = {r.extra['update_norm']:.3g}", str(r.matvecs))]
+
+
 def _top_subspace(op, s: Settings):
     from ..estimators.directional import gradient_in_top_subspace
 
@@ -39,6 +51,12 @@ register("grad-curvature", Metric(
     "curvature along the gradient gᵀHg/‖g‖² (exact, one product)",
     scalars=lambda r: {"grad_curvature": r.value}, primary="grad_curvature",
     headlines=lambda stored: [("gᵀHg/‖g‖²", number(stored.get("estimate")), number(None))]))
+
+register("update-curvature", Metric(
+    "update_curvature", _update, _update_rows, lambda s: 1,
+    "curvature along the optimizer's last update uᵀHu/‖u‖² (exact; a landscape train checkpoint)",
+    scalars=lambda r: {"update_curvature": r.value}, primary="update_curvature",
+    headlines=lambda stored: [("uᵀHu/‖u‖²", number(stored.get("estimate")), number(None))]))
 
 register("top-subspace", Metric(
     "top_subspace", _top_subspace, _top_subspace_rows, lambda s: None,

@@ -33,7 +33,8 @@ def _eig(op, s: Settings):
     from ..estimators import top_eigenvalues
 
     return top_eigenvalues(op, k=s.top_k, which=s.which, tol=s.tol, max_steps=s.max_steps,
-                           seed=s.seed, method=s.eig_method, block=s.eig_block)
+                           seed=s.seed, method=s.eig_method, block=s.eig_block,
+                           return_vectors=True)  # made for the residuals anyway; --out keeps them
 
 
 def _frobenius(op, s: Settings):

@@ -287,6 +287,10 @@ class _Session:
         self.timers = {"wall": 0.0, "train": 0.0, "eval": 0.0, "track": 0.0}
         self.status = "running"
         self.stop_reason: str | None = None
+        #: the last step's update θ_t − θ_{t−1}, one tensor per parameter (None before a step)
+        self._update: list[torch.Tensor] | None = None
+        #: what trackers keep between tracked steps (top-overlap: the last eigenvectors)
+        self.track_memory: dict = {}
 
     def _to_device(self, pair):
         def move(t: torch.Tensor) -> torch.Tensor:
@@ -344,7 +348,16 @@ class _Session:
             "optimizer": plain_state(self.optimizer.state_dict()),
             "series": self.series.to_state(),
             "timers": dict(self.timers),
+            "update": plain_state(self.update()),
+            "track_memory": plain_state(self.track_memory),
         }
+
+    def update(self) -> dict[str, torch.Tensor] | None:
+        """The last step's update ``θ_t − θ_{t−1}`` by parameter name (None before a step):
+        what ``update-curvature`` measures, stored in checkpoints and the run state."""
+        if self._update is None:
+            return None
+        return {n: u for (n, _), u in zip(self.model.named_parameters(), self._update)}
 
     def load(self, state: dict) -> None:
         try:
@@ -363,6 +376,11 @@ class _Session:
         self.timers = {k: float(v) for k, v in state["timers"].items()}
         self.status = state.get("status", "running")
         self.stop_reason = state.get("stop_reason")
+        self.track_memory = dict(state.get("track_memory") or {})
+        update = state.get("update")
+        if update is not None:
+            self._update = [update[n].to(self.device, p.dtype).clone()
+                            for n, p in self.model.named_parameters()]
 
     @property
     def epoch(self) -> float:
@@ -385,10 +403,17 @@ class _Session:
     def train_step(self) -> float:
         xb, yb = self.batch()
         closure = self._sharded_closure(xb, yb)
+        params = [p.detach() for p in self.model.parameters()]
+        if self._update is None:
+            self._update = [p.clone() for p in params]
+        else:
+            torch._foreach_copy_(self._update, params)
         if self._step_takes_batch:  # the global minibatch: the optimizer takes its shard itself
             value = self.optimizer.step(closure, batch=(xb, yb))
         else:
             value = self.optimizer.step(closure)
+        torch._foreach_sub_(self._update, params)  # θ_{t−1} − θ_t, in the buffer of θ_{t−1}
+        torch._foreach_neg_(self._update)
         if self.world > 1:
             self._average_buffers()
         self.step += 1
@@ -435,8 +460,11 @@ class _Session:
                           samples=cfg.track_samples, seed=cfg.seed, device=self.device,
                           dtype=self.dtype)
         settings = settings_from(cfg.probes, cfg.seed, cfg.track_options)
-        settings.extra = {"lr": self.lr, "batch_size": self.batch_size, "n_train": self.n,
-                          "step": self.step}
+        # before the first step there is no update: zeros, whose curvature is reported as NaN
+        problem.update = self.update() or {n: torch.zeros_like(t)
+                                           for n, t in problem.params.items()}
+        settings.extra.update(lr=self.lr, batch_size=self.batch_size, n_train=self.n,
+                              step=self.step, memory=self.track_memory)
         return track(problem, cfg.track, settings)
 
 
@@ -740,6 +768,7 @@ def _checkpoint(s: _Session):
             if final.get(k) is not None
         },
     }
+    update = s.update()
     return make_checkpoint(cfg.model, s.model_kwargs, cfg.data, cfg.data_kwargs, s.loss_name,
-                           s.model,
-                           training, split=s.split)
+                           s.model, training, split=s.split,
+                           extra={"update": update} if update is not None else None)

@@ -19,6 +19,10 @@ time series, ``NAME`` and ``NAME_stderr``. Built in:
 ``nonuniformity``  SGD non-uniformity ``s = sqrt(λ_max(Σ_H))`` (lecture eq. 5; Lanczos, as
                ``landscape noise``) -> ``nonuniformity`` and ``nonuniformity_residual`` (the
                Ritz residual of ``λ_max(Σ_H)``)
+``top-overlap``  the top-k eigenspace (Lanczos, ``--track-arg top_k=K``) against the one at
+               the previous tracked step: the mean squared cosine of their principal angles
+               (:func:`~landscape.estimators.subspace.overlap`) -> ``top_overlap`` (NaN at the
+               first tracked step)
 ``mu``         alignment of the SGD noise with G, ``μ = α·β = tr(ΣG)/(2L ‖G‖_F²)`` (exact,
                :func:`~landscape.estimators.alignment.alignment`) -> ``mu``, ``alpha``,
                ``beta``; its cost grows as n² (n = ``--track-samples``): about 24 s per
@@ -30,7 +34,8 @@ The Hessian metrics are those of :data:`landscape.metrics.METRICS` that declare 
 (``Metric.scalars``), computed by :func:`landscape.metrics.run.measure`, the code behind ``landscape
 sharpness``; ``nonuniformity`` and ``mu`` through the functions behind ``landscape noise``.
 :func:`register_tracker` adds members. ``settings.extra`` holds the run's context for trackers that
-need it: ``lr``, ``batch_size``, ``n_train``, ``step``."""
+need it: ``lr``, ``batch_size``, ``n_train``, ``step``, and ``memory``, a dict kept for the whole
+run (in its state, so a resumed run continues it)."""
 
 from __future__ import annotations
 
@@ -93,6 +98,20 @@ def _mu(problem, s: Settings) -> dict:
     return {"mu": a.mu, "alpha": a.alpha, "beta": a.beta}
 
 
+def _top_overlap(problem, s: Settings) -> dict:
+    from ..curvature.hessian import Hessian
+    from ..estimators.lanczos import top_eigenvalues
+    from ..estimators.subspace import overlap
+
+    eig = top_eigenvalues(Hessian(problem), k=s.top_k, tol=s.tol, seed=s.seed,
+                          block=s.eig_block, max_steps=s.max_steps, return_vectors=True)
+    memory = s.extra.setdefault("memory", {})  # the run's, kept between tracked steps
+    before = memory.get("top_vectors")
+    memory["top_vectors"] = eig.vectors.detach().cpu()
+    same = before is not None and before.shape == eig.vectors.shape
+    return {"top_overlap": overlap(before, eig.vectors).overlap if same else math.nan}
+
+
 #: ``--track`` name -> Tracker: the metrics of :data:`landscape.metrics.METRICS` that declare
 #: tracked columns, then the trackers below (and those added by :func:`register_tracker`).
 TRACKERS: ChainMap[str, Tracker] = ChainMap({
@@ -104,6 +123,9 @@ TRACKERS: ChainMap[str, Tracker] = ChainMap({
                              "nonuniformity"),
     "mu": Tracker("mu", _mu,
                   "alignment mu = alpha*beta of the SGD noise with G (exact; cost ~ n^2)", "mu"),
+    "top-overlap": Tracker("top-overlap", _top_overlap,
+                           "overlap (mean cos² of the principal angles) of the top-k Hessian "
+                           "eigenspace with the one tracked before", "top_overlap"),
 }, MetricView(_metric_tracker))
 
 
