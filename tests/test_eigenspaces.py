@@ -122,7 +122,8 @@ def test_landscape_overlap_cli_and_its_bad_inputs(tmp_path):
     ckpt = "checkpoints/digits-mlp-gd.pt"
     for name, params in (("a", ".*"), ("b", ".*"), ("c", "^net.5")):
         r = run("sharpness", ckpt, "-m", "eig", "--top-k", "2", "--samples", "64", "--params",
-                params, "--eig-block", "1" if name == "b" else "2", "--out", tmp_path / f"{name}.h5")
+                params, "--eig-block", "1" if name == "b" else "2",
+                "--out", tmp_path / f"{name}.h5")
         assert r.exit_code == 0, r.output
     r = run("overlap", tmp_path / "a.h5", tmp_path / "b.h5", "--json", "--plot",
             tmp_path / "o.png")
