@@ -4,6 +4,7 @@ directions; HDF5 and figures."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,7 @@ import typer
 from ..slices.settings import SLICE, check_slice
 from . import output
 from .common import Outputs, ProblemSpec, Stopwatch, header, measuring
-from .options import CheckpointArg
+from .options import CheckpointArg, names_option
 
 
 def build_problems(checkpoint: Path, spec: ProblemSpec, *, test: bool, params: bool = True):
@@ -40,9 +41,10 @@ def summary_rows(values: dict, origin: dict | None) -> list[tuple]:
 
 
 def emit(report: dict, tree: dict, attrs: dict, *, io: Outputs, kind: str, title: str,
-         columns: list[str],
-         rows: list[tuple], caption: str) -> None:
-    """Write the HDF5 file and the figure, then print the table or the JSON object."""
+         columns: list[str], rows: list[tuple], caption: str,
+         also: Callable[[dict], list] | None = None) -> None:
+    """Write the HDF5 file and the figure (and what ``also(data)`` writes: exports), then print
+    the table or the JSON object."""
     if io.out is not None:
         from ..io.hdf5 import write_tree
 
@@ -51,11 +53,12 @@ def emit(report: dict, tree: dict, attrs: dict, *, io: Outputs, kind: str, title
         from ..io.slice_figures import save, slice_figure
 
         save(slice_figure({**attrs, **tree}, kind), io.plot)
+    extra = also({**attrs, **tree}) if also is not None else []
     if io.json:
-        output.emit_json(report)
+        output.emit_json({**report, **({"exported": [str(p) for p in extra]} if extra else {})})
         return
     output.table(title, columns, rows, caption=caption)
-    output.written(io.out, io.plot)
+    output.written(io.out, io.plot, *extra)
 
 
 @measuring(SLICE, plot=True, defaults={"save_directions": True}, split=False, product_batch=1024)
@@ -66,6 +69,11 @@ def slice_(
                                               help="Same as --norm filter (deprecated).")] = False,
     kind: Annotated[str, typer.Option("--kind",
                                       help="2-D figure: contour, heatmap or surface.")] = "contour",
+    export: names_option("--export", "Also write the slice for other tools beside --out: vtk "
+                                     "(ParaView: .vts/.vtp) and/or csv") = None,
+    animate: Annotated[Path | None, typer.Option(
+        "--animate", help="Write the runs' paths on a 2-D PCA plane as an animation (.gif, or "
+                          ".mp4 with ffmpeg).")] = None,
     spec: ProblemSpec = None,
     io: Outputs = None,
 ) -> None:
@@ -77,6 +85,7 @@ def slice_(
 
     clock = Stopwatch()
     s = settings
+    formats = check_exports(export, animate, io.out, s)
     if filter_norm:
         if s["norm"] not in (None, "filter"):
             raise ConfigError(f"--filter-norm contradicts --norm {s['norm']}", "pass one of them")
@@ -118,4 +127,44 @@ def slice_(
          title=f"{dims}-D slice of {checkpoint} ({directions} directions)",
          columns=["quantity", "origin", "min on grid", "max on grid"],
          rows=summary_rows(result.values, run.origin),
-         caption=caption)
+         caption=caption, also=lambda data: _extras(data, formats, animate, io.out))
+
+
+def check_exports(export: list[str] | None, animate: Path | None, out: Path | None,
+                  s: dict) -> list[str]:
+    """The ``--export`` formats, checked with ``--animate`` before anything is computed."""
+    from ..errors import ConfigError
+    from ..io.export import FORMATS
+
+    formats = [f.strip() for part in export or [] for f in part.split(",") if f.strip()]
+    for f in formats:
+        if f not in FORMATS:
+            raise ConfigError(f"unknown --export format {f!r}", f"choose {' or '.join(FORMATS)}")
+    if formats and out is None:
+        raise ConfigError("--export writes beside the HDF5 file", "add --out SLICE.h5")
+    if animate is not None:
+        if s["dims"] != 2 or s["directions"] != "pca":
+            raise ConfigError("--animate draws the runs' paths on a 2-D PCA plane",
+                              "add --dims 2 --directions pca --trajectory RUN[,RUN...]")
+        if animate.suffix.lower() not in (".gif", ".mp4"):
+            raise ConfigError(f"--animate writes .gif or .mp4, not {animate.name}",
+                              "name the file paths.gif or paths.mp4")
+        from matplotlib import animation
+
+        if animate.suffix.lower() == ".mp4" and not animation.writers.is_available("ffmpeg"):
+            raise ConfigError("--animate .mp4 needs ffmpeg, which is not installed",
+                              "install ffmpeg, or write a .gif (Pillow, always there)")
+    return formats
+
+
+def _extras(data: dict, formats: list[str], animate: Path | None, out: Path | None) -> list:
+    written = []
+    if formats:
+        from ..io.export import export
+
+        written += export(data, out, formats)
+    if animate is not None:
+        from ..io.slice_figures import animate_paths
+
+        written.append(animate_paths(data, animate))
+    return written

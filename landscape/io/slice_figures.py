@@ -40,7 +40,9 @@ def _title(data: dict) -> str:
         return f"interpolation (1-α) θ_A + α θ_B, A = {a}, B = {b}"
     kind = d.get("kind", "?")
     what = {"random": f"random directions, {d.get('norm', '?')} normalisation",
-            "eigen": "top Hessian eigenvectors", "pca": "PCA of the training trajectory",
+            "eigen": "top Hessian eigenvectors",
+            "pca": "PCA of the training trajectory" if len(d.get("runs") or []) < 2
+            else f"PCA of {len(d['runs'])} runs' trajectories",
             "checkpoints": "toward checkpoints"}.get(kind, str(kind))
     extra = ""
     ev = d.get("eigenvalues")
@@ -111,6 +113,22 @@ def _levels(z: np.ndarray, n: int = 14) -> tuple[np.ndarray, bool]:
     return np.linspace(lo, hi, n), False
 
 
+_COLORS = ["crimson", "tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown",
+           "tab:pink", "tab:olive", "tab:cyan", "black"]
+
+
+def paths(data: dict) -> list[tuple[str, slice]]:
+    """The runs drawn on a PCA plane: ``(name, rows of trajectory/coords)`` each (one run:
+    ``"trajectory"``, all rows)."""
+    d = data.get("directions") or {}
+    runs = d.get("runs")
+    n = len(_arr((data.get("trajectory") or {}).get("coords", [])))
+    if not runs:
+        return [("trajectory", slice(0, n))]
+    return [(str(r["name"]), slice(int(r["start"]), int(r["start"]) + int(r["count"])))
+            for r in runs]
+
+
 def _overlay(ax, data: dict, z: bool = False) -> None:
     """The trajectory (PCA) or the other checkpoints drawn on the plane, and the origin."""
     traj = data.get("trajectory") or {}
@@ -123,7 +141,8 @@ def _overlay(ax, data: dict, z: bool = False) -> None:
         return
     d = data.get("directions") or {}
     if d.get("kind") == "pca":
-        ax.plot(c[:, 0], c[:, 1], "o-", color="crimson", ms=3, lw=1.2, label="trajectory")
+        for (name, rows), color in zip(paths(data), _COLORS):
+            ax.plot(c[rows, 0], c[rows, 1], "o-", color=color, ms=3, lw=1.2, label=name)
     else:
         ax.plot(c[1:, 0], c[1:, 1], "s", color="crimson", ms=6, ls="none", label="checkpoints")
         for (px, py), lab in zip(c[1:], list(traj.get("labels") or [])[1:]):
@@ -207,4 +226,48 @@ def slice_figure(data: dict, kind: str = "auto", quantity: str = "loss"):
     return plane_figure(data, "contour" if kind == "auto" else kind, quantity)
 
 
-__all__ = ["curve_figure", "plane_figure", "save", "slice_figure"]
+def animate_paths(data: dict, path: str | Path, quantity: str = "loss", fps: int = 8) -> Path:
+    """The runs' paths drawn step by step over the train loss contours of a PCA plane, written
+    as a GIF (Pillow, which matplotlib needs) or an MP4 (ffmpeg, when installed), atomically.
+    Frame ``t`` shows every path up to its ``t``-th checkpoint."""
+    from matplotlib import animation
+
+    from .atomic import atomic_path
+
+    path = Path(path)
+    fmt = path.suffix.lower()
+    if fmt not in (".gif", ".mp4"):
+        raise ConfigError(f"--animate writes .gif or .mp4, not {path.name}",
+                          "name the file paths.gif or paths.mp4")
+    if fmt == ".mp4" and not animation.writers.is_available("ffmpeg"):
+        raise ConfigError("--animate .mp4 needs ffmpeg, which is not installed",
+                          "install ffmpeg, or write a .gif (Pillow, always there)")
+    coords = (data.get("trajectory") or {}).get("coords")
+    if coords is None or (data.get("directions") or {}).get("kind") != "pca" or \
+            "beta" not in (data.get("grid") or {}):
+        raise ConfigError("--animate draws the runs' paths on a 2-D PCA plane",
+                          "add --dims 2 --directions pca --trajectory RUN[,RUN...]")
+    c = _arr(coords).reshape(-1, 2)
+    fig = plane_figure({**data, "trajectory": {}}, "contour", quantity)
+    ax = fig.axes[0]
+    runs = paths(data)
+    lines = [ax.plot([], [], "o-", color=col, ms=3, lw=1.4, label=name)[0]
+             for (name, _), col in zip(runs, _COLORS)]
+    ax.legend(fontsize=7, loc="upper right")
+    frames = max(r.stop - r.start for _, r in runs)
+
+    def draw(t: int):
+        for line, (_, rows) in zip(lines, runs):
+            pts = c[rows][: t + 1]
+            line.set_data(pts[:, 0], pts[:, 1])
+        return lines
+
+    anim = animation.FuncAnimation(fig, draw, frames=frames, blit=False)
+    writer = animation.PillowWriter(fps=fps) if fmt == ".gif" else animation.FFMpegWriter(fps=fps)
+    with atomic_path(path, suffix=fmt) as tmp:
+        anim.save(str(tmp), writer=writer, dpi=100)
+    plt.close(fig)
+    return path
+
+
+__all__ = ["animate_paths", "curve_figure", "paths", "plane_figure", "save", "slice_figure"]

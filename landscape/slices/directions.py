@@ -9,7 +9,9 @@ Li et al. 2018, "Visualizing the loss landscape of neural nets" (docs/algorithms
   all;
 - the top Hessian eigenvectors (unit norm, so the slice's curvature at 0 is the eigenvalue);
 - the principal components of a training trajectory (their Sec. 7): PCA of ``θ_t − θ_final``
-  over the run's checkpoints, with the trajectory projected onto the plane;
+  over the run's checkpoints, with the trajectory projected onto the plane; with several runs of
+  one model and data (``runs/sgd,runs/sam``), of all their checkpoints together, so that every
+  optimizer's path lies on one plane;
 - the plane through a checkpoint and one or two other checkpoints (``d_i = θ_i − θ``).
 """
 
@@ -207,6 +209,49 @@ def pca_directions(theta: torch.Tensor, snapshots: torch.Tensor, k: int = 2
     return D.to(theta), coords, explained
 
 
+def split_runs(trajectory: str | Path) -> list[Path]:
+    """``"runs/sgd,runs/sam"`` -> the run directories (one or more, comma-separated)."""
+    return [Path(p.strip()) for p in str(trajectory).split(",") if p.strip()]
+
+
+def runs_trajectory(runs: Sequence[str | Path], layout: ParamLayout, like: torch.Tensor
+                    ) -> tuple[torch.Tensor, list[str], list[dict]]:
+    """The checkpoints of one or more runs of the same model and data, stacked ``[T, p]`` in
+    run order, their labels, and each run's ``{"name", "start", "count"}`` rows of the stack.
+    Runs of another model, widths or data set are refused in one line."""
+    from ..io.checkpoint import Checkpoint
+
+    snaps, labels, segments, first = [], [], [], None
+    for run in runs:
+        files = run_checkpoints(run)
+        ckpt = Checkpoint.load(files[-1])
+        what = (ckpt.model, ckpt.data)
+        if first is None:
+            first = (run, what)
+        elif what != first[1]:
+            raise ConfigError(f"trajectories of different models or data: {first[0]} and {run} "
+                              f"differ in {_difference(first[1], what)}",
+                              "compare runs of one model on one data set")
+        segments.append({"name": Path(run).name or str(run), "start": len(labels),
+                         "count": len(files)})
+        snaps += [_load_theta(f, layout, like) for f in files]
+        labels += [f.stem if len(runs) == 1 else f"{Path(run).name}/{f.stem}" for f in files]
+    return torch.stack(snaps), labels, segments
+
+
+def _difference(a: tuple[dict, dict], b: tuple[dict, dict]) -> str:
+    """The first of model, its options, data, its options where two ``(model, data)`` records
+    differ, as ``"model option widths: [16] against [8]"``."""
+    for what, x, y in (("model", a[0], b[0]), ("data", a[1], b[1])):
+        if x.get("name") != y.get("name"):
+            return f"{what}: {x.get('name')} against {y.get('name')}"
+        xk, yk = x.get("kwargs") or {}, y.get("kwargs") or {}
+        for key in sorted(set(xk) | set(yk)):
+            if xk.get(key) != yk.get(key):
+                return f"{what} option {key}: {xk.get(key)} against {yk.get(key)}"
+    return "their records"
+
+
 # ----------------------------------------------------------------------------- dispatcher
 def _load_theta(path: str | Path, layout: ParamLayout, like: torch.Tensor) -> torch.Tensor:
     from ..io.checkpoint import Checkpoint
@@ -274,11 +319,15 @@ def make_directions(
     if trajectory is None:
         raise ConfigError("--directions pca needs --trajectory RUN",
                           "pass the run directory of landscape train")
-    files = run_checkpoints(trajectory) if isinstance(trajectory, (str,
-        Path)) else [Path(p) for p in trajectory]
-    snaps = torch.stack([_load_theta(p, problem.layout, theta) for p in files])
+    if isinstance(trajectory, (str, Path)):  # one run, or several: "runs/sgd,runs/sam"
+        snaps, labels, segments = runs_trajectory(split_runs(trajectory), problem.layout, theta)
+    else:
+        files = [Path(p) for p in trajectory]
+        snaps = torch.stack([_load_theta(p, problem.layout, theta) for p in files])
+        labels, segments = [p.stem for p in files], [{"name": "trajectory", "start": 0,
+                                                      "count": len(files)}]
     V, coords, explained = pca_directions(theta, snaps, dims)
     return Directions("pca", V, theta, "none", True,
                       {"explained_variance": explained.tolist(),
                        "run": str(trajectory) if isinstance(trajectory, (str, Path)) else None,
-                       "checkpoints": len(files)}, coords, [p.stem for p in files])
+                       "checkpoints": len(labels), "runs": segments}, coords, labels)

@@ -30,8 +30,9 @@ SLICE: dict[str, Option] = {
                                       "have one."),
     "tol": positive(1e-6, "Eigen directions: Lanczos relative residual tolerance."),
     "trajectory": Option("path", help="Run directory (landscape train --out) whose checkpoints "
-                                      "give the PCA plane (in a study: \"run\", the checkpoint's "
-                                      "own)."),
+                                      "give the PCA plane, or several, comma-separated, for one "
+                                      "plane of all their paths (in a study: \"run\", the "
+                                      "checkpoint's own)."),
     "toward": Option("paths", help="Checkpoint(s) spanning --directions checkpoints (one per "
                                    "dimension; each at coordinate 1)."),
     "save_directions": Option("bool", False, help="Store the [p, k] direction vectors in the "
