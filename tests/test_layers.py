@@ -25,7 +25,7 @@ LAYERS = [
     ["landscape.estimators"],
     ["landscape.metrics", "landscape.optim"],
     ["landscape.io", "landscape.io.checkpoint"],
-    ["landscape.slices", "landscape.train", "landscape.escape"],
+    ["landscape.slices", "landscape.train", "landscape.escape", "landscape.doctor"],
     ["landscape.study", "landscape.io.render"],
     ["landscape.cli", "landscape.__main__"],
 ]

@@ -9,6 +9,7 @@ import typer
 from . import (
     batch,
     compare,
+    doctor,
     escape,
     fisher,
     info,
@@ -56,7 +57,7 @@ for _name, _command in [
     ("fisher", fisher.fisher), ("noise", noise.noise), ("stability", stability.stability),
     ("compare", compare.compare), ("slice", slice.slice_), ("interpolate", interpolate.interpolate),
     ("plot", plot.plot), ("escape", escape.escape), ("batch", batch.batch),
-    ("report", report.report), ("overlap", overlap.overlap),
+    ("report", report.report), ("overlap", overlap.overlap), ("doctor", doctor.doctor),
 ]:
     app.command(_name)(_command)
 

@@ -55,12 +55,14 @@ def emit_json(obj: dict) -> None:
 
 
 def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[str]],
-          caption: str | None = None) -> None:
+          caption: str | None = None, text: bool = False) -> None:
+    """A rich table; numbers are never folded, only the first (label) column, unless ``text``
+    (every column is prose, left-aligned and wrapped)."""
     t = Table(title=title, caption=caption, title_justify="left")
-    for i, c in enumerate(columns):  # numbers are never folded, only the first (label) column
-        t.add_column(c, justify="left" if i == 0 else "right",
-                     overflow="fold" if i == 0 else "ellipsis",
-                     no_wrap=i > 0)
+    for i, c in enumerate(columns):
+        number = i > 0 and not text
+        t.add_column(c, justify="right" if number else "left",
+                     overflow="ellipsis" if number else "fold", no_wrap=number)
     for r in rows:
         t.add_row(*[escape(str(x)) for x in r])
     stdout.print(t)
