@@ -1,4 +1,5 @@
-"""Write one figure of each kind of `landscape slice` / `interpolate` into docs/figures/.
+"""Write one figure of each kind of `landscape slice` / `interpolate` into docs/figures/, and
+issue 16's: optimizers on one PCA plane, and curvature along the gradient at the edge of stability.
 
     python scripts/make_readme_figures.py [--checkpoints checkpoints] [--out docs/figures] [--points
     41]
@@ -76,6 +77,26 @@ def train_fallback(work: Path) -> tuple[Path, Path, Path]:
     return run, gd, sgd
 
 
+def optimizers_and_edge_of_stability(work: Path, fig: Path, n: int) -> None:
+    """Issue 16's figures: four optimizers' paths on one PCA plane (with the VTK/CSV export and
+    the animation), and the curvature along the gradient and the update during a GD run at the
+    edge of stability, beside λ_max and 2/lr."""
+    runs = []
+    for opt in ("gd", "sgd", "sam", "fsam"):
+        cli("train", "--optimizer", opt, "--lr", "0.1", "--momentum", "0", "--batch-size", "64",
+            "--steps", "150", "--checkpoint-every", "15", "--no-plot", "--out", work / opt,
+            "--force")
+        runs.append(work / opt)
+    cli("slice", work / "sgd" / "final.pt", "--dims", "2", "--directions", "pca",
+        "--trajectory", ",".join(map(str, runs)), "--points", n, "--out", work / "plane.h5",
+        "--plot", fig / "optimizers-plane.png", "--export", "vtk,csv",
+        "--animate", fig / "optimizers-paths.gif")
+    cli("train", "--optimizer", "gd", "--lr", "0.4", "--steps", "400", "--track",
+        "eig,grad-curvature,update-curvature", "--every", "5", "--track-arg", "tol=1e-4",
+        "--out", work / "eos", "--force", "--no-plot")
+    cli("plot", work / "eos" / "run.h5", "--out", fig / "eos-curvature.png")
+
+
 def cli(*args) -> None:
     from landscape.cli.app import app
 
@@ -121,6 +142,7 @@ def main() -> None:
         "--plot", fig / "slice-pca.png")
     cli("interpolate", a, b, "--range", "-0.5", "1.5", "--points", 81, "--plot",
         fig / "interpolation.png")
+    optimizers_and_edge_of_stability(args.work, fig, n)
 
 
 if __name__ == "__main__":

@@ -5,15 +5,12 @@ import json
 import h5py
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import landscape
-from landscape.cli.app import app
 from landscape.data import load_dataset
 from landscape.io.checkpoint import Checkpoint, make_checkpoint
 from landscape.models import build_model
-
-runner = CliRunner()
+from tests.cli import run
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +24,6 @@ def ckpt(tmp_path_factory):
                     split=split).save(path)
     return path
 
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def test_json_is_one_object_with_the_asked_metrics(ckpt):

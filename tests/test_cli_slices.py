@@ -7,15 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from landscape.cli.app import app
 from landscape.data import load_dataset
 from landscape.io.checkpoint import Checkpoint, make_checkpoint
 from landscape.io.hdf5 import read_tree
 from landscape.models import build_model
+from tests.cli import run
 
-runner = CliRunner()
 DATA = {"n": 64, "dim": 5, "classes": 3, "n_test": 32}
 KW = {"in_dim": 5, "out_dim": 3, "widths": [8]}
 
@@ -49,9 +47,6 @@ def files(tmp_path_factory):
     _save(build_model("mlp", **{**KW, "widths": [6]}), root / "other.pt", kw={**KW, "widths": [6]})
     return root
 
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def test_slice_json_is_one_object_with_grid_and_values(files):

@@ -9,26 +9,13 @@ import signal
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from landscape.cli.app import app
 from landscape.train import TRACKERS, read_run, register_tracker
+from tests.cli import one_line_error, run
 
-runner = CliRunner()
 TINY = ["--model-arg", "widths=[16]", "--data-arg", "n_train=300", "--batch-size", "64"]
 
 
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(r, *words):
-    assert r.exit_code == 2, r.output
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    assert "Traceback" not in r.output
 
 
 @pytest.fixture(scope="module")

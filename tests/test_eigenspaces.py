@@ -12,28 +12,16 @@ import math
 import h5py
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import landscape
-from landscape.cli.app import app
 from landscape.estimators.subspace import overlap
 from landscape.train import read_run
+from tests.cli import one_line_error, run
 
-runner = CliRunner()
 TINY = ["--model-arg", "widths=[8]", "--data-arg", "n_train=100", "--dtype", "float64",
         "--no-plot"]
 
 
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(r, *words):
-    assert r.exit_code == 2, r.output
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -10,27 +10,15 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import landscape
-from landscape.cli.app import app
 from landscape.io.hdf5 import read_tree
+from tests.cli import one_line_error, run
 
-runner = CliRunner()
 TINY = ["--model-arg", "widths=[8]", "--data-arg", "n_train=200", "--batch-size", "50",
         "--lr", "0.1", "--epochs", "2", "--checkpoint-every", "2", "--no-plot"]
 
 
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(r, *words):
-    assert r.exit_code == 2, r.output
-    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), r.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")

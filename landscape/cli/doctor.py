@@ -4,22 +4,18 @@ fix (:mod:`landscape.doctor`)."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from typing import Annotated
-
-import typer
 
 from . import output
 from .common import Outputs, ProblemSpec, Stopwatch, header, measuring
-from .options import CheckpointArg
+from .options import CheckpointArg, path_option
 
 
 @measuring(None)
 def doctor(
     checkpoint: CheckpointArg,
-    slice_file: Annotated[Path | None, typer.Option(
-        "--slice", help="Also check this slice file (landscape slice --out) of the checkpoint: "
-                        "its values, normalisation and range.")] = None,
+    slice_file: path_option("--slice", "Also check this slice file (landscape slice --out) "
+                                       "of the checkpoint: its values, normalisation, range."
+                            ) = None,
     spec: ProblemSpec = None,
     io: Outputs = None,
 ) -> None:

@@ -56,3 +56,8 @@ def names_option(flag: str, help: str) -> Any:
     """A list of names, comma-separated or repeated (``--to sgd,gd``, ``--track a --track b``)."""
     return Annotated[list[str] | None,
                      typer.Option(flag, help=f"{help} (comma-separated or repeated).")]
+
+
+def path_option(flag: str, help: str) -> Any:
+    """An optional file path (``--slice s.h5``, ``--animate paths.gif``)."""
+    return Annotated[Path | None, typer.Option(flag, help=help)]

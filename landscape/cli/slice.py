@@ -13,7 +13,7 @@ import typer
 from ..slices.settings import SLICE, check_slice
 from . import output
 from .common import Outputs, ProblemSpec, Stopwatch, header, measuring
-from .options import CheckpointArg, names_option
+from .options import CheckpointArg, names_option, path_option
 
 
 def build_problems(checkpoint: Path, spec: ProblemSpec, *, test: bool, params: bool = True):
@@ -71,9 +71,8 @@ def slice_(
                                       help="2-D figure: contour, heatmap or surface.")] = "contour",
     export: names_option("--export", "Also write the slice for other tools beside --out: vtk "
                                      "(ParaView: .vts/.vtp) and/or csv") = None,
-    animate: Annotated[Path | None, typer.Option(
-        "--animate", help="Write the runs' paths on a 2-D PCA plane as an animation (.gif, or "
-                          ".mp4 with ffmpeg).")] = None,
+    animate: path_option("--animate", "Write the runs' paths on a 2-D PCA plane as an "
+                                      "animation (.gif, or .mp4 with ffmpeg).") = None,
     spec: ProblemSpec = None,
     io: Outputs = None,
 ) -> None:

@@ -12,11 +12,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
-from ..errors import ConfigError, LandscapeError
+from ..errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -58,24 +57,19 @@ def eigenspace_tree(eig, layout) -> dict:
 
 def read_eigenspace(path: str | Path) -> Eigenspace:
     """The eigenvectors stored in ``path`` (a ConfigError naming the file when it has none)."""
-    path = Path(path)
-    if not path.is_file():
-        raise LandscapeError(f"no such file: {path}", "check the path")
-    try:
-        with h5py.File(path, "r") as f:
-            if "eigenvectors" not in f:
-                raise ConfigError(f"{path} holds no eigenvectors",
-                                  "write them with landscape sharpness CKPT --metric eig --top-k K "
-                                  "--out FILE.h5")
-            g = f["eigenvectors"]
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
-            return Eigenspace(torch.from_numpy(g["vectors"][()]), torch.from_numpy(g["values"][()]),
-                              torch.from_numpy(g["residuals"][()]), json.loads(attrs["names"]),
-                              json.loads(attrs["shapes"]), str(attrs.get("which", "top")),
-                              str(f.attrs.get("checkpoint", path)))
-    except OSError as e:
-        raise LandscapeError(f"{path} is not a readable HDF5 file",
-                             "pass a file written by landscape sharpness --out") from e
+    from .hdf5 import opened
+
+    with opened(path, "pass a file written by landscape sharpness --out") as f:
+        if "eigenvectors" not in f:
+            raise ConfigError(f"{path} holds no eigenvectors",
+                              "write them with landscape sharpness CKPT --metric eig --top-k K "
+                              "--out FILE.h5")
+        g = f["eigenvectors"]
+        attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
+        return Eigenspace(torch.from_numpy(g["vectors"][()]), torch.from_numpy(g["values"][()]),
+                          torch.from_numpy(g["residuals"][()]), json.loads(attrs["names"]),
+                          json.loads(attrs["shapes"]), str(attrs.get("which", "top")),
+                          str(f.attrs.get("checkpoint", path)))
 
 
 def compare(a: Eigenspace, b: Eigenspace):

@@ -8,6 +8,8 @@ the checkpoint's identity) go on the root, nested values JSON-encoded. ``read_tr
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -99,14 +101,21 @@ def read_group(group: h5py.Group) -> dict:
     return out
 
 
-def read_tree(path: str | Path) -> dict:
-    """The whole file as a nested dict (root attributes included)."""
+@contextmanager
+def opened(path: str | Path, hint: str = "pass a file written by landscape") -> Iterator[h5py.File]:
+    """``path`` open for reading; a missing or unreadable file is one LandscapeError."""
     path = Path(path)
     if not path.is_file():
         raise LandscapeError(f"no such file: {path}", "check the path")
     try:
-        with h5py.File(path, "r") as f:
-            return read_group(f)
+        f = h5py.File(path, "r")
     except OSError as e:
-        raise LandscapeError(f"{path} is not a readable HDF5 file",
-                             "pass a file written by landscape") from e
+        raise LandscapeError(f"{path} is not a readable HDF5 file", hint) from e
+    with f:
+        yield f
+
+
+def read_tree(path: str | Path) -> dict:
+    """The whole file as a nested dict (root attributes included)."""
+    with opened(path) as f:
+        return read_group(f)

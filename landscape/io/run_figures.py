@@ -14,6 +14,9 @@ from .figures import plt, save  # noqa: F401  (save is re-exported for callers)
 _BASE = {"step", "epoch", "wall_seconds", "train_seconds", "eval_seconds", "track_seconds",
          "batch_loss", "train_loss", "train_accuracy", "test_loss", "test_accuracy"}
 _ERR = ("_stderr", "_residual")
+#: curvatures drawn in one panel with GD's stability bound 2/lr (Cohen et al. 2021, Fig. 1)
+CURVATURES = {"lambda_max": "λ_max", "grad_curvature": "gᵀHg/‖g‖²",
+              "update_curvature": "uᵀHu/‖u‖²"}
 
 
 def metric_columns(series: dict) -> list[str]:
@@ -56,6 +59,8 @@ def run_figure(series: dict, settings: dict | None = None):
     a run's time series (``read_run(path)["series"]``) and settings (its ``"attrs"``)."""
     settings = settings or {}
     metrics = metric_columns(series)
+    together = [c for c in CURVATURES if c in metrics]  # one panel, beside 2/lr (EoS)
+    metrics = [c for c in metrics if c not in together[1:]]
     has_acc = any(len(_xy(series, c)[0]) for c in ("train_accuracy", "test_accuracy"))
     fig, axes = _grid(1 + int(has_acc) + len(metrics))
     _loss_axis(axes[0], series)
@@ -71,13 +76,17 @@ def run_figure(series: dict, settings: dict | None = None):
         i += 1
     for col in metrics:
         ax = axes[i]
-        x, y, keep = _xy(series, col)
-        ax.plot(x, y, "o-", ms=3)
-        err = f"{col}_stderr"
-        if err in series:
-            e = np.asarray(series[err], dtype=float)[keep]
-            ax.fill_between(x, y - e, y + e, alpha=0.25)
-        if col == "lambda_max" and settings.get("lr") and settings.get("base", "sgd") == "sgd":
+        for c in together if col in together else [col]:
+            x, y, keep = _xy(series, c)
+            ax.plot(x, y, "o-", ms=3, label=CURVATURES.get(c, c))
+            err = f"{c}_stderr"
+            if err in series:
+                e = np.asarray(series[err], dtype=float)[keep]
+                ax.fill_between(x, y - e, y + e, alpha=0.25)
+        if col in together:
+            col = "curvature"
+            ax.legend(fontsize=7)
+        if col == "curvature" and settings.get("lr") and settings.get("base", "sgd") == "sgd":
             # GD's linear stability bound (docs/algorithms.md §2); heavy-ball momentum β: 2(1 +
             # β)/lr
             # (β, not μ: μ is the noise alignment, drawn in a panel of its own)
