@@ -13,7 +13,11 @@ mean over all n samples is exact whatever the batch sizes (the last batch may be
   exactly across uneven batches and padding (docs/algorithms.md §1 "Sequences"). ``scale = n/N``
   is set by the problem, which counts the tokens.
 - a callable ``loss(outputs, targets)`` returning the MEAN over the batch (like
-  ``nn.CrossEntropyLoss()``); it is multiplied by the batch size.
+  ``nn.CrossEntropyLoss()``); it is multiplied by the batch size. On the command line,
+  ``--loss FILE.py:FUNCTION`` names one. ``targets`` are the batch's targets: for a dict batch
+  its ``labels`` (or its ``input_ids`` with −100 where ``attention_mask`` is 0); the model's
+  other inputs never reach the loss. A sample's weight is ``1/n`` (a per-token mean over the whole
+  data set is ``causal-lm`` or ``token-ce``).
 """
 
 from __future__ import annotations
@@ -34,8 +38,16 @@ ALIASES = {"ce": "cross-entropy", "crossentropy": "cross-entropy", "squared": "m
            "squared-error": "mse", "clm": "causal-lm", "lm": "causal-lm"}
 
 
+def is_user_loss(name: str) -> bool:
+    """Whether ``name`` names a user's loss, ``FILE.py:FUNCTION`` or ``module:FUNCTION``."""
+    return ":" in str(name)
+
+
 def canonical(name: str) -> str:
-    """The loss's name from itself or an alias (``ce``, ``cross_entropy``, ``squared``, ...)."""
+    """The loss's name from itself or an alias (``ce``, ``cross_entropy``, ``squared``, ...); a
+    user loss ``FILE.py:FUNCTION`` as it is."""
+    if is_user_loss(name):
+        return str(name).strip()
     key = str(name).strip().lower().replace("_", "-")
     key = ALIASES.get(key, key)
     if key not in LOSS_NAMES:
@@ -51,6 +63,10 @@ class Loss:
     name: str
     fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     scale: float = 1.0
+
+    def named(self, name: str) -> Loss:
+        """The same loss under another name (a user loss under its ``FILE.py:FUNCTION``)."""
+        return Loss(name, self.fn, self.scale)
 
     @property
     def per_token(self) -> bool:
@@ -184,7 +200,11 @@ def get_loss(loss: str | Callable | Loss) -> Loss:
         return loss
     if isinstance(loss, str):
         name = canonical(loss)
-        return Loss(name, _BUILTIN[name])
+        if not is_user_loss(name):
+            return Loss(name, _BUILTIN[name])
+        from .factory import load_factory
+
+        return get_loss(load_factory(name)).named(name)
     if callable(loss):
         user = loss
         return Loss(getattr(loss, "__name__", "custom"), lambda o, y: user(o, y) * o.shape[0])

@@ -27,11 +27,13 @@ transformers = pytest.importorskip("transformers")
 VOCAB, LENGTHS = 13, [7, 4, 6, 2, 7, 5, 3]
 
 
-def tiny_gpt2(attn: str = "eager", seed: int = 0) -> torch.nn.Module:
-    """A 1-layer GPT-2 with d = 8 (1,232 parameters), float64, from a config."""
+def tiny_gpt2(attn: str = "eager", seed: int = 0, **config) -> torch.nn.Module:
+    """A 1-layer GPT-2 with d = 8 (1,232 parameters), float64, from a config (``config``: other
+    GPT2Config settings)."""
     torch.manual_seed(seed)
     cfg = transformers.GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=VOCAB, n_positions=16,
-                                  bos_token_id=0, eos_token_id=0, attn_implementation=attn)
+                                  bos_token_id=0, eos_token_id=0, attn_implementation=attn,
+                                  **config)
     return transformers.GPT2LMHeadModel(cfg).double().eval()
 
 
@@ -359,11 +361,25 @@ def test_per_block_density_figure_and_file(hf_dir, tmp_path):
 
 
 def test_train_an_hf_model_with_sam_then_measure_its_checkpoint(hf_dir, tmp_path):
+    """SAM on a causal LM, with gradient accumulation over micro-batches of padded sequences of
+    different lengths (the same steps as without), then the checkpoint measured; and a bfloat16
+    autocast run of the same model."""
     run = tmp_path / "run"
-    r = cli("train", "--model", f"hf:{hf_dir / 'model'}", "--data",
-            f"{hf_dir / 'tokens.py'}:tokens", "--optimizer", "sam", "--lr", "0.05",
-            "--batch-size", "3", "--steps", "4", "--out", run, "--dtype", "float64")
+    no_dropout = tmp_path / "model"  # training runs in train mode: same steps need no dropout
+    tiny_gpt2("sdpa", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0).save_pretrained(no_dropout)
+    common = ["train", "--model", f"hf:{no_dropout}", "--data",
+              f"{hf_dir / 'tokens.py'}:tokens", "--optimizer", "sam", "--lr", "0.05",
+              "--batch-size", "3", "--steps", "4", "--no-plot"]
+    r = cli(*common, "--out", run, "--dtype", "float64", "--accumulate", "2")
     assert r.exit_code == 0, r.output
+    whole = cli(*common, "--out", tmp_path / "whole", "--dtype", "float64")
+    assert whole.exit_code == 0, whole.output
+    a = landscape.load(run / "final.pt").state_dict
+    b = landscape.load(tmp_path / "whole" / "final.pt").state_dict
+    assert all(torch.allclose(a[k], b[k], rtol=0, atol=1e-12) for k in a)
+    bf = cli(*common, "--out", tmp_path / "bf16", "--autocast", "bfloat16", "--json")
+    assert bf.exit_code == 0, bf.output
+    assert math.isfinite(json.loads(bf.stdout)["final"]["train_loss"])
     ckpt = landscape.load(run / "final.pt")
     pb = ckpt.problem(dtype="float64")
     import h5py
@@ -428,3 +444,27 @@ def test_block_spread_names_the_extreme_blocks():
 def test_a_token_loss_on_class_labels_is_one_clear_error():
     with pytest.raises(ConfigError, match="needs integer token labels"):
         Problem(torch.nn.Linear(3, 4), "causal-lm", (torch.zeros(5, 3), torch.zeros(5).long()))
+
+
+def test_a_user_loss_file_on_dict_batches(hf_dir, tmp_path):
+    """``--loss FILE.py:FUNCTION`` gets the outputs and the batch's labels (−100 for padding) and
+    returns the batch mean; with all sequences in one batch, a token mean written by the user is
+    the causal-lm loss, so the two give the same curvature along the gradient."""
+    (tmp_path / "lm_loss.py").write_text(
+        "import torch.nn.functional as F\n"
+        "def next_token(outputs, labels):\n"
+        "    v = outputs.shape[-1]\n"
+        "    return F.cross_entropy(outputs[:, :-1].reshape(-1, v), labels[:, 1:].reshape(-1),\n"
+        "                           ignore_index=-100)\n")
+    got = {}
+    for loss in ("causal-lm", f"{tmp_path / 'lm_loss.py'}:next_token"):
+        r = cli("sharpness", f"hf:{hf_dir / 'model'}", "--data", f"{hf_dir / 'tokens.py'}:tokens",
+                "--loss", loss, "--metric", "grad-curvature", "--product-batch", len(LENGTHS),
+                "--dtype", "float64", "--json")
+        assert r.exit_code == 0, r.output
+        got[loss] = json.loads(r.stdout)
+    lm, user = got.values()
+    assert user["loss"].endswith(":next_token") and lm["loss"] == "causal-lm"
+    assert user["loss_value"] == pytest.approx(lm["loss_value"], rel=1e-12)
+    assert user["metrics"]["grad_curvature"]["estimate"] == pytest.approx(
+        lm["metrics"]["grad_curvature"]["estimate"], rel=1e-10)

@@ -386,3 +386,43 @@ def test_run_directories_give_checkpoints_by_step_and_a_figure_over_steps(tmp_pa
     fig = overview_figure(rec)
     ax = fig.axes[0]
     assert ax.get_xlabel() == "training step" and sorted(ax.lines[0].get_xdata()) == [2, 4, 4]
+
+
+def test_per_layer_items_give_the_blocks_table_and_their_spread(tmp_path, ckdir):
+    """``per_layer = true``: each block's λ_max equals the dense principal block's, the stored
+    spread is that of the blocks, and the report has one blocks table per checkpoint."""
+    study = parse_study(write(tmp_path, f"""\
+[study]
+output = "s.h5"
+figures = ""
+[problem]
+dtype = "float64"
+[checkpoints]
+files = ["{ckdir}/a.pt"]
+[metrics.eig]
+per_layer = true
+tol = 1e-10
+[metrics.trace]
+per_layer = true
+probes = 10
+"""))
+    assert run_study(study).count("computed") == 2
+    rec = read_study(study.output)
+    label = study.checkpoints[0].label
+    layers = rec.item(label, "eig")["result"]["layers"]
+    pb = Checkpoint.load(ckdir / "a.pt").problem(dtype="float64")
+    H = landscape.Hessian(pb).dense()
+    tops = {}
+    for block, names in pb.layout.groups().items():
+        idx = torch.cat([torch.arange(pb.layout.slice(n).start, pb.layout.slice(n).stop)
+                         for n in names])
+        tops[block] = float(torch.linalg.eigvalsh(H[idx][:, idx])[-1])
+        got = float(layers[block]["metrics"]["eigenvalues"]["values"][0])
+        assert got == pytest.approx(tops[block], rel=1e-8)
+    spread = rec.item(label, "eig")["result"]["blocks"]["lambda_max"]
+    assert spread["max"] == pytest.approx(max(tops.values()), rel=1e-8)
+    assert spread["ratio"] == pytest.approx(max(tops.values()) / min(tops.values()), rel=1e-8)
+    md = summary_markdown(rec)
+    assert "## Blocks" in md and "| block | params | λ_max | tr(H) |" in md
+    assert all(f"| {block} |" in md for block in tops)
+    assert "λ_max max/min block" in md

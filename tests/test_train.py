@@ -280,3 +280,36 @@ def test_divergence_is_reported_and_recorded(tmp_path):
     with pytest.raises(NumericalError):
         train(cfg(lr=1e12, momentum=0.9), tmp_path / "run")
     assert read_run(tmp_path / "run")["attrs"]["status"] == "diverged"
+
+
+@pytest.mark.parametrize("optimizer, hyper", [("sgd", {}), ("sam", {"rho": 0.05})])
+def test_gradient_accumulation_takes_the_same_steps(tmp_path, optimizer, hyper):
+    """``accumulate=3``: each minibatch in 3 micro-batches whose gradients are summed gives the
+    same parameters as the whole minibatch at once (float64, to rounding)."""
+    runs = {}
+    for k in (1, 3):
+        runs[k] = train(cfg(optimizer=optimizer, hyper=hyper, dtype="float64", steps=12,
+                            accumulate=k), tmp_path / f"k{k}")
+    a = torch.load(tmp_path / "k1" / "final.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "k3" / "final.pt", weights_only=True)["state_dict"]
+    for name in a:
+        assert torch.allclose(a[name], b[name], rtol=0, atol=1e-12), name
+    assert runs[3].final["train_loss"] == pytest.approx(runs[1].final["train_loss"], rel=1e-12)
+
+
+def test_accumulation_is_refused_for_the_tracers(tmp_path):
+    with pytest.raises(ConfigError, match="--accumulate is not available for sgd-tracer"):
+        train(cfg(optimizer="sgd-tracer", steps=2, accumulate=2), tmp_path / "r")
+
+
+def test_bfloat16_autocast_trains_close_to_float32(tmp_path):
+    """The forward passes in bfloat16 (8-bit mantissa), the weights and the optimizer in float32:
+    the same run's loss curve within a few percent of float32's, the weights stored in float32."""
+    full = train(cfg(steps=30), tmp_path / "f32")
+    low = train(cfg(steps=30, autocast="bfloat16", accumulate=2), tmp_path / "bf16")
+    assert low.final["train_loss"] == pytest.approx(full.final["train_loss"], rel=0.05)
+    assert low.final["train_loss"] < 0.8 * read_run(tmp_path / "bf16")["series"]["train_loss"][0]
+    sd = torch.load(tmp_path / "bf16" / "final.pt", weights_only=True)["state_dict"]
+    assert all(t.dtype == torch.float32 for t in sd.values())
+    with pytest.raises(ConfigError, match="autocast"):
+        train(cfg(steps=2, autocast="float16"), tmp_path / "f16")

@@ -31,7 +31,7 @@ def sharpness(
     """Hessian trace, extreme eigenvalues, Frobenius norm and spectral density of a checkpoint."""
     from ..errors import ConfigError
     from ..metrics import METRICS, Settings, parse_metrics
-    from ..metrics.run import block_spread, layer_operators, measure
+    from ..metrics.run import blocks_report, measure, measure_blocks
 
     clock = Stopwatch()
     names = parse_metrics(metric)
@@ -48,30 +48,29 @@ def sharpness(
     at = problem.point()  # a NaN checkpoint fails here
     from ..curvature.hessian import Hessian
 
-    operators = layer_operators(problem) if per_layer else {"": Hessian(problem)}
-    results: dict[str, dict] = {}
     with output.progress(not io.json) as start:
         state = {"advance": lambda k: None}
 
         def on_start(name, total, layer=""):
             state["advance"] = start(f"{layer + ': ' if layer else ''}{name}", total)
 
-        for layer, op in operators.items():
-            results[layer] = measure(problem, names, settings, operator=lambda _pb, op=op: op,
-                                     on_start=lambda n, t, layer=layer: on_start(n, t, layer),
-                                     on_product=lambda k: state["advance"](k))
+        def on_product(k):
+            state["advance"](k)
+
+        if per_layer:
+            operators, results = measure_blocks(problem, names, settings, on_start=on_start,
+                                                on_product=on_product)
+        else:
+            operators = {"": Hessian(problem)}
+            results = {"": measure(problem, names, settings, operator=lambda _pb: operators[""],
+                                   on_start=on_start, on_product=on_product)}
 
     report = header(ckpt, problem)
     report.update(at)
     report["settings"] = settings.to_dict() | {"metrics": names, **spec.settings()}
     report["products"] = output.products_report(operators[next(iter(operators))])
     if per_layer:
-        report["layers"] = {
-            layer: {"params": op.shape[0],
-                    "metrics": {k: r.to_dict() for k, r in results[layer].items()}}
-            for layer, op in operators.items()
-        }
-        report["blocks"] = block_spread(report["layers"])
+        report.update(blocks_report(operators, results))
     else:
         report["metrics"] = {k: r.to_dict() for k, r in results[""].items()}
     report["seconds"] = clock()

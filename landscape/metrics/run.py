@@ -78,6 +78,34 @@ def layer_operators(problem: Problem,
     return out
 
 
+def measure_blocks(
+    problem: Problem,
+    metrics: list[str],
+    settings: Settings,
+    *,
+    on_start: Callable[[str, int | None, str], None] | None = None,
+    on_product: Callable[[int], None] | None = None,
+) -> tuple[dict[str, LinearOperator], dict[str, dict]]:
+    """The metrics on every diagonal block of the Hessian (:func:`layer_operators`):
+    ``(operators, {block: {metric key: result}})``; ``on_start(metric, cost, block)``."""
+    operators = layer_operators(problem)
+    results = {}
+    for block, op in operators.items():
+        start = (lambda n, t, b=block: on_start(n, t, b)) if on_start else None
+        results[block] = measure(problem, metrics, settings, operator=lambda _pb, op=op: op,
+                                 on_start=start, on_product=on_product)
+    return operators, results
+
+
+def blocks_report(operators: dict[str, LinearOperator], results: dict[str, dict]) -> dict:
+    """``{"layers": {block: {"params", "metrics"}}, "blocks": block_spread(...)}``: what
+    ``sharpness --per-layer`` reports and a study's per-layer item stores."""
+    layers = {block: {"params": op.shape[0],
+                      "metrics": {k: r.to_dict() for k, r in results[block].items()}}
+              for block, op in operators.items()}
+    return {"layers": layers, "blocks": block_spread(layers)}
+
+
 def block_spread(layers: dict[str, dict]) -> dict[str, dict]:
     """How the blocks differ (the heterogeneity Zhang et al. 2024 relate to Adam's advantage):
     for λ_max and tr(H) of ``{block: {"metrics": ...}}``, the largest and smallest block, their

@@ -132,10 +132,42 @@ HEADLINES: ChainMap[str, Callable[[dict], list[Headline]]] = ChainMap({
 }, MetricView(lambda name, metric: metric.headlines))
 
 
+def block_headlines(result: dict) -> list[Headline]:
+    """A per-layer item's headlines: for λ_max and tr(H), the largest block's value, the ratio
+    of the largest to the smallest block and the coefficient of variation across blocks."""
+    out = []
+    for key, label in (("lambda_max", "λ_max"), ("trace", "tr(H)")):
+        sp = (result.get("blocks") or {}).get(key)
+        if sp:
+            out += [(f"{label} largest block", number(sp.get("max")), math.nan),
+                    (f"{label} max/min block", number(sp.get("ratio")), math.nan),
+                    (f"{label} block CV", number(sp.get("cv")), math.nan)]
+    return out
+
+
+def block_rows(items: list[dict]) -> list[tuple[str, str, str, str]]:
+    """``(block, params, λ_max, tr(H))`` from the per-layer items of one checkpoint, a row per
+    block in the stored order (an eig item gives λ_max, a trace item tr(H))."""
+    rows: dict[str, list[str]] = {}
+    for item in items:
+        for block, rec in (item["result"].get("layers") or {}).items():
+            row = rows.setdefault(block, [block, str(int(number(rec.get("params")))), "", ""])
+            m = rec.get("metrics") or {}
+            eig, tr = m.get("eigenvalues") or {}, m.get("trace") or {}
+            if eig and eig.get("which", "top") in ("top", "both"):
+                row[2] = fmt(number(eig.get("values")), number(eig.get("residuals")),
+                             residual=True)
+            if tr:
+                row[3] = fmt(number(tr.get("estimate")), number(tr.get("stderr")))
+    return [tuple(r) for r in rows.values()]
+
+
 def headlines(item: dict) -> list[Headline]:
     """The headline numbers of one stored item ([] if it failed or its kind is unknown)."""
     if not item.get("complete") or not isinstance(item.get("result"), dict):
         return []
+    if "layers" in item["result"]:
+        return block_headlines(item["result"])
     fn = HEADLINES.get(item.get("kind"))
     try:
         return fn(item["result"]) if fn else []
@@ -236,6 +268,15 @@ def summary_markdown(record: StudyRecord, figures: list[Path] | None = None,
     parts += [_md_table(cols, rows), "", note, "", "## Items", ""]
     parts += [_md_table(["checkpoint", "item", "kind", "status", "values", "seconds"],
                         summary_rows(record))]
+    blocks = [it for it in record.items if it["complete"] and "layers" in (it["result"] or {})]
+    if blocks:
+        parts += ["", "## Blocks", "", ("The metrics on each diagonal block of the Hessian "
+                  "(per_layer = true); their spread across blocks (largest block, max/min ratio, "
+                  "coefficient of variation) is in the values above.")]
+        for label in dict.fromkeys(it["label"] for it in blocks):
+            mine = [it for it in blocks if it["label"] == label]
+            parts += ["", f"### `{display(label)}`", "",
+                      _md_table(["block", "params", "λ_max", "tr(H)"], block_rows(mine))]
     fails = [it for it in record.items if not it["complete"]]
     if fails:
         parts += ["", "## Failures", ""] + [
@@ -395,6 +436,8 @@ def record_to_dict(record: StudyRecord) -> dict:
 __all__ = [
     "HEADLINES",
     "StudyRecord",
+    "block_headlines",
+    "block_rows",
     "display",
     "headlines",
     "overview_figure",

@@ -180,12 +180,15 @@ def _hessian_metric(ctx: Context, item: Item) -> dict:
     """A metric of :data:`landscape.metrics.METRICS` on the Hessian."""
     from ..metrics import METRICS, Settings
 
-    s = Settings.of(item.settings)
+    s = Settings.of({k: v for k, v in item.settings.items() if k != "per_layer"})
     op = ctx.hessian(_problem_settings(item))
-    result = METRICS[item.kind].compute(op, s)
     pb = op.problem
-    return {"metric": METRICS[item.kind].key, "params": pb.p, "samples": pb.n, **pb.point(),
-            **result.to_dict()}
+    head = {"metric": METRICS[item.kind].key, "params": pb.p, "samples": pb.n, **pb.point()}
+    if item.settings.get("per_layer"):
+        from ..metrics.run import blocks_report, measure_blocks
+
+        return {**head, **blocks_report(*measure_blocks(pb, [item.kind], s))}
+    return {**head, **METRICS[item.kind].compute(op, s).to_dict()}
 
 
 def _fisher(ctx: Context, item: Item) -> dict:

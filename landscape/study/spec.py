@@ -89,9 +89,13 @@ class KindSchema:
                                        str]]] | None = None  # cross-field checks: [(key, message)]
 
 
+PER_LAYER = Option("bool", False, help="the metric on every diagonal block of the Hessian, with "
+                                        "the blocks' spread (landscape sharpness --per-layer)")
+
+
 def _metric_kind(name: str, metric) -> KindSchema:
-    """The study kind of a registered metric: its declared settings, and the seed."""
-    return KindSchema("metrics", {**metric.options, "seed": SEED},
+    """The study kind of a registered metric: its declared settings, the seed and per_layer."""
+    return KindSchema("metrics", {**metric.options, "seed": SEED, "per_layer": PER_LAYER},
                       f"{metric.help} (landscape sharpness -m {name})")
 
 

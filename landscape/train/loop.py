@@ -80,6 +80,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     hyper: dict = field(default_factory=dict)
     batch_size: int = 128
+    accumulate: int = 1
+    autocast: str | None = None
     epochs: int | None = None
     steps: int | None = None
     until_loss: float | None = None
@@ -265,6 +267,10 @@ class _Session:
                                          momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                          model=self.model, seed=cfg.seed, **hyper)
         self._step_takes_batch = "batch" in inspect.signature(self.optimizer.step).parameters
+        if cfg.accumulate > 1 and getattr(self.optimizer, "needs_graph", False):
+            raise ConfigError(f"--accumulate is not available for {cfg.optimizer}: its exact "
+                              "Hessian-vector product needs the whole minibatch's graph at once",
+                              "drop --accumulate (or lower --batch-size to fit the memory)")
         self.world, self.rank = distributed.world_size(), distributed.rank()
         self.shard = slice(self.rank, None, self.world)  # this rank's rows of every minibatch
         if self.world > 1:
@@ -426,11 +432,38 @@ class _Session:
         """A loss closure (the optimizer differentiates it, landscape.optim.wrapper) on this rank's
         shard ``xb[rank::world]`` (all of it in one process): ``(1/B) Σ_{i∈shard} l_i``, B the
         global batch size, whose sum over ranks (the optimizer's reducer) is the global mean
-        loss."""
+        loss.
+
+        ``--autocast bfloat16``: the forward pass under autocast, the loss summed from float32
+        outputs. ``--accumulate K``: the shard in K micro-batches, each differentiated at once
+        (``backward``, gradients summed in ``.grad``), so that one micro-batch's graph is held at
+        a time; the closure then returns the detached total (PyTorch's closure form, which the
+        tracers, needing the graph, refuse in one line)."""
         xs, ys = B.rows(xb, self.shard), yb[self.shard]
         size = B.size(xb)
-        model, loss = self.model, self.loss
-        return lambda: loss.sum(B.call(model, xs), ys) / size
+        model, loss, cfg = self.model, self.loss, self.cfg
+        device = self.device.type
+
+        def value(x, y) -> torch.Tensor:
+            if cfg.autocast is None:
+                return loss.sum(B.call(model, x), y) / size
+            with torch.autocast(device, dtype=getattr(torch, cfg.autocast)):
+                out = B.call(model, x)
+            return loss.sum(out.to(torch.promote_types(out.dtype, torch.float32)), y) / size
+
+        parts = torch.arange(B.size(xs)).chunk(cfg.accumulate)
+        if len(parts) <= 1:
+            return lambda: value(xs, ys)
+
+        def accumulated() -> torch.Tensor:
+            total = torch.zeros((), device=self.device, dtype=self.dtype)
+            for idx in parts:
+                part = value(B.rows(xs, idx.to(self.device)), ys[idx.to(self.device)])
+                part.backward()
+                total += part.detach()
+            return total
+
+        return accumulated
 
     def _average_buffers(self) -> None:
         """BatchNorm running statistics averaged over ranks (each saw only its shard)."""

@@ -11,9 +11,10 @@ TRAIN: dict[str, Option] = {
                                        "FILE.py:FUNCTION."),
     "data": Option("str", "digits", help="Dataset: digits, gaussian-mixture, teacher-student, "
                                          "parity, file, mnist, ... or FILE.py:FUNCTION."),
-    "loss": Option("str", None, help="cross-entropy or mse (½‖f−y‖² per sample; on one-hot labels "
-                                     "for a classification dataset); default from the data: "
-                                     "cross-entropy for classification, mse for regression."),
+    "loss": Option("str", None, help="cross-entropy, mse (½‖f−y‖² per sample; on one-hot labels "
+                                     "for a classification dataset), causal-lm or token-ce; "
+                                     "default from the data: cross-entropy for classification, "
+                                     "mse for regression, causal-lm for tokens."),
     "optimizer": Option("str", "sgd", flag="--optimizer -o",
                         help="gd (full batch), sgd (minibatch), sam, asam, fsam, sgd-tracer, "
                              "adam-tracer, rsam, mfvi, vsam, lb-diag-noise, lb-full-noise."),
@@ -23,6 +24,13 @@ TRAIN: dict[str, Option] = {
     "weight_decay": Option("float", 0.0, 0.0, help="Weight decay, applied once by the base "
                                                    "optimizer."),
     "batch_size": integer(1, 128, "Minibatch size (gd always uses the whole training set)."),
+    "accumulate": integer(1, 1, "Gradient accumulation: each minibatch in K micro-batches whose "
+                                "gradients are summed (the same step, about a K-th of the "
+                                "activation memory; BatchNorm then sees micro-batch statistics)."),
+    "autocast": Option("choice", None, choices=("bfloat16",),
+                       help="Run the training forward passes under bfloat16 autocast (weights, "
+                            "gradients and the optimizer stay in --dtype; the loss is summed in "
+                            "float32). Evaluation and tracking run in --dtype."),
     "epochs": integer(1, help="Epochs to train (gd: one step per epoch). Default 10 unless "
                               "--steps."),
     "steps": integer(1, help="Optimizer steps to train (instead of --epochs)."),
