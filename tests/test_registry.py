@@ -77,7 +77,7 @@ def test_a_registered_metric_runs_in_the_cli(toy, ckpt):
 
 
 def test_a_registered_metric_is_a_study_kind_and_a_report_headline(toy, ckpt, tmp_path):
-    assert "toy" in KINDS and set(KINDS["toy"].options) == {"repeats", "seed"}
+    assert "toy" in KINDS and set(KINDS["toy"].options) == {"repeats", "seed", "per_layer"}
     study = tmp_path / "s.toml"
     study.write_text(f'[study]\noutput = "s.h5"\nfigures = ""\n[problem]\ndtype = "float64"\n'
                      f'[checkpoints]\nfiles = ["{ckpt}"]\n[metrics.toy]\nrepeats = 2\n')

@@ -480,6 +480,8 @@ def _items(where: _Where, base: Path, data: dict, problem: dict, seed: int) -> l
             settings = {k: opt.default for k, opt in schema.options.items()}
             settings["seed"] = seed
             settings.update({k: v for k, v in given.items() if k in schema.options})
+            if settings.get("per_layer") is False:  # the whole Hessian: recorded as before
+                del settings["per_layer"]
             pb = {**problem, **{k: v for k, v in given.items() if k in item_problem_opts}}
             for k in ("trajectory",):
                 if settings.get(k) and settings[k] != "run":
