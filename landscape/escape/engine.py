@@ -61,6 +61,7 @@ from ..curvature import functional as fx
 from ..curvature.operator import LinearOperator
 from ..errors import ConfigError, NumericalError
 from ..metrics.stability import sgd_noise_factor
+from ..optim import rules
 
 Dynamics = Literal["gd", "sgd", "isotropic", "small-noise", "lb-diag-noise", "lb-full-noise"]
 DYNAMICS: tuple[str, ...] = ("gd", "sgd", "isotropic", "small-noise", "lb-diag-noise",
@@ -621,7 +622,7 @@ def simulate(
             W = torch.full((T, N), 1.0 / N, dtype=dt)
             for j, g in enumerate(gens):
                 S = subset(g, m)
-                sigma = torch.randint(0, 2, (S.numel(),), generator=g).to(dt) * 2 - 1
+                sigma = rules.rademacher_signs(S.numel(), g, W)  # as lb-full-noise draws them
                 W[j, S] += lb_scale / math.sqrt(m) * sigma
             direction, _ = kern.full_grad(P, T, W.to(dev))
             observe(step, None)
@@ -644,8 +645,7 @@ def simulate(
             else:
                 # s · sqrt(diag F̂) ⊙ z,  diag F̂ = (1/m) Σ_{i∈S} g_i²
                 # (sgd-covariance-noise Alg. 1)
-                diag = kern.sample_grads(P, T, S, _mean_square)
-                noise = [z.mul_(d.sqrt_().mul_(lb_scale)) for d, z in zip(diag, Z)]
+                noise = rules.diag_noise(kern.sample_grads(P, T, S, _mean_square), lb_scale, Z)
         if noise is not None:
             direction = [d.add_(e) for d, e in zip(direction, noise)]
         for leaf, d in zip(leaves, direction):
@@ -680,9 +680,7 @@ def simulate(
 def _lb_scale(n: int, batch_size: int) -> float:
     """``sqrt((M_L − M_S)/(M_L M_S))`` with ``M_L = n``, ``M_S = B`` (sgd-covariance-noise eq.
     5)."""
-    from ..optim.rules import covariance_noise_scale
-
-    return covariance_noise_scale(n, batch_size)
+    return rules.covariance_noise_scale(n, batch_size)
 
 
 def _centered_square_sum(grads: list[torch.Tensor]) -> list[torch.Tensor]:

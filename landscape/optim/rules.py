@@ -237,8 +237,16 @@ def diag_noise_from_squares(
 ) -> list[torch.Tensor]:
     """:func:`diag_fisher_noise` from the summed squares ``Σ_i g_i²`` of ``m`` samples (sums that
     may come from several processes): ``scale · sqrt(Σ_i g_i² / m) ⊙ ξ``, one ``ξ`` per
-    parameter."""
-    return [(f / m).sqrt_().mul_(scale) * _randn(f, generator) for f in squares]
+    parameter, drawn in parameter order."""
+    return diag_noise([f / m for f in squares], scale, [_randn(f, generator) for f in squares])
+
+
+def diag_noise(mean_squares: Tensors, scale: float, xi: Tensors) -> list[torch.Tensor]:
+    """``scale · sqrt(diag F) ⊙ ξ`` for ``diag F`` = ``mean_squares`` and given standard normal
+    draws ``ξ`` (sgd-covariance-noise Alg. 1), computed in place in ``ξ`` (and in
+    ``mean_squares``): the rule of ``lb-diag-noise``, shared by the optimizer (one ``ξ`` per
+    parameter) and the escape engine (``[T, ...]`` leaves, one draw per trajectory)."""
+    return [z.mul_(f.sqrt_().mul_(scale)) for f, z in zip(mean_squares, xi)]
 
 
 def full_fisher_noise(
