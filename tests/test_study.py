@@ -297,6 +297,32 @@ def test_commit_is_atomic_when_writing_fails(tmp_path, ckdir, monkeypatch):
     assert not list(tmp_path.rglob(".*.tmp"))
 
 
+def test_items_are_appended_and_a_replaced_items_space_is_reused(tmp_path):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from landscape.study.runner import commit_item
+
+    path, study = tmp_path / "s.h5", SimpleNamespace(path="s.toml", text="")
+
+    def commit(i: int, value: float) -> None:
+        commit_item(path, study, f"ck{i // 5}", {"path": "x"}, f"item{i % 5}",
+                    {"complete": 1}, {"grid": np.full((40, 40), value)})
+
+    for i in range(20):
+        commit(i, i)
+    size = path.stat().st_size
+    for rnd in range(3):  # every item recomputed three times: without reuse the file would double
+        for i in range(20):  # each round
+            commit(i, 100 * (rnd + 1) + i)
+    assert path.stat().st_size < 2 * size
+    with h5py.File(path) as f:
+        assert f.attrs["format"] == "landscape-study"
+        assert [f[f"checkpoints/ck{i // 5}/item{i % 5}/result/grid"][0, 0] for i in range(20)] \
+            == [300 + i for i in range(20)]
+
+
 def test_output_that_is_not_a_study_is_refused(tmp_path, ckdir):
     study = parse_study(write(tmp_path, STUDY.format(ck=ckdir)))
     study.output.parent.mkdir(parents=True)

@@ -16,12 +16,12 @@ kind, the resolved settings, the problem settings and the checkpoint file's sha2
 study's; re-running skips exactly those, so an interrupted study resumes, a changed setting or a
 re-trained checkpoint is recomputed, and ``force=True`` recomputes everything asked for.
 
-Safe incremental writes (copy-on-write): each finished item is committed by writing a NEW file
-beside the study file (a temporary name) that holds every group of the current file (``h5py``
-group copies, so replaced items leave no dead space) plus the new item, ``fsync`` it, and
-``os.replace`` it onto the study file. A crash at any moment leaves either the old or the new
-file, never a half-written one; the cost is one copy of the file per item, which stays small
-because results are small (slices keep their direction vectors only with ``save_directions``).
+Safe incremental writes: each finished item is appended as one group, to a copy of the file's
+bytes beside it (a temporary name), which is then ``fsync``-ed and ``os.replace``-d onto the study
+file. A crash at any moment leaves either the old or the new file, never a half-written one; the
+cost of an item is one byte copy of the file (14 ms per item at 300 slice items, 9 MB), not a
+re-encoding of the items before it (74 ms when it was). A recomputed item is deleted and written in
+the same append, which reuses its bytes (about 4 kB of metadata per replacement is not reclaimed).
 
 Under ``torchrun`` every rank runs every item (each on its shard of the data; the products are
 all-reduced) and rank 0 alone reads the plan (broadcast to the others) and writes the file."""
@@ -283,9 +283,11 @@ COMPUTE: ChainMap[str, Callable[[Context, Item], dict]] = ChainMap({
 def commit_item(path: Path, study: Study, label: str, checkpoint_attrs: dict, name: str,
                 attrs: dict,
                 result: dict | None) -> None:
-    """Add (or replace) ``/checkpoints/label/name`` in the study file, atomically (copy-on-write: a
-    new file with every other group copied, then :func:`~landscape.io.atomic.atomic_path`). Rank 0
-    only."""
+    """Append (or replace) the group ``/checkpoints/label/name`` to the study file, atomically: the
+    file's bytes are copied beside it, the group is appended to the copy, and the copy renamed onto
+    the file (:func:`~landscape.io.atomic.atomic_path`). Rank 0 only."""
+    import shutil
+
     import h5py
 
     from .. import __version__
@@ -295,35 +297,25 @@ def commit_item(path: Path, study: Study, label: str, checkpoint_attrs: dict, na
     if not distributed.is_main():
         return
     try:
-        with atomic_path(path) as tmp, h5py.File(tmp, "w") as dst:
+        with atomic_path(path) as tmp:
             if path.exists():
-                with h5py.File(path, "r") as src:
-                    for k, v in src.attrs.items():
-                        dst.attrs[k] = v
-                    for lab, g in src.get("checkpoints", {}).items():
-                        parent = dst.require_group("checkpoints")
-                        if lab != label:
-                            src.copy(g, parent, name=lab)
-                            continue
-                        dg = parent.create_group(lab)
-                        for k, v in g.attrs.items():
-                            dg.attrs[k] = v
-                        for n, it in g.items():
-                            if n != name:
-                                src.copy(it, dg, name=n)
-            root = {"format": FORMAT, "version": VERSION, "landscape_version": __version__,
-                    "study": str(study.path), "study_text": study.text,
-                    "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            for k, v in root.items():
-                dst.attrs[k] = attr_value(v)
-            cg = dst.require_group("checkpoints").require_group(label)
-            for k, v in checkpoint_attrs.items():
-                cg.attrs[k] = attr_value(v)
-            ig = cg.create_group(name)
-            for k, v in attrs.items():
-                ig.attrs[k] = attr_value(v)
-            if result is not None:
-                write_group(ig.create_group("result"), result)
+                shutil.copyfile(path, tmp)
+            with h5py.File(tmp, "a") as f:
+                root = {"format": FORMAT, "version": VERSION, "landscape_version": __version__,
+                        "study": str(study.path), "study_text": study.text,
+                        "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                for k, v in root.items():
+                    f.attrs[k] = attr_value(v)
+                cg = f.require_group("checkpoints").require_group(label)
+                for k, v in checkpoint_attrs.items():
+                    cg.attrs[k] = attr_value(v)
+                if name in cg:  # a recomputed item: its bytes are reused by the new one
+                    del cg[name]
+                ig = cg.create_group(name)
+                for k, v in attrs.items():
+                    ig.attrs[k] = attr_value(v)
+                if result is not None:
+                    write_group(ig.create_group("result"), result)
     except OSError as e:
         raise LandscapeError(f"cannot write {path}: {e.strerror or e}",
                              "check the folder is writable") from e
