@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -27,6 +27,16 @@ def to_plain(x: Any) -> Any:
     if isinstance(x, float) and not math.isfinite(x):
         return None if math.isnan(x) else (1e308 if x > 0 else -1e308)
     return x
+
+
+class Table(NamedTuple):
+    """A table of text a command prints (``landscape.cli.output.table(*t)``): title, column
+    names, rows, caption."""
+
+    title: str
+    columns: list[str]
+    rows: list[tuple]
+    caption: str | None = None
 
 
 @dataclass(frozen=True)

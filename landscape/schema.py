@@ -108,6 +108,24 @@ def coerce(opt: Option, value: Any) -> tuple[bool, Any]:
     return isinstance(value, str) and value != "", value
 
 
+def names(spec: str | list[str] | None, choices: Any = None, what: str = "name") -> list[str]:
+    """Names given comma-separated or repeated (``"a,b"``, ``["a", "b,c"]``) in order, without
+    repeats; each checked against ``choices`` when given (a ConfigError names ``what``).
+
+    >>> names(["trace,eig", "trace"])
+    ['trace', 'eig']
+    """
+    from .errors import ConfigError
+
+    parts = [spec] if isinstance(spec, str) else list(spec or [])
+    out = list(dict.fromkeys(n.strip() for part in parts for n in str(part).split(",")
+                             if n.strip()))
+    for n in out:
+        if choices is not None and n not in choices:
+            raise ConfigError(f"unknown {what} {n!r}", f"choose from {', '.join(choices)}")
+    return out
+
+
 def check(opt: Option, value: Any, flag: str, hint: str = "") -> Any:
     """``value`` coerced to ``opt``, or a ConfigError naming ``flag`` (None passes: unset)."""
     from .errors import ConfigError
@@ -124,4 +142,4 @@ def check(opt: Option, value: Any, flag: str, hint: str = "") -> Any:
                       hint or f"pass a valid {flag}")
 
 
-__all__ = ["Option", "check", "choice", "coerce", "describe", "integer", "positive"]
+__all__ = ["Option", "check", "choice", "coerce", "describe", "integer", "names", "positive"]

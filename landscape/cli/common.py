@@ -24,9 +24,7 @@ import typer
 from ..errors import ConfigError
 from ..schema import Option, check
 from ..settings import PROBLEM
-from .options import CheckpointArg
-
-KV = Optional[list[str]]  # noqa: UP045  (Typer reads the annotation at run time)
+from .options import CheckpointArg, DataArgOpt, ModelArgOpt
 
 
 def parse_kv(items: list[str] | None, flag: str) -> dict:
@@ -110,11 +108,8 @@ class ProblemSpec:
 # the problem options besides the declared ones (landscape.settings.PROBLEM): the factories'
 # keyword options, device, seed, and the old spelling of --product-batch
 _OPTIONS = [
-    ("model_arg", Annotated[KV, typer.Option("--model-arg", help="Model factory option key=value "
-                                             "(repeatable; JSON values, e.g. num_classes=100).")],
-     None),
-    ("data_arg", Annotated[KV, typer.Option("--data-arg", help="Data factory option key=value "
-                                            "(repeatable; e.g. root=/data/cifar n=4096).")], None),
+    ("model_arg", ModelArgOpt, None),
+    ("data_arg", DataArgOpt, None),
     ("device", Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, ...")], "cpu"),
     ("seed", Annotated[int, typer.Option("--seed", help="Seed of probes and subsets: same seed, "
                                          "same numbers.")], 0),

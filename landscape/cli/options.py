@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Optional
 
 import typer
 
 from ..metrics import DEFAULT_METRICS, METRICS
 
+KV = Optional[list[str]]  # noqa: UP045  (Typer reads the annotation at run time)
+
+ModelArgOpt = Annotated[KV, typer.Option("--model-arg", help="Model factory option key=value "
+                                         "(repeatable; JSON values, e.g. widths=[128,128]).")]
+DataArgOpt = Annotated[KV, typer.Option("--data-arg", help="Data factory option key=value "
+                                        "(repeatable; e.g. n_train=512, root=/data/cifar).")]
 CheckpointArg = Annotated[
     Path,
     typer.Argument(

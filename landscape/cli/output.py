@@ -22,6 +22,7 @@ from rich.progress import (
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 from rich.table import Table
 
@@ -184,6 +185,46 @@ def progress(enabled: bool = True) -> Iterator[Callable]:
             return lambda k: bar.advance(task, k)
 
         yield start
+
+
+def line(msg: str) -> None:
+    """One unwrapped line on stderr."""
+    stderr.print(msg, highlight=False, soft_wrap=True)
+
+
+class TrainProgress:
+    """A rich progress bar on stderr with the current loss and the last tracked metric."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled and (
+            stderr.is_terminal or bool(os.environ.get("LANDSCAPE_PROGRESS"))
+        )
+        self.bar = None
+        self.task = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TimeRemainingColumn(),
+                            TextColumn("{task.fields[info]}"), console=stderr,
+                            transient=True)
+        self.bar.__enter__()
+        return self
+
+    def __call__(self, event: dict) -> None:
+        if self.task is None:
+            self.task = self.bar.add_task("train", total=event["total"],
+                                          completed=event["step"] - 1, info="")
+        info = f"loss {event['loss']:.4g}"
+        if event.get("metric"):
+            name, value = event["metric"]
+            info += f"  {name} {value:.4g}"
+        self.bar.update(self.task, completed=event["step"], total=event["total"], info=info)
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
 
 
 def handle_errors(fn: Callable) -> Callable:

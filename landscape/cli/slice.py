@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from ..schema import names
 from ..slices.settings import SLICE, check_slice
 from . import output
 from .common import Outputs, ProblemSpec, Stopwatch, header, measuring
@@ -135,10 +136,7 @@ def check_exports(export: list[str] | None, animate: Path | None, out: Path | No
     from ..errors import ConfigError
     from ..io.export import FORMATS
 
-    formats = [f.strip() for part in export or [] for f in part.split(",") if f.strip()]
-    for f in formats:
-        if f not in FORMATS:
-            raise ConfigError(f"unknown --export format {f!r}", f"choose {' or '.join(FORMATS)}")
+    formats = names(export, FORMATS, "--export format")
     if formats and out is None:
         raise ConfigError("--export writes beside the HDF5 file", "add --out SLICE.h5")
     if animate is not None:

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,11 +12,21 @@ from typing import Annotated
 import typer
 
 from ..errors import ConfigError
-from ..train.settings import HYPER, HYPER_KEYWORDS, TRAIN
+from ..train.settings import HYPER, TRAIN
 from ..train.tracking import TRACKERS
 from . import output
-from .common import KV, declared_options, join, parse_kv
-from .options import DebugOpt, DeviceOpt, DtypeOpt, JsonOpt, ProgressOpt, names_option
+from .common import declared_options, join, parse_kv
+from .options import (
+    KV,
+    DataArgOpt,
+    DebugOpt,
+    DeviceOpt,
+    DtypeOpt,
+    JsonOpt,
+    ModelArgOpt,
+    ProgressOpt,
+    names_option,
+)
 
 #: options that may accompany --resume (the stopping rule and output switches)
 _RESUMABLE = {"resume", "epochs", "steps", "until_loss", "json_", "debug", "progress", "ctx"}
@@ -34,21 +43,8 @@ def _given(ctx: typer.Context, name: str) -> bool:
 def train(
     ctx: typer.Context,
     settings: dict | None = None,
-    model_arg: Annotated[
-        KV,
-        typer.Option(
-            "--model-arg",
-            help="Model option key=value (repeatable; JSON values, e.g. widths=[128,128]). "
-                 "in_dim/out_dim/num_classes/in_channels come from the data unless given.",
-        ),
-    ] = None,
-    data_arg: Annotated[
-        KV,
-        typer.Option(
-            "--data-arg",
-            help="Dataset option key=value (repeatable; e.g. image=true, n_train=512).",
-        ),
-    ] = None,
+    model_arg: ModelArgOpt = None,
+    data_arg: DataArgOpt = None,
     opt_arg: Annotated[
         KV,
         typer.Option(
@@ -117,7 +113,7 @@ def train(
                 "only --epochs, --steps and --until-loss may be given with --resume",
             )
         run_dir = resume
-        with _Progress(progress) as bar, _aborted(run_dir):
+        with output.TrainProgress(progress) as bar, _aborted(run_dir):
             result = resume_run(resume, epochs=settings["epochs"], steps=settings["steps"],
                                 until_loss=settings["until_loss"],
                                 handle_signals=True, progress=bar)
@@ -125,34 +121,27 @@ def train(
         if out is None:
             raise ConfigError("no run directory given", "pass --out RUN_DIR (or --resume RUN_DIR)")
         output.check_writable(folder=out)  # a run that cannot be saved is refused before training
-        s = dict(settings)
-        hyper = {HYPER_KEYWORDS.get(k, k): v for k in HYPER if (v := s.pop(k)) is not None}
-        extra = parse_kv(opt_arg, "--opt-arg")
-        clash = sorted(set(extra) & set(hyper))
-        if clash:
-            raise ConfigError(f"{clash[0]} was given twice (a flag and --opt-arg)", "give it once")
-        hyper.update(extra)
-        s["track_samples"] = s["track_samples"] or None
-        cfg = TrainConfig(**s, model_kwargs=parse_kv(model_arg, "--model-arg"),
-                          data_kwargs=parse_kv(data_arg, "--data-arg"), hyper=hyper, seed=seed,
-                          device=device, dtype=dtype, track=track or [],
-                          track_options=parse_kv(track_arg, "--track-arg"), plot=plot)
+        cfg = TrainConfig.from_flags(
+            settings, opt_kwargs=parse_kv(opt_arg, "--opt-arg"),
+            model_kwargs=parse_kv(model_arg, "--model-arg"),
+            data_kwargs=parse_kv(data_arg, "--data-arg"), seed=seed, device=device, dtype=dtype,
+            track=track or [], track_options=parse_kv(track_arg, "--track-arg"), plot=plot)
         run_dir = out
-        with _Progress(progress) as bar, _aborted(run_dir):
+        with output.TrainProgress(progress) as bar, _aborted(run_dir):
             result = train_run(cfg, out, force=force, handle_signals=True, progress=bar)
 
     report = result.to_dict()
     if result.status == "already-finished":
-        _line(f"{run_dir} already holds a finished run (step {result.step}): nothing to do "
-              f"(--force starts it again; --resume {run_dir} --epochs N trains it longer)")
+        output.line(f"{run_dir} already holds a finished run (step {result.step}): nothing to do "
+                    f"(--force starts it again; --resume {run_dir} --epochs N trains it longer)")
     if json_:
         output.emit_json(report)
     elif result.status != "already-finished":
-        _table(result)
+        output.table(*result.table())
     if result.status == "interrupted":
         name = signal.Signals(result.signum).name if result.signum else "stop"
-        _line(f"interrupted ({name}) at step {result.step} of {result.total_steps}: state saved; "
-              f"resume with: landscape train --resume {run_dir}")
+        output.line(f"interrupted ({name}) at step {result.step} of {result.total_steps}: state "
+                    f"saved; resume with: landscape train --resume {run_dir}")
         raise typer.Exit(128 + (result.signum or 2))
 
 
@@ -162,80 +151,8 @@ def _aborted(run_dir: Path):
     try:
         yield
     except KeyboardInterrupt:
-        _line(
+        output.line(
             "aborted; the last saved state can be continued with: landscape train --resume "
             f"{run_dir}"
         )
         raise typer.Exit(130) from None
-
-
-def _line(msg: str) -> None:
-    """One unwrapped line on stderr."""
-    output.stderr.print(msg, highlight=False, soft_wrap=True)
-
-
-def _table(result) -> None:
-    rows = []
-    for k, v in result.final.items():
-        if k in ("step", "epoch") or k.endswith("_seconds") or v is None:
-            continue
-        if k.endswith(("_stderr", "_residual")):
-            continue
-        se, res = result.final.get(f"{k}_stderr"), result.final.get(f"{k}_residual")
-        note = (
-            f"± {se:.2g}" if se is not None else (f"residual {res:.2g}" if res is not None else "")
-        )
-        rows.append((k, f"{v:.6g}", note))
-    s = result.seconds
-    caption = (
-        f"{result.status} at step {result.step} (epoch {result.epoch:.4g}); train "
-        f"{s.get('train', 0):.1f} s, "
-        f"tracking {s.get('track', 0):.1f} s, evaluation {s.get('eval', 0):.1f} s, wall "
-        f"{s.get('wall', 0):.1f} s"
-    )
-    output.table(f"run {result.path}", ["quantity", "final", "± stderr / note"], rows,
-                 caption=caption)
-
-
-class _Progress:
-    """A rich progress bar on stderr with the current loss and the last tracked metric."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and (
-            output.stderr.is_terminal or bool(os.environ.get("LANDSCAPE_PROGRESS"))
-        )
-        self.bar = None
-        self.task = None
-
-    def __enter__(self):
-        if not self.enabled:
-            return None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                            TimeElapsedColumn(), TimeRemainingColumn(),
-                            TextColumn("{task.fields[info]}"), console=output.stderr,
-                            transient=True)
-        self.bar.__enter__()
-        return self
-
-    def __call__(self, event: dict) -> None:
-        if self.task is None:
-            self.task = self.bar.add_task("train", total=event["total"],
-                                          completed=event["step"] - 1, info="")
-        info = f"loss {event['loss']:.4g}"
-        if event.get("metric"):
-            name, value = event["metric"]
-            info += f"  {name} {value:.4g}"
-        self.bar.update(self.task, completed=event["step"], total=event["total"], info=info)
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(*exc)

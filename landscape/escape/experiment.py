@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..results import Table
 from ..schema import Option, check, integer, positive
 
 #: The experiment's settings as flags of ``landscape escape`` (declared once; the values of
@@ -54,6 +55,25 @@ ESCAPE: dict[str, Option] = {
                                      "samples²; 0: all)."),
     "s_samples": integer(-1, 128, "Seeded subset for the non-uniformity s (0: all; -1: skip s)."),
     "chunk": integer(1, 1 << 17, "(trajectory, sample) pairs per vectorised call (memory)."),
+}
+
+#: Where the experiment starts and on what (the other flags of ``landscape escape``).
+START: dict[str, Option] = {
+    "start": Option("choice", None, choices=("gd", "checkpoint"), flag="--from",
+                    help="gd: first train full-batch GD at --lr until the loss is below --tol; "
+                         "checkpoint: start at the checkpoint as it is. Default: checkpoint when "
+                         "one is given, else gd."),
+    "model": Option("str", help="Without a checkpoint: registry model (mlp, two-layer, ...) or "
+                                "FILE.py:FUNCTION (default mlp). With a foreign state_dict: its "
+                                "model factory."),
+    "data": Option("str", help="Without a checkpoint: registry dataset or FILE.py:FUNCTION "
+                               "(default digits). With a foreign state_dict: its data factory."),
+    "loss": Option("str", help="cross-entropy or mse (½‖f−y‖² per sample; on one-hot labels for "
+                               "a classification dataset); default from the data or checkpoint."),
+    "samples": integer(1, help="Train and escape on a seeded subset of this many training "
+                               "samples (default all)."),
+    "lr": positive(help="Learning rate of GD and of every trajectory (default: the checkpoint's, "
+                        "else 0.1)."),
 }
 
 Progress = Callable[[str, int | None], Callable[[int], None]]
@@ -192,6 +212,29 @@ class EscapeResult:
         return [(t.record_steps, t.losses, self.summaries[k].to_dict()) for k,
                 t in self.runs.items()]
 
+    def save(self, path: Path, report: dict) -> None:
+        """The HDF5 file of ``landscape escape --out``: :meth:`tree`, the report's identity,
+        settings and time as attributes (atomically)."""
+        from ..io.hdf5 import write_tree
+
+        write_tree(path, self.tree(), attrs={"format": "landscape-escape", "version": 1,
+                                             "identity": report["identity"],
+                                             "settings": report["settings"],
+                                             "seconds": report["seconds"]})
+
+    def figure(self, path: Path) -> None:
+        """The loss of every trajectory per dynamics (``landscape escape --plot``)."""
+        from ..io.escape_figures import save_escape_figure
+
+        s = self.settings
+        origin = "GD" if s.start == "gd" else "checkpoint"
+        save_escape_figure(self.panels(), path,
+                           f"escape from {origin} minimum: lr {s.lr:g}, B {s.batch_size}")
+
+    def tables(self, report: dict) -> list[Table]:
+        """The start's statistics beside the theory, and one row per dynamics."""
+        return _tables(report, self.stats, self.summaries, self.settings.theory)
+
 
 def run_escape(problem, settings: EscapeSettings, *, progress: Progress | None = None,
                warn: Callable[[str], None] | None = None) -> EscapeResult:
@@ -244,6 +287,26 @@ def run_escape(problem, settings: EscapeSettings, *, progress: Progress | None =
         runs[name] = traj
         summaries[name] = summarize(traj, s.escape_factor, pred, how)
     return EscapeResult(s, descent, stats, runs, summaries, round(time.perf_counter() - t0, 4))
+
+
+def prepare(checkpoint: str | Path | None, flags: dict, *, to: list[str] | None = None,
+            model_kwargs: dict | None = None, data_kwargs: dict | None = None, seed: int = 0,
+            device: str = "cpu", dtype: str = "float32") -> tuple[Any, dict, EscapeSettings]:
+    """``(problem, identity, settings)`` from the flags of ``landscape escape`` (:data:`START`
+    and :data:`ESCAPE`), checked before the problem is built."""
+    flags = dict(flags)
+    where = {k: flags.pop(k) for k in START}
+    start = where.pop("start") or ("checkpoint" if checkpoint is not None else "gd")
+    if start == "checkpoint" and checkpoint is None:
+        raise ConfigError("--from checkpoint needs a checkpoint", "pass CHECKPOINT, or --from gd")
+    lr = where.pop("lr")
+    settings = EscapeSettings.from_flags(flags, to=["sgd", "gd"] if to is None else to,
+                                         start=start, lr=0.1 if lr is None else lr,
+                                         seed=seed).check()
+    problem, identity, settings.lr = build_problem(
+        checkpoint, **where, lr=lr, model_kwargs=model_kwargs, data_kwargs=data_kwargs, seed=seed,
+        device=device, dtype=dtype)
+    return problem, identity, settings
 
 
 def build_problem(
@@ -299,5 +362,107 @@ def build_problem(
     return problem, identity, float(0.1 if lr is None else lr)
 
 
-__all__ = ["EscapeResult", "EscapeSettings", "build_problem", "run_escape"]
+def _fmt(x: Any, digits: int = 4) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, bool):
+        return "yes" if x else "no"
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            return str(x)
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def _tables(report: dict, stats: dict, summaries: dict, theory: bool) -> list[Table]:
+    s = report["settings"]
+    rows = []
+    if report["gd"] is not None:
+        g = report["gd"]
+        rows.append(("GD to the start", f"{g['steps']} steps, loss {_fmt(g['loss'])}"
+                     + ("" if g["converged"] else " (not converged)")))
+    if theory:
+        rows += [
+            ("loss at start", _fmt(stats["loss"])),
+            (
+                "λ_max(H) vs 2/η",
+                (
+                    f"{_fmt(stats['lambda_max'])} vs {_fmt(stats['two_over_lr'])}: "
+                    f"{'stable' if stats['gd_stable'] else 'UNSTABLE'} for GD"
+                ),
+            ),
+            (
+                "‖H‖_F",
+                (f"{_fmt(stats['hessian_frobenius'])} ± "
+                 f"{_fmt(stats['hessian_frobenius_stderr'], 2)}"),
+            ),
+            ("tr H", f"{_fmt(stats['hessian_trace'])} ± {_fmt(stats['hessian_trace_stderr'], 2)}"),
+            (
+                "μ (α, β)",
+                (
+                    f"{_fmt(stats['mu'])} ({_fmt(stats['alpha'])}, {_fmt(stats['beta'])}) on "
+                    f"{_fmt(stats['align_samples'])} samples"
+                ),
+            ),
+            (
+                "non-uniformity s",
+                f"{_fmt(stats['nonuniformity'])}"
+                + (
+                    f" on {stats['nonuniformity_samples']} samples"
+                    if stats.get("nonuniformity_samples")
+                    else ""
+                ),
+            ),
+            (
+                "‖H‖_F bound 1/(η√(c_B μ))",
+                f"{_fmt(stats['alignment_bound'])}: "
+                + (
+                    "-"
+                    if stats["alignment_bound_holds"] is None
+                    else (
+                        "holds (necessary for SGD stability, not sufficient)"
+                        if stats["alignment_bound_holds"]
+                        else "violated: SGD escapes (Theorem 4)"
+                    )
+                ),
+            ),
+            ("γ_0 = η²μ‖H‖_F²/B", _fmt(stats["gamma_0"])),
+        ]
+    start = Table(f"Start: {s['params']} parameters, {s['samples']} samples, loss "
+                  f"{s['loss']}, lr {s['lr']:g}, B {s['batch_size']}", ["quantity", "value"], rows)
+    cols = ["dynamics", "escaped", "median step", "growth / step", "theory", "final mean loss",
+            "traj x steps / s"]
+    body = []
+    for name, sm in summaries.items():
+        growth = (
+            "-" if sm.growth_rate is None else f"{sm.growth_rate:.4g} ± {sm.growth_rate_stderr:.2g}"
+        )
+        body.append(
+            (
+                name,
+                f"{sm.escaped}/{sm.trajectories} ({100 * sm.fraction_escaped:.0f}%)",
+                _fmt(sm.median_step)
+                if sm.median_step is not None
+                else (
+                    f"- (escaped: {_fmt(sm.median_step_escaped)})"
+                    if sm.median_step_escaped is not None
+                    else "-"
+                ),
+                growth,
+                _fmt(sm.predicted_growth),
+                _fmt(sm.final_mean_loss),
+                f"{sm.trajectory_steps_per_second:.0f}",
+            )
+        )
+    runs = Table(f"Escape: {s['trajectories']} trajectories x {s['steps']} steps, escape = loss "
+                 f"> {s['escape_factor']:g} x start", cols, body,
+                 caption="growth: per-step factor of the mean loss in its exponential phase; "
+                         "theory: the lecture's factor (sgd: γ_0 of Theorem 4, a lower bound, "
+                         f"informative when > 1); gd is computed once; {report['seconds']:.1f} s")
+    return [start, runs]
+
+
+__all__ = ["ESCAPE", "START", "EscapeResult", "EscapeSettings", "build_problem", "prepare",
+           "run_escape"]
+
 

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from ..errors import ConfigError
 from ..schema import Option, check
 
 Row = tuple[str, str, str, str]  # (quantity, value, ± stderr / note, products)
@@ -195,18 +194,9 @@ DEFAULT_METRICS = ("trace", "eig", "frobenius")
 
 def parse_metrics(spec: str | list[str] | None, registry: dict[str, Metric] = METRICS) -> list[str]:
     """``"trace,eig"`` or repeated names → validated list; ``None`` → the defaults."""
-    if not spec:
-        return list(DEFAULT_METRICS)
-    names = [
-        m.strip()
-        for part in ([spec] if isinstance(spec, str) else spec)
-        for m in part.split(",")
-        if m.strip()
-    ]
-    for m in names:
-        if m not in registry:
-            raise ConfigError(f"unknown metric {m!r}", f"choose from {', '.join(registry)}")
-    return names
+    from ..schema import names
+
+    return names(spec, registry, "metric") if spec else list(DEFAULT_METRICS)
 
 
 # the modules that declare metrics, in the order the metrics are listed: hessian (trace, eig,

@@ -28,6 +28,7 @@ import torch
 from ..curvature.layout import ParamLayout
 from ..errors import CheckpointError, ConfigError
 from ..problem import Problem
+from ..schema import names
 
 Norm = Literal["filter", "layer", "none"]
 Kind = Literal["random", "eigen", "pca", "checkpoints"]
@@ -211,7 +212,7 @@ def pca_directions(theta: torch.Tensor, snapshots: torch.Tensor, k: int = 2
 
 def split_runs(trajectory: str | Path) -> list[Path]:
     """``"runs/sgd,runs/sam"`` -> the run directories (one or more, comma-separated)."""
-    return [Path(p.strip()) for p in str(trajectory).split(",") if p.strip()]
+    return [Path(p) for p in names(str(trajectory))]
 
 
 def runs_trajectory(runs: Sequence[str | Path], layout: ParamLayout, like: torch.Tensor

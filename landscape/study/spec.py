@@ -62,6 +62,7 @@ from typing import Any
 from ..errors import ConfigError, LandscapeError
 from ..metrics import MetricView, reports
 from ..schema import Option, choice, coerce, describe, integer
+from ..schema import names as schema_names
 from ..settings import LOADING, PROBLEM
 from ..slices.settings import SLICE, check_slice
 
@@ -190,7 +191,7 @@ class Study:
         """The same study with only the named items (``--only``)."""
         if not only:
             return self
-        names = [n.strip() for part in only for n in part.split(",") if n.strip()]
+        names = schema_names(only)
         unknown = [n for n in names if n not in {i.name for i in self.items}]
         if unknown:
             raise ConfigError(f"--only {unknown[0]!r} names no metric or slice of {self.path}",

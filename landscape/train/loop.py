@@ -49,6 +49,7 @@ from .. import distributed
 from ..data import batch as B
 from ..errors import ConfigError, LandscapeError, NumericalError
 from ..losses import get_loss
+from ..results import Table
 from .run import RunDir, Series, plain_state, usual_mode
 from .tracking import TRACKERS, parse_track, settings_from, track
 
@@ -102,6 +103,22 @@ class TrainConfig:
         return copy.deepcopy(asdict(self))
 
     @classmethod
+    def from_flags(cls, flags: dict, *, opt_kwargs: dict | None = None, **rest: Any) -> TrainConfig:
+        """A run from the declared flags of ``landscape train`` (:data:`~.settings.TRAIN` and
+        :data:`~.settings.HYPER`, the latter into ``hyper``), further optimizer settings
+        ``opt_kwargs`` (``--opt-arg``; a setting given both ways is refused) and the other fields
+        ``rest``."""
+        from .settings import HYPER, HYPER_KEYWORDS
+
+        s = dict(flags)
+        hyper = {HYPER_KEYWORDS.get(k, k): v for k in HYPER if (v := s.pop(k)) is not None}
+        clash = sorted(set(opt_kwargs or {}) & set(hyper))
+        if clash:
+            raise ConfigError(f"{clash[0]} was given twice (a flag and --opt-arg)", "give it once")
+        s["track_samples"] = s["track_samples"] or None  # 0: every sample
+        return cls(**s, **rest, hyper={**hyper, **(opt_kwargs or {})})
+
+    @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
@@ -145,6 +162,23 @@ class RunResult:
         d = asdict(self)
         d["path"] = str(self.path)
         return d
+
+    def table(self) -> Table:
+        """The final tracked values with their standard errors (or residuals) and the times."""
+        rows = []
+        for k, v in self.final.items():
+            if k in ("step", "epoch") or k.endswith(("_seconds", "_stderr", "_residual")) \
+                    or v is None:
+                continue
+            se, res = self.final.get(f"{k}_stderr"), self.final.get(f"{k}_residual")
+            note = f"± {se:.2g}" if se is not None else (
+                f"residual {res:.2g}" if res is not None else "")
+            rows.append((k, f"{v:.6g}", note))
+        s = self.seconds
+        caption = (f"{self.status} at step {self.step} (epoch {self.epoch:.4g}); train "
+                   f"{s.get('train', 0):.1f} s, tracking {s.get('track', 0):.1f} s, evaluation "
+                   f"{s.get('eval', 0):.1f} s, wall {s.get('wall', 0):.1f} s")
+        return Table(f"run {self.path}", ["quantity", "final", "± stderr / note"], rows, caption)
 
 
 class StopRequest:

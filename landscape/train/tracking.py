@@ -47,6 +47,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..metrics import METRICS, Metric, MetricView, Settings
+from ..schema import names
 
 TrackerFn = Callable[[Any, Settings], dict]
 
@@ -136,14 +137,7 @@ def register_tracker(name: str, fn: TrackerFn, help: str, primary: str | None = 
 
 def parse_track(spec: str | list[str] | None) -> list[str]:
     """``"trace,eig"`` or repeated names -> validated list (``None`` or empty: nothing)."""
-    if not spec:
-        return []
-    parts = [spec] if isinstance(spec, str) else list(spec)
-    names = [m.strip() for part in parts for m in part.split(",") if m.strip()]
-    for m in names:
-        if m not in TRACKERS:
-            raise ConfigError(f"unknown tracked metric {m!r}", f"choose from {', '.join(TRACKERS)}")
-    return list(dict.fromkeys(names))
+    return names(spec, TRACKERS, "tracked metric")
 
 
 def flatten(values: dict) -> dict[str, float]:
