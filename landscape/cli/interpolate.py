@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ..results import Table
 from ..slices.settings import SLICE
 from . import output
 from .common import Outputs, ProblemSpec, Stopwatch, header, measuring
@@ -41,16 +42,12 @@ def interpolate(
     io: Outputs = None,
 ) -> None:
     """Loss and accuracy on the line (1 − α) θ_A + α θ_B through two checkpoints."""
+    from ..errors import ConfigError
+    from ..slices import axis, check_same_model, interpolate_checkpoints, value_rows
+    from ..slices.grid import slice_tree
+
     batch_points, recompute_bn, test = (settings[k] for k in ("batch_points", "recompute_bn",
                                                               "test"))
-    import numpy as np
-    import torch
-
-    from ..errors import ConfigError
-    from ..slices import axis, check_same_architecture, theta_from_state
-    from ..slices import interpolate as interpolate_line
-    from ..slices.grid import slice_tree, values_at
-
     clock = Stopwatch()
     if recompute_bn and spec.train_mode:
         raise ConfigError("--recompute-bn re-estimates running statistics for eval mode",
@@ -58,63 +55,30 @@ def interpolate(
     output.check_writable(io.out, io.plot)
     ckpt_b = spec.checkpoint(checkpoint_b)
     ckpt_a, problems = build_problems(checkpoint_a, spec, test=test, params=None)
-    if ckpt_a.model.get("name") != ckpt_b.model.get("name"):
-        raise ConfigError(
-            f"the architectures differ: A is a {ckpt_a.model.get('name')!r} model, B a "
-            f"{ckpt_b.model.get('name')!r} model",
-            "interpolate between checkpoints of the same model",
-        )
-    ka = {k: v for k, v in (ckpt_a.model.get("kwargs") or {}).items() if k != "seed"}
-    kb = {k: v for k, v in (ckpt_b.model.get("kwargs") or {}).items() if k != "seed"}
-    if ka != kb:
-        diff = sorted(k for k in set(ka) | set(kb) if ka.get(k) != kb.get(k))
-        raise ConfigError(
-            f"the architectures differ: model options {', '.join(diff[:3])} of A and B differ",
-            "interpolate between checkpoints of the same model",
-        )
-    check_same_architecture(ckpt_a.state_dict, ckpt_b.state_dict, str(checkpoint_a),
-                            str(checkpoint_b))
+    check_same_model(ckpt_a, ckpt_b, str(checkpoint_a), str(checkpoint_b))
     if ckpt_a.loss != ckpt_b.loss:
-        output.info(
-            f"note: A was trained with {ckpt_a.loss}, B with {ckpt_b.loss}; using A's "
-            f"({ckpt_a.loss})"
-        )
+        output.info(f"note: A was trained with {ckpt_a.loss}, B with {ckpt_b.loss}; using A's "
+                    f"({ckpt_a.loss})")
     train = problems["train"]
     train.loss_value()
-    theta_a = train.theta
-    theta_b = theta_from_state(ckpt_b.state_dict, train.layout, like=theta_a,
-                               where=str(checkpoint_b))
-    if not bool(torch.isfinite(theta_b).all()):
-        raise ConfigError(f"{checkpoint_b} holds NaN or infinite weights",
-                          "interpolate toward a finite checkpoint")
-    alphas = axis(range_[0], range_[1], points)
     with output.progress(not io.json) as start:
-        result = interpolate_line(problems, ckpt_b.state_dict, alphas, batch_points=batch_points,
-                                  recompute_bn_stats=recompute_bn,
-                                  progress=start("interpolation points", points))
-    bufs_b = {n: ckpt_b.state_dict[n].to(b) for n,
-              b in train.model.named_buffers() if b.is_floating_point()}
-    ends = {"a": str(checkpoint_a), "b": str(checkpoint_b),
-            "A": values_at(problems, theta_a, recompute_bn_stats=recompute_bn),
-            "B": values_at(problems, theta_b, bufs_b or None, recompute_bn_stats=recompute_bn)}
+        line = interpolate_checkpoints(problems, ckpt_b, axis(range_[0], range_[1], points),
+                                       names=(str(checkpoint_a), str(checkpoint_b)),
+                                       batch_points=batch_points, recompute_bn=recompute_bn,
+                                       progress=start("interpolation points", points))
+    head = {**header(ckpt_a, train), "identity_b": ckpt_b.identity()}
     settings = {"range": list(range_), "points": points, "recompute_bn": recompute_bn,
-                "splits": list(problems),
-                **spec.settings()}
-    head = header(ckpt_a, train)
-    head["identity_b"] = ckpt_b.identity()
-    distance = float(torch.linalg.vector_norm((theta_b - theta_a).double()))
-    tree, attrs = slice_tree(result, kind="interpolation", header=head, settings=settings,
-                             endpoints=ends)
-    attrs["distance"] = distance
-    report = {**head, "kind": "interpolation", "settings": attrs["settings"], "distance": distance,
-              **result.to_dict(), "endpoints": ends, "seconds": clock()}
-    rows = [(k.replace("_", " "), f"{ends['A'].get(k, float('nan')):.6g}",
-             f"{ends['B'].get(k, float('nan')):.6g}",
-             f"{np.nanmin(v):.6g}", f"{np.nanmax(v):.6g}") for k, v in result.values.items()]
-    caption = (
-        f"{points} points, ‖θ_B − θ_A‖ = {distance:.4g}, {result.points_per_second:.1f} points/s, "
-        f"{train.count_text()}, {report['seconds']:.2f} s"
-    )
-    emit(report, tree, attrs, io=io, kind="curve",
-         title=f"Interpolation {checkpoint_a} (α = 0) → {checkpoint_b} (α = 1)",
-         columns=["quantity", "A", "B", "min on line", "max on line"], rows=rows, caption=caption)
+                "splits": list(problems), **spec.settings()}
+    tree, attrs = slice_tree(line.result, kind="interpolation", header=head, settings=settings,
+                             endpoints=line.ends)
+    attrs["distance"] = line.distance
+    report = {**head, "kind": "interpolation", "settings": attrs["settings"],
+              "distance": line.distance, **line.result.to_dict(), "endpoints": line.ends,
+              "seconds": clock()}
+    table = Table(f"Interpolation {checkpoint_a} (α = 0) → {checkpoint_b} (α = 1)",
+                  ["quantity", "A", "B", "min on line", "max on line"],
+                  value_rows(line.result.values, [line.ends["A"], line.ends["B"]]),
+                  f"{points} points, ‖θ_B − θ_A‖ = {line.distance:.4g}, "
+                  f"{line.result.points_per_second:.1f} points/s, {train.count_text()}, "
+                  f"{report['seconds']:.2f} s")
+    emit(report, tree, attrs, table, io=io, kind="curve")

@@ -188,4 +188,41 @@ def export(data: dict, base: str | Path, formats: list[str]) -> list[Path]:
     return written
 
 
-__all__ = ["FORMATS", "export", "export_csv", "export_vtk"]
+
+
+def check_requests(export: str | list[str] | None, animate: Path | None, out: Path | None,
+                   dims: int, directions: str) -> list[str]:
+    """The ``--export`` formats of a slice, checked with ``--animate`` before anything is
+    computed (one ConfigError naming the fix)."""
+    from ..schema import names
+
+    formats = names(export, FORMATS, "--export format")
+    if formats and out is None:
+        raise ConfigError("--export writes beside the HDF5 file", "add --out SLICE.h5")
+    if animate is not None:
+        if dims != 2 or directions != "pca":
+            raise ConfigError("--animate draws the runs' paths on a 2-D PCA plane",
+                              "add --dims 2 --directions pca --trajectory RUN[,RUN...]")
+        if animate.suffix.lower() not in (".gif", ".mp4"):
+            raise ConfigError(f"--animate writes .gif or .mp4, not {animate.name}",
+                              "name the file paths.gif or paths.mp4")
+        from matplotlib import animation
+
+        if animate.suffix.lower() == ".mp4" and not animation.writers.is_available("ffmpeg"):
+            raise ConfigError("--animate .mp4 needs ffmpeg, which is not installed",
+                              "install ffmpeg, or write a .gif (Pillow, always there)")
+    return formats
+
+
+def write_requests(data: dict, formats: list[str], animate: Path | None,
+                   out: Path | None) -> list[Path]:
+    """Write what :func:`check_requests` accepted: the exports beside ``out`` and the animation."""
+    written = export(data, out, formats) if formats else []
+    if animate is not None:
+        from .slice_figures import animate_paths
+
+        written.append(animate_paths(data, animate))
+    return written
+
+
+__all__ = ["FORMATS", "check_requests", "export", "export_csv", "export_vtk", "write_requests"]

@@ -7,8 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..problem import Problem
-from .directions import Directions
+from ..results import Table
+from .directions import Directions, make_directions
 from .grid import GridResult, Progress, axis, evaluate_grid, slice_tree, values_at
 
 
@@ -26,6 +29,51 @@ class SliceRun:
     points: int
     tree: dict
     attrs: dict
+
+    def report(self, header: dict, seconds: float) -> dict:
+        """The JSON report (``landscape slice --json``)."""
+        return {**header, "kind": "slice", "settings": self.attrs["settings"],
+                "directions": dict(self.directions.describe()), **self.result.to_dict(),
+                "origin": self.origin, "seconds": seconds}
+
+    def table(self, title: str, problem: Problem, seconds: float) -> Table:
+        """Each value at the origin and its least and largest on the grid."""
+        r, dims = self.result, self.directions.dims
+        caption = (f"{self.points}^{dims} = {r.points} points, {r.points_per_second:.1f} "
+                   f"points/s, {problem.count_text()}, p = {problem.p}, {seconds:.2f} s")
+        return Table(title, ["quantity", "origin", "min on grid", "max on grid"],
+                     value_rows(r.values, [self.origin]), caption)
+
+
+def value_rows(values: dict, at: list[dict]) -> list[tuple]:
+    """One row per value on a grid or line: its name, its value at each point of ``at`` (an
+    origin, two end points), its least and largest finite value."""
+    rows = []
+    for key, arr in values.items():
+        a = np.asarray(arr, dtype=float)
+        fin = a[np.isfinite(a)]
+        rows.append((key.replace("_", " "),
+                     *("-" if p.get(key) is None else f"{p[key]:.6g}" for p in at),
+                     f"{fin.min():.6g}" if fin.size else "nan",
+                     f"{fin.max():.6g}" if fin.size else "nan"))
+    return rows
+
+
+def run_slice(problems: dict[str, Problem], s: dict, *, seed: int = 0, header: dict | None = None,
+              settings: dict | None = None,
+              progress: Callable[[str, int | None], Progress] | None = None) -> SliceRun:
+    """A whole slice from the declared settings ``s`` of :data:`~landscape.slices.settings.SLICE`
+    (``landscape slice``'s flags): :func:`~landscape.slices.directions.make_directions`, then
+    :func:`compute_slice`; ``settings`` (how the problems were made) are recorded beside
+    ``include_bias_bn``."""
+    dirs = make_directions(s["directions"], problems["train"], s["dims"], seed=seed,
+                           norm=s["norm"], include_bias_bn=s["include_bias_bn"],
+                           trajectory=s["trajectory"], toward=s["toward"], tol=s["tol"])
+    return compute_slice(problems, dirs, span=s["range"], points=s["points"],
+                         batch_points=s["batch_points"], recompute_bn=s["recompute_bn"],
+                         save_vectors=s["save_directions"], header=header,
+                         settings={"include_bias_bn": s["include_bias_bn"], **(settings or {})},
+                         progress=progress)
 
 
 def default_ranges(kind: str, directions: Directions, dims: int) -> list[tuple[float, float]]:

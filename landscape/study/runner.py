@@ -241,31 +241,22 @@ def _slice(ctx: Context, item: Item) -> dict:
     """A 1-D or 2-D slice as ``landscape slice`` computes it (train split, and test if asked)."""
 
     from ..io.checkpoint import report_header as header
-    from ..slices import compute_slice, make_directions
+    from ..slices import run_slice
     from ..slices.grid import has_batchnorm
 
-    s = item.settings
     ps = _problem_settings(item)
     problems = {"train": ctx.problem(ps, "train")}
-    if s["test"] and ctx.ckpt.dataset().test is not None:
+    if item.settings["test"] and ctx.ckpt.dataset().test is not None:
         problems["test"] = ctx.problem(ps, "test")
     train = problems["train"]
-    trajectory = s["trajectory"]
-    if trajectory == "run":
-        trajectory = str(ctx.ref.path.parent)
-    recompute_bn = s["recompute_bn"] and has_batchnorm(train)
-    dirs = make_directions(s["directions"], train, s["dims"], seed=s["seed"], norm=s["norm"],
-                           include_bias_bn=s["include_bias_bn"], trajectory=trajectory,
-                           toward=s["toward"],
-                           tol=s["tol"])
-    settings = {"include_bias_bn": s["include_bias_bn"], "seed": s["seed"],
-                "samples": ps["samples"],
-                "batch_size": ps["batch_size"], "params_regex": ps["params"],
-                "train_mode": ps["train_mode"]}
-    run = compute_slice(problems, dirs, span=s["range"], points=s["points"],
-                        batch_points=s["batch_points"],
-                        recompute_bn=recompute_bn, save_vectors=s["save_directions"],
-                        header=header(ctx.ckpt, train), settings=settings)
+    s = dict(item.settings)
+    if s["trajectory"] == "run":
+        s["trajectory"] = str(ctx.ref.path.parent)
+    s["recompute_bn"] = s["recompute_bn"] and has_batchnorm(train)
+    run = run_slice(problems, s, seed=s["seed"], header=header(ctx.ckpt, train),
+                    settings={"seed": s["seed"], "samples": ps["samples"],
+                              "batch_size": ps["batch_size"], "params_regex": ps["params"],
+                              "train_mode": ps["train_mode"]})
     return {**run.attrs, **run.tree}
 
 
