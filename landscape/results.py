@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def to_plain(x: Any) -> Any:
     """The one JSON encoding of results: tensors and arrays to Python numbers and lists, NaN to
     None, ±inf to ±1e308 (JSON has neither), recursively through dicts, lists and tuples."""
-    if isinstance(x, torch.Tensor):
+    if hasattr(x, "detach"):  # a tensor (this module imports no torch: the CLI starts without it)
         return x.detach().cpu().tolist()
     if hasattr(x, "tolist"):
         return x.tolist()
@@ -126,8 +127,8 @@ class Density:
             width = float(nodes.max() - nodes.min())
             sigma = max(width, 1e-12) * 0.01
         z = (grid[:, None, None] - nodes[None]) / sigma
-        g = torch.exp(-0.5 * z**2) / (sigma * math.sqrt(2 * math.pi))
+        g = (-0.5 * z**2).exp() / (sigma * math.sqrt(2 * math.pi))
         return (g * weights[None]).sum(dim=(1, 2)) / self.runs
 
 
-__all__ = ["Density", "Eigen", "Estimate", "asdict", "to_plain"]
+__all__ = ["Density", "Eigen", "Estimate", "Table", "asdict", "to_plain"]

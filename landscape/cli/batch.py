@@ -54,10 +54,10 @@ def batch(
 ) -> None:
     """Compute a study: every metric and slice on every checkpoint, skipping what is already
     done."""
+    from .. import distributed
     from ..problem import resolve_device
     from ..study import parse_study, plan_study, run_study
-    from ..study.report import read_study, summary_rows, write_figures
-    from ..study.runner import _broadcast
+    from ..study.report import outcome_table, plan_table, read_study, write_figures
     from .common import Stopwatch, join
 
     clock = Stopwatch()
@@ -66,41 +66,28 @@ def batch(
         spec.device = device
     resolve_device(spec.device)  # a missing GPU fails before anything runs
     join(spec.device)
-    from .. import distributed
-
-    plan = _broadcast(plan_study(spec, force) if distributed.is_main() else None)
+    plan = plan_study(spec, force)
     todo = sum(p.action == "compute" for p in plan)
     if check:
-        rows = [(p.ref.label.replace("|", "/"), p.item.name, p.item.kind, p.action,
-                 p.reason) for p in plan]
+        table = plan_table(spec, plan)
         if json_:
             output.emit_json({"study": str(spec.path), "output": str(spec.output),
                               "figures": None if spec.figures is None else str(spec.figures),
                               "compute": todo, "skip": len(plan) - todo,
                               "items": [dict(zip(("checkpoint", "name", "kind", "action", "reason"),
-                                                 r)) for r in rows]})
+                                                 r)) for r in table.rows]})
             return
-        caption = (f"{len(spec.checkpoints)} checkpoint(s) x {len(spec.items)} item(s): {todo} "
-                   f"to compute, {len(plan) - todo} complete; output {spec.output}")
-        columns = ["checkpoint", "item", "kind", "action", "reason"]
-        output.table(f"Plan of {spec.path}", columns, rows, caption=caption)
+        output.table(*table)
         return
-    output.info(
-        f"{spec.path}: {len(spec.checkpoints)} checkpoint(s) x {len(spec.items)} item(s): {todo} "
-        "to compute, "
-        f"{len(plan) - todo} already complete -> {spec.output}"
-    )
+    output.info(f"{spec.path}: {len(spec.checkpoints)} checkpoint(s) x {len(spec.items)} item(s): "
+                f"{todo} to compute, {len(plan) - todo} already complete -> {spec.output}")
 
     def on_event(e: dict) -> None:
-        if e["event"] != "done":
-            return
-        label = e["label"].replace("|", "/")
-        if e["status"] == "failed":
-            output.info(f"[{e['index']}/{e['total']}] {label} · {e['name']}: failed: {e['error']}")
-        else:
-            output.info(
-                f"[{e['index']}/{e['total']}] {label} · {e['name']}: done in {e['seconds']:.2f} s"
-            )
+        if e["event"] == "done":
+            done = (f"failed: {e['error']}" if e["status"] == "failed"
+                    else f"done in {e['seconds']:.2f} s")
+            output.info(f"[{e['index']}/{e['total']}] {e['label'].replace('|', '/')} · "
+                        f"{e['name']}: {done}")
 
     result = run_study(spec, force=force, on_event=on_event, debug=debug, plan=plan)
     written: list[Path] = []
@@ -119,21 +106,11 @@ def batch(
             out["results"] = record_to_dict(record)["items"]
         output.emit_json(out)
     elif record is not None:
-        from ..study.report import display
-
-        wanted = {(display(p.ref.label), p.item.name) for p in plan}
-        status = {(display(o.label), o.name): o.status for o in result.outcomes}
-        rows = [(r[0], r[1], status.get((r[0], r[1]), r[3]) if r[3] == "ok" else r[3], r[4], r[5])
-                for r in summary_rows(record) if (r[0], r[1]) in wanted]
-        caption = (f"{result.count('computed')} computed, {result.count('skipped')} skipped "
-                   f"(complete), {failed} failed; {clock():.1f} s")
-        columns = ["checkpoint", "item", "status", "values", "seconds"]
-        output.table(f"Study {spec.name}", columns, rows, caption=caption)
+        output.table(*outcome_table(spec, record, plan, result, clock()))
         output.info(f"wrote {spec.output}")
         if written:
             output.info(f"wrote {len(written)} figure(s) to {spec.figures}")
     if failed:
-        output.warn(
-            f"{failed} item(s) failed; fix them and run the study again (complete items are kept)"
-        )
+        output.warn(f"{failed} item(s) failed; fix them and run the study again (complete items "
+                    "are kept)")
         raise typer.Exit(1)

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import LandscapeError
 from ..metrics import Headline, MetricView, estimate_headline, number
+from ..results import Table
 from .runner import FORMAT
 
 
@@ -433,6 +434,29 @@ def record_to_dict(record: StudyRecord) -> dict:
                       for it in record.items]}
 
 
+def plan_table(study: Any, plan: list) -> Table:
+    """What ``landscape batch --check`` shows: each (checkpoint, item), and whether it will be
+    computed or skipped, and why."""
+    rows = [(display(p.ref.label), p.item.name, p.item.kind, p.action, p.reason) for p in plan]
+    todo = sum(p.action == "compute" for p in plan)
+    return Table(f"Plan of {study.path}", ["checkpoint", "item", "kind", "action", "reason"], rows,
+                 f"{len(study.checkpoints)} checkpoint(s) x {len(study.items)} item(s): {todo} to "
+                 f"compute, {len(plan) - todo} complete; output {study.output}")
+
+
+def outcome_table(study: Any, record: StudyRecord, plan: list, result: Any,
+                  seconds: float) -> Table:
+    """The items of ``plan`` after a run: status (computed, skipped, failed), headline values,
+    time."""
+    wanted = {(display(p.ref.label), p.item.name) for p in plan}
+    status = {(display(o.label), o.name): o.status for o in result.outcomes}
+    rows = [(r[0], r[1], status.get((r[0], r[1]), r[3]) if r[3] == "ok" else r[3], r[4], r[5])
+            for r in summary_rows(record) if (r[0], r[1]) in wanted]
+    return Table(f"Study {study.name}", ["checkpoint", "item", "status", "values", "seconds"],
+                 rows, f"{result.count('computed')} computed, {result.count('skipped')} skipped "
+                       f"(complete), {result.count('failed')} failed; {seconds:.1f} s")
+
+
 __all__ = [
     "HEADLINES",
     "StudyRecord",
@@ -440,7 +464,9 @@ __all__ = [
     "block_rows",
     "display",
     "headlines",
+    "outcome_table",
     "overview_figure",
+    "plan_table",
     "read_study",
     "record_to_dict",
     "summary_markdown",

@@ -106,7 +106,12 @@ class Planned:
 def plan_study(study: Study, force: bool = False) -> list[Planned]:
     """What a run would do: every checkpoint x item, ``skip`` where the file already holds it
     complete with the same settings hash (unless ``force``), else ``compute`` with the reason
-    (``new``, ``incomplete``, ``failed before``, ``settings changed``, ``forced``)."""
+    (``new``, ``incomplete``, ``failed before``, ``settings changed``, ``forced``). Under
+    ``torchrun`` rank 0 reads the file and every rank receives its plan."""
+    return _broadcast(_plan(study, force) if distributed.is_main() else None)
+
+
+def _plan(study: Study, force: bool) -> list[Planned]:
     index = read_index(study.output)
     plan = []
     for ref in study.checkpoints:
@@ -391,8 +396,7 @@ def run_study(study: Study, *, force: bool = False, on_event: Event | None = Non
     "kind", "status", "seconds", "error"}``.
     """
     t0 = time.perf_counter()
-    plan = plan if plan is not None else _broadcast(plan_study(study,
-        force) if distributed.is_main() else None)
+    plan = plan if plan is not None else plan_study(study, force)
     result = StudyResult(study.output)
     todo = [p for p in plan if p.action == "compute"]
     total = len(todo)
