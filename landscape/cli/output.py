@@ -122,15 +122,6 @@ def check_writable(out: Path | None = None, plot: Path | None = None,
                                  "choose another path")
 
 
-def products_report(op) -> dict:
-    """How an operator's products ran: the plan (batch, block, vmap), its changes, the cached
-    state, the budget, and the data path (streamed or resident)."""
-    out = op.plan_report() if hasattr(op, "plan_report") else {}
-    if hasattr(op, "cache_report"):
-        out.update(op.cache_report())
-    return out
-
-
 def products_line(report: dict) -> str:
     """One line: what the products ran with, for the table's footer."""
     pr, data = report.get("products") or {}, report.get("data") or {}

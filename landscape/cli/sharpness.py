@@ -30,8 +30,8 @@ def sharpness(
 ) -> None:
     """Hessian trace, extreme eigenvalues, Frobenius norm and spectral density of a checkpoint."""
     from ..errors import ConfigError
-    from ..metrics import METRICS, Settings, parse_metrics
-    from ..metrics.run import blocks_report, measure, measure_blocks
+    from ..metrics import Settings, parse_metrics
+    from ..metrics.run import sharpness as measure
 
     clock = Stopwatch()
     names = parse_metrics(metric)
@@ -46,74 +46,37 @@ def sharpness(
         plan_cmd.show(ckpt, problem, names, settings, json_=io.json)
         return
     at = problem.point()  # a NaN checkpoint fails here
-    from ..curvature.hessian import Hessian
-
     with output.progress(not io.json) as start:
         state = {"advance": lambda k: None}
 
-        def on_start(name, total, layer=""):
+        def on_start(name: str, total: int | None, layer: str) -> None:
             state["advance"] = start(f"{layer + ': ' if layer else ''}{name}", total)
 
-        def on_product(k):
-            state["advance"](k)
-
-        if per_layer:
-            operators, results = measure_blocks(problem, names, settings, on_start=on_start,
-                                                on_product=on_product)
-        else:
-            operators = {"": Hessian(problem)}
-            results = {"": measure(problem, names, settings, operator=lambda _pb: operators[""],
-                                   on_start=on_start, on_product=on_product)}
-
-    report = header(ckpt, problem)
-    report.update(at)
-    report["settings"] = settings.to_dict() | {"metrics": names, **spec.settings()}
-    report["products"] = output.products_report(operators[next(iter(operators))])
-    if per_layer:
-        report.update(blocks_report(operators, results))
-    else:
-        report["metrics"] = {k: r.to_dict() for k, r in results[""].items()}
-    report["seconds"] = clock()
-
+        result = measure(problem, names, settings, per_layer=per_layer, on_start=on_start,
+                         on_product=lambda k: state["advance"](k))
+    report = {**header(ckpt, problem), **at,
+              "settings": settings.to_dict() | {"metrics": names, **spec.settings()},
+              **result.report(), "seconds": clock()}
     if io.out is not None:
+        from ..io.eigenvectors import eigenspace_tree
         from ..io.hdf5 import write_tree
 
-        tree = {"metrics": report["metrics"]} if not per_layer else {"layers": report["layers"]}
-        eig = results.get("", {}).get("eigenvalues")
-        if eig is not None and eig.vectors is not None:  # the Ritz vectors, for landscape overlap
-            from ..io.eigenvectors import eigenspace_tree
-
-            tree["eigenvectors"] = eigenspace_tree(eig, problem.layout)
-        write_tree(io.out, tree, attrs={k: v for k, v in report.items() if k not in ("metrics",
-                                                                                     "layers")})
+        key = "layers" if per_layer else "metrics"
+        tree = {key: report[key]}
+        if result.ritz() is not None:  # the Ritz vectors, for landscape overlap
+            tree["eigenvectors"] = eigenspace_tree(result.ritz(), problem.layout)
+        write_tree(io.out, tree, attrs={k: v for k, v in report.items() if k != key})
     if io.plot is not None:
-        from ..io.figures import blocks_density_figure, density_figure, save
-
-        save(blocks_density_figure({layer: res["density"] for layer, res in results.items()})
-             if per_layer else density_figure(results[""]["density"]), io.plot)
-
+        result.figure(io.plot)
     if io.json:
         output.emit_json(report)
         return
-    rows = []
-    for layer, res in results.items():
-        for name in names:
-            for r in METRICS[name].rows(res[METRICS[name].key]):
-                rows.append(((layer,) if per_layer else ()) + r)
-    cols = (["layer"] if per_layer else []) + ["quantity", "value", "± stderr / note", "products"]
+    output.table(*result.table(f"Hessian of {checkpoint}"))
     acc = "" if at["accuracy"] is None else f", accuracy {at['accuracy']:.4g}"
-    caption = (
-        f"{problem.count_text()}, p = {problem.p}, {problem.loss.name} loss "
-        f"{at['loss_value']:.6g}{acc}, "
-        f"{str(problem.dtype).replace('torch.', '')} on {problem.device}, {report['seconds']:.2f} s"
-    )
-    output.table(f"Hessian of {checkpoint}", cols, rows)
-    output.info(caption)
-    for name, sp in (report.get("blocks") or {}).items():
-        label = {"lambda_max": "λ_max", "trace": "tr(H)"}[name]
-        ratio = f", ratio {sp['ratio']:.3g}" if sp["ratio"] else ""
-        cv = f", coefficient of variation {sp['cv']:.3g}" if sp["cv"] is not None else ""
-        output.info(f"blocks: {label} from {sp['min']:.4g} ({sp['min_block']}) to "
-                    f"{sp['max']:.4g} ({sp['max_block']}){ratio}{cv}")
+    output.info(f"{problem.count_text()}, p = {problem.p}, {problem.loss.name} loss "
+                f"{at['loss_value']:.6g}{acc}, {str(problem.dtype).replace('torch.', '')} on "
+                f"{problem.device}, {report['seconds']:.2f} s")
+    for line in result.spread_lines(report):
+        output.info(line)
     output.info(output.products_line(report))
     output.written(io.out, io.plot)

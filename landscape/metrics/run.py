@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from ..curvature.hessian import Hessian
 from ..curvature.operator import LinearOperator, Restricted
 from ..problem import Problem
+from ..results import Eigen, Table
 from . import METRICS, Metric, Settings
 
 
@@ -104,6 +106,80 @@ def blocks_report(operators: dict[str, LinearOperator], results: dict[str, dict]
                       "metrics": {k: r.to_dict() for k, r in results[block].items()}}
               for block, op in operators.items()}
     return {"layers": layers, "blocks": block_spread(layers)}
+
+
+def products_report(op: LinearOperator) -> dict:
+    """How an operator's products ran: the plan (batch, block, vmap), its changes, the cached
+    state, the budget, and the data path (streamed or resident)."""
+    out = op.plan_report() if hasattr(op, "plan_report") else {}
+    if hasattr(op, "cache_report"):
+        out.update(op.cache_report())
+    return out
+
+
+@dataclass
+class Sharpness:
+    """What :func:`sharpness` measured: per operator (``""``: the whole Hessian; else one per
+    diagonal block, ``per_layer``) the operator and ``{metric key: result}``."""
+
+    names: list[str]
+    per_layer: bool
+    operators: dict[str, LinearOperator]
+    results: dict[str, dict]
+
+    def report(self) -> dict:
+        """``products`` and ``metrics`` (or ``layers`` and ``blocks``), as ``--json`` has them."""
+        out = {"products": products_report(next(iter(self.operators.values())))}
+        if self.per_layer:
+            return {**out, **blocks_report(self.operators, self.results)}
+        return {**out, "metrics": {k: r.to_dict() for k, r in self.results[""].items()}}
+
+    def ritz(self) -> Eigen | None:
+        """The whole Hessian's eigenvalues when they came with their Ritz vectors."""
+        eig = self.results.get("", {}).get("eigenvalues")
+        return eig if eig is not None and eig.vectors is not None else None
+
+    def figure(self, path) -> None:
+        """The spectral density (one panel per block with ``per_layer``)."""
+        from ..io.figures import blocks_density_figure, density_figure, save
+
+        save(blocks_density_figure({b: r["density"] for b, r in self.results.items()})
+             if self.per_layer else density_figure(self.results[""]["density"]), path)
+
+    def table(self, title: str, caption: str | None = None) -> Table:
+        """One row per metric's quantity (per block with ``per_layer``)."""
+        rows = [((block,) if self.per_layer else ()) + row
+                for block, res in self.results.items() for name in self.names
+                for row in METRICS[name].rows(res[METRICS[name].key])]
+        cols = ["quantity", "value", "± stderr / note", "products"]
+        return Table(title, (["layer"] if self.per_layer else []) + cols, rows, caption)
+
+    def spread_lines(self, report: dict) -> list[str]:
+        """How λ_max and tr(H) vary across the blocks, one line each."""
+        lines = []
+        for name, sp in (report.get("blocks") or {}).items():
+            label = {"lambda_max": "λ_max", "trace": "tr(H)"}[name]
+            ratio = f", ratio {sp['ratio']:.3g}" if sp["ratio"] else ""
+            cv = f", coefficient of variation {sp['cv']:.3g}" if sp["cv"] is not None else ""
+            lines.append(f"blocks: {label} from {sp['min']:.4g} ({sp['min_block']}) to "
+                         f"{sp['max']:.4g} ({sp['max_block']}){ratio}{cv}")
+        return lines
+
+
+def sharpness(problem: Problem, names: list[str], settings: Settings, *, per_layer: bool = False,
+              on_start: Callable[[str, int | None, str], None] | None = None,
+              on_product: Callable[[int], None] | None = None) -> Sharpness:
+    """The metrics ``names`` of the problem's Hessian, or of each of its diagonal blocks
+    (``per_layer``): ``landscape sharpness``. ``on_start(metric, cost, block)``."""
+    if per_layer:
+        operators, results = measure_blocks(problem, names, settings, on_start=on_start,
+                                            on_product=on_product)
+    else:
+        operators = {"": Hessian(problem)}
+        start = (lambda n, t: on_start(n, t, "")) if on_start else None
+        results = {"": measure(problem, names, settings, operator=lambda _pb: operators[""],
+                               on_start=start, on_product=on_product)}
+    return Sharpness(names, per_layer, operators, results)
 
 
 def block_spread(layers: dict[str, dict]) -> dict[str, dict]:
