@@ -64,6 +64,16 @@ def names_option(flag: str, help: str) -> Any:
                      typer.Option(flag, help=f"{help} (comma-separated or repeated).")]
 
 
+def kv_option(flag: str, help: str) -> Any:
+    """Settings as ``key=value``, repeatable (JSON values): ``--opt-arg rho=0.05``."""
+    return Annotated[KV, typer.Option(flag, help=f"{help} (key=value, repeatable).")]
+
+
+def switch(flags: str, help: str) -> Any:
+    """A boolean flag: ``--force``, or ``--plot/--no-plot``."""
+    return Annotated[bool, typer.Option(flags, help=help)]
+
+
 def path_option(flag: str, help: str) -> Any:
     """An optional file path (``--slice s.h5``, ``--animate paths.gif``)."""
     return Annotated[Path | None, typer.Option(flag, help=help)]

@@ -17,7 +17,6 @@ from ..train.tracking import TRACKERS
 from . import output
 from .common import declared_options, join, parse_kv
 from .options import (
-    KV,
     DataArgOpt,
     DebugOpt,
     DeviceOpt,
@@ -25,7 +24,10 @@ from .options import (
     JsonOpt,
     ModelArgOpt,
     ProgressOpt,
+    kv_option,
     names_option,
+    path_option,
+    switch,
 )
 
 #: options that may accompany --resume (the stopping rule and output switches)
@@ -45,55 +47,25 @@ def train(
     settings: dict | None = None,
     model_arg: ModelArgOpt = None,
     data_arg: DataArgOpt = None,
-    opt_arg: Annotated[
-        KV,
-        typer.Option(
-            "--opt-arg",
-            help="Any other optimizer or base setting key=value (repeatable; e.g. sigma_lr=0.02, "
-                 "noise_fraction=0.5, nesterov=true).",
-        ),
-    ] = None,
+    opt_arg: kv_option("--opt-arg", "Any other optimizer or base setting, e.g. sigma_lr=0.02, "
+                                    "noise_fraction=0.5, nesterov=true") = None,
     track: names_option("--track", f"Metrics tracked every --every steps: {', '.join(TRACKERS)}")
     = None,
-    track_arg: Annotated[
-        KV,
-        typer.Option(
-            "--track-arg",
-            help="Tracking estimator setting key=value (method=hutchpp, tol=1e-4, top_k=3, "
-                 "runs=5, steps=40, noise_samples=256: a seeded subset for nonuniformity and mu).",
-        ),
-    ] = None,
-    seed: Annotated[
-        int,
-        typer.Option(
-            "--seed",
-            help="Seed of the initial weights, the data order, the optimizer's draws and the "
-                 "tracking probes.",
-        ),
-    ] = 0,
+    track_arg: kv_option("--track-arg", "Tracking estimator setting: method=hutchpp, tol=1e-4, "
+                                        "top_k=3, runs=5, steps=40, noise_samples=256 (a seeded "
+                                        "subset for nonuniformity and mu)") = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the initial weights, the data "
+                                      "order, the optimizer's draws and the tracking probes.")] = 0,
     device: DeviceOpt = "cpu",
     dtype: DtypeOpt = "float32",
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            "--out", help="Run directory: run.h5, final.pt, step-*.pt, state.pt, run.png."
-        ),
-    ] = None,
-    resume: Annotated[
-        Path | None,
-        typer.Option(
-            "--resume",
-            help="Continue the run in this directory from its latest state (with --epochs/--steps "
-                 "to train a finished run longer).",
-        ),
-    ] = None,
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force", help="Start again in --out even if it holds a run (its files are removed)."
-        ),
-    ] = False,
-    plot: Annotated[bool, typer.Option("--plot/--no-plot", help="Write RUN/run.png.")] = True,
+    out: path_option("--out", "Run directory: run.h5, final.pt, step-*.pt, state.pt, run.png.")
+    = None,
+    resume: path_option("--resume", "Continue the run in this directory from its latest state "
+                                    "(with --epochs/--steps to train a finished run longer).")
+    = None,
+    force: switch("--force", "Start again in --out even if it holds a run (its files are "
+                             "removed).") = False,
+    plot: switch("--plot/--no-plot", "Write RUN/run.png.") = True,
     progress: ProgressOpt = True,
     json_: JsonOpt = False,
     debug: DebugOpt = False,
