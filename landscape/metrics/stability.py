@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
@@ -17,7 +17,7 @@ from ..curvature.operator import LinearOperator
 from ..errors import ConfigError
 from ..estimators.alignment import alignment
 from ..problem import Problem
-from ..results import Estimate
+from ..results import Estimate, Table
 
 
 def nonuniformity(model_or_problem, loss=None, data=None, *, samples: int | None = None,
@@ -257,6 +257,63 @@ def stability_report(problem: Problem, lr: float, batch_size: int, *, probes: in
     }
 
 
-__all__ = ["StabilityMatrix", "alignment_bound", "gamma0", "noise_report", "nonuniformity",
-           "sgd_noise_factor",
-           "stability_report"]
+#: How each verdict of :func:`stability_report` reads in a table: its condition and its kind.
+PRETTY = {"gd": "λ_max(H) ≤ 2/η", "sgd_nonuniformity": "s ≤ 1/(η·sqrt(c_B))",
+          "alignment": "‖H‖_F ≤ 1/(η·sqrt(c_B·μ))",
+          "matrix_sufficient": "λ_max((I−ηH)² + η²c_B·Σ_H) ≤ 1"}
+KIND = {"gd": "GD: iff", "sgd_nonuniformity": "SGD: necessary",
+        "alignment": "SGD: necessary (Thm 3)",
+        "matrix_sufficient": "SGD: sufficient only"}
+
+
+def stability_table(report: dict, n: int, checkpoint: Any) -> tuple[Table, list[str]]:
+    """The verdicts of a stability report (with its ``settings`` and ``seconds``) as a table and
+    the notes under it (escape rate, μ and γ0, the sufficient condition's caveat)."""
+    result, settings = report, report["settings"]
+    lr, batch_size = settings["lr"], settings["batch_size"]
+    f = "{:.4g}".format
+    rows, notes = [], []
+    for name, v in result["verdicts"].items():
+        verdict = "undefined" if v["holds"] is None else ("holds" if v["holds"] else "VIOLATED")
+        if v["holds"] is not None and not v["decided"]:
+            verdict += " (within error)"
+        if name == "gd" and v["holds"] is False:
+            notes.append(
+                f"GD leaves this minimum at rate |1 − ηλ_max| = {v['escape_rate']:.3g} per step"
+            )
+        if name == "alignment" and not math.isfinite(v["mu"]):
+            notes.append("alignment: μ is not available for a token loss (undecided)")
+        elif name == "alignment":
+            notes.append(f"alignment: μ = {v['mu']:.3g}; γ0 = η²·μ·c_B·‖H‖_F² = {v['gamma0']:.3g}"
+                         + (" > 1: SGD escapes, E L_t ≥ γ0^t E L_0" if v["escapes"] else " ≤ 1"))
+        if v.get("note"):
+            notes.append(v["note"])
+        if name == "matrix_sufficient":
+            notes.append(
+                "the matrix condition is sufficient, not necessary: a violation does not prove "
+                "instability"
+            )
+        err = f(v["error"]) if math.isfinite(v["error"]) else "—"
+        # a Lanczos residual bounds the error of an eigenvalue; it is no standard error
+        residual = name in ("gd", "matrix_sufficient") or (
+            name == "sgd_nonuniformity"
+            and not math.isfinite(result["measured"].get("nonuniformity_stderr", math.nan))
+        )
+        shown = f"{f(v['value'])} (residual {err})" if residual else f"{f(v['value'])} ± {err}"
+        rows.append((PRETTY[name], shown, f(v["bound"]), f(v["margin"]), verdict, KIND[name]))
+    m = result["measured"]
+    caption = (
+        f"η = {lr:g}, B = {batch_size}, n = {n}, minibatches drawn {settings['sampling']} "
+        "replacement: "
+        f"c_B = {result['noise_factor_formula']} = {result['noise_factor']:.3g}; "
+        f"L = {m['loss']:.3g}, ‖g‖ = {m['grad_norm']:.3g} (the conditions assume a minimum with "
+        "every l_i ≈ 0); "
+        f"{report['seconds']:.2f} s"
+    )
+    return Table(f"Linear stability at {checkpoint}",
+                 ["condition", "measured", "bound", "margin", "verdict", "kind"], rows,
+                 caption), notes
+
+
+__all__ = ["KIND", "PRETTY", "StabilityMatrix", "alignment_bound", "gamma0", "noise_report",
+           "nonuniformity", "sgd_noise_factor", "stability_report", "stability_table"]
