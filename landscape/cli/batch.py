@@ -9,46 +9,24 @@ from typing import Annotated
 import typer
 
 from . import output
-from .options import DebugOpt, JsonOpt, names_option
+from .options import DebugOpt, JsonOpt, names_option, switch
 
 
 @output.handle_errors
 def batch(
-    study: Annotated[
-        Path,
-        typer.Argument(
-            help="Study file (TOML): checkpoints, metrics and slices, outputs (see "
-                 "examples/study.toml).",
-            show_default=False,
-        ),
-    ],
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force", help="Recompute every item, even those already complete in the study file."
-        ),
-    ] = False,
+    study: Annotated[Path, typer.Argument(help="Study file (TOML): checkpoints, metrics and "
+                                          "slices, outputs (see examples/study.toml).",
+                                          show_default=False)],
+    force: switch("--force", "Recompute every item, even those already complete in the study "
+                             "file.") = False,
     only: names_option("--only", "Run only these metrics/slices (names of the study's tables)")
     = None,
-    check: Annotated[
-        bool,
-        typer.Option(
-            "--check",
-            help="Check the study file and show what would be computed or skipped; compute "
-                 "nothing.",
-        ),
-    ] = False,
-    figures: Annotated[
-        bool, typer.Option("--figures/--no-figures", help="Draw the figures folder at the end.")
-    ] = True,
-    device: Annotated[
-        str | None,
-        typer.Option(
-            "--device",
-            help="cpu, cuda, cuda:1, ... (overrides the study file's device; under torchrun pass "
-                 "--device cuda here).",
-        ),
-    ] = None,
+    check: switch("--check", "Check the study file and show what would be computed or skipped; "
+                             "compute nothing.") = False,
+    figures: switch("--figures/--no-figures", "Draw the figures folder at the end.") = True,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, cuda:1, ... "
+                                               "(overrides the study file's device; under "
+                                               "torchrun pass --device cuda here).")] = None,
     json_: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -57,7 +35,7 @@ def batch(
     from .. import distributed
     from ..problem import resolve_device
     from ..study import parse_study, plan_study, run_study
-    from ..study.report import outcome_table, plan_table, read_study, write_figures
+    from ..study.report import outcome_table, plan_report, plan_table, read_study, write_figures
     from .common import Stopwatch, join
 
     clock = Stopwatch()
@@ -69,15 +47,10 @@ def batch(
     plan = plan_study(spec, force)
     todo = sum(p.action == "compute" for p in plan)
     if check:
-        table = plan_table(spec, plan)
         if json_:
-            output.emit_json({"study": str(spec.path), "output": str(spec.output),
-                              "figures": None if spec.figures is None else str(spec.figures),
-                              "compute": todo, "skip": len(plan) - todo,
-                              "items": [dict(zip(("checkpoint", "name", "kind", "action", "reason"),
-                                                 r)) for r in table.rows]})
-            return
-        output.table(*table)
+            output.emit_json(plan_report(spec, plan))
+        else:
+            output.table(*plan_table(spec, plan))
         return
     output.info(f"{spec.path}: {len(spec.checkpoints)} checkpoint(s) x {len(spec.items)} item(s): "
                 f"{todo} to compute, {len(plan) - todo} already complete -> {spec.output}")

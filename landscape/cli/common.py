@@ -332,6 +332,38 @@ def report_command(name: str, doc: str, schema: dict[str, Option], compute: Call
     )
 
 
+def build_problems(checkpoint: Path, spec: ProblemSpec, *, test: bool, params: bool = True):
+    """The checkpoint and ``{"train": Problem[, "test": Problem]}`` (test where the data have
+    one)."""
+    ckpt = spec.checkpoint(checkpoint)
+    problems = {"train": spec.problem(ckpt, "train", params=params)}
+    if test and ckpt.dataset().test is not None:
+        problems["test"] = spec.problem(ckpt, "test", params=params)
+    return ckpt, problems
+
+
+def emit(report: dict, tree: dict, attrs: dict, table: Any, *, io: Outputs, kind: str,
+         also: Callable[[dict], list] | None = None) -> None:
+    """Write a slice's (or line's) HDF5 file and figure (and what ``also(data)`` writes: exports),
+    then print its table (:class:`~landscape.results.Table`) or the JSON object."""
+    from . import output
+
+    if io.out is not None:
+        from ..io.hdf5 import write_tree
+
+        write_tree(io.out, tree, attrs=attrs)
+    if io.plot is not None:
+        from ..io.slice_figures import save, slice_figure
+
+        save(slice_figure({**attrs, **tree}, kind), io.plot)
+    extra = also({**attrs, **tree}) if also is not None else []
+    if io.json:
+        output.emit_json({**report, **({"exported": [str(p) for p in extra]} if extra else {})})
+        return
+    output.table(*table)
+    output.written(io.out, io.plot, *extra)
+
+
 class Stopwatch:
     def __init__(self) -> None:
         self.t0 = time.perf_counter()

@@ -11,8 +11,7 @@ import typer
 from ..results import Table
 from ..slices.settings import SLICE
 from . import output
-from .common import Outputs, ProblemSpec, Stopwatch, header, measuring
-from .slice import build_problems, emit
+from .common import Outputs, ProblemSpec, Stopwatch, build_problems, emit, header, measuring
 
 
 @measuring(

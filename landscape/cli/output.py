@@ -178,6 +178,16 @@ def progress(enabled: bool = True) -> Iterator[Callable]:
         yield start
 
 
+@contextmanager
+def aborted(hint: str) -> Iterator[None]:
+    """A second Ctrl-C aborts at once: ``aborted; HINT`` on stderr, exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        line(f"aborted; {hint}")
+        raise typer.Exit(130) from None
+
+
 def line(msg: str) -> None:
     """One unwrapped line on stderr."""
     stderr.print(msg, highlight=False, soft_wrap=True)

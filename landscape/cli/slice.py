@@ -5,47 +5,14 @@ its flags and prints its table."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ..results import Table
 from ..slices.settings import SLICE, check_slice
 from . import output
-from .common import Outputs, ProblemSpec, Stopwatch, header, measuring
+from .common import Outputs, ProblemSpec, Stopwatch, build_problems, emit, header, measuring
 from .options import CheckpointArg, names_option, path_option
-
-
-def build_problems(checkpoint: Path, spec: ProblemSpec, *, test: bool, params: bool = True):
-    """The checkpoint and ``{"train": Problem[, "test": Problem]}`` (test where the data have
-    one)."""
-    ckpt = spec.checkpoint(checkpoint)
-    problems = {"train": spec.problem(ckpt, "train", params=params)}
-    if test and ckpt.dataset().test is not None:
-        problems["test"] = spec.problem(ckpt, "test", params=params)
-    return ckpt, problems
-
-
-def emit(report: dict, tree: dict, attrs: dict, table: Table, *, io: Outputs, kind: str,
-         also: Callable[[dict], list] | None = None) -> None:
-    """Write the HDF5 file and the figure (and what ``also(data)`` writes: exports), then print
-    the table or the JSON object."""
-    if io.out is not None:
-        from ..io.hdf5 import write_tree
-
-        write_tree(io.out, tree, attrs=attrs)
-    if io.plot is not None:
-        from ..io.slice_figures import save, slice_figure
-
-        save(slice_figure({**attrs, **tree}, kind), io.plot)
-    extra = also({**attrs, **tree}) if also is not None else []
-    if io.json:
-        output.emit_json({**report, **({"exported": [str(p) for p in extra]} if extra else {})})
-        return
-    output.table(*table)
-    output.written(io.out, io.plot, *extra)
 
 
 @measuring(SLICE, plot=True, defaults={"save_directions": True}, split=False, product_batch=1024)

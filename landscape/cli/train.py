@@ -5,8 +5,7 @@
 from __future__ import annotations
 
 import signal
-from contextlib import contextmanager
-from pathlib import Path
+from functools import partial
 from typing import Annotated
 
 import typer
@@ -85,10 +84,8 @@ def train(
                 "only --epochs, --steps and --until-loss may be given with --resume",
             )
         run_dir = resume
-        with output.TrainProgress(progress) as bar, _aborted(run_dir):
-            result = resume_run(resume, epochs=settings["epochs"], steps=settings["steps"],
-                                until_loss=settings["until_loss"],
-                                handle_signals=True, progress=bar)
+        run = partial(resume_run, resume, epochs=settings["epochs"], steps=settings["steps"],
+                      until_loss=settings["until_loss"])
     else:
         if out is None:
             raise ConfigError("no run directory given", "pass --out RUN_DIR (or --resume RUN_DIR)")
@@ -99,8 +96,10 @@ def train(
             data_kwargs=parse_kv(data_arg, "--data-arg"), seed=seed, device=device, dtype=dtype,
             track=track or [], track_options=parse_kv(track_arg, "--track-arg"), plot=plot)
         run_dir = out
-        with output.TrainProgress(progress) as bar, _aborted(run_dir):
-            result = train_run(cfg, out, force=force, handle_signals=True, progress=bar)
+        run = partial(train_run, cfg, out, force=force)
+    hint = f"the last saved state can be continued with: landscape train --resume {run_dir}"
+    with output.TrainProgress(progress) as bar, output.aborted(hint):
+        result = run(handle_signals=True, progress=bar)
 
     report = result.to_dict()
     if result.status == "already-finished":
@@ -115,16 +114,3 @@ def train(
         output.line(f"interrupted ({name}) at step {result.step} of {result.total_steps}: state "
                     f"saved; resume with: landscape train --resume {run_dir}")
         raise typer.Exit(128 + (result.signum or 2))
-
-
-@contextmanager
-def _aborted(run_dir: Path):
-    """A second Ctrl-C aborts at once: say where the last saved state is, exit 130."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        output.line(
-            "aborted; the last saved state can be continued with: landscape train --resume "
-            f"{run_dir}"
-        )
-        raise typer.Exit(130) from None

@@ -434,6 +434,16 @@ def record_to_dict(record: StudyRecord) -> dict:
                       for it in record.items]}
 
 
+def plan_report(study: Any, plan: list) -> dict:
+    """``landscape batch --check --json``: the counts and every (checkpoint, item)'s action."""
+    todo = sum(p.action == "compute" for p in plan)
+    keys = ("checkpoint", "name", "kind", "action", "reason")
+    return {"study": str(study.path), "output": str(study.output),
+            "figures": None if study.figures is None else str(study.figures),
+            "compute": todo, "skip": len(plan) - todo,
+            "items": [dict(zip(keys, r)) for r in plan_table(study, plan).rows]}
+
+
 def plan_table(study: Any, plan: list) -> Table:
     """What ``landscape batch --check`` shows: each (checkpoint, item), and whether it will be
     computed or skipped, and why."""
@@ -466,6 +476,7 @@ __all__ = [
     "headlines",
     "outcome_table",
     "overview_figure",
+    "plan_report",
     "plan_table",
     "read_study",
     "record_to_dict",
