@@ -12,6 +12,8 @@ torch.set_num_threads(
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False,
                      help="run slow end-to-end studies")
+    parser.addoption("--device", default="cpu",
+                     help="device of tests/test_device.py (cpu, cuda, cuda:1, ...)")
 
 
 def pytest_collection_modifyitems(config, items):
