@@ -22,6 +22,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ..errors import ConfigError
+from ..results import Table
 from ..schema import Option, check
 from ..settings import PROBLEM
 from .options import CheckpointArg, DataArgOpt, ModelArgOpt
@@ -342,10 +343,10 @@ def build_problems(checkpoint: Path, spec: ProblemSpec, *, test: bool, params: b
     return ckpt, problems
 
 
-def emit(report: dict, tree: dict, attrs: dict, table: Any, *, io: Outputs, kind: str,
+def emit(report: dict, tree: dict, attrs: dict, table: Table, *, io: Outputs, kind: str,
          also: Callable[[dict], list] | None = None) -> None:
     """Write a slice's (or line's) HDF5 file and figure (and what ``also(data)`` writes: exports),
-    then print its table (:class:`~landscape.results.Table`) or the JSON object."""
+    then print its table or the JSON object."""
     from . import output
 
     if io.out is not None:
