@@ -85,15 +85,17 @@ def test_hessian_products_equal_the_dense_hessian(bn_ckpt, device):
 def test_sharpness_metrics_equal_the_cpus(bn_ckpt, device):
     cpu, dev = on_both(device, "sharpness", bn_ckpt, "--dtype", "float64", "--metric",
                        "trace,eig,frobenius,density,grad-curvature", "--probes", "6", "--runs",
-                       "2", "--steps", "8", "--top-k", "2", "--product-batch", "32")
+                       "2", "--steps", "8", "--top-k", "2", "--tol", "1e-10", "--product-batch",
+                       "32")  # converged far below 1e-8: the step counts may differ by device
     assert close(cpu["metrics"], dev["metrics"])
     assert close(cpu["loss_value"], dev["loss_value"])
 
 
 def test_report_commands_equal_the_cpus(bn_ckpt, device):
     for args in (("fisher", "--probes", "4", "--mc-samples", "2"), ("noise",),
-                 ("stability", "--probes", "4")):
-        cpu, dev = on_both(device, args[0], bn_ckpt, "--dtype", "float64", *args[1:])
+                 ("stability", "--probes", "4")):  # Lanczos converged, as in the test above
+        cpu, dev = on_both(device, args[0], bn_ckpt, "--dtype", "float64", "--tol", "1e-10",
+                           *args[1:])
         assert close(cpu, dev), args[0]
 
 
