@@ -150,3 +150,22 @@ class Restricted(LinearOperator):
         full = V.new_zeros(self.op.shape[0], V.shape[1])
         full[self.idx] = V
         return self.op.matmat(full)[self.idx]
+
+
+class Deflated(LinearOperator):
+    """``P A P + s X Xᵀ`` with ``P = I − X Xᵀ`` for orthonormal columns ``X``: ``op`` with the
+    span of ``X`` moved to the eigenvalue ``s`` (chosen outside the end being searched) and every
+    other eigenpair of ``A`` orthogonal to ``X`` kept. Its extreme eigenvalue is the one an
+    eigensolver that found ``X`` has not seen (a further copy of a repeated one among them)."""
+
+    def __init__(self, op: LinearOperator, X: torch.Tensor, shift: float) -> None:
+        super().__init__(op.shape[0], op.dtype, op.device)
+        self.op, self.X, self.shift = op, X.to(op.device, op.dtype), float(shift)
+        self.block_size = op.block_size
+        self.memory = op.memory
+
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        c = self.X.T @ V
+        W = self.op.matmat(V - self.X @ c)
+        return W - self.X @ (self.X.T @ W) + self.shift * (self.X @ c)
+

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import replace
 from typing import Literal, NamedTuple
 
 import torch
 
-from landscape.curvature.operator import Promoted, as_operator
+from landscape.curvature.operator import Deflated, Promoted, as_operator
 from landscape.errors import ConfigError, NumericalError
 from landscape.estimators.sampling import make_generator, rademacher
 from landscape.results import Eigen
@@ -268,7 +269,8 @@ def _orthonormal_block(W: torch.Tensor, Q: torch.Tensor, thresh: float, g: torch
 
 def _lanczos_eigs(op, k: int, which: str, tol: float, max_steps: int | None,
                   v0: torch.Tensor | None, seed: int, return_vectors: bool,
-                  max_basis: int | None, block: int | None = None) -> Eigen:
+                  max_basis: int | None, block: int | None = None,
+                  beyond: float | None = None) -> Eigen:
     """Block Lanczos with full re-orthogonalisation and thick restart (Golub & Underwood 1977;
     restart as Wu & Simon 2000 with blocks, cf. Zhou & Saad 2008): ``b`` vectors are multiplied
     together, so an eigenvalue of multiplicity up to ``b`` has all its copies in the Krylov
@@ -352,7 +354,12 @@ def _lanczos_eigs(op, k: int, which: str, tol: float, max_steps: int | None,
             limit = torch.maximum(tol * theta[idx].abs().clamp_min(floor),
                                   torch.tensor(_BREAKDOWN * eps * scale, dtype=torch.float64))
             q = float((bounds / limit).max())
-            if q <= 1.0 or full_space:
+            # passed ``beyond``: Ritz values only move outwards, so an eigenvalue lies past it (a
+            # Ritz value short of it by more than its residual bound proves nothing: the Krylov
+            # space may not have met the eigenvector yet)
+            past = beyond is not None and (float(theta[idx][0]) - beyond) * (
+                1.0 if which == "top" else -1.0) > 0
+            if q <= 1.0 or full_space or past:
                 converged = True
                 break
             if out_of_steps:
@@ -387,6 +394,53 @@ def _lanczos_eigs(op, k: int, which: str, tol: float, max_steps: int | None,
     basis = {"vectors": mmax, "device": str(where), "why": why, "restarts": restarts, "block": b}
     return Eigen(values, res.double().cpu(), products, which, "lanczos",
                  X if return_vectors else None, {"basis": basis})
+
+
+#: Relative residual at which the check for missed eigenvalues stops when nothing was found
+#: beyond the k-th value: it only decides whether the deflated operator reaches beyond that value.
+_CHECK_TOL = 1e-2
+
+
+def _checked_lanczos(op, k: int, which: str, tol: float, max_steps: int | None,
+                     v0: torch.Tensor | None, seed: int, return_vectors: bool,
+                     max_basis: int | None) -> Eigen:
+    """Single-vector Lanczos, checked for the eigenvectors it cannot see; block Lanczos when it
+    missed one (docs/algorithms.md, Lanczos).
+
+    From one start vector the Krylov space holds one vector of each eigenspace, so a second copy
+    of a repeated eigenvalue may never be found. The check deflates the ``k`` Ritz vectors found
+    (:class:`~landscape.curvature.operator.Deflated`, their span moved past the other end) and
+    runs Lanczos on what is left until its extreme Ritz value passes the k-th value found by more
+    than that value's error (Ritz values only move outwards, so an eigenvalue lies there: one was
+    missed) or converges to ``_CHECK_TOL`` short of it (none was: as in any Lanczos run, a
+    converged extreme Ritz value is taken for the extreme eigenvalue). If one was missed, block
+    Lanczos with a block of ``k`` (which sees every copy up to multiplicity ``k``) computes the
+    result, and ``matvecs`` counts all three runs. ``k = 1`` needs no check: the extreme value is
+    right whatever its multiplicity. Each side of ``which="both"`` is checked alone. Measured on
+    the digits MLP: 30 products for the top 5 (block Lanczos: 40), 46 for the top 10 (90)."""
+    e = _lanczos_eigs(op, k, which, tol, max_steps, v0, seed, True, max_basis, block=1)
+    sides = [("top", slice(0, k)), ("bottom", slice(k, 2 * k))] if which == "both" else \
+        [(which, slice(0, k))]
+    spent = 0
+    if k > 1 and len(sides) * k < op.shape[0]:
+        for side, part in sides:
+            sign = 1.0 if side == "top" else -1.0
+            vals = e.values[part]
+            kth = float(vals[-1])
+            err = float(e.residuals[part].max()) + tol * abs(kth)
+            shift = kth - sign * (2.0 * float(vals.abs().max()) + err + 1.0)
+            d = _lanczos_eigs(Deflated(op, e.vectors[:, part], shift), 1, side, _CHECK_TOL,
+                              max_steps, None, seed + 1, False, max_basis, block=1,
+                              beyond=kth + sign * err)
+            spent += d.matvecs
+            if sign * (float(d.values[0]) - kth) > err:  # missed: block Lanczos sees every copy
+                b = _lanczos_eigs(op, k, which, tol, max_steps, v0, seed, return_vectors,
+                                  max_basis, block=k)
+                check = {"missed": True, "products": e.matvecs + spent}
+                return replace(b, matvecs=b.matvecs + e.matvecs + spent,
+                               extra={**b.extra, "check": check})
+    return replace(e, matvecs=e.matvecs + spent, vectors=e.vectors if return_vectors else None,
+                   extra={**e.extra, "check": {"missed": False, "products": spent}})
 
 
 def _check_interval(last, products: int, q: float, m: int, p: int) -> int:
@@ -501,6 +555,8 @@ def top_eigenvalues(op, k: int = 1, which: Which = "top", tol: float = 1e-6,
         raise ConfigError(f"k={k} eigenvalues asked of a {p}x{p} operator", f"use 1 <= k <= {p}")
     if not tol > 0:
         raise ConfigError(f"tol must be positive, got {tol}", "use e.g. --tol 1e-6")
+    if method == "lanczos" and block is None:
+        return _checked_lanczos(op, k, which, tol, max_steps, v0, seed, return_vectors, max_basis)
     if method == "lanczos":
         return _lanczos_eigs(op, k, which, tol, max_steps, v0, seed, return_vectors, max_basis,
                              block)

@@ -54,7 +54,11 @@ def _eig_rows(r) -> list[Row]:
     res = r.residuals.tolist()
     name = "λ" if r.method == "lanczos" else "λ (power: largest |λ|)"
     block = (r.extra.get("basis") or {}).get("block", 1)
-    matvecs = f"{r.matvecs} (block {block})" if block > 1 else str(r.matvecs)
+    check = r.extra.get("check")
+    matvecs = (f"{r.matvecs} (block {block})" if block > 1 and not check else
+               f"{r.matvecs} (checked: {check['products']}; missed a copy, block {block})"
+               if check and check["missed"] else
+               f"{r.matvecs} (checked: {check['products']})" if check else str(r.matvecs))
     out = []
     k = len(vals) // 2 if r.which == "both" else len(vals)
     for i, (v, e) in enumerate(zip(vals, res)):
@@ -119,9 +123,10 @@ EIG = {"top_k": integer(1, 1, "How many eigenvalues at each end."),
        "tol": positive(1e-6, "Relative residual tolerance of Lanczos (or power iteration)."),
        "eig_method": choice("lanczos", "power",
                             help="Lanczos, or power iteration (PyHessian's: largest |λ|)."),
-       "eig_block": integer(1, help="Lanczos block size (default --top-k: every copy of an "
-                                    "eigenvalue repeated up to k times is found; 1: single-vector "
-                                    "Lanczos, about half the products, which can miss copies)."),
+       "eig_block": integer(1, help="Lanczos block size. Default: single-vector Lanczos, checked "
+                                    "for copies of a repeated eigenvalue it cannot see (then block "
+                                    "--top-k); 1: unchecked; k: block Lanczos, which finds every "
+                                    "copy up to k times at about twice the products."),
        "max_steps": integer(1, help="Cap on Lanczos steps (default: enough for --tol).")}
 
 
