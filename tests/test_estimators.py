@@ -267,12 +267,35 @@ def test_rank_deficient_hessian_bottom_is_exactly_zero():
     scale = float(torch.linalg.eigvalsh(H.dense()).abs().max())
     e = top_eigenvalues(H, k=3, which="bottom", tol=1e-6)
     assert e.values.abs().max() <= 1e-10 * scale, e.values
+    assert e.extra["check"]["missed"]  # the check saw the copies; block Lanczos found them
     single = top_eigenvalues(H, k=3, which="bottom", tol=1e-6, block=1)
     assert single.values.max() > 0.1 * scale
     ev = torch.cat([torch.zeros(580, dtype=DT), torch.linspace(1, 5, 20,
                                                                dtype=DT)])  # rank 20, p = 600
     e = top_eigenvalues(with_spectrum(ev, seed=22), k=3, which="bottom", tol=1e-10)
     assert e.values.abs().max() < 1e-10
+
+
+def test_the_check_sees_a_copy_the_first_run_missed():
+    """The check of the default solver on a first run that found one of two copies of the top
+    eigenvalue (9, 9, 7, 0.5 over a bulk in [0, 0.1]): the deflated operator's Lanczos passes the
+    k-th value (0.5) within a few products; and with nothing missed it stays short of it."""
+    from landscape.curvature.operator import Deflated, as_operator
+    from landscape.estimators.lanczos import _CHECK_TOL, _lanczos_eigs
+
+    g = torch.Generator().manual_seed(0)
+    p = 400
+    ev = torch.cat([torch.tensor([9.0, 9.0, 7.0, 0.5], dtype=DT),
+                    0.1 * torch.rand(p - 4, generator=g, dtype=DT)])
+    Q, _ = torch.linalg.qr(torch.randn(p, p, generator=g, dtype=DT))
+    op = as_operator((Q * ev) @ Q.T)
+    for found, missed in (([0, 2, 3], True), ([0, 1, 2], False)):
+        X = Q[:, found]
+        kth = float(ev[found[-1]])
+        d = _lanczos_eigs(Deflated(op, X, kth - 20.0), 1, "top", _CHECK_TOL, None, None, 1,
+                          False, None, block=1, beyond=kth + 1e-6)
+        assert (float(d.values[0]) > kth + 1e-6) == missed, (found, d.values)
+        assert d.matvecs < 40
 
 
 def test_small_matrix_whole_space_and_float32():
