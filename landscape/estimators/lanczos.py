@@ -421,24 +421,25 @@ def _checked_lanczos(op, k: int, which: str, tol: float, max_steps: int | None,
     e = _lanczos_eigs(op, k, which, tol, max_steps, v0, seed, True, max_basis, block=1)
     sides = [("top", slice(0, k)), ("bottom", slice(k, 2 * k))] if which == "both" else \
         [(which, slice(0, k))]
+    if k == 1 or len(sides) * k >= op.shape[0]:  # nothing to check
+        return replace(e, vectors=e.vectors if return_vectors else None)
     spent = 0
-    if k > 1 and len(sides) * k < op.shape[0]:
-        for side, part in sides:
-            sign = 1.0 if side == "top" else -1.0
-            vals = e.values[part]
-            kth = float(vals[-1])
-            err = float(e.residuals[part].max()) + tol * abs(kth)
-            shift = kth - sign * (2.0 * float(vals.abs().max()) + err + 1.0)
-            d = _lanczos_eigs(Deflated(op, e.vectors[:, part], shift), 1, side, _CHECK_TOL,
-                              max_steps, None, seed + 1, False, max_basis, block=1,
-                              beyond=kth + sign * err)
-            spent += d.matvecs
-            if sign * (float(d.values[0]) - kth) > err:  # missed: block Lanczos sees every copy
-                b = _lanczos_eigs(op, k, which, tol, max_steps, v0, seed, return_vectors,
-                                  max_basis, block=k)
-                check = {"missed": True, "products": e.matvecs + spent}
-                return replace(b, matvecs=b.matvecs + e.matvecs + spent,
-                               extra={**b.extra, "check": check})
+    for side, part in sides:
+        sign = 1.0 if side == "top" else -1.0
+        vals = e.values[part]
+        kth = float(vals[-1])
+        err = float(e.residuals[part].max()) + tol * abs(kth)
+        shift = kth - sign * (2.0 * float(vals.abs().max()) + err + 1.0)
+        d = _lanczos_eigs(Deflated(op, e.vectors[:, part], shift), 1, side, _CHECK_TOL,
+                          max_steps, None, seed + 1, False, max_basis, block=1,
+                          beyond=kth + sign * err)
+        spent += d.matvecs
+        if sign * (float(d.values[0]) - kth) > err:  # missed: block Lanczos sees every copy
+            b = _lanczos_eigs(op, k, which, tol, max_steps, v0, seed, return_vectors,
+                              max_basis, block=k)
+            check = {"missed": True, "products": spent}  # the first run is in matvecs too
+            return replace(b, matvecs=b.matvecs + e.matvecs + spent,
+                           extra={**b.extra, "check": check})
     return replace(e, matvecs=e.matvecs + spent, vectors=e.vectors if return_vectors else None,
                    extra={**e.extra, "check": {"missed": False, "products": spent}})
 

@@ -55,10 +55,12 @@ def _eig_rows(r) -> list[Row]:
     name = "λ" if r.method == "lanczos" else "λ (power: largest |λ|)"
     block = (r.extra.get("basis") or {}).get("block", 1)
     check = r.extra.get("check")
-    matvecs = (f"{r.matvecs} (block {block})" if block > 1 and not check else
-               f"{r.matvecs} (checked: {check['products']}; missed a copy, block {block})"
-               if check and check["missed"] else
-               f"{r.matvecs} (checked: {check['products']})" if check else str(r.matvecs))
+    matvecs = str(r.matvecs)
+    if check:
+        missed = f"; missed a copy, block {block}" if check["missed"] else ""
+        matvecs += f" (checked: {check['products']}{missed})"
+    elif block > 1:
+        matvecs += f" (block {block})"
     out = []
     k = len(vals) // 2 if r.which == "both" else len(vals)
     for i, (v, e) in enumerate(zip(vals, res)):

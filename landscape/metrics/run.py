@@ -146,13 +146,13 @@ class Sharpness:
         save(blocks_density_figure({b: r["density"] for b, r in self.results.items()})
              if self.per_layer else density_figure(self.results[""]["density"]), path)
 
-    def table(self, title: str, caption: str | None = None) -> Table:
+    def table(self, title: str) -> Table:
         """One row per metric's quantity (per block with ``per_layer``)."""
         rows = [((block,) if self.per_layer else ()) + row
                 for block, res in self.results.items() for name in self.names
                 for row in METRICS[name].rows(res[METRICS[name].key])]
         cols = ["quantity", "value", "± stderr / note", "products"]
-        return Table(title, (["layer"] if self.per_layer else []) + cols, rows, caption)
+        return Table(title, (["layer"] if self.per_layer else []) + cols, rows)
 
     def spread_lines(self, report: dict) -> list[str]:
         """How λ_max and tr(H) vary across the blocks, one line each."""
