@@ -307,6 +307,7 @@ def _lanczos_eigs(op, k: int, which: str, tol: float, max_steps: int | None,
     anorm = 0.0
     products = 0
     j, m = 0, b  # the block Q[j:m] is multiplied next; Q[:j] already were
+    lo = 0  # Q[lo:j] is the block that T couples to Q[j:m] (all of Q[:j] after a restart)
     next_check = min(p, nw)
     last = None  # (products, log q) at the previous check
     converged = False
@@ -315,6 +316,12 @@ def _lanczos_eigs(op, k: int, which: str, tol: float, max_steps: int | None,
         W = op.matmat(Q[j:m].T.contiguous().to(op.device)).T.to(device=where, dtype=op.dtype)
         products += m - j
         h = torch.zeros(m - j, m, dtype=op.dtype, device=where)
+        # the recurrence's own terms first: W's large components lie along the rows just
+        # multiplied and the block before them (after a restart, every kept Ritz vector), so
+        # the full pass below removes only rounding and seldom needs its second pass
+        c = W @ Q[lo:m].T
+        W = W - c @ Q[lo:m]
+        h[:, lo:m] = c
         norm_in = torch.linalg.vector_norm(W, dim=1)
         for rep in range(2):  # classical Gram-Schmidt, the second pass when needed (DGKS)
             c = W @ Q[:m].T
@@ -377,10 +384,10 @@ def _lanczos_eigs(op, k: int, which: str, tol: float, max_steps: int | None,
             Q[l : l + N.shape[0]] = N
             T.zero_()
             T[:l, :l] = torch.diag(theta[kept])
-            j, m = l, l + N.shape[0]
+            lo, j, m = 0, l, l + N.shape[0]
         else:
             Q[m : m + N.shape[0]] = N
-            j, m = m, m + N.shape[0]
+            lo, j, m = j, m, m + N.shape[0]
     if not converged:
         warnings.warn(f"Lanczos stopped after {products} products without reaching tol={tol}; "
                       "the reported residuals bound the errors", RuntimeWarning, stacklevel=3)
