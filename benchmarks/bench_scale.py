@@ -23,15 +23,19 @@ Measures:
   the available RAM: the gradient graphs of as many batches as fit are kept between products),
   with ``--memory`` at ``--tight`` (no cache: a budget the size of the peers' working set), and
   with the default budget but no cache (``Hessian(..., cache_bytes=0)``: every pass rebuilds each
-  batch's graph once and shares it between the block's 16 vectors).
+  batch's graph once and shares it between the block's 16 vectors). ``--blocks 2,4`` adds runs in
+  fixed blocks of that many vectors, graphs not cached (``Hessian(..., block_size=k,
+  cache_bytes=0)``): a smaller block holds fewer parameter-sized rows and shares each graph
+  between fewer vectors.
 - *top-5*: seconds to the top-5 eigenvalues at a relative tolerance of 1e-6, the number of
   products, and the largest relative residual ``‖Hv − λv‖/|λ|`` of the returned pairs, checked
-  afterwards with landscape's operator (not timed). landscape runs its default block Lanczos
-  (block 5: every copy of a repeated eigenvalue is found) and single-vector Lanczos (block 1, the
-  peers' kind of solver). PyHessian's power iteration runs at its default tolerance 1e-3 (at
-  1e-6 it exhausts its 100 iterations per eigenvalue); hessian-eigenthings' Lanczos runs a fixed
-  number of steps, so the smallest of 10, 20, 30, 40, 60, 80, 120 whose pairs all converge is
-  timed alone (as if the user had known it).
+  afterwards with landscape's operator (not timed). landscape runs its default (single-vector
+  Lanczos, then the check for missed copies of a repeated eigenvalue, block Lanczos only when one
+  was missed) and unchecked single-vector Lanczos (block 1, the peers' kind of solver).
+  PyHessian's power iteration runs at its default tolerance 1e-3 (at 1e-6 it exhausts its 100
+  iterations per eigenvalue); hessian-eigenthings' Lanczos runs a fixed number of steps, so the
+  smallest of 10, 20, 30, 40, 60, 80, 120 whose pairs all converge is timed alone (as if the user
+  had known it).
 """
 
 from __future__ import annotations
@@ -135,8 +139,8 @@ def work(cfg: dict) -> dict:
 
         memory = cfg.get("memory")
         H = landscape.Hessian(model, "cross-entropy", _loader(n), batch_size=BATCH, device=device,
-                              memory=memory,
-                              cache_bytes=cfg.get("cache_bytes"))
+                              memory=memory, cache_bytes=cfg.get("cache_bytes"),
+                              block_size=cfg.get("block_size"))
         if what == "probe":
             est = trace(H, probes=cfg["probes"], seed=1)
             out["estimate"] = est.value
@@ -217,6 +221,16 @@ TOOLS = ["landscape", "landscape (no cache)", "landscape (tight)", "landscape (b
          "hessian-eigenthings", "pyhessian", "curvlinops"]
 
 
+def _block_tool(k: int) -> str:
+    return f"landscape (block {k}, no cache)"
+
+
+def _tools(recs) -> list[str]:
+    """TOOLS, then the fixed-block rows of ``--blocks`` in order of their block."""
+    extra = {r["config"]["tool"] for r in recs} - set(TOOLS)
+    return TOOLS + sorted(extra, key=lambda t: int(t.split()[2].rstrip(",")))
+
+
 def _key(cfg: dict) -> str:
     return json.dumps({k: cfg[k] for k in ("model", "n", "tool", "what", "device", "probes")},
                       sort_keys=True)
@@ -245,6 +259,9 @@ def run(args) -> None:
             for tool in args.tools.split(","):
                 if tool != "landscape (block 1)":  # (no cache) runs probes only
                     jobs.append({"model": model, "n": n, "tool": tool, "what": "probe"})
+            for k in [int(v) for v in args.blocks.split(",") if v]:
+                jobs.append({"model": model, "n": n, "tool": _block_tool(k), "what": "probe",
+                             "block_size": k, "cache_bytes": 0})
         for tool in args.tools.split(","):
             if tool not in ("landscape (tight)", "landscape (no cache)") and args.eig_n:
                 jobs.append({"model": model, "n": args.eig_n, "tool": tool, "what": "eig"})
@@ -284,7 +301,7 @@ def table(path: Path) -> None:
             peers = [r for t, r in at.items() if not t.startswith("landscape") and "seconds" in r]
             fastest = min((r["seconds"] / r["config"]["probes"] for r in peers), default=None)
             lowest = min((r["peak_rss"] for r in peers if r.get("peak_rss")), default=None)
-            for tool in TOOLS:
+            for tool in _tools(probe):
                 r = at.get(tool)
                 if r is None:
                     continue
@@ -352,6 +369,9 @@ def main() -> None:
     ap.add_argument("--probes", type=int, default=8)
     ap.add_argument("--tools", default=",".join(TOOLS))
     ap.add_argument("--tight", default="512MiB", help="--memory of 'landscape (tight)'")
+    ap.add_argument("--blocks", default="",
+                    help="also time probes in fixed blocks of these sizes, graphs not cached "
+                         "(e.g. 2,4: the memory a block's rows cost against the speed it buys)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--results", default=str(HERE / "results" / "scale.jsonl"))

@@ -1,8 +1,9 @@
 """Lanczos with full re-orthogonalisation, thick-restart eigensolver, and power iteration.
 
 * :func:`lanczos`: ``m`` steps of Lanczos (Golub & Van Loan, Alg. 10.1.1) from one start vector,
-  with full re-orthogonalisation by classical Gram-Schmidt applied twice ("twice is enough",
-  Giraud et al. 2005) against the whole basis; returns the tridiagonal ``T_m`` and optionally
+  with full re-orthogonalisation against the whole basis (classical Gram-Schmidt after the
+  recurrence's own terms are removed, a second pass when the first removed most of the vector:
+  "twice is enough", Giraud et al. 2005; DGKS 1976); returns the tridiagonal ``T_m`` and optionally
   the basis. The building block of stochastic Lanczos quadrature (:mod:`.density`).
 * :func:`top_eigenvalues`: extreme eigenpairs by Lanczos with thick restart (Wu & Simon 2000;
   the symmetric case of Stewart's Krylov-Schur, 2001), or by PyHessian's power iteration.
@@ -51,15 +52,39 @@ class LanczosResult(NamedTuple):
                 + torch.diag(self.beta[:-1], -1))
 
 
-def _cgs2(Q: torch.Tensor, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Orthogonalise the rows of ``W: [b, p]`` against the orthonormal rows of ``Q: [b, j, p]``
-    by classical Gram-Schmidt applied twice. Returns ``W⊥`` and the coefficients ``h: [b, j]``
-    with ``W = Qᵀ h + W⊥``."""
-    h = torch.bmm(Q, W.unsqueeze(-1))
-    W = W - torch.bmm(Q.transpose(1, 2), h).squeeze(-1)
-    h2 = torch.bmm(Q, W.unsqueeze(-1))
-    W = W - torch.bmm(Q.transpose(1, 2), h2).squeeze(-1)
-    return W, (h + h2).squeeze(-1)
+def _orthogonalise(Q: torch.Tensor, W: torch.Tensor, local: int = 2
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Orthogonalise the rows of ``W: [b, p]`` against the orthonormal rows of ``Q``: one basis
+    ``[j, p]`` for every row, or one basis per row ``[b, j, p]`` (lockstep runs). First against
+    the last ``local`` rows of ``Q`` (the Lanczos recurrence's own terms, which hold most of
+    ``W``), then classical Gram-Schmidt over all of ``Q``, applied a second time only when the
+    first removed more than half the norm (DGKS 1976; "twice is enough", Giraud et al. 2005).
+    Returns ``W⊥`` and the coefficients ``h: [b, j]`` with ``W = Qᵀ h + W⊥`` (per row)."""
+    if Q.dim() == 2:
+        def coef(B, V):
+            return V @ B.T
+
+        def span(c, B):
+            return c @ B
+    else:
+        def coef(B, V):
+            return torch.bmm(B, V.unsqueeze(-1)).squeeze(-1)
+
+        def span(c, B):
+            return torch.bmm(c.unsqueeze(1), B).squeeze(1)
+    h = torch.zeros(W.shape[0], Q.shape[-2], dtype=W.dtype, device=W.device)
+    L = Q[..., Q.shape[-2] - local:, :]
+    c = coef(L, W)
+    W = W - span(c, L)
+    h[:, Q.shape[-2] - local:] = c
+    norm_in = torch.linalg.vector_norm(W, dim=1)
+    for rep in range(2):
+        c = coef(Q, W)
+        W = W - span(c, Q)
+        h = h + c
+        if rep == 0 and bool((torch.linalg.vector_norm(W, dim=1) > 0.7071 * norm_in).all()):
+            break  # little was removed: what is left carries the rounding of a vector its size
+    return W, h
 
 
 def _nonfinite() -> NumericalError:
@@ -122,7 +147,7 @@ def _lanczos_runs(op, V0: torch.Tensor, steps: int, keep_basis: bool,
                 device=where, dtype=op.dtype
             )
         products += len(active)
-        W, h = _cgs2(Q[:, : j + 1], W.to(op.dtype))
+        W, h = _orthogonalise(Q[:, : j + 1], W.to(op.dtype))
         nb = torch.linalg.vector_norm(W, dim=1)
         stats = torch.stack([h[:, j], nb]).double().cpu()  # the one host sync per step
         if not bool(torch.isfinite(stats).all()):
@@ -149,7 +174,7 @@ def lanczos(op, steps: int, v0: torch.Tensor | None = None, seed: int = 0,
 
     Recurrence (Golub & Van Loan, Alg. 10.1.1): ``β_j q_{j+1} = A q_j − α_j q_j − β_{j−1} q_{j−1}``
     with ``α_j = q_jᵀ A q_j``; here the subtraction is a full projection against every previous
-    ``q_i`` by classical Gram-Schmidt applied twice, so the basis stays orthonormal to rounding
+    ``q_i`` (:func:`_orthogonalise`), so the basis stays orthonormal to rounding
     and ``T_m = Q_mᵀ A Q_m`` has no spurious copies of converged eigenvalues. Stops early (fewer
     than ``steps``) when ``β_j ≤ 50 eps ‖T‖`` (an invariant subspace; always by step ``p``).
     Costs one product per step.
@@ -315,20 +340,9 @@ def _lanczos_eigs(op, k: int, which: str, tol: float, max_steps: int | None,
     while True:
         W = op.matmat(Q[j:m].T.contiguous().to(op.device)).T.to(device=where, dtype=op.dtype)
         products += m - j
-        h = torch.zeros(m - j, m, dtype=op.dtype, device=where)
-        # the recurrence's own terms first: W's large components lie along the rows just
-        # multiplied and the block before them (after a restart, every kept Ritz vector), so
-        # the full pass below removes only rounding and seldom needs its second pass
-        c = W @ Q[lo:m].T
-        W = W - c @ Q[lo:m]
-        h[:, lo:m] = c
-        norm_in = torch.linalg.vector_norm(W, dim=1)
-        for rep in range(2):  # classical Gram-Schmidt, the second pass when needed (DGKS)
-            c = W @ Q[:m].T
-            W = W - c @ Q[:m]
-            h = h + c
-            if rep == 0 and bool((torch.linalg.vector_norm(W, dim=1) > 0.7071 * norm_in).all()):
-                break  # little was removed: the rounding left in W is that of a vector its size
+        # the recurrence's own terms are the block just multiplied and the one before it (after
+        # a restart, every kept Ritz vector)
+        W, h = _orthogonalise(Q[:m], W, local=m - lo)
         hd = h.double().cpu()
         if not bool(torch.isfinite(hd).all()):
             raise _nonfinite()
@@ -480,7 +494,7 @@ def _power_eigs(op, k: int, tol: float, max_steps: int | None, v0: torch.Tensor 
     def deflate(v: torch.Tensor) -> torch.Tensor:
         if found:
             F = torch.stack(found)[None]
-            v = _cgs2(F, v[None])[0][0]
+            v = _orthogonalise(F, v[None])[0][0]
         return v / torch.linalg.vector_norm(v)
 
     for i in range(k):
@@ -523,17 +537,18 @@ def top_eigenvalues(op, k: int = 1, which: Which = "top", tol: float = 1e-6,
                     max_basis: int | None = None, block: int | None = None) -> Eigen:
     """Extreme eigenvalues of a symmetric operator, with the true residual of each pair.
 
-    ``method="lanczos"`` (default): Lanczos with full re-orthogonalisation (CGS2) from ``v0``
-    (default: Rademacher from ``seed``; a ``[p, j]`` block such as the previous eigenvectors is
-    summed into one warm start). The Krylov space grows until every wanted Ritz pair
-    ``(θ_i, y_i)`` satisfies ``β_m |s_{m,i}| ≤ tol · max(|θ_i|, eps^{2/3}‖A‖)`` (the Lanczos
-    residual estimate, Paige 1971; the floor as in ARPACK's dsconv); the check is an ``m × m``
-    ``eigh``, scheduled by extrapolating how fast the bounds fall. Since ``|θ − λ| ≤ ‖r‖²/gap``
-    the eigenvalue's relative error is usually far below ``tol``. If the basis reaches
-    ``max_basis`` vectors (default ``min(p, 200)``, fewer if it would exceed 2 GiB) it is thick
-    restarted (Wu & Simon 2000; Krylov-Schur, Stewart 2001): the wanted Ritz vectors and about
-    half the rest from the same end are kept. An invariant subspace continues from a fresh
-    random direction, so repeated eigenvalues are found with their multiplicity.
+    ``method="lanczos"`` (default): Lanczos with full re-orthogonalisation
+    (:func:`_orthogonalise`) from ``v0`` (default: Rademacher from ``seed``; a ``[p, j]`` block
+    such as the previous eigenvectors is summed into one warm start). The Krylov space grows
+    until every wanted Ritz pair ``(θ_i, y_i)`` satisfies ``β_m |s_{m,i}| ≤ tol · max(|θ_i|,
+    eps^{2/3}‖A‖)`` (the Lanczos residual estimate, Paige 1971; the floor as in ARPACK's
+    dsconv); the check is an ``m × m`` ``eigh``, scheduled by extrapolating how fast the bounds
+    fall. Since ``|θ − λ| ≤ ‖r‖²/gap`` the eigenvalue's relative error is usually far below
+    ``tol``. If the basis reaches ``max_basis`` vectors (default ``min(p, 200)``, fewer if it
+    would exceed 2 GiB) it is thick restarted (Wu & Simon 2000; Krylov-Schur, Stewart 2001): the
+    wanted Ritz vectors and about half the rest from the same end are kept. An invariant
+    subspace continues from a fresh random direction, so repeated eigenvalues are found with
+    their multiplicity.
 
     ``which``: ``"top"`` the ``k`` largest, descending; ``"bottom"`` the ``k`` smallest, ascending
     (most negative first); ``"both"`` the top ``k`` (descending) then the bottom ``k`` (ascending).
