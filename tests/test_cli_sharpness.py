@@ -178,3 +178,16 @@ def test_nan_checkpoint_is_one_clear_line(tmp_path):
     assert (
         r.exit_code == 2 and "loss is nan" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     )
+
+
+@pytest.mark.parametrize("ckpt_name", ["digits-mlp-gd", "digits-cnn-bn"])
+@pytest.mark.parametrize("extra", [[], ["--eig-block", "1"], ["--eig-block", "5"],
+                                   ["--which", "bottom"], ["--which", "both"]])
+def test_plan_typical_eig_products_are_near_the_measured_ones(ckpt_name, extra):
+    """--plan's typical count for eig (the checked default, single-vector and block Lanczos, both
+    ends) is within a factor of 2 of what the run then takes on the shipped checkpoints."""
+    args = ["sharpness", f"checkpoints/{ckpt_name}.pt", "-m", "eig", "--top-k", "5", *extra,
+            "--json"]
+    planned = json.loads(run(*args, "--plan").stdout)["plan"]["metrics"]["eig"]["products"]
+    measured = json.loads(run(*args).stdout)["metrics"]["eigenvalues"]["matvecs"]
+    assert 0.5 <= measured / planned <= 2.0, (planned, measured)

@@ -73,10 +73,11 @@ def _orthogonalise(Q: torch.Tensor, W: torch.Tensor, local: int = 2
         def span(c, B):
             return torch.bmm(c.unsqueeze(1), B).squeeze(1)
     h = torch.zeros(W.shape[0], Q.shape[-2], dtype=W.dtype, device=W.device)
-    L = Q[..., Q.shape[-2] - local:, :]
+    start = max(0, Q.shape[-2] - local)
+    L = Q[..., start:, :]
     c = coef(L, W)
     W = W - span(c, L)
-    h[:, Q.shape[-2] - local:] = c
+    h[:, start:] = c
     norm_in = torch.linalg.vector_norm(W, dim=1)
     for rep in range(2):
         c = coef(Q, W)
