@@ -494,8 +494,7 @@ def _power_eigs(op, k: int, tol: float, max_steps: int | None, v0: torch.Tensor 
 
     def deflate(v: torch.Tensor) -> torch.Tensor:
         if found:
-            F = torch.stack(found)[None]
-            v = _orthogonalise(F, v[None])[0][0]
+            v = _orthogonalise(torch.stack(found), v[None])[0][0]
         return v / torch.linalg.vector_norm(v)
 
     for i in range(k):
